@@ -1,0 +1,130 @@
+"""DDPM (Ho et al. 2020) on MNIST-sized images.
+
+  python launch.py --config=configs/ddpm.py                  # embedded mnist_5k, ~10 min on 2 CPU cores
+  python launch.py --config=configs/ddpm.py:smoke            # seconds; what the tests run
+  python launch.py --config=configs/ddpm.py:dataset=mnist --config.data.manual_dir=/path/to/mnist
+
+`get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`.
+Paper-exact recipes live in experiments/ (e.g. experiments/ho2020_ddpm/cifar10.py).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = dict(part.split("=", 1) if "=" in part else (part, True)
+                  for part in (arg or "").split(",") if part)
+  unknown = set(variants) - {"smoke", "dataset"}
+  if unknown:
+    raise ValueError(f"configs/ddpm.py: unknown variant(s) {sorted(unknown)}; "
+                     "known: smoke, dataset=<name>.")
+
+  config = ml_collections.ConfigDict()
+  config.method = "diffusion"
+  config.seed = 0
+  # Compute dtype of the model ('float32' or 'bfloat16'); params stay float32.
+  config.dtype = "float32"
+  # Another run's workdir (or checkpoints dir) to continue from (full state) ...
+  config.resume_from = ""
+  # ... or to take only the params from (fine-tuning). See README "Resuming".
+  config.init_from = ""
+
+  config.data = ml_collections.ConfigDict()
+  # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; or any TFDS
+  # dataset prepared in array_record form in data_dir.
+  config.data.dataset = variants.get("dataset", "mnist_5k")
+  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
+  config.data.data_dir = ""
+  # Folder with the raw files (e.g. train-images-idx3-ubyte.gz); when set nothing is downloaded.
+  config.data.manual_dir = ""
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  # Random horizontal flips (Ho et al. use them on CIFAR-10; not for digits).
+  config.data.random_flip = False
+  # grain worker processes (0 = in the main process).
+  config.data.num_workers = 0
+
+  # U-Net of Ho et al. App. B, scaled down for 28x28 digits on a CPU.
+  config.model = ml_collections.ConfigDict()
+  config.model.ch = 32
+  config.model.ch_mult = (1, 2, 2)
+  config.model.num_res_blocks = 1
+  config.model.attn_resolutions = (7,)
+  config.model.dropout = 0.0
+  config.model.num_groups = 8
+
+  config.diffusion = ml_collections.ConfigDict()
+  # T: number of diffusion steps.
+  config.diffusion.num_timesteps = 1000
+  # 'linear' (Ho et al.) or 'cosine' (Nichol & Dhariwal).
+  config.diffusion.schedule = "linear"
+  config.diffusion.beta_start = 1e-4
+  config.diffusion.beta_end = 0.02
+  # What the network predicts: 'eps' (Eq. 14), 'x0' or 'v'.
+  config.diffusion.target = "eps"
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64          # global batch, split over the mesh
+  config.train.num_steps = 4000
+  config.train.optimizer = "adam"
+  config.train.lr = 1e-3
+  config.train.lr_decay = "constant"    # 'constant' or 'cosine'
+  config.train.min_lr_ratio = 0.1       # cosine decays to lr * min_lr_ratio
+  config.train.warmup_steps = 200
+  config.train.b1 = 0.9
+  config.train.b2 = 0.999
+  config.train.eps = 1e-8
+  config.train.weight_decay = 0.0       # adamw only; matrices only
+  config.train.grad_clip = 1.0          # global-norm clipping; 0 disables
+  config.train.ema_decay = 0.995
+  config.train.log_every = 50
+  config.train.checkpoint_every = 500
+  config.train.max_checkpoints = 3
+  config.train.async_checkpointing = True
+  config.train.sample_every = 1000      # 0 disables periodic sample grids
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every = 1000              # 0 disables periodic evaluation
+  config.eval.batch_size = 128
+  config.eval.num_batches = 4           # 0 = the whole eval split
+  config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+
+  config.sample = ml_collections.ConfigDict()
+  config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
+  config.sample.steps = 100             # DDIM steps (0 = all T)
+  config.sample.eta = 0.0               # DDIM eta: 0 deterministic, 1 = DDPM-like noise
+  config.sample.variance = "beta"       # DDPM sigma^2: 'beta' or 'beta_tilde'
+  config.sample.clip_x0 = True          # clip predicted x0 to [-1, 1] at each step
+  config.sample.num = 64
+  config.sample.use_ema = True
+  config.sample.seed = 0                # for --mode=sample
+
+  # Device mesh: batch over data x fsdp, params sharded over fsdp. -1 = all devices.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+
+  if config.data.dataset == "cifar10":
+    config.data.random_flip = True
+    config.model.attn_resolutions = (8,)
+
+  if "smoke" in variants:
+    config.model.ch = 8
+    config.model.ch_mult = (1, 2)
+    config.model.attn_resolutions = (14,)
+    config.model.num_groups = 4
+    config.diffusion.num_timesteps = 20
+    config.train.batch_size = 16
+    config.train.num_steps = 4
+    config.train.warmup_steps = 2
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.train.sample_every = 4
+    config.train.async_checkpointing = False
+    config.eval.every = 4
+    config.eval.batch_size = 16
+    config.eval.num_batches = 2
+    config.sample.steps = 5
+    config.sample.num = 4
+  return config

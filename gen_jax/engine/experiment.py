@@ -1,0 +1,84 @@
+"""What every mode needs before it runs: validated config, mesh, data shape, method,
+and the state's shapes and shardings — all derived without allocating the model.
+
+Shapes first, then shardings: `jax.eval_shape(method.init)` gives the abstract state,
+`state_shardings` places every leaf on the mesh, and `jax.jit(init, out_shardings=...)`
+creates it already sharded, so a large model never exists unsharded on one device.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh, NamedSharding
+
+from gen_jax import data
+from gen_jax.engine import sharding
+from gen_jax.engine.state import TrainState
+from gen_jax.methods import Method, build_method
+
+MODES = ("train", "sample", "eval", "summary")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  config: ml_collections.ConfigDict
+  mesh: Mesh
+  method: Method
+  image_shape: tuple[int, int, int]
+  abstract_state: Any         # TrainState of ShapeDtypeStructs
+  state_sharding: Any         # TrainState of NamedShardings
+  batch_sharding: NamedSharding
+  replicated: NamedSharding
+
+  @property
+  def base_rng(self) -> jax.Array:
+    return jax.random.key(self.config.seed)
+
+  def example_batch(self) -> dict[str, jax.Array]:
+    return {"image": jnp.zeros((1, *self.image_shape), jnp.float32),
+            "label": jnp.zeros((1,), jnp.int32)}
+
+  def init_state(self) -> TrainState:
+    """A fresh state, created directly with its shardings."""
+    init = jax.jit(self.method.init, out_shardings=self.state_sharding)
+    return init(jax.random.fold_in(self.base_rng, 0x1417), self.example_batch())
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks that cost nothing, before any data is read or anything compiled."""
+  t = config.train
+  for name in ("batch_size", "num_steps", "log_every", "checkpoint_every"):
+    if t[name] <= 0:
+      raise ValueError(f"train.{name}={t[name]} must be positive.")
+  if not 0.0 <= t.ema_decay < 1.0:
+    raise ValueError(f"train.ema_decay={t.ema_decay} must be in [0, 1).")
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype={config.dtype!r}; expected 'float32' or 'bfloat16'.")
+  if config.resume_from and config.init_from:
+    raise ValueError("Set at most one of resume_from (full state) and init_from (params only).")
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates the config, builds the mesh and method, derives shapes and shardings.
+
+  Raises:
+    ValueError: for an invalid config, e.g. a global batch the mesh cannot split.
+    gen_jax.data.DatasetUnavailableError: when the dataset cannot be found or fetched.
+  """
+  validate_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.validate_global_batch(config.train.batch_size, mesh, "train.batch_size")
+  sharding.validate_global_batch(config.eval.batch_size, mesh, "eval.batch_size")
+  image_shape = data.image_shape(config.data)
+  method = build_method(config, image_shape)
+  example = {"image": jnp.zeros((1, *image_shape)), "label": jnp.zeros((1,), jnp.int32)}
+  abstract_state = jax.eval_shape(method.init, jax.random.key(0), example)
+  return Experiment(
+      config=config, mesh=mesh, method=method, image_shape=tuple(image_shape),
+      abstract_state=abstract_state,
+      state_sharding=sharding.state_shardings(abstract_state, mesh),
+      batch_sharding=sharding.batch_sharding(mesh), replicated=sharding.replicated(mesh))

@@ -1,0 +1,124 @@
+"""Run outputs: metrics.jsonl, TensorBoard events (tensorboardX, no TensorFlow),
+a terminal progress bar with steps/s and ETA, and PNG sample grids.
+
+Only process 0 writes; other processes get no-op writers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Mapping
+
+import jax
+import numpy as np
+from etils import epath
+from PIL import Image
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
+class MetricWriter:
+  """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and TB scalars."""
+
+  def __init__(self, workdir: str | epath.Path, tensorboard: bool = True):
+    self._enabled = is_main_process()
+    self._jsonl = None
+    self._tb = None
+    if not self._enabled:
+      return
+    workdir = epath.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    self._jsonl = open(workdir / "metrics.jsonl", "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # imported lazily: slow import
+      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self._enabled:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for name, value in metrics.items():
+        self._tb.add_scalar(name, float(value), int(step))
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str | epath.Path) -> list[dict]:
+  """All rows of workdir/metrics.jsonl (for tests and notebooks)."""
+  path = epath.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _format_seconds(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+  """One status line per `every` steps: step/total, loss, steps/s, ETA.
+
+  Steps/s is measured over the last window (compile time of the first step is
+  excluded from the rate once a second window exists).
+  """
+
+  def __init__(self, start_step: int, total_steps: int, every: int, stream=None):
+    self._total = total_steps
+    self._every = max(1, every)
+    self._stream = stream or sys.stderr
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+    self.steps_per_sec = float("nan")
+
+  def update(self, step: int, metrics: Mapping[str, float]) -> None:
+    if step % self._every and step != self._total:
+      return
+    now = time.perf_counter()
+    if step > self._last_step:
+      self.steps_per_sec = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    eta = (self._total - step) / self.steps_per_sec if self.steps_per_sec > 0 else float("nan")
+    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in ("loss", "grad_norm"))
+    if is_main_process():
+      print(f"[{step:>7d}/{self._total}] {shown} | {self.steps_per_sec:.2f} steps/s | "
+            f"ETA {_format_seconds(eta)}", file=self._stream, flush=True)
+
+
+def image_grid(images_NxHxWxC: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+  """Tiles images in [-1, 1] into one uint8 HxWxC grid (gray images stay 1 channel)."""
+  images = np.asarray(images_NxHxWxC, dtype=np.float32)
+  n, h, w, c = images.shape
+  ncols = ncols or int(math.ceil(math.sqrt(n)))
+  nrows = int(math.ceil(n / ncols))
+  grid = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), np.float32)
+  for i, img in enumerate(images):
+    r, col = divmod(i, ncols)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + col * (w + pad):pad + col * (w + pad) + w] = img
+  return np.round((np.clip(grid, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def save_image_grid(images_NxHxWxC: np.ndarray, path: str | epath.Path, ncols: int | None = None) -> epath.Path:
+  """Writes a PNG grid of images in [-1, 1]; returns the path."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  grid = image_grid(images_NxHxWxC, ncols)
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(str(path))
+  return path

@@ -1,0 +1,89 @@
+"""The train state every method returns, and the one update rule they all share.
+
+`TrainState` is a pytree: the engine shards it, donates it to the jitted step and
+checkpoints it whole. It holds no random key — randomness is derived inside the
+step from `(base_rng, step)` — and no optimizer object (the optax transformation
+is static code held by the method).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything that changes during training.
+
+  Attributes:
+    step: int32 scalar, number of completed updates.
+    params: the trained parameters (float32).
+    ema_params: exponential moving average of `params`, used by default for
+      sampling and evaluation (metric names say `ema`).
+    opt_state: optax state. A method with several optimizers (a GAN) keeps a dict.
+    model_state: non-trained model variables, e.g. BatchNorm `batch_stats`
+      (empty dict when the model has none).
+  """
+
+  step: jax.Array
+  params: PyTree
+  ema_params: PyTree
+  opt_state: PyTree
+  model_state: PyTree = flax.struct.field(default_factory=dict)
+
+  @classmethod
+  def create(cls, params: PyTree, tx: optax.GradientTransformation,
+             model_state: PyTree | None = None) -> "TrainState":
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=params,
+        opt_state=tx.init(params),
+        model_state={} if model_state is None else model_state,
+    )
+
+
+def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
+  """ema <- decay * ema + (1 - decay) * new (Polyak averaging, as in Ho et al. 2020 App. B)."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
+
+
+def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation,
+                    ema_decay: float, **replace: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step plus EMA; returns the new state and cheap health metrics.
+
+  Args:
+    state: current state.
+    grads: gradients with the structure of `state.params`.
+    tx: the optax transformation that produced `state.opt_state`.
+    ema_decay: EMA decay in [0, 1); 0 makes `ema_params` track `params`.
+    **replace: other state fields to replace (e.g. `model_state=`).
+
+  Returns:
+    (new_state, metrics) with `grad_norm`, `update_norm` and `param_norm` (global L2).
+  """
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      ema_params=ema_update(state.ema_params, params, ema_decay),
+      opt_state=opt_state,
+      **replace,
+  )
+  metrics = {
+      "grad_norm": optax.global_norm(grads),
+      "update_norm": optax.global_norm(updates),
+      "param_norm": optax.global_norm(params),
+  }
+  return new_state, metrics
+
+
+def count_params(params: PyTree) -> int:
+  """Total number of scalars in a pytree of arrays or ShapeDtypeStructs."""
+  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,250 @@
+"""`train_and_evaluate(config, workdir)`: the training loop, read top to bottom.
+
+logging -> mesh, method, shardings -> input -> state (resume / init) -> update step
+-> loop (health check, log, eval, sample, checkpoint) -> final save.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+
+from gen_jax import data
+from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import sharding
+from gen_jax.engine.experiment import Experiment, build_experiment
+from gen_jax.engine.logging import MetricWriter, Progress, is_main_process, save_image_grid
+from gen_jax.engine.state import TrainState, count_params
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+  if is_main_process():
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
+def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, data_iter: Any) -> TrainState:
+  """Resume precedence: workdir checkpoint > resume_from > init_from > scratch.
+
+  (Also in `gen_jax/engine/checkpoint.py` and the README.)
+  """
+  cfg = exp.config
+  if (step := ckpt.latest_step()) is not None:
+    logging.info("Resuming from %s step %d", ckpt.directory, step)
+    return ckpt.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
+  if cfg.resume_from:
+    other = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(cfg.resume_from), read_only=True)
+    if (step := other.latest_step()) is None:
+      raise FileNotFoundError(f"resume_from={cfg.resume_from}: no checkpoint found there.")
+    logging.info("Resuming full state from %s step %d", other.directory, step)
+    state = other.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
+    other.close()
+    return state
+  state = exp.init_state()
+  if cfg.init_from:
+    params, step = ckpt_lib.restore_params(
+        cfg.init_from, exp.abstract_state.params, exp.state_sharding.params)
+    logging.info("Initialized params (and EMA) from %s step %d", cfg.init_from, step)
+    state = state.replace(params=params, ema_params=params)
+  return state
+
+
+class _StopRequest:
+  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+
+  @contextlib.contextmanager
+  def installed(self):
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+    def handler(signum, frame):
+      logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+      self.requested = True
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      yield self
+    finally:
+      for s, h in previous.items():
+        signal.signal(s, h)
+
+
+def _flops_per_call(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get("flops", float("nan")))
+
+
+def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str, float]:
+  """Mean of `method.eval_step` over `eval.num_batches` batches of the eval split.
+
+  The batches and the eval key are fixed, so numbers are comparable across steps.
+  """
+  cfg = exp.config
+  loader = data.make_image_loader(cfg.data, split=cfg.data.eval_split,
+                                  global_batch_size=cfg.eval.batch_size, seed=cfg.seed,
+                                  shuffle=False, num_epochs=1)
+  eval_fn = eval_fn or jax.jit(exp.method.eval_step)
+  rng = jax.random.fold_in(exp.base_rng, 0xE7A1)
+  totals, n = {}, 0
+  for i, local in enumerate(loader):
+    if cfg.eval.num_batches and i >= cfg.eval.num_batches:
+      break
+    metrics = jax.device_get(eval_fn(state, sharding.global_batch(local, exp.batch_sharding),
+                                     jax.random.fold_in(rng, i)))
+    for k, v in metrics.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+    n += 1
+  if n == 0:
+    raise ValueError(f"eval split {cfg.data.eval_split!r} yielded no batch of "
+                     f"eval.batch_size={cfg.eval.batch_size}.")
+  return {f"eval/{k}": v / n for k, v in totals.items()}
+
+
+def write_samples(exp: Experiment, params: Any, path: epath.Path, sample_fn=None,
+                  rng: jax.Array | None = None) -> epath.Path:
+  """Samples `sample.num` images from `params` and writes them as one PNG grid."""
+  sample_fn = sample_fn or jax.jit(exp.method.sample, static_argnums=2,
+                                   out_shardings=exp.replicated)
+  rng = jax.random.fold_in(exp.base_rng, 0x5A3) if rng is None else rng
+  images = jax.device_get(sample_fn(params, rng, exp.config.sample.num))
+  if is_main_process():
+    save_image_grid(np.asarray(images), path)
+  return path
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.
+
+  Returns:
+    The last logged training metrics.
+  """
+  # --------------------------------------------------------------------- logging
+  workdir = epath.Path(workdir)
+  write_config(config, workdir)
+  tcfg = config.train
+
+  # ------------------------------------------------- mesh, method, shapes, shardings
+  exp = build_experiment(config)
+  logging.info("Mesh %s; params: %d", dict(exp.mesh.shape), count_params(exp.abstract_state.params))
+
+  # ----------------------------------------------------------------------- input
+  train_iter = iter(data.make_image_loader(config.data, split=config.data.train_split,
+                                           global_batch_size=tcfg.batch_size, seed=config.seed))
+
+  # ------------------------------------------------------ state: resume or init
+  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_checkpoints,
+                               async_save=tcfg.async_checkpointing)
+  state = restore_or_init(exp, ckpt, train_iter)
+  start_step = int(jax.device_get(state.step))
+  last_saved = start_step if ckpt.latest_step() is not None else None
+  if start_step >= tcfg.num_steps:
+    logging.info("Step %d >= train.num_steps=%d: nothing to train.", start_step, tcfg.num_steps)
+    ckpt.close()
+    return {}
+
+  # ----------------------------------------------------------------- update step
+  def step_fn(state, batch, base_rng):
+    # RNG is derived, not carried: resuming at step s replays exactly the keys of s.
+    return exp.method.train_step(state, batch, jax.random.fold_in(base_rng, state.step))
+
+  batch = sharding.global_batch(next(train_iter), exp.batch_sharding)
+  t0 = time.perf_counter()
+  train_step = jax.jit(step_fn, in_shardings=(exp.state_sharding, exp.batch_sharding, exp.replicated),
+                       out_shardings=(exp.state_sharding, exp.replicated),
+                       donate_argnums=0).lower(state, batch, exp.base_rng).compile()
+  flops_per_step = _flops_per_call(train_step)
+  logging.info("Compiled train step in %.1fs (%.3g FLOPs/step)", time.perf_counter() - t0,
+               flops_per_step)
+  eval_fn = jax.jit(exp.method.eval_step)
+  sample_fn = jax.jit(exp.method.sample, static_argnums=2, out_shardings=exp.replicated)
+
+  # ------------------------------------------------------------------------ loop
+  writer = MetricWriter(workdir)
+  progress = Progress(start_step, tcfg.num_steps, tcfg.log_every)
+  window: list[dict[str, float]] = []
+  pending = None   # (step, device metrics) of the previous step, fetched one step late
+  logged: dict[str, float] = {}
+
+  def check_finite(step: int, metrics: dict[str, float]) -> None:
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+      where = (f"step {last_saved} in {ckpt.directory}" if last_saved is not None
+               else "none (no checkpoint was saved yet)")
+      raise NonFiniteLossError(
+          f"Non-finite {bad} at step {step}: training stopped. The last good checkpoint is "
+          f"{where}. Lower train.lr or raise train.warmup_steps, then rerun to resume.")
+
+  def consume(step: int, device_metrics) -> None:
+    nonlocal logged
+    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    check_finite(step, metrics)
+    window.append(metrics)
+    progress.update(step, metrics)
+    if step % tcfg.log_every == 0 or step == tcfg.num_steps:
+      logged = {f"train/{k}": float(np.mean([m[k] for m in window])) for k in window[0]}
+      if math.isfinite(progress.steps_per_sec):
+        logged["train/steps_per_sec"] = progress.steps_per_sec
+        logged["train/flops_per_sec"] = progress.steps_per_sec * flops_per_step
+      writer.write(step, logged)
+      window.clear()
+
+  stop = _StopRequest()
+  try:
+    with stop.installed():
+      for step in range(start_step + 1, tcfg.num_steps + 1):
+        if step > start_step + 1:
+          batch = sharding.global_batch(next(train_iter), exp.batch_sharding)
+        state, metrics = train_step(state, batch, exp.base_rng)
+        if pending is not None:   # fetch step-1 while step runs: the device never idles
+          consume(*pending)
+        pending = (step, metrics)
+
+        is_last = step == tcfg.num_steps or stop.requested
+        if config.eval.every and (step % config.eval.every == 0 or is_last):
+          consume(*pending)
+          pending = None
+          writer.write(step, evaluate_state(exp, state, eval_fn))
+        if tcfg.sample_every and (step % tcfg.sample_every == 0 or is_last):
+          write_samples(exp, state.ema_params if config.sample.use_ema else state.params,
+                        workdir / "samples" / f"step_{step}.png", sample_fn)
+        if step % tcfg.checkpoint_every == 0 or is_last:
+          if pending is not None:   # never checkpoint a state whose loss we have not checked
+            consume(*pending)
+            pending = None
+          ckpt.save(step, state, train_iter)
+          last_saved = step
+        if stop.requested:
+          logging.warning("Stopped at step %d on request; rerun the same command to resume.", step)
+          break
+      if pending is not None:
+        consume(*pending)
+
+  finally:   # also on a NaN error or a crash: finish the in-flight save, close files
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  return logged
+
+
+def save_json(path: epath.Path, payload: dict) -> None:
+  if is_main_process():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,32 @@
+"""The interface between the family-agnostic engine and a generative family.
+
+A method is a frozen object built from the config. All four functions are pure;
+the engine jits them with explicit shardings and owns devices, files and meshes.
+The engine passes `train_step` a key already folded with the step
+(`fold_in(base_rng, state.step)`), so a resumed run reproduces its randomness.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+
+from gen_jax.engine.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class Method(Protocol):
+
+  def init(self, rng: jax.Array, batch: Batch) -> TrainState:
+    """Fresh state; `batch` is an example batch (only its shapes matter)."""
+
+  def train_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+    """One update; metrics must include a scalar `loss`."""
+
+  def eval_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> Metrics:
+    """Per-batch evaluation metrics; names start with `ema/` or `raw/` (which weights)."""
+
+  def sample(self, params: Any, rng: jax.Array, num: int) -> jax.Array:
+    """`num` samples (images in [-1, 1], [num, H, W, C]) from `params`."""
