@@ -52,6 +52,8 @@ def main(argv):
   import flax
 
   from gen_jax.engine import inference, train
+  from gen_jax.engine.logging import quiet_library_logs
+  quiet_library_logs()
   config_arg = config_flags.get_config_filename(flags.FLAGS["config"])   # path[:variant]
   config_file = config_arg.partition(":")[0]
   if not os.path.isfile(config_file):

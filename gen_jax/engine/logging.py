@@ -6,6 +6,7 @@ Only process 0 writes; other processes get no-op writers.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import sys
 import time
@@ -122,3 +123,18 @@ def save_image_grid(images_NxHxWxC: np.ndarray, path: str | epath.Path, ncols: i
   grid = image_grid(images_NxHxWxC, ncols)
   Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(str(path))
   return path
+
+
+class _HideLibraryInfo(std_logging.Filter):
+  """Drops INFO chatter from orbax, grain, TFDS and XLA backend probing (warnings stay)."""
+
+  NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in self.NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Keeps the terminal readable: our INFO lines, libraries' warnings and errors."""
+  from absl import logging as absl_logging
+  absl_logging.get_absl_handler().addFilter(_HideLibraryInfo())

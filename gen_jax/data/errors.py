@@ -1,0 +1,10 @@
+"""The one error the data package raises when a dataset cannot be obtained."""
+
+
+class DatasetUnavailableError(ValueError):
+  """A dataset's raw files or prepared records cannot be found or read.
+
+  The message always says what was missing and how to provide it (a
+  `manual_dir` with the raw files, or a dataset prepared in array_record form
+  in the TFDS data dir).
+  """

