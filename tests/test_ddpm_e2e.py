@@ -158,3 +158,41 @@ def test_launcher_summary_prints_param_count_last(data_dir):
                 "--mode=summary")
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip().splitlines()[-1].startswith("params: ")
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(runs, data_dir, tmp_path):
+  import shutil
+  workdir = str(tmp_path / "copy_of_b")
+  shutil.copytree(runs["b"], workdir)
+  config = load_config("ddpm", **{"data.data_dir": data_dir, "train.num_steps": 8,
+                                  "train.lr": float("nan")})
+  with pytest.raises(train.NonFiniteLossError, match=r"at step 7.*last good checkpoint is step 6"):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(int(c) for c in os.listdir(os.path.join(workdir, "checkpoints")) if c.isdigit())[-1] == 6
+  path = inference.sample(load_config("ddpm", **{"data.data_dir": data_dir}), workdir)
+  assert "step_6" in os.path.basename(path)   # the last good checkpoint still restores
+
+
+def test_sigterm_saves_a_checkpoint_at_the_stop_step(data_dir, tmp_path):
+  import signal
+  import time
+  workdir = str(tmp_path / "term")
+  args = [sys.executable, os.path.join(REPO_ROOT, "launch.py"), "--config=configs/ddpm.py:smoke",
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+          "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
+          "--config.eval.every=0", "--config.train.sample_every=0"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "JAX_COMPILATION_CACHE_DIR": os.environ.get("GEN_JAX_TEST_XLA_CACHE", ""),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  for line in proc.stderr:            # wait until training is under way
+    if line.startswith("[") and "steps/s" in line:
+      break
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGTERM)
+  rest = proc.communicate(timeout=120)[1]
+  assert proc.returncode == 0, rest[-2000:]
+  saved = [int(c) for c in os.listdir(os.path.join(workdir, "checkpoints")) if c.isdigit()]
+  assert len(saved) == 1 and 0 < saved[0] < 100000
+  steps = sorted(train_losses(workdir))
+  assert steps[-1] == saved[0]        # every step up to the stop was logged and checked

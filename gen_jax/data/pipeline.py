@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from gen_jax.data import sources
+from gen_jax.data.builders import BUILDERS
 
 
 class ScaleToSymmetricRange(grain.transforms.Map):
@@ -55,7 +56,10 @@ def _open_split(data_config: ml_collections.ConfigDict, split: str) -> sources.R
 
 
 def image_shape(data_config: ml_collections.ConfigDict, split: str = "train") -> tuple[int, int, int]:
-  """Returns (H, W, C) of the dataset's images (preparing our builders if needed).
+  """Returns (H, W, C) of the dataset's images.
+
+  Known statically for gen_jax's builders (nothing is prepared, so `--mode=summary`
+  works without the data); read from the prepared dataset otherwise.
 
   Args:
     data_config: the `config.data` ConfigDict (dataset, data_dir, manual_dir, ...).
@@ -64,6 +68,8 @@ def image_shape(data_config: ml_collections.ConfigDict, split: str = "train") ->
   Returns:
     (height, width, channels), e.g. (28, 28, 1) for MNIST.
   """
+  if data_config.dataset in BUILDERS:
+    return tuple(BUILDERS[data_config.dataset].IMAGE_SHAPE)
   return sources.dataset_image_shape(_open_split(data_config, split))
 
 

@@ -13,6 +13,7 @@ it when complete), so a crash or kill mid-save leaves the previous checkpoints u
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grain
@@ -39,7 +40,8 @@ class Checkpointer:
 
   def __init__(self, directory: str | epath.Path, *, max_to_keep: int = 3,
                async_save: bool = True, read_only: bool = False):
-    self.directory = epath.Path(directory)
+    # orbax needs absolute paths; `--workdir=runs/ddpm` is relative to where launch.py runs.
+    self.directory = epath.Path(os.path.abspath(os.fspath(directory)))
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_names=(STATE, DATA),
@@ -82,7 +84,7 @@ def restore_params(path: str | epath.Path, abstract_params: Any, shardings: Any,
                    step: int | None = None) -> tuple[Any, int]:
   """Restores only `params` from another run's checkpoint (for `init_from`)."""
   manager = ocp.CheckpointManager(
-      checkpoint_dir(path), item_names=(STATE,),
+      os.path.abspath(os.fspath(checkpoint_dir(path))), item_names=(STATE,),
       item_handlers={STATE: ocp.PyTreeCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(read_only=True, create=False))
   step = manager.latest_step() if step is None else step

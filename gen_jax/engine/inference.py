@@ -32,17 +32,21 @@ def load_checkpoint(exp: Experiment, workdir: str | epath.Path,
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
-  """Writes a grid sampled from the newest checkpoint with the configured sampler."""
+  """Writes grid(s) sampled from the newest checkpoint with the configured sampler.
+
+  Returns:
+    The path of the (first) grid, e.g. samples/sample_step_1500_ddim50_ema_seed0.png.
+  """
   exp = build_experiment(config)
   state, step = load_checkpoint(exp, workdir, config.eval.step)
   s = config.sample
-  which = "ema" if s.use_ema else "raw"
-  name = f"sample_step_{step}_{s.sampler}{s.steps or ''}_{which}_seed{s.seed}.png"
-  path = write_samples(exp, state.ema_params if s.use_ema else state.params,
-                       epath.Path(workdir) / "samples" / name,
-                       rng=jax.random.key(s.seed))
-  logging.info("Wrote %d samples to %s", s.num, path)
-  return path
+  tag = getattr(exp.method, "sample_tag", "")
+  name = "_".join(p for p in (f"sample_step_{step}", tag, "ema" if s.use_ema else "raw",
+                              f"seed{s.seed}") if p)
+  paths = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
+                        rng=jax.random.key(s.seed))
+  logging.info("Wrote %d samples to %s", s.num, ", ".join(map(str, paths)))
+  return paths[0]
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -53,8 +53,21 @@ def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
 
 
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
+  """The EMA decay used at `step`; with warmup, min(decay, (1 + step) / (10 + step)).
+
+  Warmup (as TF's ExponentialMovingAverage with `num_updates`) keeps early EMA weights
+  from being dominated by the random initialization, so short runs sample sensibly.
+  """
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation,
-                    ema_decay: float, **replace: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+                    ema_decay: float, ema_warmup: bool = False,
+                    **replace: Any) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step plus EMA; returns the new state and cheap health metrics.
 
   Args:
@@ -62,6 +75,7 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
     grads: gradients with the structure of `state.params`.
     tx: the optax transformation that produced `state.opt_state`.
     ema_decay: EMA decay in [0, 1); 0 makes `ema_params` track `params`.
+    ema_warmup: use `ema_decay_at` warmup of the decay.
     **replace: other state fields to replace (e.g. `model_state=`).
 
   Returns:
@@ -72,14 +86,15 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
   new_state = state.replace(
       step=state.step + 1,
       params=params,
-      ema_params=ema_update(state.ema_params, params, ema_decay),
+      ema_params=ema_update(state.ema_params, params,
+                            ema_decay_at(state.step, ema_decay, ema_warmup)),
       opt_state=opt_state,
       **replace,
   )
   metrics = {
-      "grad_norm": optax.global_norm(grads),
-      "update_norm": optax.global_norm(updates),
-      "param_norm": optax.global_norm(params),
+      "grad_norm": optax.tree.norm(grads),
+      "update_norm": optax.tree.norm(updates),
+      "param_norm": optax.tree.norm(params),
   }
   return new_state, metrics
 

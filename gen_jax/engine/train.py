@@ -118,16 +118,31 @@ def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str
   return {f"eval/{k}": v / n for k, v in totals.items()}
 
 
-def write_samples(exp: Experiment, params: Any, path: epath.Path, sample_fn=None,
-                  rng: jax.Array | None = None) -> epath.Path:
-  """Samples `sample.num` images from `params` and writes them as one PNG grid."""
-  sample_fn = sample_fn or jax.jit(exp.method.sample, static_argnums=2,
-                                   out_shardings=exp.replicated)
+def make_sample_fn(exp: Experiment):
+  """`method.sample` jitted once: (state, rng) -> images, `sample.num` of them."""
+  cfg = exp.config.sample
+  return jax.jit(lambda state, rng: exp.method.sample(state, rng, cfg.num, cfg.use_ema),
+                 out_shardings=exp.replicated)
+
+
+def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_fn=None,
+                  rng: jax.Array | None = None) -> list[epath.Path]:
+  """Samples from `state` (EMA weights unless `sample.use_ema=False`) and writes PNG grids.
+
+  A method returning a dict of image batches gets one grid per entry, `<stem>_<name>.png`.
+  The default key is fixed, so grids across training show the same noise/latents.
+  """
+  sample_fn = sample_fn or make_sample_fn(exp)
   rng = jax.random.fold_in(exp.base_rng, 0x5A3) if rng is None else rng
-  images = jax.device_get(sample_fn(params, rng, exp.config.sample.num))
+  images = jax.device_get(sample_fn(state, rng))
+  if not isinstance(images, dict):
+    images = {"": images}
+  paths = [path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
+           for name in images]
   if is_main_process():
-    save_image_grid(np.asarray(images), path)
-  return path
+    for out, batch in zip(paths, images.values()):
+      save_image_grid(np.asarray(batch), out)
+  return paths
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -143,7 +158,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # ------------------------------------------------- mesh, method, shapes, shardings
   exp = build_experiment(config)
-  logging.info("Mesh %s; params: %d", dict(exp.mesh.shape), count_params(exp.abstract_state.params))
+  logging.info("Workdir %s; mesh %s; params: %d", workdir, dict(exp.mesh.shape),
+               count_params(exp.abstract_state.params))
 
   # ----------------------------------------------------------------------- input
   train_iter = iter(data.make_image_loader(config.data, split=config.data.train_split,
@@ -174,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Compiled train step in %.1fs (%.3g FLOPs/step)", time.perf_counter() - t0,
                flops_per_step)
   eval_fn = jax.jit(exp.method.eval_step)
-  sample_fn = jax.jit(exp.method.sample, static_argnums=2, out_shardings=exp.replicated)
+  sample_fn = make_sample_fn(exp)
 
   # ------------------------------------------------------------------------ loop
   writer = MetricWriter(workdir)
@@ -223,8 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           pending = None
           writer.write(step, evaluate_state(exp, state, eval_fn))
         if tcfg.sample_every and (step % tcfg.sample_every == 0 or is_last):
-          write_samples(exp, state.ema_params if config.sample.use_ema else state.params,
-                        workdir / "samples" / f"step_{step}.png", sample_fn)
+          write_samples(exp, state, workdir / "samples" / f"step_{step}.png", sample_fn)
         if step % tcfg.checkpoint_every == 0 or is_last:
           if pending is not None:   # never checkpoint a state whose loss we have not checked
             consume(*pending)
@@ -241,6 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpt.wait()
     ckpt.close()
     writer.close()
+  logging.info("Done at step %d: checkpoints in %s, samples in %s, metrics in %s", last_saved,
+               ckpt.directory, workdir / "samples", workdir / "metrics.jsonl")
   return logged
 
 

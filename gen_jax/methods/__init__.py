@@ -1,15 +1,24 @@
 """Generative families. `build_method(config, image_shape)` picks one by `config.method`."""
 from __future__ import annotations
 
+import importlib
+
 import ml_collections
 
 from gen_jax.methods.base import Method
 
+# config.method -> "module:class"; each class has `from_config(config, image_shape)`.
+METHODS = {
+    "diffusion": "gen_jax.methods.diffusion:DiffusionMethod",
+    "gan": "gen_jax.methods.gan:GANMethod",
+    "vae": "gen_jax.methods.vae:VAEMethod",
+}
+
 
 def build_method(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> Method:
   """Returns the method named by `config.method`, built for data of `image_shape`."""
-  if config.method == "diffusion":
-    from gen_jax.methods import diffusion
-    return diffusion.DiffusionMethod.from_config(config, image_shape)
-  raise ValueError(f"config.method={config.method!r} is not a known method; "
-                   "expected one of: 'diffusion'.")
+  if config.method not in METHODS:
+    raise ValueError(f"config.method={config.method!r} is not a known method; "
+                     f"expected one of {sorted(METHODS)}.")
+  module, cls = METHODS[config.method].split(":")
+  return getattr(importlib.import_module(module), cls).from_config(config, image_shape)

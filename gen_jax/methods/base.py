@@ -7,7 +7,7 @@ The engine passes `train_step` a key already folded with the step
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import jax
 
@@ -28,5 +28,13 @@ class Method(Protocol):
   def eval_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> Metrics:
     """Per-batch evaluation metrics; names start with `ema/` or `raw/` (which weights)."""
 
-  def sample(self, params: Any, rng: jax.Array, num: int) -> jax.Array:
-    """`num` samples (images in [-1, 1], [num, H, W, C]) from `params`."""
+  def sample(self, state: TrainState, rng: jax.Array, num: int,
+             use_ema: bool = True) -> jax.Array | dict[str, jax.Array]:
+    """`num` samples from the EMA (or raw) weights of `state`.
+
+    Returns images in [-1, 1], [num, H, W, C]; or a dict of named image batches (e.g.
+    {"samples": ..., "interpolation": ...}), each written as its own grid.
+    """
+
+  # Optional: `sample_tag: str`, a short description of the sampler put into file names
+  # written by `--mode=sample` (e.g. "ddim50").

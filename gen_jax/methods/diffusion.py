@@ -153,6 +153,17 @@ def l_simple(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, rng: jax.Array,
 # ---------------------------------------------------------------------------- samplers
 
 
+def _denoised(denoise: DenoiseFn, sched: Schedule, x, t, target: str, clip_x0: bool):
+  """(t_B, x0_hat, eps_hat) at one reverse step; x0_hat clipped to [-1, 1] if asked,
+  with eps_hat made consistent with the clipped x0_hat."""
+  t_B = jnp.full((x.shape[0],), t)
+  x0, eps = predict_x0_eps(sched, denoise(x, t_B).astype(jnp.float32), x, t_B, target)
+  if clip_x0:
+    x0 = jnp.clip(x0, -1.0, 1.0)
+    eps = eps_from_x0(sched, x0, x, t_B)
+  return t_B, x0, eps
+
+
 def _reverse_scan(step_fn, rng: jax.Array, shape: tuple[int, ...], timesteps: np.ndarray):
   """Runs x_T ~ N(0, I) through `step_fn(x, (t, t_prev, key))` for t = timesteps[-1] .. [0].
 
@@ -183,10 +194,7 @@ def ddpm_sample(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, shape: tupl
 
   def step(x, inp):
     t, _, key = inp
-    t_B = jnp.full((shape[0],), t)
-    x0, _ = predict_x0_eps(sched, denoise(x, t_B).astype(jnp.float32), x, t_B, target)
-    if clip_x0:
-      x0 = jnp.clip(x0, -1.0, 1.0)
+    t_B, x0, _ = _denoised(denoise, sched, x, t, target, clip_x0)
     mean, _ = q_posterior_mean_variance(sched, x0, x, t_B)
     z = jax.random.normal(key, x.shape, jnp.float32)
     return mean + jnp.where(t > 0, jnp.sqrt(var_T[t]), 0.0) * z
@@ -222,11 +230,7 @@ def ddim_sample(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, shape: tupl
   """
   def step(x, inp):
     t, t_prev, key = inp
-    t_B = jnp.full((shape[0],), t)
-    x0, eps = predict_x0_eps(sched, denoise(x, t_B).astype(jnp.float32), x, t_B, target)
-    if clip_x0:
-      x0 = jnp.clip(x0, -1.0, 1.0)
-      eps = eps_from_x0(sched, x0, x, t_B)
+    _, x0, eps = _denoised(denoise, sched, x, t, target, clip_x0)
     abar_prev = jnp.where(t_prev >= 0, sched.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
     sigma = ddim_sigma(sched, t, t_prev, eta)
     z = jax.random.normal(key, x.shape, jnp.float32)
@@ -249,6 +253,7 @@ class DiffusionMethod:
   image_shape: tuple[int, int, int]
   target: str
   ema_decay: float
+  ema_warmup: bool
   sample_cfg: ml_collections.ConfigDict
 
   @classmethod
@@ -263,7 +268,8 @@ class DiffusionMethod:
                  num_groups=m.num_groups, dtype=jnp.dtype(config.dtype))
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
                image_shape=tuple(image_shape), target=cfg.target,
-               ema_decay=config.train.ema_decay, sample_cfg=config.sample)
+               ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
+               sample_cfg=config.sample)
 
   def init(self, rng, batch) -> TrainState:
     x = jnp.zeros((1, *self.image_shape), jnp.float32)
@@ -282,7 +288,7 @@ class DiffusionMethod:
                       batch["image"], loss_rng, self.target)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    state, health = apply_gradients(state, grads, self.tx, self.ema_decay)
+    state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
     return state, {"loss": loss, **health}
 
   def eval_step(self, state: TrainState, batch, rng):
@@ -291,10 +297,15 @@ class DiffusionMethod:
                                      batch["image"], rng, self.target)
             for name, params in (("ema", state.ema_params), ("raw", state.params))}
 
-  def sample(self, params, rng, num: int) -> jax.Array:
+  @property
+  def sample_tag(self) -> str:
+    cfg = self.sample_cfg
+    return f"{cfg.sampler}{cfg.steps or self.schedule.num_timesteps}"
+
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True) -> jax.Array:
     """`num` images with `config.sample`: sampler 'ddpm' (Alg. 2) or 'ddim' (Eq. 12)."""
     cfg, shape = self.sample_cfg, (num, *self.image_shape)
-    denoise = self._denoise_fn(params, False)
+    denoise = self._denoise_fn(state.ema_params if use_ema else state.params, False)
     _validate_sample_config(cfg, self.schedule.num_timesteps)
     if cfg.sampler == "ddpm":
       x = ddpm_sample(denoise, self.schedule, rng, shape, target=self.target,

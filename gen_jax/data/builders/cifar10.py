@@ -96,6 +96,8 @@ def read_batch_files(root: epath.Path) -> dict[str, bytes]:
 class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """CIFAR-10 natural images, 32x32x3 uint8, 10 classes."""
 
+  IMAGE_SHAPE = (HEIGHT, WIDTH, CHANNELS)  # known without preparing (e.g. for --mode=summary)
+
   name = "cifar10"
   VERSION = tfds.core.Version("1.0.0")  # not TFDS's 3.0.2: never confused with it
   RELEASE_NOTES = {"1.0.0": "gen_jax TF-free builder from the binary version."}
@@ -108,7 +110,7 @@ class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         builder=self,
         description="CIFAR-10 in the binary files' order.",
         features=raw_files.image_label_features(
-            shape=(HEIGHT, WIDTH, CHANNELS), label_names=LABEL_NAMES),
+            shape=self.IMAGE_SHAPE, label_names=LABEL_NAMES),
         supervised_keys=("image", "label"),
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
         disable_shuffling=True,  # keep the files' order; grain shuffles at read time

@@ -80,6 +80,8 @@ def read_idx_labels(path: epath.Path, expected_count: int) -> np.ndarray:
 class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """MNIST handwritten digits, 28x28x1 uint8, labels 0..9."""
 
+  IMAGE_SHAPE = (HEIGHT, WIDTH, 1)  # known without preparing (e.g. for --mode=summary)
+
   name = "mnist"
   # 1.0.0, not TFDS's 3.0.1: a TF-prepared `mnist/3.0.1` in the same data dir
   # is never mistaken for ours (different record order and code).
@@ -94,7 +96,7 @@ class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         builder=self,
         description="MNIST handwritten digits in the original idx order.",
         features=raw_files.image_label_features(
-            shape=(HEIGHT, WIDTH, 1), label_names=[str(d) for d in range(10)]),
+            shape=self.IMAGE_SHAPE, label_names=[str(d) for d in range(10)]),
         supervised_keys=("image", "label"),
         homepage="https://yann.lecun.com/exdb/mnist/",
         disable_shuffling=True,  # keep the files' order; grain shuffles at read time

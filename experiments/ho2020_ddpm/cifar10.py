@@ -1,0 +1,33 @@
+"""Ho et al. 2020, "Denoising Diffusion Probabilistic Models" — CIFAR-10, unconditional.
+
+Paper (Table 1, L_simple, eps-prediction): FID 3.17, IS 9.46 +- 0.11, NLL <= 3.75 bits/dim
+(test). Recipe (App. B, and the authors' code): 35.7M-param U-Net (ch 128, mult
+(1,2,2,2), 2 res blocks, attention at 16x16, dropout 0.1), T=1000, linear betas
+1e-4 -> 0.02, Adam lr 2e-4 with 5000 warmup steps, grad clip 1, batch 128, EMA 0.9999,
+random horizontal flips, 800k steps. The paper trained on a TPU v3-8 at 21 steps/s
+(~10.6 h); on 8 modern GPUs expect a similar order of time.
+
+  python launch.py --config=experiments/ho2020_ddpm/cifar10.py --workdir=runs/ddpm_cifar10 \
+      --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
+  python launch.py --config=experiments/ho2020_ddpm/cifar10.py --mode=summary   # params: 35746307
+
+Our measured number: not yet run (needs an accelerator; the sample-quality metrics
+(FID/IS) arrive with the evaluation issue).
+"""
+from configs import ddpm
+
+
+def get_config(arg: str | None = None):
+  config = ddpm.get_config("dataset=cifar10")
+  config.model.update(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
+                      dropout=0.1, num_groups=32)
+  config.diffusion.update(num_timesteps=1000, schedule="linear", beta_start=1e-4,
+                          beta_end=0.02, target="eps")
+  config.data.random_flip = True
+  config.train.update(batch_size=128, num_steps=800_000, optimizer="adam", lr=2e-4,
+                      lr_decay="constant", warmup_steps=5000, grad_clip=1.0,
+                      ema_decay=0.9999, ema_warmup=False, log_every=100, checkpoint_every=10_000, sample_every=50_000)
+  config.eval.update(every=50_000, batch_size=128, num_batches=20)
+  # The paper samples with the ancestral sampler over all T steps, sigma^2 = beta.
+  config.sample.update(sampler="ddpm", steps=0, variance="beta", num=64)
+  return config
