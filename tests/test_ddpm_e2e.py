@@ -196,3 +196,18 @@ def test_sigterm_saves_a_checkpoint_at_the_stop_step(data_dir, tmp_path):
   assert len(saved) == 1 and 0 < saved[0] < 100000
   steps = sorted(train_losses(workdir))
   assert steps[-1] == saved[0]        # every step up to the stop was logged and checked
+
+
+def test_fused_steps_per_call_equal_single_steps(runs, data_dir, tmp_path):
+  # Two updates inside one compiled lax.scan must be the same updates as two calls.
+  workdir = str(tmp_path / "fused")
+  train.train_and_evaluate(load_config("ddpm", **{"data.data_dir": data_dir, "train.num_steps": 6,
+                                                  "train.steps_per_call": 2,
+                                                  "train.log_every": 2}), workdir)
+  fused, single = train_losses(workdir), train_losses(runs["b"])
+  assert sorted(fused) == [2, 4, 6]
+  for step in (2, 4, 6):   # each fused log row averages steps (step-1, step)
+    np.testing.assert_allclose(fused[step], (single[step - 1] + single[step]) / 2, rtol=1e-5)
+  with pytest.raises(ValueError, match="multiples of 2"):
+    train.train_and_evaluate(load_config("ddpm", **{"data.data_dir": data_dir,
+                                                    "train.steps_per_call": 2}), workdir + "_bad")

@@ -54,6 +54,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ("batch_size", "num_steps", "log_every", "checkpoint_every"):
     if t[name] <= 0:
       raise ValueError(f"train.{name}={t[name]} must be positive.")
+  K = t.get("steps_per_call", 1)
+  if K < 1:
+    raise ValueError(f"train.steps_per_call={K} must be >= 1.")
+  intervals = {"train.num_steps": t.num_steps, "train.log_every": t.log_every,
+               "train.checkpoint_every": t.checkpoint_every,
+               "train.sample_every": t.sample_every, "eval.every": config.eval.every}
+  misaligned = {k: v for k, v in intervals.items() if v % K}
+  if misaligned:
+    raise ValueError(f"With train.steps_per_call={K}, these must be multiples of {K}: "
+                     f"{misaligned} (0 disables sampling/eval).")
   if not 0.0 <= t.ema_decay < 1.0:
     raise ValueError(f"train.ema_decay={t.ema_decay} must be in [0, 1).")
   if config.dtype not in ("float32", "bfloat16"):

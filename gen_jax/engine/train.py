@@ -171,24 +171,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = restore_or_init(exp, ckpt, train_iter)
   start_step = int(jax.device_get(state.step))
   last_saved = start_step if ckpt.latest_step() is not None else None
+  if start_step % tcfg.steps_per_call:
+    raise ValueError(f"Restored step {start_step} is not a multiple of train.steps_per_call="
+                     f"{tcfg.steps_per_call}; resume with a steps_per_call that divides it.")
   if start_step >= tcfg.num_steps:
     logging.info("Step %d >= train.num_steps=%d: nothing to train.", start_step, tcfg.num_steps)
     ckpt.close()
     return {}
 
   # ----------------------------------------------------------------- update step
+  # `train.steps_per_call` (K) updates run inside one compiled lax.scan over K stacked
+  # batches: tiny models are dominated by per-call dispatch, not by FLOPs.
+  K = tcfg.steps_per_call
+
   def step_fn(state, batch, base_rng):
     # RNG is derived, not carried: resuming at step s replays exactly the keys of s.
     return exp.method.train_step(state, batch, jax.random.fold_in(base_rng, state.step))
 
-  batch = sharding.global_batch(next(train_iter), exp.batch_sharding)
+  def multi_step_fn(state, batches, base_rng):
+    return jax.lax.scan(lambda s, b: step_fn(s, b, base_rng), state, batches)
+
+  stacked_sharding = sharding.stacked_batch_sharding(exp.mesh)
+
+  def next_batches():
+    local = [next(train_iter) for _ in range(K)]
+    return sharding.global_batch(jax.tree.map(lambda *xs: np.stack(xs), *local), stacked_sharding)
+
+  batches = next_batches()
   t0 = time.perf_counter()
-  train_step = jax.jit(step_fn, in_shardings=(exp.state_sharding, exp.batch_sharding, exp.replicated),
+  train_step = jax.jit(multi_step_fn,
+                       in_shardings=(exp.state_sharding, stacked_sharding, exp.replicated),
                        out_shardings=(exp.state_sharding, exp.replicated),
-                       donate_argnums=0).lower(state, batch, exp.base_rng).compile()
-  flops_per_step = _flops_per_call(train_step)
-  logging.info("Compiled train step in %.1fs (%.3g FLOPs/step)", time.perf_counter() - t0,
-               flops_per_step)
+                       donate_argnums=0).lower(state, batches, exp.base_rng).compile()
+  flops_per_step = _flops_per_call(train_step) / K
+  logging.info("Compiled train step (%d update(s) per call) in %.1fs (%.3g FLOPs/update)", K,
+               time.perf_counter() - t0, flops_per_step)
   eval_fn = jax.jit(exp.method.eval_step)
   sample_fn = make_sample_fn(exp)
 
@@ -196,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = MetricWriter(workdir)
   progress = Progress(start_step, tcfg.num_steps, tcfg.log_every)
   window: list[dict[str, float]] = []
-  pending = None   # (step, device metrics) of the previous step, fetched one step late
+  pending = None   # (last step, device metrics [K]) of the previous call, fetched one call late
   logged: dict[str, float] = {}
 
   def check_finite(step: int, metrics: dict[str, float]) -> None:
@@ -208,28 +225,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"Non-finite {bad} at step {step}: training stopped. The last good checkpoint is "
           f"{where}. Lower train.lr or raise train.warmup_steps, then rerun to resume.")
 
-  def consume(step: int, device_metrics) -> None:
+  def consume(last_step: int, device_metrics) -> None:
     nonlocal logged
-    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    check_finite(step, metrics)
-    window.append(metrics)
-    progress.update(step, metrics)
-    if step % tcfg.log_every == 0 or step == tcfg.num_steps:
-      logged = {f"train/{k}": float(np.mean([m[k] for m in window])) for k in window[0]}
-      if math.isfinite(progress.steps_per_sec):
-        logged["train/steps_per_sec"] = progress.steps_per_sec
-        logged["train/flops_per_sec"] = progress.steps_per_sec * flops_per_step
-      writer.write(step, logged)
-      window.clear()
+    stacked = jax.device_get(device_metrics)
+    for k in range(K):
+      step = last_step - K + 1 + k
+      metrics = {name: float(values[k]) for name, values in stacked.items()}
+      check_finite(step, metrics)
+      window.append(metrics)
+      progress.update(step, metrics)
+      if step % tcfg.log_every == 0 or step == tcfg.num_steps:
+        logged = {f"train/{n}": float(np.mean([m[n] for m in window])) for n in window[0]}
+        if math.isfinite(progress.steps_per_sec):
+          logged["train/steps_per_sec"] = progress.steps_per_sec
+          logged["train/flops_per_sec"] = progress.steps_per_sec * flops_per_step
+        writer.write(step, logged)
+        window.clear()
 
   stop = _StopRequest()
   try:
     with stop.installed():
-      for step in range(start_step + 1, tcfg.num_steps + 1):
-        if step > start_step + 1:
-          batch = sharding.global_batch(next(train_iter), exp.batch_sharding)
-        state, metrics = train_step(state, batch, exp.base_rng)
-        if pending is not None:   # fetch step-1 while step runs: the device never idles
+      for step in range(start_step + K, tcfg.num_steps + 1, K):
+        if step > start_step + K:
+          batches = next_batches()
+        state, metrics = train_step(state, batches, exp.base_rng)
+        if pending is not None:   # fetch the previous call while this one runs
           consume(*pending)
         pending = (step, metrics)
 
