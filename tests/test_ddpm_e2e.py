@@ -44,6 +44,8 @@ def test_first_run_writes_checkpoints_metrics_samples(runs):
   assert grid.ndim == 2 and grid.std() > 0   # gray digits grid, not blank
   config = json.load(open(os.path.join(runs["a"], "config.json")))
   assert config["method"] == "diffusion"
+  events = os.listdir(os.path.join(runs["a"], "tensorboard"))
+  assert any(name.startswith("events.out.tfevents") for name in events)
 
 
 def test_rerun_resumes_from_checkpoint(runs):

@@ -94,3 +94,15 @@ def test_checkpoint_round_trip_with_relative_path(tmp_path, monkeypatch):
   ckpt.close()
   np.testing.assert_array_equal(restored["w"], tree["w"])
   assert int(restored["step"]) == 3
+
+
+def test_metric_writer_drops_rows_past_the_resumed_step(tmp_path):
+  from gen_jax.engine.logging import MetricWriter, read_metrics
+  w = MetricWriter(tmp_path, tensorboard=False)
+  for step in (1, 2, 3, 4):
+    w.write(step, {"train/loss": float(step)})
+  w.close()
+  w = MetricWriter(tmp_path, tensorboard=False, resume_step=2)   # crashed after step 4, ckpt at 2
+  w.write(3, {"train/loss": 30.0})
+  w.close()
+  assert [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]

@@ -25,7 +25,10 @@ def is_main_process() -> bool:
 class MetricWriter:
   """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and TB scalars."""
 
-  def __init__(self, workdir: str | epath.Path, tensorboard: bool = True):
+  def __init__(self, workdir: str | epath.Path, tensorboard: bool = True,
+               resume_step: int | None = None):
+    """`resume_step`: drop rows logged after this step by a run that crashed past its
+    last checkpoint, so a resumed run's metrics.jsonl has each step once."""
     self._enabled = is_main_process()
     self._jsonl = None
     self._tb = None
@@ -33,7 +36,13 @@ class MetricWriter:
       return
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    self._jsonl = open(workdir / "metrics.jsonl", "a")
+    path = workdir / "metrics.jsonl"
+    if resume_step is not None and path.exists():
+      kept = [json.dumps(row) for row in read_metrics(workdir) if row["step"] <= resume_step]
+      tmp = workdir / "metrics.jsonl.tmp"
+      tmp.write_text("".join(line + "\n" for line in kept))
+      tmp.replace(path)
+    self._jsonl = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter  # imported lazily: slow import
       self._tb = SummaryWriter(str(workdir / "tensorboard"))

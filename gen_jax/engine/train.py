@@ -118,11 +118,35 @@ def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str
   return {f"eval/{k}": v / n for k, v in totals.items()}
 
 
+def fixed_sample_batch(exp: Experiment) -> dict[str, jax.Array]:
+  """The first `sample.num` images of the eval split (unshuffled), as a global batch."""
+  cfg = exp.config
+  sharding.validate_global_batch(cfg.sample.num, exp.mesh, "sample.num")
+  loader = data.make_image_loader(cfg.data, split=cfg.data.eval_split,
+                                  global_batch_size=cfg.sample.num, seed=cfg.seed,
+                                  shuffle=False, num_epochs=1)
+  local = next(iter(loader), None)
+  if local is None:
+    raise ValueError(f"eval split {cfg.data.eval_split!r} has fewer than "
+                     f"sample.num={cfg.sample.num} images.")
+  return sharding.global_batch(local, exp.batch_sharding)
+
+
 def make_sample_fn(exp: Experiment):
-  """`method.sample` jitted once: (state, rng) -> images, `sample.num` of them."""
+  """`method.sample` jitted once: (state, rng) -> images, `sample.num` of them.
+
+  A method with `sample_uses_batch = True` (e.g. the VAE, for reconstructions) also gets
+  `batch=` the same `fixed_sample_batch` on every call.
+  """
   cfg = exp.config.sample
-  return jax.jit(lambda state, rng: exp.method.sample(state, rng, cfg.num, cfg.use_ema),
-                 out_shardings=exp.replicated)
+  if not getattr(exp.method, "sample_uses_batch", False):
+    return jax.jit(lambda state, rng: exp.method.sample(state, rng, cfg.num, cfg.use_ema),
+                   out_shardings=exp.replicated)
+  batch = fixed_sample_batch(exp)
+  sample = jax.jit(lambda state, rng, batch: exp.method.sample(state, rng, cfg.num, cfg.use_ema,
+                                                               batch=batch),
+                   out_shardings=exp.replicated)
+  return lambda state, rng: sample(state, rng, batch)
 
 
 def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_fn=None,
@@ -213,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sample_fn = make_sample_fn(exp)
 
   # ------------------------------------------------------------------------ loop
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resume_step=start_step)
   progress = Progress(start_step, tcfg.num_steps, tcfg.log_every)
   window: list[dict[str, float]] = []
   pending = None   # (last step, device metrics [K]) of the previous call, fetched one call late
@@ -256,14 +280,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           consume(*pending)
         pending = (step, metrics)
 
-        is_last = step == tcfg.num_steps or stop.requested
+        # On a stop request (preemption) only the checkpoint is written: grace periods are short.
+        is_last = step == tcfg.num_steps
         if config.eval.every and (step % config.eval.every == 0 or is_last):
           consume(*pending)
           pending = None
           writer.write(step, evaluate_state(exp, state, eval_fn))
         if tcfg.sample_every and (step % tcfg.sample_every == 0 or is_last):
           write_samples(exp, state, workdir / "samples" / f"step_{step}.png", sample_fn)
-        if step % tcfg.checkpoint_every == 0 or is_last:
+        if step % tcfg.checkpoint_every == 0 or is_last or stop.requested:
           if pending is not None:   # never checkpoint a state whose loss we have not checked
             consume(*pending)
             pending = None
