@@ -1,0 +1,143 @@
+"""DCGAN (Radford et al. 2016) on MNIST-sized images; hinge and WGAN-GP objectives by switch.
+
+  python launch.py --config=configs/dcgan.py                  # embedded mnist_5k, ~10 min on 2 CPU cores
+  python launch.py --config=configs/dcgan.py:smoke            # seconds; what the tests run
+  python launch.py --config=configs/dcgan.py --config.gan.loss=hinge
+  python launch.py --config=configs/dcgan.py:loss=wgan_gp     # + Gulrajani et al.'s n_critic/Adam
+  python launch.py --config=configs/dcgan.py:dataset=cifar10 --config.data.manual_dir=/path
+
+`get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
+`loss=<non_saturating|hinge|wgan_gp>` (`loss=wgan_gp` also sets n_critic=5, Adam betas
+(0, 0.9), lr 1e-4 and a batch of 5 x 32). `--config.gan.loss=wgan_gp` alone only swaps
+the objective (and the critic's normalization, via d_norm='auto').
+Paper-exact recipes live in experiments/radford2016_dcgan/ and experiments/gulrajani2017_wgan_gp/.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = dict(part.split("=", 1) if "=" in part else (part, True)
+                  for part in (arg or "").split(",") if part)
+  unknown = set(variants) - {"smoke", "dataset", "loss"}
+  if unknown:
+    raise ValueError(f"configs/dcgan.py: unknown variant(s) {sorted(unknown)}; "
+                     "known: smoke, dataset=<name>, loss=<name>.")
+
+  config = ml_collections.ConfigDict()
+  config.method = "gan"
+  config.seed = 0
+  # Compute dtype of the networks ('float32' or 'bfloat16'); params stay float32.
+  config.dtype = "float32"
+  # Another run's workdir (or checkpoints dir) to continue from (full state) ...
+  config.resume_from = ""
+  # ... or to take only the params from (fine-tuning). See README "Resuming".
+  config.init_from = ""
+
+  config.data = ml_collections.ConfigDict()
+  # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; or any TFDS
+  # dataset prepared in array_record form in data_dir. DCGAN supports 28, 32 and 64 pixels.
+  config.data.dataset = variants.get("dataset", "mnist_5k")
+  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
+  config.data.data_dir = ""
+  # Folder with the raw files (e.g. train-images-idx3-ubyte.gz); when set nothing is downloaded.
+  config.data.manual_dir = ""
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  # Random horizontal flips (not for digits).
+  config.data.random_flip = False
+  # grain worker processes (0 = in the main process).
+  config.data.num_workers = 0
+
+  config.gan = ml_collections.ConfigDict()
+  # Objective: 'non_saturating' (Goodfellow et al. 2014 §3; DCGAN's), 'hinge', or
+  # 'wgan_gp' (Gulrajani et al. 2017, Eq. 3).
+  config.gan.loss = variants.get("loss", "non_saturating")
+  # D (critic) updates per G update; each takes train.batch_size / n_critic real images.
+  config.gan.n_critic = 1
+  # lambda of the WGAN-GP gradient penalty (wgan_gp only).
+  config.gan.gp_weight = 10.0
+  # Latent dimension Z (DCGAN: 100).
+  config.gan.z_dim = 100
+  # Latent prior: 'normal' N(0, I) or 'uniform' U(-1, 1) (the DCGAN authors' code).
+  config.gan.z_prior = "normal"
+  # G's last hidden width (doubles per lower resolution); DCGAN's 64x64 model: 128.
+  config.gan.ngf = 32
+  # D's first width (doubles per lower resolution); DCGAN's 64x64 model: 128.
+  config.gan.ndf = 32
+  # Kernel side of every (transposed) convolution (DCGAN code: 5).
+  config.gan.kernel_size = 5
+  # D normalization: 'batch' (DCGAN), 'layer' or 'none' (a WGAN-GP critic must not use
+  # BatchNorm); 'auto' = 'layer' for wgan_gp, else 'batch'.
+  config.gan.d_norm = "auto"
+
+  config.train = ml_collections.ConfigDict()
+  # Global batch of real images per train step (split over the mesh and into n_critic
+  # slices). Radford et al. use 128; 32 gives a 2-core CPU 4x the updates per minute.
+  config.train.batch_size = 32
+  config.train.num_steps = 3000
+  # Updates fused into one compiled call (lax.scan); keep 1 for conv nets on CPU (XLA:CPU
+  # runs convolutions in loops far slower). Step intervals below must be multiples of it.
+  config.train.steps_per_call = 1
+  config.train.optimizer = "adam"       # the same settings for G and D
+  config.train.lr = 2e-4                # Radford et al. §4 (1e-3 "was too high")
+  config.train.lr_decay = "constant"    # 'constant' or 'cosine'
+  config.train.min_lr_ratio = 0.1       # cosine decays to lr * min_lr_ratio
+  config.train.warmup_steps = 0
+  config.train.b1 = 0.5                 # Radford et al. §4 (0.9 "resulted in training oscillation")
+  config.train.b2 = 0.999
+  config.train.eps = 1e-8
+  config.train.weight_decay = 0.0       # adamw only; matrices only
+  config.train.grad_clip = 0.0          # global-norm clipping; 0 disables
+  config.train.ema_decay = 0.999        # EMA of the generator, used for sampling by default
+  config.train.ema_warmup = True        # decay = min(ema_decay, (1+step)/(10+step))
+  config.train.log_every = 50
+  config.train.checkpoint_every = 500
+  config.train.max_checkpoints = 3
+  config.train.async_checkpointing = True
+  config.train.sample_every = 250       # 0 disables periodic sample grids
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every = 500               # 0 disables periodic evaluation
+  config.eval.batch_size = 100
+  config.eval.num_batches = 5           # 0 = the whole eval split
+  config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+
+  config.sample = ml_collections.ConfigDict()
+  config.sample.num = 64
+  config.sample.use_ema = True
+  config.sample.seed = 0                # for --mode=sample
+  # Latent interpolation grid: S rows x S steps (0 = none); 'slerp' or 'linear'.
+  config.sample.interpolation_steps = 8
+  config.sample.interpolation = "slerp"
+
+  # Device mesh: batch over data x fsdp, params sharded over fsdp. -1 = all devices.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+
+  if config.data.dataset == "cifar10":
+    config.data.random_flip = True
+    config.gan.update(ngf=64, ndf=64)
+
+  if config.gan.loss == "wgan_gp" and "loss" in variants:
+    # Gulrajani et al. 2017, Alg. 1 defaults.
+    # Each critic update keeps the default's batch of real images.
+    config.gan.n_critic = 5
+    config.train.update(batch_size=5 * config.train.batch_size, lr=1e-4, b1=0.0, b2=0.9)
+
+  if "smoke" in variants:
+    config.gan.update(ngf=4, ndf=4, z_dim=8)
+    config.train.batch_size = 8 * config.gan.n_critic
+    config.train.num_steps = 4
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.train.sample_every = 4
+    config.train.async_checkpointing = False
+    config.eval.every = 4
+    config.eval.batch_size = 16
+    config.eval.num_batches = 2
+    config.sample.num = 4
+    config.sample.interpolation_steps = 2
+  return config

@@ -1,0 +1,36 @@
+"""Radford, Metz, Chintala 2016, "Unsupervised Representation Learning with Deep Convolutional
+GANs" (arXiv:1511.06434) — the DCGAN recipe on full MNIST (60,000 digits, 28x28).
+
+Recipe (§3-4, REFERENCES.md §1.4): "Minibatch SGD with batch 128", "Init N(0, 0.02)",
+"Adam with lr 0.0002 (0.001 was too high) and β1 = 0.5 (0.9 oscillated)"; the authors' code:
+nz=100, z ~ U(−1, 1), 5×5 kernels with stride 2, k=1 D step per G step, niter=25 epochs
+(25 x 60,000 / 128 ~ 11,700 steps). The paper gives no MNIST architecture: we drop one
+stage of its 64x64 model (7x7 start; ngf = ndf = 64, the PyTorch example's width) and,
+as the paper, sample from the raw generator (no EMA). Left out: the code's l2=1e-5 weight
+penalty (coupled L2, which optax's decoupled adamw would not reproduce).
+
+Paper numbers: none for MNIST generation (the paper predates FID). For scale, Lucic et al.
+2018 (Table 2, best over a large search, "neutral" architecture) report MNIST FID
+6.8±0.5 for the non-saturating GAN (REFERENCES.md §1.4).
+
+  python launch.py --config=experiments/radford2016_dcgan/mnist.py --workdir=runs/dcgan_mnist \
+      --config.data.manual_dir=/path/with/mnist-idx-files
+  python launch.py --config=experiments/radford2016_dcgan/mnist.py --mode=summary   # params: 1046978
+
+Our measured number: not measured yet (FID arrives with the evaluation issue); neither is
+the wall time on an accelerator. (configs/dcgan.py's ~10-minute CPU default is this model
+at half width, ngf = ndf = 32, batch 32, normal latents, 3,000 steps on mnist_5k.)
+"""
+from configs import dcgan
+
+
+def get_config(arg: str | None = None):
+  config = dcgan.get_config("dataset=mnist")
+  config.gan.update(loss="non_saturating", n_critic=1, z_dim=100, z_prior="uniform", ngf=64,
+                    ndf=64, kernel_size=5, d_norm="batch")
+  config.train.update(batch_size=128, num_steps=11_700, optimizer="adam", lr=2e-4, b1=0.5,
+                      b2=0.999, lr_decay="constant", warmup_steps=0, grad_clip=0.0,
+                      ema_decay=0.0, log_every=100, checkpoint_every=2_000, sample_every=1_000)
+  config.sample.interpolation = "linear"   # uniform latents: straight lines in the cube
+  config.eval.update(every=2_000, batch_size=500, num_batches=20)
+  return config
