@@ -5,9 +5,11 @@
       -> ShardByJaxProcess: process p reads stream positions p, p+P, p+2P, ...
       -> [RandomHorizontalFlip]: per-record rng from the sampler seed
       -> ScaleToSymmetricRange: uint8 [0, 255] -> float32 [-1, 1]
+         (or, with `data.binarize`, DynamicBinarize / FixedBinarize: -> float32 {0, 1})
       -> Batch: the LOCAL batch, global_batch_size // jax.process_count()
 
-Each batch is `{"image": float32 [B_local, H, W, C], "label": int32 [B_local]}`.
+Each batch is `{"image": float32 [B_local, H, W, C], "label": int32 [B_local]}`, images in
+[-1, 1], or in {0, 1} when binarized (for Bernoulli likelihoods, e.g. the VAE).
 The iterator `iter(loader)` saves and restores its position with
 `get_state()` / `set_state(state)`, or in an orbax checkpoint with
 `grain.checkpoint.CheckpointSave(it)` / `grain.checkpoint.CheckpointRestore(it)`.
@@ -47,6 +49,56 @@ class RandomHorizontalFlip(grain.transforms.RandomMap):
     if rng.random() < 0.5:
       element = {**element, "image": element["image"][:, ::-1, :]}
     return element
+
+
+BINARIZATIONS = ("none", "dynamic", "fixed")
+
+
+def _bernoulli_image(element: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """uint8 image -> float32 {0, 1} with P(pixel = 1) = intensity / 255 (= (x + 1) / 2 for the
+  [-1, 1] image x of ScaleToSymmetricRange); label -> int32; other keys dropped."""
+  image = element["image"]
+  if image.dtype != np.uint8:
+    raise ValueError(f"expected uint8 images, got {image.dtype} {image.shape}")
+  on = rng.random(image.shape, dtype=np.float32) * np.float32(255.0) < image
+  return {"image": on.astype(np.float32), "label": np.int32(element["label"])}
+
+
+class DynamicBinarize(grain.transforms.RandomMap):
+  """Dynamic binarization: a fresh Bernoulli(intensity / 255) sample every time an image is
+  read. grain seeds each record's rng with (sampler seed + position in the stream), so an
+  image gets a different sample in every epoch, and the same ones again for the same seed."""
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    return _bernoulli_image(element, rng)
+
+
+class FixedBinarize(grain.transforms.Map):
+  """Fixed binarization: one Bernoulli(intensity / 255) sample per image, the same in every
+  epoch and every run: its rng is seeded with (`seed`, the image's index in the split)."""
+
+  def __init__(self, seed: int):
+    self.seed = int(seed)
+
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
+    rng = np.random.default_rng([self.seed, int(element["record_key"])])
+    return _bernoulli_image(element, rng)
+
+
+class _WithRecordKey:
+  """A random-access source whose records also carry their index ("record_key")."""
+
+  def __init__(self, source: sources.RandomAccessSource):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return {**self._source[index], "record_key": index}
+
+  def __repr__(self) -> str:
+    return f"_WithRecordKey({self._source!r})"
 
 
 def _open_split(data_config: ml_collections.ConfigDict, split: str) -> sources.RandomAccessSource:
@@ -115,7 +167,10 @@ def make_image_loader(
   Args:
     data_config: `config.data` with fields `dataset` (str), `data_dir` (str, ""
       = TFDS default), `manual_dir` (str, "" = download), `random_flip` (bool),
-      `num_workers` (int, grain worker processes; 0 = in this process).
+      `num_workers` (int, grain worker processes; 0 = in this process), `binarize`
+      ('none' (default): images in [-1, 1]; 'dynamic': a new Bernoulli sample of each
+      image every time it is read; 'fixed': one sample per image, seeded by
+      `binarize_seed` (default 0) and its index: images in {0, 1}).
     split: TFDS split, e.g. "train", "test", "train[:10%]".
     global_batch_size: batch size summed over all processes; each process yields
       global_batch_size // jax.process_count() examples per batch.
@@ -126,15 +181,20 @@ def make_image_loader(
 
   Returns:
     A `grain.DataLoader`; `iter(loader)` yields {"image": float32 [B_local, H, W, C]
-    in [-1, 1], "label": int32 [B_local]} and is checkpointable.
+    in [-1, 1] (in {0, 1} when binarized), "label": int32 [B_local]} and is checkpointable.
 
   Raises:
     ValueError: global_batch_size not divisible by the process count.
     DatasetUnavailableError: the dataset cannot be obtained.
   """
   batch_size = local_batch_size(global_batch_size)
+  binarize = data_config.get("binarize", "none")
+  if binarize not in BINARIZATIONS:
+    raise ValueError(f"data.binarize={binarize!r}; expected one of {BINARIZATIONS}.")
   source = _open_split(data_config, split)
   sources.dataset_image_shape(source)  # fail here, not mid-batch, on ragged images
+  if binarize == "fixed":
+    source = _WithRecordKey(source)
   sampler = grain.samplers.IndexSampler(
       num_records=len(source),
       shuffle=shuffle,
@@ -144,7 +204,12 @@ def make_image_loader(
   operations: list[grain.transforms.Transformation] = []
   if data_config.get("random_flip", False):
     operations.append(RandomHorizontalFlip())
-  operations.append(ScaleToSymmetricRange())
+  if binarize == "dynamic":
+    operations.append(DynamicBinarize())
+  elif binarize == "fixed":
+    operations.append(FixedBinarize(data_config.get("binarize_seed", 0)))
+  else:
+    operations.append(ScaleToSymmetricRange())
   operations.append(grain.transforms.Batch(batch_size=batch_size, drop_remainder=drop_remainder))
   worker_count = int(data_config.get("num_workers", 0) or 0)
   if worker_count > 0 and not flags.FLAGS.is_parsed():

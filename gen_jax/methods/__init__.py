@@ -11,6 +11,7 @@ from gen_jax.methods.base import Method
 METHODS = {
     "diffusion": "gen_jax.methods.diffusion:DiffusionMethod",
     "gan": "gen_jax.methods.gan:GANMethod",
+    "vae": "gen_jax.methods.vae:VAEMethod",
 }
 
 

@@ -38,3 +38,6 @@ class Method(Protocol):
 
   # Optional: `sample_tag: str`, a short description of the sampler put into file names
   # written by `--mode=sample` (e.g. "ddim50").
+  # Optional: `sample_uses_batch: bool` (default False). When True the engine calls
+  # `sample(state, rng, num, use_ema, batch=...)` with the first `sample.num` images of the
+  # eval split (the same batch every time), e.g. for reconstruction grids.

@@ -1,0 +1,165 @@
+"""VAE (Kingma & Welling 2014) with IWAE evaluation (Burda et al. 2016) on binarized digits.
+
+  python launch.py --config=configs/vae.py                   # embedded mnist_5k, minutes on 2 CPU cores
+  python launch.py --config=configs/vae.py --mode=eval       # test ELBO and -L_5000 -> eval/step_N.json
+  python launch.py --config=configs/vae.py:smoke             # seconds; what the tests run
+  python launch.py --config=configs/vae.py:latent=2          # + the latent manifold grid (K&W Fig. 4)
+  python launch.py --config=configs/vae.py:dataset=mnist --config.data.manual_dir=/path/to/mnist
+  python launch.py --config=configs/vae.py:continuous,conv   # [-1, 1] images, discretized Gaussian
+
+`get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
+`latent=<L>`, `conv` (convolutional encoder/decoder), `continuous` (no binarization; a
+discretized-Gaussian decoder, reconstruction PSNR/SSIM in the eval).
+Paper recipes: experiments/kingma2014_vae/mnist.py, experiments/burda2016_iwae/mnist.py.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+VARIANTS = ("smoke", "dataset", "latent", "conv", "continuous")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = dict(part.split("=", 1) if "=" in part else (part, True)
+                  for part in (arg or "").split(",") if part)
+  unknown = set(variants) - set(VARIANTS)
+  if unknown:
+    raise ValueError(f"configs/vae.py: unknown variant(s) {sorted(unknown)}; "
+                     "known: smoke, dataset=<name>, latent=<L>, conv, continuous.")
+
+  config = ml_collections.ConfigDict()
+  config.method = "vae"
+  config.seed = 0
+  # Compute dtype of the networks ('float32' or 'bfloat16'); params and log-probs stay float32.
+  config.dtype = "float32"
+  # Another run's workdir to continue from (full state) ...
+  config.resume_from = ""
+  # ... or to take only the params from (fine-tuning). See README "Resuming".
+  config.init_from = ""
+
+  config.data = ml_collections.ConfigDict()
+  # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; or any prepared TFDS
+  # dataset in array_record form in data_dir.
+  config.data.dataset = variants.get("dataset", "mnist_5k")
+  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
+  config.data.data_dir = ""
+  # Folder with the raw files (e.g. train-images-idx3-ubyte.gz); when set nothing is downloaded.
+  config.data.manual_dir = ""
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  config.data.random_flip = False
+  # grain worker processes (0 = in the main process).
+  config.data.num_workers = 0
+  # 'dynamic': each pixel ~ Bernoulli(intensity/255), redrawn every time an image is read
+  # (Burda et al. 2016); 'fixed': one draw per image (seeded by binarize_seed and the index);
+  # 'none': continuous images in [-1, 1]. Binarized images are in {0, 1}.
+  config.data.binarize = "dynamic"
+  config.data.binarize_seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  # 'mlp' (both papers) or 'conv' (strided convolutions; model.hidden holds one dense width).
+  config.model.arch = "mlp"
+  # Hidden widths of the encoder (the decoder mirrors them). Burda et al. 2016: (200, 200);
+  # Kingma & Welling 2014: (500,).
+  config.model.hidden = (200, 200)
+  # Latent dimension L (Burda et al.: 50; K&W sweep 3..200; 2 adds the manifold grid).
+  config.model.latent_dim = int(variants.get("latent", 50))
+  # Hidden nonlinearity: 'tanh' (both papers), 'relu' or 'softplus'.
+  config.model.activation = "tanh"
+  # Channels of the stride-2 convolutions of arch='conv' (each halves H and W).
+  config.model.conv_channels = (32, 64)
+  # Std of the N(0, std^2) weight init (K&W: 0.01); 0 = flax's lecun_normal.
+  config.model.init_std = 0.0
+
+  config.vae = ml_collections.ConfigDict()
+  # p(x|z): 'bernoulli' (binarized data), 'gaussian' or 'discretized_gaussian' (continuous).
+  config.vae.decoder = "bernoulli"
+  # Training bound: 'elbo' (K&W Eq. 10, analytic KL) or 'iwae' (Burda et al. Eq. 8).
+  config.vae.objective = "elbo"
+  # Samples per image in training (the k of the IWAE bound; L of the ELBO).
+  config.vae.train_k = 1
+  # Importance samples of the test NLL estimate -L_k (Burda et al. §5: 5000) ...
+  config.vae.eval_k = 5000
+  # ... computed this many at a time (memory ~ eval_chunk x eval.batch_size x pixels).
+  config.vae.eval_chunk = 500
+  # Which weights the eval reports ('ema', 'raw'); metric names say which.
+  config.vae.eval_weights = ("ema", "raw")
+  # 'engine': train.lr_decay / warmup; 'burda2016': 3^i epochs at lr * 10^(-i/7).
+  config.vae.lr_schedule = "engine"
+  # burda2016: number of stages i = 0 .. lr_stages-1 (the paper: 8, 3280 epochs) ...
+  config.vae.lr_stages = 8
+  # ... and the training-set size that defines an epoch.
+  config.vae.train_examples = 4500
+  # Side of the latent-manifold grid drawn when latent_dim == 2 (0 disables).
+  config.vae.manifold_size = 20
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 100         # global batch, split over the mesh
+  config.train.num_steps = 6000
+  # Updates fused into one compiled call (lax.scan): the MLP VAE is dispatch-bound without it.
+  # Step intervals below must be multiples of it.
+  config.train.steps_per_call = 100
+  config.train.optimizer = "adam"       # 'adam', 'adamw' or (VAE only) 'adagrad'
+  config.train.lr = 1e-3
+  config.train.lr_decay = "constant"    # 'constant' or 'cosine' (vae.lr_schedule='engine')
+  config.train.min_lr_ratio = 0.1
+  config.train.warmup_steps = 0
+  config.train.b1 = 0.9
+  config.train.b2 = 0.999
+  config.train.eps = 1e-4               # Burda et al. §5
+  config.train.weight_decay = 0.0       # adamw (decoupled) or adagrad (L2)
+  config.train.grad_clip = 0.0          # global-norm clipping; 0 disables
+  config.train.ema_decay = 0.999
+  config.train.ema_warmup = True
+  config.train.log_every = 500
+  config.train.checkpoint_every = 2000
+  config.train.max_checkpoints = 3
+  config.train.async_checkpointing = True
+  config.train.sample_every = 2000      # 0 disables periodic sample grids
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every = 6000              # 0 disables periodic evaluation
+  config.eval.batch_size = 100
+  config.eval.num_batches = 0           # 0 = the whole eval split (mnist_5k: 500 images)
+  config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+
+  config.sample = ml_collections.ConfigDict()
+  config.sample.num = 64                # prior samples, and reconstructions of the first 64 test images
+  config.sample.use_ema = True
+  config.sample.seed = 0                # for --mode=sample
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+
+  if config.data.dataset == "mnist":
+    config.vae.train_examples = 60_000
+
+  if "conv" in variants:
+    config.model.arch = "conv"
+    config.model.hidden = (256,)
+    config.model.activation = "relu"
+
+  if "continuous" in variants:
+    config.data.binarize = "none"
+    config.vae.decoder = "discretized_gaussian"
+
+  if "smoke" in variants:
+    config.model.hidden = (16,) if config.model.arch == "conv" else (32, 32)
+    config.model.conv_channels = (4, 8)
+    config.model.latent_dim = int(variants.get("latent", 2))
+    config.vae.eval_k = 20
+    config.vae.eval_chunk = 10
+    config.vae.manifold_size = 4
+    config.train.batch_size = 16
+    config.train.num_steps = 4
+    config.train.steps_per_call = 1
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.train.sample_every = 4
+    config.train.async_checkpointing = False
+    config.eval.every = 4
+    config.eval.batch_size = 16
+    config.eval.num_batches = 2
+    config.sample.num = 4
+  return config

@@ -1,0 +1,457 @@
+"""Variational autoencoders, trained on the ELBO or the importance-weighted bound.
+
+Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (arXiv:1312.6114): the
+reparameterization z = mu + sigma * eps (§2.4), the SGVB estimators (Eq. 6: generic;
+Eq. 7: with the KL in closed form), the VAE objective (Eq. 10), the analytic KL to N(0, I)
+(App. B), Bernoulli and Gaussian MLP decoders (App. C.1, C.2), the latent manifold (Fig. 4).
+Burda, Grosse, Salakhutdinov 2016, "Importance Weighted Autoencoders" (arXiv:1509.00519):
+the k-sample bound L_k (Eq. 8), L_k <= L_{k+1} <= log p(x) (Theorem 1), the test NLL as
+-L_5000 (§5), the training schedule (§5: Adam, 3^i epochs at lr 1e-3 * 10^(-i/7)).
+
+Data convention. With `data.binarize` = 'dynamic' or 'fixed' the pipeline yields images in
+{0, 1} and the decoder must be 'bernoulli'. With `data.binarize='none'` images are in
+[-1, 1] (pixel levels k/127.5 - 1) and the decoder is 'gaussian' (a density on R^D) or
+'discretized_gaussian' (a probability of the 256 pixel levels, comparable across models).
+Images returned by `sample` are in [-1, 1] for display: Bernoulli means p map to 2p - 1.
+
+All log-probabilities are in nats per image, summed over pixels; `loss` is -bound / image.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import scipy.special
+
+from gen_jax.engine.optimizer import learning_rate_schedule, make_optimizer
+from gen_jax.engine.state import TrainState, apply_gradients
+from gen_jax.models.vae import VAE, build_vae
+
+DECODERS = ("bernoulli", "gaussian", "discretized_gaussian")
+OBJECTIVES = ("elbo", "iwae")
+LR_SCHEDULES = ("engine", "burda2016")
+WEIGHTS = ("ema", "raw")
+LOG_2PI = math.log(2.0 * math.pi)
+# 'gaussian' decoder: log sigma^2 is clipped below at this value (sigma >= 0.011, 1.4 pixel
+# levels on [-1, 1]). A density on 256-level data is unbounded as sigma -> 0 on constant
+# pixels (MNIST's background); 'discretized_gaussian' has no such problem.
+MIN_LOG_VAR = -9.0
+DecodeFn = Callable[[jax.Array], jax.Array]   # z [..., L] -> decoder params [..., H, W, C*P]
+
+
+# ------------------------------------------------------------------------ distributions
+
+
+def reparameterize(mean: jax.Array, log_var: jax.Array, eps: jax.Array) -> jax.Array:
+  """Kingma & Welling 2014, §2.4: z = mu + sigma * eps with eps ~ N(0, I).
+
+  mean, log_var: [B, L]; eps: [..., B, L]; returns z with the shape of eps.
+  """
+  return mean + jnp.exp(0.5 * log_var) * eps
+
+
+def kl_to_standard_normal(mean_BxL: jax.Array, log_var_BxL: jax.Array) -> jax.Array:
+  """Kingma & Welling 2014, App. B: KL(N(mu, sigma^2) || N(0, I)) in closed form,
+
+    -KL = 1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).     Returns [B].
+  """
+  return -0.5 * jnp.sum(1.0 + log_var_BxL - mean_BxL**2 - jnp.exp(log_var_BxL), axis=-1)
+
+
+def standard_normal_log_prob(z: jax.Array) -> jax.Array:
+  """The prior p(z) = N(z; 0, I) (Kingma & Welling 2014, §3), log-density summed over the
+  last axis."""
+  return -0.5 * jnp.sum(LOG_2PI + z**2, axis=-1)
+
+
+def posterior_log_prob(eps: jax.Array, log_var_BxL: jax.Array) -> jax.Array:
+  """Kingma & Welling 2014, Eq. 9: log q(z|x) = log N(z; mu, sigma^2 I), at z = mu + sigma eps:
+  -1/2 sum_j (log 2pi + log sigma_j^2 + eps_j^2) (the density written in eps; exact)."""
+  return -0.5 * jnp.sum(LOG_2PI + log_var_BxL + eps**2, axis=-1)
+
+
+def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
+  """Kingma & Welling 2014, App. C.1: log p(x|z) = sum_i x_i log y_i + (1 - x_i) log(1 - y_i)
+  with y = sigmoid(logits); written stably as sum_i x_i l_i - softplus(l_i).
+
+  x: {0, 1} [..., H, W, C]; logits broadcastable to x. Returns [...] (sum over H, W, C).
+  """
+  return jnp.sum(x * logits - jax.nn.softplus(logits), axis=(-3, -2, -1))
+
+
+def gaussian_log_prob(x: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+  """Kingma & Welling 2014, App. C.2: log N(x; mu, sigma^2 I), summed over H, W, C."""
+  return -0.5 * jnp.sum(LOG_2PI + log_var + (x - mean)**2 * jnp.exp(-log_var), axis=(-3, -2, -1))
+
+
+def _log_cdf_difference(lower: jax.Array, upper: jax.Array) -> jax.Array:
+  """log(Phi(upper) - Phi(lower)) for lower < upper, accurate in both tails: in the right
+  tail it uses Phi(u) - Phi(l) = Phi(-l) - Phi(-u), so both CDFs are always taken on the
+  left, where log Phi is accurate. One formula (no branch whose unused side could put a NaN
+  into the gradient)."""
+  right = lower > 0
+  lo, hi = jnp.where(right, -upper, lower), jnp.where(right, -lower, upper)
+  log_hi = jax.scipy.stats.norm.logcdf(hi)
+  ratio = jnp.minimum(jax.scipy.stats.norm.logcdf(lo) - log_hi, -1e-7)   # log(Phi(lo)/Phi(hi))
+  return log_hi + jnp.log1p(-jnp.exp(ratio))
+
+
+def discretized_gaussian_log_prob(x: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+  """log P(x) of 8-bit images in [-1, 1] under N(mu, sigma^2) integrated over each pixel's bin
+  (Ho et al. 2020, Eq. 13, with a Gaussian for their data likelihood): the bin of x is
+  [x - 1/255, x + 1/255], widened to -inf at x = -1 and to +inf at x = 1. Summed over H, W, C.
+  """
+  inv_sigma = jnp.exp(-0.5 * log_var)
+  upper = (x - mean + 1.0 / 255.0) * inv_sigma
+  lower = (x - mean - 1.0 / 255.0) * inv_sigma
+  mid = jnp.maximum(_log_cdf_difference(lower, upper), math.log(1e-12))
+  log_p = jnp.where(x < -0.999, jax.scipy.stats.norm.logcdf(upper),
+                    jnp.where(x > 0.999, jax.scipy.stats.norm.logcdf(-lower), mid))
+  return jnp.sum(log_p, axis=(-3, -2, -1))
+
+
+def split_decoder_output(decoder: str, out: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+  """Decoder output [..., H, W, C*P] -> (Bernoulli logits, None) (K&W App. C.1) or
+  (Gaussian mean, log sigma^2) (App. C.2; 'gaussian' clips log sigma^2 at MIN_LOG_VAR)."""
+  if decoder == "bernoulli":
+    return out, None
+  mean, log_var = jnp.split(out, 2, axis=-1)
+  return mean, jnp.maximum(log_var, MIN_LOG_VAR) if decoder == "gaussian" else log_var
+
+
+def data_log_prob(decoder: str, x: jax.Array, out: jax.Array) -> jax.Array:
+  """log p(x|z) (K&W App. C.1 / C.2, or the discretized Gaussian) for decoder output `out`
+  [..., H, W, C*P] and images x [B, H, W, C]. Returns [...]."""
+  loc, log_var = split_decoder_output(decoder, out)
+  if decoder == "bernoulli":
+    return bernoulli_log_prob(x, loc)
+  if decoder == "gaussian":
+    return gaussian_log_prob(x, loc, log_var)
+  return discretized_gaussian_log_prob(x, loc, log_var)
+
+
+def decoder_mean(decoder: str, out: jax.Array) -> jax.Array:
+  """E[x|z] in the data's range: Bernoulli probabilities in [0, 1], Gaussian means clipped to
+  [-1, 1]."""
+  loc, _ = split_decoder_output(decoder, out)
+  return jax.nn.sigmoid(loc) if decoder == "bernoulli" else jnp.clip(loc, -1.0, 1.0)
+
+
+# ------------------------------------------------------------------------------ bounds
+
+
+def sample_eps(rng: jax.Array, sample_ids_K: jax.Array, shape_BxL: tuple[int, int]) -> jax.Array:
+  """The noise of the reparameterization (K&W §2.4): eps_i ~ N(0, I) [K, B, L], the i-th drawn
+  from fold_in(rng, i), so importance sample i is the same however the K samples are
+  split into chunks (`iwae_log_likelihood`)."""
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(rng, i), shape_BxL))(sample_ids_K)
+
+
+def sample_log_probs(decode: DecodeFn, decoder: str, x: jax.Array, mean: jax.Array,
+                     log_var: jax.Array, eps_KxBxL: jax.Array):
+  """(log p(x|z_i), log p(z_i), log q(z_i|x)), each [K, B], at z_i = mu + sigma eps_i (§2.4)."""
+  z = reparameterize(mean, log_var, eps_KxBxL)
+  return (data_log_prob(decoder, x, decode(z)), standard_normal_log_prob(z),
+          posterior_log_prob(eps_KxBxL, log_var))
+
+
+def log_importance_weights(decode: DecodeFn, decoder: str, x: jax.Array, mean: jax.Array,
+                           log_var: jax.Array, eps_KxBxL: jax.Array) -> jax.Array:
+  """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), z_i = mu + sigma eps_i.   [K, B]
+
+  Burda et al. 2016, Eq. 8 (the terms of the sum); with K = 1 this is the generic SGVB
+  estimator of Kingma & Welling 2014, Eq. 6 with L = 1.
+  """
+  log_px, log_pz, log_qz = sample_log_probs(decode, decoder, x, mean, log_var, eps_KxBxL)
+  return log_px + log_pz - log_qz
+
+
+def iwae_bound(log_w_KxB: jax.Array) -> jax.Array:
+  """Burda et al. 2016, Eq. 8: L_k = log (1/k) sum_i w_i, per example.   [B]"""
+  return jax.nn.logsumexp(log_w_KxB, axis=0) - jnp.log(log_w_KxB.shape[0])
+
+
+def elbo_terms(log_px_KxB: jax.Array, mean: jax.Array,
+               log_var: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Kingma & Welling 2014, Eq. 10 (SGVB estimator B, Eq. 7, with the KL of App. B):
+
+    L(x) ~= -KL(q(z|x) || p(z)) + 1/L sum_l log p(x | z_l),   z_l = mu + sigma * eps_l.
+
+  Args:
+    log_px_KxB: log p(x|z_l) for L samples z_l (from `sample_log_probs`).
+    mean, log_var: q(z|x), [B, L].
+
+  Returns:
+    (reconstruction term 1/L sum_l log p(x|z_l) [B], KL [B]); the ELBO is their difference.
+  """
+  return jnp.mean(log_px_KxB, axis=0), kl_to_standard_normal(mean, log_var)
+
+
+def iwae_log_likelihood(log_w_fn: Callable[[jax.Array], jax.Array], rng: jax.Array, k: int,
+                        chunk: int, shape_BxL: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+  """log p(x) >= L_k (Burda et al. 2016, Eq. 8; §5 estimates the test NLL as -L_5000),
+  computed over k/chunk chunks of `chunk` samples in a `lax.scan`, so memory holds one
+  chunk [chunk, B, ...] at a time. The running logsumexp is combined with logaddexp:
+
+    log sum_{i<=n} w_i = logaddexp(log sum_{i<=n-c} w_i, logsumexp(log w_{chunk}))
+
+  Args:
+    log_w_fn: eps [chunk, B, L] -> log w [chunk, B] (e.g. `log_importance_weights`).
+    rng: key; sample i uses eps from fold_in(rng, i) (`sample_eps`), so the result does not
+      depend on `chunk`.
+    k: number of importance samples; a multiple of `chunk`.
+    chunk: samples per scan step.
+    shape_BxL: (batch, latent dim).
+
+  Returns:
+    (L_k [B], mean_i log w_i [B]); the second is the k-sample SGVB estimate of the ELBO
+    (Kingma & Welling 2014, Eq. 6), free from the same samples.
+  """
+  if k < 1 or chunk < 1 or k % chunk:
+    raise ValueError(f"k={k} importance samples must be a positive multiple of chunk={chunk}.")
+  B = shape_BxL[0]
+
+  def body(carry, c):
+    lse, total = carry
+    eps = sample_eps(rng, c * chunk + jnp.arange(chunk), shape_BxL)
+    log_w = log_w_fn(eps)
+    return (jnp.logaddexp(lse, jax.nn.logsumexp(log_w, axis=0)), total + log_w.sum(0)), None
+
+  init = (jnp.full((B,), -jnp.inf, jnp.float32), jnp.zeros((B,), jnp.float32))
+  (lse, total), _ = jax.lax.scan(body, init, jnp.arange(k // chunk))
+  return lse - math.log(k), total / k
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def burda2016_lr_schedule(lr: float, steps_per_epoch: int, num_stages: int = 8) -> optax.Schedule:
+  """Burda et al. 2016, §5: 3^i passes over the data at lr * 10^(-i/7), i = 0 .. num_stages-1
+  (the paper: lr = 1e-3, 8 stages, 3280 epochs). The last rate is kept after the last stage.
+
+  Update number `count` (0-based, as optax counts) is in stage i when
+  sum_{j<i} 3^j <= count / steps_per_epoch < sum_{j<=i} 3^j.
+  """
+  stage_starts = jnp.asarray(
+      [steps_per_epoch * sum(3**j for j in range(i)) for i in range(1, num_stages)], jnp.int32)
+
+  def schedule(count):
+    stage = jnp.sum(count >= stage_starts)
+    return lr * 10.0 ** (-stage.astype(jnp.float32) / 7.0)
+
+  return schedule
+
+
+def burda2016_num_steps(steps_per_epoch: int, num_stages: int) -> int:
+  """Updates in `num_stages` stages: sum_i 3^i epochs."""
+  return steps_per_epoch * sum(3**i for i in range(num_stages))
+
+
+def make_vae_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The engine's optimizer (`train.*`), plus two settings of the VAE papers the engine does
+  not have: `train.optimizer='adagrad'` (Kingma & Welling §5, with `train.weight_decay` as the
+  L2 of their N(0, I) prior on the weights) and `vae.lr_schedule='burda2016'`."""
+  t, v = config.train, config.vae
+  if v.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"vae.lr_schedule={v.lr_schedule!r}; expected one of {LR_SCHEDULES}.")
+  if v.lr_schedule == "engine" and t.optimizer != "adagrad":
+    return make_optimizer(t)
+  if v.lr_schedule == "burda2016":
+    if v.train_examples <= 0:
+      raise ValueError("vae.lr_schedule='burda2016' counts epochs: set vae.train_examples "
+                       "(60000 for MNIST).")
+    schedule = burda2016_lr_schedule(t.lr, max(v.train_examples // t.batch_size, 1),
+                                     v.lr_stages)
+  else:
+    schedule = learning_rate_schedule(t)
+  if t.optimizer == "adam":
+    opt = optax.adam(schedule, b1=t.b1, b2=t.b2, eps=t.eps)
+  elif t.optimizer == "adagrad":
+    opt = optax.adagrad(schedule, eps=t.eps)
+    if t.weight_decay > 0:
+      opt = optax.chain(optax.add_decayed_weights(t.weight_decay), opt)
+  else:
+    raise ValueError(f"train.optimizer={t.optimizer!r} with vae.lr_schedule={v.lr_schedule!r};"
+                     " expected 'adam' or 'adagrad'.")
+  if t.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
+  return opt
+
+
+# ------------------------------------------------------------------------------ method
+
+
+def manifold_latents(n: int) -> np.ndarray:
+  """Kingma & Welling 2014, Fig. 4: "linearly spaced coordinates on the unit square were
+  transformed through the inverse CDF of the Gaussian". An n x n grid of 2-D latents,
+  row-major, at the bin centres (i + 1/2) / n; z_1 decreases down the rows, z_2 increases
+  along them.  [n*n, 2] float32
+  """
+  u = (np.arange(n) + 0.5) / n
+  z1, z2 = np.meshgrid(scipy.special.ndtri(u[::-1]), scipy.special.ndtri(u), indexing="ij")
+  return np.stack([z1.ravel(), z2.ravel()], axis=-1).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEMethod:
+  """A VAE with one stochastic layer: Gaussian q(z|x), N(0, I) prior, `decoder` likelihood."""
+
+  model: VAE
+  tx: optax.GradientTransformation
+  image_shape: tuple[int, int, int]
+  latent_dim: int
+  decoder: str
+  binarized: bool
+  objective: str
+  train_k: int
+  eval_k: int
+  eval_chunk: int
+  eval_weights: tuple[str, ...]
+  manifold_size: int
+  ema_decay: float
+  ema_warmup: bool
+
+  # The engine passes `sample` a fixed batch of `sample.num` eval images (reconstructions).
+  sample_uses_batch = True
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, image_shape) -> "VAEMethod":
+    v, m = config.vae, config.model
+    binarize = config.data.get("binarize", "none")
+    if v.decoder not in DECODERS:
+      raise ValueError(f"vae.decoder={v.decoder!r}; expected one of {DECODERS}.")
+    if (v.decoder == "bernoulli") != (binarize != "none"):
+      raise ValueError(
+          f"vae.decoder={v.decoder!r} with data.binarize={binarize!r}: the Bernoulli decoder "
+          "needs binary data (data.binarize='dynamic' or 'fixed'); continuous images "
+          "(data.binarize='none') need vae.decoder='gaussian' or 'discretized_gaussian'.")
+    if v.objective not in OBJECTIVES:
+      raise ValueError(f"vae.objective={v.objective!r}; expected one of {OBJECTIVES}.")
+    if v.train_k < 1:
+      raise ValueError(f"vae.train_k={v.train_k} must be >= 1.")
+    if v.eval_k < 1 or v.eval_chunk < 1 or v.eval_k % v.eval_chunk:
+      raise ValueError(f"vae.eval_k={v.eval_k} must be a positive multiple of "
+                       f"vae.eval_chunk={v.eval_chunk}.")
+    weights = tuple(v.eval_weights)
+    if not weights or set(weights) - set(WEIGHTS):
+      raise ValueError(f"vae.eval_weights={weights}; expected a non-empty subset of {WEIGHTS}.")
+    model = build_vae(arch=m.arch, image_shape=tuple(image_shape), latent_dim=m.latent_dim,
+                      hidden=tuple(m.hidden), params_per_value=1 if v.decoder == "bernoulli" else 2,
+                      activation=m.activation, conv_channels=tuple(m.conv_channels),
+                      init_std=m.init_std, dtype=jnp.dtype(config.dtype))
+    return cls(model=model, tx=make_vae_optimizer(config), image_shape=tuple(image_shape),
+               latent_dim=m.latent_dim, decoder=v.decoder, binarized=binarize != "none",
+               objective=v.objective, train_k=v.train_k, eval_k=v.eval_k,
+               eval_chunk=v.eval_chunk, eval_weights=weights, manifold_size=v.manifold_size,
+               ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup)
+
+  # ---------------------------------------------------------------- networks
+
+  def init(self, rng, batch) -> TrainState:
+    params = self.model.init(rng, jnp.zeros((1, *self.image_shape), jnp.float32))["params"]
+    return TrainState.create(params, self.tx)
+
+  def _encode(self, params, x):
+    return self.model.apply({"params": params}, x, method=VAE.encode)
+
+  def _decode_fn(self, params) -> DecodeFn:
+    return lambda z: self.model.apply({"params": params}, z, method=VAE.decode)
+
+  def _to_display(self, x: jax.Array) -> jax.Array:
+    """Data-range images (or decoder means) -> [-1, 1] for the PNG grids."""
+    return 2.0 * x - 1.0 if self.binarized else x
+
+  # -------------------------------------------------------------- objectives
+
+  def per_example_bound(self, params, x, rng, objective: str, k: int):
+    """(bound [B], recon [B], kl [B]) with k samples per image: the ELBO of K&W Eq. 10 or the
+    IWAE bound L_k of Burda et al. Eq. 8; recon and KL are Eq. 10's two terms (monitoring)."""
+    mean, log_var = self._encode(params, x)
+    eps = sample_eps(rng, jnp.arange(k), (x.shape[0], self.latent_dim))
+    log_px, log_pz, log_qz = sample_log_probs(self._decode_fn(params), self.decoder, x, mean,
+                                              log_var, eps)
+    recon, kl = elbo_terms(log_px, mean, log_var)
+    if objective == "elbo":
+      return recon - kl, recon, kl
+    return iwae_bound(log_px + log_pz - log_qz), recon, kl
+
+  def train_step(self, state: TrainState, batch, rng):
+    def loss_fn(params):
+      bound, recon, kl = self.per_example_bound(params, batch["image"], rng, self.objective,
+                                                self.train_k)
+      return -jnp.mean(bound), {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
+    return state, {"loss": loss, **aux, **health}
+
+  def eval_step(self, state: TrainState, batch, rng):
+    """Per weights w in `eval_weights` (same keys for each), in nats per image:
+
+      w/elbo                 K&W Eq. 10 with one sample (analytic KL), and its terms
+      w/recon, w/kl          E_q log p(x|z) (one sample) and KL(q(z|x) || p(z))
+      w/elbo_k<K>            K&W Eq. 6 averaged over the K importance samples
+      w/nll_iwae_k<K>        -L_K (Burda et al. Eq. 8), K = vae.eval_k (5000 in §5)
+      w/recon_psnr, w/recon_ssim   (continuous images only) decoder mean at z = mu vs input,
+                             through dm-pix on images in [0, 1]
+    """
+    x = batch["image"]
+    elbo_rng, iwae_rng = jax.random.split(rng)
+    metrics = {}
+    for name in self.eval_weights:
+      params = state.ema_params if name == "ema" else state.params
+      mean, log_var = self._encode(params, x)
+      decode = self._decode_fn(params)
+      log_px, _, _ = sample_log_probs(
+          decode, self.decoder, x, mean, log_var,
+          sample_eps(elbo_rng, jnp.arange(1), (x.shape[0], self.latent_dim)))
+      recon, kl = elbo_terms(log_px, mean, log_var)
+      log_w_fn = lambda eps: log_importance_weights(decode, self.decoder, x, mean, log_var, eps)
+      l_k, mean_log_w = iwae_log_likelihood(log_w_fn, iwae_rng, self.eval_k, self.eval_chunk,
+                                            (x.shape[0], self.latent_dim))
+      metrics.update({f"{name}/elbo": jnp.mean(recon - kl), f"{name}/recon": jnp.mean(recon),
+                      f"{name}/kl": jnp.mean(kl),
+                      f"{name}/elbo_k{self.eval_k}": jnp.mean(mean_log_w),
+                      f"{name}/nll_iwae_k{self.eval_k}": -jnp.mean(l_k)})
+      if not self.binarized:
+        x01 = (x + 1.0) / 2.0
+        rec01 = (decoder_mean(self.decoder, decode(mean)) + 1.0) / 2.0
+        metrics[f"{name}/recon_psnr"] = jnp.mean(dm_pix.psnr(x01, rec01))
+        metrics[f"{name}/recon_ssim"] = jnp.mean(dm_pix.ssim(x01, rec01, max_val=1.0))
+    return metrics
+
+  # ---------------------------------------------------------------- sampling
+
+  def reconstruct(self, params, x: jax.Array) -> jax.Array:
+    """Decoder mean at the posterior mean z = mu(x), in the data's range."""
+    mean, _ = self._encode(params, x)
+    return decoder_mean(self.decoder, self._decode_fn(params)(mean))
+
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True,
+             batch=None) -> dict[str, jax.Array]:
+    """Grids in [-1, 1]:
+
+      samples          decoder means E[x|z] at z ~ N(0, I), [num, H, W, C]
+      reconstructions  (with `batch`) input | reconstruction side by side, [n, H, 2W, C]
+                       for the first n = min(num, batch size) images of the batch
+      manifold         (2-D latent) decoder means over the Fig. 4 grid, [S*S, H, W, C]
+    """
+    params = state.ema_params if use_ema else state.params
+    decode = self._decode_fn(params)
+    z = jax.random.normal(rng, (num, self.latent_dim))
+    out = {"samples": self._to_display(decoder_mean(self.decoder, decode(z)))}
+    if batch is not None:
+      x = batch["image"][:num]
+      pair = jnp.concatenate([x, self.reconstruct(params, x)], axis=2)
+      out["reconstructions"] = self._to_display(pair)
+    if self.latent_dim == 2 and self.manifold_size > 0:
+      grid = decode(manifold_latents(self.manifold_size))
+      out["manifold"] = self._to_display(decoder_mean(self.decoder, grid))
+    return out
