@@ -85,8 +85,9 @@ class _StopRequest:
         signal.signal(s, h)
 
 
-def _flops_per_call(compiled) -> float:
-  analysis = compiled.cost_analysis()
+def _flops(stage) -> float:
+  """XLA's FLOP count of a lowered/compiled computation (NaN if unavailable)."""
+  analysis = stage.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}
   return float((analysis or {}).get("flops", float("nan")))
@@ -161,6 +162,7 @@ def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_f
   images = jax.device_get(sample_fn(state, rng))
   if not isinstance(images, dict):
     images = {"": images}
+  images = dict(sorted(images.items(), key=lambda kv: kv[0] != "samples"))   # samples first
   paths = [path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
            for name in images]
   if is_main_process():
@@ -195,9 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = restore_or_init(exp, ckpt, train_iter)
   start_step = int(jax.device_get(state.step))
   last_saved = start_step if ckpt.latest_step() is not None else None
-  if start_step % tcfg.steps_per_call:
+  K = tcfg.get("steps_per_call", 1)   # updates per compiled call, see "update step"
+  if start_step % K:
     raise ValueError(f"Restored step {start_step} is not a multiple of train.steps_per_call="
-                     f"{tcfg.steps_per_call}; resume with a steps_per_call that divides it.")
+                     f"{K}; resume with a steps_per_call that divides it.")
   if start_step >= tcfg.num_steps:
     logging.info("Step %d >= train.num_steps=%d: nothing to train.", start_step, tcfg.num_steps)
     ckpt.close()
@@ -206,7 +209,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------- update step
   # `train.steps_per_call` (K) updates run inside one compiled lax.scan over K stacked
   # batches: tiny models are dominated by per-call dispatch, not by FLOPs.
-  K = tcfg.steps_per_call
 
   def step_fn(state, batch, base_rng):
     # RNG is derived, not carried: resuming at step s replays exactly the keys of s.
@@ -230,7 +232,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        in_shardings=(exp.state_sharding, stacked_sharding, exp.replicated),
                        out_shardings=(exp.state_sharding, exp.replicated),
                        donate_argnums=0).lower(state, batches, exp.base_rng).compile()
-  flops_per_step = _flops_per_call(train_step) / K
+  # Counted on one un-fused update: XLA counts a loop body once, whatever K is.
+  flops_per_step = _flops(jax.jit(step_fn).lower(
+      state, jax.tree.map(lambda x: x[0], batches), exp.base_rng))
   logging.info("Compiled train step (%d update(s) per call) in %.1fs (%.3g FLOPs/update)", K,
                time.perf_counter() - t0, flops_per_step)
   eval_fn = jax.jit(exp.method.eval_step)
