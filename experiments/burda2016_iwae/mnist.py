@@ -15,7 +15,11 @@ Variants (comma-separated after a colon): `stages=<n>` runs only i = 0..n-1 of t
 Hardware/time for the full schedule: 9.84M updates; at the ~200-300 updates/s of a 2-core CPU
 that is ~10 h; a GPU does not help much at batch 20 (dispatch/input bound).
 
-Our measured number: (filled in below after the run).
+Our measured number (2-core CPU, shared with other jobs; shortened schedule `stages=4`, i.e.
+i = 0..3 = 40 epochs = 120,000 updates, 500 fused per call; train 16 min 09 s, eval 16 min 07 s):
+test ELBO -97.93 nats, test NLL (IWAE k=5000) **92.01 nats** — 5.3 nats above the paper's 86.76,
+after 1.2% of its epochs. Commands: the two above with `:stages=4` and
+`--config.data.manual_dir=../shared/data/mnist`.
 """
 from configs import vae
 
