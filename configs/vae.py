@@ -1,6 +1,6 @@
 """VAE (Kingma & Welling 2014) with IWAE evaluation (Burda et al. 2016) on binarized digits.
 
-  python launch.py --config=configs/vae.py                   # embedded mnist_5k, minutes on 2 CPU cores
+  python launch.py --config=configs/vae.py                   # embedded mnist_5k, ~7 min on 2 CPU cores
   python launch.py --config=configs/vae.py --mode=eval       # test ELBO and -L_5000 -> eval/step_N.json
   python launch.py --config=configs/vae.py:smoke             # seconds; what the tests run
   python launch.py --config=configs/vae.py:latent=2          # + the latent manifold grid (K&W Fig. 4)
@@ -11,6 +11,11 @@
 `latent=<L>`, `conv` (convolutional encoder/decoder), `continuous` (no binarization; a
 discretized-Gaussian decoder, reconstruction PSNR/SSIM in the eval).
 Paper recipes: experiments/kingma2014_vae/mnist.py, experiments/burda2016_iwae/mnist.py.
+
+Measured (default config, 2-core CPU shared with another training job): 7 min 08 s wall for
+6,000 updates (~20-35 updates/s, input-bound) plus the final k=5000 eval of the 500 test
+digits; test ELBO -112.6 nats and NLL (-L_5000) 107.1 nats with the EMA weights (raw: -113.6,
+106.7). mnist_5k has 4,500 training digits, so these are well above full-MNIST numbers.
 """
 from __future__ import annotations
 
