@@ -16,39 +16,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = dict(part.split("=", 1) if "=" in part else (part, True)
-                  for part in (arg or "").split(",") if part)
-  unknown = set(variants) - {"smoke", "dataset", "loss"}
-  if unknown:
-    raise ValueError(f"configs/dcgan.py: unknown variant(s) {sorted(unknown)}; "
-                     "known: smoke, dataset=<name>, loss=<name>.")
+  variants = common.parse_variants("configs/dcgan.py", arg, ("smoke", "dataset", "loss"))
 
-  config = ml_collections.ConfigDict()
-  config.method = "gan"
-  config.seed = 0
-  # Compute dtype of the networks ('float32' or 'bfloat16'); params stay float32.
-  config.dtype = "float32"
-  # Another run's workdir (or checkpoints dir) to continue from (full state) ...
-  config.resume_from = ""
-  # ... or to take only the params from (fine-tuning). See README "Resuming".
-  config.init_from = ""
-
-  config.data = ml_collections.ConfigDict()
-  # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; or any TFDS
-  # dataset prepared in array_record form in data_dir. DCGAN supports 28, 32 and 64 pixels.
-  config.data.dataset = variants.get("dataset", "mnist_5k")
-  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
-  config.data.data_dir = ""
-  # Folder with the raw files (e.g. train-images-idx3-ubyte.gz); when set nothing is downloaded.
-  config.data.manual_dir = ""
-  config.data.train_split = "train"
-  config.data.eval_split = "test"
-  # Random horizontal flips (not for digits).
-  config.data.random_flip = False
-  # grain worker processes (0 = in the main process).
-  config.data.num_workers = 0
+  config = common.base_config("gan", variants.get("dataset", "mnist_5k"))
 
   config.gan = ml_collections.ConfigDict()
   # Objective: 'non_saturating' (Goodfellow et al. 2014 §3; DCGAN's), 'hinge', or
@@ -112,10 +86,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.interpolation_steps = 8
   config.sample.interpolation = "slerp"
 
-  # Device mesh: batch over data x fsdp, params sharded over fsdp. -1 = all devices.
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True

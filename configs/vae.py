@@ -21,40 +21,15 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 VARIANTS = ("smoke", "dataset", "latent", "conv", "continuous")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = dict(part.split("=", 1) if "=" in part else (part, True)
-                  for part in (arg or "").split(",") if part)
-  unknown = set(variants) - set(VARIANTS)
-  if unknown:
-    raise ValueError(f"configs/vae.py: unknown variant(s) {sorted(unknown)}; "
-                     "known: smoke, dataset=<name>, latent=<L>, conv, continuous.")
+  variants = common.parse_variants("configs/vae.py", arg, VARIANTS)
 
-  config = ml_collections.ConfigDict()
-  config.method = "vae"
-  config.seed = 0
-  # Compute dtype of the networks ('float32' or 'bfloat16'); params and log-probs stay float32.
-  config.dtype = "float32"
-  # Another run's workdir to continue from (full state) ...
-  config.resume_from = ""
-  # ... or to take only the params from (fine-tuning). See README "Resuming".
-  config.init_from = ""
-
-  config.data = ml_collections.ConfigDict()
-  # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; or any prepared TFDS
-  # dataset in array_record form in data_dir.
-  config.data.dataset = variants.get("dataset", "mnist_5k")
-  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
-  config.data.data_dir = ""
-  # Folder with the raw files (e.g. train-images-idx3-ubyte.gz); when set nothing is downloaded.
-  config.data.manual_dir = ""
-  config.data.train_split = "train"
-  config.data.eval_split = "test"
-  config.data.random_flip = False
-  # grain worker processes (0 = in the main process).
-  config.data.num_workers = 0
+  config = common.base_config("vae", variants.get("dataset", "mnist_5k"))
   # 'dynamic': each pixel ~ Bernoulli(intensity/255), redrawn every time an image is read
   # (Burda et al. 2016); 'fixed': one draw per image (seeded by binarize_seed and the index);
   # 'none': continuous images in [-1, 1]. Binarized images are in {0, 1}.
@@ -133,9 +108,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.use_ema = True
   config.sample.seed = 0                # for --mode=sample
 
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
 
   if config.data.dataset == "mnist":
     config.vae.train_examples = 60_000

@@ -1,8 +1,11 @@
 """The smoke configs the end-to-end tests run (importable from subprocess tests too)."""
 import importlib.util
 import os
+import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:   # configs import each other as the `configs` package
+  sys.path.insert(0, REPO_ROOT)
 
 
 def load_config(name: str, arg: str = "smoke", **overrides):
