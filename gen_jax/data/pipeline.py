@@ -119,9 +119,17 @@ def image_shape(data_config: ml_collections.ConfigDict, split: str = "train") ->
 
   Returns:
     (height, width, channels), e.g. (28, 28, 1) for MNIST.
+
+  Raises:
+    ValueError: the dataset is text (e.g. tiny_shakespeare), or its images vary in shape.
   """
-  if data_config.dataset in BUILDERS:
-    return tuple(BUILDERS[data_config.dataset].IMAGE_SHAPE)
+  builder = BUILDERS.get(data_config.dataset)
+  if builder is not None:
+    if not hasattr(builder, "IMAGE_SHAPE"):
+      raise ValueError(
+          f"dataset {data_config.dataset!r} is text, not images: it has no image shape "
+          "(use gen_jax.data.text_tokenizer / make_text_loader for it).")
+    return tuple(builder.IMAGE_SHAPE)
   return sources.dataset_image_shape(_open_split(data_config, split))
 
 

@@ -1,6 +1,6 @@
 """Random-access sources of prepared datasets: prepare once, then read array_record.
 
-`mnist`, `cifar10` and `mnist_5k` are gen_jax's own TF-free builders
+`mnist`, `cifar10`, `mnist_5k` and `tiny_shakespeare` are gen_jax's own TF-free builders
 (`gen_jax.data.builders`); they are prepared into the TFDS data dir on first use
 and reused afterwards. Any other name must already be prepared in array_record
 form in the data dir (e.g. with `tfds build --file_format=array_record` on a
@@ -22,7 +22,7 @@ from gen_jax.data.errors import DatasetUnavailableError
 
 
 class RandomAccessSource(Protocol):
-  """What `load_split` returns: `len(source)` and `source[i] -> {'image', 'label', ...}`."""
+  """What `load_split` returns: `len(source)` and `source[i] -> {feature name: value}`."""
 
   def __len__(self) -> int: ...
 
@@ -72,7 +72,7 @@ def prepare_builder(
   """Returns one of our builders, prepared in `data_dir` (preparing it if needed).
 
   Args:
-    dataset: one of `BUILDERS` ("mnist", "cifar10", "mnist_5k").
+    dataset: one of `BUILDERS` ("mnist", "cifar10", "mnist_5k", "tiny_shakespeare").
     data_dir: TFDS data dir; None or "" means TFDS's default (~/tensorflow_datasets
       or $TFDS_DATA_DIR).
     manual_dir: folder with the raw files; when set, nothing is downloaded. None or
@@ -111,17 +111,18 @@ def load_split(
   """Opens one split of a dataset as a random-access source.
 
   Args:
-    dataset: "mnist", "cifar10", "mnist_5k" (our builders, prepared on first use),
-      or the name of any TFDS dataset already prepared in array_record form in
-      `data_dir` (e.g. "fashion_mnist" or "fashion_mnist/3.0.1").
+    dataset: "mnist", "cifar10", "mnist_5k", "tiny_shakespeare" (our builders,
+      prepared on first use), or the name of any TFDS dataset already prepared in
+      array_record form in `data_dir` (e.g. "fashion_mnist" or "fashion_mnist/3.0.1").
     split: a TFDS split, e.g. "train", "test", "train[:90%]".
     data_dir: TFDS data dir; None or "" means TFDS's default.
     manual_dir: folder with the raw files of our builders; None or "" means
       download them. Ignored for other datasets.
 
   Returns:
-    A source with `len(source)` and `source[i]` -> dict with "image" (uint8
-    HxWxC numpy array) and "label" (int), plus any other features of the dataset.
+    A source with `len(source)` and `source[i]` -> dict of the dataset's features:
+    for image datasets "image" (uint8 HxWxC numpy array) and "label" (int); for
+    text datasets their text feature (UTF-8 bytes), e.g. tiny_shakespeare's "text".
 
   Raises:
     DatasetUnavailableError: the dataset cannot be obtained; the message says how
@@ -152,6 +153,10 @@ def dataset_image_shape(source: RandomAccessSource) -> tuple[int, int, int]:
     ValueError: the dataset's images do not all have one fixed shape.
   """
   info = getattr(source, "dataset_info", None)
+  features = info.features.keys() if info is not None else source[0].keys()
+  if "image" not in features:
+    raise ValueError(f"the dataset has no 'image' feature (its features: "
+                     f"{', '.join(features)}); is it text?")
   shape: Sequence[int | None] = (
       info.features["image"].shape if info is not None else source[0]["image"].shape)
   if len(shape) != 3 or any(dim is None for dim in shape):
