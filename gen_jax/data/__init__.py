@@ -1,9 +1,18 @@
-"""TF-free TFDS builders and grain input pipelines.
+"""TF-free TFDS builders, and input pipelines for images (grain) and text.
+
+    spec = data.describe(config.data)   # DataSpec: kind 'image' | 'text', shapes, tokenizer
+    loader = data.make_loader(config.data, split="train", global_batch_size=64, seed=0)
 
     from gen_jax import data
     loader = data.make_image_loader(config.data, split="train",
                                     global_batch_size=128, seed=0)
     batch = next(iter(loader))  # {"image": f32 [B, H, W, C] in [-1, 1], "label": i32 [B]}
+
+    if data.is_text_dataset(config.data):   # e.g. tiny_shakespeare
+      tokenizer = data.text_tokenizer(config.data)    # .vocab_size, .encode, .decode
+      loader = data.make_text_loader(config.data, split="train",
+                                     global_batch_size=64, seed=0)
+      batch = next(iter(loader))  # {"tokens": i32 [B, seq_len + 1]}
 """
 from gen_jax.data.builders import BUILDERS
 from gen_jax.data.errors import DatasetUnavailableError
@@ -14,15 +23,37 @@ from gen_jax.data.pipeline import num_examples
 from gen_jax.data.sources import dataset_image_shape
 from gen_jax.data.sources import load_split
 from gen_jax.data.sources import prepare_builder
+from gen_jax.data.spec import IMAGE
+from gen_jax.data.spec import TEXT
+from gen_jax.data.spec import DataSpec
+from gen_jax.data.spec import describe
+from gen_jax.data.spec import make_loader
+from gen_jax.data.text import ByteTokenizer
+from gen_jax.data.text import CharTokenizer
+from gen_jax.data.text import is_text_dataset
+from gen_jax.data.text import load_tokens
+from gen_jax.data.text import make_text_loader
+from gen_jax.data.text import text_tokenizer
 
 __all__ = [
     "BUILDERS",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "DataSpec",
+    "IMAGE",
+    "TEXT",
+    "describe",
+    "make_loader",
     "DatasetUnavailableError",
     "dataset_image_shape",
     "image_shape",
+    "is_text_dataset",
     "load_split",
+    "load_tokens",
     "local_batch_size",
     "make_image_loader",
+    "make_text_loader",
     "num_examples",
     "prepare_builder",
+    "text_tokenizer",
 ]

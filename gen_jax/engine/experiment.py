@@ -11,7 +11,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
@@ -28,7 +27,7 @@ class Experiment:
   config: ml_collections.ConfigDict
   mesh: Mesh
   method: Method
-  image_shape: tuple[int, int, int]
+  spec: data.DataSpec         # modality and batch shapes of config.data
   abstract_state: Any         # TrainState of ShapeDtypeStructs
   state_sharding: Any         # TrainState of NamedShardings
   batch_sharding: NamedSharding
@@ -38,14 +37,10 @@ class Experiment:
   def base_rng(self) -> jax.Array:
     return jax.random.key(self.config.seed)
 
-  def example_batch(self) -> dict[str, jax.Array]:
-    return {"image": jnp.zeros((1, *self.image_shape), jnp.float32),
-            "label": jnp.zeros((1,), jnp.int32)}
-
   def init_state(self) -> TrainState:
     """A fresh state, created directly with its shardings."""
     init = jax.jit(self.method.init, out_shardings=self.state_sharding)
-    return init(jax.random.fold_in(self.base_rng, 0x1417), self.example_batch())
+    return init(jax.random.fold_in(self.base_rng, 0x1417), self.spec.example_batch())
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -83,12 +78,11 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   mesh = sharding.make_mesh(config.mesh)
   sharding.validate_global_batch(config.train.batch_size, mesh, "train.batch_size")
   sharding.validate_global_batch(config.eval.batch_size, mesh, "eval.batch_size")
-  image_shape = data.image_shape(config.data)
-  method = build_method(config, image_shape)
-  example = {"image": jnp.zeros((1, *image_shape)), "label": jnp.zeros((1,), jnp.int32)}
-  abstract_state = jax.eval_shape(method.init, jax.random.key(0), example)
+  spec = data.describe(config.data)
+  method = build_method(config, spec)
+  abstract_state = jax.eval_shape(method.init, jax.random.key(0), spec.example_batch())
   return Experiment(
-      config=config, mesh=mesh, method=method, image_shape=tuple(image_shape),
+      config=config, mesh=mesh, method=method, spec=spec,
       abstract_state=abstract_state,
       state_sharding=sharding.state_shardings(abstract_state, mesh),
       batch_sharding=sharding.batch_sharding(mesh), replicated=sharding.replicated(mesh))

@@ -32,10 +32,10 @@ def load_checkpoint(exp: Experiment, workdir: str | epath.Path,
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
-  """Writes grid(s) sampled from the newest checkpoint with the configured sampler.
+  """Writes grid(s) or text sampled from the newest checkpoint with the configured sampler.
 
-  Returns:
-    The path of the (first) grid, e.g. samples/sample_step_1500_ddim50_ema_seed0.png.
+  Text is also printed. Returns:
+    The path of the (first) output, e.g. samples/sample_step_1500_ddim50_ema_seed0.png.
   """
   exp = build_experiment(config)
   state, step = load_checkpoint(exp, workdir, config.eval.step)
@@ -46,6 +46,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   paths = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
                         rng=jax.random.key(s.seed))
   logging.info("Wrote %d samples to %s", s.num, ", ".join(map(str, paths)))
+  if exp.spec.kind == "text":
+    print(paths[0].read_text(), end="", flush=True)
   return paths[0]
 
 

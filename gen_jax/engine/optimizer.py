@@ -10,14 +10,17 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup from 0 to `lr` over `warmup_steps`, then `lr_decay`.
 
   `lr_decay='constant'` keeps `lr` (Ho et al. 2020); `'cosine'` decays to
-  `lr * min_lr_ratio` at `num_steps` (as in GPT training).
+  `lr * min_lr_ratio` at `decay_steps` (default, 0: `num_steps`) and stays there (as in
+  GPT training; nanoGPT's `lr_decay_iters`). A fixed `decay_steps` keeps the schedule of a
+  run the same when it is extended by raising `num_steps`.
   """
   warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
   if cfg.lr_decay == "constant":
     after = optax.constant_schedule(cfg.lr)
   elif cfg.lr_decay == "cosine":
     after = optax.cosine_decay_schedule(
-        cfg.lr, max(cfg.num_steps - cfg.warmup_steps, 1), alpha=cfg.min_lr_ratio)
+        cfg.lr, max((cfg.get("decay_steps", 0) or cfg.num_steps) - cfg.warmup_steps, 1),
+        alpha=cfg.min_lr_ratio)
   else:
     raise ValueError(f"train.lr_decay={cfg.lr_decay!r}; expected 'constant' or 'cosine'.")
   if cfg.warmup_steps <= 0:

@@ -40,7 +40,11 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
         f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} needs "
         f"{sizes['data'] * sizes['fsdp']} devices, but {n} are available. "
         "Set --config.mesh.data=-1 to use all of them on the data axis.")
-  return jax.make_mesh((sizes["data"], sizes["fsdp"]), MESH_AXES, devices=devices)
+  # Auto axes: jit's in/out shardings pin the state and batch, and XLA's sharding
+  # propagation places the intermediates (explicit axes would make every model op,
+  # e.g. an embedding gather, spell out its output sharding).
+  return jax.make_mesh((sizes["data"], sizes["fsdp"]), MESH_AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -83,11 +83,15 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
   """
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  if ema_decay == 0.0:   # no EMA: skip the arithmetic
+    ema_params = params
+  else:
+    ema_params = ema_update(state.ema_params, params,
+                            ema_decay_at(state.step, ema_decay, ema_warmup))
   new_state = state.replace(
       step=state.step + 1,
       params=params,
-      ema_params=ema_update(state.ema_params, params,
-                            ema_decay_at(state.step, ema_decay, ema_warmup)),
+      ema_params=ema_params,
       opt_state=opt_state,
       **replace,
   )

@@ -99,9 +99,12 @@ def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str
   The batches and the eval key are fixed, so numbers are comparable across steps.
   """
   cfg = exp.config
-  loader = data.make_image_loader(cfg.data, split=cfg.data.eval_split,
-                                  global_batch_size=cfg.eval.batch_size, seed=cfg.seed,
-                                  shuffle=False, num_epochs=1)
+  # Text: `num_batches` windows drawn at random (with a fixed seed, so the same ones every
+  # time) represent the whole split; num_batches=0 reads every window of the split once.
+  random_windows = exp.spec.kind == data.TEXT and cfg.eval.num_batches > 0
+  loader = data.make_loader(cfg.data, split=cfg.data.eval_split,
+                            global_batch_size=cfg.eval.batch_size, seed=cfg.seed,
+                            shuffle=random_windows, num_epochs=None if random_windows else 1)
   eval_fn = eval_fn or jax.jit(exp.method.eval_step)
   rng = jax.random.fold_in(exp.base_rng, 0xE7A1)
   totals, n = {}, 0
@@ -116,16 +119,19 @@ def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str
   if n == 0:
     raise ValueError(f"eval split {cfg.data.eval_split!r} yielded no batch of "
                      f"eval.batch_size={cfg.eval.batch_size}.")
-  return {f"eval/{k}": v / n for k, v in totals.items()}
+  metrics = {k: v / n for k, v in totals.items()}
+  if hasattr(exp.method, "summarize_eval"):   # metrics of the means, e.g. exp(mean loss)
+    metrics = exp.method.summarize_eval(metrics)
+  return {f"eval/{k}": v for k, v in metrics.items()}
 
 
 def fixed_sample_batch(exp: Experiment) -> dict[str, jax.Array]:
   """The first `sample.num` images of the eval split (unshuffled), as a global batch."""
   cfg = exp.config
   sharding.validate_global_batch(cfg.sample.num, exp.mesh, "sample.num")
-  loader = data.make_image_loader(cfg.data, split=cfg.data.eval_split,
-                                  global_batch_size=cfg.sample.num, seed=cfg.seed,
-                                  shuffle=False, num_epochs=1)
+  loader = data.make_loader(cfg.data, split=cfg.data.eval_split,
+                            global_batch_size=cfg.sample.num, seed=cfg.seed,
+                            shuffle=False, num_epochs=1)
   local = next(iter(loader), None)
   if local is None:
     raise ValueError(f"eval split {cfg.data.eval_split!r} has fewer than "
@@ -152,23 +158,36 @@ def make_sample_fn(exp: Experiment):
 
 def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_fn=None,
                   rng: jax.Array | None = None) -> list[epath.Path]:
-  """Samples from `state` (EMA weights unless `sample.use_ema=False`) and writes PNG grids.
+  """Samples from `state` (EMA weights unless `sample.use_ema=False`) and writes them.
 
-  A method returning a dict of image batches gets one grid per entry, `<stem>_<name>.png`.
-  The default key is fixed, so grids across training show the same noise/latents.
+  Images: a PNG grid at `path`; a method returning a dict of image batches gets one grid
+  per entry, `<stem>_<name>.png`. Text: the decoded token sequences in `<stem>.txt`,
+  separated by a line of dashes. The default key is fixed, so outputs across training
+  start from the same noise/latents/random draws.
   """
   sample_fn = sample_fn or make_sample_fn(exp)
   rng = jax.random.fold_in(exp.base_rng, 0x5A3) if rng is None else rng
-  images = jax.device_get(sample_fn(state, rng))
-  if not isinstance(images, dict):
-    images = {"": images}
-  images = dict(sorted(images.items(), key=lambda kv: kv[0] != "samples"))   # samples first
+  samples = jax.device_get(sample_fn(state, rng))
+  if exp.spec.kind == data.TEXT:
+    out = path.with_suffix(".txt")
+    if is_main_process():
+      out.parent.mkdir(parents=True, exist_ok=True)
+      out.write_text(format_text_samples(exp.spec.tokenizer, samples))
+    return [out]
+  if not isinstance(samples, dict):
+    samples = {"": samples}
+  samples = dict(sorted(samples.items(), key=lambda kv: kv[0] != "samples"))   # samples first
   paths = [path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
-           for name in images]
+           for name in samples]
   if is_main_process():
-    for out, batch in zip(paths, images.values()):
+    for out, batch in zip(paths, samples.values()):
       save_image_grid(np.asarray(batch), out)
   return paths
+
+
+def format_text_samples(tokenizer, tokens_NxT: np.ndarray) -> str:
+  """Decoded samples, one after another, each followed by a separator line."""
+  return "".join(f"{tokenizer.decode(row)}\n{'-' * 40}\n" for row in np.asarray(tokens_NxT))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -188,8 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                count_params(exp.abstract_state.params))
 
   # ----------------------------------------------------------------------- input
-  train_iter = iter(data.make_image_loader(config.data, split=config.data.train_split,
-                                           global_batch_size=tcfg.batch_size, seed=config.seed))
+  train_iter = iter(data.make_loader(config.data, split=config.data.train_split,
+                                     global_batch_size=tcfg.batch_size, seed=config.seed))
 
   # ------------------------------------------------------ state: resume or init
   ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_checkpoints,
@@ -270,6 +289,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if math.isfinite(progress.steps_per_sec):
           logged["train/steps_per_sec"] = progress.steps_per_sec
           logged["train/flops_per_sec"] = progress.steps_per_sec * flops_per_step
+          if exp.spec.kind == data.TEXT:
+            logged["train/tokens_per_sec"] = (progress.steps_per_sec * tcfg.batch_size
+                                              * exp.spec.seq_len)
         writer.write(step, logged)
         window.clear()
 

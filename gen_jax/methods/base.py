@@ -41,3 +41,15 @@ class Method(Protocol):
   # Optional: `sample_uses_batch: bool` (default False). When True the engine calls
   # `sample(state, rng, num, use_ema, batch=...)` with the first `sample.num` images of the
   # eval split (the same batch every time), e.g. for reconstruction grids.
+
+
+def image_shape_of(spec) -> tuple[int, int, int]:
+  """(H, W, C) from a `gen_jax.data.DataSpec` of images (or an (H, W, C) tuple itself).
+
+  Raises:
+    ValueError: the spec describes text, which image families cannot model.
+  """
+  if getattr(spec, "kind", "image") != "image":
+    raise ValueError(f"This method models images, but the dataset is {spec.kind}; use "
+                     "--config=configs/gpt.py or configs/lstm.py for text.")
+  return tuple(int(d) for d in getattr(spec, "image_shape", spec))

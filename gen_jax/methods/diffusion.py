@@ -23,6 +23,7 @@ import optax
 
 from gen_jax.engine.optimizer import make_optimizer
 from gen_jax.engine.state import TrainState, apply_gradients
+from gen_jax.methods.base import image_shape_of
 from gen_jax.models.unet import UNet
 
 TARGETS = ("eps", "x0", "v")
@@ -257,7 +258,8 @@ class DiffusionMethod:
   sample_cfg: ml_collections.ConfigDict
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, image_shape) -> "DiffusionMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "DiffusionMethod":
+    image_shape = image_shape_of(spec)
     cfg = config.diffusion
     if cfg.target not in TARGETS:
       raise ValueError(f"diffusion.target={cfg.target!r}; expected one of {TARGETS}.")

@@ -46,6 +46,7 @@ import optax
 
 from gen_jax.engine.optimizer import make_optimizer
 from gen_jax.engine.state import TrainState, ema_decay_at, ema_update
+from gen_jax.methods.base import image_shape_of
 from gen_jax.models import dcgan
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
@@ -204,7 +205,8 @@ class GANMethod:
   interpolation_steps: int
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, image_shape) -> "GANMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "GANMethod":
+    image_shape = image_shape_of(spec)
     cfg = config.gan
     _validate(config, image_shape)
     norm = cfg.d_norm if cfg.d_norm != "auto" else ("layer" if cfg.loss == "wgan_gp" else "batch")

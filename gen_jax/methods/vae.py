@@ -32,6 +32,7 @@ import scipy.special
 
 from gen_jax.engine.optimizer import learning_rate_schedule, make_optimizer
 from gen_jax.engine.state import TrainState, apply_gradients
+from gen_jax.methods.base import image_shape_of
 from gen_jax.models.vae import VAE, build_vae
 
 DECODERS = ("bernoulli", "gaussian", "discretized_gaussian")
@@ -322,7 +323,8 @@ class VAEMethod:
   sample_uses_batch = True
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, image_shape) -> "VAEMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "VAEMethod":
+    image_shape = image_shape_of(spec)
     v, m = config.vae, config.model
     binarize = config.data.get("binarize", "none")
     if v.decoder not in DECODERS:

@@ -1,0 +1,78 @@
+"""What the engine needs to know about a dataset, whatever its modality.
+
+    spec = data.describe(config.data)      # DataSpec(kind='image', image_shape=(28, 28, 1))
+    loader = data.make_loader(config.data, split="train", global_batch_size=64, seed=0)
+
+Images: batches {"image": float32 [B, H, W, C], "label": int32 [B]} (gen_jax.data.pipeline).
+Text:   batches {"tokens": int32 [B, seq_len + 1]}, random windows (gen_jax.data.text).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from gen_jax.data import pipeline
+from gen_jax.data import text
+
+IMAGE, TEXT = "image", "text"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """The modality and shapes of a dataset's batches.
+
+  Attributes:
+    kind: 'image' or 'text'.
+    image_shape: (H, W, C) of images; None for text.
+    tokenizer: text only: `encode(str) -> ids`, `decode(ids) -> str`, `vocab_size`.
+    seq_len: text only: tokens a model sees per window (batches carry seq_len + 1).
+  """
+  kind: str
+  image_shape: tuple[int, int, int] | None = None
+  tokenizer: Any = None
+  seq_len: int | None = None
+
+  @classmethod
+  def for_images(cls, image_shape) -> "DataSpec":
+    return cls(kind=IMAGE, image_shape=tuple(int(d) for d in image_shape))
+
+  @classmethod
+  def for_text(cls, tokenizer, seq_len: int) -> "DataSpec":
+    return cls(kind=TEXT, tokenizer=tokenizer, seq_len=int(seq_len))
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.vocab_size
+
+  def example_batch(self) -> dict[str, np.ndarray]:
+    """A batch of one example (zeros) with the shapes and dtypes of real batches."""
+    if self.kind == TEXT:
+      return {"tokens": np.zeros((1, self.seq_len + 1), np.int32)}
+    return {"image": np.zeros((1, *self.image_shape), np.float32),
+            "label": np.zeros((1,), np.int32)}
+
+
+def describe(data_config: ml_collections.ConfigDict) -> DataSpec:
+  """The DataSpec of `config.data` (text when `text.is_text_dataset` says so)."""
+  if text.is_text_dataset(data_config):
+    if not data_config.get("seq_len"):
+      raise ValueError("data.seq_len must be set for a text dataset (tokens per window).")
+    return DataSpec.for_text(text.text_tokenizer(data_config), data_config.seq_len)
+  return DataSpec.for_images(pipeline.image_shape(data_config))
+
+
+def make_loader(data_config: ml_collections.ConfigDict, *, split: str, global_batch_size: int,
+                seed: int, shuffle: bool = True, num_epochs: int | None = None):
+  """The checkpointable loader of one split, for images or text (see the module docstring).
+
+  For text, `shuffle=True` draws random windows (forever); `shuffle=False` reads
+  consecutive windows, `num_epochs` times over the split (None = forever).
+  """
+  if text.is_text_dataset(data_config):
+    return text.make_text_loader(data_config, split=split, global_batch_size=global_batch_size,
+                                 seed=seed, shuffle=shuffle, num_epochs=num_epochs)
+  return pipeline.make_image_loader(data_config, split=split, global_batch_size=global_batch_size,
+                                    seed=seed, shuffle=shuffle, num_epochs=num_epochs)
