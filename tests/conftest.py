@@ -1,5 +1,6 @@
 """Shared test setup: a persistent XLA compilation cache (compiles dominate CPU test time)
-and one prepared copy of the embedded mnist_5k dataset for the whole session."""
+and one prepared copy of the embedded mnist_5k dataset (and of a small text dataset) for
+the whole session."""
 import os
 import sys
 
@@ -28,3 +29,33 @@ def data_dir(tmp_path_factory):
   from gen_jax import data
   data.prepare_builder("mnist_5k", data_dir=path)
   return path
+
+
+def python_source_text(num_chars: int = 40_000) -> str:
+  """Text that ships with Python itself (stdlib sources): no download, ~90 distinct chars."""
+  import inspect
+  import json.decoder
+  import textwrap
+  text = "".join(inspect.getsource(m) for m in (textwrap, json.decoder, inspect))
+  return text[:num_chars]
+
+
+@pytest.fixture(scope="session")
+def text_data_dir(tmp_path_factory):
+  """A TFDS data dir with `tiny_shakespeare` prepared from Python's own source text.
+
+  The builder verifies the canonical file's sha256; the test text's hash stands in for it
+  while preparing (the check itself still runs). Later loads read the prepared files.
+  """
+  import hashlib
+  from gen_jax import data
+  from gen_jax.data.builders import tiny_shakespeare
+  root = tmp_path_factory.mktemp("text")
+  raw = root / "raw"
+  raw.mkdir()
+  payload = python_source_text().encode("utf-8")
+  (raw / "input.txt").write_bytes(payload)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tiny_shakespeare, "SHA256", hashlib.sha256(payload).hexdigest())
+    data.prepare_builder("tiny_shakespeare", data_dir=str(root / "tfds"), manual_dir=str(raw))
+  return str(root / "tfds")

@@ -1,0 +1,205 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2018, 2019).
+
+GPT-2 (Radford et al. 2019, §2.3) "largely follows the details of the OpenAI GPT model with
+a few modifications. Layer normalization was moved to the input of each sub-block ... and an
+additional layer normalization was added after the final self-attention block. A modified
+initialization which accounts for the accumulation on the residual path with model depth is
+used. We scale the weights of residual layers at initialization by a factor of 1/sqrt(N)
+where N is the number of residual layers."
+
+So: token + learned position embeddings -> n_layer pre-LayerNorm blocks
+(x + attn(ln_1(x)), x + mlp(ln_2(x))) -> ln_f -> logits through the tied token embedding.
+Field and parameter names are GPT-2's (wte, wpe, h_<i>, ln_1, attn/c_attn, attn/c_proj,
+ln_2, mlp/c_fc, mlp/c_proj, ln_f). The GPT-2 small configuration (vocab 50257, 1024
+context, 12 layers, 12 heads, 768 wide, biases) has 124,439,808 parameters.
+
+Attention goes through `jax.nn.dot_product_attention`, which dispatches to fused kernels
+(cuDNN flash attention) on GPU. That function has no dropout on the attention
+probabilities, so `dropout` applies to the embeddings and to each residual branch only
+(nanoGPT also drops attention probabilities; with dropout 0 the two are identical).
+
+Generation uses a key/value cache: `decode(tokens, cache)` appends the keys and values of
+`tokens` at `cache.index` and attends over everything cached so far, so a prompt is
+"prefilled" with one call and each new token costs one position, not a re-run of the
+whole context (see gen_jax/methods/autoregressive.py).
+
+Mixed precision: matmuls run in `dtype`; parameters, LayerNorm, the softmax inside the
+attention and the returned logits are float32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+# GPT-2's initialization: N(0, 0.02) for weights and embeddings, zeros for biases; the
+# output projections of each residual branch get std 0.02 / sqrt(2 * n_layer).
+_STD = 0.02
+_LN_EPSILON = 1e-5
+
+
+class KVCache(flax.struct.PyTreeNode):
+  """Keys and values of the positions seen so far, for every layer.
+
+  k, v: [n_layer, B, S, n_head, head_dim] with S = the cache length (<= block_size);
+  index: how many positions are filled (the position of the next token).
+  """
+  k: jax.Array
+  v: jax.Array
+  index: jax.Array
+
+
+class CausalSelfAttention(nn.Module):
+  n_head: int
+  dropout: float
+  use_bias: bool
+  residual_std: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxTxD: jax.Array, *, train: bool, mask=None,
+               kv=None) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Causal attention over `x`; with `kv=(k_cache, v_cache, index)` over the cache too.
+
+    Returns:
+      (output [B, T, D], updated (k_cache, v_cache) or None without a cache).
+    """
+    B, T, D = x_BxTxD.shape
+    H = self.n_head
+    dense = lambda features, std, name: nn.Dense(
+        features, use_bias=self.use_bias, dtype=self.dtype, name=name,
+        kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros)
+    qkv = dense(3 * D, _STD, "c_attn")(x_BxTxD).reshape(B, T, 3, H, D // H)
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if kv is None:
+      y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True)
+      new_kv = None
+    else:
+      k_cache, v_cache, index = kv
+      k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k_BxTxHxK.astype(k_cache.dtype),
+                                                    index, axis=1)
+      v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BxTxHxK.astype(v_cache.dtype),
+                                                    index, axis=1)
+      y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_cache.astype(q_BxTxHxK.dtype),
+                                               v_cache.astype(q_BxTxHxK.dtype), mask=mask)
+      new_kv = (k_cache, v_cache)
+    y_BxTxD = dense(D, self.residual_std, "c_proj")(y_BxTxHxK.reshape(B, T, D))
+    return nn.Dropout(self.dropout, deterministic=not train)(y_BxTxD), new_kv
+
+
+class MLP(nn.Module):
+  dropout: float
+  use_bias: bool
+  residual_std: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxTxD: jax.Array, *, train: bool) -> jax.Array:
+    D = x_BxTxD.shape[-1]
+    h = nn.Dense(4 * D, use_bias=self.use_bias, dtype=self.dtype, name="c_fc",
+                 kernel_init=nn.initializers.normal(_STD))(x_BxTxD)
+    h = jax.nn.gelu(h, approximate=True)   # GPT-2's tanh approximation
+    h = nn.Dense(D, use_bias=self.use_bias, dtype=self.dtype, name="c_proj",
+                 kernel_init=nn.initializers.normal(self.residual_std))(h)
+    return nn.Dropout(self.dropout, deterministic=not train)(h)
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+  n_head: int
+  dropout: float
+  use_bias: bool
+  residual_std: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxTxD, train: bool, mask=None, kv=None):
+    ln = lambda name: nn.LayerNorm(epsilon=_LN_EPSILON, use_bias=self.use_bias, name=name,
+                                   dtype=jnp.float32)
+    common = dict(dropout=self.dropout, use_bias=self.use_bias,
+                  residual_std=self.residual_std, dtype=self.dtype)
+    y, new_kv = CausalSelfAttention(self.n_head, name="attn", **common)(
+        ln("ln_1")(x_BxTxD), train=train, mask=mask, kv=kv)
+    x_BxTxD = x_BxTxD + y
+    x_BxTxD = x_BxTxD + MLP(name="mlp", **common)(ln("ln_2")(x_BxTxD), train=train)
+    return x_BxTxD, new_kv
+
+
+class GPT(nn.Module):
+  """GPT-2-style language model: tokens [B, T] -> next-token logits [B, T, vocab_size].
+
+  Attributes:
+    vocab_size: number of token ids (65 for Tiny Shakespeare characters, 50257 for GPT-2).
+    block_size: the longest context (number of learned position embeddings).
+    n_layer, n_head, n_embd: depth, attention heads, width (n_embd % n_head == 0).
+    dropout: dropout rate on the embeddings and residual branches (training only).
+    use_bias: biases in the dense layers and LayerNorms (GPT-2: True; nanoGPT's default: False).
+    remat: recompute each block's activations in the backward pass (saves memory).
+    dtype: compute dtype of the matmuls.
+  """
+  vocab_size: int
+  block_size: int
+  n_layer: int
+  n_head: int
+  n_embd: int
+  dropout: float = 0.0
+  use_bias: bool = True
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    if self.n_embd % self.n_head:
+      raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")
+    self.wte = nn.Embed(self.vocab_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))
+    self.wpe = nn.Embed(self.block_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))
+    self.drop = nn.Dropout(self.dropout)
+    block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+    self.h = [block(self.n_head, self.dropout, self.use_bias,
+                    residual_std=_STD / math.sqrt(2 * self.n_layer), dtype=self.dtype,
+                    name=f"h_{i}") for i in range(self.n_layer)]
+    self.ln_f = nn.LayerNorm(epsilon=_LN_EPSILON, use_bias=self.use_bias, dtype=jnp.float32)
+
+  def _logits(self, x_BxTxD: jax.Array) -> jax.Array:
+    # Tied output embedding (GPT-2): logits = ln_f(x) @ wte^T, in float32.
+    return self.wte.attend(self.ln_f(x_BxTxD).astype(jnp.float32))
+
+  def __call__(self, tokens_BxT: jax.Array, *, train: bool = False) -> jax.Array:
+    """Logits of every next token given tokens[:, :t+1], for all t at once."""
+    T = tokens_BxT.shape[1]
+    if T > self.block_size:
+      raise ValueError(f"sequence length {T} exceeds block_size={self.block_size}.")
+    x = self.wte(tokens_BxT) + self.wpe(jnp.arange(T))
+    x = self.drop(x, deterministic=not train).astype(self.dtype)
+    for block in self.h:
+      x, _ = block(x, train)
+    return self._logits(x)
+
+  def init_cache(self, batch_size: int, length: int, dtype=jnp.float32) -> KVCache:
+    """An empty cache for `length` <= block_size positions (call through `model.apply`)."""
+    if length > self.block_size:
+      raise ValueError(f"cache length {length} exceeds block_size={self.block_size}.")
+    shape = (self.n_layer, batch_size, length, self.n_head, self.n_embd // self.n_head)
+    return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                   index=jnp.zeros((), jnp.int32))
+
+  def decode(self, tokens_BxT: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Logits for `tokens` placed at positions cache.index ..., attending to the cache.
+
+    The same numbers as `__call__` on the whole sequence so far (no dropout), at the
+    cost of the new positions only.
+    """
+    T, S = tokens_BxT.shape[1], cache.k.shape[2]
+    positions_T = cache.index + jnp.arange(T)
+    # Query at position p sees cache slots 0..p (slots past the index hold nothing yet).
+    mask = (jnp.arange(S)[None, :] <= positions_T[:, None])[None, None]   # [1, 1, T, S]
+    x = (self.wte(tokens_BxT) + self.wpe(positions_T)).astype(self.dtype)
+    ks, vs = [], []
+    for i, block in enumerate(self.h):
+      x, (k, v) = block(x, False, mask, (cache.k[i], cache.v[i], cache.index))
+      ks.append(k)
+      vs.append(v)
+    return self._logits(x), KVCache(k=jnp.stack(ks), v=jnp.stack(vs), index=cache.index + T)
