@@ -1,0 +1,223 @@
+"""DDPM negative log-likelihood in bits/dim from the variational bound.
+
+Ho, Jain, Abbeel 2020 (arXiv:2006.11239), Eq. 5 and §3.3:
+
+  L = L_T + sum_{t>1} L_{t-1} + L_0, where
+  L_T     = KL(q(x_T | x_0) || N(0, I))                          (the prior term),
+  L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))   (t = 2..T),
+  L_0     = -log p_theta(x_0 | x_1)      (the discretized Gaussian decoder, Eq. 13).
+
+E_q[L] >= -log p_theta(x_0), so bits/dim = L / (D ln 2) is an upper bound on the NLL. It is
+estimated, as in the authors' code (`calc_bpd_loop`), with one x_t ~ q(x_t | x_0) per t.
+
+Data are 8-bit images scaled to [-1, 1] (gen_jax's `ScaleToSymmetricRange`, x / 127.5 - 1):
+256 bins of width 2/255. Timesteps are 0-based as in `gen_jax.methods.diffusion`: index t
+is the paper's t+1, so the term at index t is the paper's L_t (index 0: the decoder L_0).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf, log_ndtr
+
+from gen_jax.methods.diffusion import (TARGETS, Schedule, predict_x0_eps,
+                                       q_posterior_mean_variance, q_sample)
+
+VARIANCES = ("beta", "beta_tilde")
+# (params, x_t [B, H, W, C], t [B]) -> the network output for the method's target.
+ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> jax.Array:
+  """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats:
+
+    0.5 * (logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2) - 1).
+  """
+  return 0.5 * (logvar2 - logvar1 + jnp.exp(logvar1 - logvar2)
+                + (mean1 - mean2) ** 2 * jnp.exp(-logvar2) - 1.0)
+
+
+def _log_normal_mass(lo: jax.Array, hi: jax.Array) -> jax.Array:
+  """log(Phi(hi) - Phi(lo)) for lo < hi, without cancellation in either tail.
+
+  The interval is reflected into the lower half (Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi)).
+  There, an interval that holds 0 is a sum of two erf terms of opposite sign (no
+  cancellation), and one below 0 is a difference of log-CDFs from `log_ndtr`, accurate far
+  into the tail: log Phi(hi) + log(1 - exp(log Phi(lo) - log Phi(hi))).
+  """
+  tiny = jnp.finfo(jnp.result_type(lo, hi)).tiny
+  flip = lo + hi > 0
+  lo, hi = jnp.where(flip, -hi, lo), jnp.where(flip, -lo, hi)
+  central = 0.5 * (erf(hi / math.sqrt(2.0)) - erf(lo / math.sqrt(2.0)))
+  log_cdf_hi = log_ndtr(hi)
+  tail = log_cdf_hi + jnp.log(jnp.maximum(-jnp.expm1(log_ndtr(lo) - log_cdf_hi), tiny))
+  return jnp.where(hi > 0, jnp.log(jnp.maximum(central, tiny)), tail)
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_scale) -> jax.Array:
+  """Elementwise log p(x) of 8-bit data x in [-1, 1] under Ho et al. 2020, Eq. 13.
+
+  p(x) = Phi((x + 1/255 - mean) / s) - Phi((x - 1/255 - mean) / s), s = exp(log_scale),
+  except that the bin of x = -1 extends down to -inf and the bin of x = 1 up to +inf, so
+  the 256 probabilities sum to 1 for any mean and scale. Computed with `log_ndtr` in log
+  space (see `_log_normal_mass`), so tiny scales and far-off means give finite values.
+
+  Args:
+    x: data on the grid k / 127.5 - 1, k = 0..255.
+    mean, log_scale: the decoder's mean and log standard deviation, broadcastable to x.
+
+  Returns:
+    log-probabilities in nats, the broadcast shape of the inputs.
+  """
+  x, mean, log_scale = jnp.broadcast_arrays(x, mean, log_scale)
+  inv_scale = jnp.exp(-log_scale)
+  lo = (x - mean - 1.0 / 255.0) * inv_scale
+  hi = (x - mean + 1.0 / 255.0) * inv_scale
+  return jnp.where(x < -0.999, log_ndtr(hi),            # P(X < x + 1/255)
+                   jnp.where(x > 0.999, log_ndtr(-lo),  # P(X > x - 1/255)
+                             _log_normal_mass(lo, hi)))
+
+
+def model_log_variance(sched: Schedule, variance: str) -> jax.Array:
+  """log sigma_t^2 [T] of p_theta(x_{t-1} | x_t) (Ho et al. 2020, §3.2).
+
+  'beta': sigma_t^2 = beta_t; 'beta_tilde': sigma_t^2 = beta~_t (Eq. 7) — the choices of
+  `ddpm_sample`. At index 0 (the decoder, whose variance the sampler never uses, and where
+  beta~ = 0) both take beta~ at index 1, as the authors' code does ('fixedlarge' and
+  'fixedsmall' in diffusion_utils_2.py).
+  """
+  if variance not in VARIANCES:
+    raise ValueError(f"variance={variance!r}; expected one of {VARIANCES}.")
+  post = sched.posterior_variance
+  var_T = sched.betas if variance == "beta" else post
+  return jnp.log(var_T.at[0].set(post[1]))
+
+
+def _per_image(values_T: jax.Array, t_B: jax.Array, ndim: int) -> jax.Array:
+  """values[t] for each image, shaped to broadcast against [B, ...] arrays of rank ndim."""
+  return values_T[t_B].reshape((-1,) + (1,) * (ndim - 1))
+
+
+def _sum_per_image(a: jax.Array) -> jax.Array:
+  return a.reshape(a.shape[0], -1).sum(axis=1)
+
+
+def prior_kl(sched: Schedule, x0: jax.Array) -> jax.Array:
+  """L_T = KL(q(x_T | x_0) || N(0, I)) per image [B], nats; q(x_T | x_0) from Eq. 4."""
+  abar_T = sched.alphas_cumprod[-1]
+  kl = normal_kl(jnp.sqrt(abar_T) * x0, jnp.log1p(-abar_T), 0.0, 0.0)
+  return _sum_per_image(kl)
+
+
+def vlb_terms(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, t_B: jax.Array,
+              noise: jax.Array, *, target: str = "eps", variance: str = "beta",
+              clip_x0: bool = True) -> jax.Array:
+  """The bound's term at each image's timestep, per image [B], in nats.
+
+  With x_t = q_sample(x_0, t, noise) (Eq. 4), the model mean mu_theta(x_t, t) is the
+  posterior mean (Eq. 7) at the predicted x_0, as in `ddpm_sample`, and sigma_t^2 comes from
+  `model_log_variance`. In the paper's 1-based notation, index t gives L_t:
+    t >= 1: KL(q(x_t | x_{t+1}, x_0) || N(mu_theta, sigma^2 I))  (Eq. 5-7);
+    t == 0: -log p_theta(x_0 | x_1), the discretized Gaussian decoder (Eq. 13) with mean
+            mu_theta (= x0_hat) and standard deviation sigma.
+  q's variance at index 0 is 0 (log -inf); it is replaced by beta~ at index 1 there, where
+  the KL is computed but not used.
+
+  Args:
+    apply_fn: (params, x_t, t_B) -> network output for `target` ('eps', 'x0' or 'v').
+    x0: [B, H, W, C] data in [-1, 1] on the 8-bit grid; t_B: [B] int timesteps in [0, T).
+    noise: [B, H, W, C] standard normal noise of x_t.
+    clip_x0: clip the predicted x_0 to [-1, 1], as the sampler and the authors' bpd code do.
+  """
+  if target not in TARGETS:
+    raise ValueError(f"target={target!r}; expected one of {TARGETS}.")
+  xt = q_sample(sched, x0, t_B, noise)
+  output = apply_fn(params, xt, t_B).astype(jnp.float32)
+  x0_hat, _ = predict_x0_eps(sched, output, xt, t_B, target)
+  if clip_x0:
+    x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
+  model_mean, _ = q_posterior_mean_variance(sched, x0_hat, xt, t_B)
+  model_logvar = _per_image(model_log_variance(sched, variance), t_B, x0.ndim)
+
+  true_mean, _ = q_posterior_mean_variance(sched, x0, xt, t_B)
+  post = sched.posterior_variance
+  true_logvar = _per_image(jnp.log(post.at[0].set(post[1])), t_B, x0.ndim)
+
+  kl = _sum_per_image(normal_kl(true_mean, true_logvar, model_mean, model_logvar))
+  decoder_nll = -_sum_per_image(
+      discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar))
+  return jnp.where(t_B == 0, decoder_nll, kl)
+
+
+def bits_per_dim(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, rng: jax.Array, *,
+                 target: str = "eps", variance: str = "beta", clip_x0: bool = True,
+                 timestep_batch: int = 10) -> dict[str, jax.Array]:
+  """The variational bound (Ho et al. 2020, Eq. 5) of a batch of images, in bits/dim.
+
+  All T terms are evaluated: a `lax.map` over chunks of `timestep_batch` timesteps, each
+  chunk one (vmapped) network call on timestep_batch * B images, which bounds memory. The
+  noise of timestep t is `jax.random.normal(jax.random.fold_in(rng, t), x0.shape)`, one
+  fresh sample per t, independent of `timestep_batch`. Jittable (close over `apply_fn`).
+
+  Args:
+    apply_fn, target, variance, clip_x0: the model, as in `vlb_terms`.
+    params: passed to apply_fn unchanged.
+    sched: the schedule the model was trained with (T >= 2).
+    x0: [B, H, W, C] images in [-1, 1] on the 8-bit grid.
+    rng: PRNG key for the noise.
+
+  Returns:
+    A dict of float32 arrays, bits/dim (nats / (D ln 2), D = H*W*C), batch means unless
+    the name says otherwise:
+      bpd: the bound L_T + sum_t L_{t-1} + L_0;  bpd_per_image: [B], the same per image;
+      prior_bpd: L_T;  decoder_bpd: L_0;  diffusion_bpd: sum of L_{t-1}, t = 2..T;
+      terms_bpd: [T], index t holds the paper's L_t (index 0: L_0), prior not included.
+  """
+  T = sched.num_timesteps
+  if T < 2:
+    raise ValueError(f"bits_per_dim needs T >= 2 timesteps; got T={T}.")
+  if timestep_batch < 1:
+    raise ValueError(f"timestep_batch={timestep_batch} must be >= 1.")
+  B = x0.shape[0]
+  D = math.prod(x0.shape[1:])
+  x0 = x0.astype(jnp.float32)
+
+  def term_at(t):
+    noise = jax.random.normal(jax.random.fold_in(rng, t), x0.shape, jnp.float32)
+    return vlb_terms(apply_fn, params, sched, x0, jnp.full((B,), t, jnp.int32), noise,
+                     target=target, variance=variance, clip_x0=clip_x0)
+
+  # Chunks of K timesteps, the last one padded with repeats of T-1 (discarded), so the
+  # network is compiled once, for K * B images.
+  K = min(timestep_batch, T)
+  num_chunks = -(-T // K)
+  t_CxK = jnp.minimum(jnp.arange(num_chunks * K, dtype=jnp.int32), T - 1).reshape(num_chunks, K)
+  terms_TxB = jax.lax.map(jax.vmap(term_at), t_CxK).reshape(num_chunks * K, B)[:T]
+  to_bpd = 1.0 / (D * math.log(2.0))
+  terms_BxT = terms_TxB.T * to_bpd
+  prior_B = prior_kl(sched, x0) * to_bpd
+  total_B = prior_B + terms_BxT.sum(axis=1)
+  return {
+      "bpd": total_B.mean(),
+      "bpd_per_image": total_B,
+      "prior_bpd": prior_B.mean(),
+      "decoder_bpd": terms_BxT[:, 0].mean(),
+      "diffusion_bpd": terms_BxT[:, 1:].sum(axis=1).mean(),
+      "terms_bpd": terms_BxT.mean(axis=0),
+  }
+
+
+def method_bits_per_dim(method, params, x0: jax.Array, rng: jax.Array, *,
+                        timestep_batch: int = 10) -> dict[str, jax.Array]:
+  """`bits_per_dim` for a `DiffusionMethod`: its U-Net in eval mode (no dropout), its
+  target, and `config.sample.variance` / `clip_x0`, so the bound is for the model its DDPM
+  sampler draws from. Pass `state.ema_params` (the default for evaluation) or
+  `state.params`; e.g. `jax.jit(functools.partial(method_bits_per_dim, method))`.
+  """
+  apply_fn = lambda p, x, t: method.model.apply({"params": p}, x, t, train=False)
+  return bits_per_dim(apply_fn, params, method.schedule, x0, rng, target=method.target,
+                      variance=method.sample_cfg.variance, clip_x0=method.sample_cfg.clip_x0,
+                      timestep_batch=timestep_batch)
