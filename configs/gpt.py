@@ -79,6 +79,9 @@ def language_model_train() -> ml_collections.ConfigDict:
   """nanoGPT's shakespeare_char optimizer and schedule, at its CPU ("baby") size."""
   train = ml_collections.ConfigDict()
   train.batch_size = 12
+  # The batch is split into this many micro-batches whose gradients are averaged before
+  # one update (same update as the whole batch; activations of one micro-batch in memory).
+  train.grad_accum_steps = 1
   train.num_steps = 2000
   # AdamW with decoupled weight decay on matrices only (not biases, LayerNorm).
   train.optimizer = "adamw"

@@ -30,6 +30,7 @@ from gen_jax.data.spec import describe
 from gen_jax.data.spec import make_loader
 from gen_jax.data.text import ByteTokenizer
 from gen_jax.data.text import CharTokenizer
+from gen_jax.data.text import IdsTokenizer
 from gen_jax.data.text import is_text_dataset
 from gen_jax.data.text import load_tokens
 from gen_jax.data.text import make_text_loader
@@ -41,6 +42,7 @@ __all__ = [
     "CharTokenizer",
     "DataSpec",
     "IMAGE",
+    "IdsTokenizer",
     "TEXT",
     "describe",
     "make_loader",

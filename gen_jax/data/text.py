@@ -12,7 +12,8 @@ document boundary), tokenized, and held in memory as one int32 array, cached per
 process: fine for corpora up to a few hundred MB.
 
 Config fields read (`config.data`): dataset, data_dir, manual_dir, train_split,
-eval_split, tokenizer ('char' | 'byte'), seq_len, text_feature (optional).
+eval_split, tokenizer ('char' | 'byte' | 'ids'), seq_len, text_feature (optional),
+vocab_size ('ids' only: the id range of pre-tokenized data, e.g. GPT-2's 50257).
 
 Loader streams (see `make_text_loader`): random windows for training (infinite,
 exactly resumable), or sequential non-overlapping windows covering a split once per
@@ -35,7 +36,7 @@ from gen_jax.data import pipeline
 from gen_jax.data import sources
 from gen_jax.data.builders import BUILDERS
 
-TOKENIZERS = ("char", "byte")
+TOKENIZERS = ("char", "byte", "ids")
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -130,6 +131,39 @@ class ByteTokenizer:
     return "ByteTokenizer(vocab_size=256)"
 
 
+class IdsTokenizer:
+  """Pre-tokenized data (e.g. GPT-2 BPE ids a user wrote into a TFDS dataset): the dataset's
+  feature holds integer ids already, and "text" on the command line (a sample prompt) is
+  the ids themselves, written as numbers: "50256" or "464, 3290"."""
+
+  def __init__(self, vocab_size: int):
+    if vocab_size < 1:
+      raise ValueError(f"data.vocab_size={vocab_size} must be set (>= 1) for tokenizer='ids'.")
+    self.vocab_size = int(vocab_size)
+
+  def encode(self, text: str) -> np.ndarray:
+    """'464, 3290' -> int32 [2]: ids written as numbers, separated by commas or spaces."""
+    try:
+      ids = np.asarray([int(t) for t in text.replace(",", " ").split()], np.int64)
+    except ValueError:
+      raise ValueError(f"tokenizer='ids' reads prompts as token ids (e.g. '50256' or "
+                       f"'464, 3290'), got {text!r}.") from None
+    return _check_ids(ids, self.vocab_size).astype(np.int32)
+
+  def decode(self, ids) -> str:
+    """The ids as space-separated numbers (decode them with the tokenizer that made them)."""
+    return " ".join(str(i) for i in _check_ids(ids, self.vocab_size))
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, IdsTokenizer) and other.vocab_size == self.vocab_size
+
+  def __hash__(self) -> int:
+    return hash((IdsTokenizer, self.vocab_size))
+
+  def __repr__(self) -> str:
+    return f"IdsTokenizer(vocab_size={self.vocab_size})"
+
+
 # ---------------------------------------------------------------- reading text
 
 def is_text_dataset(data_config: ml_collections.ConfigDict) -> bool:
@@ -203,12 +237,33 @@ def text_tokenizer(data_config: ml_collections.ConfigDict) -> Tokenizer:
     raise ValueError(f"data.tokenizer={name!r}; expected one of {TOKENIZERS}.")
   if name == "byte":
     return ByteTokenizer()
+  if name == "ids":
+    return IdsTokenizer(data_config.get("vocab_size", 0))
   return _char_tokenizer(_source_key(data_config), data_config.get("train_split", "train"),
                          data_config.get("eval_split", "validation"))
 
 
 @functools.cache
+def _split_ids(dataset: str, data_dir: str, manual_dir: str, feature: str, split: str,
+               vocab_size: int) -> np.ndarray:
+  """The integer-id documents of a split, concatenated (any separators, such as GPT-2's
+  <|endoftext|> = 50256, are the ones the user's preparation wrote)."""
+  source = sources.load_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+  if len(source) and feature not in source[0]:
+    raise ValueError(f"dataset {dataset!r} has no feature {feature!r} (its features: "
+                     f"{', '.join(source[0])}); set --config.data.text_feature to the one "
+                     "holding the token ids.")
+  documents = [np.asarray(source[i][feature]).reshape(-1) for i in range(len(source))]
+  return _check_ids(np.concatenate(documents) if documents else np.zeros(0, np.int64),
+                    vocab_size).astype(np.int32)
+
+
+@functools.cache
 def _tokens(key: tuple[str, str, str, str], tokenizer: Tokenizer, split: str) -> np.ndarray:
+  if isinstance(tokenizer, IdsTokenizer):
+    tokens = _split_ids(*key, split, tokenizer.vocab_size)
+    tokens.setflags(write=False)
+    return tokens
   tokens = tokenizer.encode(_split_text(*key, split))
   tokens.setflags(write=False)  # shared by every caller
   return tokens

@@ -7,7 +7,7 @@ is static code held by the method).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -101,6 +101,36 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
       "param_norm": optax.tree.norm(params),
   }
   return new_state, metrics
+
+
+def accumulated_value_and_grad(loss_fn: Callable[[PyTree, PyTree, jax.Array], jax.Array],
+                               params: PyTree, batch: PyTree, rng: jax.Array,
+                               num_microbatches: int) -> tuple[jax.Array, PyTree]:
+  """Mean loss and gradient of `loss_fn(params, microbatch, rng)` over equal micro-batches.
+
+  For a loss that is a mean over examples this equals `value_and_grad` on the whole batch
+  (up to float rounding) while holding the activations of one micro-batch at a time: the
+  micro-batches run in a `lax.scan` and their gradients are averaged. Micro-batch m takes
+  rows m, m + M, m + 2M, ... so that, with the batch sharded over devices, every device
+  keeps working on its own rows. Each micro-batch gets the key `fold_in(rng, m)`.
+  """
+  if num_microbatches == 1:
+    return jax.value_and_grad(loss_fn)(params, batch, rng)
+  M = num_microbatches
+
+  def split(x):
+    if x.shape[0] % M:
+      raise ValueError(f"batch of {x.shape[0]} is not divisible into {M} micro-batches.")
+    return x.reshape(x.shape[0] // M, M, *x.shape[1:]).swapaxes(0, 1)
+
+  def accumulate(carry, inputs):
+    m, microbatch = inputs
+    loss, grads = jax.value_and_grad(loss_fn)(params, microbatch, jax.random.fold_in(rng, m))
+    return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+  zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+  (loss, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(M), jax.tree.map(split, batch)))
+  return jax.tree.map(lambda x: x / M, (loss, grads))
 
 
 def count_params(params: PyTree) -> int:

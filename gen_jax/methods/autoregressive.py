@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from gen_jax.engine.optimizer import make_optimizer
-from gen_jax.engine.state import TrainState, apply_gradients
+from gen_jax.engine.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
 
@@ -142,6 +142,16 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
   raise ValueError(f"model.arch={m.arch!r}; expected one of {ARCHS}.")
 
 
+def _grad_accum_steps(config: ml_collections.ConfigDict) -> int:
+  M, B = config.train.get("grad_accum_steps", 1), config.train.batch_size
+  if M < 1 or B % M:
+    raise ValueError(f"train.grad_accum_steps={M} must be >= 1 and divide train.batch_size={B}.")
+  return M
+
+
+UNITS = {"char": "char", "byte": "byte", "ids": "token"}   # what bits are counted per
+
+
 @dataclasses.dataclass(frozen=True)
 class AutoregressiveMethod:
   """A language model trained by next-token prediction; samples are token ids."""
@@ -149,12 +159,13 @@ class AutoregressiveMethod:
   model: Any
   tx: optax.GradientTransformation
   seq_len: int
-  unit: str                     # what one token is: 'char' or 'byte' (names bits per unit)
+  unit: str                     # what one token is: 'char', 'byte' or 'token' (bits per unit)
   prompt: tuple[int, ...]       # sample.prompt, tokenized
   top_k: int                    # sample.top_k; 0 (off) when it covers the vocabulary
   sample_cfg: ml_collections.ConfigDict
   ema_decay: float
   ema_warmup: bool
+  grad_accum_steps: int         # micro-batches per update (one optimizer step per batch)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "AutoregressiveMethod":
@@ -166,10 +177,11 @@ class AutoregressiveMethod:
       raise ValueError("sample.prompt is empty; give at least one character, e.g. '\\n'.")
     prompt = tuple(int(t) for t in spec.tokenizer.encode(s.prompt))
     return cls(model=build_model(config, spec.vocab_size), tx=make_optimizer(config.train),
-               seq_len=config.data.seq_len, unit=config.data.tokenizer, prompt=prompt,
+               seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer], prompt=prompt,
                top_k=s.top_k if s.top_k < spec.vocab_size else 0,
                sample_cfg=s, ema_decay=config.train.ema_decay,
-               ema_warmup=config.train.ema_warmup)
+               ema_warmup=config.train.ema_warmup,
+               grad_accum_steps=_grad_accum_steps(config))
 
   def init(self, rng, batch) -> TrainState:
     tokens = jnp.zeros((1, self.seq_len), jnp.int32)
@@ -181,7 +193,9 @@ class AutoregressiveMethod:
     return next_token_loss(logits, tokens_BxT1[:, 1:])
 
   def train_step(self, state: TrainState, batch, rng):
-    loss, grads = jax.value_and_grad(self._loss)(state.params, batch["tokens"], True, rng)
+    loss_fn = lambda params, tokens, key: self._loss(params, tokens, True, key)
+    loss, grads = accumulated_value_and_grad(loss_fn, state.params, batch["tokens"], rng,
+                                             self.grad_accum_steps)
     state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
     return state, {"loss": loss, **health}
 
