@@ -11,6 +11,7 @@ from gen_jax.methods.base import Method
 # spec: the gen_jax.data.DataSpec of config.data (image shape, or tokenizer and seq_len).
 METHODS = {
     "autoregressive": "gen_jax.methods.autoregressive:AutoregressiveMethod",
+    "classifier": "gen_jax.methods.classifier:ClassifierMethod",
     "diffusion": "gen_jax.methods.diffusion:DiffusionMethod",
     "gan": "gen_jax.methods.gan:GANMethod",
     "vae": "gen_jax.methods.vae:VAEMethod",
