@@ -52,3 +52,37 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   config.mesh.data = -1
   config.mesh.fsdp = 1
   return config
+
+
+def add_sample_metrics(eval_cfg: ml_collections.ConfigDict, num_samples: int,
+                       sample_batch_size: int) -> None:
+  """Sample-quality fields of an image generator's eval group (gen_jax/engine/sample_metrics.py).
+
+  The metrics use the features of the classifier trained by
+  `python launch.py --config=configs/classifier.py` (workdir runs/classifier).
+  """
+  # FID, KID, precision/recall, classifier confidence and class coverage in --mode=eval.
+  eval_cfg.sample_metrics = True
+  # ... and every this many training steps (0 = never; needs the classifier before training).
+  eval_cfg.sample_metrics_every = 0
+  # Generated images per evaluation; in the metric names ('1k').
+  eval_cfg.num_samples = num_samples
+  # Images per compiled sampling call (bounds memory).
+  eval_cfg.sample_batch_size = sample_batch_size
+  # Workdir of the classifier whose penultimate features are compared ('mnist5kclf' when
+  # it was trained on mnist_5k). Its reference statistics are cached there.
+  eval_cfg.classifier_workdir = "runs/classifier"
+  # The real images (all of this split of data.dataset) the samples are compared with.
+  eval_cfg.reference_split = "test"
+  # KID: number of subset pairs averaged (Bińkowski et al. 2018 use 100 of 1,000 images).
+  eval_cfg.kid_subsets = 100
+  # Class coverage counts classes predicted for at least this share of the samples.
+  eval_cfg.coverage_min_share = 0.05
+
+
+def disable_sample_metrics_for_smoke(eval_cfg: ml_collections.ConfigDict) -> None:
+  """Smoke runs have no classifier: the tests switch the metrics on with one of their own."""
+  eval_cfg.sample_metrics = False
+  eval_cfg.num_samples = 32
+  eval_cfg.sample_batch_size = 16
+  eval_cfg.kid_subsets = 10

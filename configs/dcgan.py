@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 100
   config.eval.num_batches = 5           # 0 = the whole eval split
   config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+  common.add_sample_metrics(config.eval, num_samples=1000, sample_batch_size=500)
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num = 64
@@ -108,6 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.every = 4
     config.eval.batch_size = 16
     config.eval.num_batches = 2
+    common.disable_sample_metrics_for_smoke(config.eval)
     config.sample.num = 4
     config.sample.interpolation_steps = 2
   return config

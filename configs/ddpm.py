@@ -68,6 +68,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 128
   config.eval.num_batches = 4           # 0 = the whole eval split
   config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+  # Bits/dim (variational bound, Ho et al. Eq. 5) of the first N eval images in --mode=eval
+  # (0 = off); each image costs T network calls. Breakdown in eval/step_<N>.json.
+  config.eval.bpd_num_images = 100
+  config.eval.bpd_batch_size = 50       # images per compiled call
+  config.eval.bpd_timestep_batch = 10   # timesteps per network call (x bpd_batch_size images)
+  common.add_sample_metrics(config.eval, num_samples=1000, sample_batch_size=250)
 
   config.sample = ml_collections.ConfigDict()
   config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
@@ -102,6 +108,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.every = 4
     config.eval.batch_size = 16
     config.eval.num_batches = 2
+    config.eval.bpd_num_images = 0
+    config.eval.bpd_batch_size = 8
+    config.eval.bpd_timestep_batch = 5
+    common.disable_sample_metrics_for_smoke(config.eval)
     config.sample.steps = 5
     config.sample.num = 4
   return config

@@ -54,7 +54,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"train.steps_per_call={K} must be >= 1.")
   intervals = {"train.num_steps": t.num_steps, "train.log_every": t.log_every,
                "train.checkpoint_every": t.checkpoint_every,
-               "train.sample_every": t.sample_every, "eval.every": config.eval.every}
+               "train.sample_every": t.sample_every, "eval.every": config.eval.every,
+               "eval.sample_metrics_every": config.eval.get("sample_metrics_every", 0)}
   misaligned = {k: v for k, v in intervals.items() if v % K}
   if misaligned:
     raise ValueError(f"With train.steps_per_call={K}, these must be multiples of {K}: "

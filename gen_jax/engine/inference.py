@@ -1,13 +1,17 @@
 """The non-training modes: `sample`, `eval` and `summary` (no allocation)."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
 
+from gen_jax import data
 from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.logging import MetricWriter
 from gen_jax.engine.state import TrainState, count_params
@@ -51,12 +55,69 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   return paths[0]
 
 
+def bits_per_dim(exp: Experiment, state: TrainState) -> tuple[dict[str, float], dict]:
+  """Bits/dim of the first `eval.bpd_num_images` eval-split images (EMA weights), for methods
+  with a `bits_per_dim(state, batch, rng, timestep_batch)` (DDPM: the variational bound).
+
+  Batches of `eval.bpd_batch_size` images, one compiled call each; the batch means are
+  averaged. Returns (scalar metrics, breakdown): the bound and its prior / decoder /
+  diffusion parts and the standard error over images; the breakdown holds the [T] vector
+  of per-timestep terms (index t: the paper's L_t; index 0: the decoder L_0).
+  """
+  cfg = exp.config.eval
+  n, bs = cfg.bpd_num_images, cfg.bpd_batch_size
+  if n % bs:
+    raise ValueError(f"eval.bpd_num_images={n} must be a multiple of eval.bpd_batch_size={bs}.")
+  sharding.validate_global_batch(bs, exp.mesh, "eval.bpd_batch_size")
+  loader = data.make_loader(exp.config.data, split=exp.config.data.eval_split,
+                            global_batch_size=bs, seed=exp.config.seed, shuffle=False,
+                            num_epochs=1)
+  bpd_fn = jax.jit(functools.partial(exp.method.bits_per_dim,
+                                     timestep_batch=cfg.bpd_timestep_batch),
+                   out_shardings=exp.replicated)
+  rng = jax.random.fold_in(exp.base_rng, 0xB9D)
+  parts, per_image = [], []
+  for i, local in zip(range(n // bs), loader):
+    out = jax.device_get(bpd_fn(state, sharding.global_batch(local, exp.batch_sharding),
+                                jax.random.fold_in(rng, i)))
+    per_image.append(out.pop("bpd_per_image"))
+    parts.append(out)
+  if len(parts) < n // bs:
+    raise ValueError(f"eval split {exp.config.data.eval_split!r} has fewer than "
+                     f"eval.bpd_num_images={n} images.")
+  mean = {k: np.mean([p[k] for p in parts], axis=0) for k in parts[0]}
+  per_image = np.concatenate(per_image)
+  metrics = {"eval/ema/bpd": float(mean["bpd"]),
+             "eval/ema/bpd_stderr": float(per_image.std(ddof=1) / np.sqrt(len(per_image))),
+             "eval/ema/bpd_prior": float(mean["prior_bpd"]),
+             "eval/ema/bpd_decoder": float(mean["decoder_bpd"]),
+             "eval/ema/bpd_diffusion": float(mean["diffusion_bpd"])}
+  breakdown = {"eval/ema/bpd_terms": [float(v) for v in mean["terms_bpd"]],
+               "eval/bpd_num_images": int(len(per_image))}
+  return metrics, breakdown
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Evaluates a checkpoint; writes `eval/step_<N>.json` and a line in metrics.jsonl."""
+  """Evaluates a checkpoint; writes `eval/step_<N>.json` and a line in metrics.jsonl.
+
+  Always `method.eval_step` over the eval split; then, when configured, sample-quality
+  metrics (`eval.sample_metrics`, see gen_jax/engine/sample_metrics.py) and bits/dim
+  (`eval.bpd_num_images` > 0, methods with `bits_per_dim`). Returns the scalar metrics;
+  the JSON also holds the per-timestep bits/dim breakdown.
+  """
   exp = build_experiment(config)
+  evaluator = None
+  if config.eval.get("sample_metrics", False):   # fail on a missing classifier before work
+    evaluator = sample_metrics.SampleQualityEvaluator(exp)
   state, step = load_checkpoint(exp, workdir, config.eval.step)
-  metrics = evaluate_state(exp, state)
-  save_json(epath.Path(workdir) / "eval" / f"step_{step}.json", {"step": step, **metrics})
+  metrics, details = evaluate_state(exp, state), {}
+  if config.eval.get("bpd_num_images", 0) and hasattr(exp.method, "bits_per_dim"):
+    bpd, details = bits_per_dim(exp, state)
+    metrics.update(bpd)
+  if evaluator is not None:
+    metrics.update(evaluator(state))
+  save_json(epath.Path(workdir) / "eval" / f"step_{step}.json",
+            {"step": step, **metrics, **details})
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write(step, metrics)
   writer.close()

@@ -21,7 +21,7 @@ from etils import epath
 
 from gen_jax import data
 from gen_jax.engine import checkpoint as ckpt_lib
-from gen_jax.engine import sharding
+from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.logging import MetricWriter, Progress, is_main_process, save_image_grid
 from gen_jax.engine.state import TrainState, count_params
@@ -125,32 +125,35 @@ def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str
   return {f"eval/{k}": v for k, v in metrics.items()}
 
 
-def fixed_sample_batch(exp: Experiment) -> dict[str, jax.Array]:
-  """The first `sample.num` images of the eval split (unshuffled), as a global batch."""
+def fixed_sample_batch(exp: Experiment, num: int | None = None) -> dict[str, jax.Array]:
+  """The first `num` (default `sample.num`) images of the eval split (unshuffled), as a
+  global batch."""
   cfg = exp.config
-  sharding.validate_global_batch(cfg.sample.num, exp.mesh, "sample.num")
+  num = cfg.sample.num if num is None else num
+  sharding.validate_global_batch(num, exp.mesh, "sample.num")
   loader = data.make_loader(cfg.data, split=cfg.data.eval_split,
-                            global_batch_size=cfg.sample.num, seed=cfg.seed,
+                            global_batch_size=num, seed=cfg.seed,
                             shuffle=False, num_epochs=1)
   local = next(iter(loader), None)
   if local is None:
     raise ValueError(f"eval split {cfg.data.eval_split!r} has fewer than "
-                     f"sample.num={cfg.sample.num} images.")
+                     f"sample.num={num} images.")
   return sharding.global_batch(local, exp.batch_sharding)
 
 
-def make_sample_fn(exp: Experiment):
-  """`method.sample` jitted once: (state, rng) -> images, `sample.num` of them.
+def make_sample_fn(exp: Experiment, num: int | None = None):
+  """`method.sample` jitted once: (state, rng) -> images, `num` (default `sample.num`) of them.
 
   A method with `sample_uses_batch = True` (e.g. the VAE, for reconstructions) also gets
   `batch=` the same `fixed_sample_batch` on every call.
   """
   cfg = exp.config.sample
+  num = cfg.num if num is None else num
   if not getattr(exp.method, "sample_uses_batch", False):
-    return jax.jit(lambda state, rng: exp.method.sample(state, rng, cfg.num, cfg.use_ema),
+    return jax.jit(lambda state, rng: exp.method.sample(state, rng, num, cfg.use_ema),
                    out_shardings=exp.replicated)
-  batch = fixed_sample_batch(exp)
-  sample = jax.jit(lambda state, rng, batch: exp.method.sample(state, rng, cfg.num, cfg.use_ema,
+  batch = fixed_sample_batch(exp, num)
+  sample = jax.jit(lambda state, rng, batch: exp.method.sample(state, rng, num, cfg.use_ema,
                                                                batch=batch),
                    out_shardings=exp.replicated)
   return lambda state, rng: sample(state, rng, batch)
@@ -205,6 +208,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   exp = build_experiment(config)
   logging.info("Workdir %s; mesh %s; params: %d", workdir, dict(exp.mesh.shape),
                count_params(exp.abstract_state.params))
+  # Periodic sample-quality metrics load their classifier now: a missing one fails here.
+  sample_quality_every = config.eval.get("sample_metrics_every", 0)
+  sample_quality = (sample_metrics.SampleQualityEvaluator(exp) if sample_quality_every
+                    else None)
 
   # ----------------------------------------------------------------------- input
   train_iter = iter(data.make_loader(config.data, split=config.data.train_split,
@@ -312,6 +319,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           consume(*pending)
           pending = None
           writer.write(step, evaluate_state(exp, state, eval_fn))
+        if sample_quality and (step % sample_quality_every == 0 or is_last):
+          if pending is not None:
+            consume(*pending)
+            pending = None
+          writer.write(step, sample_quality(state))
         if tcfg.sample_every and (step % tcfg.sample_every == 0 or is_last):
           write_samples(exp, state, workdir / "samples" / f"step_{step}.png", sample_fn)
         if step % tcfg.checkpoint_every == 0 or is_last or stop.requested:

@@ -299,6 +299,14 @@ class DiffusionMethod:
                                      batch["image"], rng, self.target)
             for name, params in (("ema", state.ema_params), ("raw", state.params))}
 
+  def bits_per_dim(self, state: TrainState, batch, rng, timestep_batch: int = 10):
+    """The variational bound (Ho et al. 2020, Eq. 5) of `batch["image"]` in bits/dim with
+    the EMA weights, for the model the DDPM sampler draws from (`sample.variance`,
+    `clip_x0`); see `gen_jax.evaluate.diffusion_likelihood.bits_per_dim` for the terms."""
+    from gen_jax.evaluate import diffusion_likelihood   # it imports this module
+    return diffusion_likelihood.method_bits_per_dim(self, state.ema_params, batch["image"], rng,
+                                                    timestep_batch=timestep_batch)
+
   @property
   def sample_tag(self) -> str:
     cfg = self.sample_cfg
