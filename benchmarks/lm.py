@@ -1,0 +1,204 @@
+"""Language-model speed on this machine: matmul peak, train tokens/s and MFU, and the wall
+time for `configs/gpt.py:baby` to reach validation loss <= 1.88 on Tiny Shakespeare.
+
+  python benchmarks/lm.py --data_dir=../shared/data/tiny_shakespeare
+
+Prints, with the machine it ran on:
+  1. peak: the best GFLOP/s of a jitted float32 (n x n) @ (n x n) matmul (the MFU denominator).
+  2. throughput: train steps/s and tokens/s of the compiled train step (`train.steps_per_call`
+     updates per call, as the launcher runs them), model FLOPs per token by nanoGPT's
+     formula 6N + 12 L H Q T (PaLM, Appendix B; N = parameters without position embeddings),
+     and MFU = model FLOP/s / peak. XLA's own count of the step's FLOPs is shown beside it.
+  3. time to loss: `train_and_evaluate` on the real data (evaluation every 250 steps on 20
+     batches of the validation split, as in nanoGPT; no periodic samples), timed from the
+     call (config, mesh, compile included; the one-time dataset preparation excluded) to
+     the first evaluation with loss <= --target_loss, and to the end of the run.
+Reference (nanoGPT README and ../shared/REFERENCES.md): PyTorch nanoGPT's baby run takes
+~70 s for 2000 iterations on a 2-core CPU of this kind and reaches val loss 1.886.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+flags.DEFINE_string("data_dir", None, "Folder holding Tiny Shakespeare's input.txt.", required=True)
+flags.DEFINE_string("config", "baby", "Variant of configs/gpt.py to run.")
+flags.DEFINE_float("target_loss", 1.88, "Validation loss that stops the clock.")
+flags.DEFINE_integer("peak_size", 2048, "n of the n x n matmul that measures the peak.")
+flags.DEFINE_integer("throughput_calls", 30, "Timed calls of the train step.")
+flags.DEFINE_bool("time_to_loss", True, "Also run the full training for the time to loss.")
+flags.DEFINE_integer("steps_per_call", 0, "Override train.steps_per_call (0 = the config's).")
+FLAGS = flags.FLAGS
+
+
+def machine() -> str:
+  import jax
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return (f"{cpu}; {os.cpu_count()} logical CPUs; {jax.devices()[0].platform} x "
+          f"{jax.device_count()}; jax {jax.__version__}; load average "
+          f"{os.getloadavg()[0]:.2f} at start")
+
+
+def best_seconds(fn, repeats: int) -> float:
+  """The fastest of `repeats` timed calls (after one warm-up call)."""
+  import jax
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return min(times)
+
+
+def matmul_peak_gflops(n: int) -> float:
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  return 2 * n ** 3 / best_seconds(lambda: matmul(a, b), repeats=10) / 1e9
+
+
+def model_flops_per_token(config, non_embedding_params: int) -> float:
+  """nanoGPT's estimate_mfu: 6N + 12 L H Q T (PaLM, Appendix B), T = the window length."""
+  m = config.model
+  return 6 * non_embedding_params + 12 * m.n_layer * m.n_head * (m.n_embd // m.n_head) * (
+      config.data.seq_len)
+
+
+def throughput(config, calls: int) -> dict:
+  """Steps/s of the compiled K-update train step on batches of real windows."""
+  import jax
+  import numpy as np
+  from gen_jax import data
+  from gen_jax.engine import sharding
+  from gen_jax.engine.experiment import build_experiment
+  from gen_jax.engine.state import count_params
+  from gen_jax.engine.train import _flops
+
+  exp = build_experiment(config)
+  K = config.train.steps_per_call
+  state = exp.init_state()
+  loader = iter(data.make_loader(config.data, split="train",
+                                 global_batch_size=config.train.batch_size, seed=0))
+  stacked = sharding.stacked_batch_sharding(exp.mesh)
+  batches = sharding.global_batch(
+      {"tokens": np.stack([next(loader)["tokens"] for _ in range(K)])}, stacked)
+
+  def k_steps(state, batches):
+    step = lambda s, b: exp.method.train_step(s, b, jax.random.fold_in(exp.base_rng, s.step))
+    return jax.lax.scan(step, state, batches)
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(k_steps, donate_argnums=0).lower(state, batches).compile()
+  compile_s = time.perf_counter() - t0
+  xla_flops = _flops(jax.jit(exp.method.train_step).lower(
+      state, jax.tree.map(lambda x: x[0], batches), exp.base_rng))
+  state, _ = compiled(state, batches)          # warm-up
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(calls):
+    t = time.perf_counter()
+    state, metrics = compiled(state, batches)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t)
+  params = exp.abstract_state.params
+  non_embedding = count_params(params) - params["wpe"]["embedding"].size
+  tokens_per_step = config.train.batch_size * config.data.seq_len
+  return {"K": K, "compile_s": compile_s, "median_call_s": float(np.median(times)),
+          "steps_per_s": K / float(np.median(times)), "tokens_per_step": tokens_per_step,
+          "params": count_params(params), "non_embedding_params": non_embedding,
+          "xla_flops_per_step": xla_flops,
+          "model_flops_per_step": model_flops_per_token(config, non_embedding) * tokens_per_step}
+
+
+def time_to_loss(config, target: float) -> dict:
+  """Runs `train_and_evaluate`, recording the wall time at which each eval row is written."""
+  from gen_jax.engine import train
+
+  evals = []
+  start = time.perf_counter()
+  write = train.MetricWriter.write
+
+  def timed_write(self, step, metrics):   # the benchmark's only hook into the loop
+    if "eval/raw/loss" in metrics:
+      evals.append((time.perf_counter() - start, step, metrics["eval/raw/loss"]))
+    return write(self, step, metrics)
+
+  train.MetricWriter.write = timed_write
+  try:
+    with tempfile.TemporaryDirectory() as workdir:
+      start = time.perf_counter()
+      train.train_and_evaluate(config, workdir)
+      total = time.perf_counter() - start
+  finally:
+    train.MetricWriter.write = write
+  reached = next(((t, s, l) for t, s, l in evals if l <= target), None)
+  return {"evals": evals, "total_s": total, "reached": reached}
+
+
+def main(argv):
+  del argv
+  from absl import logging
+  from gen_jax import data
+  from gen_jax.engine.logging import quiet_library_logs
+  from tests.smoke import load_config   # configs/ import each other as a package
+
+  quiet_library_logs()
+  logging.set_verbosity(logging.WARNING)
+  print(f"machine: {machine()}")
+  peak = matmul_peak_gflops(FLAGS.peak_size)
+  print(f"peak: {peak:.1f} GFLOP/s (jitted float32 matmul {FLAGS.peak_size}x{FLAGS.peak_size})")
+
+  overrides = {"data.manual_dir": os.path.abspath(FLAGS.data_dir),
+               "data.data_dir": os.path.join(tempfile.gettempdir(), "gen_jax_benchmark_tfds"),
+               "train.sample_every": 0, "train.checkpoint_every": 1_000_000}
+  if FLAGS.steps_per_call:
+    overrides["train.steps_per_call"] = FLAGS.steps_per_call
+  config = load_config("gpt", FLAGS.config, **overrides)
+  data.prepare_builder(config.data.dataset, data_dir=config.data.data_dir,
+                       manual_dir=config.data.manual_dir)
+
+  r = throughput(config, FLAGS.throughput_calls)
+  model_gflops = r["model_flops_per_step"] * r["steps_per_s"] / 1e9
+  print(f"model: configs/gpt.py:{FLAGS.config}, {r['params']:,} params "
+        f"({r['non_embedding_params']:,} without position embeddings), "
+        f"{r['tokens_per_step']} tokens/step, {r['K']} steps per call")
+  print(f"throughput: {r['steps_per_s']:.1f} steps/s, "
+        f"{r['steps_per_s'] * r['tokens_per_step']:,.0f} tokens/s (compile {r['compile_s']:.1f} s)")
+  print(f"MFU: {model_gflops:.1f} model GFLOP/s (6N + 12LHQT = "
+        f"{r['model_flops_per_step'] / 1e9:.2f} GFLOP/step) / {peak:.1f} peak = "
+        f"{100 * model_gflops / peak:.1f}%  [XLA counts {r['xla_flops_per_step'] / 1e9:.2f} "
+        f"GFLOP/step: {r['xla_flops_per_step'] * r['steps_per_s'] / 1e9:.1f} GFLOP/s, "
+        f"{100 * r['xla_flops_per_step'] * r['steps_per_s'] / 1e9 / peak:.1f}%]")
+
+  if FLAGS.time_to_loss:
+    t = time_to_loss(config, FLAGS.target_loss)
+    for seconds, step, loss in t["evals"]:
+      print(f"  eval at step {step:5d}: val loss {loss:.4f} at {seconds:6.1f} s")
+    if t["reached"]:
+      seconds, step, loss = t["reached"]
+      print(f"time to val loss <= {FLAGS.target_loss}: {seconds:.1f} s (step {step}, "
+            f"loss {loss:.4f}); whole run {t['total_s']:.1f} s; nanoGPT (PyTorch) reference "
+            f"~70 s for its 2000 iterations -> {70 / seconds:.2f}x")
+    else:
+      print(f"val loss never reached {FLAGS.target_loss} (best "
+            f"{min(l for _, _, l in t['evals']):.4f}); whole run {t['total_s']:.1f} s")
+  print(f"load average at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
