@@ -110,6 +110,17 @@ class Progress:
       print(f"[{step:>7d}/{self._total}] {shown} | {self.steps_per_sec:.2f} steps/s | "
             f"ETA {_format_seconds(eta)}", file=self._stream, flush=True)
 
+  def report(self, step: int, metrics: Mapping[str, float]) -> None:
+    """One line of evaluation results, e.g. `[   250/2000] eval/raw/loss=2.479 ...`."""
+    if is_main_process():
+      shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+      print(f"[{step:>7d}/{self._total}] {shown}", file=self._stream, flush=True)
+
+  def show_text(self, step: int, text: str) -> None:
+    """A text sample under a header line (the language models' samples)."""
+    if is_main_process():
+      print(f"[{step:>7d}/{self._total}] sample:\n{text}", file=self._stream, flush=True)
+
 
 def image_grid(images_NxHxWxC: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
   """Tiles images in [-1, 1] into one uint8 HxWxC grid (gray images stay 1 channel)."""

@@ -318,14 +318,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if config.eval.every and (step % config.eval.every == 0 or is_last):
           consume(*pending)
           pending = None
-          writer.write(step, evaluate_state(exp, state, eval_fn))
+          eval_metrics = evaluate_state(exp, state, eval_fn)
+          writer.write(step, eval_metrics)
+          progress.report(step, eval_metrics)
         if sample_quality and (step % sample_quality_every == 0 or is_last):
           if pending is not None:
             consume(*pending)
             pending = None
           writer.write(step, sample_quality(state))
         if tcfg.sample_every and (step % tcfg.sample_every == 0 or is_last):
-          write_samples(exp, state, workdir / "samples" / f"step_{step}.png", sample_fn)
+          paths = write_samples(exp, state, workdir / "samples" / f"step_{step}.png", sample_fn)
+          if exp.spec.kind == data.TEXT and is_main_process():   # show the first sample
+            progress.show_text(step, paths[0].read_text().split("\n" + "-" * 40 + "\n")[0])
         if step % tcfg.checkpoint_every == 0 or is_last or stop.requested:
           if pending is not None:   # never checkpoint a state whose loss we have not checked
             consume(*pending)
