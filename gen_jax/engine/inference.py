@@ -78,6 +78,7 @@ def bits_per_dim(exp: Experiment, state: TrainState) -> tuple[dict[str, float], 
   rng = jax.random.fold_in(exp.base_rng, 0xB9D)
   parts, per_image = [], []
   for i, local in zip(range(n // bs), loader):
+    logging.info("bits/dim: batch %d/%d (%d images x T timesteps)", i + 1, n // bs, bs)
     out = jax.device_get(bpd_fn(state, sharding.global_batch(local, exp.batch_sharding),
                                 jax.random.fold_in(rng, i)))
     per_image.append(out.pop("bpd_per_image"))

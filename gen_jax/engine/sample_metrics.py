@@ -201,7 +201,10 @@ class SampleQualityEvaluator:
   def features_of_samples(self, state, rng: jax.Array) -> tuple[np.ndarray, np.ndarray]:
     """(logits [N, K], features [N, D]) of `num_samples` samples, batch i from fold_in(rng, i)."""
     logits, features = [], []
-    for i in range(math.ceil(self.num_samples / self.batch_size)):
+    num_batches = math.ceil(self.num_samples / self.batch_size)
+    for i in range(num_batches):
+      logging.info("Sample metrics: sampling batch %d/%d (%d images each)", i + 1, num_batches,
+                   self.batch_size)
       images = self.sample_fn(state, jax.random.fold_in(rng, i))
       if isinstance(images, dict):
         images = images["samples"]
