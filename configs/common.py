@@ -54,15 +54,20 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   return config
 
 
-def add_sample_metrics(eval_cfg: ml_collections.ConfigDict, num_samples: int,
+# Datasets the engine-trained feature extractor (configs/classifier.py) can embed.
+CLASSIFIER_DATASETS = ("mnist_5k", "mnist")
+
+
+def add_sample_metrics(eval_cfg: ml_collections.ConfigDict, dataset: str, num_samples: int,
                        sample_batch_size: int) -> None:
   """Sample-quality fields of an image generator's eval group (gen_jax/engine/sample_metrics.py).
 
   The metrics use the features of the classifier trained by
   `python launch.py --config=configs/classifier.py` (workdir runs/classifier).
   """
-  # FID, KID, precision/recall, classifier confidence and class coverage in --mode=eval.
-  eval_cfg.sample_metrics = True
+  # FID, KID, precision/recall, classifier confidence and class coverage in --mode=eval
+  # (on by default for digits; other datasets need a classifier of their own).
+  eval_cfg.sample_metrics = dataset in CLASSIFIER_DATASETS
   # ... and every this many training steps (0 = never; needs the classifier before training).
   eval_cfg.sample_metrics_every = 0
   # Generated images per evaluation; in the metric names ('1k').

@@ -77,7 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 100
   config.eval.num_batches = 5           # 0 = the whole eval split
   config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
-  common.add_sample_metrics(config.eval, num_samples=1000, sample_batch_size=500)
+  common.add_sample_metrics(config.eval, config.data.dataset, num_samples=1000,
+                            sample_batch_size=500)
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num = 64

@@ -73,7 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.bpd_num_images = 100
   config.eval.bpd_batch_size = 50       # images per compiled call
   config.eval.bpd_timestep_batch = 10   # timesteps per network call (x bpd_batch_size images)
-  common.add_sample_metrics(config.eval, num_samples=1000, sample_batch_size=250)
+  common.add_sample_metrics(config.eval, config.data.dataset, num_samples=1000,
+                            sample_batch_size=250)
 
   config.sample = ml_collections.ConfigDict()
   config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
