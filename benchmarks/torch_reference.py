@@ -4,8 +4,10 @@ An independent PyTorch implementation of exactly what `configs/gpt.py:baby` trai
 nanoGPT's CPU command trains): 4 pre-LayerNorm blocks, 4 heads, 128 wide, context 64, no
 biases, tied embeddings, GPT-2 init; AdamW (0.9, 0.99), weight decay 0.1 on matrices, lr
 1e-3 with 100 warmup steps and cosine decay to 1e-4 at 2000, clip 1.0, batch 12 random
-windows of the first 90% of Tiny Shakespeare; validation loss on 20 random batches of the
-last 10% every 250 iterations. PyTorch is not a gen_jax dependency; in a separate venv:
+windows of the first 90% of Tiny Shakespeare; validation loss on the whole last 10% every
+250 iterations, stopping at the first <= --target_loss (after 2000 steps training goes on
+at lr 1e-4, up to --max_steps), as benchmarks/lm.py does. PyTorch is not a gen_jax
+dependency; in a separate venv:
 
   python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy
   /tmp/torchvenv/bin/python benchmarks/torch_reference.py --data_dir=../shared/data/tiny_shakespeare
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH, STEPS = 4, 4, 128, 64, 12, 2000
-LR, MIN_LR, WARMUP, WD, CLIP, EVAL_EVERY, EVAL_BATCHES = 1e-3, 1e-4, 100, 0.1, 1.0, 250, 20
+LR, MIN_LR, WARMUP, WD, CLIP, EVAL_EVERY = 1e-3, 1e-4, 100, 0.1, 1.0, 250
 
 
 class Block(nn.Module):
@@ -81,6 +83,7 @@ def main():
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--target_loss", type=float, default=1.88)
+  parser.add_argument("--max_steps", type=int, default=5000)
   args = parser.parse_args()
   start = time.perf_counter()
   torch.manual_seed(args.seed)
@@ -102,8 +105,19 @@ def main():
   opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=LR, betas=(0.9, 0.99), eps=1e-8)
-  reached, train_time = None, 0.0
-  for step in range(1, STEPS + 1):
+  def full_validation_loss():   # every window of the validation split once, in order
+    windows = val[:(len(val) - 1) // BLOCK * BLOCK + 1]
+    x, y = windows[:-1].view(-1, BLOCK), windows[1:].view(-1, BLOCK)
+    model.eval()
+    with torch.no_grad():
+      nats = sum(F.cross_entropy(model(x[i:i + 64]).flatten(0, 1), y[i:i + 64].flatten(),
+                                 reduction="sum").item() for i in range(0, len(x), 64))
+    model.train()
+    return nats / y.numel()
+
+  reached, train_time, step = None, 0.0, 0
+  while reached is None and step < args.max_steps:
+    step += 1
     t = time.perf_counter()
     for group in opt.param_groups:
       group["lr"] = lr_at(step - 1)
@@ -115,30 +129,19 @@ def main():
     opt.step()
     train_time += time.perf_counter() - t
     if step % EVAL_EVERY == 0:
-      model.eval()
-      with torch.no_grad():
-        val_loss = float(np.mean([F.cross_entropy(model(xv).flatten(0, 1), yv.flatten()).item()
-                                  for xv, yv in (batch(val) for _ in range(EVAL_BATCHES))]))
-      model.train()
+      val_loss = full_validation_loss()
       seconds = time.perf_counter() - start
       print(f"  eval at step {step:5d}: val loss {val_loss:.4f} at {seconds:6.1f} s", flush=True)
-      if reached is None and val_loss <= args.target_loss:
+      if val_loss <= args.target_loss:
         reached = (seconds, step, val_loss)
   total = time.perf_counter() - start
-  model.eval()
-  with torch.no_grad():   # every window of the validation split once, in order
-    windows = val[:(len(val) - 1) // BLOCK * BLOCK + 1]
-    x, y = windows[:-1].view(-1, BLOCK), windows[1:].view(-1, BLOCK)
-    nats = sum(F.cross_entropy(model(x[i:i + 64]).flatten(0, 1), y[i:i + 64].flatten(),
-                               reduction="sum").item() for i in range(0, len(x), 64))
-    full = nats / y.numel()
-  print(f"full validation split ({y.numel()} tokens): loss {full:.4f}")
   print(f"torch {torch.__version__}, {torch.get_num_threads()} threads: "
-        f"{STEPS / train_time:.1f} train steps/s; whole run {total:.1f} s")
+        f"{step / train_time:.1f} train steps/s; whole run {total:.1f} s")
   if reached:
-    print(f"time to val loss <= {args.target_loss}: {reached[0]:.1f} s (step {reached[1]})")
+    print(f"time to val loss <= {args.target_loss} (whole validation split): "
+          f"{reached[0]:.1f} s at step {reached[1]} (loss {reached[2]:.4f})")
   else:
-    print(f"val loss never reached {args.target_loss}")
+    print(f"val loss never reached {args.target_loss} in {args.max_steps} steps")
 
 
 if __name__ == "__main__":
