@@ -6,8 +6,6 @@ The smoke runs share compiled code through the persistent compilation cache.
 """
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,7 +17,7 @@ from gen_jax.engine import inference, train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.logging import read_metrics
 from gen_jax.methods.gan import D, G
-from smoke import REPO_ROOT, load_config, train_losses
+from smoke import load_config, run_on_fake_devices
 
 
 def _series(workdir, key):
@@ -132,15 +130,6 @@ def test_summary_counts_both_networks(data_dir):
 
 
 EIGHT_DEVICES = """
-import json, sys
-sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
-import jax
-jax.config.update("jax_compilation_cache_dir", {cache!r})
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-assert jax.device_count() == 8, jax.devices()
-from smoke import load_config
-from gen_jax.engine import train
-from gen_jax.engine.logging import read_metrics
 # batch 8 on 8 devices: one image per device, so BatchNorm must use global statistics.
 train.train_and_evaluate(load_config("dcgan", **{{"data.data_dir": {data_dir!r},
                                                 "train.num_steps": 4}}), {workdir!r})
@@ -150,15 +139,9 @@ print("RESULT" + json.dumps(rows))
 
 
 def test_eight_devices_match_one_device_with_batchnorm(runs, data_dir, tmp_path):
-  script = EIGHT_DEVICES.format(tests=os.path.dirname(__file__), root=REPO_ROOT,
-                                cache=os.environ.get("GEN_JAX_TEST_XLA_CACHE", ""),
-                                data_dir=data_dir, workdir=str(tmp_path / "run8"))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                       text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  eight = {r["step"]: r for r in json.loads(out.stdout.split("RESULT", 1)[1])}
+  result = run_on_fake_devices(EIGHT_DEVICES.format(data_dir=data_dir,
+                                                    workdir=str(tmp_path / "run8")))
+  eight = {r["step"]: r for r in result}
   for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake"):
     one = _series(runs["b"], key)
     np.testing.assert_allclose([eight[s][key] for s in range(1, 5)], [one[s] for s in range(1, 5)],

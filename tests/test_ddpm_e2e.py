@@ -15,7 +15,7 @@ from PIL import Image
 from gen_jax import data
 from gen_jax.engine import inference, train
 from gen_jax.engine.logging import read_metrics
-from smoke import REPO_ROOT, load_config, train_losses
+from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +93,6 @@ def test_summary_counts_params_without_allocating(data_dir):
 
 
 EIGHT_DEVICES = """
-import json, sys
-sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
-import jax
-jax.config.update("jax_compilation_cache_dir", {cache!r})
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-assert jax.device_count() == 8, jax.devices()
-from smoke import load_config, train_losses
-from gen_jax.engine import train
 try:
   train.train_and_evaluate(load_config("ddpm", **{{"data.data_dir": {data_dir!r},
                                                  "train.batch_size": 12}}), {workdir!r} + "_bad")
@@ -114,15 +106,8 @@ print("RESULT" + json.dumps({{"losses": train_losses({workdir!r}), "batch_error"
 
 
 def test_eight_devices_match_one_device_and_reject_odd_batch(runs, data_dir, tmp_path):
-  script = EIGHT_DEVICES.format(tests=os.path.dirname(__file__), root=REPO_ROOT,
-                                cache=os.environ.get("GEN_JAX_TEST_XLA_CACHE", ""),
-                                data_dir=data_dir, workdir=str(tmp_path / "run8"))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                       text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  result = json.loads(out.stdout.split("RESULT", 1)[1])
+  result = run_on_fake_devices(EIGHT_DEVICES.format(data_dir=data_dir,
+                                                    workdir=str(tmp_path / "run8")))
   assert "train.batch_size=12" in result["batch_error"] and "divisible" in result["batch_error"]
   eight = {int(k): v for k, v in result["losses"].items()}
   one = train_losses(runs["b"])

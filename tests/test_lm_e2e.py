@@ -13,7 +13,7 @@ import pytest
 from gen_jax import data
 from gen_jax.engine import inference, train
 from gen_jax.engine.logging import read_metrics
-from smoke import REPO_ROOT, load_config, train_losses
+from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
 def lm_config(text_data_dir, name="gpt", arg="smoke", **overrides):
@@ -96,14 +96,6 @@ def test_lstm_trains_resumes_and_samples(text_data_dir, tmp_path):
 
 
 EIGHT_DEVICES = """
-import json, sys
-sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
-import jax
-jax.config.update("jax_compilation_cache_dir", {cache!r})
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-assert jax.device_count() == 8, jax.devices()
-from smoke import load_config, train_losses
-from gen_jax.engine import train
 overrides = {{"data.data_dir": {data_dir!r}, "train.num_steps": 6}}
 train.train_and_evaluate(load_config("gpt", "smoke", **overrides), {workdir!r})
 print("RESULT" + json.dumps(train_losses({workdir!r})))
@@ -112,15 +104,9 @@ print("RESULT" + json.dumps(train_losses({workdir!r})))
 
 def test_eight_devices_match_one_device(runs, text_data_dir, tmp_path):
   workdir = str(tmp_path / "run8")
-  script = EIGHT_DEVICES.format(tests=os.path.dirname(__file__), root=REPO_ROOT,
-                                cache=os.environ.get("GEN_JAX_TEST_XLA_CACHE", ""),
-                                data_dir=text_data_dir, workdir=workdir)
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                       text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  eight = {int(k): v for k, v in json.loads(out.stdout.split("RESULT", 1)[1]).items()}
+  result = run_on_fake_devices(EIGHT_DEVICES.format(data_dir=text_data_dir,
+                                                    workdir=workdir))
+  eight = {int(k): v for k, v in result.items()}
   one = train_losses(runs["b"])
   np.testing.assert_allclose([eight[s] for s in (2, 4, 6)], [one[s] for s in (2, 4, 6)],
                              rtol=1e-5)

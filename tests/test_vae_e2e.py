@@ -2,8 +2,6 @@
 (prior samples, reconstructions, latent manifold), eval with the k-named IWAE metrics."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from PIL import Image
 
 from gen_jax.engine import inference, train
 from gen_jax.engine.logging import read_metrics
-from smoke import REPO_ROOT, load_config, train_losses
+from smoke import load_config, run_on_fake_devices, train_losses
 
 
 def vae_config(data_dir, arg="smoke", **overrides):
@@ -108,15 +106,6 @@ def test_launcher_summary_counts_the_smoke_network(data_dir):
 
 
 EIGHT_DEVICES = """
-import json, sys
-sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
-import jax
-jax.config.update("jax_compilation_cache_dir", {cache!r})
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-assert jax.device_count() == 8, jax.devices()
-from smoke import load_config, train_losses
-from gen_jax.engine import train
-from gen_jax.engine.logging import read_metrics
 overrides = {{"data.data_dir": {data_dir!r}, "sample.num": 8}}
 train.train_and_evaluate(load_config("vae", "smoke", **overrides), {workdir!r})
 evals = [r for r in read_metrics({workdir!r}) if "eval/ema/nll_iwae_k20" in r]
@@ -128,15 +117,8 @@ def test_eight_devices_match_one_device(runs, data_dir, tmp_path):
   # Batch sharded over 8 fake CPU devices: same losses and the same k-sample eval as on one
   # (the noise is drawn for the global batch, so it does not depend on the sharding).
   workdir = str(tmp_path / "run8")
-  script = EIGHT_DEVICES.format(tests=os.path.dirname(__file__), root=REPO_ROOT,
-                                cache=os.environ.get("GEN_JAX_TEST_XLA_CACHE", ""),
-                                data_dir=data_dir, workdir=workdir)
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                       text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  result = json.loads(out.stdout.split("RESULT", 1)[1])
+  result = run_on_fake_devices(EIGHT_DEVICES.format(data_dir=data_dir,
+                                                    workdir=workdir))
   eight = {int(k): v for k, v in result["losses"].items()}
   one = train_losses(runs["b"])
   np.testing.assert_allclose([eight[s] for s in range(1, 5)], [one[s] for s in range(1, 5)],
