@@ -33,7 +33,8 @@ class Method(Protocol):
     """`num` samples from the EMA (or raw) weights of `state`.
 
     Returns images in [-1, 1], [num, H, W, C]; or a dict of named image batches (e.g.
-    {"samples": ..., "interpolation": ...}), each written as its own grid.
+    {"samples": ..., "interpolation": ...}), each written as its own grid; or, for text,
+    token ids [num, length], which the engine decodes with the dataset's tokenizer.
     """
 
   # Optional: `sample_tag: str`, a short description of the sampler put into file names
@@ -41,6 +42,9 @@ class Method(Protocol):
   # Optional: `sample_uses_batch: bool` (default False). When True the engine calls
   # `sample(state, rng, num, use_ema, batch=...)` with the first `sample.num` images of the
   # eval split (the same batch every time), e.g. for reconstruction grids.
+  # Optional: `summarize_eval(metrics) -> metrics`, applied to the eval metrics after they
+  # are averaged over batches, for quantities that are functions of the means (e.g. the
+  # language models' perplexity = exp(mean loss)).
 
 
 def image_shape_of(spec) -> tuple[int, int, int]:
