@@ -202,3 +202,17 @@ def test_ids_tokenizer_reads_prompts_as_ids():
     tok.encode("ROMEO:")
   with pytest.raises(ValueError, match=r"ids must be in \[0, 50257\)"):
     tok.encode("50257")
+
+
+@pytest.mark.parametrize("which", ["gpt", "lstm"])
+def test_dropout_acts_in_training_only(which):
+  kw = dict(vocab_size=V, n_layer=2, n_embd=16)
+  model = (GPT(block_size=16, n_head=2, dropout=0.5, **kw) if which == "gpt"
+           else LSTMLM(hidden_size=16, dropout=0.5, **kw))
+  plain = model.clone(dropout=0.0)
+  tokens = jax.random.randint(jax.random.key(6), (2, 10), 0, V)
+  params = model.init(jax.random.key(0), tokens)
+  train = lambda key: model.apply(params, tokens, train=True, rngs={"dropout": key})
+  assert np.array_equal(model.apply(params, tokens), plain.apply(params, tokens))
+  assert not np.allclose(train(jax.random.key(1)), train(jax.random.key(2)))
+  assert np.array_equal(train(jax.random.key(1)), train(jax.random.key(1)))
