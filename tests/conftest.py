@@ -59,3 +59,19 @@ def text_data_dir(tmp_path_factory):
     patch.setattr(tiny_shakespeare, "SHA256", hashlib.sha256(payload).hexdigest())
     data.prepare_builder("tiny_shakespeare", data_dir=str(root / "tfds"), manual_dir=str(raw))
   return str(root / "tfds")
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+  """Host names resolve, but every download fails; records the attempted URLs."""
+  import socket
+  import tensorflow_datasets as tfds
+  attempts = []
+
+  def failing_download(self, url_or_urls):
+    attempts.append(url_or_urls)
+    raise ConnectionError("connection refused (test)")
+
+  monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [("resolved (test)",)])
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", failing_download)
+  return attempts

@@ -36,20 +36,6 @@ def write_idx(path, array, magic, *, truncate_by=0):
 
 
 @pytest.fixture
-def no_downloads(monkeypatch):
-  """Host names resolve, but every download fails; records the attempted URLs."""
-  attempts = []
-
-  def failing_download(self, url_or_urls):
-    attempts.append(url_or_urls)
-    raise ConnectionError("connection refused (test)")
-
-  monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [("resolved (test)",)])
-  monkeypatch.setattr(tfds.download.DownloadManager, "download", failing_download)
-  return attempts
-
-
-@pytest.fixture
 def mnist_raw(tmp_path, monkeypatch):
   """A manual_dir with synthetic MNIST idx files; returns (dir, arrays by split)."""
   monkeypatch.setattr(mnist_builder, "SPLIT_FILES", {

@@ -60,20 +60,6 @@ def shakespeare(tmp_path_factory):
   return text_config(root / "tfds"), text
 
 
-@pytest.fixture
-def no_downloads(monkeypatch):
-  """Host names resolve, but every download fails; records the attempted URLs."""
-  attempts = []
-
-  def failing_download(self, url_or_urls):
-    attempts.append(url_or_urls)
-    raise ConnectionError("connection refused (test)")
-
-  monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [("resolved (test)",)])
-  monkeypatch.setattr(tfds.download.DownloadManager, "download", failing_download)
-  return attempts
-
-
 def take(iterator, n):
   return [next(iterator)["tokens"] for _ in range(n)]
 
