@@ -343,16 +343,43 @@ def test_random_flip_flips_some_images_deterministically(data_dir):
   np.testing.assert_array_equal(first_batch(True), flipped)
 
 
-def test_processes_read_disjoint_shards_of_the_global_batch(data_dir, monkeypatch):
+def test_processes_read_their_rows_of_the_single_process_batch(data_dir, monkeypatch):
+  """Process p of P reads rows [p B/P, (p+1) B/P) of each global batch, so the assembled
+  global batch equals the single-process one row for row (shuffled, flipped, any epoch),
+  and the iterator state is the same on every process."""
+  def batches(process_index, process_count, state=None):
+    monkeypatch.setattr(jax, "process_count", lambda: process_count)
+    monkeypatch.setattr(jax, "process_index", lambda: process_index)
+    iterator = iter(data.make_image_loader(data_config(data_dir, random_flip=True),
+                                           split="test", global_batch_size=50, seed=3))
+    if state is not None:
+      iterator.set_state(state)
+    return take(iterator, 12), iterator.get_state()   # 12 x 50 > 500: crosses an epoch
+
+  single, single_state = batches(0, 1)
+  (first, state0), (second, state1) = batches(0, 2), batches(1, 2)
+  assert all(b["image"].shape[0] == 25 for b in first + second)  # the local batch
+  assembled = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(first, second)]
+  assert_batches_equal(assembled, single)
+  assert state0 == state1 == single_state
+  # A position saved by 2 processes resumes a single process (and vice versa).
+  resumed, _ = batches(0, 1, state=state0)
+  continued, _ = batches(0, 2, state=single_state)
+  monkeypatch.setattr(jax, "process_count", lambda: 1)
+  reference = take(iter(data.make_image_loader(data_config(data_dir, random_flip=True),
+                                               split="test", global_batch_size=50, seed=3)), 24)
+  assert_batches_equal(resumed, reference[12:])
+  assert_batches_equal(continued, [{k: v[:25] for k, v in b.items()} for b in reference[12:]])
+
+
+def test_finite_stream_covers_each_example_once_across_processes(data_dir, monkeypatch):
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   seen = []
   for process_index in range(2):
     monkeypatch.setattr(jax, "process_index", lambda i=process_index: i)
     loader = data.make_image_loader(data_config(data_dir), split="test", global_batch_size=50,
                                     seed=0, num_epochs=1)
-    batches = list(loader)
-    assert all(b["image"].shape[0] == 25 for b in batches)  # the local batch
-    seen.append({im.tobytes() for b in batches for im in b["image"]})
+    seen.append({im.tobytes() for b in loader for im in b["image"]})
   assert not seen[0] & seen[1]
   assert len(seen[0] | seen[1]) == 500
 

@@ -291,15 +291,24 @@ def test_state_resumes_the_exact_next_batches(shakespeare, tmp_path):
     new_iterator().set_state(json.dumps({"last_seen_indices": {}}).encode())
 
 
-def test_processes_draw_different_windows_of_local_size(shakespeare, monkeypatch):
+def test_processes_read_their_rows_of_the_single_process_batch(shakespeare, monkeypatch):
+  """Process p of P yields rows [p B/P, (p+1) B/P) of each global batch: the assembled
+  batch equals the single-process one, and the saved position resumes any process count."""
   config, _ = shakespeare
-  batches = []
-  for index in range(2):
-    as_processes(monkeypatch, index, 2)
-    loader = data.make_text_loader(config, split="train", global_batch_size=8, seed=0)
-    batches.append(take(iter(loader), 2))
-  assert batches[0][0].shape == (4, SEQ_LEN + 1)
-  assert not np.array_equal(batches[0][0], batches[1][0])
+
+  def iterator(index, count):
+    as_processes(monkeypatch, index, count)
+    return iter(data.make_text_loader(config, split="train", global_batch_size=8, seed=0))
+
+  single = take(iterator(0, 1), 3)
+  first, second = iterator(0, 2), iterator(1, 2)
+  local = [take(first, 3), take(second, 3)]
+  assert local[0][0].shape == (4, SEQ_LEN + 1)
+  np.testing.assert_array_equal(np.concatenate(local, axis=1), single)
+  assert first.get_state() == second.get_state()
+  resumed = iterator(0, 1)
+  resumed.set_state(first.get_state())        # 2 processes -> 1
+  np.testing.assert_array_equal(take(resumed, 1)[0], take(iterator(0, 1), 4)[3])
 
 
 def test_producing_a_batch_takes_microseconds(shakespeare):
@@ -341,11 +350,10 @@ def test_sequential_processes_read_disjoint_windows(shakespeare, monkeypatch):
     as_processes(monkeypatch, index, 2)
     loader = data.make_text_loader(config, split="validation", global_batch_size=4, seed=0,
                                    shuffle=False, num_epochs=1)
-    rows.append(np.concatenate([batch["tokens"] for batch in loader]))
-    assert rows[-1].shape == (len(used) // 2, SEQ_LEN + 1)
-    np.testing.assert_array_equal(rows[-1], used[index::2])  # windows p, p + P, ...
-  both = np.concatenate(rows)
-  np.testing.assert_array_equal(both[np.lexsort(both.T[::-1])], used[np.lexsort(used.T[::-1])])
+    rows.append(np.stack([batch["tokens"] for batch in loader]))   # [batches, 2, L + 1]
+    assert rows[-1].shape == (len(used) // 4, 2, SEQ_LEN + 1)
+  # Process 0 holds windows 4b, 4b + 1 of global batch b; process 1 holds 4b + 2, 4b + 3.
+  np.testing.assert_array_equal(np.concatenate(rows, axis=1).reshape(used.shape), used)
 
 
 # ---------------------------------------------------------------- errors

@@ -1,22 +1,31 @@
 """Deterministic, checkpointable grain input pipeline for image datasets.
 
     source (array_record, random access)
-      -> IndexSampler: seeded global shuffle, repeated for `num_epochs` (None = forever)
-      -> ShardByJaxProcess: process p reads stream positions p, p+P, p+2P, ...
-      -> [RandomHorizontalFlip]: per-record rng from the sampler seed
+      -> the GLOBAL stream: seeded shuffle, a new order every epoch, repeated for
+         `num_epochs` (None = forever); position s of the stream is the same example
+         whatever the number of processes
+      -> [RandomHorizontalFlip]: rng from (seed, s)
       -> ScaleToSymmetricRange: uint8 [0, 255] -> float32 [-1, 1]
          (or, with `data.binarize`, DynamicBinarize / FixedBinarize: -> float32 {0, 1})
-      -> Batch: the LOCAL batch, global_batch_size // jax.process_count()
+      -> this process's rows: global batch k is stream positions kB ... kB + B - 1, and
+         process p of P reads only rows p*b ... p*b + b - 1 of it (b = B / P)
+      -> Batch: the LOCAL batch of b examples
 
 Each batch is `{"image": float32 [B_local, H, W, C], "label": int32 [B_local]}`, images in
 [-1, 1], or in {0, 1} when binarized (for Bernoulli likelihoods, e.g. the VAE).
-The iterator `iter(loader)` saves and restores its position with
-`get_state()` / `set_state(state)`, or in an orbax checkpoint with
-`grain.checkpoint.CheckpointSave(it)` / `grain.checkpoint.CheckpointRestore(it)`.
+
+Because process p's rows are a contiguous block of the global batch, the global array
+that `jax.make_array_from_process_local_data` assembles from all processes is the same
+batch, row for row, on 1 process or 64: a multi-host run sees exactly the data of a
+single-host one. The iterator `iter(loader)` saves and restores its position with
+`get_state()` / `set_state(state)` (a dict: the number of batches read, the same on
+every process), or in an orbax checkpoint with `grain.checkpoint.CheckpointSave(it)` /
+`CheckpointRestore(it)`.
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import grain
@@ -160,6 +169,12 @@ def local_batch_size(global_batch_size: int) -> int:
   return global_batch_size // process_count
 
 
+def process_rows(global_batch_size: int) -> tuple[int, int]:
+  """(first row, number of rows) of each global batch that this process reads."""
+  rows = local_batch_size(global_batch_size)
+  return jax.process_index() * rows, rows
+
+
 def make_image_loader(
     data_config: ml_collections.ConfigDict,
     *,
@@ -168,9 +183,8 @@ def make_image_loader(
     seed: int,
     shuffle: bool = True,
     num_epochs: int | None = None,
-    drop_remainder: bool = True,
-) -> grain.DataLoader:
-  """Builds the grain DataLoader of one split, sharded over JAX processes.
+) -> grain.IterDataset:
+  """Builds the loader of one split; each process reads only its rows of every batch.
 
   Args:
     data_config: `config.data` with fields `dataset` (str), `data_dir` (str, ""
@@ -182,20 +196,21 @@ def make_image_loader(
     split: TFDS split, e.g. "train", "test", "train[:10%]".
     global_batch_size: batch size summed over all processes; each process yields
       global_batch_size // jax.process_count() examples per batch.
-    seed: seeds the shuffle order and the random flips (a 32-bit int >= 0).
+    seed: seeds the shuffle order, the random flips and dynamic binarization (an int in
+      [0, 2**32)).
     shuffle: shuffle globally (a new order every epoch).
-    num_epochs: passes over the data; None repeats forever.
-    drop_remainder: drop the last, smaller batch of a finite pass.
+    num_epochs: passes over the data; None repeats forever. A finite stream ends with
+      the last whole global batch (the remainder is dropped).
 
   Returns:
-    A `grain.DataLoader`; `iter(loader)` yields {"image": float32 [B_local, H, W, C]
+    A `grain.IterDataset`; `iter(loader)` yields {"image": float32 [B_local, H, W, C]
     in [-1, 1] (in {0, 1} when binarized), "label": int32 [B_local]} and is checkpointable.
 
   Raises:
-    ValueError: global_batch_size not divisible by the process count.
+    ValueError: global_batch_size not divisible by the process count, a bad binarize.
     DatasetUnavailableError: the dataset cannot be obtained.
   """
-  batch_size = local_batch_size(global_batch_size)
+  first_row, rows = process_rows(global_batch_size)
   binarize = data_config.get("binarize", "none")
   if binarize not in BINARIZATIONS:
     raise ValueError(f"data.binarize={binarize!r}; expected one of {BINARIZATIONS}.")
@@ -203,45 +218,44 @@ def make_image_loader(
   sources.dataset_image_shape(source)  # fail here, not mid-batch, on ragged images
   if binarize == "fixed":
     source = _WithRecordKey(source)
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source),
-      shuffle=shuffle,
-      num_epochs=num_epochs,
-      seed=seed,  # also seeds the per-record rng of RandomMap, even without shuffling
-  )
-  operations: list[grain.transforms.Transformation] = []
+
+  # The global stream; random transforms are seeded by (seed, stream position).
+  stream = grain.MapDataset.source(source).seed(seed)
+  if shuffle:
+    stream = stream.shuffle()   # a different permutation in every epoch
+  stream = stream.repeat(num_epochs)
   if data_config.get("random_flip", False):
-    operations.append(RandomHorizontalFlip())
+    stream = stream.random_map(RandomHorizontalFlip())
   if binarize == "dynamic":
-    operations.append(DynamicBinarize())
+    stream = stream.random_map(DynamicBinarize())
   elif binarize == "fixed":
-    operations.append(FixedBinarize(data_config.get("binarize_seed", 0)))
+    stream = stream.map(FixedBinarize(data_config.get("binarize_seed", 0)))
   else:
-    operations.append(ScaleToSymmetricRange())
-  operations.append(grain.transforms.Batch(batch_size=batch_size, drop_remainder=drop_remainder))
+    stream = stream.map(ScaleToSymmetricRange())
+
+  # This process's rows: local example j is row first_row + j % rows of global batch
+  # j // rows. A finite stream keeps its whole global batches only.
+  num_batches = (sys.maxsize // global_batch_size if num_epochs is None
+                 else num_epochs * len(source) // global_batch_size)
+  local = grain.MapDataset.range(num_batches * rows).map(
+      lambda j: stream[(j // rows) * global_batch_size + first_row + j % rows])
+  loader = local.batch(rows, drop_remainder=True).to_iter_dataset(_read_options(rows))
   worker_count = int(data_config.get("num_workers", 0) or 0)
-  if worker_count > 0 and not flags.FLAGS.is_parsed():
-    # grain 0.2.18's worker processes read an absl flag unconditionally, which
-    # fails unless absl parsed the command line (true under absl.app, not under
-    # pytest or in a notebook). Unparsed means "no flags given": use the defaults.
-    flags.FLAGS.mark_as_parsed()
-  return grain.DataLoader(
-      data_source=source,
-      sampler=sampler,
-      operations=operations,
-      worker_count=worker_count,
-      shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-      read_options=_read_options(batch_size),
-  )
+  if worker_count > 0:
+    if not flags.FLAGS.is_parsed():
+      # grain 0.2.18's worker processes read an absl flag unconditionally, which
+      # fails unless absl parsed the command line (true under absl.app, not under
+      # pytest or in a notebook). Unparsed means "no flags given": use the defaults.
+      flags.FLAGS.mark_as_parsed()
+    loader = loader.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return loader
 
 
 def _read_options(batch_size: int) -> grain.ReadOptions:
   """Reader threads and prefetch depth scaled to the host and the batch.
 
   grain's defaults (16 threads, 500 prefetched records) triple the cost per
-  record on a 2-core machine, and grain rescans the prefetch buffer on every
-  record, so the buffer is kept to about two batches.
+  record on a 2-core machine, so the prefetch is kept to a few batches.
   """
-  return grain.ReadOptions(
-      num_threads=min(16, os.cpu_count() or 1),
-      prefetch_buffer_size=min(500, max(64, 2 * batch_size)))
+  return grain.ReadOptions(num_threads=min(16, os.cpu_count() or 1),
+                           prefetch_buffer_size=max(2, min(500 // batch_size, 4)))

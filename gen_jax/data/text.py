@@ -28,7 +28,6 @@ import functools
 import json
 from typing import Protocol
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -290,31 +289,31 @@ class WindowSpec:
   tokenizer: str
   num_tokens: int
   seq_len: int
-  batch_size: int  # per process
+  global_batch_size: int  # all processes together; the state is the same on every process
   seed: int
   shuffle: bool
   num_epochs: int | None
-  process_index: int
-  process_count: int
 
   def batches_per_epoch(self) -> int:
     """Sequential mode: whole global batches of windows j*seq_len, j < (N - 1) // seq_len."""
     num_windows = (self.num_tokens - 1) // self.seq_len
-    return num_windows // (self.batch_size * self.process_count)
+    return num_windows // self.global_batch_size
 
 
 class TextIterator:
   """Yields {"tokens": int32 [batch_size, seq_len + 1]} windows of a token array.
 
-  Batch i depends only on the spec and i (no hidden state), so the position alone is
-  the checkpoint.
+  Global batch i depends only on the spec and i (no hidden state), so the position alone
+  is the checkpoint; this process yields rows [first_row, first_row + rows) of it, so
+  the global batch is the same for any number of processes and so is the state.
   """
 
-  def __init__(self, tokens: np.ndarray, spec: WindowSpec):
+  def __init__(self, tokens: np.ndarray, spec: WindowSpec, first_row: int, rows: int):
     self._spec = spec
+    self._rows = slice(first_row, first_row + rows)
     # Row s is tokens[s : s + seq_len + 1]; a view, nothing is copied.
     self._windows = np.lib.stride_tricks.sliding_window_view(tokens, spec.seq_len + 1)
-    self._position = 0  # batches produced by this process
+    self._position = 0  # global batches read
     self._end = None if spec.num_epochs is None else spec.num_epochs * spec.batches_per_epoch()
 
   def __iter__(self) -> TextIterator:
@@ -329,13 +328,14 @@ class TextIterator:
 
   def _starts(self, position: int) -> np.ndarray:
     spec = self._spec
-    if spec.shuffle:  # uniform over all N - L windows, a fresh draw per (seed, process, batch)
-      rng = np.random.default_rng([spec.seed, spec.process_index, position])
-      return rng.integers(0, len(self._windows), size=spec.batch_size)
-    # Global batch b holds windows b*B*P ... (b+1)*B*P - 1; process p takes every P-th.
+    B = spec.global_batch_size
+    if spec.shuffle:  # uniform over all N - L windows, a fresh draw of B per (seed, batch)
+      # (The 0 is the stream id the random windows have always used: runs reproduce.)
+      rng = np.random.default_rng([spec.seed, 0, position])
+      return rng.integers(0, len(self._windows), size=B)[self._rows]
+    # Global batch b holds windows bB ... (b+1)B - 1, in order.
     batch = position % spec.batches_per_epoch()
-    rows = batch * spec.batch_size + np.arange(spec.batch_size)
-    return (rows * spec.process_count + spec.process_index) * spec.seq_len
+    return (batch * B + np.arange(B)[self._rows]) * spec.seq_len
 
   def get_state(self) -> bytes:
     """The position and the spec it applies to, as JSON bytes."""
@@ -354,8 +354,8 @@ class TextIterator:
       raise ValueError(
           "the saved text-iterator state does not fit this iterator: " +
           ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in differ.items()) +
-          ". Restore with the data config, split, batch size, seed and process count "
-          "it was saved with.")
+          ". Restore with the data config, split, global batch size and seed it was "
+          "saved with (any number of processes).")
     self._position = int(saved["position"])
 
   def start_prefetch(self) -> None:
@@ -365,11 +365,12 @@ class TextIterator:
 class TextLoader:
   """What `make_text_loader` returns: each `iter(loader)` starts a new stream at batch 0."""
 
-  def __init__(self, tokens: np.ndarray, spec: WindowSpec):
+  def __init__(self, tokens: np.ndarray, spec: WindowSpec, first_row: int, rows: int):
     self.tokens, self.spec = tokens, spec
+    self.first_row, self.rows = first_row, rows
 
   def __iter__(self) -> TextIterator:
-    return TextIterator(self.tokens, self.spec)
+    return TextIterator(self.tokens, self.spec, self.first_row, self.rows)
 
 
 def make_text_loader(
@@ -390,12 +391,13 @@ def make_text_loader(
     global_batch_size: windows per batch summed over processes; each process yields
       global_batch_size // jax.process_count().
     seed: (shuffle) seeds the window offsets; an int >= 0.
-    shuffle: True: batch i of process p holds windows at offsets drawn uniformly from
-      all N - seq_len of them with `np.random.default_rng([seed, p, i])`: infinite,
-      with replacement, different per process, resumed exactly from the position.
-      False: non-overlapping windows starting at 0, seq_len, 2*seq_len, ... in order,
-      process p taking every P-th; the windows left over after the last whole global
-      batch are dropped. For full-split evaluation.
+    shuffle: True: global batch i holds windows at offsets drawn uniformly from all
+      N - seq_len of them with `np.random.default_rng([seed, 0, i])`: infinite, with
+      replacement, resumed exactly from the position.
+      False: non-overlapping windows starting at 0, seq_len, 2*seq_len, ... in order;
+      the windows left over after the last whole global batch are dropped. For
+      full-split evaluation.
+      Either way process p of P yields rows [p B/P, (p+1) B/P) of each global batch.
     num_epochs: (shuffle=False) passes over the split, None = forever. Must be None
       when shuffling (random windows have no epochs).
 
@@ -411,7 +413,7 @@ def make_text_loader(
   seq_len = data_config.get("seq_len")
   if not isinstance(seq_len, int) or seq_len < 1:
     raise ValueError(f"data.seq_len={seq_len!r}: text loaders need a window length >= 1.")
-  batch_size = pipeline.local_batch_size(global_batch_size)
+  first_row, rows = pipeline.process_rows(global_batch_size)
   if not isinstance(seed, (int, np.integer)) or seed < 0:
     raise ValueError(f"seed={seed!r} must be an int >= 0.")
   if shuffle and num_epochs is not None:
@@ -422,9 +424,8 @@ def make_text_loader(
   tokens = load_tokens(data_config, split)
   spec = WindowSpec(
       dataset=data_config.dataset, split=split, tokenizer=data_config.tokenizer,
-      num_tokens=len(tokens), seq_len=seq_len, batch_size=batch_size, seed=int(seed),
-      shuffle=shuffle, num_epochs=num_epochs, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      num_tokens=len(tokens), seq_len=seq_len, global_batch_size=global_batch_size,
+      seed=int(seed), shuffle=shuffle, num_epochs=num_epochs)
   if len(tokens) < seq_len + 1:
     raise ValueError(
         f"split {split!r} of {data_config.dataset} has {len(tokens)} tokens, fewer than "
@@ -434,4 +435,4 @@ def make_text_loader(
         f"split {split!r} of {data_config.dataset} has {(len(tokens) - 1) // seq_len} "
         f"windows of seq_len={seq_len}, fewer than one global batch of {global_batch_size}: "
         "lower the batch size or seq_len.")
-  return TextLoader(tokens, spec)
+  return TextLoader(tokens, spec, first_row, rows)
