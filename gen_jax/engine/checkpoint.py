@@ -10,9 +10,17 @@ Resume precedence (the launcher and README say the same):
 
 Saves are asynchronous and atomic (orbax writes to a temporary directory and renames
 it when complete), so a crash or kill mid-save leaves the previous checkpoints usable.
+
+Different hardware. The state restores onto whatever shardings it is given (orbax reads
+each device's slice), so a checkpoint written on 8 devices continues on 4 or 1. Every
+process saves its data-iterator position (`data/process_<p>-of-<P>.json`); gen_jax's
+loaders make that position the same on every process (the number of global batches
+read), so a run restarted with a different number of processes reads any of them.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Any
 
@@ -30,9 +38,45 @@ def checkpoint_dir(path: str | epath.Path) -> epath.Path:
   return path / "checkpoints" if (path / "checkpoints").is_dir() else path
 
 
-def _abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
+def with_shardings(abstract_state: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs that also say where each leaf lives (restore targets, AOT compiles)."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       abstract_state, shardings)
+
+
+class DataIteratorHandler(grain.checkpoint.CheckpointHandler):
+  """grain's iterator handler, restoring also when the process count has changed.
+
+  It falls back to process 0's saved position when this process has no file of its own,
+  which is right for iterators whose state does not depend on the process (all of
+  gen_jax's loaders: image and text).
+  """
+
+  def restore(self, directory: epath.Path, item: Any = None, args: Any = None) -> Any:
+    mine = directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if mine.exists():
+      return super().restore(directory, item=item, args=args)
+    saved = sorted(directory.glob("process_0-of-*.json"))
+    if not saved:
+      raise FileNotFoundError(f"no data-iterator state in {directory}.")
+    item = item or args.item
+    state = saved[0].read_text()
+    item.set_state(json.loads(state) if isinstance(item, grain.DatasetIterator)
+                   else state.encode())
+    item.start_prefetch()
+    return item
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+  item: Any
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+  item: Any
 
 
 class Checkpointer:
@@ -46,7 +90,7 @@ class Checkpointer:
         self.directory,
         item_names=(STATE, DATA),
         item_handlers={STATE: ocp.StandardCheckpointHandler(),
-                       DATA: grain.checkpoint.CheckpointHandler()},
+                       DATA: DataIteratorHandler()},
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             enable_async_checkpointing=async_save),
@@ -61,16 +105,16 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_iterator: Any | None) -> None:
     items = {STATE: ocp.args.StandardSave(state)}
     if data_iterator is not None:
-      items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+      items[DATA] = DataIteratorSave(data_iterator)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def restore(self, step: int, abstract_state: Any, shardings: Any,
               data_iterator: Any | None = None) -> Any:
     """Restores the state onto `shardings` (any mesh) and, if given, the iterator in place."""
-    items = {STATE: ocp.args.StandardRestore(_abstract_with_shardings(abstract_state, shardings))}
+    items = {STATE: ocp.args.StandardRestore(with_shardings(abstract_state, shardings))}
     has_data = (self.directory / str(step) / DATA).exists()
     if data_iterator is not None and has_data:
-      items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+      items[DATA] = DataIteratorRestore(data_iterator)
     return self._manager.restore(step, args=ocp.args.Composite(**items))[STATE]
 
   def wait(self) -> None:
@@ -90,7 +134,7 @@ def restore_params(path: str | epath.Path, abstract_params: Any, shardings: Any,
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"init_from={path}: no checkpoint found there.")
-  target = {"params": _abstract_with_shardings(abstract_params, shardings)}
+  target = {"params": with_shardings(abstract_params, shardings)}
   restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True)}))

@@ -1,7 +1,8 @@
-"""The non-training modes: `sample`, `eval` and `summary` (no allocation)."""
+"""The non-training modes: `sample`, `eval`, and (allocating nothing) `summary` and `compile`."""
 from __future__ import annotations
 
 import functools
+import time
 
 import jax
 import ml_collections
@@ -13,9 +14,9 @@ from gen_jax import data
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
-from gen_jax.engine.logging import MetricWriter
+from gen_jax.engine.logging import MetricWriter, is_main_process
 from gen_jax.engine.state import TrainState, count_params
-from gen_jax.engine.train import evaluate_state, save_json, write_samples
+from gen_jax.engine.train import compile_train_step, evaluate_state, save_json, write_samples
 
 
 def load_checkpoint(exp: Experiment, workdir: str | epath.Path,
@@ -50,7 +51,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   paths = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
                         rng=jax.random.key(s.seed))
   logging.info("Wrote %d samples to %s", s.num, ", ".join(map(str, paths)))
-  if exp.spec.kind == "text":
+  if exp.spec.kind == "text" and is_main_process():
     print(paths[0].read_text(), end="", flush=True)
   return paths[0]
 
@@ -137,4 +138,52 @@ def summary(config: ml_collections.ConfigDict) -> str:
     name = "/".join(str(getattr(k, "key", k)) for k in path)
     lines.append(f"{name:<60s} {str(tuple(leaf.shape)):<20s} {int(np.prod(leaf.shape)):>12,d}")
   lines.append(f"params: {count_params(params)}")
+  return "\n".join(lines)
+
+
+def _gib(num_bytes: float) -> str:
+  """Bytes as GiB, or MiB below 1 GiB."""
+  return (f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30
+          else f"{num_bytes / 2**20:.1f} MiB")
+
+
+def compile_report(config: ml_collections.ConfigDict) -> str:
+  """Lowers and compiles the train step for the configured mesh on abstract inputs.
+
+  Nothing is allocated and no data is read: a user can check that a paper-size config
+  fits per device before getting the hardware (with `launch.py --cpu_devices=N`, for an
+  N-device mesh on a CPU; XLA:CPU's buffer assignment, so treat the figures as an
+  estimate of a GPU's or TPU's). Returns the report; its last line is
+  `peak bytes per device: <int>`.
+  """
+  exp = build_experiment(config)
+  t = config.train
+  K = t.get("steps_per_call", 1)
+  state = ckpt_lib.with_shardings(exp.abstract_state, exp.state_sharding)
+  stacked = sharding.stacked_batch_sharding(exp.mesh)
+  batches = {k: jax.ShapeDtypeStruct((K, t.batch_size, *v.shape[1:]), v.dtype, sharding=stacked)
+             for k, v in exp.spec.example_batch().items()}
+  t0 = time.perf_counter()
+  compiled, flops = compile_train_step(exp, state, batches)
+  seconds = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  state_bytes = sum(int(np.prod(x.sharding.shard_shape(x.shape))) * x.dtype.itemsize
+                    for x in jax.tree.leaves(state))
+  peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+          + mem.temp_size_in_bytes)
+  n = exp.mesh.size
+  lines = [
+      f"mesh: {dict(exp.mesh.shape)} ({n} {jax.devices()[0].platform} devices, "
+      f"{jax.process_count()} process(es)); compiled in {seconds:.1f}s",
+      f"params: {count_params(exp.abstract_state.params):,d}; global batch {t.batch_size} "
+      f"x {K} update(s) per call; dtype {config.dtype}",
+      f"FLOPs per update: {flops:.4g} ({flops / n:.4g} per device)",
+      "memory per device (XLA buffer assignment):",
+      f"  train state (params, EMA, optimizer): {_gib(state_bytes)}",
+      f"  arguments {_gib(mem.argument_size_in_bytes)}, outputs {_gib(mem.output_size_in_bytes)}"
+      f", donated/aliased {_gib(mem.alias_size_in_bytes)}",
+      f"  temporaries (activations, gradients, workspace): {_gib(mem.temp_size_in_bytes)}",
+      f"  peak = arguments + outputs - aliased + temporaries: {_gib(peak)}",
+      f"peak bytes per device: {peak}",
+  ]
   return "\n".join(lines)

@@ -193,6 +193,39 @@ def format_text_samples(tokenizer, tokens_NxT: np.ndarray) -> str:
   return "".join(f"{tokenizer.decode(row)}\n{'-' * 40}\n" for row in np.asarray(tokens_NxT))
 
 
+def compile_train_step(exp: Experiment, state, batches):
+  """The jitted, compiled update: (state, batches [K, B, ...], base_rng) -> (state, metrics [K]).
+
+  `train.steps_per_call` (K) updates run inside one compiled lax.scan over K stacked
+  batches (tiny models are dominated by per-call dispatch, not by FLOPs). The state is
+  donated; state and batches may be arrays or ShapeDtypeStructs (`--mode=compile`).
+
+  Returns:
+    (compiled step, XLA's FLOPs per update), the latter counted on one un-fused update
+    because XLA counts a loop body once, whatever K is.
+  """
+  K = exp.config.train.get("steps_per_call", 1)
+
+  def step_fn(state, batch, base_rng):
+    # RNG is derived, not carried: resuming at step s replays exactly the keys of s.
+    return exp.method.train_step(state, batch, jax.random.fold_in(base_rng, state.step))
+
+  def multi_step_fn(state, batches, base_rng):
+    if K == 1:   # no loop: XLA:CPU runs convolutions inside a while loop ~40x slower
+      state, metrics = step_fn(state, jax.tree.map(lambda x: x[0], batches), base_rng)
+      return state, jax.tree.map(lambda m: m[None], metrics)
+    return jax.lax.scan(lambda s, b: step_fn(s, b, base_rng), state, batches)
+
+  stacked_sharding = sharding.stacked_batch_sharding(exp.mesh)
+  compiled = jax.jit(multi_step_fn,
+                     in_shardings=(exp.state_sharding, stacked_sharding, exp.replicated),
+                     out_shardings=(exp.state_sharding, exp.replicated),
+                     donate_argnums=0).lower(state, batches, exp.base_rng).compile()
+  one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), batches)
+  flops = _flops(jax.jit(step_fn).lower(state, one_batch, exp.base_rng))
+  return compiled, flops
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.
 
@@ -233,19 +266,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {}
 
   # ----------------------------------------------------------------- update step
-  # `train.steps_per_call` (K) updates run inside one compiled lax.scan over K stacked
-  # batches: tiny models are dominated by per-call dispatch, not by FLOPs.
-
-  def step_fn(state, batch, base_rng):
-    # RNG is derived, not carried: resuming at step s replays exactly the keys of s.
-    return exp.method.train_step(state, batch, jax.random.fold_in(base_rng, state.step))
-
-  def multi_step_fn(state, batches, base_rng):
-    if K == 1:   # no loop: XLA:CPU runs convolutions inside a while loop ~40x slower
-      state, metrics = step_fn(state, jax.tree.map(lambda x: x[0], batches), base_rng)
-      return state, jax.tree.map(lambda m: m[None], metrics)
-    return jax.lax.scan(lambda s, b: step_fn(s, b, base_rng), state, batches)
-
   stacked_sharding = sharding.stacked_batch_sharding(exp.mesh)
 
   def next_batches():
@@ -254,13 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   batches = next_batches()
   t0 = time.perf_counter()
-  train_step = jax.jit(multi_step_fn,
-                       in_shardings=(exp.state_sharding, stacked_sharding, exp.replicated),
-                       out_shardings=(exp.state_sharding, exp.replicated),
-                       donate_argnums=0).lower(state, batches, exp.base_rng).compile()
-  # Counted on one un-fused update: XLA counts a loop body once, whatever K is.
-  flops_per_step = _flops(jax.jit(step_fn).lower(
-      state, jax.tree.map(lambda x: x[0], batches), exp.base_rng))
+  train_step, flops_per_step = compile_train_step(exp, state, batches)
   logging.info("Compiled train step (%d update(s) per call) in %.1fs (%.3g FLOPs/update)", K,
                time.perf_counter() - t0, flops_per_step)
   eval_fn = jax.jit(exp.method.eval_step)

@@ -1,0 +1,125 @@
+"""Multi-host training for real: 2 local processes x 2 CPU devices each, talking through
+jax.distributed (gloo collectives), started with launch.py's process flags.
+
+For the smoke DDPM and GPT: the 2 x 2 run's losses equal those of 1 process x 4 devices
+(the loaders give every process its rows of the same global batch), and the checkpoint
+the 2 processes wrote resumes in a single process (state and data position) exactly
+where the single-process run would be.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gen_jax.engine.logging import read_metrics
+from smoke import REPO_ROOT, train_losses
+
+STEPS, MORE_STEPS = 4, 6
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def launch_args(config, workdir, overrides, num_steps):
+  return [sys.executable, os.path.join(REPO_ROOT, "launch.py"), f"--config={config}",
+          f"--workdir={workdir}", f"--config.train.num_steps={num_steps}",
+          *[f"--config.{k}={v}" for k, v in overrides.items()]]
+
+
+def environment():
+  """CPU only, sharing the test session's XLA compilation cache."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env.pop("XLA_FLAGS", None)
+  if cache := os.environ.get("GEN_JAX_TEST_XLA_CACHE"):
+    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return env
+
+
+def run_single_process(args, devices=4):
+  out = subprocess.run([*args, f"--cpu_devices={devices}"], env=environment(), cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def run_two_processes(args):
+  address = f"localhost:{free_port()}"
+  procs = [subprocess.Popen([*args, "--cpu_devices=2", f"--coordinator_address={address}",
+                             "--num_processes=2", f"--process_id={i}"],
+                            env=environment(), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=600))
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  return outputs
+
+
+FAMILIES = {
+    # (config, overrides): eval at the last step; no sampling for DDPM (its compile is slow).
+    "ddpm": ("configs/ddpm.py:smoke", {"train.sample_every": 0, "eval.every": STEPS}),
+    # A fixed cosine horizon, so that 4 steps extended to 6 follow the 6-step schedule.
+    "gpt": ("configs/gpt.py:smoke", {"train.decay_steps": MORE_STEPS, "eval.every": STEPS}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def runs(request, tmp_path_factory, data_dir, text_data_dir):
+  """Two processes train STEPS steps; one process (4 devices) trains MORE_STEPS steps; one
+  process resumes the two-process run to MORE_STEPS."""
+  config, overrides = FAMILIES[request.param]
+  overrides = {**overrides, "data.data_dir": text_data_dir if request.param == "gpt" else data_dir}
+  root = tmp_path_factory.mktemp(f"multihost_{request.param}")
+  multi, single = str(root / "two_processes"), str(root / "one_process")
+  logs = run_two_processes(launch_args(config, multi, overrides, STEPS))
+  multi_losses = train_losses(multi)
+  multi_eval = [r for r in read_metrics(multi) if any(k.startswith("eval/") for k in r)]
+  run_single_process(launch_args(config, single, overrides, MORE_STEPS))
+  resumed = run_single_process(launch_args(config, multi, overrides, MORE_STEPS))
+  return dict(family=request.param, multi=multi, single=single, logs=logs,
+              multi_losses=multi_losses, multi_eval=multi_eval, resumed=resumed)
+
+
+def test_two_processes_train_like_one_process_with_as_many_devices(runs):
+  single = train_losses(runs["single"])
+  logged = list(range(1, STEPS + 1)) if runs["family"] == "ddpm" else [2, 4]  # log_every
+  assert sorted(runs["multi_losses"]) == logged
+  for step, loss in runs["multi_losses"].items():
+    assert loss == pytest.approx(single[step], rel=1e-5), step
+  single_eval = {r["step"]: r for r in read_metrics(runs["single"])
+                 if any(k.startswith("eval/") for k in r)}
+  assert runs["multi_eval"], "the two-process run did not evaluate"
+  for row in runs["multi_eval"]:
+    for k, v in row.items():
+      if k.startswith("eval/"):
+        assert v == pytest.approx(single_eval[row["step"]][k], rel=1e-5), k
+
+
+def test_two_process_checkpoint_resumes_in_one_process(runs):
+  assert "Resuming from" in runs["resumed"].stderr
+  resumed, single = train_losses(runs["multi"]), train_losses(runs["single"])
+  later = [s for s in single if s > STEPS]
+  assert later
+  np.testing.assert_allclose([resumed[s] for s in later], [single[s] for s in later], rtol=1e-5)
+
+
+def test_only_process_zero_logs_and_writes(runs):
+  (_, err0), (_, err1) = runs["logs"]
+  assert "Compiled train step" in err0 and "Compiled train step" not in err1
+  ckpt = os.path.join(runs["multi"], "checkpoints", str(STEPS), "data")
+  saved = sorted(f for f in os.listdir(ckpt) if f.startswith("process_"))
+  assert saved == ["process_0-of-2.json", "process_1-of-2.json"]
+  with open(os.path.join(ckpt, "process_0-of-2.json")) as f0, \
+       open(os.path.join(ckpt, "process_1-of-2.json")) as f1:
+    assert f0.read() == f1.read()   # the position in global batches: the same everywhere
