@@ -92,6 +92,21 @@ def test_summary_counts_params_without_allocating(data_dir):
   assert int(last.split()[1]) == total > 0
 
 
+def test_compile_mode_reports_memory_and_flops_without_data(runs, tmp_path):
+  # No data_dir with a prepared dataset: --mode=compile reads no data.
+  config = load_config("ddpm", **{"data.data_dir": str(tmp_path)})
+  lines = inference.compile_report(config).splitlines()
+  report = dict(line.strip().split(": ", 1) for line in lines if ": " in line)
+  params = int(report["params"].split(";")[0].replace(",", ""))
+  # float32 params, EMA params, Adam's two moments (+ 3 int32 step counters): 4 copies.
+  state = float(report["train state (params, EMA, optimizer)"].split()[0])
+  assert state == pytest.approx(4 * 4 * params / 2**20, abs=0.05)
+  peak = int(lines[-1].split(": ")[1])
+  assert lines[-1].startswith("peak bytes per device: ") and peak > 4 * 4 * params
+  flops = float(report["FLOPs per update"].split()[0])
+  assert flops > 6 * params * config.train.batch_size   # convs reuse weights: far more
+
+
 EIGHT_DEVICES = """
 try:
   train.train_and_evaluate(load_config("ddpm", **{{"data.data_dir": {data_dir!r},
