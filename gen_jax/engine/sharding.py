@@ -3,7 +3,16 @@
 The same code runs on 1 CPU, 8 fake CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=8`) and a multi-host pod:
 the batch is split over the `data` and `fsdp` axes, parameters are replicated
-or (when `mesh.fsdp > 1`) split over `fsdp` along their largest divisible dim.
+or (when `mesh.fsdp > 1`) split over `fsdp` by the rule of `_fsdp_spec`.
+
+FSDP (fully sharded data parallel, a.k.a. ZeRO-3): every device sees the whole model
+but stores only 1/fsdp of each weight matrix, of its EMA and of its optimizer moments.
+The jitted step only pins where the state and the batch live; XLA's sharding propagation
+inserts the collectives (gathering weights for the matmuls and reducing gradients back
+to shards). Results equal the replicated run up to float reduction order, and
+`per_device_bytes` is what each device stores (tests/test_fsdp.py). A `tensor` axis
+(Megatron-style split matmuls) would be a third mesh axis plus per-kernel annotations
+in the models; there is none yet.
 """
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp")
@@ -75,11 +85,20 @@ def validate_global_batch(global_batch_size: int, mesh: Mesh, name: str = "train
 
 
 def _fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
-  """Shard the largest dimension divisible by `fsdp`; replicate small/odd leaves."""
-  if fsdp == 1 or not shape:
+  """The FSDP rule: where one leaf of the train state lives on the `fsdp` axis.
+
+  A leaf with at least 2 dims (dense and conv kernels, embeddings, their EMA and Adam
+  moments) is split along its largest dimension divisible by `fsdp`: a conv kernel
+  [3, 3, Cin, Cout] along max(Cin, Cout), an embedding [V, D] with an odd vocabulary
+  V = 65 along D. Vectors (biases, norm scales, BatchNorm statistics) and scalars stay
+  replicated: they are O(D) bytes next to the O(D^2) matrices, and splitting them would
+  only add collectives. A matrix with no divisible dimension stays replicated too
+  (`state_shardings` reports it).
+  """
+  if fsdp == 1 or len(shape) < 2:
     return P()
-  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
-    if shape[dim] % fsdp == 0 and shape[dim] >= fsdp:
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):   # largest first, stable
+    if shape[dim] % fsdp == 0:
       spec = [None] * len(shape)
       spec[dim] = "fsdp"
       return P(*spec)
@@ -87,10 +106,50 @@ def _fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
 
 
 def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
-  """Shardings for a pytree of ShapeDtypeStructs (from `jax.eval_shape(init)`)."""
+  """Shardings for a pytree of ShapeDtypeStructs (from `jax.eval_shape(init)`).
+
+  Raises:
+    ValueError: when `mesh.fsdp > 1` divides no dimension of any matrix (FSDP would
+      silently replicate everything). Matrices it cannot split are logged as a warning.
+  """
   fsdp = mesh.shape["fsdp"]
-  return jax.tree.map(lambda x: NamedSharding(mesh, _fsdp_spec(tuple(x.shape), fsdp)),
-                      abstract_state)
+  specs = jax.tree.map(lambda x: _fsdp_spec(tuple(x.shape), fsdp), abstract_state)
+  if fsdp > 1:   # checked on the params (EMA and optimizer moments follow their shapes)
+    params = getattr(abstract_state, "params", abstract_state)
+    named = jax.tree_util.tree_flatten_with_path(params)[0]
+    matrices = [(jax.tree_util.keystr(path), tuple(x.shape)) for path, x in named if x.ndim >= 2]
+    unsplit = [f"{name} {shape}" for name, shape in matrices if _fsdp_spec(shape, fsdp) == P()]
+    if matrices and len(unsplit) == len(matrices):
+      raise ValueError(
+          f"mesh.fsdp={fsdp} divides no dimension of any parameter, so nothing would be "
+          f"sharded (e.g. {unsplit[0]}). Choose an fsdp size that divides the model's "
+          "widths, or --config.mesh.fsdp=1.")
+    if unsplit:
+      logging.warning("mesh.fsdp=%d divides no dimension of %d of the %d parameter matrices; "
+                      "they stay replicated: %s", fsdp, len(unsplit), len(matrices),
+                      ", ".join(unsplit[:5]) + (", ..." if len(unsplit) > 5 else ""))
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def per_device_bytes(tree: Any, shardings: Any = None) -> int:
+  """Bytes of `tree` that one device stores: each leaf's shard shape x its item size.
+
+  Args:
+    tree: a pytree of jax.Arrays (their own shardings are used) or ShapeDtypeStructs.
+    shardings: a matching pytree of shardings for ShapeDtypeStructs; leaves with neither
+      count whole (unsharded), so `per_device_bytes(abstract_state)` is the replicated size.
+
+  Our shardings split evenly, so every device stores the same number of bytes.
+  """
+  def leaf_bytes(x, s):
+    s = getattr(x, "sharding", None) if s is None else s
+    shape = tuple(x.shape) if s is None else s.shard_shape(tuple(x.shape))
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
+
+  if shardings is None:
+    return sum(leaf_bytes(x, None) for x in jax.tree.leaves(tree))
+  return sum(jax.tree.leaves(jax.tree.map(leaf_bytes, tree, shardings)))
 
 
 def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -239,8 +239,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # ------------------------------------------------- mesh, method, shapes, shardings
   exp = build_experiment(config)
-  logging.info("Workdir %s; mesh %s; params: %d", workdir, dict(exp.mesh.shape),
-               count_params(exp.abstract_state.params))
+  logging.info("Workdir %s; mesh %s; params: %d; train state per device: %.2f MiB of %.2f MiB",
+               workdir, dict(exp.mesh.shape), count_params(exp.abstract_state.params),
+               sharding.per_device_bytes(exp.abstract_state, exp.state_sharding) / 2**20,
+               sharding.per_device_bytes(exp.abstract_state) / 2**20)
   # Periodic sample-quality metrics load their classifier now: a missing one fails here.
   sample_quality_every = config.eval.get("sample_metrics_every", 0)
   sample_quality = (sample_metrics.SampleQualityEvaluator(exp) if sample_quality_every
