@@ -205,8 +205,18 @@ def compile_train_step(exp: Experiment, state, batches):
     because XLA counts a loop body once, whatever K is.
   """
   K = exp.config.train.get("steps_per_call", 1)
+  gather_params = exp.mesh.shape["fsdp"] > 1
 
   def step_fn(state, batch, base_rng):
+    if gather_params:
+      # FSDP: the stored params, EMA and optimizer state stay sharded; the step starts by
+      # all-gathering the weights (weights only), computes on the batch shards, and the
+      # sharded optimizer update reduce-scatters the gradients. Left to itself, XLA's
+      # sharding propagation moved activations between devices instead (measured on the
+      # baby GPT, 2x4 mesh: 96 all-gathers incl. activations and 56 all-to-alls -> 18
+      # weight all-gathers, 17.9 -> 12.3 MB scratch, 190 -> 136 ms/step).
+      state = state.replace(params=jax.lax.with_sharding_constraint(
+          state.params, jax.tree.map(lambda _: exp.replicated, state.params)))
     # RNG is derived, not carried: resuming at step s replays exactly the keys of s.
     return exp.method.train_step(state, batch, jax.random.fold_in(base_rng, state.step))
 
