@@ -142,9 +142,11 @@ def summary(config: ml_collections.ConfigDict) -> str:
 
 
 def _gib(num_bytes: float) -> str:
-  """Bytes as GiB, or MiB below 1 GiB."""
-  return (f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30
-          else f"{num_bytes / 2**20:.1f} MiB")
+  """Bytes in GiB, MiB or KiB, whichever keeps the number >= 1."""
+  for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+    if num_bytes >= scale:
+      return f"{num_bytes / scale:.2f} {unit}"
+  return f"{num_bytes / 2**10:.1f} KiB"
 
 
 def compile_report(config: ml_collections.ConfigDict) -> str:
@@ -167,8 +169,7 @@ def compile_report(config: ml_collections.ConfigDict) -> str:
   compiled, flops = compile_train_step(exp, state, batches)
   seconds = time.perf_counter() - t0
   mem = compiled.memory_analysis()
-  state_bytes = sum(int(np.prod(x.sharding.shard_shape(x.shape))) * x.dtype.itemsize
-                    for x in jax.tree.leaves(state))
+  state_bytes = sharding.per_device_bytes(exp.abstract_state, exp.state_sharding)
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
           + mem.temp_size_in_bytes)
   n = exp.mesh.size
