@@ -103,19 +103,39 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
   return new_state, metrics
 
 
-def accumulated_value_and_grad(loss_fn: Callable[[PyTree, PyTree, jax.Array], jax.Array],
-                               params: PyTree, batch: PyTree, rng: jax.Array,
-                               num_microbatches: int) -> tuple[jax.Array, PyTree]:
-  """Mean loss and gradient of `loss_fn(params, microbatch, rng)` over equal micro-batches.
+def accumulated_value_and_grad(loss_fn: Callable[[PyTree, PyTree, jax.Array], Any],
+                               params: PyTree, batch: PyTree, rng: jax.Array | None,
+                               num_microbatches: int, has_aux: bool = False):
+  """`jax.value_and_grad(loss_fn, has_aux)(params, batch, rng)`, averaged over M micro-batches.
 
-  For a loss that is a mean over examples this equals `value_and_grad` on the whole batch
-  (up to float rounding) while holding the activations of one micro-batch at a time: the
-  micro-batches run in a `lax.scan` and their gradients are averaged. Micro-batch m takes
-  rows m, m + M, m + 2M, ... so that, with the batch sharded over devices, every device
-  keeps working on its own rows. Each micro-batch gets the key `fold_in(rng, m)`.
+  Gradient accumulation: `batch` (a pytree of arrays whose leading axis is the example
+  axis) is cut into M = `num_microbatches` equal micro-batches; their losses, gradients
+  and aux outputs are summed in a `lax.scan` and divided by M. For a loss that is a mean
+  over examples this equals `value_and_grad` on the whole batch (up to float rounding)
+  while holding the activations of one micro-batch at a time. Randomness that must not
+  depend on M (diffusion's t and noise, a VAE's eps) is best drawn per example before the
+  call and passed in `batch`.
+
+  Micro-batch m takes rows m, m + M, m + 2M, ... so that, with the batch sharded over
+  devices, every device keeps working on its own rows; it gets the key `fold_in(rng, m)`.
+  With M = 1 this is exactly `value_and_grad` with `rng` itself.
+
+  Args:
+    loss_fn: (params, microbatch, key) -> loss, or (loss, aux) with `has_aux`.
+    params: differentiated argument (float32; the running sums keep its dtype, so
+      bfloat16 compute still accumulates float32 gradients).
+    batch: pytree of [B, ...] arrays; M must divide B.
+    rng: key, folded with the micro-batch index; None for a loss that takes no key.
+    num_microbatches: M >= 1.
+    has_aux: `loss_fn` also returns aux, a pytree of floating arrays (metrics, BatchNorm
+      running averages) that is averaged over micro-batches like the loss.
+
+  Returns:
+    (loss, grads), or ((loss, aux), grads) with `has_aux` -- as `jax.value_and_grad`.
   """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
   if num_microbatches == 1:
-    return jax.value_and_grad(loss_fn)(params, batch, rng)
+    return grad_fn(params, batch, rng)
   M = num_microbatches
 
   def split(x):
@@ -123,14 +143,18 @@ def accumulated_value_and_grad(loss_fn: Callable[[PyTree, PyTree, jax.Array], ja
       raise ValueError(f"batch of {x.shape[0]} is not divisible into {M} micro-batches.")
     return x.reshape(x.shape[0] // M, M, *x.shape[1:]).swapaxes(0, 1)
 
-  def accumulate(carry, inputs):
-    m, microbatch = inputs
-    loss, grads = jax.value_and_grad(loss_fn)(params, microbatch, jax.random.fold_in(rng, m))
-    return jax.tree.map(jnp.add, carry, (loss, grads)), None
+  microbatches = jax.tree.map(split, batch)
 
-  zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-  (loss, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(M), jax.tree.map(split, batch)))
-  return jax.tree.map(lambda x: x / M, (loss, grads))
+  def micro_step(m, microbatch):
+    return grad_fn(params, microbatch, None if rng is None else jax.random.fold_in(rng, m))
+
+  def accumulate(total, inputs):
+    return jax.tree.map(jnp.add, total, micro_step(*inputs)), None
+
+  shapes = jax.eval_shape(micro_step, 0, jax.tree.map(lambda x: x[0], microbatches))
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(M), microbatches))
+  return jax.tree.map(lambda x: x / M, total)
 
 
 def count_params(params: PyTree) -> int:

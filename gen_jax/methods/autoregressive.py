@@ -26,6 +26,7 @@ import optax
 
 from gen_jax.engine.optimizer import make_optimizer
 from gen_jax.engine.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.methods.base import grad_accum_steps
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
 
@@ -142,13 +143,6 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
   raise ValueError(f"model.arch={m.arch!r}; expected one of {ARCHS}.")
 
 
-def _grad_accum_steps(config: ml_collections.ConfigDict) -> int:
-  M, B = config.train.get("grad_accum_steps", 1), config.train.batch_size
-  if M < 1 or B % M:
-    raise ValueError(f"train.grad_accum_steps={M} must be >= 1 and divide train.batch_size={B}.")
-  return M
-
-
 UNITS = {"char": "char", "byte": "byte", "ids": "token"}   # what bits are counted per
 
 
@@ -181,7 +175,7 @@ class AutoregressiveMethod:
                top_k=s.top_k if s.top_k < spec.vocab_size else 0,
                sample_cfg=s, ema_decay=config.train.ema_decay,
                ema_warmup=config.train.ema_warmup,
-               grad_accum_steps=_grad_accum_steps(config))
+               grad_accum_steps=grad_accum_steps(config))
 
   def init(self, rng, batch) -> TrainState:
     tokens = jnp.zeros((1, self.seq_len), jnp.int32)
