@@ -22,8 +22,8 @@ import numpy as np
 import optax
 
 from gen_jax.engine.optimizer import make_optimizer
-from gen_jax.engine.state import TrainState, apply_gradients
-from gen_jax.methods.base import image_shape_of
+from gen_jax.engine.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.methods.base import grad_accum_steps, image_shape_of
 from gen_jax.models.unet import UNet
 
 TARGETS = ("eps", "x0", "v")
@@ -136,6 +136,22 @@ def eps_from_x0(sched: Schedule, x0, xt, t_B) -> jax.Array:
   return (xt - jnp.sqrt(abar) * x0) / jnp.sqrt(1.0 - abar)
 
 
+def sample_t_and_noise(sched: Schedule, rng: jax.Array,
+                       shape_BxHxWxC: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """Per-example t ~ U{0, ..., T-1} [B] and eps ~ N(0, I) [B, H, W, C] (Ho et al., Alg. 1)."""
+  t_rng, noise_rng = jax.random.split(rng)
+  t_B = jax.random.randint(t_rng, (shape_BxHxWxC[0],), 0, sched.num_timesteps)
+  return t_B, jax.random.normal(noise_rng, shape_BxHxWxC, jnp.float32)
+
+
+def denoising_loss(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, t_B: jax.Array,
+                   noise: jax.Array, target: str = "eps") -> jax.Array:
+  """The squared error of `l_simple` at given t and eps, averaged over examples and pixels,
+  in float32 (a bfloat16 network's output is cast before the subtraction)."""
+  output = denoise(q_sample(sched, x0, t_B, noise), t_B).astype(jnp.float32)
+  return jnp.mean((training_target(sched, x0, noise, t_B, target) - output) ** 2)
+
+
 def l_simple(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, rng: jax.Array,
              target: str = "eps") -> jax.Array:
   """Ho et al. 2020, Eq. 14 (for target='eps'):
@@ -144,11 +160,8 @@ def l_simple(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, rng: jax.Array,
 
   with t uniform over the T steps; the squared error is averaged over pixels.
   """
-  t_rng, noise_rng = jax.random.split(rng)
-  t_B = jax.random.randint(t_rng, (x0.shape[0],), 0, sched.num_timesteps)
-  noise = jax.random.normal(noise_rng, x0.shape, jnp.float32)
-  output = denoise(q_sample(sched, x0, t_B, noise), t_B).astype(jnp.float32)
-  return jnp.mean((training_target(sched, x0, noise, t_B, target) - output) ** 2)
+  t_B, noise = sample_t_and_noise(sched, rng, x0.shape)
+  return denoising_loss(sched, denoise, x0, t_B, noise, target)
 
 
 # ---------------------------------------------------------------------------- samplers
@@ -256,6 +269,7 @@ class DiffusionMethod:
   ema_decay: float
   ema_warmup: bool
   sample_cfg: ml_collections.ConfigDict
+  grad_accum_steps: int = 1     # micro-batches per update (one optimizer step per batch)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "DiffusionMethod":
@@ -267,11 +281,12 @@ class DiffusionMethod:
     m = config.model
     model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                  attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                 num_groups=m.num_groups, dtype=jnp.dtype(config.dtype))
+                 num_groups=m.num_groups, remat=m.get("remat", False),
+                 dtype=jnp.dtype(config.dtype))
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
                image_shape=tuple(image_shape), target=cfg.target,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
-               sample_cfg=config.sample)
+               sample_cfg=config.sample, grad_accum_steps=grad_accum_steps(config))
 
   def init(self, rng, batch) -> TrainState:
     x = jnp.zeros((1, *self.image_shape), jnp.float32)
@@ -283,13 +298,22 @@ class DiffusionMethod:
     return lambda x, t: self.model.apply({"params": params}, x, t, train=train, rngs=rngs)
 
   def train_step(self, state: TrainState, batch, rng):
+    """One update on L_simple (Eq. 14).
+
+    t and eps are drawn for the whole batch before it is split into `grad_accum_steps`
+    micro-batches, so without dropout the update does not depend on the split; dropout
+    masks come from per-micro-batch keys.
+    """
     loss_rng, dropout_rng = jax.random.split(rng)
+    t_B, noise = sample_t_and_noise(self.schedule, loss_rng, batch["image"].shape)
 
-    def loss_fn(params):
-      return l_simple(self.schedule, self._denoise_fn(params, True, dropout_rng),
-                      batch["image"], loss_rng, self.target)
+    def loss_fn(params, rows, key):
+      x0, t, eps = rows
+      return denoising_loss(self.schedule, self._denoise_fn(params, True, key), x0, t, eps,
+                            self.target)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    loss, grads = accumulated_value_and_grad(loss_fn, state.params, (batch["image"], t_B, noise),
+                                             dropout_rng, self.grad_accum_steps)
     state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
     return state, {"loss": loss, **health}
 

@@ -15,6 +15,11 @@ exactly the 35,746,307 parameters of that code (the paper's "35.7M").
 Mixed precision: convolutions, dense layers and attention matmuls run in `UNet.dtype`;
 parameters are always float32; GroupNorm, the timestep embedding and the attention softmax run
 in float32; the returned prediction is float32.
+
+Rematerialization (`remat=True`): every ResBlock and attention block is wrapped in `nn.remat`
+(gradient checkpointing, Chen et al. 2016, arXiv:1604.06174): the backward pass keeps only
+the blocks' inputs and recomputes their insides, trading about one more forward pass for
+activation memory. Parameter names and values are the same either way.
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ class ResBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, temb_BxE: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x_BxHxWxC: jax.Array, temb_BxE: jax.Array, train: bool) -> jax.Array:
+    # `train` is positional so that `nn.remat(ResBlock, static_argnums=(3,))` keeps it static.
     conv = lambda name, init=_default_init: nn.Conv(
         self.out_ch, (3, 3), padding="SAME", dtype=self.dtype, kernel_init=init, name=name)
 
@@ -142,6 +148,7 @@ class UNet(nn.Module):
     dropout: dropout rate inside every ResBlock (uses the 'dropout' rng when train=True).
     num_groups: GroupNorm groups; every normalized width must be divisible by it.
     out_channels: output channels; defaults to the input's.
+    remat: recompute each ResBlock and attention block in the backward pass (less memory).
     dtype: compute dtype of convolutions, dense layers and attention matmuls (params stay
       float32; normalization, the timestep embedding and softmax run in float32).
   """
@@ -152,6 +159,7 @@ class UNet(nn.Module):
   dropout: float = 0.1
   num_groups: int = 32
   out_channels: int | None = None
+  remat: bool = False
   dtype: Any = jnp.float32
 
   def _check_inputs(self, x_BxHxWxC: jax.Array, t_B: jax.Array) -> None:
@@ -193,9 +201,12 @@ class UNet(nn.Module):
     self._check_inputs(x_BxHxWxC, t_B)
     C_out = x_BxHxWxC.shape[-1] if self.out_channels is None else self.out_channels
     num_levels = len(self.ch_mult)
-    res_block = lambda out_ch, name: ResBlock(
+    # nn.remat keeps the wrapped module's name, so params are the same with and without it.
+    res_cls = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
+    attn_cls = nn.remat(AttnBlock) if self.remat else AttnBlock
+    res_block = lambda out_ch, name: res_cls(
         out_ch, self.dropout, self.num_groups, self.dtype, name=name)
-    attn_block = lambda name: AttnBlock(self.num_groups, self.dtype, name=name)
+    attn_block = lambda name: attn_cls(self.num_groups, self.dtype, name=name)
 
     # Timestep embedding: sinusoid(ch) -> Dense(4ch) -> swish -> Dense(4ch).
     E = 4 * self.ch
@@ -212,7 +223,7 @@ class UNet(nn.Module):
     skips = [h]
     for level, mult in enumerate(self.ch_mult):
       for block in range(self.num_res_blocks):
-        h = res_block(self.ch * mult, f"down_{level}_block_{block}")(h, temb_BxE, train=train)
+        h = res_block(self.ch * mult, f"down_{level}_block_{block}")(h, temb_BxE, train)
         if h.shape[1] in self.attn_resolutions:
           h = attn_block(f"down_{level}_attn_{block}")(h)
         skips.append(h)
@@ -223,16 +234,16 @@ class UNet(nn.Module):
         skips.append(h)
 
     # Middle: ResBlock -> attention -> ResBlock at the lowest resolution.
-    h = res_block(h.shape[-1], "mid_block_1")(h, temb_BxE, train=train)
+    h = res_block(h.shape[-1], "mid_block_1")(h, temb_BxE, train)
     h = attn_block("mid_attn_1")(h)
-    h = res_block(h.shape[-1], "mid_block_2")(h, temb_BxE, train=train)
+    h = res_block(h.shape[-1], "mid_block_2")(h, temb_BxE, train)
 
     # Up path: every ResBlock consumes one skip, concatenated on channels.
     for level in reversed(range(num_levels)):
       for block in range(self.num_res_blocks + 1):
         h = jnp.concatenate([h, skips.pop().astype(h.dtype)], axis=-1)
         h = res_block(self.ch * self.ch_mult[level], f"up_{level}_block_{block}")(
-            h, temb_BxE, train=train)
+            h, temb_BxE, train)
         if h.shape[1] in self.attn_resolutions:
           h = attn_block(f"up_{level}_attn_{block}")(h)
       if level != 0:
