@@ -75,6 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 100         # global batch, split over the mesh
+  # The batch is split into this many micro-batches whose gradients are averaged before
+  # one update (the same update as the whole batch; activations of one micro-batch in memory).
+  config.train.grad_accum_steps = 1
   config.train.num_steps = 6000
   # Updates fused into one compiled call (lax.scan): the MLP VAE is dispatch-bound without it.
   # Step intervals below must be multiples of it.

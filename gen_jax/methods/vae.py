@@ -31,8 +31,8 @@ import optax
 import scipy.special
 
 from gen_jax.engine.optimizer import learning_rate_schedule, make_optimizer
-from gen_jax.engine.state import TrainState, apply_gradients
-from gen_jax.methods.base import image_shape_of
+from gen_jax.engine.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.methods.base import grad_accum_steps, image_shape_of
 from gen_jax.models.vae import VAE, build_vae
 
 DECODERS = ("bernoulli", "gaussian", "discretized_gaussian")
@@ -318,6 +318,7 @@ class VAEMethod:
   manifold_size: int
   ema_decay: float
   ema_warmup: bool
+  grad_accum_steps: int = 1     # micro-batches per update (one optimizer step per batch)
 
   # The engine passes `sample` a fixed batch of `sample.num` eval images (reconstructions).
   sample_uses_batch = True
@@ -352,7 +353,8 @@ class VAEMethod:
                latent_dim=m.latent_dim, decoder=v.decoder, binarized=binarize != "none",
                objective=v.objective, train_k=v.train_k, eval_k=v.eval_k,
                eval_chunk=v.eval_chunk, eval_weights=weights, manifold_size=v.manifold_size,
-               ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup)
+               ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
+               grad_accum_steps=grad_accum_steps(config))
 
   # ---------------------------------------------------------------- networks
 
@@ -375,22 +377,33 @@ class VAEMethod:
   def per_example_bound(self, params, x, rng, objective: str, k: int):
     """(bound [B], recon [B], kl [B]) with k samples per image: the ELBO of K&W Eq. 10 or the
     IWAE bound L_k of Burda et al. Eq. 8; recon and KL are Eq. 10's two terms (monitoring)."""
-    mean, log_var = self._encode(params, x)
     eps = sample_eps(rng, jnp.arange(k), (x.shape[0], self.latent_dim))
+    return self.bound_at_eps(params, x, eps, objective)
+
+  def bound_at_eps(self, params, x, eps_KxBxL: jax.Array, objective: str):
+    """`per_example_bound` with the reparameterization noise given (k = eps.shape[0])."""
+    mean, log_var = self._encode(params, x)
     log_px, log_pz, log_qz = sample_log_probs(self._decode_fn(params), self.decoder, x, mean,
-                                              log_var, eps)
+                                              log_var, eps_KxBxL)
     recon, kl = elbo_terms(log_px, mean, log_var)
     if objective == "elbo":
       return recon - kl, recon, kl
     return iwae_bound(log_px + log_pz - log_qz), recon, kl
 
   def train_step(self, state: TrainState, batch, rng):
-    def loss_fn(params):
-      bound, recon, kl = self.per_example_bound(params, batch["image"], rng, self.objective,
-                                                self.train_k)
+    """One update on -bound per image. eps is drawn for the whole batch before it is split
+    into `grad_accum_steps` micro-batches, so the update does not depend on the split."""
+    x = batch["image"]
+    eps_KxBxL = sample_eps(rng, jnp.arange(self.train_k), (x.shape[0], self.latent_dim))
+
+    def loss_fn(params, rows, _):
+      x, eps_BxKxL = rows
+      bound, recon, kl = self.bound_at_eps(params, x, eps_BxKxL.swapaxes(0, 1), self.objective)
       return -jnp.mean(bound), {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, aux), grads = accumulated_value_and_grad(
+        loss_fn, state.params, (x, eps_KxBxL.swapaxes(0, 1)), None, self.grad_accum_steps,
+        has_aux=True)
     state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
     return state, {"loss": loss, **aux, **health}
 
