@@ -50,6 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Global batch of real images per train step (split over the mesh and into n_critic
   # slices). Radford et al. use 128; 32 gives a 2-core CPU 4x the updates per minute.
   config.train.batch_size = 32
+  # Each D/G update's images are split into this many micro-batches whose gradients are
+  # averaged before its one optimizer step (BatchNorm then sees micro-batch statistics).
+  config.train.grad_accum_steps = 1
   config.train.num_steps = 3000
   # Updates fused into one compiled call (lax.scan); keep 1 for conv nets on CPU (XLA:CPU
   # runs convolutions in loops far slower). Step intervals below must be multiples of it.

@@ -29,6 +29,20 @@ split does not depend on the device count). D update k sees real slice k and m f
 fresh noise; the G update sees m fakes from fresh noise. Choose B a multiple of
 n_critic x (batch shards) to keep every slice evenly sharded.
 
+Gradient accumulation (`train.grad_accum_steps` = M). Every optimizer step keeps its batch:
+each of the n_critic D updates still takes its m real images and m fakes, and the G update m
+fakes; only each of these m-row batches is cut into M micro-batches of m / M rows whose
+gradients are averaged before that one optimizer step (`accumulated_value_and_grad`). So M
+trades time for memory and leaves Alg. 1's schedule alone (accumulating across the n_critic
+slices instead would merge the n_critic D updates into one). B must be a multiple of
+n_critic x M. Latents and the penalty's interpolation weights are drawn per example before
+the split. BatchNorm, however, normalizes each micro-batch by its own statistics when M > 1
+(inherent: the whole batch's statistics need the whole batch in memory), so with BatchNorm
+the update is not the large-batch one; the running averages take the mean of the M
+micro-batches' updates. Without BatchNorm in D (the WGAN-GP critic) D's loss is a mean over
+examples, so its accumulated gradient is the large-batch gradient for the same fakes; but G
+always has BatchNorm, so the fakes themselves depend on M.
+
 `train.*` optimizer settings apply to both nets (Radford et al.: Adam 2e-4, beta1 0.5;
 Gulrajani et al.: Adam 1e-4, betas (0, 0.9)). D's learning-rate schedule runs n_critic
 times as many updates, so its warmup/decay are stretched by n_critic: both nets follow the
@@ -45,8 +59,8 @@ import ml_collections
 import optax
 
 from gen_jax.engine.optimizer import make_optimizer
-from gen_jax.engine.state import TrainState, ema_decay_at, ema_update
-from gen_jax.methods.base import image_shape_of
+from gen_jax.engine.state import TrainState, accumulated_value_and_grad, ema_decay_at, ema_update
+from gen_jax.methods.base import grad_accum_steps, image_shape_of
 from gen_jax.models import dcgan
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
@@ -203,6 +217,7 @@ class GANMethod:
   ema_warmup: bool
   interpolation: str
   interpolation_steps: int
+  grad_accum_steps: int = 1     # micro-batches per D or G update (see the module docstring)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "GANMethod":
@@ -225,7 +240,11 @@ class GANMethod:
         gp_weight=cfg.gp_weight, z_dim=cfg.z_dim, z_prior=cfg.z_prior,
         ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
         interpolation=config.sample.interpolation,
-        interpolation_steps=config.sample.interpolation_steps)
+        interpolation_steps=config.sample.interpolation_steps,
+        grad_accum_steps=grad_accum_steps(
+            config, config.train.batch_size // cfg.n_critic,
+            f"the {config.train.batch_size // cfg.n_critic} real images of each critic update "
+            f"(train.batch_size={config.train.batch_size} / gan.n_critic={cfg.n_critic})"))
 
   # ------------------------------------------------------------------ network calls
 
@@ -259,8 +278,11 @@ class GANMethod:
 
   # ------------------------------------------------------------------------ training
 
-  def discriminator_loss(self, params_d, stats_d, real, fake, rng):
-    """The D objective of `config.gan.loss` on one slice; returns (loss, (stats, metrics))."""
+  def discriminator_loss(self, params_d, stats_d, real, fake, gp_eps_B):
+    """The D objective of `config.gan.loss`; returns (loss, (stats, metrics)).
+
+    `gp_eps_B`: the interpolation weights of the gradient penalty (used by wgan_gp only).
+    """
     d_loss_fn, _ = OBJECTIVES[self.loss]
     real_logits, stats_d = self.discriminate(params_d, stats_d, real)
     fake_logits, stats_d = self.discriminate(params_d, stats_d, fake)
@@ -269,12 +291,50 @@ class GANMethod:
     if self.loss == "wgan_gp":
       # Alg. 1 line 7: L = D(x~) - D(x) + lambda (||grad D(x^)|| - 1)^2. The critic has no
       # BatchNorm (checked in `from_config`), so its stats do not change here.
-      eps_B = jax.random.uniform(rng, (real.shape[0],))
       critic = lambda x: self.discriminate(params_d, stats_d, x)[0]
-      gp = gradient_penalty(critic, real, fake, eps_B, self.gp_weight)
+      gp = gradient_penalty(critic, real, fake, gp_eps_B, self.gp_weight)
       metrics["gp"] = gp
       loss = loss + gp
     return loss, (stats_d, metrics)
+
+  def discriminator_grads(self, params_d, params_g, stats, rows):
+    """D's loss and gradient on one critic slice, averaged over `grad_accum_steps` micro-batches.
+
+    Args:
+      params_d, params_g: the two nets' params (only D's are differentiated).
+      stats: {G: ..., D: ...} BatchNorm running averages.
+      rows: (real [m, H, W, C], z [m, Z], gp_eps [m]) -- the slice's real images, the
+        latents of its fakes (made by G in training mode, per micro-batch) and the
+        penalty's interpolation weights.
+
+    Returns:
+      ((loss, (stats, metrics)), grads): stats and metrics averaged over micro-batches.
+    """
+    def loss_fn(params_d, rows, _):
+      real, z, gp_eps = rows
+      fake, stats_g = self.generate(params_g, stats[G], z, train=True)
+      loss, (stats_d, metrics) = self.discriminator_loss(
+          params_d, stats[D], real, jax.lax.stop_gradient(fake), gp_eps)
+      return loss, ({G: stats_g, D: stats_d}, metrics)
+
+    return accumulated_value_and_grad(loss_fn, params_d, rows, None, self.grad_accum_steps,
+                                      has_aux=True)
+
+  def generator_grads(self, params_g, params_d, stats, z_BxZ):
+    """G's loss and gradient on the fakes G(z), averaged over `grad_accum_steps` micro-batches.
+
+    Returns ((loss, G's running averages), grads); D runs on batch statistics and its
+    running averages are not updated here.
+    """
+    _, g_loss_fn = OBJECTIVES[self.loss]
+
+    def loss_fn(params_g, z, _):
+      fake, stats_g = self.generate(params_g, stats[G], z, train=True)
+      fake_logits, _ = self.discriminate(params_d, stats[D], fake)
+      return g_loss_fn(fake_logits), stats_g
+
+    return accumulated_value_and_grad(loss_fn, params_g, z_BxZ, None, self.grad_accum_steps,
+                                      has_aux=True)
 
   def discriminator_updates(self, state: TrainState, real_NxMxHxWxC: jax.Array, rng):
     """n_critic D updates, update k on real slice k and fresh fakes (Alg. 1, lines 2-9).
@@ -290,14 +350,12 @@ class GANMethod:
       params_d, opt_d, stats = carry
       real, key = inputs
       z_key, gp_key = jax.random.split(key)
-      fake, stats_g = self.generate(params_g, stats[G], self._latents(z_key, m), train=True)
-      fake = jax.lax.stop_gradient(fake)
-      (loss, (stats_d, metrics)), grads = jax.value_and_grad(
-          self.discriminator_loss, has_aux=True)(params_d, stats[D], real, fake, gp_key)
+      rows = (real, self._latents(z_key, m), jax.random.uniform(gp_key, (m,)))
+      (loss, (stats, metrics)), grads = self.discriminator_grads(params_d, params_g, stats, rows)
       updates, opt_d = self.tx_d.update(grads, opt_d, params_d)
       params_d = optax.apply_updates(params_d, updates)
       metrics = {"d_loss": loss, **metrics, "d_grad_norm": optax.tree.norm(grads)}
-      return (params_d, opt_d, {G: stats_g, D: stats_d}), metrics
+      return (params_d, opt_d, stats), metrics
 
     # Unrolled: XLA:CPU runs convolutions inside a while loop many times slower.
     (params_d, opt_d, stats), metrics = jax.lax.scan(
@@ -313,16 +371,9 @@ class GANMethod:
     Changes only `params[G]`, `opt_state[G]` and G's BatchNorm statistics (D runs on batch
     statistics; its running averages are updated only by D's own updates).
     """
-    _, g_loss_fn = OBJECTIVES[self.loss]
-    stats, params_d = state.model_state, state.params[D]
-
-    def g_loss(params_g):
-      fake, stats_g = self.generate(params_g, stats[G], self._latents(rng, num), train=True)
-      fake_logits, _ = self.discriminate(params_d, stats[D], fake)
-      return g_loss_fn(fake_logits), stats_g
-
-    params_g = state.params[G]
-    (loss, stats_g), grads = jax.value_and_grad(g_loss, has_aux=True)(params_g)
+    params_g, stats = state.params[G], state.model_state
+    (loss, stats_g), grads = self.generator_grads(params_g, state.params[D], stats,
+                                                  self._latents(rng, num))
     updates, opt_g = self.tx_g.update(grads, state.opt_state[G], params_g)
     params_g = optax.apply_updates(params_g, updates)
     state = state.replace(params={**state.params, G: params_g},
