@@ -23,8 +23,8 @@ Generation uses a key/value cache: `decode(tokens, cache)` appends the keys and 
 "prefilled" with one call and each new token costs one position, not a re-run of the
 whole context (see gen_jax/methods/autoregressive.py).
 
-Mixed precision: matmuls run in `dtype`; parameters, LayerNorm, the softmax inside the
-attention and the returned logits are float32.
+Mixed precision: matmuls run in `dtype`; parameters, the embedding sum, LayerNorm, the
+softmax inside the attention and the returned logits are float32.
 """
 from __future__ import annotations
 
@@ -164,8 +164,11 @@ class GPT(nn.Module):
     self.ln_f = nn.LayerNorm(epsilon=_LN_EPSILON, use_bias=self.use_bias, dtype=jnp.float32)
 
   def _logits(self, x_BxTxD: jax.Array) -> jax.Array:
-    # Tied output embedding (GPT-2): logits = ln_f(x) @ wte^T, in float32.
-    return self.wte.attend(self.ln_f(x_BxTxD).astype(jnp.float32))
+    # Tied output embedding (GPT-2): logits = ln_f(x) @ wte^T, computed in `dtype` (like
+    # every other matmul, backward pass included) and returned in float32 for the loss.
+    h_BxTxD = self.ln_f(x_BxTxD).astype(self.dtype)
+    return jnp.einsum("btd,vd->btv", h_BxTxD,
+                      self.wte.embedding.astype(self.dtype)).astype(jnp.float32)
 
   def __call__(self, tokens_BxT: jax.Array, *, train: bool = False) -> jax.Array:
     """Logits of every next token given tokens[:, :t+1], for all t at once."""

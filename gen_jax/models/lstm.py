@@ -7,6 +7,9 @@ tokens [B, T] -> embedding -> n_layer stacked LSTMs -> dense head -> logits [B, 
 The same interface as `gen_jax.models.gpt.GPT`: `__call__(tokens, train=)` for training
 and `decode(tokens, cache)` / `init_cache(batch, length)` for generation, where the cache
 is the recurrent state (h, c) of every layer. It has no context limit: `length` is ignored.
+
+Mixed precision: the cells' and the head's matmuls run in `dtype`; parameters, the
+recurrent state (c, h) and the returned logits are float32.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ class LSTMLM(nn.Module):
     n_embd: embedding width (the input of the first LSTM).
     hidden_size: LSTM state width.
     dropout: dropout between layers and before the head (training only).
-    dtype: compute dtype of the cells' matmuls (parameters stay float32).
+    dtype: compute dtype of the cells' and the head's matmuls (parameters stay float32).
   """
   vocab_size: int
   n_layer: int
@@ -41,7 +44,7 @@ class LSTMLM(nn.Module):
     self.layers = [nn.RNN(nn.OptimizedLSTMCell(self.hidden_size, dtype=self.dtype),
                           return_carry=True, name=f"lstm_{i}") for i in range(self.n_layer)]
     self.drop = nn.Dropout(self.dropout)
-    self.head = nn.Dense(self.vocab_size, name="head")
+    self.head = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")
 
   def _run(self, tokens_BxT, cache: LSTMCache, train: bool) -> tuple[jax.Array, LSTMCache]:
     x = self.drop(self.embed(tokens_BxT), deterministic=not train)
