@@ -6,6 +6,7 @@ logging -> mesh, method, shardings -> input -> state (resume / init) -> update s
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -25,6 +26,7 @@ from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.logging import MetricWriter, Progress, is_main_process, save_image_grid
 from gen_jax.engine.state import TrainState, count_params
+from gen_jax.methods import build_method
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -201,13 +203,14 @@ def compile_train_step(exp: Experiment, state, batches):
   donated; state and batches may be arrays or ShapeDtypeStructs (`--mode=compile`).
 
   Returns:
-    (compiled step, XLA's FLOPs per update), the latter counted on one un-fused update
-    because XLA counts a loop body once, whatever K is.
+    (compiled step, XLA's FLOPs per update). XLA counts a loop body once, so they are
+    counted on one un-fused update, and with `train.grad_accum_steps` > 1 on the
+    equivalent whole-batch update (the same arithmetic without the micro-batch loop).
   """
   K = exp.config.train.get("steps_per_call", 1)
   gather_params = exp.mesh.shape["fsdp"] > 1
 
-  def step_fn(state, batch, base_rng):
+  def step_fn(state, batch, base_rng, method=exp.method):
     if gather_params:
       # FSDP: the stored params, EMA and optimizer state stay sharded; the step starts by
       # all-gathering the weights (weights only), computes on the batch shards, and the
@@ -218,7 +221,7 @@ def compile_train_step(exp: Experiment, state, batches):
       state = state.replace(params=jax.lax.with_sharding_constraint(
           state.params, jax.tree.map(lambda _: exp.replicated, state.params)))
     # RNG is derived, not carried: resuming at step s replays exactly the keys of s.
-    return exp.method.train_step(state, batch, jax.random.fold_in(base_rng, state.step))
+    return method.train_step(state, batch, jax.random.fold_in(base_rng, state.step))
 
   def multi_step_fn(state, batches, base_rng):
     if K == 1:   # no loop: XLA:CPU runs convolutions inside a while loop ~40x slower
@@ -232,7 +235,14 @@ def compile_train_step(exp: Experiment, state, batches):
                      out_shardings=(exp.state_sharding, exp.replicated),
                      donate_argnums=0).lower(state, batches, exp.base_rng).compile()
   one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), batches)
-  flops = _flops(jax.jit(step_fn).lower(state, one_batch, exp.base_rng))
+  method = exp.method
+  if exp.config.train.get("grad_accum_steps", 1) > 1:
+    whole_batch = exp.config.copy_and_resolve_references()
+    with whole_batch.unlocked():
+      whole_batch.train.grad_accum_steps = 1
+    method = build_method(whole_batch, exp.spec)
+  flops = _flops(jax.jit(functools.partial(step_fn, method=method)).lower(
+      state, one_batch, exp.base_rng))
   return compiled, flops
 
 
