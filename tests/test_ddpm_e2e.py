@@ -116,7 +116,8 @@ try:
 except ValueError as e:
   batch_error = str(e)
 train.train_and_evaluate(load_config("ddpm", **{{"data.data_dir": {data_dir!r},
-                                               "train.num_steps": 4}}), {workdir!r})
+                                               "train.num_steps": 4, "eval.every": 0,
+                                               "train.sample_every": 0}}), {workdir!r})
 print("RESULT" + json.dumps({{"losses": train_losses({workdir!r}), "batch_error": batch_error}}))
 """
 

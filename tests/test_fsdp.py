@@ -81,9 +81,8 @@ for family, overrides in {overrides!r}.items():
   for name, (d, f) in {meshes!r}.items():
     config = load_config(family, "smoke", **overrides, **{{"mesh.data": d, "mesh.fsdp": f}})
     exp = build_experiment(config)
-    init = jax.jit(exp.method.init, out_shardings=exp.state_sharding).lower(
-        exp.base_rng, exp.spec.example_batch()).compile()
-    state = exp.init_state()
+    init = exp.compiled_init()   # what exp.init_state() runs
+    state = init(*exp.init_args())
     row = {{"held": {{k: held_bytes(getattr(state, k)) for k in {parts!r}}},
            "logged": {{k: sharding.per_device_bytes(getattr(exp.abstract_state, k),
                                                    getattr(exp.state_sharding, k))

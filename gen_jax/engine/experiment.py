@@ -37,10 +37,18 @@ class Experiment:
   def base_rng(self) -> jax.Array:
     return jax.random.key(self.config.seed)
 
+  def compiled_init(self):
+    """`method.init` compiled to create the state directly with its shardings: call it
+    as `compiled_init()(*init_args())`."""
+    return jax.jit(self.method.init, out_shardings=self.state_sharding).lower(
+        *self.init_args()).compile()
+
+  def init_args(self) -> tuple[jax.Array, dict]:
+    return jax.random.fold_in(self.base_rng, 0x1417), self.spec.example_batch()
+
   def init_state(self) -> TrainState:
     """A fresh state, created directly with its shardings."""
-    init = jax.jit(self.method.init, out_shardings=self.state_sharding)
-    return init(jax.random.fold_in(self.base_rng, 0x1417), self.spec.example_batch())
+    return self.compiled_init()(*self.init_args())
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
