@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from smoke import train_losses
-from test_multihost import launch_args, run_single_process
+from test_multihost import finish, launch_args, run_single_process, single_process
 
 STEPS = 6
 CONFIG = "configs/gpt.py:smoke"
@@ -22,15 +22,16 @@ def runs(tmp_path_factory, text_data_dir):
   written = str(root / "eight_devices")
   run_single_process(launch_args(CONFIG, written, {**overrides, "mesh.data": 2, "mesh.fsdp": 4},
                                  STEPS), devices=8)
-  resumed = {}
-  for devices in (4, 1):
+  workdirs, procs = {}, []
+  for devices in (4, 1):   # both at once
     # The 8-device run as it was at step 4: its newest checkpoint removed.
-    workdir = str(root / f"on_{devices}")
-    shutil.copytree(written, workdir)
-    shutil.rmtree(os.path.join(workdir, "checkpoints", str(STEPS)))
-    out = run_single_process(launch_args(CONFIG, workdir, overrides, STEPS), devices=devices)
-    resumed[devices] = (workdir, out.stderr)
-  return written, resumed
+    workdirs[devices] = str(root / f"on_{devices}")
+    shutil.copytree(written, workdirs[devices])
+    shutil.rmtree(os.path.join(workdirs[devices], "checkpoints", str(STEPS)))
+    procs.append(single_process(launch_args(CONFIG, workdirs[devices], overrides, STEPS),
+                                devices=devices))
+  logs = [err for _, err in finish(procs)]
+  return written, {devices: (workdirs[devices], log) for devices, log in zip((4, 1), logs)}
 
 
 @pytest.mark.parametrize("devices", [4, 1])
