@@ -19,8 +19,6 @@ from gen_jax.engine import sharding
 from gen_jax.engine.state import TrainState
 from gen_jax.methods import Method, build_method
 
-MODES = ("train", "sample", "eval", "summary")
-
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
