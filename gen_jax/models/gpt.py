@@ -36,6 +36,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models.dense import Dense
+
 # GPT-2's initialization: N(0, 0.02) for weights and embeddings, zeros for biases; the
 # output projections of each residual branch get std 0.02 / sqrt(2 * n_layer).
 _STD = 0.02
@@ -70,7 +72,7 @@ class CausalSelfAttention(nn.Module):
     """
     B, T, D = x_BxTxD.shape
     H = self.n_head
-    dense = lambda features, std, name: nn.Dense(
+    dense = lambda features, std, name: Dense(
         features, use_bias=self.use_bias, dtype=self.dtype, name=name,
         kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros)
     qkv = dense(3 * D, _STD, "c_attn")(x_BxTxD).reshape(B, T, 3, H, D // H)
@@ -100,10 +102,10 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, *, train: bool) -> jax.Array:
     D = x_BxTxD.shape[-1]
-    h = nn.Dense(4 * D, use_bias=self.use_bias, dtype=self.dtype, name="c_fc",
+    h = Dense(4 * D, use_bias=self.use_bias, dtype=self.dtype, name="c_fc",
                  kernel_init=nn.initializers.normal(_STD))(x_BxTxD)
     h = jax.nn.gelu(h, approximate=True)   # GPT-2's tanh approximation
-    h = nn.Dense(D, use_bias=self.use_bias, dtype=self.dtype, name="c_proj",
+    h = Dense(D, use_bias=self.use_bias, dtype=self.dtype, name="c_proj",
                  kernel_init=nn.initializers.normal(self.residual_std))(h)
     return nn.Dropout(self.dropout, deterministic=not train)(h)
 
