@@ -4,11 +4,14 @@ time for `configs/gpt.py:baby` to reach validation loss <= 1.88 on Tiny Shakespe
   python benchmarks/lm.py --data_dir=../shared/data/tiny_shakespeare
 
 Prints, with the machine it ran on:
-  1. peak: the best GFLOP/s of a jitted float32 (n x n) @ (n x n) matmul (the MFU denominator).
+  1. peak: GFLOP/s of a jitted float32 (n x n) @ (n x n) matmul (the MFU denominator),
+     measured (best of 3 calls) right before each timed train call, since this VM's speed
+     drifts.
   2. throughput: train steps/s and tokens/s of the compiled train step (`train.steps_per_call`
      updates per call, as the launcher runs them), model FLOPs per token by nanoGPT's
      formula 6N + 12 L H Q T (PaLM, Appendix B; N = parameters without position embeddings),
-     and MFU = model FLOP/s / peak. XLA's own count of the step's FLOPs is shown beside it.
+     and MFU = the median over calls of model FLOP/s / the adjacent peak. XLA's own count
+     of the step's FLOPs is shown beside it.
   3. time to loss: `train_and_evaluate` on the real data (evaluation every 250 steps on the
      WHOLE validation split, more exact than nanoGPT's 20 random batches; no periodic
      samples), timed from the call (config, mesh, compile included; the one-time dataset
@@ -36,8 +39,10 @@ flags.DEFINE_string("data_dir", None, "Folder holding Tiny Shakespeare's input.t
 flags.DEFINE_string("config", "baby", "Variant of configs/gpt.py to run.")
 flags.DEFINE_float("target_loss", 1.88, "Validation loss that stops the clock.")
 flags.DEFINE_integer("peak_size", 2048, "n of the n x n matmul that measures the peak.")
-flags.DEFINE_integer("throughput_calls", 30, "Timed calls of the train step.")
+flags.DEFINE_integer("throughput_calls", 30, "Timed calls of the train step (each "
+                     "after a peak measurement).")
 flags.DEFINE_bool("time_to_loss", True, "Also run the full training for the time to loss.")
+flags.DEFINE_integer("seed", 0, "config.seed: initialization and the order of the training windows.")
 flags.DEFINE_integer("steps_per_call", 0, "Override train.steps_per_call (0 = the config's).")
 flags.DEFINE_integer("max_steps", 5000, "Longest run for the time to loss (the config's "
                      "schedule, then its final learning rate).")
@@ -57,25 +62,23 @@ def machine() -> str:
           f"{os.getloadavg()[0]:.2f} at start")
 
 
-def best_seconds(fn, repeats: int) -> float:
-  """The fastest of `repeats` timed calls (after one warm-up call)."""
+def timed(fn) -> float:
+  """Seconds of one call of `fn`, waited for."""
   import jax
+  t0 = time.perf_counter()
   jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return min(times)
+  return time.perf_counter() - t0
 
 
-def matmul_peak_gflops(n: int) -> float:
+def make_matmul(n: int):
+  """A jitted float32 (n x n) @ (n x n) matmul and its FLOPs (the MFU denominator's op)."""
   import jax
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   matmul = jax.jit(jnp.matmul)
-  return 2 * n ** 3 / best_seconds(lambda: matmul(a, b), repeats=10) / 1e9
+  jax.block_until_ready(matmul(a, b))
+  return (lambda: matmul(a, b)), 2 * n ** 3
 
 
 def model_flops_per_token(config, non_embedding_params: int) -> float:
@@ -85,8 +88,13 @@ def model_flops_per_token(config, non_embedding_params: int) -> float:
       config.data.seq_len)
 
 
-def throughput(config, calls: int) -> dict:
-  """Steps/s of the compiled K-update train step on batches of real windows."""
+def throughput(config, calls: int, peak_size: int) -> dict:
+  """Steps/s of the compiled K-update train step on batches of real windows, and MFU.
+
+  This VM's speed drifts (the same matmul measured 93-213 GFLOP/s within an hour), so
+  each of the `calls` rounds times one train call right after the matmul peak (best of 3
+  calls): MFU is the median over rounds of (model FLOP/s / that round's peak).
+  """
   import jax
   import numpy as np
   from gen_jax import data
@@ -113,22 +121,29 @@ def throughput(config, calls: int) -> dict:
   compile_s = time.perf_counter() - t0
   xla_flops = _flops(jax.jit(exp.method.train_step).lower(
       state, jax.tree.map(lambda x: x[0], batches), exp.base_rng))
-  state, _ = compiled(state, batches)          # warm-up
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(calls):
-    t = time.perf_counter()
-    state, metrics = compiled(state, batches)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t)
   params = exp.abstract_state.params
   non_embedding = count_params(params) - params["wpe"]["embedding"].size
   tokens_per_step = config.train.batch_size * config.data.seq_len
-  return {"K": K, "compile_s": compile_s, "median_call_s": float(np.median(times)),
-          "steps_per_s": K / float(np.median(times)), "tokens_per_step": tokens_per_step,
-          "params": count_params(params), "non_embedding_params": non_embedding,
-          "xla_flops_per_step": xla_flops,
-          "model_flops_per_step": model_flops_per_token(config, non_embedding) * tokens_per_step}
+  model_flops = model_flops_per_token(config, non_embedding) * tokens_per_step
+  matmul, matmul_flops = make_matmul(peak_size)
+  state, _ = compiled(state, batches)          # warm-up
+  jax.block_until_ready(state)
+  steps_per_s, peaks = [], []
+  for _ in range(calls):
+    peaks.append(matmul_flops / min(timed(matmul) for _ in range(3)) / 1e9)
+    t = time.perf_counter()
+    state, metrics = compiled(state, batches)
+    jax.block_until_ready(metrics)
+    steps_per_s.append(K / (time.perf_counter() - t))
+  steps_per_s, peaks = np.array(steps_per_s), np.array(peaks)
+  median = lambda x: float(np.median(x))
+  return {"K": K, "compile_s": compile_s, "steps_per_s": median(steps_per_s),
+          "peak_gflops": median(peaks), "peak_range": (float(peaks.min()), float(peaks.max())),
+          "mfu": median(model_flops * steps_per_s / 1e9 / peaks),
+          "xla_mfu": median(xla_flops * steps_per_s / 1e9 / peaks),
+          "tokens_per_step": tokens_per_step, "params": count_params(params),
+          "non_embedding_params": non_embedding, "xla_flops_per_step": xla_flops,
+          "model_flops_per_step": model_flops}
 
 
 class _TargetReached(Exception):
@@ -181,30 +196,28 @@ def main(argv):
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
   print(f"machine: {machine()}")
-  peak = matmul_peak_gflops(FLAGS.peak_size)
-  print(f"peak: {peak:.1f} GFLOP/s (jitted float32 matmul {FLAGS.peak_size}x{FLAGS.peak_size})")
 
   overrides = {"data.manual_dir": os.path.abspath(FLAGS.data_dir),
                "data.data_dir": os.path.join(tempfile.gettempdir(), "gen_jax_benchmark_tfds"),
-               "train.sample_every": 0, "train.checkpoint_every": 1_000_000}
+               "train.sample_every": 0, "train.checkpoint_every": 1_000_000, "seed": FLAGS.seed}
   if FLAGS.steps_per_call:
     overrides["train.steps_per_call"] = FLAGS.steps_per_call
   config = load_config("gpt", FLAGS.config, **overrides)
   data.prepare_builder(config.data.dataset, data_dir=config.data.data_dir,
                        manual_dir=config.data.manual_dir)
 
-  r = throughput(config, FLAGS.throughput_calls)
-  model_gflops = r["model_flops_per_step"] * r["steps_per_s"] / 1e9
+  r = throughput(config, FLAGS.throughput_calls, FLAGS.peak_size)
+  lo, hi = r["peak_range"]
+  print(f"peak: {r['peak_gflops']:.1f} GFLOP/s median ({lo:.0f}-{hi:.0f}) of a jitted float32 "
+        f"{FLAGS.peak_size}x{FLAGS.peak_size} matmul, timed next to each train call")
   print(f"model: configs/gpt.py:{FLAGS.config}, {r['params']:,} params "
         f"({r['non_embedding_params']:,} without position embeddings), "
         f"{r['tokens_per_step']} tokens/step, {r['K']} steps per call")
   print(f"throughput: {r['steps_per_s']:.1f} steps/s, "
         f"{r['steps_per_s'] * r['tokens_per_step']:,.0f} tokens/s (compile {r['compile_s']:.1f} s)")
-  print(f"MFU: {model_gflops:.1f} model GFLOP/s (6N + 12LHQT = "
-        f"{r['model_flops_per_step'] / 1e9:.2f} GFLOP/step) / {peak:.1f} peak = "
-        f"{100 * model_gflops / peak:.1f}%  [XLA counts {r['xla_flops_per_step'] / 1e9:.2f} "
-        f"GFLOP/step: {r['xla_flops_per_step'] * r['steps_per_s'] / 1e9:.1f} GFLOP/s, "
-        f"{100 * r['xla_flops_per_step'] * r['steps_per_s'] / 1e9 / peak:.1f}%]")
+  print(f"MFU: {100 * r['mfu']:.1f}% (6N + 12LHQT = {r['model_flops_per_step'] / 1e9:.2f} "
+        f"GFLOP/step; median over calls of model GFLOP/s / the adjacent peak)  [XLA counts "
+        f"{r['xla_flops_per_step'] / 1e9:.2f} GFLOP/step: {100 * r['xla_mfu']:.1f}%]")
 
   if FLAGS.time_to_loss:
     t = time_to_loss(config, FLAGS.target_loss, FLAGS.max_steps)
