@@ -8,8 +8,8 @@ it (the GELU's backward pass, say), and its loop emitter writes a transposed out
 slower than a plain one: on `configs/gpt.py:baby` the four MLP copies alone took 19% of
 the train step. Flattening the leading axes first (a free reshape) makes the forward
 product and both gradients (dx = dy W^T, dW = x^T dy) ordinary 2-D GEMMs: the baby GPT's
-train step runs 1.33x faster on the 2-core CPU (benchmarks/lm.py; round-robin A/B of the
-two compiled steps in one process). The math, the parameters and their names are
+train step runs 1.33x faster on the 2-core CPU (a round-robin A/B of the two compiled steps
+in one process; benchmarks/lm.py measures the result). The math, the parameters and their names are
 `nn.Dense`'s; accelerators get the same product with one contracting axis fewer.
 """
 from __future__ import annotations

@@ -103,10 +103,10 @@ class MLP(nn.Module):
   def __call__(self, x_BxTxD: jax.Array, *, train: bool) -> jax.Array:
     D = x_BxTxD.shape[-1]
     h = Dense(4 * D, use_bias=self.use_bias, dtype=self.dtype, name="c_fc",
-                 kernel_init=nn.initializers.normal(_STD))(x_BxTxD)
+              kernel_init=nn.initializers.normal(_STD))(x_BxTxD)
     h = jax.nn.gelu(h, approximate=True)   # GPT-2's tanh approximation
     h = Dense(D, use_bias=self.use_bias, dtype=self.dtype, name="c_proj",
-                 kernel_init=nn.initializers.normal(self.residual_std))(h)
+              kernel_init=nn.initializers.normal(self.residual_std))(h)
     return nn.Dropout(self.dropout, deterministic=not train)(h)
 
 
