@@ -100,7 +100,7 @@ def throughput(config, calls: int, peak_size: int) -> dict:
   from gen_jax import data
   from gen_jax.engine import sharding
   from gen_jax.engine.experiment import build_experiment
-  from gen_jax.engine.state import count_params
+  from gen_jax.core.state import count_params
   from gen_jax.engine.train import _flops
 
   exp = build_experiment(config)

@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 
 from gen_jax.methods import diffusion as d
+from gen_jax.methods import diffusion_process as dp
 
 T = 50
-BETAS = d.linear_betas(T, 1e-3, 0.2)   # float64
+BETAS = dp.linear_betas(T, 1e-3, 0.2)   # float64
 
 
 @pytest.fixture(scope="module")
 def sched():
-  return d.make_schedule(BETAS)
+  return dp.make_schedule(BETAS)
 
 
 def toy_denoiser(x, t_B):
@@ -21,7 +22,7 @@ def toy_denoiser(x, t_B):
 
 
 def test_linear_schedule_matches_paper_endpoints():
-  betas = d.linear_betas(1000)
+  betas = dp.linear_betas(1000)
   assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02)
   assert np.all(np.diff(betas) > 0)
 
@@ -44,7 +45,7 @@ def test_q_sample_statistics_match_composed_chain(sched):
   x = x0
   for s, key in enumerate(jax.random.split(jax.random.key(0), t + 1)):
     x = jnp.sqrt(1 - sched.betas[s]) * x + jnp.sqrt(sched.betas[s]) * jax.random.normal(key, x.shape)
-  closed = d.q_sample(sched, x0, jnp.full((n,), t), jax.random.normal(jax.random.key(1), x0.shape))
+  closed = dp.q_sample(sched, x0, jnp.full((n,), t), jax.random.normal(jax.random.key(1), x0.shape))
   se = float(jnp.std(closed)) / np.sqrt(n)
   assert abs(float(x.mean() - closed.mean())) < 5 * np.sqrt(2) * se
   assert float(x.var()) == pytest.approx(float(closed.var()), rel=0.05)
@@ -68,32 +69,32 @@ def test_posterior_coefficients_equal_gaussian_conditioning(sched):
 
 def test_cosine_schedule_matches_its_formula():
   n = 1000
-  sched = d.make_schedule(d.cosine_betas(n))
+  sched = dp.make_schedule(dp.cosine_betas(n))
   f = lambda t: np.cos(((t / n + 0.008) / 1.008) * np.pi / 2) ** 2
   t = np.arange(1, n + 1)
   expected = f(t) / f(0)
-  unclipped = d.cosine_betas(n) < 0.999
+  unclipped = dp.cosine_betas(n) < 0.999
   np.testing.assert_allclose(np.asarray(sched.alphas_cumprod)[unclipped][:-1],
                              expected[unclipped][:-1], rtol=2e-5, atol=1e-7)
-  assert d.cosine_betas(n).max() == pytest.approx(0.999)
+  assert dp.cosine_betas(n).max() == pytest.approx(0.999)
 
 
-@pytest.mark.parametrize("target", d.TARGETS)
+@pytest.mark.parametrize("target", dp.TARGETS)
 def test_targets_invert_and_oracle_has_zero_loss(sched, target):
   key = jax.random.key(3)
   x0 = jax.random.uniform(key, (6, 4, 4, 1), minval=-1, maxval=1)
   noise = jax.random.normal(jax.random.key(4), x0.shape)
   t_B = jnp.arange(6) * 9
-  xt = d.q_sample(sched, x0, t_B, noise)
-  out = d.training_target(sched, x0, noise, t_B, target)
-  x0_hat, eps_hat = d.predict_x0_eps(sched, out, xt, t_B, target)
+  xt = dp.q_sample(sched, x0, t_B, noise)
+  out = dp.training_target(sched, x0, noise, t_B, target)
+  x0_hat, eps_hat = dp.predict_x0_eps(sched, out, xt, t_B, target)
   np.testing.assert_allclose(x0_hat, x0, atol=2e-4)
   np.testing.assert_allclose(eps_hat, noise, atol=2e-4)
 
   # An oracle that knows x_0 predicts the exact target, so L_simple vanishes.
   def oracle(x_t, t):
-    eps = d.eps_from_x0(sched, x0, x_t, t)
-    return d.training_target(sched, x0, eps, t, target)
+    eps = dp.eps_from_x0(sched, x0, x_t, t)
+    return dp.training_target(sched, x0, eps, t, target)
   assert float(d.l_simple(sched, oracle, x0, key, target)) < 1e-8
   assert float(d.l_simple(sched, lambda x, t: jnp.zeros_like(x), x0, key, target)) > 1e-2
 
@@ -102,8 +103,8 @@ def test_posterior_mean_at_predicted_x0_is_algorithm_2(sched):
   x = jax.random.normal(jax.random.key(5), (4, 3, 3, 1))
   t_B = jnp.array([1, 10, 25, 49])
   eps = toy_denoiser(x, t_B)
-  x0, _ = d.predict_x0_eps(sched, eps, x, t_B, "eps")
-  mean, _ = d.q_posterior_mean_variance(sched, x0, x, t_B)
+  x0, _ = dp.predict_x0_eps(sched, eps, x, t_B, "eps")
+  mean, _ = dp.q_posterior_mean_variance(sched, x0, x, t_B)
   beta, abar = sched.betas[t_B][:, None, None, None], sched.alphas_cumprod[t_B][:, None, None, None]
   alg2 = (x - beta / jnp.sqrt(1 - abar) * eps) / jnp.sqrt(1 - beta)
   np.testing.assert_allclose(mean, alg2, rtol=1e-4, atol=1e-5)

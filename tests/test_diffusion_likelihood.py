@@ -10,19 +10,21 @@ import optax
 import pytest
 import scipy.stats
 
-from gen_jax.evaluate import diffusion_likelihood as dl
+from gen_jax.core import probability
+from gen_jax.methods import diffusion_likelihood as dl
 from gen_jax.methods import diffusion as d
+from gen_jax.methods import diffusion_process as dp
 from gen_jax.models.unet import UNet
 
 T = 5
-BETAS = d.linear_betas(T, 0.01, 0.5)   # float64; few steps, so abar_T ~ 0.2 (a real prior term)
+BETAS = dp.linear_betas(T, 0.01, 0.5)   # float64; few steps, so abar_T ~ 0.2 (a real prior term)
 SHAPE = (3, 4, 4, 1)
 GRID = np.arange(256) / 127.5 - 1.0    # the 8-bit data grid in [-1, 1]
 
 
 @pytest.fixture(scope="module")
 def sched():
-  return d.make_schedule(BETAS)
+  return dp.make_schedule(BETAS)
 
 
 def _images(seed=0, shape=SHAPE):
@@ -55,7 +57,7 @@ def test_decoder_probabilities_over_the_256_bins_sum_to_one():
   means = jnp.array([0.0, 0.3, -1.0, 1.0, 1.7, -3.0, 1.0 / 255.0])[:, None, None]
   log_scales = jnp.log(jnp.array([1e-4, 3e-3, 0.1, 1.0, 10.0]))[None, :, None]
   x = jnp.asarray(GRID, jnp.float32)[None, None, :]
-  log_probs = jax.jit(dl.discretized_gaussian_log_likelihood)(x, means, log_scales)
+  log_probs = jax.jit(probability.discretized_gaussian_log_likelihood)(x, means, log_scales)
   probs = np.exp(np.asarray(log_probs, np.float64))    # [means, scales, 256 bins]
   assert probs.shape == (7, 5, 256) and np.all(np.isfinite(log_probs))
   np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=2e-5)
@@ -80,19 +82,19 @@ def test_decoder_log_likelihood_matches_scipy_including_deep_tails():
       (GRID[64], 0.0, 0.01, log_mass((GRID[64] - w) / 0.01, (GRID[64] + w) / 0.01)),
   ]
   x, mean, scale, expected = (np.array(c, np.float32) for c in zip(*cases))
-  got = dl.discretized_gaussian_log_likelihood(x, mean, np.log(scale))
+  got = probability.discretized_gaussian_log_likelihood(x, mean, np.log(scale))
   assert np.all(np.isfinite(got))
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_normal_kl_is_zero_for_equal_gaussians_and_matches_closed_form():
   m, lv = jnp.array([0.3, -2.0]), jnp.array([0.1, -4.0])
-  np.testing.assert_allclose(dl.normal_kl(m, lv, m, lv), 0.0, atol=1e-7)
+  np.testing.assert_allclose(probability.normal_kl(m, lv, m, lv), 0.0, atol=1e-7)
   # KL(N(1, 2) || N(-0.5, 0.5)) = 0.5 (log(0.5/2) + (2 + 1.5^2) / 0.5 - 1).
   expected = 0.5 * (np.log(0.5 / 2.0) + (2.0 + 1.5**2) / 0.5 - 1.0)
-  got = dl.normal_kl(1.0, np.log(2.0), -0.5, np.log(0.5))
+  got = probability.normal_kl(1.0, np.log(2.0), -0.5, np.log(0.5))
   assert float(got) == pytest.approx(expected, rel=1e-6)
-  assert float(dl.normal_kl(-0.5, np.log(0.5), 1.0, np.log(2.0))) != pytest.approx(expected)
+  assert float(probability.normal_kl(-0.5, np.log(0.5), 1.0, np.log(2.0))) != pytest.approx(expected)
 
 
 # ------------------------------------------------------------------------------ the bound
@@ -159,7 +161,7 @@ def test_bits_per_dim_matches_float64_reference(sched, target, variance, clip_x0
 
 def test_every_term_is_non_negative_and_t_can_differ_per_image():
   T10 = 10
-  sched = d.make_schedule(d.linear_betas(T10, 1e-3, 0.3))
+  sched = dp.make_schedule(dp.linear_betas(T10, 1e-3, 0.3))
   x0 = jnp.asarray(_images(1, (T10, 4, 4, 1)))
   t_B = jnp.arange(T10)   # image i at timestep i: all T terms in one call
   noise = jax.random.normal(jax.random.key(2), x0.shape)
@@ -183,8 +185,8 @@ def test_oracle_x0_predictor_leaves_only_variance_mismatch(sched, target, varian
   D = np.prod(SHAPE[1:])
 
   def oracle(x0_params, xt, t_B):
-    eps = d.eps_from_x0(sched, x0_params, xt, t_B)
-    return d.training_target(sched, x0_params, eps, t_B, target)
+    eps = dp.eps_from_x0(sched, x0_params, xt, t_B)
+    return dp.training_target(sched, x0_params, eps, t_B, target)
 
   run = jax.jit(functools.partial(dl.bits_per_dim, oracle, target=target, variance=variance))
   out = run(jnp.asarray(x0), sched, jnp.asarray(x0), jax.random.key(6))

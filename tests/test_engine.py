@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from gen_jax.engine import optimizer, sharding, state
+from gen_jax.core import optimizer, state
+from gen_jax.engine import sharding
 from gen_jax.engine.logging import image_grid
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax.engine.state import count_params
+from gen_jax.core.state import count_params
 from gen_jax.methods import gan
 from gen_jax.methods.gan import D, G, GANMethod
 from gen_jax.models import dcgan

@@ -179,7 +179,7 @@ def test_method_config_errors_are_clear():
 
 
 def test_gradient_accumulation_equals_the_full_batch_gradient(gpt):
-  from gen_jax.engine.state import accumulated_value_and_grad
+  from gen_jax.core.state import accumulated_value_and_grad
   model, params = gpt
   tokens = jax.random.randint(jax.random.key(5), (8, 13), 0, V)
   loss_fn = lambda p, t, key: ar.next_token_loss(model.apply({"params": p}, t[:, :-1]), t[:, 1:])

@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 
 from gen_jax import data
-from gen_jax.engine.state import count_params
+from gen_jax.core.state import count_params
 from gen_jax.methods import vae as V
 from gen_jax.models.vae import build_vae
 from smoke import load_config

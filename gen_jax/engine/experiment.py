@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from gen_jax import data
 from gen_jax.engine import sharding
-from gen_jax.engine.state import TrainState
+from gen_jax.core.state import TrainState
 from gen_jax.methods import Method, build_method
 
 

@@ -15,7 +15,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.logging import MetricWriter, is_main_process
-from gen_jax.engine.state import TrainState, count_params
+from gen_jax.core.state import TrainState, count_params
 from gen_jax.engine.train import compile_train_step, evaluate_state, save_json, write_samples
 
 

@@ -25,7 +25,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.logging import MetricWriter, Progress, is_main_process, save_image_grid
-from gen_jax.engine.state import TrainState, count_params
+from gen_jax.core.state import TrainState, count_params
 from gen_jax.methods import build_method
 
 

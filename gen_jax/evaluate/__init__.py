@@ -1,2 +1,3 @@
-"""Evaluation: sample-quality metrics from features (`sample_quality`) and likelihoods
-(`diffusion_likelihood`: DDPM bits/dim from the variational bound)."""
+"""Metric math on arrays, beside `gen_jax.core`: sample quality from features
+(`sample_quality`: FID, KID, precision/recall) and classifier scores (`classifier_scores`).
+Imports neither the methods nor the engine."""

@@ -24,8 +24,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from gen_jax.engine.optimizer import make_optimizer
-from gen_jax.engine.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.core.optimizer import make_optimizer
+from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods.base import grad_accum_steps
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import jax
 
-from gen_jax.engine.state import TrainState
+from gen_jax.core.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -62,7 +62,7 @@ def image_shape_of(spec) -> tuple[int, int, int]:
 def grad_accum_steps(config, rows: int | None = None, rows_desc: str | None = None) -> int:
   """`train.grad_accum_steps` M (default 1), checked before anything is compiled.
 
-  M micro-batches share one optimizer step (`gen_jax.engine.state.accumulated_value_and_grad`),
+  M micro-batches share one optimizer step (`gen_jax.core.state.accumulated_value_and_grad`),
   so M must divide the rows each accumulated gradient is taken over: `train.batch_size`,
   or `rows` (described by `rows_desc` in the error) when a method splits the batch itself.
   """

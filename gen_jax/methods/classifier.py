@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gen_jax.engine.optimizer import make_optimizer
-from gen_jax.engine.state import TrainState, apply_gradients
+from gen_jax.core.optimizer import make_optimizer
+from gen_jax.core.state import TrainState, apply_gradients
 from gen_jax.methods.base import image_shape_of
 from gen_jax.models.classifier import Classifier
 

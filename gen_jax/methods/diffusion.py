@@ -1,11 +1,10 @@
-"""Denoising diffusion probabilistic models.
+"""Denoising diffusion probabilistic models: the training loss, the samplers, the method.
 
-Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (arXiv:2006.11239):
-forward process q(x_t|x_0) (Eq. 4), posterior q(x_{t-1}|x_t,x_0) (Eq. 6-7), the
+Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (arXiv:2006.11239): the
 simplified objective L_simple (Eq. 14) and the ancestral sampler (Alg. 2).
-Nichol & Dhariwal 2021 (arXiv:2102.09672, Eq. 17): the cosine schedule.
 Song, Meng, Ermon 2021 (arXiv:2010.02502): the DDIM sampler (Eq. 12, 16).
-Salimans & Ho 2022 (arXiv:2202.00512, §4): the v-prediction target.
+The forward process and schedules are in `gen_jax/methods/diffusion_process.py`; the
+variational bound (bits/dim) in `gen_jax/methods/diffusion_likelihood.py`.
 
 Timesteps are 0-based: index t in [0, T) is the paper's t+1.
 """
@@ -14,126 +13,25 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from gen_jax.engine.optimizer import make_optimizer
-from gen_jax.engine.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.core.optimizer import make_optimizer
+from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.methods import diffusion_likelihood
 from gen_jax.methods.base import grad_accum_steps, image_shape_of
+from gen_jax.methods.diffusion_process import (TARGETS, Schedule, eps_from_x0, predict_x0_eps,
+                                               q_posterior_mean_variance, q_sample,
+                                               schedule_from_config, training_target)
 from gen_jax.models.unet import UNet
 
-TARGETS = ("eps", "x0", "v")
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B,H,W,C], t [B]) -> output
 
 
-# ----------------------------------------------------------------------------- schedules
-
-
-def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-  """Ho et al. 2020 §4: betas increase linearly from 1e-4 to 0.02 over T=1000."""
-  return np.linspace(beta_start, beta_end, T, dtype=np.float64)
-
-
-def cosine_alpha_bar(t_over_T: np.ndarray, s: float = 0.008) -> np.ndarray:
-  """Nichol & Dhariwal 2021, Eq. 17: f(t) = cos^2(((t/T + s) / (1 + s)) * pi/2)."""
-  return np.cos((t_over_T + s) / (1 + s) * np.pi / 2) ** 2
-
-
-def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
-  """Nichol & Dhariwal 2021, Eq. 17: beta_t = min(1 - abar_t / abar_{t-1}, 0.999)."""
-  steps = np.arange(T + 1, dtype=np.float64) / T
-  abar = cosine_alpha_bar(steps, s) / cosine_alpha_bar(np.zeros(()), s)
-  return np.minimum(1.0 - abar[1:] / abar[:-1], max_beta)
-
-
-class Schedule(flax.struct.PyTreeNode):
-  """Per-timestep constants of the forward process and its posterior, shape [T] each."""
-
-  betas: jax.Array
-  alphas_cumprod: jax.Array        # abar_t = prod_{s<=t} (1 - beta_s)
-  alphas_cumprod_prev: jax.Array   # abar_{t-1}, with abar_{-1} = 1
-  posterior_variance: jax.Array    # beta~_t, Eq. 7
-  posterior_mean_coef_x0: jax.Array  # Eq. 7: sqrt(abar_{t-1}) beta_t / (1 - abar_t)
-  posterior_mean_coef_xt: jax.Array  # Eq. 7: sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
-
-  @property
-  def num_timesteps(self) -> int:
-    return self.betas.shape[0]
-
-
-def make_schedule(betas: np.ndarray) -> Schedule:
-  """Derives every constant in float64 and stores float32 (as the original code does)."""
-  betas = np.asarray(betas, np.float64)
-  alphas = 1.0 - betas
-  abar = np.cumprod(alphas)
-  abar_prev = np.append(1.0, abar[:-1])
-  f32 = lambda a: jnp.asarray(a, jnp.float32)
-  return Schedule(
-      betas=f32(betas),
-      alphas_cumprod=f32(abar),
-      alphas_cumprod_prev=f32(abar_prev),
-      posterior_variance=f32(betas * (1.0 - abar_prev) / (1.0 - abar)),
-      posterior_mean_coef_x0=f32(np.sqrt(abar_prev) * betas / (1.0 - abar)),
-      posterior_mean_coef_xt=f32(np.sqrt(alphas) * (1.0 - abar_prev) / (1.0 - abar)),
-  )
-
-
-def schedule_from_config(cfg: ml_collections.ConfigDict) -> Schedule:
-  if cfg.schedule == "linear":
-    return make_schedule(linear_betas(cfg.num_timesteps, cfg.beta_start, cfg.beta_end))
-  if cfg.schedule == "cosine":
-    return make_schedule(cosine_betas(cfg.num_timesteps))
-  raise ValueError(f"diffusion.schedule={cfg.schedule!r}; expected 'linear' or 'cosine'.")
-
-
-def _at(values_T: jax.Array, t_B: jax.Array) -> jax.Array:
-  """values[t] broadcastable against images [B, H, W, C]."""
-  return values_T[t_B][:, None, None, None]
-
-
-# ------------------------------------------------------------------ forward process & loss
-
-
-def q_sample(sched: Schedule, x0: jax.Array, t_B: jax.Array, noise: jax.Array) -> jax.Array:
-  """Ho et al. 2020, Eq. 4: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
-  abar = _at(sched.alphas_cumprod, t_B)
-  return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * noise
-
-
-def q_posterior_mean_variance(sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array):
-  """Ho et al. 2020, Eq. 6-7: q(x_{t-1} | x_t, x_0) = N(mu~_t(x_t, x_0), beta~_t I)."""
-  mean = _at(sched.posterior_mean_coef_x0, t_B) * x0 + _at(sched.posterior_mean_coef_xt, t_B) * xt
-  return mean, _at(sched.posterior_variance, t_B)
-
-
-def training_target(sched: Schedule, x0, noise, t_B, target: str) -> jax.Array:
-  """What the network regresses: eps (Eq. 14), x0, or v = sqrt(abar) eps - sqrt(1-abar) x0."""
-  if target == "eps":
-    return noise
-  if target == "x0":
-    return x0
-  abar = _at(sched.alphas_cumprod, t_B)
-  return jnp.sqrt(abar) * noise - jnp.sqrt(1.0 - abar) * x0
-
-
-def predict_x0_eps(sched: Schedule, output, xt, t_B, target: str) -> tuple[jax.Array, jax.Array]:
-  """Converts the network output (for `target`) into (x0_hat, eps_hat) via Eq. 4."""
-  abar = _at(sched.alphas_cumprod, t_B)
-  sqrt_abar, sqrt_1m_abar = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
-  if target == "eps":
-    return (xt - sqrt_1m_abar * output) / sqrt_abar, output
-  if target == "x0":
-    return output, (xt - sqrt_abar * output) / sqrt_1m_abar
-  return sqrt_abar * xt - sqrt_1m_abar * output, sqrt_1m_abar * xt + sqrt_abar * output
-
-
-def eps_from_x0(sched: Schedule, x0, xt, t_B) -> jax.Array:
-  abar = _at(sched.alphas_cumprod, t_B)
-  return (xt - jnp.sqrt(abar) * x0) / jnp.sqrt(1.0 - abar)
+# ---------------------------------------------------------------------------------- loss
 
 
 def sample_t_and_noise(sched: Schedule, rng: jax.Array,
@@ -326,8 +224,7 @@ class DiffusionMethod:
   def bits_per_dim(self, state: TrainState, batch, rng, timestep_batch: int = 10):
     """The variational bound (Ho et al. 2020, Eq. 5) of `batch["image"]` in bits/dim with
     the EMA weights, for the model the DDPM sampler draws from (`sample.variance`,
-    `clip_x0`); see `gen_jax.evaluate.diffusion_likelihood.bits_per_dim` for the terms."""
-    from gen_jax.evaluate import diffusion_likelihood   # it imports this module
+    `clip_x0`); see `gen_jax.methods.diffusion_likelihood.bits_per_dim` for the terms."""
     return diffusion_likelihood.method_bits_per_dim(self, state.ema_params, batch["image"], rng,
                                                     timestep_batch=timestep_batch)
 

@@ -58,8 +58,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gen_jax.engine.optimizer import make_optimizer
-from gen_jax.engine.state import TrainState, accumulated_value_and_grad, ema_decay_at, ema_update
+from gen_jax.core.optimizer import make_optimizer
+from gen_jax.core.state import TrainState, accumulated_value_and_grad, ema_decay_at, ema_update
 from gen_jax.methods.base import grad_accum_steps, image_shape_of
 from gen_jax.models import dcgan
 

@@ -30,8 +30,8 @@ import numpy as np
 import optax
 import scipy.special
 
-from gen_jax.engine.optimizer import learning_rate_schedule, make_optimizer
-from gen_jax.engine.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
+from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods.base import grad_accum_steps, image_shape_of
 from gen_jax.models.vae import VAE, build_vae
 
