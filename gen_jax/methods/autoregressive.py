@@ -26,7 +26,7 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
-from gen_jax.methods.base import grad_accum_steps
+from gen_jax.methods.base import Method, grad_accum_steps
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
 
@@ -147,7 +147,7 @@ UNITS = {"char": "char", "byte": "byte", "ids": "token"}   # what bits are count
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoregressiveMethod:
+class AutoregressiveMethod(Method):
   """A language model trained by next-token prediction; samples are token ids."""
 
   model: Any
@@ -226,7 +226,7 @@ class AutoregressiveMethod:
         [f"topp{s.top_p:g}"] if s.top_p < 1 else [])
     return "_".join(parts)
 
-  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True) -> jax.Array:
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None) -> jax.Array:
     """`num` continuations of `sample.prompt`: int32 [num, len(prompt) + max_new_tokens]."""
     s = self.sample_cfg
     return generate(self.model, state.ema_params if use_ema else state.params,

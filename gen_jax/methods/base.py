@@ -1,15 +1,20 @@
 """The interface between the family-agnostic engine and a generative family.
 
-A method is a frozen object built from the config. All four functions are pure;
-the engine jits them with explicit shardings and owns devices, files and meshes.
-The engine passes `train_step` a key already folded with the step
-(`fold_in(base_rng, state.step)`), so a resumed run reproduces its randomness.
+A method is a frozen object built from the config (`from_config(config, spec)`). Its four
+required functions are pure; the engine jits them with explicit shardings and owns
+devices, files and meshes. The engine passes `train_step` a key already folded with the
+step (`fold_in(base_rng, state.step)`), so a resumed run reproduces its randomness.
+
+Every optional hook is written out below with its default; the engine calls hooks and
+never asks a method what it can do.
 """
 from __future__ import annotations
 
-from typing import Protocol
+import dataclasses
+from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from gen_jax.core.state import TrainState
 
@@ -17,34 +22,92 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
-class Method(Protocol):
+@dataclasses.dataclass(frozen=True)
+class DatasetEvaluation:
+  """A family's own evaluation over the first `num_examples` images of the eval split (in
+  `--mode=eval`), e.g. DDPM's bits/dim.
+
+  The engine reads the split in order, `batch_size` images at a time, runs the jitted
+  `batch_fn(state, batch, key)` on each batch (key i of a fixed sequence) and passes the
+  list of per-batch outputs, on the host, to `summarize`.
+
+  Attributes:
+    name: what it computes, for logs (e.g. 'bits/dim').
+    num_examples: images evaluated; a multiple of `batch_size`.
+    batch_size: global batch of one compiled call.
+    batch_fn: (state, batch, key) -> dict of arrays; its outputs are replicated.
+    summarize: list of per-batch output dicts -> (scalar metrics, details). Names are
+      relative to `eval/` (e.g. 'ema/bpd'); details (lists, counts) go to the eval JSON only.
+  """
+  name: str
+  num_examples: int
+  batch_size: int
+  batch_fn: Callable[[TrainState, Batch, jax.Array], dict[str, jax.Array]]
+  summarize: Callable[[list[dict[str, np.ndarray]]], tuple[dict[str, float], dict[str, Any]]]
+
+
+class Method:
+  """Base class of the families (`gen_jax/methods/*.py`)."""
+
+  # Optional: whether the family can sample at all (a classifier cannot); when False the
+  # engine writes no samples and `--mode=sample` stops with a clear error.
+  can_sample: bool = True
+  # Optional: when True the engine calls `sample(..., batch=...)` with the first
+  # `sample.num` images of the eval split (the same batch every time), e.g. for a VAE's
+  # reconstruction grids; otherwise `batch=None`.
+  sample_uses_batch: bool = False
+  # Micro-batches per update (`train.grad_accum_steps`); a family that accumulates
+  # gradients has it as a field.
+  grad_accum_steps: int = 1
+
+  # ------------------------------------------------------------------ required
 
   def init(self, rng: jax.Array, batch: Batch) -> TrainState:
     """Fresh state; `batch` is an example batch (only its shapes matter)."""
+    raise NotImplementedError
 
-  def train_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+  def train_step(self, state: TrainState, batch: Batch,
+                 rng: jax.Array) -> tuple[TrainState, Metrics]:
     """One update; metrics must include a scalar `loss`."""
+    raise NotImplementedError
 
   def eval_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> Metrics:
     """Per-batch evaluation metrics; names start with `ema/` or `raw/` (which weights)."""
+    raise NotImplementedError
 
-  def sample(self, state: TrainState, rng: jax.Array, num: int,
-             use_ema: bool = True) -> jax.Array | dict[str, jax.Array]:
+  def sample(self, state: TrainState, rng: jax.Array, num: int, use_ema: bool = True,
+             batch: Batch | None = None) -> jax.Array | dict[str, jax.Array]:
     """`num` samples from the EMA (or raw) weights of `state`.
 
     Returns images in [-1, 1], [num, H, W, C]; or a dict of named image batches (e.g.
-    {"samples": ..., "interpolation": ...}), each written as its own grid; or, for text,
-    token ids [num, length], which the engine decodes with the dataset's tokenizer.
+    {"samples": ..., "interpolation": ...}), each written as its own grid, "samples"
+    first; or, for text, token ids [num, length], which the engine decodes with the
+    dataset's tokenizer. `batch`: see `sample_uses_batch`.
     """
+    raise NotImplementedError(f"{type(self).__name__} cannot sample (can_sample=False).")
 
-  # Optional: `sample_tag: str`, a short description of the sampler put into file names
-  # written by `--mode=sample` (e.g. "ddim50").
-  # Optional: `sample_uses_batch: bool` (default False). When True the engine calls
-  # `sample(state, rng, num, use_ema, batch=...)` with the first `sample.num` images of the
-  # eval split (the same batch every time), e.g. for reconstruction grids.
-  # Optional: `summarize_eval(metrics) -> metrics`, applied to the eval metrics after they
-  # are averaged over batches, for quantities that are functions of the means (e.g. the
-  # language models' perplexity = exp(mean loss)).
+  # ------------------------------------------------------------- optional hooks
+
+  @property
+  def sample_tag(self) -> str:
+    """A short description of the sampler for file names of `--mode=sample` (e.g. 'ddim50')."""
+    return ""
+
+  def summarize_eval(self, metrics: dict[str, float]) -> dict[str, float]:
+    """Applied to the eval metrics after they are averaged over batches, for quantities
+    that are functions of the means (e.g. perplexity = exp(mean loss)). Default: as is."""
+    return metrics
+
+  def dataset_evaluation(self) -> DatasetEvaluation | None:
+    """The family's own evaluation over the eval split in `--mode=eval`, if it has one."""
+    return None
+
+  def without_grad_accumulation(self) -> "Method":
+    """The same method taking each batch whole: the engine counts FLOPs per update on it
+    (XLA counts a micro-batch loop's body once)."""
+    if self.grad_accum_steps == 1:
+      return self
+    return dataclasses.replace(self, grad_accum_steps=1)
 
 
 def image_shape_of(spec) -> tuple[int, int, int]:
@@ -53,10 +116,10 @@ def image_shape_of(spec) -> tuple[int, int, int]:
   Raises:
     ValueError: the spec describes text, which image families cannot model.
   """
-  if getattr(spec, "kind", "image") != "image":
+  if not isinstance(spec, (tuple, list)) and spec.kind != "image":
     raise ValueError(f"This method models images, but the dataset is {spec.kind}; use "
                      "--config=configs/gpt.py or configs/lstm.py for text.")
-  return tuple(int(d) for d in getattr(spec, "image_shape", spec))
+  return tuple(int(d) for d in (spec if isinstance(spec, (tuple, list)) else spec.image_shape))
 
 
 def grad_accum_steps(config, rows: int | None = None, rows_desc: str | None = None) -> int:

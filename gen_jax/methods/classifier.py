@@ -1,6 +1,6 @@
 """Supervised image classification (softmax cross-entropy), trained by the same engine as
 the generative families. Its checkpoint is the feature extractor of the sample-quality
-metrics (`gen_jax/engine/sample_metrics.py`); it has nothing to sample.
+metrics (`gen_jax/engine/sample_metrics.py`). It has nothing to sample (`can_sample = False`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, apply_gradients
-from gen_jax.methods.base import image_shape_of
+from gen_jax.methods.base import Method, image_shape_of
 from gen_jax.models.classifier import Classifier
 
 
@@ -25,8 +25,10 @@ def cross_entropy_and_accuracy(logits_BxK: jax.Array, labels_B: jax.Array):
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassifierMethod:
+class ClassifierMethod(Method):
   """A `Classifier` trained with cross-entropy on {"image", "label"} batches."""
+
+  can_sample = False    # discriminative: nothing to sample (configs/classifier.py has no sample group)
 
   model: Classifier
   tx: optax.GradientTransformation
@@ -70,8 +72,3 @@ class ClassifierMethod:
                                                   batch["label"])
       metrics.update({f"{name}/loss": loss, f"{name}/accuracy": accuracy})
     return metrics
-
-  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True):
-    raise NotImplementedError(
-        "The classifier is a discriminative model with nothing to sample: its config sets "
-        "train.sample_every=0; use --mode=train or --mode=eval with configs/classifier.py.")

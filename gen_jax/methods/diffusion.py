@@ -22,7 +22,7 @@ import optax
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods import diffusion_likelihood
-from gen_jax.methods.base import grad_accum_steps, image_shape_of
+from gen_jax.methods.base import DatasetEvaluation, Method, grad_accum_steps, image_shape_of
 from gen_jax.methods.diffusion_process import (TARGETS, Schedule, eps_from_x0, predict_x0_eps,
                                                q_posterior_mean_variance, q_sample,
                                                schedule_from_config, training_target)
@@ -156,7 +156,7 @@ def ddim_sample(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, shape: tupl
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionMethod:
+class DiffusionMethod(Method):
   """DDPM training (L_simple) on a U-Net, with ancestral or DDIM sampling."""
 
   model: UNet
@@ -167,6 +167,7 @@ class DiffusionMethod:
   ema_decay: float
   ema_warmup: bool
   sample_cfg: ml_collections.ConfigDict
+  eval_cfg: ml_collections.ConfigDict
   grad_accum_steps: int = 1     # micro-batches per update (one optimizer step per batch)
 
   @classmethod
@@ -176,6 +177,10 @@ class DiffusionMethod:
     if cfg.target not in TARGETS:
       raise ValueError(f"diffusion.target={cfg.target!r}; expected one of {TARGETS}.")
     _validate_sample_config(config.sample, cfg.num_timesteps)
+    e = config.eval
+    if e.get("bpd_num_images", 0) % e.get("bpd_batch_size", 1):
+      raise ValueError(f"eval.bpd_num_images={e.bpd_num_images} must be a multiple of "
+                       f"eval.bpd_batch_size={e.bpd_batch_size}.")
     m = config.model
     model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                  attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
@@ -184,7 +189,8 @@ class DiffusionMethod:
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
                image_shape=tuple(image_shape), target=cfg.target,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
-               sample_cfg=config.sample, grad_accum_steps=grad_accum_steps(config))
+               sample_cfg=config.sample, eval_cfg=config.eval,
+               grad_accum_steps=grad_accum_steps(config))
 
   def init(self, rng, batch) -> TrainState:
     x = jnp.zeros((1, *self.image_shape), jnp.float32)
@@ -221,19 +227,26 @@ class DiffusionMethod:
                                      batch["image"], rng, self.target)
             for name, params in (("ema", state.ema_params), ("raw", state.params))}
 
-  def bits_per_dim(self, state: TrainState, batch, rng, timestep_batch: int = 10):
-    """The variational bound (Ho et al. 2020, Eq. 5) of `batch["image"]` in bits/dim with
-    the EMA weights, for the model the DDPM sampler draws from (`sample.variance`,
-    `clip_x0`); see `gen_jax.methods.diffusion_likelihood.bits_per_dim` for the terms."""
-    return diffusion_likelihood.method_bits_per_dim(self, state.ema_params, batch["image"], rng,
-                                                    timestep_batch=timestep_batch)
+  def dataset_evaluation(self) -> DatasetEvaluation | None:
+    """Bits/dim of the first `eval.bpd_num_images` eval images (0: none) with the EMA
+    weights: the variational bound (Ho et al. 2020, Eq. 5) of the model the DDPM sampler
+    draws from (`sample.variance`, `clip_x0`); the terms are described in
+    `gen_jax.methods.diffusion_likelihood.bits_per_dim`."""
+    cfg = self.eval_cfg
+    if not cfg.get("bpd_num_images", 0):
+      return None
+    batch_fn = lambda state, batch, rng: diffusion_likelihood.method_bits_per_dim(
+        self, state.ema_params, batch["image"], rng, timestep_batch=cfg.bpd_timestep_batch)
+    return DatasetEvaluation(name="bits/dim", num_examples=cfg.bpd_num_images,
+                             batch_size=cfg.bpd_batch_size, batch_fn=batch_fn,
+                             summarize=diffusion_likelihood.summarize_bits_per_dim)
 
   @property
   def sample_tag(self) -> str:
     cfg = self.sample_cfg
     return f"{cfg.sampler}{cfg.steps or self.schedule.num_timesteps}"
 
-  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True) -> jax.Array:
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None) -> jax.Array:
     """`num` images with `config.sample`: sampler 'ddpm' (Alg. 2) or 'ddim' (Eq. 12)."""
     cfg, shape = self.sample_cfg, (num, *self.image_shape)
     denoise = self._denoise_fn(state.ema_params if use_ema else state.params, False)

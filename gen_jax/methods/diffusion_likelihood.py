@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gen_jax.core.probability import discretized_gaussian_log_likelihood, normal_kl
 from gen_jax.methods.diffusion_process import (TARGETS, Schedule, predict_x0_eps,
@@ -171,3 +172,23 @@ def method_bits_per_dim(method, params, x0: jax.Array, rng: jax.Array, *,
   return bits_per_dim(apply_fn, params, method.schedule, x0, rng, target=method.target,
                       variance=method.sample_cfg.variance, clip_x0=method.sample_cfg.clip_x0,
                       timestep_batch=timestep_batch)
+
+
+def summarize_bits_per_dim(batches: list[dict[str, np.ndarray]]) -> tuple[dict[str, float], dict]:
+  """Combines the `bits_per_dim` outputs of equal-sized batches (on the host).
+
+  Returns (scalar metrics, breakdown), named relative to `eval/`: `ema/bpd` (the mean
+  bound), its standard error over images and its prior / decoder / diffusion parts; the
+  breakdown holds the [T] vector of per-timestep terms (index t: the paper's L_t; index 0:
+  L_0) and the number of images.
+  """
+  per_image = np.concatenate([b["bpd_per_image"] for b in batches])
+  mean = {k: np.mean([b[k] for b in batches], axis=0) for k in batches[0] if k != "bpd_per_image"}
+  metrics = {"ema/bpd": float(mean["bpd"]),
+             "ema/bpd_stderr": float(per_image.std(ddof=1) / np.sqrt(len(per_image))),
+             "ema/bpd_prior": float(mean["prior_bpd"]),
+             "ema/bpd_decoder": float(mean["decoder_bpd"]),
+             "ema/bpd_diffusion": float(mean["diffusion_bpd"])}
+  breakdown = {"ema/bpd_terms": [float(v) for v in mean["terms_bpd"]],
+               "bpd_num_images": int(len(per_image))}
+  return metrics, breakdown

@@ -60,7 +60,7 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, ema_decay_at, ema_update
-from gen_jax.methods.base import grad_accum_steps, image_shape_of
+from gen_jax.methods.base import Method, grad_accum_steps, image_shape_of
 from gen_jax.models import dcgan
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
@@ -200,7 +200,7 @@ def critic_slices(x_BxHxWxC: jax.Array, n_critic: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class GANMethod:
+class GANMethod(Method):
   """DCGAN-style networks trained with a non-saturating, hinge or WGAN-GP objective."""
 
   generator: dcgan.Generator
@@ -421,7 +421,7 @@ class GANMethod:
 
   # ------------------------------------------------------------------------ sampling
 
-  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True):
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None):
     """Images from fixed latents (the engine's key is fixed across training).
 
     Returns:

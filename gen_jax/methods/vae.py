@@ -32,7 +32,7 @@ import scipy.special
 
 from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
-from gen_jax.methods.base import grad_accum_steps, image_shape_of
+from gen_jax.methods.base import Method, grad_accum_steps, image_shape_of
 from gen_jax.models.vae import VAE, build_vae
 
 DECODERS = ("bernoulli", "gaussian", "discretized_gaussian")
@@ -301,7 +301,7 @@ def manifold_latents(n: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEMethod:
+class VAEMethod(Method):
   """A VAE with one stochastic layer: Gaussian q(z|x), N(0, I) prior, `decoder` likelihood."""
 
   model: VAE
