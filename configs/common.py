@@ -1,9 +1,14 @@
-"""Fields every family's config shares: variant parsing, run identity, data and mesh.
+"""Fields every family's config shares: variant parsing, run identity, data and mesh, and
+the train, eval and sample groups with their smoke-mode overrides.
 
-A family config starts from `base_config(...)` and adds its model, objective, train,
-eval and sample groups.
+A family config starts from `base_config(...)`, adds its model and objective groups, and
+builds `train`, `eval` and `sample` with `train_group`, `eval_group` and `sample_group`,
+passing its own values as keyword arguments (each field's meaning is commented once, here).
+Its `smoke` variant calls `apply_smoke`.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import ml_collections
 
@@ -91,3 +96,126 @@ def disable_sample_metrics_for_smoke(eval_cfg: ml_collections.ConfigDict) -> Non
   eval_cfg.num_samples = 32
   eval_cfg.sample_batch_size = 16
   eval_cfg.kid_subsets = 10
+
+
+def _group(fields: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A config group of `fields` in their order; a field whose value is None is left out."""
+  return ml_collections.ConfigDict({k: v for k, v in fields.items() if v is not None})
+
+
+def train_group(
+    *,
+    # Global batch per update, split over the mesh (data x fsdp).
+    batch_size: int,
+    # Optimizer updates in all.
+    num_steps: int,
+    # Peak learning rate (after warmup).
+    lr: float,
+    # EMA of the params (sample.use_ema samples with it; evaluations report ema/ and raw/);
+    # 0 = no EMA: ema_params are the params and evaluations report raw/ only.
+    ema_decay: float,
+    # Steps between periodic samples (image grids, text); 0 disables. None: the family
+    # cannot sample and has no such field.
+    sample_every: int | None = None,
+    # The batch is split into this many micro-batches whose gradients are averaged before
+    # one update (the same update as the whole batch; activations of one micro-batch in
+    # memory). None: the family does not accumulate and has no such field.
+    grad_accum_steps: int | None = 1,
+    # Updates fused into one compiled call (lax.scan): > 1 helps a small model whose step
+    # costs less than its dispatch; keep 1 for conv nets on CPU (XLA:CPU runs convolutions
+    # in loops far slower). Step intervals (num_steps, *_every) must be multiples of it.
+    steps_per_call: int = 1,
+    # 'adam' or 'adamw' (decoupled weight decay); the VAE also takes 'adagrad'.
+    optimizer: str = "adam",
+    # 'constant' or 'cosine' (after warmup_steps).
+    lr_decay: str = "constant",
+    # cosine decays to lr * min_lr_ratio ...
+    min_lr_ratio: float = 0.1,
+    # ... at this step (0 = num_steps; nanoGPT's lr_decay_iters): a fixed value keeps the
+    # schedule when a run is extended. None: no such field (the decay ends at num_steps).
+    decay_steps: int | None = None,
+    # Linear warmup from 0 to lr over this many steps (0 = none).
+    warmup_steps: int = 0,
+    # Adam beta1, beta2 and epsilon.
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    # adamw: decoupled, on matrices only (not biases, norms); adagrad: L2.
+    weight_decay: float = 0.0,
+    # Global-norm gradient clipping; 0 disables.
+    grad_clip: float = 0.0,
+    # EMA decay = min(ema_decay, (1 + step) / (10 + step)).
+    ema_warmup: bool = True,
+    # Steps between train-metric logs, between checkpoints, and checkpoints kept.
+    log_every: int = 50,
+    checkpoint_every: int = 500,
+    max_checkpoints: int = 3,
+    # Write checkpoints in the background while training goes on.
+    async_checkpointing: bool = True,
+) -> ml_collections.ConfigDict:
+  """`config.train`: batch, optimizer, schedule, EMA and cadences, with a family's values."""
+  return _group(dict(locals()))
+
+
+def eval_group(
+    *,
+    # Steps between periodic evaluations; 0 disables.
+    every: int,
+    # Images (or text windows) per eval batch.
+    batch_size: int,
+    # Eval batches per evaluation; 0 = the whole eval split.
+    num_batches: int,
+    # Checkpoint that --mode=eval/sample restore (-1 = newest).
+    step: int = -1,
+) -> ml_collections.ConfigDict:
+  """`config.eval`; a family adds its own metrics' fields to it."""
+  return _group(dict(locals()))
+
+
+def sample_group(
+    *,
+    # Samples per periodic grid (train.sample_every) and per --mode=sample call.
+    num: int,
+    # Sample with the EMA params (train.ema_decay) rather than the raw ones.
+    use_ema: bool = True,
+    # Seed of --mode=sample.
+    seed: int = 0,
+) -> ml_collections.ConfigDict:
+  """`config.sample`; a family adds its sampler's fields to it."""
+  return _group(dict(locals()))
+
+
+# What every family's `smoke` variant sets (seconds on a CPU: a few updates, checkpoints, an
+# evaluation and a sample); a field a family does not have is skipped.
+SMOKE_TRAIN = dict(batch_size=16, num_steps=4, log_every=1, checkpoint_every=2,
+                   sample_every=4, async_checkpointing=False)
+SMOKE_EVAL = dict(every=4, batch_size=16, num_batches=2)
+SMOKE_SAMPLE = dict(num=4)
+# Warmup is shortened to at most this many steps (a family without warmup keeps none).
+SMOKE_MAX_WARMUP = 2
+
+
+def apply_smoke(config: ml_collections.ConfigDict, *, train: dict[str, Any] | None = None,
+                eval: dict[str, Any] | None = None,   # pylint: disable=redefined-builtin
+                sample: dict[str, Any] | None = None) -> None:
+  """The smoke-mode overrides of `config.train`, `config.eval` and `config.sample`.
+
+  `train`, `eval` and `sample` are the family's own smoke values (fields of its groups);
+  they win over the shared ones. Sample-quality metrics are switched off
+  (`disable_sample_metrics_for_smoke`) where the eval group has them.
+  """
+  own = {"train": train or {}, "eval": eval or {}, "sample": sample or {}}
+  for name, fields in own.items():
+    group = config.get(name)
+    unknown = [k for k in fields if group is None or k not in group]
+    if unknown:
+      raise KeyError(f"apply_smoke: {name}.{unknown} are not fields of the config.")
+  config.train.warmup_steps = min(config.train.warmup_steps, SMOKE_MAX_WARMUP)
+  for name, shared in (("train", SMOKE_TRAIN), ("eval", SMOKE_EVAL), ("sample", SMOKE_SAMPLE)):
+    if name in config:
+      config[name].update({k: v for k, v in shared.items() if k in config[name]})
+  if "sample_metrics" in config.eval:
+    disable_sample_metrics_for_smoke(config.eval)
+  for name, fields in own.items():
+    if fields:
+      config[name].update(fields)

@@ -46,51 +46,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # BatchNorm); 'auto' = 'layer' for wgan_gp, else 'batch'.
   config.gan.d_norm = "auto"
 
-  config.train = ml_collections.ConfigDict()
-  # Global batch of real images per train step (split over the mesh and into n_critic
-  # slices). Radford et al. use 128; 32 gives a 2-core CPU 4x the updates per minute.
-  config.train.batch_size = 32
-  # Each D/G update's images are split into this many micro-batches whose gradients are
-  # averaged before its one optimizer step (BatchNorm then sees micro-batch statistics).
-  config.train.grad_accum_steps = 1
-  config.train.num_steps = 3000
-  # Updates fused into one compiled call (lax.scan); keep 1 for conv nets on CPU (XLA:CPU
-  # runs convolutions in loops far slower). Step intervals below must be multiples of it.
-  config.train.steps_per_call = 1
-  config.train.optimizer = "adam"       # the same settings for G and D
-  config.train.lr = 2e-4                # Radford et al. §4 (1e-3 "was too high")
-  config.train.lr_decay = "constant"    # 'constant' or 'cosine'
-  config.train.min_lr_ratio = 0.1       # cosine decays to lr * min_lr_ratio
-  config.train.warmup_steps = 0
-  config.train.b1 = 0.5                 # Radford et al. §4 (0.9 "resulted in training oscillation")
-  config.train.b2 = 0.999
-  config.train.eps = 1e-8
-  config.train.weight_decay = 0.0       # adamw only; matrices only
-  config.train.grad_clip = 0.0          # global-norm clipping; 0 disables
-  config.train.ema_decay = 0.999        # EMA of the generator, used for sampling by default
-  config.train.ema_warmup = True        # decay = min(ema_decay, (1+step)/(10+step))
-  config.train.log_every = 50
-  config.train.checkpoint_every = 500
-  config.train.max_checkpoints = 3
-  config.train.async_checkpointing = True
-  config.train.sample_every = 250       # 0 disables periodic sample grids
+  # The batch of real images is split over the mesh and into n_critic slices (one per D
+  # update); with grad_accum_steps > 1 each D/G update's images are split into micro-batches
+  # (BatchNorm then sees micro-batch statistics). The optimizer settings serve G and D.
+  config.train = common.train_group(
+      batch_size=32,      # Radford et al. use 128; 32 gives a 2-core CPU 4x the updates per minute
+      num_steps=3000,
+      optimizer="adam",
+      lr=2e-4,            # Radford et al. §4 (1e-3 "was too high")
+      b1=0.5,             # Radford et al. §4 (0.9 "resulted in training oscillation")
+      ema_decay=0.999,    # EMA of the generator, used for sampling by default
+      sample_every=250)
 
-  config.eval = ml_collections.ConfigDict()
-  config.eval.every = 500               # 0 disables periodic evaluation
-  config.eval.batch_size = 100
-  config.eval.num_batches = 5           # 0 = the whole eval split
-  config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+  config.eval = common.eval_group(every=500, batch_size=100, num_batches=5)
   common.add_sample_metrics(config.eval, config.data.dataset, num_samples=1000,
                             sample_batch_size=500)
 
-  config.sample = ml_collections.ConfigDict()
-  config.sample.num = 64
-  config.sample.use_ema = True
-  config.sample.seed = 0                # for --mode=sample
+  config.sample = common.sample_group(num=64)
   # Latent interpolation grid: S rows x S steps (0 = none); 'slerp' or 'linear'.
   config.sample.interpolation_steps = 8
   config.sample.interpolation = "slerp"
-
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True
@@ -104,16 +79,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if "smoke" in variants:
     config.gan.update(ngf=4, ndf=4, z_dim=8)
-    config.train.batch_size = 8 * config.gan.n_critic
-    config.train.num_steps = 4
-    config.train.log_every = 1
-    config.train.checkpoint_every = 2
-    config.train.sample_every = 4
-    config.train.async_checkpointing = False
-    config.eval.every = 4
-    config.eval.batch_size = 16
-    config.eval.num_batches = 2
-    common.disable_sample_metrics_for_smoke(config.eval)
-    config.sample.num = 4
-    config.sample.interpolation_steps = 2
+    common.apply_smoke(config, train=dict(batch_size=8 * config.gan.n_critic),
+                       sample=dict(interpolation_steps=2))
   return config

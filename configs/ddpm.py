@@ -40,39 +40,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # What the network predicts: 'eps' (Eq. 14), 'x0' or 'v'.
   config.diffusion.target = "eps"
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 64          # global batch, split over the mesh
-  # The batch is split into this many micro-batches whose gradients are averaged before
-  # one update (the same update as the whole batch; activations of one micro-batch in memory).
-  config.train.grad_accum_steps = 1
-  config.train.num_steps = 1500
-  # Updates fused into one compiled call (lax.scan); >1 helps tiny MLPs on CPU, but keep 1
-  # for conv nets there (XLA:CPU runs convolutions in loops far slower). Step intervals
-  # below must be multiples of it.
-  config.train.steps_per_call = 1
-  config.train.optimizer = "adam"
-  config.train.lr = 2e-3
-  config.train.lr_decay = "constant"    # 'constant' or 'cosine'
-  config.train.min_lr_ratio = 0.1       # cosine decays to lr * min_lr_ratio
-  config.train.warmup_steps = 100
-  config.train.b1 = 0.9
-  config.train.b2 = 0.999
-  config.train.eps = 1e-8
-  config.train.weight_decay = 0.0       # adamw only; matrices only
-  config.train.grad_clip = 1.0          # global-norm clipping; 0 disables
-  config.train.ema_decay = 0.995
-  config.train.ema_warmup = True        # decay = min(ema_decay, (1+step)/(10+step))
-  config.train.log_every = 50
-  config.train.checkpoint_every = 500
-  config.train.max_checkpoints = 3
-  config.train.async_checkpointing = True
-  config.train.sample_every = 500       # 0 disables periodic sample grids
+  config.train = common.train_group(
+      batch_size=64, num_steps=1500, optimizer="adam", lr=2e-3, warmup_steps=100,
+      grad_clip=1.0, ema_decay=0.995, sample_every=500)
 
-  config.eval = ml_collections.ConfigDict()
-  config.eval.every = 500               # 0 disables periodic evaluation
-  config.eval.batch_size = 128
-  config.eval.num_batches = 4           # 0 = the whole eval split
-  config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+  config.eval = common.eval_group(every=500, batch_size=128, num_batches=4)
   # Bits/dim (variational bound, Ho et al. Eq. 5) of the first N eval images in --mode=eval
   # (0 = off); each image costs T network calls. Breakdown in eval/step_<N>.json.
   config.eval.bpd_num_images = 100
@@ -81,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common.add_sample_metrics(config.eval, config.data.dataset, num_samples=1000,
                             sample_batch_size=250)
 
-  config.sample = ml_collections.ConfigDict()
+  config.sample = common.sample_group(num=64)
   config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
   config.sample.steps = 100             # DDIM steps (0 = all T)
   # DDIM eta: 0 deterministic, 1 = ancestral-like noise. For this small CPU model eta=1 gives
@@ -89,10 +61,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.eta = 1.0
   config.sample.variance = "beta"       # DDPM sigma^2: 'beta' or 'beta_tilde'
   config.sample.clip_x0 = True          # clip predicted x0 to [-1, 1] at each step
-  config.sample.num = 64
-  config.sample.use_ema = True
-  config.sample.seed = 0                # for --mode=sample
-
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True
@@ -104,20 +72,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.attn_resolutions = (14,)
     config.model.num_groups = 4
     config.diffusion.num_timesteps = 20
-    config.train.batch_size = 16
-    config.train.num_steps = 4
-    config.train.warmup_steps = 2
-    config.train.log_every = 1
-    config.train.checkpoint_every = 2
-    config.train.sample_every = 4
-    config.train.async_checkpointing = False
-    config.eval.every = 4
-    config.eval.batch_size = 16
-    config.eval.num_batches = 2
-    config.eval.bpd_num_images = 0
-    config.eval.bpd_batch_size = 8
-    config.eval.bpd_timestep_batch = 5
-    common.disable_sample_metrics_for_smoke(config.eval)
-    config.sample.steps = 5
-    config.sample.num = 4
+    common.apply_smoke(config, eval=dict(bpd_num_images=0, bpd_batch_size=8,
+                                         bpd_timestep_batch=5), sample=dict(steps=5))
   return config

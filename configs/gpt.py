@@ -82,65 +82,42 @@ def text_data(config: ml_collections.ConfigDict, tokenizer: str) -> None:
 
 def language_model_train() -> ml_collections.ConfigDict:
   """nanoGPT's shakespeare_char optimizer and schedule, at its CPU ("baby") size."""
-  train = ml_collections.ConfigDict()
-  train.batch_size = 12
-  # The batch is split into this many micro-batches whose gradients are averaged before
-  # one update (same update as the whole batch; activations of one micro-batch in memory).
-  train.grad_accum_steps = 1
-  train.num_steps = 2000
-  # AdamW with decoupled weight decay on matrices only (not biases, LayerNorm).
-  train.optimizer = "adamw"
-  train.lr = 1e-3
-  train.lr_decay = "cosine"             # to lr * min_lr_ratio at decay_steps
-  train.min_lr_ratio = 0.1
-  train.decay_steps = 0                 # 0 = num_steps (nanoGPT's lr_decay_iters)
-  train.warmup_steps = 100
-  train.b1 = 0.9
-  train.b2 = 0.99
-  train.eps = 1e-8
-  train.weight_decay = 0.1
-  train.grad_clip = 1.0                 # global norm; 0 disables
-  # No EMA (as in nanoGPT): ema_params are the params, and eval reports raw/ only.
-  train.ema_decay = 0.0
-  train.ema_warmup = False
-  # Updates per compiled call (a lax.scan over stacked batches): a small model's step
-  # costs less than its dispatch, so fusing updates speeds up training on CPU.
-  train.steps_per_call = 10
-  train.log_every = 50
-  train.checkpoint_every = 500
-  train.max_checkpoints = 3
-  train.async_checkpointing = True
-  train.sample_every = 1000             # 0 disables periodic samples
-  return train
+  return common.train_group(
+      batch_size=12,
+      num_steps=2000,
+      # A small model's step costs less than its dispatch: fusing updates speeds up CPU training.
+      steps_per_call=10,
+      optimizer="adamw",      # weight decay on matrices only (not biases, LayerNorm)
+      lr=1e-3,
+      lr_decay="cosine",
+      min_lr_ratio=0.1,
+      decay_steps=0,
+      warmup_steps=100,
+      b2=0.99,
+      weight_decay=0.1,
+      grad_clip=1.0,
+      ema_decay=0.0,          # no EMA, as in nanoGPT
+      ema_warmup=False,
+      sample_every=1000)
 
 
 def language_model_eval() -> ml_collections.ConfigDict:
-  evaluation = ml_collections.ConfigDict()
-  evaluation.every = 250                # 0 disables periodic evaluation
-  evaluation.batch_size = 12
   # Random windows of the validation split (fixed seed: the same ones at every eval);
-  # 0 = every window of the split once (the full validation loss).
-  evaluation.num_batches = 20
-  evaluation.step = -1                  # checkpoint for --mode=eval/sample (-1 = newest)
-  return evaluation
+  # num_batches=0: every window of the split once (the full validation loss).
+  return common.eval_group(every=250, batch_size=12, num_batches=20)
 
 
 def language_model_sample() -> ml_collections.ConfigDict:
-  sample = ml_collections.ConfigDict()
+  sample = common.sample_group(num=4)
   sample.prompt = "\n"                  # every sample continues this text
   sample.max_new_tokens = 500
   sample.temperature = 0.8              # 0 = greedy
   sample.top_k = 200                    # 0 = off
   sample.top_p = 1.0                    # nucleus mass; 1 = off
-  sample.num = 4
-  sample.use_ema = True
-  sample.seed = 0                       # for --mode=sample
   return sample
 
 
 def smoke(config: ml_collections.ConfigDict) -> None:
-  """Seconds on a CPU: a few updates, checkpoints, an eval and a short sample."""
-  config.train.update(batch_size=8, num_steps=4, warmup_steps=2, steps_per_call=2, log_every=2,
-                      checkpoint_every=2, sample_every=4, async_checkpointing=False)
-  config.eval.update(every=4, batch_size=8, num_batches=2)
-  config.sample.update(max_new_tokens=24, num=2)
+  """Seconds on a CPU: a few updates (two per compiled call), checkpoints, an eval, a sample."""
+  common.apply_smoke(config, train=dict(batch_size=8, steps_per_call=2, log_every=2),
+                     eval=dict(batch_size=8), sample=dict(max_new_tokens=24, num=2))

@@ -73,44 +73,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Side of the latent-manifold grid drawn when latent_dim == 2 (0 disables).
   config.vae.manifold_size = 20
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 100         # global batch, split over the mesh
-  # The batch is split into this many micro-batches whose gradients are averaged before
-  # one update (the same update as the whole batch; activations of one micro-batch in memory).
-  config.train.grad_accum_steps = 1
-  config.train.num_steps = 6000
-  # Updates fused into one compiled call (lax.scan): the MLP VAE is dispatch-bound without it.
-  # Step intervals below must be multiples of it.
-  config.train.steps_per_call = 100
-  config.train.optimizer = "adam"       # 'adam', 'adamw' or (VAE only) 'adagrad'
-  config.train.lr = 1e-3
-  config.train.lr_decay = "constant"    # 'constant' or 'cosine' (vae.lr_schedule='engine')
-  config.train.min_lr_ratio = 0.1
-  config.train.warmup_steps = 0
-  config.train.b1 = 0.9
-  config.train.b2 = 0.999
-  config.train.eps = 1e-4               # Burda et al. §5
-  config.train.weight_decay = 0.0       # adamw (decoupled) or adagrad (L2)
-  config.train.grad_clip = 0.0          # global-norm clipping; 0 disables
-  config.train.ema_decay = 0.999
-  config.train.ema_warmup = True
-  config.train.log_every = 500
-  config.train.checkpoint_every = 2000
-  config.train.max_checkpoints = 3
-  config.train.async_checkpointing = True
-  config.train.sample_every = 2000      # 0 disables periodic sample grids
+  config.train = common.train_group(
+      batch_size=100,
+      num_steps=6000,
+      steps_per_call=100,     # the MLP VAE is dispatch-bound without fused updates
+      optimizer="adam",
+      lr=1e-3,                # lr_decay/warmup_steps apply with vae.lr_schedule='engine'
+      eps=1e-4,               # Burda et al. §5
+      ema_decay=0.999,
+      log_every=500,
+      checkpoint_every=2000,
+      sample_every=2000)
 
-  config.eval = ml_collections.ConfigDict()
-  config.eval.every = 6000              # 0 disables periodic evaluation
-  config.eval.batch_size = 100
-  config.eval.num_batches = 0           # 0 = the whole eval split (mnist_5k: 500 images)
-  config.eval.step = -1                 # checkpoint for --mode=eval/sample (-1 = newest)
+  # num_batches=0: the whole eval split (mnist_5k: 500 images).
+  config.eval = common.eval_group(every=6000, batch_size=100, num_batches=0)
 
-  config.sample = ml_collections.ConfigDict()
-  config.sample.num = 64                # prior samples, and reconstructions of the first 64 test images
-  config.sample.use_ema = True
-  config.sample.seed = 0                # for --mode=sample
-
+  # Prior samples, and reconstructions of the first `num` test images.
+  config.sample = common.sample_group(num=64)
 
   if config.data.dataset == "mnist":
     config.vae.train_examples = 60_000
@@ -131,15 +110,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.vae.eval_k = 20
     config.vae.eval_chunk = 10
     config.vae.manifold_size = 4
-    config.train.batch_size = 16
-    config.train.num_steps = 4
-    config.train.steps_per_call = 1
-    config.train.log_every = 1
-    config.train.checkpoint_every = 2
-    config.train.sample_every = 4
-    config.train.async_checkpointing = False
-    config.eval.every = 4
-    config.eval.batch_size = 16
-    config.eval.num_batches = 2
-    config.sample.num = 4
+    common.apply_smoke(config, train=dict(steps_per_call=1))
   return config

@@ -34,6 +34,7 @@ on the 2-core CPU shared with 1-2 other training jobs throughout (load average 4
   python launch.py --config=experiments/burda2016_iwae/mnist.py:stages=4 \
       --workdir=runs/burda2016_vae_s4 --config.data.manual_dir=../shared/data/mnist --mode=eval
 """
+from configs import common
 from configs import vae
 
 STAGES_DEFAULT = 8   # the paper's i = 0..7
@@ -41,11 +42,8 @@ MNIST_TRAIN = 60_000
 
 
 def get_config(arg: str | None = None):
-  variants = dict(part.split("=", 1) for part in (arg or "").split(",") if part)
-  unknown = set(variants) - {"stages", "objective", "k"}
-  if unknown:
-    raise ValueError(f"burda2016_iwae/mnist.py: unknown variant(s) {sorted(unknown)}; "
-                     "known: stages=<n>, objective=elbo|iwae, k=<k>.")
+  variants = common.parse_variants("experiments/burda2016_iwae/mnist.py", arg,
+                                   ("stages", "objective", "k"))
   stages = int(variants.get("stages", STAGES_DEFAULT))
   config = vae.get_config("dataset=mnist")
   config.data.binarize = "dynamic"

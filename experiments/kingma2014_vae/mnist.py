@@ -25,17 +25,14 @@ images/s, i.e. 20-25 updates/s (measured over 1,200 updates): 11-14 hours. An ac
 needs grain workers (data.num_workers) to keep up.
 Our measured number: not run (only 1,200 updates as a check: train -ELBO 203 -> ~170 nats).
 """
+from configs import common
 from configs import vae
 
 MNIST_TRAIN = 60_000
 
 
 def get_config(arg: str | None = None):
-  variants = dict(part.split("=", 1) for part in (arg or "").split(",") if part)
-  unknown = set(variants) - {"latent"}
-  if unknown:
-    raise ValueError(f"kingma2014_vae/mnist.py: unknown variant(s) {sorted(unknown)}; "
-                     "known: latent=<N_z>.")
+  variants = common.parse_variants("experiments/kingma2014_vae/mnist.py", arg, ("latent",))
   config = vae.get_config("dataset=mnist")
   config.data.binarize = "dynamic"
   config.model.update(arch="mlp", hidden=(500,), latent_dim=int(variants.get("latent", 20)),
