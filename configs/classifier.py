@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Width of the penultimate layer: the feature dimension of FID/KID/precision/recall.
   config.model.feature_dim = 128
 
+  # No sample group and no train.sample_every: the classifier cannot sample.
   config.train = common.train_group(
       batch_size=128,
       num_steps=1000,         # ~28 epochs of mnist_5k's 4,500 training digits
@@ -42,20 +43,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       warmup_steps=50,
       weight_decay=1e-4,
       ema_decay=0.99,         # evaluation (and feature extraction) use the EMA weights
-      max_checkpoints=1,
-      sample_every=0)
+      max_checkpoints=1)
 
   # num_batches=0: the whole eval split (500 digits for mnist_5k).
   config.eval = common.eval_group(every=500, batch_size=100, num_batches=0)
-
-  # Unused (the classifier cannot sample); present because the engine's modes share it.
-  config.sample = common.sample_group(num=0)
 
   if config.data.dataset == "mnist":
     config.train.num_steps = 3000       # ~6 epochs of 60,000 digits
 
   if "smoke" in variants:
     config.model.update(features=4, feature_dim=16)
-    common.apply_smoke(config, train=dict(num_steps=8, checkpoint_every=8, sample_every=0),
-                       eval=dict(every=8, batch_size=100, num_batches=0), sample=dict(num=0))
+    common.apply_smoke(config, train=dict(num_steps=8, checkpoint_every=8),
+                       eval=dict(every=8, batch_size=100, num_batches=0))
   return config
