@@ -99,7 +99,7 @@ def disable_sample_metrics_for_smoke(eval_cfg: ml_collections.ConfigDict) -> Non
 
 
 def _group(fields: dict[str, Any]) -> ml_collections.ConfigDict:
-  """A config group of `fields` in their order; a field whose value is None is left out."""
+  """A config group of `fields`; a field whose value is None is left out."""
   return ml_collections.ConfigDict({k: v for k, v in fields.items() if v is not None})
 
 
