@@ -100,8 +100,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import flax
 
-  from gen_jax.engine import inference, train
-  from gen_jax.engine.logging import quiet_library_logs
+  from gen_jax.engine import modes, train
+  from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
   config_arg = config_flags.get_config_filename(flags.FLAGS["config"])   # path[:variant]
   config_file = config_arg.partition(":")[0]
@@ -115,14 +115,14 @@ def main(argv):
     train.train_and_evaluate(config, workdir)
     return
   if _MODE.value == "sample":
-    report = str(inference.sample(config, workdir))
+    report = str(modes.sample(config, workdir))
   elif _MODE.value == "eval":
     report = "\n".join(f"{name}: {value:.6g}"
-                       for name, value in inference.evaluate(config, workdir).items())
+                       for name, value in modes.evaluate(config, workdir).items())
   elif _MODE.value == "compile":
-    report = inference.compile_report(config)
+    report = modes.compile_report(config)
   else:
-    report = inference.summary(config)
+    report = modes.summary(config)
   if jax.process_index() == 0:   # every process computes it; one prints
     print(report)
 

@@ -101,7 +101,7 @@ def throughput(config, calls: int, peak_size: int) -> dict:
   from gen_jax.engine import sharding
   from gen_jax.engine.experiment import build_experiment
   from gen_jax.core.state import count_params
-  from gen_jax.engine.train import _flops
+  from gen_jax.engine.train import xla_flops as count_xla_flops
 
   exp = build_experiment(config)
   K = config.train.steps_per_call
@@ -119,7 +119,7 @@ def throughput(config, calls: int, peak_size: int) -> dict:
   t0 = time.perf_counter()
   compiled = jax.jit(k_steps, donate_argnums=0).lower(state, batches).compile()
   compile_s = time.perf_counter() - t0
-  xla_flops = _flops(jax.jit(exp.method.train_step).lower(
+  xla_flops = count_xla_flops(jax.jit(exp.method.train_step).lower(
       state, jax.tree.map(lambda x: x[0], batches), exp.base_rng))
   params = exp.abstract_state.params
   non_embedding = count_params(params) - params["wpe"]["embedding"].size
@@ -190,7 +190,7 @@ def main(argv):
   del argv
   from absl import logging
   from gen_jax import data
-  from gen_jax.engine.logging import quiet_library_logs
+  from gen_jax.engine.outputs import quiet_library_logs
   from tests.smoke import load_config   # configs/ import each other as a package
 
   quiet_library_logs()

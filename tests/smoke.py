@@ -24,7 +24,7 @@ def load_config(name: str, arg: str = "smoke", **overrides):
 
 
 def train_losses(workdir) -> dict[int, float]:
-  from gen_jax.engine.logging import read_metrics
+  from gen_jax.engine.outputs import read_metrics
   return {row["step"]: row["train/loss"] for row in read_metrics(workdir) if "train/loss" in row}
 
 
@@ -37,7 +37,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 assert jax.device_count() == {devices}, jax.devices()
 from smoke import load_config, train_losses
 from gen_jax.engine import train
-from gen_jax.engine.logging import read_metrics
+from gen_jax.engine.outputs import read_metrics
 """
 
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from gen_jax.engine import checkpoint as ckpt_lib
-from gen_jax.engine import inference, train
+from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
-from gen_jax.engine.logging import read_metrics
+from gen_jax.engine.outputs import read_metrics
 from gen_jax.methods.gan import D, G
 from smoke import load_config, run_on_fake_devices
 
@@ -102,7 +102,7 @@ def test_checkpoint_restores_both_optimizer_states(data_dir, tmp_path):
 
 
 def test_sample_mode_writes_samples_and_interpolation_grids(runs, data_dir):
-  path = inference.sample(load_config("dcgan", **{"data.data_dir": data_dir}), runs["b"])
+  path = modes.sample(load_config("dcgan", **{"data.data_dir": data_dir}), runs["b"])
   folder = os.path.dirname(path)
   # One grid per entry of the dict `sample` returns (jax orders dict keys: the returned
   # path is the first name alphabetically).
@@ -113,7 +113,7 @@ def test_sample_mode_writes_samples_and_interpolation_grids(runs, data_dir):
 
 
 def test_eval_mode_reports_ema_and_raw(runs, data_dir):
-  metrics = inference.evaluate(load_config("dcgan", **{"data.data_dir": data_dir}), runs["b"])
+  metrics = modes.evaluate(load_config("dcgan", **{"data.data_dir": data_dir}), runs["b"])
   saved = json.load(open(os.path.join(runs["b"], "eval", "step_6.json")))
   assert saved["eval/ema/d_loss"] == pytest.approx(metrics["eval/ema/d_loss"])
   assert {k.split("/")[1] for k in metrics} == {"ema", "raw"}
@@ -121,7 +121,7 @@ def test_eval_mode_reports_ema_and_raw(runs, data_dir):
 
 
 def test_summary_counts_both_networks(data_dir):
-  text = inference.summary(load_config("dcgan", **{"data.data_dir": data_dir}))
+  text = modes.summary(load_config("dcgan", **{"data.data_dir": data_dir}))
   # smoke: ngf = ndf = 4, Z = 8, 5x5 kernels on 28x28x1.
   g = 8 * 7 * 7 * 8 + 2 * 8 + 25 * 8 * 4 + 2 * 4 + 25 * 4 * 1 + 1
   d = 25 * 1 * 4 + 4 + 25 * 4 * 8 + 2 * 8 + 7 * 7 * 8 + 1

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from gen_jax import data
-from gen_jax.engine import inference, train
-from gen_jax.engine.logging import read_metrics
+from gen_jax.engine import modes, train
+from gen_jax.engine.outputs import read_metrics
 from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
@@ -72,20 +72,20 @@ def test_two_identical_runs_give_identical_losses(runs):
 def test_sample_mode_writes_grid_from_newest_checkpoint(runs, data_dir, sampler, steps):
   config = load_config("ddpm", **{"data.data_dir": data_dir, "sample.sampler": sampler,
                                   "sample.steps": steps})
-  path = inference.sample(config, runs["b"])
+  path = modes.sample(config, runs["b"])
   assert "step_6" in os.path.basename(path)
   assert np.asarray(Image.open(path)).std() > 0
 
 
 def test_eval_mode_writes_json(runs, data_dir):
-  metrics = inference.evaluate(load_config("ddpm", **{"data.data_dir": data_dir}), runs["b"])
+  metrics = modes.evaluate(load_config("ddpm", **{"data.data_dir": data_dir}), runs["b"])
   saved = json.load(open(os.path.join(runs["b"], "eval", "step_6.json")))
   assert saved["step"] == 6 and saved["eval/ema/loss"] == pytest.approx(metrics["eval/ema/loss"])
   assert 0 < saved["eval/raw/loss"] < 10
 
 
 def test_summary_counts_params_without_allocating(data_dir):
-  text = inference.summary(load_config("ddpm", **{"data.data_dir": data_dir}))
+  text = modes.summary(load_config("ddpm", **{"data.data_dir": data_dir}))
   last = text.splitlines()[-1]
   assert last.startswith("params: ")
   total = sum(int(line.split()[-1].replace(",", "")) for line in text.splitlines()[:-1])
@@ -95,7 +95,7 @@ def test_summary_counts_params_without_allocating(data_dir):
 def test_compile_mode_reports_memory_and_flops_without_data(runs, tmp_path):
   # No data_dir with a prepared dataset: --mode=compile reads no data.
   config = load_config("ddpm", **{"data.data_dir": str(tmp_path)})
-  lines = inference.compile_report(config).splitlines()
+  lines = modes.compile_report(config).splitlines()
   report = dict(line.strip().split(": ", 1) for line in lines if ": " in line)
   params = int(report["params"].split(";")[0].replace(",", ""))
   # float32 params, EMA params, Adam's two moments (+ 3 int32 step counters): 4 copies.
@@ -173,7 +173,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(runs, data_dir,
   with pytest.raises(train.NonFiniteLossError, match=r"at step 7.*last good checkpoint is step 6"):
     train.train_and_evaluate(config, workdir)
   assert sorted(int(c) for c in os.listdir(os.path.join(workdir, "checkpoints")) if c.isdigit())[-1] == 6
-  path = inference.sample(load_config("ddpm", **{"data.data_dir": data_dir}), workdir)
+  path = modes.sample(load_config("ddpm", **{"data.data_dir": data_dir}), workdir)
   assert "step_6" in os.path.basename(path)   # the last good checkpoint still restores
 
 

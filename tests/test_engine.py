@@ -8,7 +8,7 @@ import pytest
 
 from gen_jax.core import optimizer, state
 from gen_jax.engine import sharding
-from gen_jax.engine.logging import image_grid
+from gen_jax.engine.outputs import image_grid
 
 
 def test_ema_update_and_warmup():
@@ -98,7 +98,7 @@ def test_checkpoint_round_trip_with_relative_path(tmp_path, monkeypatch):
 
 
 def test_metric_writer_drops_rows_past_the_resumed_step(tmp_path):
-  from gen_jax.engine.logging import MetricWriter, read_metrics
+  from gen_jax.engine.outputs import MetricWriter, read_metrics
   w = MetricWriter(tmp_path, tensorboard=False)
   for step in (1, 2, 3, 4):
     w.write(step, {"train/loss": float(step)})

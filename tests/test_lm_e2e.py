@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from gen_jax import data
-from gen_jax.engine import inference, train
-from gen_jax.engine.logging import read_metrics
+from gen_jax.engine import modes, train
+from gen_jax.engine.outputs import read_metrics
 from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
@@ -69,7 +69,7 @@ def test_resumed_run_equals_uninterrupted_run(runs):
 def test_eval_mode_writes_json_and_full_split_loss(runs, text_data_dir):
   # num_batches=0: every window of the validation split once, in order.
   config = lm_config(text_data_dir, **{"eval.num_batches": 0})
-  metrics = inference.evaluate(config, runs["b"])
+  metrics = modes.evaluate(config, runs["b"])
   saved = json.load(open(os.path.join(runs["b"], "eval", "step_6.json")))
   assert saved["step"] == 6
   assert saved["eval/raw/loss"] == pytest.approx(metrics["eval/raw/loss"])
@@ -78,7 +78,7 @@ def test_eval_mode_writes_json_and_full_split_loss(runs, text_data_dir):
 
 def test_sample_mode_continues_the_prompt(runs, text_data_dir):
   config = lm_config(text_data_dir, **{"sample.prompt": "def ", "sample.temperature": 0.0})
-  path = inference.sample(config, runs["b"])
+  path = modes.sample(config, runs["b"])
   assert os.path.basename(path) == "sample_step_6_greedy_ema_seed0.txt"
   samples = open(path).read().split("-" * 40 + "\n")[:-1]
   assert len(samples) == 2 and samples[0] == samples[1]   # greedy: identical

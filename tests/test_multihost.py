@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from gen_jax.engine.logging import read_metrics
+from gen_jax.engine.outputs import read_metrics
 from smoke import REPO_ROOT, train_losses
 
 STEPS, MORE_STEPS = 4, 6

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from gen_jax.engine import checkpoint as ckpt_lib
-from gen_jax.engine import inference, sample_metrics, train
+from gen_jax.engine import modes, sample_metrics, train
 from gen_jax.engine.experiment import build_experiment
-from gen_jax.engine.logging import read_metrics
+from gen_jax.engine.outputs import read_metrics
 from smoke import load_config
 
 TAG = "mnist5kclf_32_test"          # smoke: 32 samples against the test split
@@ -40,9 +40,9 @@ def runs(tmp_path_factory, data_dir):
   ckpt.save(0, build_experiment(load_config("ddpm", **{"data.data_dir": data_dir})).init_state(),
             None)
   ckpt.close()
-  ddpm_metrics = inference.evaluate(
+  ddpm_metrics = modes.evaluate(
       _with_metrics("ddpm", data_dir, clf, **{"eval.bpd_num_images": 16}), ddpm)
-  dcgan_metrics = inference.evaluate(_with_metrics("dcgan", data_dir, clf), dcgan)
+  dcgan_metrics = modes.evaluate(_with_metrics("dcgan", data_dir, clf), dcgan)
   return {"clf": clf, "ddpm": ddpm, "dcgan": dcgan, "cache": cache, "cache_mtime": cache_mtime,
           "ddpm_metrics": ddpm_metrics, "dcgan_metrics": dcgan_metrics}
 
@@ -124,4 +124,4 @@ def test_reference_split_against_itself_scores_perfectly(runs, data_dir):
 def test_missing_classifier_fails_with_the_command_to_run(runs, data_dir, tmp_path):
   config = _with_metrics("ddpm", data_dir, str(tmp_path / "no_classifier"))
   with pytest.raises(FileNotFoundError, match="python launch.py --config=configs/classifier.py"):
-    inference.evaluate(config, runs["ddpm"])
+    modes.evaluate(config, runs["ddpm"])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gen_jax.engine import inference, train
-from gen_jax.engine.logging import read_metrics
+from gen_jax.engine import modes, train
+from gen_jax.engine.outputs import read_metrics
 from smoke import load_config, run_on_fake_devices, train_losses
 
 
@@ -54,7 +54,7 @@ def test_resumed_run_equals_uninterrupted_run(runs):
 
 
 def test_sample_mode_writes_samples_and_reconstructions(runs, data_dir):
-  path = inference.sample(vae_config(data_dir), runs["b"])
+  path = modes.sample(vae_config(data_dir), runs["b"])
   folder = os.path.dirname(path)
   stem = "sample_step_6_ema_seed0"   # one file per named grid (JAX orders dict outputs by name)
   samples, recon, manifold = (_grid(os.path.join(folder, f"{stem}_{name}.png"))
@@ -71,7 +71,7 @@ def test_sample_mode_writes_samples_and_reconstructions(runs, data_dir):
 
 
 def test_eval_mode_writes_json_with_k_named_metrics(runs, data_dir):
-  metrics = inference.evaluate(vae_config(data_dir), runs["b"])
+  metrics = modes.evaluate(vae_config(data_dir), runs["b"])
   saved = json.load(open(os.path.join(runs["b"], "eval", "step_6.json")))
   assert saved["step"] == 6
   for weights in ("ema", "raw"):
@@ -97,7 +97,7 @@ def test_continuous_conv_variant_trains_and_reports_psnr_ssim(data_dir, tmp_path
 
 
 def test_launcher_summary_counts_the_smoke_network(data_dir):
-  text = inference.summary(vae_config(data_dir))
+  text = modes.summary(vae_config(data_dir))
   # smoke: 784-32-32-(2, 2) encoder, 2-32-32-784 decoder
   dense = lambda i, o: i * o + o
   expected = (dense(784, 32) + dense(32, 32) + 2 * dense(32, 2)

@@ -1,6 +1,6 @@
 """Orbax checkpoints of the train state and the grain data-iterator state.
 
-Resume precedence (the launcher and README say the same):
+Resume precedence (`restore_or_init`; docs/design.md says the same):
 
   1. a checkpoint in `workdir/checkpoints`  -> full state + data iterator (a rerun resumes)
   2. `config.resume_from` (another run's workdir or checkpoints dir) -> full state + data
@@ -27,7 +27,11 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
+
+from gen_jax.core.state import TrainState
+from gen_jax.engine.experiment import Experiment
 
 STATE, DATA = "state", "data"
 
@@ -140,3 +144,28 @@ def restore_params(path: str | epath.Path, abstract_params: Any, shardings: Any,
       partial_restore=True)}))
   manager.close()
   return restored[STATE]["params"], step
+
+
+def restore_or_init(exp: Experiment, ckpt: Checkpointer, data_iter: Any) -> TrainState:
+  """The train state to start from, by the precedence in this module's docstring:
+  workdir checkpoint > resume_from > init_from > scratch. Restores `data_iter` in place
+  when a full state is restored."""
+  cfg = exp.config
+  if (step := ckpt.latest_step()) is not None:
+    logging.info("Resuming from %s step %d", ckpt.directory, step)
+    return ckpt.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
+  if cfg.resume_from:
+    other = Checkpointer(checkpoint_dir(cfg.resume_from), read_only=True)
+    if (step := other.latest_step()) is None:
+      raise FileNotFoundError(f"resume_from={cfg.resume_from}: no checkpoint found there.")
+    logging.info("Resuming full state from %s step %d", other.directory, step)
+    state = other.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
+    other.close()
+    return state
+  state = exp.init_state()
+  if cfg.init_from:
+    params, step = restore_params(cfg.init_from, exp.abstract_state.params,
+                                  exp.state_sharding.params)
+    logging.info("Initialized params (and EMA) from %s step %d", cfg.init_from, step)
+    state = state.replace(params=params, ema_params=params)
+  return state

@@ -60,7 +60,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"train.steps_per_call={K} must be >= 1.")
   intervals = {"train.num_steps": t.num_steps, "train.log_every": t.log_every,
                "train.checkpoint_every": t.checkpoint_every,
-               "train.sample_every": t.sample_every, "eval.every": config.eval.every,
+               "train.sample_every": t.get("sample_every", 0), "eval.every": config.eval.every,
                "eval.sample_metrics_every": config.eval.get("sample_metrics_every", 0)}
   misaligned = {k: v for k, v in intervals.items() if v % K}
   if misaligned:
@@ -87,6 +87,11 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   sharding.validate_global_batch(config.eval.batch_size, mesh, "eval.batch_size")
   spec = data.describe(config.data)
   method = build_method(config, spec)
+  if not method.can_sample and (config.train.get("sample_every", 0)
+                                or config.eval.get("sample_metrics", False)
+                                or config.eval.get("sample_metrics_every", 0)):
+    raise ValueError(f"config.method={config.method!r} cannot sample: set train.sample_every=0 "
+                     "and turn the sample-quality metrics off (eval.sample_metrics=False).")
   abstract_state = jax.eval_shape(method.init, jax.random.key(0), spec.example_batch())
   return Experiment(
       config=config, mesh=mesh, method=method, spec=spec,

@@ -36,7 +36,8 @@ from gen_jax import data
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
-from gen_jax.engine.logging import is_main_process
+from gen_jax.engine.outputs import is_main_process
+from gen_jax.engine.samples import make_sample_fn
 from gen_jax.evaluate import sample_quality
 from gen_jax.evaluate.classifier_scores import class_scores
 
@@ -177,7 +178,6 @@ class SampleQualityEvaluator:
   """
 
   def __init__(self, exp: Experiment, num_samples: int | None = None):
-    from gen_jax.engine.train import make_sample_fn   # train.py uses this module
     cfg = exp.config.eval
     self.exp = exp
     self.num_samples = int(num_samples or cfg.num_samples)

@@ -1,18 +1,13 @@
-"""`train_and_evaluate(config, workdir)`: the training loop, read top to bottom.
+"""`train_and_evaluate(config, workdir)`: the training loop, read top to bottom, and the
+compiled update it runs.
 
 logging -> mesh, method, shardings -> input -> state (resume / init) -> update step
 -> loop (health check, log, eval, sample, checkpoint) -> final save.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import math
-import signal
-import threading
 import time
-from typing import Any
 
 import jax
 import ml_collections
@@ -21,178 +16,26 @@ from absl import logging
 from etils import epath
 
 from gen_jax import data
+from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
+from gen_jax.engine.evaluation import evaluate_state
 from gen_jax.engine.experiment import Experiment, build_experiment
-from gen_jax.engine.logging import MetricWriter, Progress, is_main_process, save_image_grid
-from gen_jax.core.state import TrainState, count_params
-from gen_jax.methods import build_method
+from gen_jax.engine.outputs import MetricWriter, Progress, write_config
+from gen_jax.engine.preemption import StopRequest
+from gen_jax.engine.samples import make_sample_fn, write_samples
 
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
-  if is_main_process():
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-
-
-def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, data_iter: Any) -> TrainState:
-  """Resume precedence: workdir checkpoint > resume_from > init_from > scratch.
-
-  (Also in `gen_jax/engine/checkpoint.py` and the README.)
-  """
-  cfg = exp.config
-  if (step := ckpt.latest_step()) is not None:
-    logging.info("Resuming from %s step %d", ckpt.directory, step)
-    return ckpt.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
-  if cfg.resume_from:
-    other = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(cfg.resume_from), read_only=True)
-    if (step := other.latest_step()) is None:
-      raise FileNotFoundError(f"resume_from={cfg.resume_from}: no checkpoint found there.")
-    logging.info("Resuming full state from %s step %d", other.directory, step)
-    state = other.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
-    other.close()
-    return state
-  state = exp.init_state()
-  if cfg.init_from:
-    params, step = ckpt_lib.restore_params(
-        cfg.init_from, exp.abstract_state.params, exp.state_sharding.params)
-    logging.info("Initialized params (and EMA) from %s step %d", cfg.init_from, step)
-    state = state.replace(params=params, ema_params=params)
-  return state
-
-
-class _StopRequest:
-  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and exits cleanly."""
-
-  def __init__(self):
-    self.requested = False
-
-  @contextlib.contextmanager
-  def installed(self):
-    if threading.current_thread() is not threading.main_thread():
-      yield self
-      return
-    def handler(signum, frame):
-      logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
-      self.requested = True
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-      yield self
-    finally:
-      for s, h in previous.items():
-        signal.signal(s, h)
-
-
-def _flops(stage) -> float:
+def xla_flops(stage) -> float:
   """XLA's FLOP count of a lowered/compiled computation (NaN if unavailable)."""
   analysis = stage.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}
   return float((analysis or {}).get("flops", float("nan")))
-
-
-def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str, float]:
-  """Mean of `method.eval_step` over `eval.num_batches` batches of the eval split.
-
-  The batches and the eval key are fixed, so numbers are comparable across steps.
-  """
-  cfg = exp.config
-  # Text: `num_batches` windows drawn at random (with a fixed seed, so the same ones every
-  # time) represent the whole split; num_batches=0 reads every window of the split once.
-  random_windows = exp.spec.kind == data.TEXT and cfg.eval.num_batches > 0
-  loader = data.make_loader(cfg.data, split=cfg.data.eval_split,
-                            global_batch_size=cfg.eval.batch_size, seed=cfg.seed,
-                            shuffle=random_windows, num_epochs=None if random_windows else 1)
-  eval_fn = eval_fn or jax.jit(exp.method.eval_step)
-  rng = jax.random.fold_in(exp.base_rng, 0xE7A1)
-  totals, n = {}, 0
-  for i, local in enumerate(loader):
-    if cfg.eval.num_batches and i >= cfg.eval.num_batches:
-      break
-    metrics = jax.device_get(eval_fn(state, sharding.global_batch(local, exp.batch_sharding),
-                                     jax.random.fold_in(rng, i)))
-    for k, v in metrics.items():
-      totals[k] = totals.get(k, 0.0) + float(v)
-    n += 1
-  if n == 0:
-    raise ValueError(f"eval split {cfg.data.eval_split!r} yielded no batch of "
-                     f"eval.batch_size={cfg.eval.batch_size}.")
-  metrics = {k: v / n for k, v in totals.items()}
-  if hasattr(exp.method, "summarize_eval"):   # metrics of the means, e.g. exp(mean loss)
-    metrics = exp.method.summarize_eval(metrics)
-  return {f"eval/{k}": v for k, v in metrics.items()}
-
-
-def fixed_sample_batch(exp: Experiment, num: int | None = None) -> dict[str, jax.Array]:
-  """The first `num` (default `sample.num`) images of the eval split (unshuffled), as a
-  global batch."""
-  cfg = exp.config
-  num = cfg.sample.num if num is None else num
-  sharding.validate_global_batch(num, exp.mesh, "sample.num")
-  loader = data.make_loader(cfg.data, split=cfg.data.eval_split,
-                            global_batch_size=num, seed=cfg.seed,
-                            shuffle=False, num_epochs=1)
-  local = next(iter(loader), None)
-  if local is None:
-    raise ValueError(f"eval split {cfg.data.eval_split!r} has fewer than "
-                     f"sample.num={num} images.")
-  return sharding.global_batch(local, exp.batch_sharding)
-
-
-def make_sample_fn(exp: Experiment, num: int | None = None):
-  """`method.sample` jitted once: (state, rng) -> images, `num` (default `sample.num`) of them.
-
-  A method with `sample_uses_batch = True` (e.g. the VAE, for reconstructions) also gets
-  `batch=` the same `fixed_sample_batch` on every call.
-  """
-  cfg = exp.config.sample
-  num = cfg.num if num is None else num
-  if not getattr(exp.method, "sample_uses_batch", False):
-    return jax.jit(lambda state, rng: exp.method.sample(state, rng, num, cfg.use_ema),
-                   out_shardings=exp.replicated)
-  batch = fixed_sample_batch(exp, num)
-  sample = jax.jit(lambda state, rng, batch: exp.method.sample(state, rng, num, cfg.use_ema,
-                                                               batch=batch),
-                   out_shardings=exp.replicated)
-  return lambda state, rng: sample(state, rng, batch)
-
-
-def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_fn=None,
-                  rng: jax.Array | None = None) -> list[epath.Path]:
-  """Samples from `state` (EMA weights unless `sample.use_ema=False`) and writes them.
-
-  Images: a PNG grid at `path`; a method returning a dict of image batches gets one grid
-  per entry, `<stem>_<name>.png`. Text: the decoded token sequences in `<stem>.txt`,
-  separated by a line of dashes. The default key is fixed, so outputs across training
-  start from the same noise/latents/random draws.
-  """
-  sample_fn = sample_fn or make_sample_fn(exp)
-  rng = jax.random.fold_in(exp.base_rng, 0x5A3) if rng is None else rng
-  samples = jax.device_get(sample_fn(state, rng))
-  if exp.spec.kind == data.TEXT:
-    out = path.with_suffix(".txt")
-    if is_main_process():
-      out.parent.mkdir(parents=True, exist_ok=True)
-      out.write_text(format_text_samples(exp.spec.tokenizer, samples))
-    return [out]
-  if not isinstance(samples, dict):
-    samples = {"": samples}
-  samples = dict(sorted(samples.items(), key=lambda kv: kv[0] != "samples"))   # samples first
-  paths = [path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
-           for name in samples]
-  if is_main_process():
-    for out, batch in zip(paths, samples.values()):
-      save_image_grid(np.asarray(batch), out)
-  return paths
-
-
-def format_text_samples(tokenizer, tokens_NxT: np.ndarray) -> str:
-  """Decoded samples, one after another, each followed by a separator line."""
-  return "".join(f"{tokenizer.decode(row)}\n{'-' * 40}\n" for row in np.asarray(tokens_NxT))
 
 
 def compile_train_step(exp: Experiment, state, batches):
@@ -235,15 +78,11 @@ def compile_train_step(exp: Experiment, state, batches):
                      out_shardings=(exp.state_sharding, exp.replicated),
                      donate_argnums=0).lower(state, batches, exp.base_rng).compile()
   one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), batches)
-  method = exp.method
-  if exp.config.train.get("grad_accum_steps", 1) > 1:
-    whole_batch = exp.config.copy_and_resolve_references()
-    with whole_batch.unlocked():
-      whole_batch.train.grad_accum_steps = 1
-    method = build_method(whole_batch, exp.spec)
-  flops = _flops(jax.jit(functools.partial(step_fn, method=method)).lower(
+  whole_batch_method = exp.method.without_grad_accumulation()
+  flops = xla_flops(jax.jit(lambda s, b, r: step_fn(s, b, r, whole_batch_method)).lower(
       state, one_batch, exp.base_rng))
   return compiled, flops
+
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -275,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ------------------------------------------------------ state: resume or init
   ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_checkpoints,
                                async_save=tcfg.async_checkpointing)
-  state = restore_or_init(exp, ckpt, train_iter)
+  state = ckpt_lib.restore_or_init(exp, ckpt, train_iter)
   start_step = int(jax.device_get(state.step))
   last_saved = start_step if ckpt.latest_step() is not None else None
   K = tcfg.get("steps_per_call", 1)   # updates per compiled call, see "update step"
@@ -300,7 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Compiled train step (%d update(s) per call) in %.1fs (%.3g FLOPs/update)", K,
                time.perf_counter() - t0, flops_per_step)
   eval_fn = jax.jit(exp.method.eval_step)
-  sample_fn = make_sample_fn(exp)
+  sample_every = tcfg.get("sample_every", 0)
+  sample_fn = make_sample_fn(exp) if sample_every else None
 
   # ------------------------------------------------------------------------ loop
   writer = MetricWriter(workdir, resume_step=start_step)
@@ -319,6 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"{where}. Lower train.lr or raise train.warmup_steps, then rerun to resume.")
 
   def consume(last_step: int, device_metrics) -> None:
+    """Fetches, checks and logs the K steps' metrics of one compiled call."""
     nonlocal logged
     stacked = jax.device_get(device_metrics)
     for k in range(K):
@@ -338,45 +179,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.write(step, logged)
         window.clear()
 
-  stop = _StopRequest()
+  def due(every: int, step: int, is_last: bool) -> bool:
+    return bool(every) and (step % every == 0 or is_last)
+
+  stop = StopRequest()
   try:
     with stop.installed():
       for step in range(start_step + K, tcfg.num_steps + 1, K):
         if step > start_step + K:
           batches = next_batches()
         state, metrics = train_step(state, batches, exp.base_rng)
-        if pending is not None:   # fetch the previous call while this one runs
+        if pending is not None:   # fetch the previous call's metrics while this one runs
           consume(*pending)
         pending = (step, metrics)
 
-        # On a stop request (preemption) only the checkpoint is written: grace periods are short.
         is_last = step == tcfg.num_steps
-        if config.eval.every and (step % config.eval.every == 0 or is_last):
+        # On a stop request (preemption) only the checkpoint is written: grace periods are short.
+        evaluate = due(config.eval.every, step, is_last)
+        measure_quality = sample_quality is not None and due(sample_quality_every, step, is_last)
+        draw_samples = due(sample_every, step, is_last)
+        save = step % tcfg.checkpoint_every == 0 or is_last or stop.requested
+        if evaluate or measure_quality or save:
+          # Evaluate and checkpoint only a state whose loss has been checked. The last step
+          # always saves, so nothing is pending once the loop ends.
           consume(*pending)
           pending = None
+
+        if evaluate:
           eval_metrics = evaluate_state(exp, state, eval_fn)
           writer.write(step, eval_metrics)
           progress.report(step, eval_metrics)
-        if sample_quality and (step % sample_quality_every == 0 or is_last):
-          if pending is not None:
-            consume(*pending)
-            pending = None
+        if measure_quality:
           writer.write(step, sample_quality(state))
-        if tcfg.sample_every and (step % tcfg.sample_every == 0 or is_last):
-          paths = write_samples(exp, state, workdir / "samples" / f"step_{step}.png", sample_fn)
-          if exp.spec.kind == data.TEXT and is_main_process():   # show the first sample
-            progress.show_text(step, paths[0].read_text().split("\n" + "-" * 40 + "\n")[0])
-        if step % tcfg.checkpoint_every == 0 or is_last or stop.requested:
-          if pending is not None:   # never checkpoint a state whose loss we have not checked
-            consume(*pending)
-            pending = None
+        if draw_samples:
+          _, samples = write_samples(exp, state, workdir / "samples" / f"step_{step}.png",
+                                     sample_fn)
+          if exp.spec.kind == data.TEXT:   # show the first sample on the terminal
+            progress.show_text(step, exp.spec.tokenizer.decode(samples[0]))
+        if save:
           ckpt.save(step, state, train_iter)
           last_saved = step
         if stop.requested:
           logging.warning("Stopped at step %d on request; rerun the same command to resume.", step)
           break
-      if pending is not None:
-        consume(*pending)
 
   finally:   # also on a NaN error or a crash: finish the in-flight save, close files
     ckpt.wait()
@@ -385,9 +230,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Done at step %d: checkpoints in %s, samples in %s, metrics in %s", last_saved,
                ckpt.directory, workdir / "samples", workdir / "metrics.jsonl")
   return logged
-
-
-def save_json(path: epath.Path, payload: dict) -> None:
-  if is_main_process():
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -1,7 +1,7 @@
-"""The non-training modes: `sample`, `eval`, and (allocating nothing) `summary` and `compile`."""
+"""The modes of `launch.py` besides training: `sample` and `eval` of a trained run, and
+(allocating nothing) `summary` and `compile`."""
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
@@ -11,12 +11,14 @@ from absl import logging
 from etils import epath
 
 from gen_jax import data
+from gen_jax.core.state import TrainState, count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
+from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import Experiment, build_experiment
-from gen_jax.engine.logging import MetricWriter, is_main_process
-from gen_jax.core.state import TrainState, count_params
-from gen_jax.engine.train import compile_train_step, evaluate_state, save_json, write_samples
+from gen_jax.engine.outputs import MetricWriter, is_main_process, save_json
+from gen_jax.engine.samples import format_text_samples, write_samples
+from gen_jax.engine.train import compile_train_step
 
 
 def load_checkpoint(exp: Experiment, workdir: str | epath.Path,
@@ -43,69 +45,28 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
     The path of the (first) output, e.g. samples/sample_step_1500_ddim50_ema_seed0.png.
   """
   exp = build_experiment(config)
+  if not exp.method.can_sample:
+    raise ValueError(f"config.method={config.method!r} has nothing to sample; use "
+                     "--mode=eval or --mode=train.")
   state, step = load_checkpoint(exp, workdir, config.eval.step)
   s = config.sample
-  tag = getattr(exp.method, "sample_tag", "")
-  name = "_".join(p for p in (f"sample_step_{step}", tag, "ema" if s.use_ema else "raw",
-                              f"seed{s.seed}") if p)
-  paths = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
-                        rng=jax.random.key(s.seed))
+  name = "_".join(p for p in (f"sample_step_{step}", exp.method.sample_tag,
+                              "ema" if s.use_ema else "raw", f"seed{s.seed}") if p)
+  paths, samples = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
+                                 rng=jax.random.key(s.seed))
   logging.info("Wrote %d samples to %s", s.num, ", ".join(map(str, paths)))
-  if exp.spec.kind == "text" and is_main_process():
-    print(paths[0].read_text(), end="", flush=True)
+  if exp.spec.kind == data.TEXT and is_main_process():
+    print(format_text_samples(exp.spec.tokenizer, samples), end="", flush=True)
   return paths[0]
-
-
-def bits_per_dim(exp: Experiment, state: TrainState) -> tuple[dict[str, float], dict]:
-  """Bits/dim of the first `eval.bpd_num_images` eval-split images (EMA weights), for methods
-  with a `bits_per_dim(state, batch, rng, timestep_batch)` (DDPM: the variational bound).
-
-  Batches of `eval.bpd_batch_size` images, one compiled call each; the batch means are
-  averaged. Returns (scalar metrics, breakdown): the bound and its prior / decoder /
-  diffusion parts and the standard error over images; the breakdown holds the [T] vector
-  of per-timestep terms (index t: the paper's L_t; index 0: the decoder L_0).
-  """
-  cfg = exp.config.eval
-  n, bs = cfg.bpd_num_images, cfg.bpd_batch_size
-  if n % bs:
-    raise ValueError(f"eval.bpd_num_images={n} must be a multiple of eval.bpd_batch_size={bs}.")
-  sharding.validate_global_batch(bs, exp.mesh, "eval.bpd_batch_size")
-  loader = data.make_loader(exp.config.data, split=exp.config.data.eval_split,
-                            global_batch_size=bs, seed=exp.config.seed, shuffle=False,
-                            num_epochs=1)
-  bpd_fn = jax.jit(functools.partial(exp.method.bits_per_dim,
-                                     timestep_batch=cfg.bpd_timestep_batch),
-                   out_shardings=exp.replicated)
-  rng = jax.random.fold_in(exp.base_rng, 0xB9D)
-  parts, per_image = [], []
-  for i, local in zip(range(n // bs), loader):
-    logging.info("bits/dim: batch %d/%d (%d images x T timesteps)", i + 1, n // bs, bs)
-    out = jax.device_get(bpd_fn(state, sharding.global_batch(local, exp.batch_sharding),
-                                jax.random.fold_in(rng, i)))
-    per_image.append(out.pop("bpd_per_image"))
-    parts.append(out)
-  if len(parts) < n // bs:
-    raise ValueError(f"eval split {exp.config.data.eval_split!r} has fewer than "
-                     f"eval.bpd_num_images={n} images.")
-  mean = {k: np.mean([p[k] for p in parts], axis=0) for k in parts[0]}
-  per_image = np.concatenate(per_image)
-  metrics = {"eval/ema/bpd": float(mean["bpd"]),
-             "eval/ema/bpd_stderr": float(per_image.std(ddof=1) / np.sqrt(len(per_image))),
-             "eval/ema/bpd_prior": float(mean["prior_bpd"]),
-             "eval/ema/bpd_decoder": float(mean["decoder_bpd"]),
-             "eval/ema/bpd_diffusion": float(mean["diffusion_bpd"])}
-  breakdown = {"eval/ema/bpd_terms": [float(v) for v in mean["terms_bpd"]],
-               "eval/bpd_num_images": int(len(per_image))}
-  return metrics, breakdown
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Evaluates a checkpoint; writes `eval/step_<N>.json` and a line in metrics.jsonl.
 
-  Always `method.eval_step` over the eval split; then, when configured, sample-quality
-  metrics (`eval.sample_metrics`, see gen_jax/engine/sample_metrics.py) and bits/dim
-  (`eval.bpd_num_images` > 0, methods with `bits_per_dim`). Returns the scalar metrics;
-  the JSON also holds the per-timestep bits/dim breakdown.
+  Always `method.eval_step` over the eval split; then, when configured, the family's own
+  evaluation (`method.dataset_evaluation()`, e.g. DDPM bits/dim) and the sample-quality
+  metrics (`eval.sample_metrics`, see gen_jax/engine/sample_metrics.py). Returns the scalar
+  metrics; the JSON also holds the family evaluation's details (e.g. per-timestep terms).
   """
   exp = build_experiment(config)
   evaluator = None
@@ -113,9 +74,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     evaluator = sample_metrics.SampleQualityEvaluator(exp)
   state, step = load_checkpoint(exp, workdir, config.eval.step)
   metrics, details = evaluate_state(exp, state), {}
-  if config.eval.get("bpd_num_images", 0) and hasattr(exp.method, "bits_per_dim"):
-    bpd, details = bits_per_dim(exp, state)
-    metrics.update(bpd)
+  if (family_evaluation := exp.method.dataset_evaluation()) is not None:
+    family_metrics, details = run_dataset_evaluation(exp, state, family_evaluation)
+    metrics.update(family_metrics)
   if evaluator is not None:
     metrics.update(evaluator(state))
   save_json(epath.Path(workdir) / "eval" / f"step_{step}.json",

@@ -1,5 +1,6 @@
-"""Run outputs: metrics.jsonl, TensorBoard events (tensorboardX, no TensorFlow),
-a terminal progress bar with steps/s and ETA, and PNG sample grids.
+"""What a run writes besides checkpoints: config.json, metrics.jsonl, eval JSON files,
+TensorBoard events (tensorboardX, no TensorFlow), PNG sample grids, and the terminal
+progress line with steps/s and ETA.
 
 Only process 0 writes; other processes get no-op writers.
 """
@@ -14,12 +15,27 @@ from typing import Mapping
 
 import jax
 import numpy as np
+from absl import logging as absl_logging
 from etils import epath
 from PIL import Image
 
 
 def is_main_process() -> bool:
   return jax.process_index() == 0
+
+
+def save_json(path: epath.Path, payload: dict) -> None:
+  """Writes `payload` as indented JSON (process 0 only)."""
+  if is_main_process():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_config(config, workdir: epath.Path) -> None:
+  """The run's config as `workdir/config.json` (process 0 only)."""
+  if is_main_process():
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
 
 class MetricWriter:
@@ -156,5 +172,4 @@ class _HideLibraryInfo(std_logging.Filter):
 
 def quiet_library_logs() -> None:
   """Keeps the terminal readable: our INFO lines, libraries' warnings and errors."""
-  from absl import logging as absl_logging
   absl_logging.get_absl_handler().addFilter(_HideLibraryInfo())

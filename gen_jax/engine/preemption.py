@@ -1,0 +1,33 @@
+"""Stop requests: SIGTERM/SIGINT (a preemption, Ctrl-C) set a flag that the training loop
+reads after each step; it then saves a checkpoint and exits cleanly."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+from absl import logging
+
+
+class StopRequest:
+  """`requested` turns True on SIGTERM or SIGINT while `installed()` is active."""
+
+  def __init__(self):
+    self.requested = False
+
+  @contextlib.contextmanager
+  def installed(self):
+    if threading.current_thread() is not threading.main_thread():   # signals need the main thread
+      yield self
+      return
+
+    def handler(signum, frame):
+      logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+      self.requested = True
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      yield self
+    finally:
+      for s, h in previous.items():
+        signal.signal(s, h)
