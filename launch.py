@@ -1,10 +1,15 @@
-"""gen_jax launcher: train (and resume), sample, evaluate, or summarize a config.
+"""gen_jax launcher: train (and resume), sample, evaluate, summarize, sweep and report.
 
   python launch.py --config=configs/ddpm.py [--workdir=runs/ddpm] [--mode=train]
-  python launch.py --config=configs/ddpm.py --mode=sample --config.sample.sampler=ddim --config.sample.steps=50
+  python launch.py --workdir=runs/ddpm --mode=sample --config.sample.steps=50
   python launch.py --config=configs/ddpm.py:smoke --config.train.num_steps=10
+  python launch.py --config=experiments/ho2020_ddpm/targets_mnist.py --sweep [--dry_run]
+  python launch.py --workdir=runs/targets_mnist --mode=report
 
-Rerunning the same command with the same workdir resumes from its newest checkpoint.
+Rerunning the same command with the same workdir resumes from its newest checkpoint; a
+workdir is one run, so a rerun with another model, data or optimizer config stops with
+the difference (gen_jax/engine/workdir.py). Modes that read a trained run (sample, eval)
+use the config saved in its workdir; `--config` is optional there.
 Deliberately thin: flags, optional multi-host init, version/device log, then gen_jax.
 
 Several processes (README "Scaling out"): every process runs the same command. On a TPU
@@ -28,9 +33,36 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (checkpoints, metrics, samples). "
     "Default: runs/<config name>[_<variant>].")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "summary", "compile"],
+_MODE = flags.DEFINE_enum("mode", "train",
+                          ["train", "sample", "eval", "summary", "compile", "report"],
                           "What to do. compile: lower and compile the train step for the "
-                          "configured mesh and print its memory use and FLOPs, without data.")
+                          "configured mesh and print its memory use and FLOPs, without data. "
+                          "report: a table, learning curves and samples of the runs in "
+                          "--workdir (report.md).")
+_ACCEPT_CHANGES = flags.DEFINE_bool(
+    "accept_config_changes", False, "Continue the run in --workdir although the config "
+    "differs from the one it was trained with in more than the resumable fields; the "
+    "changes are recorded in <workdir>/config_history/changes.jsonl.")
+_SWEEP = flags.DEFINE_bool(
+    "sweep", False, "Run the config file's get_sweep(arg): one run per override set, in "
+    "<workdir>/<run name>; finished runs are skipped, unfinished ones resume.")
+_SWEEP_PARALLEL = flags.DEFINE_integer(
+    "sweep_parallel", 1, "Sweep runs at a time on this machine, each its own process with "
+    "one GPU (CUDA_VISIBLE_DEVICES) or an equal share of the CPU cores.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "With --sweep: print one launch.py command "
+                             "per run instead of running them.")
+_SWEEP_EMIT = flags.DEFINE_enum("sweep_emit", None, ["slurm"], "With --sweep: write a job "
+                                "script instead of running: slurm = <workdir>/sweep.sbatch, "
+                                "a job array with one task per run.")
+_SLURM_PARTITION = flags.DEFINE_string("slurm_partition", "", "SLURM partition (--sweep_emit).")
+_SLURM_TIME = flags.DEFINE_string("slurm_time", "24:00:00", "SLURM time limit per run.")
+_SLURM_CPUS = flags.DEFINE_integer("slurm_cpus", 8, "SLURM CPUs per run.")
+_SLURM_GPUS = flags.DEFINE_integer("slurm_gpus", 1, "SLURM GPUs per run (0: none).")
+_SLURM_MEM = flags.DEFINE_string("slurm_mem", "", "SLURM memory per run, e.g. 64G ('': default).")
+_SLURM_SETUP = flags.DEFINE_string("slurm_setup", "", "Shell line run before each task, e.g. "
+                                   "'source .venv/bin/activate'.")
+_SLURM_MAX_PARALLEL = flags.DEFINE_integer("slurm_max_parallel", 0, "Array tasks running at "
+                                           "once (0: no limit).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", None, "Call jax.distributed.initialize() (multi-host). Default: when a "
     "process flag below is set or the environment names a cluster (JAX_COORDINATOR_ADDRESS, "
@@ -46,7 +78,12 @@ _PROCESS_ID = flags.DEFINE_integer(
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None, "Split the CPU into this many JAX devices (jax_num_cpu_devices): try "
     "a mesh, or --mode=compile a config for N accelerators, on one machine.")
-flags.mark_flag_as_required("config")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Flags of the sweep itself; the sweep's runs get every other flag of the command.
+SWEEP_FLAGS = ("config", "workdir", "sweep", "sweep_parallel", "dry_run", "sweep_emit",
+               "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus", "slurm_mem",
+               "slurm_setup", "slurm_max_parallel")
 
 
 def default_workdir(config_arg: str) -> str:
@@ -92,6 +129,11 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _SWEEP.value:
+    run_sweep()
+  if _MODE.value == "report":
+    run_report()
+    return
   import jax
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
@@ -101,8 +143,10 @@ def main(argv):
   import flax
 
   from gen_jax.engine import modes, train
+  from gen_jax.engine import workdir as workdir_lib
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
+  given = flags.FLAGS["config"].present and not _from_saved_run()
   config_arg = config_flags.get_config_filename(flags.FLAGS["config"])   # path[:variant]
   config_file = config_arg.partition(":")[0]
   if not os.path.isfile(config_file):
@@ -111,26 +155,98 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(config_arg)
   logging.info("JAX %s, Flax %s; process %d/%d; devices: %s", jax.__version__, flax.__version__,
                jax.process_index(), jax.process_count(), jax.devices())
-  if _MODE.value == "train":
-    train.train_and_evaluate(config, workdir)
-    return
-  if _MODE.value == "sample":
-    report = str(modes.sample(config, workdir))
-  elif _MODE.value == "eval":
-    report = "\n".join(f"{name}: {value:.6g}"
-                       for name, value in modes.evaluate(config, workdir).items())
-  elif _MODE.value == "compile":
-    report = modes.compile_report(config)
-  else:
-    report = modes.summary(config)
+  try:
+    if _MODE.value in ("sample", "eval"):   # a trained run: its saved config, sample/eval overrides
+      config = workdir_lib.reading_config(
+          workdir, config_flags.get_override_values(flags.FLAGS["config"]),
+          config if given else None)
+    if _MODE.value == "train":
+      train.train_and_evaluate(config, workdir, accept_config_changes=_ACCEPT_CHANGES.value)
+      return
+    if _MODE.value == "sample":
+      report = str(modes.sample(config, workdir))
+    elif _MODE.value == "eval":
+      report = "\n".join(f"{name}: {value:.6g}"
+                         for name, value in modes.evaluate(config, workdir).items())
+    elif _MODE.value == "compile":
+      report = modes.compile_report(config)
+    else:
+      report = modes.summary(config)
+  except (workdir_lib.ConfigMismatchError, NotADirectoryError) as e:
+    sys.exit(f"launch.py: {e}")
   if jax.process_index() == 0:   # every process computes it; one prints
     print(report)
+
+
+def _from_saved_run() -> bool:
+  return config_flags.get_config_filename(flags.FLAGS["config"]).startswith(
+      os.path.join(HERE, "configs", "saved_run.py"))
+
+
+def run_sweep() -> None:
+  """`--sweep`: runs, prints or emits the config's sweep; runs nothing in this process."""
+  from gen_jax.engine import sweep
+  config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
+  extra = [a for a in sys.argv[1:]
+           if a.lstrip("-").split("=", 1)[0].removeprefix("no") not in SWEEP_FLAGS]
+  slurm = dict(partition=_SLURM_PARTITION.value, time_limit=_SLURM_TIME.value,
+               cpus_per_task=_SLURM_CPUS.value, gpus_per_task=_SLURM_GPUS.value,
+               mem=_SLURM_MEM.value, setup=_SLURM_SETUP.value,
+               max_parallel=_SLURM_MAX_PARALLEL.value)
+  try:
+    code = sweep.main(config_arg, _WORKDIR.value or default_workdir(config_arg), extra,
+                      parallel=_SWEEP_PARALLEL.value, dry_run=_DRY_RUN.value,
+                      emit=_SWEEP_EMIT.value or "", slurm=slurm,
+                      launcher=os.path.relpath(os.path.join(HERE, "launch.py")))
+  except ValueError as e:
+    sys.exit(f"launch.py: {e}")
+  sys.exit(code)
+
+
+def run_report() -> None:
+  """`--mode=report`: the table, curves and sample sheet of the runs in --workdir."""
+  from gen_jax.engine import report
+  workdir = _WORKDIR.value or (default_workdir(config_flags.get_config_filename(
+      flags.FLAGS["config"])) if flags.FLAGS["config"].present else None)
+  if not workdir:
+    sys.exit("launch.py: --mode=report needs --workdir=<a run or a directory of runs>.")
+  try:
+    print(report.write_report(workdir))
+  except FileNotFoundError as e:
+    sys.exit(f"launch.py: {e}")
+  print(f"\nWrote {os.path.join(workdir, 'report.md')} and report.csv with the figures.")
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The value of --name=value or --name value in argv (the last one), before parsing."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      value = arg.split("=", 1)[1]
+    elif arg == f"--{name}" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def with_config_argument(argv: list[str]) -> list[str]:
+  """`--config` may be left out when --workdir holds a trained run: its saved config.json
+  is then the config (through configs/saved_run.py), overrides included."""
+  if _flag_value(argv, "config") is not None:
+    return argv
+  workdir = _flag_value(argv, "workdir")
+  if workdir and os.path.isfile(os.path.join(workdir, "config.json")):
+    return [argv[0], f"--config={os.path.join(HERE, 'configs', 'saved_run.py')}:{workdir}",
+            *argv[1:]]
+  if _flag_value(argv, "mode") == "report":
+    return argv
+  sys.exit("launch.py: --config is required (e.g. --config=configs/ddpm.py), unless "
+           "--workdir names a trained run (a folder with config.json).")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config typos turned into one readable line (no traceback)."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(with_config_argument(argv))
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     text = str(e).replace("\\n", "\n").replace("\\'", "")
     lines = [l.strip().strip("'") for l in text.splitlines() if l.strip()]

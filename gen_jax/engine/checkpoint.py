@@ -128,6 +128,17 @@ class Checkpointer:
     self._manager.close()
 
 
+def latest_step(workdir: str | epath.Path) -> int | None:
+  """The newest checkpoint step in `workdir/checkpoints` (None: none), creating nothing."""
+  directory = epath.Path(workdir) / "checkpoints"
+  if not directory.is_dir():
+    return None
+  # Finished saves are directories named by their step (orbax writes to a temporary name
+  # and renames it when complete).
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()]
+  return max(steps, default=None)
+
+
 def restore_params(path: str | epath.Path, abstract_params: Any, shardings: Any,
                    step: int | None = None) -> tuple[Any, int]:
   """Restores only `params` from another run's checkpoint (for `init_from`)."""

@@ -31,13 +31,6 @@ def save_json(path: epath.Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def write_config(config, workdir: epath.Path) -> None:
-  """The run's config as `workdir/config.json` (process 0 only)."""
-  if is_main_process():
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-
-
 class MetricWriter:
   """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and TB scalars."""
 

@@ -21,7 +21,8 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.evaluation import evaluate_state
 from gen_jax.engine.experiment import Experiment, build_experiment
-from gen_jax.engine.outputs import MetricWriter, Progress, write_config
+from gen_jax.engine import workdir as workdir_lib
+from gen_jax.engine.outputs import MetricWriter, Progress
 from gen_jax.engine.preemption import StopRequest
 from gen_jax.engine.samples import make_sample_fn, write_samples
 
@@ -85,15 +86,21 @@ def compile_train_step(exp: Experiment, state, batches):
 
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       accept_config_changes: bool = False) -> dict[str, float]:
   """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.
+
+  A workdir is one run: resuming with a config that differs in more than the resumable
+  fields raises `gen_jax.engine.workdir.ConfigMismatchError` before anything is compiled,
+  unless `accept_config_changes` (see gen_jax/engine/workdir.py).
 
   Returns:
     The last logged training metrics.
   """
-  # --------------------------------------------------------------------- logging
+  # ------------------------------------------------------- run identity, logging
   workdir = epath.Path(workdir)
-  write_config(config, workdir)
+  workdir_lib.claim(config, workdir, ckpt_lib.latest_step(workdir),
+                    accept_changes=accept_config_changes)
   tcfg = config.train
 
   # ------------------------------------------------- mesh, method, shapes, shardings
@@ -121,10 +128,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if start_step % K:
     raise ValueError(f"Restored step {start_step} is not a multiple of train.steps_per_call="
                      f"{K}; resume with a steps_per_call that divides it.")
+  status = workdir_lib.RunStatus(workdir)
   if start_step >= tcfg.num_steps:
     logging.info("Step %d >= train.num_steps=%d: nothing to train.", start_step, tcfg.num_steps)
+    status.write("done", start_step)
     ckpt.close()
     return {}
+  status.write("running", start_step)
 
   # ----------------------------------------------------------------- update step
   stacked_sharding = sharding.stacked_batch_sharding(exp.mesh)
@@ -219,14 +229,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if save:
           ckpt.save(step, state, train_iter)
           last_saved = step
+          status.write("running", step)
         if stop.requested:
           logging.warning("Stopped at step %d on request; rerun the same command to resume.", step)
           break
-
+  except BaseException as e:
+    status.write("failed", last_saved or start_step, error=f"{type(e).__name__}: {e}")
+    raise
   finally:   # also on a NaN error or a crash: finish the in-flight save, close files
     ckpt.wait()
     ckpt.close()
     writer.close()
+  status.write("done" if last_saved == tcfg.num_steps else "stopped", last_saved)
   logging.info("Done at step %d: checkpoints in %s, samples in %s, metrics in %s", last_saved,
                ckpt.directory, workdir / "samples", workdir / "metrics.jsonl")
   return logged
