@@ -24,6 +24,35 @@ def parse_variants(config_file: str, arg: str | None, known: tuple[str, ...]) ->
   return variants
 
 
+# ----------------------------------------------------------------------------- sweeps
+# A config file's `get_sweep(arg)` returns a list of override sets, {dotted field: value};
+# `python launch.py --config=<file> --sweep` runs them (gen_jax/engine/sweep.py).
+
+
+def product(*parts: dict[str, list] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The cartesian product of sweep parts, each a {field: [values]} grid or a list of
+  override sets: product({'a': [1, 2]}, [{'b': 3}, {'b': 4, 'c': 5}]) ->
+  [{a:1,b:3}, {a:1,b:4,c:5}, {a:2,b:3}, {a:2,b:4,c:5}] (the first part varies slowest)."""
+  sets: list[dict[str, Any]] = [{}]
+  for part in parts:
+    if isinstance(part, dict):
+      options: list[dict[str, Any]] = [{}]
+      for field, values in part.items():
+        options = [{**o, field: v} for o in options for v in values]
+    else:
+      options = [dict(o) for o in part]
+    sets = [{**s, **o} for s in sets for o in options]
+  return sets
+
+
+def zipped(axes: dict[str, list]) -> list[dict[str, Any]]:
+  """Fields varied together: zipped({'a': [1, 2], 'b': [3, 4]}) -> [{a:1,b:3}, {a:2,b:4}]."""
+  lengths = {field: len(values) for field, values in axes.items()}
+  if len(set(lengths.values())) > 1:
+    raise ValueError(f"zipped: every field needs as many values; got {lengths}.")
+  return [dict(zip(axes, values)) for values in zip(*axes.values())]
+
+
 def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   """Run identity, data and mesh groups, with one comment per field."""
   config = ml_collections.ConfigDict()

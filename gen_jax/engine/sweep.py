@@ -1,0 +1,285 @@
+"""Sweeps: many runs of one config file, each with its own overrides and its own workdir.
+
+A config file may define, next to `get_config(arg)`, a `get_sweep(arg)` returning a list of
+override sets ({dotted field: value}); `configs/common.py` has `product` and `zipped` to
+build them. Each run is named after its overrides (`run_name`: `lr=0.001,target=v`) and
+trains in `<sweep workdir>/<run name>`, so a rerun of the sweep finds its runs again:
+
+  python launch.py --config=F --sweep                      # here, one run at a time
+  python launch.py --config=F --sweep --sweep_parallel=2   # two processes at a time
+  python launch.py --config=F --sweep --dry_run            # one launch.py command per run
+  python launch.py --config=F --sweep --sweep_emit=slurm   # a SLURM job-array script
+
+Here, finished runs are skipped, unfinished ones resume, and a failed run does not stop
+the others (its log is `<run>/launch.log`, its error in `<run>/run_status.json` and in
+`<sweep workdir>/sweep_summary.json`). On a cluster, the scheduler runs the same commands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+from etils import epath
+
+from gen_jax.engine import workdir as workdir_lib
+
+Overrides = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  workdir: str
+  overrides: Overrides
+
+
+def load_sweep(config_arg: str) -> list[Overrides]:
+  """The override sets of `get_sweep(arg)` in the config file of `config_arg` ('path[:arg]').
+
+  Raises:
+    ValueError: the file has no `get_sweep`, or it returns no override set.
+  """
+  path, _, arg = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("_gen_jax_sweep_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  get_sweep = getattr(module, "get_sweep", None)
+  if get_sweep is None:
+    raise ValueError(f"{path} defines no get_sweep(arg): a sweep is a function next to "
+                     "get_config that returns a list of override dicts (see configs/common.py "
+                     "product/zipped).")
+  sweep = list(get_sweep(arg or None))
+  if not sweep:
+    raise ValueError(f"{path}: get_sweep returned no override set.")
+  return [dict(o) for o in sweep]
+
+
+def format_value(value: Any) -> str:
+  """A value as `--config.x=<value>` takes it."""
+  if isinstance(value, (list, tuple)):
+    return "(" + ",".join(format_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def _name_value(value: Any) -> str:
+  if isinstance(value, float):
+    return format(value, "g")
+  if isinstance(value, (list, tuple)):
+    return "-".join(_name_value(v) for v in value)
+  return str(value)
+
+
+def run_name(overrides: Overrides, all_fields: Sequence[str] = ()) -> str:
+  """'lr=0.001,target=v' from {'train.lr': 1e-3, 'diffusion.target': 'v'}.
+
+  A field is named by its last component unless another field of the sweep (`all_fields`)
+  ends the same way, then by its full dotted name. Characters other than letters, digits
+  and `._=,+-` become `_`, so the name is a safe directory name. An empty set is 'base'.
+  """
+  fields = list(all_fields or overrides)
+  names = dict(zip(fields, workdir_lib.short_names(fields)))
+  parts = [f"{names.get(field, field)}={_name_value(value)}" for field, value in overrides.items()]
+  return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts)) or "base"
+
+
+def expand(sweep: list[Overrides], sweep_workdir: str) -> list[Run]:
+  """One Run per override set, named by `run_name`, in `<sweep_workdir>/<name>`.
+
+  Raises:
+    ValueError: two override sets get the same name (a repeated set).
+  """
+  fields = list(dict.fromkeys(f for o in sweep for f in o))
+  runs, seen = [], {}
+  for overrides in sweep:
+    name = run_name(overrides, fields)
+    if name in seen:
+      raise ValueError(f"Two runs of the sweep are both named {name!r} ({seen[name]} and "
+                       f"{overrides}): every override set must differ.")
+    seen[name] = overrides
+    runs.append(Run(name=name, workdir=os.path.join(sweep_workdir, name), overrides=overrides))
+  return runs
+
+
+def command(run: Run, config_arg: str, extra_args: Sequence[str] = (),
+            python: str = "python", launcher: str = "launch.py") -> list[str]:
+  """The complete launch.py command of one run; `extra_args` (the sweep command's other
+  flags) come first, so the run's own overrides win."""
+  return [python, launcher, f"--config={config_arg}", f"--workdir={run.workdir}",
+          *extra_args, *(f"--config.{k}={format_value(v)}" for k, v in run.overrides.items())]
+
+
+def is_finished(run: Run, num_steps_override: int | None = None) -> bool:
+  """A run is finished when its status says 'done' at (at least) its `train.num_steps`."""
+  status = workdir_lib.read_status(run.workdir)
+  config = workdir_lib.load_saved_config(run.workdir)
+  if not status or status.get("status") != "done" or config is None:
+    return False
+  return status["step"] >= (num_steps_override or config.train.num_steps)
+
+
+# ----------------------------------------------------------------------- local runner
+
+
+def device_slots(parallel: int) -> list[dict[str, Any]]:
+  """What each of `parallel` concurrent runs gets: one GPU each (CUDA_VISIBLE_DEVICES,
+  round robin) when GPUs are visible, else an equal share of this process's CPU cores."""
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  if visible is not None:
+    gpus = [g for g in visible.split(",") if g.strip()]
+  elif shutil.which("nvidia-smi"):
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+    gpus = [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU")]
+  else:
+    gpus = []
+  if gpus:
+    return [{"env": {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]}} for i in range(parallel)]
+  cores = sorted(os.sched_getaffinity(0))
+  share = max(1, len(cores) // parallel)
+  return [{"cpus": set(cores[(i * share) % len(cores):][:share] or cores)}
+          for i in range(parallel)]
+
+
+def _last_error_line(log: epath.Path) -> str:
+  lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()] if log.exists() else []
+  errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b", l)
+            or l.startswith("launch.py:")]
+  return (errors or lines or ["(no output)"])[-1].strip()
+
+
+def run_locally(runs: list[Run], commands: list[list[str]], parallel: int = 1,
+                num_steps_override: int | None = None, poll_seconds: float = 0.5) -> list[dict]:
+  """Runs every unfinished run as its own process, `parallel` at a time.
+
+  Each process's output goes to `<run workdir>/launch.log`. A run that exits with an error
+  is recorded as failed (with its last error line) and the others go on.
+
+  Returns:
+    One record per run: name, workdir, status ('skipped', 'done' or 'failed'), exit code,
+    seconds, error.
+  """
+  slots = device_slots(max(1, parallel))
+  free = list(range(len(slots)))
+  pending = list(zip(runs, commands))
+  active: dict[int, tuple[Run, subprocess.Popen, float, Any]] = {}
+  results: dict[str, dict] = {}
+  for run, _ in pending:
+    if is_finished(run, num_steps_override):
+      results[run.name] = {"name": run.name, "workdir": run.workdir, "status": "skipped",
+                           "exit_code": None, "seconds": 0.0, "error": None}
+  pending = [(r, c) for r, c in pending if r.name not in results]
+  while pending or active:
+    while pending and free:
+      run, cmd = pending.pop(0)
+      slot = free.pop(0)
+      epath.Path(run.workdir).mkdir(parents=True, exist_ok=True)
+      log = open(os.path.join(run.workdir, "launch.log"), "a")
+      log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(cmd)}\n")
+      log.flush()
+      env = {**os.environ, **slots[slot].get("env", {})}
+      cpus = slots[slot].get("cpus")
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+      print(f"[sweep] started {run.name} (pid {proc.pid})", flush=True)
+      active[slot] = (run, proc, time.time(), log)
+    time.sleep(poll_seconds)
+    for slot, (run, proc, t0, log) in list(active.items()):
+      code = proc.poll()
+      if code is None:
+        continue
+      log.close()
+      del active[slot]
+      free.append(slot)
+      record = {"name": run.name, "workdir": run.workdir, "exit_code": code,
+                "seconds": round(time.time() - t0, 1), "error": None,
+                "status": "done" if code == 0 else "failed"}
+      if code != 0:
+        record["error"] = _last_error_line(epath.Path(run.workdir) / "launch.log")
+        status = workdir_lib.read_status(run.workdir) or {}
+        if status.get("status") != "failed":   # died before the loop could say so
+          workdir_lib.RunStatus(run.workdir).write("failed", status.get("step", 0),
+                                                   error=record["error"])
+      print(f"[sweep] {record['status']} {run.name} ({record['seconds']}s)"
+            + (f": {record['error']}" if record["error"] else ""), flush=True)
+      results[run.name] = record
+  return [results[r.name] for r in runs]
+
+
+def write_summary(sweep_workdir: str, records: list[dict]) -> str:
+  """Writes `<sweep_workdir>/sweep_summary.json` and returns a printable table."""
+  path = epath.Path(sweep_workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "sweep_summary.json").write_text(json.dumps(records, indent=2) + "\n")
+  width = max(len(r["name"]) for r in records)
+  lines = [f"{'run':<{width}}  {'status':<8} {'seconds':>8}  error"]
+  lines += [f"{r['name']:<{width}}  {r['status']:<8} {r['seconds']:>8}  {r['error'] or ''}"
+            for r in records]
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ SLURM
+
+
+def slurm_script(commands: list[list[str]], sweep_workdir: str, *, job_name: str,
+                 cwd: str, partition: str = "", time_limit: str = "24:00:00",
+                 cpus_per_task: int = 8, gpus_per_task: int = 1, mem: str = "",
+                 setup: str = "", max_parallel: int = 0) -> str:
+  """A SLURM job-array script: array task i runs exactly `commands[i]`."""
+  array = f"0-{len(commands) - 1}" + (f"%{max_parallel}" if max_parallel else "")
+  header = [
+      "#!/bin/bash",
+      f"#SBATCH --job-name={job_name}",
+      f"#SBATCH --array={array}",
+      f"#SBATCH --output={os.path.abspath(sweep_workdir)}/slurm-%A_%a.out",
+      f"#SBATCH --time={time_limit}",
+      "#SBATCH --ntasks=1",
+      f"#SBATCH --cpus-per-task={cpus_per_task}",
+  ]
+  if gpus_per_task:
+    header.append(f"#SBATCH --gpus-per-task={gpus_per_task}")
+  if partition:
+    header.append(f"#SBATCH --partition={partition}")
+  if mem:
+    header.append(f"#SBATCH --mem={mem}")
+  body = ["set -euo pipefail", f"cd {shlex.quote(cwd)}"] + ([setup] if setup else [])
+  body += ["COMMANDS=("] + [f"  {shlex.quote(shlex.join(c))}" for c in commands] + [")"]
+  body += ['echo "array task ${SLURM_ARRAY_TASK_ID}: ${COMMANDS[$SLURM_ARRAY_TASK_ID]}"',
+           'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"']
+  return "\n".join(header + [""] + body) + "\n"
+
+
+def main(config_arg: str, sweep_workdir: str, extra_args: Sequence[str], *, parallel: int = 1,
+         dry_run: bool = False, emit: str = "", slurm: dict | None = None,
+         launcher: str = "launch.py") -> int:
+  """`launch.py --sweep`: runs, prints or emits the sweep; returns the process exit code
+  (1 when a run failed)."""
+  runs = expand(load_sweep(config_arg), sweep_workdir)
+  if dry_run or emit:
+    commands = [command(r, config_arg, extra_args, launcher=launcher) for r in runs]
+    if emit == "slurm":
+      path = epath.Path(sweep_workdir) / "sweep.sbatch"
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(slurm_script(commands, sweep_workdir,
+                                   job_name=os.path.basename(sweep_workdir.rstrip("/")),
+                                   cwd=os.getcwd(), **(slurm or {})))
+      print(f"Wrote {path} ({len(runs)} array tasks): sbatch {path}")
+    else:
+      print("\n".join(shlex.join(c) for c in commands))
+    return 0
+  commands = [command(r, config_arg, extra_args, python=sys.executable, launcher=launcher)
+              for r in runs]
+  num_steps = next((int(a.split("=", 1)[1]) for a in reversed(extra_args)
+                    if a.startswith("--config.train.num_steps=")), None)
+  records = run_locally(runs, commands, parallel, num_steps_override=num_steps)
+  print(write_summary(sweep_workdir, records))
+  return int(any(r["status"] == "failed" for r in records))
