@@ -151,7 +151,10 @@ def device_slots(parallel: int) -> list[dict[str, Any]]:
 
 
 def _last_error_line(log: epath.Path) -> str:
-  lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()] if log.exists() else []
+  if not log.exists():
+    return "(no log)"
+  with open(log, errors="replace") as f:
+    lines = [l for l in f.read().splitlines() if l.strip()]
   errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b", l)
             or l.startswith("launch.py:")]
   return (errors or lines or ["(no output)"])[-1].strip()
@@ -188,8 +191,9 @@ def run_locally(runs: list[Run], commands: list[list[str]], parallel: int = 1,
       log.flush()
       env = {**os.environ, **slots[slot].get("env", {})}
       cpus = slots[slot].get("cpus")
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+      if cpus and shutil.which("taskset"):   # pin to its share of the cores
+        cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
       print(f"[sweep] started {run.name} (pid {proc.pid})", flush=True)
       active[slot] = (run, proc, time.time(), log)
     time.sleep(poll_seconds)
