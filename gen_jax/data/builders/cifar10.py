@@ -9,12 +9,12 @@ extracted `cifar-10-batches-bin/` folder.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from gen_jax.data.builders import image_label
 from gen_jax.data.builders import raw_files
 from gen_jax.data.errors import DatasetUnavailableError
 
@@ -29,8 +29,6 @@ SPLIT_FILES = {
     "train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
     "test": ("test_batch.bin",),
 }
-LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck")
 
 
 def parse_batch_file(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -93,10 +91,14 @@ def read_batch_files(root: epath.Path) -> dict[str, bytes]:
   return {name: (folder / name).read_bytes() for name in names}
 
 
-class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Cifar10(image_label.ImageLabelBuilder, skip_registration=True):
   """CIFAR-10 natural images, 32x32x3 uint8, 10 classes."""
 
-  IMAGE_SHAPE = (HEIGHT, WIDTH, CHANNELS)  # known without preparing (e.g. for --mode=summary)
+  IMAGE_SHAPE = (HEIGHT, WIDTH, CHANNELS)
+  LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck")
+  DESCRIPTION = "CIFAR-10 in the binary files' order."
+  HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
   name = "cifar10"
   VERSION = tfds.core.Version("1.0.0")  # not TFDS's 3.0.2: never confused with it
@@ -104,17 +106,6 @@ class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Put {TARBALL} (from {MIRRORS[0]}{TARBALL}) or its extracted {FOLDER}/ "
       "folder in manual_dir.")
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="CIFAR-10 in the binary files' order.",
-        features=raw_files.image_label_features(
-            shape=self.IMAGE_SHAPE, label_names=LABEL_NAMES),
-        supervised_keys=("image", "label"),
-        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-        disable_shuffling=True,  # keep the files' order; grain shuffles at read time
-    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = raw_files.manual_dir_with_files(dl_manager)
@@ -132,7 +123,3 @@ class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             np.concatenate([parsed[name][1] for name in files]))
         for split, files in SPLIT_FILES.items()
     }
-
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray) -> Iterator:
-    for index, (image, label) in enumerate(zip(images, labels)):
-      yield index, {"image": image, "label": int(label)}

