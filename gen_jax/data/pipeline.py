@@ -24,6 +24,7 @@ every process), or in an orbax checkpoint with `grain.checkpoint.CheckpointSave(
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -169,21 +170,36 @@ def local_batch_size(global_batch_size: int) -> int:
   return global_batch_size // process_count
 
 
-def process_rows(global_batch_size: int) -> tuple[int, int]:
-  """(first row, number of rows) of each global batch that this process reads."""
-  rows = local_batch_size(global_batch_size)
-  return jax.process_index() * rows, rows
+@dataclasses.dataclass(frozen=True)
+class LoaderArgs:
+  """What every loader is asked for: `make_image_loader`, `text.make_text_loader` and
+  `spec.make_loader` take `data_config` and then these fields, by keyword.
+
+  Attributes:
+    split: TFDS split, e.g. "train", "test", "train[:10%]".
+    global_batch_size: examples per batch summed over all processes; each process yields
+      global_batch_size // jax.process_count() of them, its `process_rows()`.
+    seed: seeds everything random in the stream.
+    shuffle: a random stream (for training), or the split in order (for evaluation).
+    num_epochs: passes over the split; None repeats forever.
+  """
+  split: str
+  global_batch_size: int
+  seed: int
+  shuffle: bool = True
+  num_epochs: int | None = None
+
+  def process_rows(self) -> tuple[int, int]:
+    """(first row, number of rows) of each global batch that this process reads.
+
+    Raises:
+      ValueError: global_batch_size is not a positive multiple of jax.process_count().
+    """
+    rows = local_batch_size(self.global_batch_size)
+    return jax.process_index() * rows, rows
 
 
-def make_image_loader(
-    data_config: ml_collections.ConfigDict,
-    *,
-    split: str,
-    global_batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-) -> grain.IterDataset:
+def make_image_loader(data_config: ml_collections.ConfigDict, **kwargs) -> grain.IterDataset:
   """Builds the loader of one split; each process reads only its rows of every batch.
 
   Args:
@@ -193,14 +209,10 @@ def make_image_loader(
       ('none' (default): images in [-1, 1]; 'dynamic': a new Bernoulli sample of each
       image every time it is read; 'fixed': one sample per image, seeded by
       `binarize_seed` (default 0) and its index: images in {0, 1}).
-    split: TFDS split, e.g. "train", "test", "train[:10%]".
-    global_batch_size: batch size summed over all processes; each process yields
-      global_batch_size // jax.process_count() examples per batch.
-    seed: seeds the shuffle order, the random flips and dynamic binarization (an int in
-      [0, 2**32)).
-    shuffle: shuffle globally (a new order every epoch).
-    num_epochs: passes over the data; None repeats forever. A finite stream ends with
-      the last whole global batch (the remainder is dropped).
+    **kwargs: the `LoaderArgs` fields. Here `seed` seeds the shuffle order, the random
+      flips and dynamic binarization (an int in [0, 2**32)); `shuffle` shuffles globally
+      (a new order every epoch); a finite stream (`num_epochs`) ends with the last whole
+      global batch (the remainder is dropped).
 
   Returns:
     A `grain.IterDataset`; `iter(loader)` yields {"image": float32 [B_local, H, W, C]
@@ -210,20 +222,21 @@ def make_image_loader(
     ValueError: global_batch_size not divisible by the process count, a bad binarize.
     DatasetUnavailableError: the dataset cannot be obtained.
   """
-  first_row, rows = process_rows(global_batch_size)
+  args = LoaderArgs(**kwargs)
+  first_row, rows = args.process_rows()
   binarize = data_config.get("binarize", "none")
   if binarize not in BINARIZATIONS:
     raise ValueError(f"data.binarize={binarize!r}; expected one of {BINARIZATIONS}.")
-  source = _open_split(data_config, split)
+  source = _open_split(data_config, args.split)
   sources.dataset_image_shape(source)  # fail here, not mid-batch, on ragged images
   if binarize == "fixed":
     source = _WithRecordKey(source)
 
   # The global stream; random transforms are seeded by (seed, stream position).
-  stream = grain.MapDataset.source(source).seed(seed)
-  if shuffle:
+  stream = grain.MapDataset.source(source).seed(args.seed)
+  if args.shuffle:
     stream = stream.shuffle()   # a different permutation in every epoch
-  stream = stream.repeat(num_epochs)
+  stream = stream.repeat(args.num_epochs)
   if data_config.get("random_flip", False):
     stream = stream.random_map(RandomHorizontalFlip())
   if binarize == "dynamic":
@@ -235,10 +248,11 @@ def make_image_loader(
 
   # This process's rows: local example j is row first_row + j % rows of global batch
   # j // rows. A finite stream keeps its whole global batches only.
-  num_batches = (sys.maxsize // global_batch_size if num_epochs is None
-                 else num_epochs * len(source) // global_batch_size)
+  B = args.global_batch_size
+  num_batches = (sys.maxsize // B if args.num_epochs is None
+                 else args.num_epochs * len(source) // B)
   local = grain.MapDataset.range(num_batches * rows).map(
-      lambda j: stream[(j // rows) * global_batch_size + first_row + j % rows])
+      lambda j: stream[(j // rows) * B + first_row + j % rows])
   loader = local.batch(rows, drop_remainder=True).to_iter_dataset(_read_options(rows))
   worker_count = int(data_config.get("num_workers", 0) or 0)
   if worker_count > 0:

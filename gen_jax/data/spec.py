@@ -64,15 +64,13 @@ def describe(data_config: ml_collections.ConfigDict) -> DataSpec:
   return DataSpec.for_images(pipeline.image_shape(data_config))
 
 
-def make_loader(data_config: ml_collections.ConfigDict, *, split: str, global_batch_size: int,
-                seed: int, shuffle: bool = True, num_epochs: int | None = None):
+def make_loader(data_config: ml_collections.ConfigDict, **kwargs):
   """The checkpointable loader of one split, for images or text (see the module docstring).
 
-  For text, `shuffle=True` draws random windows (forever); `shuffle=False` reads
-  consecutive windows, `num_epochs` times over the split (None = forever).
+  `kwargs` are the `pipeline.LoaderArgs` fields (split, global_batch_size, seed, shuffle,
+  num_epochs). For text, `shuffle=True` draws random windows (forever); `shuffle=False`
+  reads consecutive windows, `num_epochs` times over the split (None = forever).
   """
   if text.is_text_dataset(data_config):
-    return text.make_text_loader(data_config, split=split, global_batch_size=global_batch_size,
-                                 seed=seed, shuffle=shuffle, num_epochs=num_epochs)
-  return pipeline.make_image_loader(data_config, split=split, global_batch_size=global_batch_size,
-                                    seed=seed, shuffle=shuffle, num_epochs=num_epochs)
+    return text.make_text_loader(data_config, **kwargs)
+  return pipeline.make_image_loader(data_config, **kwargs)

@@ -373,33 +373,26 @@ class TextLoader:
     return TextIterator(self.tokens, self.spec, self.first_row, self.rows)
 
 
-def make_text_loader(
-    data_config: ml_collections.ConfigDict,
-    *,
-    split: str,
-    global_batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-) -> TextLoader:
+def make_text_loader(data_config: ml_collections.ConfigDict, **kwargs) -> TextLoader:
   """Builds the window loader of one split, sharded over JAX processes.
 
   Args:
     data_config: `config.data` (dataset, data_dir, manual_dir, tokenizer, seq_len,
       text_feature).
-    split: e.g. "train" or "validation".
-    global_batch_size: windows per batch summed over processes; each process yields
-      global_batch_size // jax.process_count().
-    seed: (shuffle) seeds the window offsets; an int >= 0.
-    shuffle: True: global batch i holds windows at offsets drawn uniformly from all
-      N - seq_len of them with `np.random.default_rng([seed, 0, i])`: infinite, with
-      replacement, resumed exactly from the position.
-      False: non-overlapping windows starting at 0, seq_len, 2*seq_len, ... in order;
-      the windows left over after the last whole global batch are dropped. For
-      full-split evaluation.
-      Either way process p of P yields rows [p B/P, (p+1) B/P) of each global batch.
-    num_epochs: (shuffle=False) passes over the split, None = forever. Must be None
-      when shuffling (random windows have no epochs).
+    **kwargs: the `pipeline.LoaderArgs` fields, here:
+      split: e.g. "train" or "validation".
+      global_batch_size: windows per batch summed over processes; each process yields
+        global_batch_size // jax.process_count().
+      seed: (shuffle) seeds the window offsets; an int >= 0.
+      shuffle: True: global batch i holds windows at offsets drawn uniformly from all
+        N - seq_len of them with `np.random.default_rng([seed, 0, i])`: infinite, with
+        replacement, resumed exactly from the position.
+        False: non-overlapping windows starting at 0, seq_len, 2*seq_len, ... in order;
+        the windows left over after the last whole global batch are dropped. For
+        full-split evaluation.
+        Either way process p of P yields rows [p B/P, (p+1) B/P) of each global batch.
+      num_epochs: (shuffle=False) passes over the split, None = forever. Must be None
+        when shuffling (random windows have no epochs).
 
   Returns:
     A `TextLoader`; `iter(loader)` yields {"tokens": int32 [B_local, seq_len + 1]}
@@ -410,29 +403,31 @@ def make_text_loader(
       split too short for one window (one batch, without shuffle).
     DatasetUnavailableError: the dataset cannot be obtained.
   """
+  args = pipeline.LoaderArgs(**kwargs)
   seq_len = data_config.get("seq_len")
   if not isinstance(seq_len, int) or seq_len < 1:
     raise ValueError(f"data.seq_len={seq_len!r}: text loaders need a window length >= 1.")
-  first_row, rows = pipeline.process_rows(global_batch_size)
+  first_row, rows = args.process_rows()
+  seed, num_epochs = args.seed, args.num_epochs
   if not isinstance(seed, (int, np.integer)) or seed < 0:
     raise ValueError(f"seed={seed!r} must be an int >= 0.")
-  if shuffle and num_epochs is not None:
+  if args.shuffle and num_epochs is not None:
     raise ValueError(f"num_epochs={num_epochs}: random windows are infinite; pass None "
                      "(or shuffle=False for epochs over sequential windows).")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs={num_epochs} must be >= 1 or None.")
-  tokens = load_tokens(data_config, split)
+  tokens = load_tokens(data_config, args.split)
   spec = WindowSpec(
-      dataset=data_config.dataset, split=split, tokenizer=data_config.tokenizer,
-      num_tokens=len(tokens), seq_len=seq_len, global_batch_size=global_batch_size,
-      seed=int(seed), shuffle=shuffle, num_epochs=num_epochs)
+      dataset=data_config.dataset, split=args.split, tokenizer=data_config.tokenizer,
+      num_tokens=len(tokens), seq_len=seq_len, global_batch_size=args.global_batch_size,
+      seed=int(seed), shuffle=args.shuffle, num_epochs=num_epochs)
   if len(tokens) < seq_len + 1:
     raise ValueError(
-        f"split {split!r} of {data_config.dataset} has {len(tokens)} tokens, fewer than "
+        f"split {args.split!r} of {data_config.dataset} has {len(tokens)} tokens, fewer than "
         f"seq_len + 1 = {seq_len + 1}: lower data.seq_len.")
-  if not shuffle and spec.batches_per_epoch() == 0:
+  if not args.shuffle and spec.batches_per_epoch() == 0:
     raise ValueError(
-        f"split {split!r} of {data_config.dataset} has {(len(tokens) - 1) // seq_len} "
-        f"windows of seq_len={seq_len}, fewer than one global batch of {global_batch_size}: "
-        "lower the batch size or seq_len.")
+        f"split {args.split!r} of {data_config.dataset} has {(len(tokens) - 1) // seq_len} "
+        f"windows of seq_len={seq_len}, fewer than one global batch of "
+        f"{args.global_batch_size}: lower the batch size or seq_len.")
   return TextLoader(tokens, spec, first_row, rows)
