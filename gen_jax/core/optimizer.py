@@ -1,31 +1,42 @@
-"""Optimizer from config: Adam/AdamW, linear warmup, constant or cosine decay, clipping."""
+"""Optimizer from config: Adam/AdamW/Adagrad, linear warmup, constant or cosine decay,
+clipping."""
 from __future__ import annotations
 
 import jax
 import ml_collections
 import optax
 
+OPTIMIZERS = ("adam", "adamw", "adagrad")
 
-def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
+
+def learning_rate_schedule(cfg: ml_collections.ConfigDict,
+                           updates_per_step: int = 1) -> optax.Schedule:
   """Linear warmup from 0 to `lr` over `warmup_steps`, then `lr_decay`.
 
   `lr_decay='constant'` keeps `lr` (Ho et al. 2020); `'cosine'` decays to
   `lr * min_lr_ratio` at `decay_steps` (default, 0: `num_steps`) and stays there (as in
   GPT training; nanoGPT's `lr_decay_iters`). A fixed `decay_steps` keeps the schedule of a
   run the same when it is extended by raising `num_steps`.
+
+  Args:
+    cfg: the `train` config group.
+    updates_per_step: optimizer updates per train step (a GAN's critic takes n_critic);
+      the schedule is stretched by it, so that it follows the train steps the config counts.
   """
-  warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
+  k = updates_per_step
+  warmup_steps = cfg.warmup_steps * k
+  warmup = optax.linear_schedule(0.0, cfg.lr, max(warmup_steps, 1))
   if cfg.lr_decay == "constant":
     after = optax.constant_schedule(cfg.lr)
   elif cfg.lr_decay == "cosine":
     after = optax.cosine_decay_schedule(
-        cfg.lr, max((cfg.get("decay_steps", 0) or cfg.num_steps) - cfg.warmup_steps, 1),
+        cfg.lr, max((cfg.get("decay_steps", 0) or cfg.num_steps) * k - warmup_steps, 1),
         alpha=cfg.min_lr_ratio)
   else:
     raise ValueError(f"train.lr_decay={cfg.lr_decay!r}; expected 'constant' or 'cosine'.")
-  if cfg.warmup_steps <= 0:
+  if warmup_steps <= 0:
     return after
-  return optax.join_schedules([warmup, after], [cfg.warmup_steps])
+  return optax.join_schedules([warmup, after], [warmup_steps])
 
 
 def _matrices_only(params):
@@ -33,20 +44,35 @@ def _matrices_only(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(cfg: ml_collections.ConfigDict,
+                   schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
   """Builds the optax chain described by the `train` config group.
 
-  Fields used: optimizer ('adam' | 'adamw'), lr, lr_decay, warmup_steps, num_steps,
-  min_lr_ratio, b1, b2, eps, weight_decay, grad_clip (global norm; 0 disables).
+  Fields used: optimizer, lr, lr_decay, warmup_steps, num_steps, min_lr_ratio, b1, b2, eps,
+  weight_decay, grad_clip (global norm; 0 disables). `optimizer`:
+    'adam'     Adam (b1, b2, eps); weight_decay unused.
+    'adamw'    AdamW, weight_decay decoupled, on matrices only.
+    'adagrad'  Adagrad (eps), as Kingma & Welling 2014 §5 train their VAEs; weight_decay
+               is an L2 penalty added to the gradient (their N(0, I) prior on the weights).
+
+  Args:
+    cfg: the `train` config group.
+    schedule: a learning-rate schedule that replaces `learning_rate_schedule(cfg)` (then
+      lr_decay, warmup_steps, num_steps and min_lr_ratio are unused).
   """
-  schedule = learning_rate_schedule(cfg)
+  if schedule is None:
+    schedule = learning_rate_schedule(cfg)
   if cfg.optimizer == "adam":
     opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
   elif cfg.optimizer == "adamw":
     opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                       weight_decay=cfg.weight_decay, mask=_matrices_only)
+  elif cfg.optimizer == "adagrad":
+    opt = optax.adagrad(schedule, eps=cfg.eps)
+    if cfg.weight_decay > 0:
+      opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), opt)
   else:
-    raise ValueError(f"train.optimizer={cfg.optimizer!r}; expected 'adam' or 'adamw'.")
+    raise ValueError(f"train.optimizer={cfg.optimizer!r}; expected one of {OPTIMIZERS}.")
   if cfg.grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
   return opt

@@ -4,9 +4,14 @@
 checkpoints it whole. It holds no random key — randomness is derived inside the
 step from `(base_rng, step)` — and no optimizer object (the optax transformation
 is static code held by the method).
+
+An update is `optimizer_step` (gradients -> new params and optimizer state) and then
+`finish_step` (step + 1, EMA); `apply_gradients` is the two for a single optimizer, and a
+method with several (a GAN's two players) calls `optimizer_step` once per player update.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import flax.struct
@@ -37,13 +42,30 @@ class TrainState(flax.struct.PyTreeNode):
   model_state: PyTree = flax.struct.field(default_factory=dict)
 
   @classmethod
-  def create(cls, params: PyTree, tx: optax.GradientTransformation,
+  def create(cls, params: PyTree,
+             tx: optax.GradientTransformation | Mapping[str, optax.GradientTransformation],
              model_state: PyTree | None = None) -> "TrainState":
+    """Step 0, `ema_params = params` and a fresh optimizer state.
+
+    Args:
+      params: the initial parameters.
+      tx: one transformation for all of `params`, or one per top-level entry of `params`
+        (a GAN: {"generator": tx_g, "discriminator": tx_d}); then `opt_state` is the dict
+        {name: tx[name].init(params[name])}.
+      model_state: non-trained variables (default: none).
+    """
+    if isinstance(tx, Mapping):
+      if set(tx) != set(params):
+        raise ValueError(f"One optimizer per top-level entry of params: got optimizers for "
+                         f"{sorted(tx)} and params {sorted(params)}.")
+      opt_state = {name: t.init(params[name]) for name, t in tx.items()}
+    else:
+      opt_state = tx.init(params)
     return cls(
         step=jnp.zeros((), jnp.int32),
         params=params,
         ema_params=params,
-        opt_state=tx.init(params),
+        opt_state=opt_state,
         model_state={} if model_state is None else model_state,
     )
 
@@ -65,6 +87,30 @@ def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
+def optimizer_step(tx: optax.GradientTransformation, params: PyTree, opt_state: PyTree,
+                   grads: PyTree) -> tuple[PyTree, PyTree, dict[str, jax.Array]]:
+  """One optimizer update of `params` (the whole tree, or one player's part of it).
+
+  Returns:
+    (new params, new opt_state, {"grad_norm", "update_norm"}: global L2 norms).
+  """
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return params, opt_state, {"grad_norm": optax.tree.norm(grads),
+                             "update_norm": optax.tree.norm(updates)}
+
+
+def finish_step(state: TrainState, ema_decay: float, ema_warmup: bool = False,
+                **replace: Any) -> TrainState:
+  """`state` with the fields in `replace` (the new `params`, ...), `step + 1`, and
+  `ema_params` moved toward the new params with the decay of the step just taken."""
+  new = state.replace(step=state.step + 1, **replace)
+  if ema_decay == 0.0:   # no EMA: skip the arithmetic
+    return new.replace(ema_params=new.params)
+  return new.replace(ema_params=ema_update(state.ema_params, new.params,
+                                           ema_decay_at(state.step, ema_decay, ema_warmup)))
+
+
 def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation,
                     ema_decay: float, ema_warmup: bool = False,
                     **replace: Any) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -81,26 +127,10 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
   Returns:
     (new_state, metrics) with `grad_norm`, `update_norm` and `param_norm` (global L2).
   """
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  if ema_decay == 0.0:   # no EMA: skip the arithmetic
-    ema_params = params
-  else:
-    ema_params = ema_update(state.ema_params, params,
-                            ema_decay_at(state.step, ema_decay, ema_warmup))
-  new_state = state.replace(
-      step=state.step + 1,
-      params=params,
-      ema_params=ema_params,
-      opt_state=opt_state,
-      **replace,
-  )
-  metrics = {
-      "grad_norm": optax.tree.norm(grads),
-      "update_norm": optax.tree.norm(updates),
-      "param_norm": optax.tree.norm(params),
-  }
-  return new_state, metrics
+  params, opt_state, norms = optimizer_step(tx, state.params, state.opt_state, grads)
+  new_state = finish_step(state, ema_decay, ema_warmup, params=params, opt_state=opt_state,
+                          **replace)
+  return new_state, {**norms, "param_norm": optax.tree.norm(params)}
 
 
 def accumulated_value_and_grad(loss_fn: Callable[[PyTree, PyTree, jax.Array], Any],
