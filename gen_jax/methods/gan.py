@@ -58,8 +58,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gen_jax.core.optimizer import make_optimizer
-from gen_jax.core.state import TrainState, accumulated_value_and_grad, ema_decay_at, ema_update
+from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
+from gen_jax.core.state import (TrainState, accumulated_value_and_grad, finish_step,
+                                optimizer_step)
 from gen_jax.methods.base import Method, grad_accum_steps, image_shape_of
 from gen_jax.models import dcgan
 
@@ -227,15 +228,14 @@ class GANMethod(Method):
     norm = cfg.d_norm if cfg.d_norm != "auto" else ("layer" if cfg.loss == "wgan_gp" else "batch")
     dtype = jnp.dtype(config.dtype)
     # D takes n_critic optimizer steps per train step: stretch its schedule to match G's.
-    d_train = ml_collections.ConfigDict(config.train.to_dict())
-    d_train.num_steps = config.train.num_steps * cfg.n_critic
-    d_train.warmup_steps = config.train.warmup_steps * cfg.n_critic
+    d_schedule = learning_rate_schedule(config.train, updates_per_step=cfg.n_critic)
     return cls(
         generator=dcgan.Generator(image_shape=tuple(image_shape), ngf=cfg.ngf,
                                   kernel_size=cfg.kernel_size, dtype=dtype),
         discriminator=dcgan.Discriminator(ndf=cfg.ndf, norm=norm, kernel_size=cfg.kernel_size,
                                           dtype=dtype),
-        tx_g=make_optimizer(config.train), tx_d=make_optimizer(d_train),
+        tx_g=make_optimizer(config.train),
+        tx_d=make_optimizer(config.train, schedule=d_schedule),
         image_shape=tuple(image_shape), loss=cfg.loss, n_critic=cfg.n_critic,
         gp_weight=cfg.gp_weight, z_dim=cfg.z_dim, z_prior=cfg.z_prior,
         ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
@@ -252,10 +252,8 @@ class GANMethod(Method):
     g_rng, d_rng = jax.random.split(rng)
     g_vars = self.generator.init(g_rng, jnp.zeros((1, self.z_dim)), train=False)
     d_vars = self.discriminator.init(d_rng, jnp.zeros((1, *self.image_shape)), train=False)
-    params = {G: g_vars["params"], D: d_vars["params"]}
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-        opt_state={G: self.tx_g.init(params[G]), D: self.tx_d.init(params[D])},
+    return TrainState.create(
+        {G: g_vars["params"], D: d_vars["params"]}, {G: self.tx_g, D: self.tx_d},
         model_state={G: g_vars.get("batch_stats", {}), D: d_vars.get("batch_stats", {})})
 
   def generate(self, params_g, stats_g, z_BxZ, train: bool):
@@ -312,6 +310,7 @@ class GANMethod(Method):
     """
     def loss_fn(params_d, rows, _):
       real, z, gp_eps = rows
+      # G makes the fakes in training mode, so its running averages move in D's updates too.
       fake, stats_g = self.generate(params_g, stats[G], z, train=True)
       loss, (stats_d, metrics) = self.discriminator_loss(
           params_d, stats[D], real, jax.lax.stop_gradient(fake), gp_eps)
@@ -336,63 +335,42 @@ class GANMethod(Method):
     return accumulated_value_and_grad(loss_fn, params_g, z_BxZ, None, self.grad_accum_steps,
                                       has_aux=True)
 
-  def discriminator_updates(self, state: TrainState, real_NxMxHxWxC: jax.Array, rng):
-    """n_critic D updates, update k on real slice k and fresh fakes (Alg. 1, lines 2-9).
-
-    Changes only `params[D]`, `opt_state[D]` and the BatchNorm statistics (G's too: each
-    training forward pass of G updates its running averages). Not `step`, not EMA.
-    Returns (state, metrics averaged over the n_critic updates).
-    """
-    m = real_NxMxHxWxC.shape[1]
-    params_g = state.params[G]
-
-    def d_update(carry, inputs):
-      params_d, opt_d, stats = carry
-      real, key = inputs
-      z_key, gp_key = jax.random.split(key)
-      rows = (real, self._latents(z_key, m), jax.random.uniform(gp_key, (m,)))
-      (loss, (stats, metrics)), grads = self.discriminator_grads(params_d, params_g, stats, rows)
-      updates, opt_d = self.tx_d.update(grads, opt_d, params_d)
-      params_d = optax.apply_updates(params_d, updates)
-      metrics = {"d_loss": loss, **metrics, "d_grad_norm": optax.tree.norm(grads)}
-      return (params_d, opt_d, stats), metrics
-
-    # Unrolled: XLA:CPU runs convolutions inside a while loop many times slower.
-    (params_d, opt_d, stats), metrics = jax.lax.scan(
-        d_update, (state.params[D], state.opt_state[D], state.model_state),
-        (real_NxMxHxWxC, jax.random.split(rng, real_NxMxHxWxC.shape[0])), unroll=True)
-    state = state.replace(params={**state.params, D: params_d},
-                          opt_state={**state.opt_state, D: opt_d}, model_state=stats)
-    return state, jax.tree.map(jnp.mean, metrics)
-
-  def generator_update(self, state: TrainState, num: int, rng):
-    """One G update on `num` fakes from fresh noise (Alg. 1, lines 10-11).
-
-    Changes only `params[G]`, `opt_state[G]` and G's BatchNorm statistics (D runs on batch
-    statistics; its running averages are updated only by D's own updates).
-    """
-    params_g, stats = state.params[G], state.model_state
-    (loss, stats_g), grads = self.generator_grads(params_g, state.params[D], stats,
-                                                  self._latents(rng, num))
-    updates, opt_g = self.tx_g.update(grads, state.opt_state[G], params_g)
-    params_g = optax.apply_updates(params_g, updates)
-    state = state.replace(params={**state.params, G: params_g},
-                          opt_state={**state.opt_state, G: opt_g},
-                          model_state={**stats, G: stats_g})
-    return state, {"g_loss": loss, "g_grad_norm": optax.tree.norm(grads)}
-
   def train_step(self, state: TrainState, batch, rng):
-    """n_critic D updates on slices of the batch, one G update, then the EMA of both nets."""
+    """One iteration of Gulrajani et al. 2017, Alg. 1: n_critic D updates, update k on real
+    slice k and fresh fakes (lines 2-9); one G update on fresh fakes (lines 10-11); then the
+    step count and the EMA of both nets.
+
+    Keys: D update k draws its latents and penalty weights from key k of
+    split(d_rng, n_critic), the G update from g_rng, (d_rng, g_rng) = split(rng).
+    """
     real_NxMxHxWxC = critic_slices(batch["image"], self.n_critic)
+    m = real_NxMxHxWxC.shape[1]
     d_rng, g_rng = jax.random.split(rng)
-    new, d_metrics = self.discriminator_updates(state, real_NxMxHxWxC, d_rng)
-    new, g_metrics = self.generator_update(new, real_NxMxHxWxC.shape[1], g_rng)
-    decay = ema_decay_at(state.step, self.ema_decay, self.ema_warmup)
-    new = new.replace(step=state.step + 1,
-                      ema_params=ema_update(state.ema_params, new.params, decay))
-    metrics = {"loss": d_metrics["d_loss"], **d_metrics, **g_metrics,
-               "g_param_norm": optax.tree.norm(new.params[G]),
-               "d_param_norm": optax.tree.norm(new.params[D])}
+    d_keys = jax.random.split(d_rng, self.n_critic)
+    params, opt_state, stats = dict(state.params), dict(state.opt_state), state.model_state
+
+    d_metrics = []
+    # A Python loop (unrolled when traced), not lax.scan: XLA:CPU runs convolutions inside
+    # a while loop many times slower.
+    for k in range(self.n_critic):
+      z_key, gp_key = jax.random.split(d_keys[k])
+      rows = (real_NxMxHxWxC[k], self._latents(z_key, m), jax.random.uniform(gp_key, (m,)))
+      (d_loss, (stats, metrics)), grads = self.discriminator_grads(params[D], params[G],
+                                                                   stats, rows)
+      params[D], opt_state[D], norms = optimizer_step(self.tx_d, params[D], opt_state[D], grads)
+      d_metrics.append({"d_loss": d_loss, **metrics, "d_grad_norm": norms["grad_norm"]})
+
+    (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats,
+                                                    self._latents(g_rng, m))
+    params[G], opt_state[G], norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
+
+    new = finish_step(state, self.ema_decay, self.ema_warmup, params=params,
+                      opt_state=opt_state, model_state={**stats, G: stats_g})
+    d_metrics = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *d_metrics)
+    metrics = {"loss": d_metrics["d_loss"], **d_metrics,
+               "g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
+               "g_param_norm": optax.tree.norm(params[G]),
+               "d_param_norm": optax.tree.norm(params[D])}
     return new, metrics
 
   # ---------------------------------------------------------------------- evaluation
