@@ -20,6 +20,7 @@ Compute runs in `dtype`; parameters and outputs are float32.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -41,59 +42,64 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
   return ACTIVATIONS[name]
 
 
-class GaussianHeads(nn.Module):
-  """Two linear read-outs of h: the posterior mean and log-variance (K&W App. C.2, W4/W5)."""
+class Network(nn.Module):
+  """What every network here takes, by keyword: the `activation` of its hidden layers (the
+  heads have none), the N(0, init_std^2) weight init (0: lecun_normal) and the compute
+  `dtype`; and the dense layers built from them."""
 
-  latent_dim: int
-  init_std: float = 0.0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-    dense = lambda name: nn.Dense(self.latent_dim, dtype=self.dtype, name=name,
-                                  kernel_init=kernel_init(self.init_std))
-    return (dense("mean")(h).astype(jnp.float32), dense("log_var")(h).astype(jnp.float32))
-
-
-class MLPEncoder(nn.Module):
-  """q(z|x): x [B, H, W, C] -> (mean [B, L], log_var [B, L]) through `hidden` dense layers."""
-
-  hidden: Sequence[int]
-  latent_dim: int
+  _: dataclasses.KW_ONLY
   activation: str = "tanh"
   init_std: float = 0.0
   dtype: Any = jnp.float32
 
+  def dense(self, features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=self.dtype, kernel_init=kernel_init(self.init_std), name=name)
+
+  def hidden_layers(self, h: jax.Array, widths: Sequence[int]) -> jax.Array:
+    """act(dense(h)) for each width, as `hidden_0`, `hidden_1`, ..."""
+    act = _activation(self.activation)
+    for i, width in enumerate(widths):
+      h = act(self.dense(width, f"hidden_{i}")(h))
+    return h
+
+
+class GaussianHeads(Network):
+  """Two linear read-outs of h: the posterior mean and log-variance (K&W App. C.2, W4/W5)."""
+
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return (self.dense(self.latent_dim, "mean")(h).astype(jnp.float32),
+            self.dense(self.latent_dim, "log_var")(h).astype(jnp.float32))
+
+
+class MLPEncoder(Network):
+  """q(z|x): x [B, H, W, C] -> (mean [B, L], log_var [B, L]) through `hidden` dense layers."""
+
+  hidden: Sequence[int]
+  latent_dim: int
+
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
-    act = _activation(self.activation)
     h = x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1).astype(self.dtype)
-    for i, width in enumerate(self.hidden):
-      h = act(nn.Dense(width, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                       name=f"hidden_{i}")(h))
-    return GaussianHeads(self.latent_dim, self.init_std, self.dtype, name="heads")(h)
+    h = self.hidden_layers(h, self.hidden)
+    return GaussianHeads(self.latent_dim, init_std=self.init_std, dtype=self.dtype,
+                         name="heads")(h)
 
 
-class MLPDecoder(nn.Module):
+class MLPDecoder(Network):
   """p(x|z) parameters: z [..., L] -> [..., H, W, C * params_per_value]."""
 
   hidden: Sequence[int]
   image_shape: tuple[int, int, int]
   params_per_value: int = 1
-  activation: str = "tanh"
-  init_std: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    act = _activation(self.activation)
-    h = z.astype(self.dtype)
-    for i, width in enumerate(self.hidden):
-      h = act(nn.Dense(width, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                       name=f"hidden_{i}")(h))
+    h = self.hidden_layers(z.astype(self.dtype), self.hidden)
     H, W, C = self.image_shape
-    out = nn.Dense(H * W * C * self.params_per_value, dtype=self.dtype,
-                   kernel_init=kernel_init(self.init_std), name="out")(h)
+    out = self.dense(H * W * C * self.params_per_value, "out")(h)
     # Dense features are ordered (pixel, channel, parameter); the parameter blocks end up
     # contiguous along the last axis: [..., H, W, C * P] = (param 0 for C channels, ...).
     out = out.reshape(*z.shape[:-1], H, W, C, self.params_per_value)
@@ -111,16 +117,14 @@ def check_conv_shape(image_shape: tuple[int, int, int], num_downsamples: int) ->
                      "model.conv_channels or model.arch='mlp'.")
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(Network):
   """q(z|x) with strided 4x4 convolutions (`channels`, each halving H and W), then one
   dense hidden layer and the Gaussian heads."""
 
   channels: Sequence[int]
   hidden: int
   latent_dim: int
-  activation: str = "relu"
-  init_std: float = 0.0
-  dtype: Any = jnp.float32
+  activation: str = dataclasses.field(default="relu", kw_only=True)
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -131,12 +135,12 @@ class ConvEncoder(nn.Module):
       h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
                       kernel_init=kernel_init(self.init_std), name=f"conv_{i}")(h))
     h = h.reshape(h.shape[0], -1)
-    h = act(nn.Dense(self.hidden, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                     name="hidden")(h))
-    return GaussianHeads(self.latent_dim, self.init_std, self.dtype, name="heads")(h)
+    h = act(self.dense(self.hidden, "hidden")(h))
+    return GaussianHeads(self.latent_dim, init_std=self.init_std, dtype=self.dtype,
+                         name="heads")(h)
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(Network):
   """The mirror of `ConvEncoder`: z -> dense -> feature map at 1/2^n resolution ->
   stride-2 transposed convolutions -> [..., H, W, C * params_per_value]."""
 
@@ -144,9 +148,7 @@ class ConvDecoder(nn.Module):
   hidden: int
   image_shape: tuple[int, int, int]
   params_per_value: int = 1
-  activation: str = "relu"
-  init_std: float = 0.0
-  dtype: Any = jnp.float32
+  activation: str = dataclasses.field(default="relu", kw_only=True)
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -159,11 +161,9 @@ class ConvDecoder(nn.Module):
     # merge expressible as a sharding (a minor sharded factor needs an explicit reshard).
     lead, N, L = z.shape[:-2], z.shape[-2], z.shape[-1]
     h = jnp.moveaxis(z, -2, 0).reshape(-1, L).astype(self.dtype)
-    h = act(nn.Dense(self.hidden, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                     name="hidden")(h))
+    h = act(self.dense(self.hidden, "hidden")(h))
     h0, w0, c0 = H // 2**n, W // 2**n, self.channels[-1]
-    h = act(nn.Dense(h0 * w0 * c0, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                     name="project")(h)).reshape(-1, h0, w0, c0)
+    h = act(self.dense(h0 * w0 * c0, "project")(h)).reshape(-1, h0, w0, c0)
     widths = list(self.channels[::-1][1:]) + [C * self.params_per_value]
     for i, ch in enumerate(widths):
       h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
