@@ -82,15 +82,23 @@ def test_gaussian_log_prob_matches_scipy():
 
 @pytest.mark.parametrize("mean,log_var", [(0.1, -3.0), (-0.95, -8.0), (0.99, 0.0), (0.3, -12.0)])
 def test_discretized_gaussian_is_a_distribution_over_the_256_levels(mean, log_var):
-  # Summing P over every pixel level must give 1 (per pixel), including the open edge bins.
+  # The decoder output is (mean, log sigma^2) per pixel; summing P over every pixel level
+  # must give 1 (per pixel), including the open edge bins.
   levels = (jnp.arange(256, dtype=jnp.float32) / 127.5 - 1.0).reshape(256, 1, 1, 1)
-  log_p = V.discretized_gaussian_log_prob(levels, jnp.full_like(levels, mean),
-                                          jnp.full_like(levels, log_var))
+  log_p_fn = lambda m, v: V.data_log_prob(
+      "discretized_gaussian", levels,
+      jnp.concatenate([jnp.full_like(levels, m), jnp.full_like(levels, v)], axis=-1))
+  log_p = log_p_fn(mean, log_var)
   np.testing.assert_allclose(float(jnp.sum(jnp.exp(log_p))), 1.0, atol=2e-4)
-  # A bin far from the mean is tiny, not -inf or NaN; so are the gradients.
+  # sigma = exp(log_var / 2): the (interior) level nearest the mean against scipy.
+  w, sigma, k = 1.0 / 255.0, math.exp(0.5 * log_var), round((mean + 1.0) * 127.5)
+  x = float(levels[k, 0, 0, 0])
+  cdf = lambda t: scipy.stats.norm.cdf(t, mean, sigma)
+  np.testing.assert_allclose(float(log_p[k]), np.log(cdf(x + w) - cdf(x - w)), rtol=1e-4)
+  # A bin far from the mean is tiny, not -inf or NaN; so are the gradients (the VAE trains
+  # through it).
   assert np.all(np.isfinite(np.asarray(log_p)))
-  grads = jax.grad(lambda m, v: jnp.sum(V.discretized_gaussian_log_prob(
-      levels, jnp.full_like(levels, m), jnp.full_like(levels, v))), argnums=(0, 1))(mean, log_var)
+  grads = jax.grad(lambda m, v: jnp.sum(log_p_fn(m, v)), argnums=(0, 1))(mean, log_var)
   assert np.all(np.isfinite(np.asarray(grads)))
 
 
@@ -245,19 +253,18 @@ def test_conv_decoder_leading_dims_are_independent_decodes():
 
 def test_burda_learning_rate_schedule():
   sched = V.burda2016_lr_schedule(1e-3, steps_per_epoch=10, num_stages=8)
-  # stage i covers 3^i epochs: epochs [0,1) [1,4) [4,13) [13,40) ... [1093, 3280)
+  # stage i covers 3^i epochs: epochs [0,1) [1,4) [4,13) [13,40) ... [1093, 3280) (the paper's
+  # 3280 epochs in 8 stages)
   for count, stage in [(0, 0), (9, 0), (10, 1), (39, 1), (40, 2), (129, 2), (130, 3),
                        (10_929, 6), (10_930, 7), (32_799, 7), (10**6, 7)]:
     np.testing.assert_allclose(float(sched(count)), 1e-3 * 10 ** (-stage / 7), rtol=1e-5,
                                err_msg=f"count {count}")
-  assert V.burda2016_num_steps(3000, 8) == 3000 * 3280
-  assert V.burda2016_num_steps(3000, 4) == 120_000
 
 
 def test_adam_settings_and_schedule_reach_the_optimizer():
   config = load_config("vae", **{"vae.lr_schedule": "burda2016", "vae.train_examples": 40,
                                  "train.batch_size": 4, "train.lr": 1.0, "train.eps": 1e-4})
-  tx = V.make_vae_optimizer(config)
+  tx = V.VAEMethod.from_config(config, IMAGE).tx
   params = {"w": jnp.zeros(())}
   state = tx.init(params)
   # Adam's first update is -lr * g / (|g| + eps); steps/epoch = 10, so update 10 is stage 1.
@@ -315,10 +322,11 @@ def test_iwae_objective_trains_and_matches_the_bound():
 
   @jax.jit
   def bound_and_mean_log_w(params):
-    bound, _, _ = method.per_example_bound(params, x, rng, "iwae", 5)
+    eps = V.sample_eps(rng, jnp.arange(5), (x.shape[0], method.latent_dim))
+    bound, _, _ = method.bound_at_eps(params, x, eps, "iwae")
     mean, log_var = method._encode(params, x)
     log_w = V.log_importance_weights(method._decode_fn(params), "bernoulli", x, mean,
-                                     log_var, V.sample_eps(rng, jnp.arange(5), mean.shape))
+                                     log_var, eps)
     return bound, log_w.mean(0)
 
   bound, mean_log_w = bound_and_mean_log_w(state.params)

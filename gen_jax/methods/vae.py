@@ -30,7 +30,8 @@ import numpy as np
 import optax
 import scipy.special
 
-from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
+from gen_jax.core.optimizer import make_optimizer
+from gen_jax.core.probability import discretized_gaussian_log_likelihood
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods.base import Method, grad_accum_steps, image_shape_of
 from gen_jax.models.vae import VAE, build_vae
@@ -92,32 +93,6 @@ def gaussian_log_prob(x: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.
   return -0.5 * jnp.sum(LOG_2PI + log_var + (x - mean)**2 * jnp.exp(-log_var), axis=(-3, -2, -1))
 
 
-def _log_cdf_difference(lower: jax.Array, upper: jax.Array) -> jax.Array:
-  """log(Phi(upper) - Phi(lower)) for lower < upper, accurate in both tails: in the right
-  tail it uses Phi(u) - Phi(l) = Phi(-l) - Phi(-u), so both CDFs are always taken on the
-  left, where log Phi is accurate. One formula (no branch whose unused side could put a NaN
-  into the gradient)."""
-  right = lower > 0
-  lo, hi = jnp.where(right, -upper, lower), jnp.where(right, -lower, upper)
-  log_hi = jax.scipy.stats.norm.logcdf(hi)
-  ratio = jnp.minimum(jax.scipy.stats.norm.logcdf(lo) - log_hi, -1e-7)   # log(Phi(lo)/Phi(hi))
-  return log_hi + jnp.log1p(-jnp.exp(ratio))
-
-
-def discretized_gaussian_log_prob(x: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
-  """log P(x) of 8-bit images in [-1, 1] under N(mu, sigma^2) integrated over each pixel's bin
-  (Ho et al. 2020, Eq. 13, with a Gaussian for their data likelihood): the bin of x is
-  [x - 1/255, x + 1/255], widened to -inf at x = -1 and to +inf at x = 1. Summed over H, W, C.
-  """
-  inv_sigma = jnp.exp(-0.5 * log_var)
-  upper = (x - mean + 1.0 / 255.0) * inv_sigma
-  lower = (x - mean - 1.0 / 255.0) * inv_sigma
-  mid = jnp.maximum(_log_cdf_difference(lower, upper), math.log(1e-12))
-  log_p = jnp.where(x < -0.999, jax.scipy.stats.norm.logcdf(upper),
-                    jnp.where(x > 0.999, jax.scipy.stats.norm.logcdf(-lower), mid))
-  return jnp.sum(log_p, axis=(-3, -2, -1))
-
-
 def split_decoder_output(decoder: str, out: jax.Array) -> tuple[jax.Array, jax.Array | None]:
   """Decoder output [..., H, W, C*P] -> (Bernoulli logits, None) (K&W App. C.1) or
   (Gaussian mean, log sigma^2) (App. C.2; 'gaussian' clips log sigma^2 at MIN_LOG_VAR)."""
@@ -128,14 +103,18 @@ def split_decoder_output(decoder: str, out: jax.Array) -> tuple[jax.Array, jax.A
 
 
 def data_log_prob(decoder: str, x: jax.Array, out: jax.Array) -> jax.Array:
-  """log p(x|z) (K&W App. C.1 / C.2, or the discretized Gaussian) for decoder output `out`
-  [..., H, W, C*P] and images x [B, H, W, C]. Returns [...]."""
+  """log p(x|z) for decoder output `out` [..., H, W, C*P] and images x [B, H, W, C], summed
+  over H, W, C. Returns [...].
+
+  'bernoulli' and 'gaussian': K&W App. C.1 / C.2. 'discretized_gaussian': N(mu, sigma^2)
+  integrated over each pixel's bin (Ho et al. 2020, Eq. 13; `discretized_gaussian_log_likelihood`).
+  """
   loc, log_var = split_decoder_output(decoder, out)
   if decoder == "bernoulli":
     return bernoulli_log_prob(x, loc)
   if decoder == "gaussian":
     return gaussian_log_prob(x, loc, log_var)
-  return discretized_gaussian_log_prob(x, loc, log_var)
+  return jnp.sum(discretized_gaussian_log_likelihood(x, loc, 0.5 * log_var), axis=(-3, -2, -1))
 
 
 def decoder_mean(decoder: str, out: jax.Array) -> jax.Array:
@@ -230,7 +209,7 @@ def iwae_log_likelihood(log_w_fn: Callable[[jax.Array], jax.Array], rng: jax.Arr
   return lse - math.log(k), total / k
 
 
-# --------------------------------------------------------------------------- optimizer
+# -------------------------------------------------------------- learning-rate schedule
 
 
 def burda2016_lr_schedule(lr: float, steps_per_epoch: int, num_stages: int = 8) -> optax.Schedule:
@@ -248,42 +227,6 @@ def burda2016_lr_schedule(lr: float, steps_per_epoch: int, num_stages: int = 8) 
     return lr * 10.0 ** (-stage.astype(jnp.float32) / 7.0)
 
   return schedule
-
-
-def burda2016_num_steps(steps_per_epoch: int, num_stages: int) -> int:
-  """Updates in `num_stages` stages: sum_i 3^i epochs."""
-  return steps_per_epoch * sum(3**i for i in range(num_stages))
-
-
-def make_vae_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The engine's optimizer (`train.*`), plus two settings of the VAE papers the engine does
-  not have: `train.optimizer='adagrad'` (Kingma & Welling §5, with `train.weight_decay` as the
-  L2 of their N(0, I) prior on the weights) and `vae.lr_schedule='burda2016'`."""
-  t, v = config.train, config.vae
-  if v.lr_schedule not in LR_SCHEDULES:
-    raise ValueError(f"vae.lr_schedule={v.lr_schedule!r}; expected one of {LR_SCHEDULES}.")
-  if v.lr_schedule == "engine" and t.optimizer != "adagrad":
-    return make_optimizer(t)
-  if v.lr_schedule == "burda2016":
-    if v.train_examples <= 0:
-      raise ValueError("vae.lr_schedule='burda2016' counts epochs: set vae.train_examples "
-                       "(60000 for MNIST).")
-    schedule = burda2016_lr_schedule(t.lr, max(v.train_examples // t.batch_size, 1),
-                                     v.lr_stages)
-  else:
-    schedule = learning_rate_schedule(t)
-  if t.optimizer == "adam":
-    opt = optax.adam(schedule, b1=t.b1, b2=t.b2, eps=t.eps)
-  elif t.optimizer == "adagrad":
-    opt = optax.adagrad(schedule, eps=t.eps)
-    if t.weight_decay > 0:
-      opt = optax.chain(optax.add_decayed_weights(t.weight_decay), opt)
-  else:
-    raise ValueError(f"train.optimizer={t.optimizer!r} with vae.lr_schedule={v.lr_schedule!r};"
-                     " expected 'adam' or 'adagrad'.")
-  if t.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
-  return opt
 
 
 # ------------------------------------------------------------------------------ method
@@ -345,11 +288,22 @@ class VAEMethod(Method):
     weights = tuple(v.eval_weights)
     if not weights or set(weights) - set(WEIGHTS):
       raise ValueError(f"vae.eval_weights={weights}; expected a non-empty subset of {WEIGHTS}.")
+    if v.lr_schedule not in LR_SCHEDULES:
+      raise ValueError(f"vae.lr_schedule={v.lr_schedule!r}; expected one of {LR_SCHEDULES}.")
+    t = config.train
+    if v.lr_schedule == "burda2016":
+      if v.train_examples <= 0:
+        raise ValueError("vae.lr_schedule='burda2016' counts epochs: set vae.train_examples "
+                         "(60000 for MNIST).")
+      tx = make_optimizer(t, schedule=burda2016_lr_schedule(
+          t.lr, max(v.train_examples // t.batch_size, 1), v.lr_stages))
+    else:
+      tx = make_optimizer(t)
     model = build_vae(arch=m.arch, image_shape=tuple(image_shape), latent_dim=m.latent_dim,
                       hidden=tuple(m.hidden), params_per_value=1 if v.decoder == "bernoulli" else 2,
                       activation=m.activation, conv_channels=tuple(m.conv_channels),
                       init_std=m.init_std, dtype=jnp.dtype(config.dtype))
-    return cls(model=model, tx=make_vae_optimizer(config), image_shape=tuple(image_shape),
+    return cls(model=model, tx=tx, image_shape=tuple(image_shape),
                latent_dim=m.latent_dim, decoder=v.decoder, binarized=binarize != "none",
                objective=v.objective, train_k=v.train_k, eval_k=v.eval_k,
                eval_chunk=v.eval_chunk, eval_weights=weights, manifold_size=v.manifold_size,
@@ -374,14 +328,10 @@ class VAEMethod(Method):
 
   # -------------------------------------------------------------- objectives
 
-  def per_example_bound(self, params, x, rng, objective: str, k: int):
-    """(bound [B], recon [B], kl [B]) with k samples per image: the ELBO of K&W Eq. 10 or the
-    IWAE bound L_k of Burda et al. Eq. 8; recon and KL are Eq. 10's two terms (monitoring)."""
-    eps = sample_eps(rng, jnp.arange(k), (x.shape[0], self.latent_dim))
-    return self.bound_at_eps(params, x, eps, objective)
-
   def bound_at_eps(self, params, x, eps_KxBxL: jax.Array, objective: str):
-    """`per_example_bound` with the reparameterization noise given (k = eps.shape[0])."""
+    """(bound [B], recon [B], kl [B]) with k = eps.shape[0] samples per image, z = mu + sigma
+    eps: the ELBO of K&W Eq. 10 or the IWAE bound L_k of Burda et al. Eq. 8; recon and KL
+    are Eq. 10's two terms (monitoring)."""
     mean, log_var = self._encode(params, x)
     log_px, log_pz, log_qz = sample_log_probs(self._decode_fn(params), self.decoder, x, mean,
                                               log_var, eps_KxBxL)
