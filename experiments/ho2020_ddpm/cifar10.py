@@ -15,8 +15,8 @@ random horizontal flips, 800k steps. The paper trained on a TPU v3-8 at 21 steps
   # -> FLOPs per update 4.482e+12; per device: state 545.4 MiB, peak 1.73 GiB (data=8);
   #    with --config.mesh.data=1 --config.mesh.fsdp=8: state 68.9 MiB, peak 1.39 GiB
 
-Our measured number: not yet run (needs an accelerator; the sample-quality metrics
-(FID/IS) arrive with the evaluation issue).
+Our measured number: not yet run (needs an accelerator). gen_jax has no Inception network
+yet, so the paper's FID and IS cannot be computed here; bits/dim (--mode=eval) can.
 """
 from configs import ddpm
 

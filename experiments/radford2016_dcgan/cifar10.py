@@ -1,16 +1,16 @@
 """Radford, Metz, Chintala 2016, "Unsupervised Representation Learning with Deep Convolutional
 GANs" (arXiv:1511.06434) — the DCGAN recipe on CIFAR-10 (50,000 images, 32x32).
 
-Recipe (§3-4, REFERENCES.md §1.4): batch 128, init N(0, 0.02), Adam lr 0.0002, β1 = 0.5;
+Recipe (§3-4): batch 128, init N(0, 0.02), Adam lr 0.0002, β1 = 0.5;
 the authors' code: nz=100, z ~ U(−1, 1), ngf = ndf = 128, 5×5 kernels with stride 2, k=1,
 niter=25 epochs (25 x 50,000 / 128 ~ 9,800 steps). The 32x32 networks are the paper's
 64x64 ones without their widest stage: G 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3,
 D 128 -> 256 -> 512 -> linear. As in the paper, samples come from the raw generator.
 
-Paper numbers (REFERENCES.md §1.4): the paper reports no FID/IS for CIFAR-10 generation;
+Paper numbers: the paper reports no FID/IS for CIFAR-10 generation;
 its CIFAR-10 number is 82.8% linear-SVM accuracy on features of an ImageNet-trained D
 (not what this config measures). Later DCGAN measurements on CIFAR-10: FID 28.12
-(Kurach et al. 2018, as quoted by mimicry, whose own run gives 28.95±0.42, 10K/10K
+(Kurach et al. 2018, arXiv:1807.04720, as quoted by Mimicry, whose own run gives 28.95±0.42, 10K/10K
 samples); StudioGAN (README @ 3f75b83): IS 6.638, FID 49.030 (10K test images, 200k steps
 at batch 64); Gulrajani et al. 2017, Table 3: DCGAN IS 6.16±.07.
 
@@ -18,7 +18,10 @@ at batch 64); Gulrajani et al. 2017, Table 3: DCGAN IS 6.16±.07.
       --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
   python launch.py --config=experiments/radford2016_dcgan/cifar10.py --mode=summary
 
-Our measured number: not measured yet (IS/FID arrive with the evaluation issue).
+Our measured number: not measured yet. gen_jax has no Inception network yet, so the
+Inception score and Inception-feature FID of the paper cannot be computed here; its FID,
+KID and precision/recall use the features of a classifier gen_jax trains, for digits only
+(docs/evaluation.md).
 """
 from configs import dcgan
 

@@ -1,7 +1,7 @@
 """Radford, Metz, Chintala 2016, "Unsupervised Representation Learning with Deep Convolutional
 GANs" (arXiv:1511.06434) — the DCGAN recipe on full MNIST (60,000 digits, 28x28).
 
-Recipe (§3-4, REFERENCES.md §1.4): "Minibatch SGD with batch 128", "Init N(0, 0.02)",
+Recipe (§3-4): "Minibatch SGD with batch 128", "Init N(0, 0.02)",
 "Adam with lr 0.0002 (0.001 was too high) and β1 = 0.5 (0.9 oscillated)"; the authors' code:
 nz=100, z ~ U(−1, 1), 5×5 kernels with stride 2, k=1 D step per G step, niter=25 epochs
 (25 x 60,000 / 128 ~ 11,700 steps). The paper gives no MNIST architecture: we drop one
@@ -11,14 +11,17 @@ penalty (coupled L2, which optax's decoupled adamw would not reproduce).
 
 Paper numbers: none for MNIST generation (the paper predates FID). For scale, Lucic et al.
 2018 (Table 2, best over a large search, "neutral" architecture) report MNIST FID
-6.8±0.5 for the non-saturating GAN (REFERENCES.md §1.4).
+6.8±0.5 for the non-saturating GAN (Lucic et al. 2018, arXiv:1711.10337, on
+Inception features).
 
   python launch.py --config=experiments/radford2016_dcgan/mnist.py --workdir=runs/dcgan_mnist \
       --config.data.manual_dir=/path/with/mnist-idx-files
   python launch.py --config=experiments/radford2016_dcgan/mnist.py --mode=summary   # params: 1046978
 
-Our measured number: not measured yet (FID arrives with the evaluation issue); neither is
-the wall time on an accelerator. (configs/dcgan.py's ~10-minute CPU default is this model
+Our measured number: not measured yet, nor the wall time on an accelerator. Its FID,
+KID and precision/recall on the features of a classifier trained on full MNIST come from
+--mode=eval with eval.classifier_workdir set (docs/evaluation.md); they are not
+comparable with Inception-feature FIDs. (configs/dcgan.py's ~10-minute CPU default is this model
 at half width, ngf = ndf = 32, batch 32, normal latents, 3,000 steps on mnist_5k.)
 """
 from configs import dcgan
