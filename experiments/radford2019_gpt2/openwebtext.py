@@ -3,8 +3,8 @@
 
 Model: GPT-2 small, 12 layers, 12 heads, 768 wide, 1024 context, biases, GPT-2 BPE
 vocabulary 50257 (124,439,808 parameters; `--mode=summary` prints `params: 124439808`).
-Recipe (nanoGPT `config/train_gpt2.py` with its train.py defaults): 491,520 tokens per update (480 sequences of 1024 = 12 per device x 5 micro-batches x
-8 GPUs), AdamW lr 6e-4 with 2000 warmup steps and cosine decay to 6e-5 over 600k updates
+Recipe (nanoGPT `config/train_gpt2.py` with its train.py defaults): 491,520 tokens per
+update (480 sequences of 1024 = 12 per device x 5 micro-batches x 8 GPUs), AdamW lr 6e-4 with 2000 warmup steps and cosine decay to 6e-5 over 600k updates
 (~300B tokens), beta = (0.9, 0.95), weight decay 0.1, grad clip 1, dropout 0.
 Reference numbers (nanoGPT README): ~2.85 validation loss after ~4 days on 8 x A100 40GB;
 the released GPT-2 124M checkpoint evaluates to 3.12 on OpenWebText (3.11 train).
