@@ -28,6 +28,7 @@ softmax inside the attention and the returned logits are float32.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -55,12 +56,23 @@ class KVCache(flax.struct.PyTreeNode):
   index: jax.Array
 
 
-class CausalSelfAttention(nn.Module):
-  n_head: int
+class BlockPart(nn.Module):
+  """What a block and its two residual branches take, by keyword, and the dense layer they
+  build from it: GPT-2's N(0, std) weights and zero biases."""
+
+  _: dataclasses.KW_ONLY
   dropout: float
   use_bias: bool
-  residual_std: float
+  residual_std: float  # std of the branch's output projection (GPT-2's 1/sqrt(N) scaling)
   dtype: Any = jnp.float32
+
+  def dense(self, features: int, std: float, name: str) -> nn.Module:
+    return Dense(features, use_bias=self.use_bias, dtype=self.dtype, name=name,
+                 kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros)
+
+
+class CausalSelfAttention(BlockPart):
+  n_head: int
 
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, *, train: bool, mask=None,
@@ -72,10 +84,7 @@ class CausalSelfAttention(nn.Module):
     """
     B, T, D = x_BxTxD.shape
     H = self.n_head
-    dense = lambda features, std, name: Dense(
-        features, use_bias=self.use_bias, dtype=self.dtype, name=name,
-        kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros)
-    qkv = dense(3 * D, _STD, "c_attn")(x_BxTxD).reshape(B, T, 3, H, D // H)
+    qkv = self.dense(3 * D, _STD, "c_attn")(x_BxTxD).reshape(B, T, 3, H, D // H)
     q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if kv is None:
       y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True)
@@ -89,34 +98,24 @@ class CausalSelfAttention(nn.Module):
       y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_cache.astype(q_BxTxHxK.dtype),
                                                v_cache.astype(q_BxTxHxK.dtype), mask=mask)
       new_kv = (k_cache, v_cache)
-    y_BxTxD = dense(D, self.residual_std, "c_proj")(y_BxTxHxK.reshape(B, T, D))
+    y_BxTxD = self.dense(D, self.residual_std, "c_proj")(y_BxTxHxK.reshape(B, T, D))
     return nn.Dropout(self.dropout, deterministic=not train)(y_BxTxD), new_kv
 
 
-class MLP(nn.Module):
-  dropout: float
-  use_bias: bool
-  residual_std: float
-  dtype: Any = jnp.float32
+class MLP(BlockPart):
 
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, *, train: bool) -> jax.Array:
     D = x_BxTxD.shape[-1]
-    h = Dense(4 * D, use_bias=self.use_bias, dtype=self.dtype, name="c_fc",
-              kernel_init=nn.initializers.normal(_STD))(x_BxTxD)
+    h = self.dense(4 * D, _STD, "c_fc")(x_BxTxD)
     h = jax.nn.gelu(h, approximate=True)   # GPT-2's tanh approximation
-    h = Dense(D, use_bias=self.use_bias, dtype=self.dtype, name="c_proj",
-              kernel_init=nn.initializers.normal(self.residual_std))(h)
+    h = self.dense(D, self.residual_std, "c_proj")(h)
     return nn.Dropout(self.dropout, deterministic=not train)(h)
 
 
-class Block(nn.Module):
+class Block(BlockPart):
   """Pre-LayerNorm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
   n_head: int
-  dropout: float
-  use_bias: bool
-  residual_std: float
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxTxD, train: bool, mask=None, kv=None):
@@ -160,7 +159,7 @@ class GPT(nn.Module):
     self.wpe = nn.Embed(self.block_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))
     self.drop = nn.Dropout(self.dropout)
     block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
-    self.h = [block(self.n_head, self.dropout, self.use_bias,
+    self.h = [block(self.n_head, dropout=self.dropout, use_bias=self.use_bias,
                     residual_std=_STD / math.sqrt(2 * self.n_layer), dtype=self.dtype,
                     name=f"h_{i}") for i in range(self.n_layer)]
     self.ln_f = nn.LayerNorm(epsilon=_LN_EPSILON, use_bias=self.use_bias, dtype=jnp.float32)
