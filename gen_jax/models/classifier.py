@@ -1,5 +1,5 @@
-"""A small convolutional image classifier, used as the feature extractor of sample-quality
-metrics (FID/KID/precision/recall "with an MNIST classifier") where Inception is unavailable.
+"""A small convolutional image classifier (our own, no paper's architecture): the features for
+FID (Heusel et al. 2017), KID and precision/recall "with an MNIST classifier" without Inception.
 
   x [B, H, W, C] -> conv3x3(F) -> ReLU -> avg-pool 2 -> conv3x3(2F) -> ReLU -> avg-pool 2
     -> flatten -> dense(D) -> ReLU = features [B, D] -> dense(num_classes) = logits

@@ -1,6 +1,5 @@
-"""LSTM language model: the classic recurrent baseline (Hochreiter & Schmidhuber 1997;
-as a character model, Graves 2013 and Karpathy's char-rnn; regularized as in Zaremba et
-al. 2014: dropout on the non-recurrent connections only).
+"""LSTM language model (Hochreiter & Schmidhuber 1997), the recurrent baseline: a character
+model as in Graves 2013 and char-rnn, with Zaremba et al. 2014's non-recurrent dropout.
 
 tokens [B, T] -> embedding -> n_layer stacked LSTMs -> dense head -> logits [B, T, V].
 

@@ -1,4 +1,5 @@
-"""Encoder and decoder networks of a VAE with one stochastic layer.
+"""Encoder and decoder networks of a VAE with one stochastic layer (Kingma & Welling 2014;
+the IWAE networks of Burda, Grosse, Salakhutdinov 2016).
 
 Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (arXiv:1312.6114):
   App. C.2, Gaussian MLP encoder:  h = tanh(W3 x + b3), mu = W4 h + b4, log sigma^2 = W5 h + b5;

