@@ -154,7 +154,7 @@ def train_group(
     # costs less than its dispatch; keep 1 for conv nets on CPU (XLA:CPU runs convolutions
     # in loops far slower). Step intervals (num_steps, *_every) must be multiples of it.
     steps_per_call: int = 1,
-    # 'adam' or 'adamw' (decoupled weight decay); the VAE also takes 'adagrad'.
+    # 'adam', 'adamw' (decoupled weight decay) or 'adagrad' (Kingma & Welling 2014, §5).
     optimizer: str = "adam",
     # 'constant' or 'cosine' (after warmup_steps).
     lr_decay: str = "constant",

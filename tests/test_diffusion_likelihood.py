@@ -212,7 +212,7 @@ def test_method_bits_per_dim_runs_the_unet_in_eval_mode_with_the_sample_config(
       model=UNet(ch=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), dropout=0.5,
                  num_groups=4),
       schedule=sched, tx=optax.sgd(0.1), image_shape=SHAPE[1:], target="v", ema_decay=0.9,
-      ema_warmup=False, sample_cfg=sample_cfg)
+      ema_warmup=False, sample_cfg=sample_cfg, eval_cfg=ml_collections.ConfigDict())
   params = jax.eval_shape(method.init, jax.random.key(0), None).params
   x0, rng = jax.ShapeDtypeStruct(SHAPE, jnp.float32), jax.random.key(1)
   # Traced with the real U-Net (nothing is compiled): the returned dict's shapes.
