@@ -56,9 +56,13 @@ def test_classifier_smoke_trains_with_sane_metrics(runs, data_dir):
   assert final["step"] == 8
   for w in ("ema", "raw"):   # 10 classes: an untrained net is near log(10) = 2.30 nats
     assert 0 <= final[f"eval/{w}/accuracy"] <= 1 and 0 < final[f"eval/{w}/loss"] < 5
-  exp = build_experiment(load_config("classifier", **{"data.data_dir": data_dir}))
-  with pytest.raises(NotImplementedError, match="nothing to sample"):
+  config = load_config("classifier", **{"data.data_dir": data_dir})
+  exp = build_experiment(config)
+  assert not exp.method.can_sample   # the interface says so; the engine asks nothing else
+  with pytest.raises(NotImplementedError, match="cannot sample"):
     exp.method.sample(None, None, 4)
+  with pytest.raises(ValueError, match="nothing to sample"):
+    modes.sample(config, runs["clf"])
 
 
 def _check_sample_metrics(saved, metrics):
