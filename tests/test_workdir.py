@@ -72,6 +72,15 @@ def test_a_model_change_stops_before_compiling_with_the_diff(tmp_path, monkeypat
   assert sorted(p.name for p in (tmp_path / "config_history").iterdir()) == ["step_0.json"]
 
 
+def test_fields_of_another_gen_jax_version_do_not_stop_a_resume(tmp_path):
+  workdir_lib.claim(make_config(), tmp_path, None)
+  fake_checkpoint(tmp_path, 8)
+  newer = make_config()
+  newer.model.new_option = "default"   # a field this run's gen_jax did not have
+  workdir_lib.claim(newer, tmp_path, 8)
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["new_option"] == "default"
+
+
 def test_accepted_changes_are_recorded(tmp_path):
   workdir_lib.claim(make_config(), tmp_path, None)
   fake_checkpoint(tmp_path, 8)

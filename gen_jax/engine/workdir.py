@@ -141,14 +141,21 @@ def claim(config: ml_collections.ConfigDict, workdir: str | epath.Path, start_st
     raise NotADirectoryError(f"--workdir={workdir} is a file, not a directory: choose another "
                              "--workdir.")
   changes = config_changes(saved, config) if saved is not None else []
-  identity = [c for c in changes if not matches(c[0], RESUMABLE)]
+  # A field on one side only comes from another gen_jax version (a new option with its
+  # default, or a removed one): it cannot have shaped the saved run, so it is logged only.
+  versioned = [c for c in changes if c[1] is None or c[2] is None]
+  identity = [c for c in changes if not matches(c[0], RESUMABLE) and c not in versioned]
+  for field, old, new in versioned:
+    logging.warning("Config field %s is %s in the saved config and %s now (another gen_jax "
+                    "version?).", field, "missing" if old is None else json.dumps(old),
+                    "missing" if new is None else json.dumps(new))
   if identity and start_step is not None and not accept_changes:
     raise ConfigMismatchError(
         f"{workdir} holds a run trained with another config (checkpoint at step {start_step}). "
         f"These fields differ (saved -> new):\n{format_changes(identity)}\n"
         f"Either train in a new directory (--workdir=...), or continue this run with the new "
         f"values and record the change (--accept_config_changes).")
-  for field, old, new in changes:
+  for field, old, new in (c for c in changes if c not in versioned):
     logging.info("Config change on resume: %s: %s -> %s", field, json.dumps(old), json.dumps(new))
   if (start_step is not None and config.train.get("lr_decay") == "cosine"
       and not config.train.get("decay_steps", 0)
