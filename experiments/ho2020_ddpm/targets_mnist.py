@@ -21,13 +21,13 @@ from configs import ddpm
 
 def get_config(arg: str | None = None):
   config = ddpm.get_config(arg)   # configs/ddpm.py's U-Net (280,177 parameters)
-  # A quarter of configs/ddpm.py's training (400 steps of 32 digits), so six runs fit in
+  # A tenth of configs/ddpm.py's training (300 steps of 32 digits), so six runs fit in
   # half an hour on a 2-core CPU.
-  config.train.update(batch_size=32, num_steps=400, warmup_steps=50, log_every=25,
-                      checkpoint_every=200, sample_every=200)
-  config.eval.update(every=100, batch_size=128, num_batches=2, bpd_num_images=0)
+  config.train.update(batch_size=32, num_steps=300, warmup_steps=50, log_every=25,
+                      checkpoint_every=150, sample_every=150)
+  config.eval.update(every=50, batch_size=128, num_batches=2, bpd_num_images=0)
   # Sample quality at the end of training, on the classifier in runs/classifier.
-  config.eval.update(sample_metrics=True, sample_metrics_every=400, num_samples=250,
+  config.eval.update(sample_metrics=True, sample_metrics_every=300, num_samples=250,
                      sample_batch_size=250)
   config.sample.update(sampler="ddim", steps=25, eta=1.0, num=64)
   return config
