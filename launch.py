@@ -75,6 +75,13 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index in [0, num_processes) (default: $JAX_PROCESS_ID "
     "or the cluster's).")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds without a heartbeat after which jax.distributed "
+    "declares a process lost; the others then stop (naming it) instead of waiting in a "
+    "collective. Lower it for faster failure on a reliable network.")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "distributed_init_timeout", 300, "Seconds jax.distributed waits for all processes to "
+    "connect at start.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None, "Split the CPU into this many JAX devices (jax_num_cpu_devices): try "
     "a mesh, or --mode=compile a config for N accelerators, on one machine.")
@@ -122,8 +129,14 @@ def initialize_distributed() -> None:
   if explicit and None in (coordinator, num_processes, process_id):
     sys.exit("launch.py: --coordinator_address, --num_processes and --process_id go together "
              f"(got {coordinator!r}, {num_processes!r}, {process_id!r}).")
+  # A process that dies is noticed by its missing heartbeats: every other process then
+  # aborts with "tasks are unhealthy (stopped sending heartbeats): <ids>" (or, when process
+  # 0, the coordinator, died: "Failed to send RPC to coordination service") instead of
+  # hanging in a collective. Rerunning all processes resumes (docs/robustness.md).
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                             process_id=process_id)
+                             process_id=process_id,
+                             initialization_timeout=_INIT_TIMEOUT.value,
+                             heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
 
 
 def main(argv):
@@ -142,7 +155,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import flax
 
-  from gen_jax.engine import modes, train
+  from gen_jax import data
+  from gen_jax.engine import checkpoint, modes, train
   from gen_jax.engine import workdir as workdir_lib
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
@@ -172,7 +186,9 @@ def main(argv):
       report = modes.compile_report(config)
     else:
       report = modes.summary(config)
-  except (workdir_lib.ConfigMismatchError, NotADirectoryError) as e:
+  except (workdir_lib.ConfigMismatchError, NotADirectoryError, PermissionError,
+          checkpoint.CheckpointMismatchError, checkpoint.DamagedCheckpointError,
+          checkpoint.CheckpointWriteError, data.DatasetUnavailableError) as e:
     sys.exit(f"launch.py: {e}")
   if jax.process_index() == 0:   # every process computes it; one prints
     print(report)

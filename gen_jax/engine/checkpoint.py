@@ -11,6 +11,21 @@ Resume precedence (`restore_or_init`; docs/design.md says the same):
 Saves are asynchronous and atomic (orbax writes to a temporary directory and renames
 it when complete), so a crash or kill mid-save leaves the previous checkpoints usable.
 
+What can go wrong, and what happens then (docs/robustness.md):
+
+  * Damage after the save (a failing disk, an interrupted copy). Once a save has
+    finished, the size and CRC32 of each of its files go into `<step>/MANIFEST`; a
+    restore checks them first. A checkpoint that fails the check, or that orbax cannot
+    read, is moved aside to `<workdir>/checkpoints_damaged/<step>` (never deleted) with a
+    warning, and the run continues from the newest readable one (`DamagedCheckpointError`
+    when there is none; nothing is moved then).
+  * A checkpoint that does not fit the config (another model size, another run's
+    checkpoint): `CheckpointMismatchError` names the leaf, both shapes, the run and the
+    config field that most likely changed.
+  * A save that cannot be written (disk full, no permission): `CheckpointWriteError`
+    names the errno and the path, and the run stops; an asynchronous save's error is
+    raised at the next save or at the end, whichever comes first.
+
 Different hardware. The state restores onto whatever shardings it is given (orbax reads
 each device's slice), so a checkpoint written on 8 devices continues on 4 or 1. Every
 process saves its data-iterator position (`data/process_<p>-of-<P>.json`); gen_jax's
@@ -19,21 +34,48 @@ read), so a run restarted with a different number of processes reads any of them
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
-from typing import Any
+import re
+import zlib
+from typing import Any, Iterator
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from gen_jax.core.state import TrainState
+from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.experiment import Experiment
+from gen_jax.engine.outputs import is_main_process
 
 STATE, DATA = "state", "data"
+MANIFEST = "MANIFEST"                    # inside each step directory, once its save has finished
+DAMAGED_DIR = "checkpoints_damaged"      # next to checkpoints/: damaged ones, moved aside
+
+
+class DamagedCheckpointError(RuntimeError):
+  """No checkpoint of a run can be read; the message lists each with its step and why."""
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint does not fit the config's state: the message names the leaf, both
+  shapes, the run and the config field that most likely changed."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (`errno`: ENOSPC, EACCES, ...); the message names
+  the path and what to do. The checkpoints written before stay usable."""
+
+  def __init__(self, code: int, message: str):
+    super().__init__(message)
+    self.errno = code
 
 
 def checkpoint_dir(path: str | epath.Path) -> epath.Path:
@@ -83,6 +125,119 @@ class DataIteratorRestore(ocp.args.CheckpointArgs):
   item: Any
 
 
+# ------------------------------------------------------------------ write errors
+
+# The errors of a storage that cannot take the checkpoint, and what to do about each.
+WRITE_ERRNOS = {
+    errno.ENOSPC: "free space on that disk (or lower train.max_checkpoints)",
+    errno.EDQUOT: "free space within your quota (or lower train.max_checkpoints)",
+    errno.EACCES: "make it writable for this user, or train in another --workdir",
+    errno.EPERM: "make it writable for this user, or train in another --workdir",
+    errno.EROFS: "remount it read-write, or train in another --workdir",
+}
+_STRERRORS = {os.strerror(code): code for code in WRITE_ERRNOS}
+
+
+def write_errno(error: BaseException) -> int | None:
+  """The errno of a storage error in `error` or its causes (None: not one of
+  WRITE_ERRNOS). TensorStore reports them inside its ValueError's text."""
+  seen = 0
+  while error is not None and seen < 8:
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+      return error.errno
+    text = str(error)
+    if (m := re.search(r"os_error_code='?(\d+)", text)) and int(m.group(1)) in WRITE_ERRNOS:
+      return int(m.group(1))
+    for message, code in _STRERRORS.items():
+      if message in text:
+        return code
+    error, seen = error.__cause__ or error.__context__, seen + 1
+  return None
+
+
+def unwritable_workdir_error(error: OSError, workdir: str | epath.Path) -> OSError:
+  """`error` (from creating or writing the run directory) as one clear line."""
+  code = error.errno if error.errno in WRITE_ERRNOS else write_errno(error)
+  if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    denied = PermissionError(f"--workdir={workdir} is not writable ({os.strerror(code)}: "
+                             f"{error.filename or workdir}): {WRITE_ERRNOS[code]}.")
+    denied.errno = code
+    return denied
+  if code is not None:
+    return CheckpointWriteError(code, f"--workdir={workdir}: {os.strerror(code)} "
+                                f"({errno.errorcode[code]}) at {error.filename or workdir}: "
+                                f"{WRITE_ERRNOS[code]}.")
+  return error
+
+
+def ensure_writable(directory: epath.Path) -> None:
+  """Creates `directory` and writes a file there, so that an unwritable run directory
+  stops the run before anything is compiled (with one clear line, not orbax's traceback)."""
+  probe = directory / f".write_test.process_{jax.process_index()}"
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise unwritable_workdir_error(e, directory.parent) from None
+
+
+# ------------------------------------------------------------------ file manifests
+
+
+def _size_and_crc32(path: epath.Path) -> tuple[int, str]:
+  size, crc = 0, 0
+  with path.open("rb") as f:
+    while chunk := f.read(1 << 24):
+      size, crc = size + len(chunk), zlib.crc32(chunk, crc)
+  return size, f"{crc:08x}"
+
+
+def write_manifest(step_dir: epath.Path) -> None:
+  """Records the size and CRC32 of every file of a finished save in `step_dir/MANIFEST`."""
+  files = {}
+  for root, _, names in step_dir.walk():
+    for name in names:
+      if name != MANIFEST:
+        size, crc = _size_and_crc32(root / name)
+        files[os.fspath((root / name).relative_to(step_dir))] = {"size": size, "crc32": crc}
+  tmp = step_dir / (MANIFEST + ".tmp")
+  tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+  tmp.replace(step_dir / MANIFEST)
+
+
+def check_manifest(step_dir: epath.Path) -> str | None:
+  """What differs from the files the finished save wrote (None: nothing, or no MANIFEST:
+  a save finished after the last moment the run could record it)."""
+  path = step_dir / MANIFEST
+  if not path.exists():
+    return None
+  try:
+    files = json.loads(path.read_text())["files"]
+  except (ValueError, KeyError, TypeError) as e:
+    return f"its {MANIFEST} cannot be read ({e})"
+  for name, wrote in sorted(files.items()):
+    if not (step_dir / name).is_file():
+      return f"{name} is missing"
+    size, crc = _size_and_crc32(step_dir / name)
+    if size != wrote["size"]:
+      return f"{name} has {size} bytes; the finished save wrote {wrote['size']}"
+    if crc != wrote["crc32"]:
+      return f"{name} has CRC32 {crc}; the finished save wrote {wrote['crc32']}"
+  return None
+
+
+def finished_steps(directory: epath.Path) -> list[int]:
+  """Steps of the finished saves in a checkpoints directory (orbax writes to a temporary
+  name and renames it when complete)."""
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+# ------------------------------------------------------------------ the manager
+
+
 class Checkpointer:
   """A CheckpointManager over two items: `state` (TrainState) and `data` (grain iterator)."""
 
@@ -90,6 +245,9 @@ class Checkpointer:
                async_save: bool = True, read_only: bool = False):
     # orbax needs absolute paths; `--workdir=runs/ddpm` is relative to where launch.py runs.
     self.directory = epath.Path(os.path.abspath(os.fspath(directory)))
+    self.read_only = read_only
+    if not read_only:
+      ensure_writable(self.directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_names=(STATE, DATA),
@@ -99,6 +257,9 @@ class Checkpointer:
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             enable_async_checkpointing=async_save),
     )
+    self._async = async_save
+    self._unrecorded: list[int] = []   # saves started whose MANIFEST is not written yet
+    self._closed = False
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -107,49 +268,281 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_iterator: Any | None) -> None:
+    """Starts saving `step`; raises `CheckpointWriteError` if this save or the previous
+    (asynchronous) one could not be written."""
+    self._record_finished()
     items = {STATE: ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items[DATA] = DataIteratorSave(data_iterator)
-    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    with self._write_errors(step):
+      self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    self._unrecorded.append(step)
+    if not self._async:
+      self._record_finished()
+
+  @contextlib.contextmanager
+  def _write_errors(self, step: int) -> Iterator[None]:
+    try:
+      yield
+    except CheckpointWriteError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # orbax, TensorStore: many kinds
+      if (code := write_errno(e)) is None:
+        raise
+      kept = finished_steps(self.directory)
+      raise CheckpointWriteError(code, (
+          f"Could not write the checkpoint of step {step} in {self.directory}: "
+          f"{os.strerror(code)} ({errno.errorcode[code]}). The run stopped rather than "
+          f"train on without saving; the checkpoints written before are kept (newest: "
+          f"{f'step {kept[-1]}' if kept else 'none'}). {WRITE_ERRNOS[code].capitalize()}, "
+          "then rerun the same command to resume.")) from e
+
+  def _record_finished(self) -> None:
+    """Waits for the save in flight, then writes the MANIFEST of each finished save."""
+    steps, self._unrecorded = self._unrecorded, []
+    if not steps:
+      return
+    with self._write_errors(steps[-1]):
+      self._manager.wait_until_finished()
+      for step in steps:
+        step_dir = self.directory / str(step)
+        if not step_dir.is_dir():   # orbax logs a failed finalization instead of raising
+          raise CheckpointWriteError(errno.EIO, (
+              f"The save of step {step} in {self.directory} did not complete (see the orbax "
+              "error logged above); the run stopped rather than train on without saving. "
+              "Rerun the same command to resume from the newest checkpoint."))
+        if is_main_process():
+          write_manifest(step_dir)
+
+  def verify(self, step: int) -> str | None:
+    """Why the checkpoint of `step` is damaged (None: its files are what the save wrote)."""
+    return check_manifest(self.directory / str(step))
 
   def restore(self, step: int, abstract_state: Any, shardings: Any,
-              data_iterator: Any | None = None) -> Any:
-    """Restores the state onto `shardings` (any mesh) and, if given, the iterator in place."""
+              data_iterator: Any | None = None, *, config: Any = None) -> Any:
+    """Restores the state onto `shardings` (any mesh) and, if given, the iterator in place.
+
+    Raises:
+      CheckpointMismatchError: the checkpoint's tree or shapes differ from
+        `abstract_state` (`config`, if given, lets the message name the field).
+    """
+    stored = self._manager.item_metadata(step)[STATE]
+    check_fits(stored, abstract_state, self.directory, step, config)
     items = {STATE: ocp.args.StandardRestore(with_shardings(abstract_state, shardings))}
     has_data = (self.directory / str(step) / DATA).exists()
     if data_iterator is not None and has_data:
       items[DATA] = DataIteratorRestore(data_iterator)
     return self._manager.restore(step, args=ocp.args.Composite(**items))[STATE]
 
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
+  def move_aside(self, step: int, reason: str) -> epath.Path:
+    """Moves a damaged checkpoint to `<workdir>/checkpoints_damaged/<step>` (kept, with a
+    note saying why) so that the run continues without it."""
+    aside = self.directory.parent / DAMAGED_DIR
+    target, k = aside / str(step), 1
+    while target.exists():
+      target, k = aside / f"{step}.{k}", k + 1
+    if is_main_process():
+      aside.mkdir(parents=True, exist_ok=True)
+      (self.directory / str(step)).rename(target)
+      (target / "DAMAGED.txt").write_text(reason + "\n")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"gen_jax_moved_aside_{step}")
+    self._manager.reload()
+    return target
 
-  def close(self) -> None:
-    self._manager.close()
+  def wait(self) -> None:
+    """Waits for the save in flight; raises `CheckpointWriteError` if it failed."""
+    self._record_finished()
+
+  def close(self, *, after_error: bool = False) -> None:
+    """Finishes the save in flight and closes. After another error, a failure of that
+    save is logged instead of raised (the first error is the one to see)."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self._record_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if not after_error:
+        raise
+      logging.error("The last checkpoint save failed too: %s", e)
+    finally:
+      with contextlib.suppress(Exception):
+        self._manager.close()
 
 
 def latest_step(workdir: str | epath.Path) -> int | None:
   """The newest checkpoint step in `workdir/checkpoints` (None: none), creating nothing."""
-  directory = epath.Path(workdir) / "checkpoints"
-  if not directory.is_dir():
+  return max(finished_steps(epath.Path(workdir) / "checkpoints"), default=None)
+
+
+# ------------------------------------------------------------------ does it fit the config?
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, tuple[int, ...] | None]:
+  """'params/decoder/out/kernel' -> shape, for a state or orbax's metadata of one."""
+  def name(key):
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        return str(getattr(key, attr))
+    return str(key)
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  out = {}
+  for path, leaf in flat:
+    leaf_name = "/".join(name(k) for k in path)
+    if leaf_name.startswith(prefix):
+      shape = getattr(leaf, "shape", None)
+      out[leaf_name] = None if shape is None else tuple(shape)
+  return out
+
+
+def _first(names: list[str]) -> str:
+  """The name to show of several: a `params/` leaf if there is one."""
+  return sorted(names, key=lambda n: (not n.startswith("params/"), n))[0]
+
+
+def check_fits(stored: Any, abstract_state: Any, directory: epath.Path, step: int,
+               config: Any = None, prefix: str = "") -> None:
+  """Raises CheckpointMismatchError if the checkpoint's leaves (orbax metadata `stored`)
+  under `prefix` differ in names or shapes from `abstract_state`'s."""
+  have, want = _leaves(stored, prefix), _leaves(abstract_state, prefix)
+  shapes = [n for n in set(have) & set(want)
+            if None not in (have[n], want[n]) and have[n] != want[n]]
+  missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+  if not (shapes or missing or extra):
+    return
+  run_dir = directory.parent if directory.name == "checkpoints" else directory
+  changes = trained_config_changes(run_dir, step, config) if config is not None else None
+  if shapes:
+    leaf = _first(shapes)
+    what = f"{leaf} is {have[leaf]} there and {want[leaf]} here"
+    guess = likely_fields(have[leaf], want[leaf], changes, run_dir)
+  else:
+    parts = [f"{len(l)} leaves {side} (e.g. {_first(l)})"
+             for l, side in ((missing, "of this config are not in the checkpoint"),
+                             (extra, "of the checkpoint are not in this config")) if l]
+    what = " and ".join(parts)
+    guess = likely_fields(None, None, changes, run_dir)
+  raise CheckpointMismatchError(
+      f"The checkpoint at step {step} in {directory} does not fit this config's model: "
+      f"{what}. {guess} To continue that run, use the config it was trained with "
+      f"({run_dir / workdir_lib.CONFIG}); to train this config, use a new --workdir.")
+
+
+def trained_config_changes(run_dir: epath.Path, step: int,
+                           config: Any) -> list[tuple[str, Any, Any]] | None:
+  """The fields (outside the resumable ones) in which `config` differs from the config the
+  checkpoint at `step` of `run_dir` was trained with; None when that is not known."""
+  accepted = run_dir / workdir_lib.HISTORY / "changes.jsonl"
+  if accepted.exists():   # this run accepted changes when it restarted at `step`
+    lines = accepted.read_text().strip().splitlines()
+    record = json.loads(lines[-1]) if lines else {}
+    if record.get("step") == step:
+      return [(c["field"], c["saved"], c["new"]) for c in record["changes"]]
+  saved = workdir_lib.load_saved_config(run_dir)
+  if saved is None:
     return None
-  # Finished saves are directories named by their step (orbax writes to a temporary name
-  # and renames it when complete).
-  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()]
-  return max(steps, default=None)
+  return [c for c in workdir_lib.config_changes(saved, config)
+          if not workdir_lib.matches(c[0], workdir_lib.RESUMABLE)]
+
+
+def likely_fields(stored: tuple[int, ...] | None, wanted: tuple[int, ...] | None,
+                  changes: list[tuple[str, Any, Any]] | None, run_dir: epath.Path) -> str:
+  """The best guess of the config field behind a mismatch, said as a guess."""
+  if changes is None:
+    return (f"{run_dir} has no {workdir_lib.CONFIG} to compare with; a model.* field (a "
+            "width, depth or latent size) most likely differs.")
+  dims = set()
+  if stored is not None and wanted is not None and len(stored) == len(wanted):
+    dims = {(a, b) for a, b in zip(stored, wanted) if a != b}
+
+  def pairs(old, new):   # integer value pairs of a field: 2 -> 3, or (32, 32) -> (32, 64)
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
+      both = zip(old, new)
+    else:
+      both = [(old, new)]
+    return {(a, b) for a, b in both if type(a) is int and type(b) is int}
+
+  show = lambda cs: ", ".join(f"{f} ({json.dumps(o)} -> {json.dumps(n)})" for f, o, n in cs)
+  exact = [c for c in changes if dims & pairs(c[1], c[2])]
+  model = [c for c in changes if c[0].startswith("model.")]
+  if exact:
+    return f"Most likely {show(exact)}: the dimension that changed."
+  if model:
+    return f"Likely one of the model fields that differ: {show(model)}."
+  if changes:
+    return f"No model field differs; these fields do: {show(changes)}."
+  return (f"No config field differs from the one it was trained with ({run_dir}); the "
+          "model code may have changed since (see the git log of gen_jax/models).")
+
+
+# ------------------------------------------------------------------ resume
+
+
+def root_cause(error: BaseException) -> str:
+  """The first line of the innermost cause (TensorStore's says which file and why)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+
+
+def restore_newest_readable(exp: Experiment, ckpt: Checkpointer, data_iter: Any) -> TrainState:
+  """The newest checkpoint of `ckpt` that passes its MANIFEST check and that orbax reads.
+
+  Newer ones that do not are moved aside (`Checkpointer.move_aside`) with a warning,
+  unless `ckpt` is read-only (another run's: they are only skipped).
+
+  Raises:
+    DamagedCheckpointError: none is readable (nothing is moved then).
+    CheckpointMismatchError: the newest readable one does not fit the config.
+  """
+  damaged = []
+  for step in sorted(ckpt.all_steps(), reverse=True):
+    reason = ckpt.verify(step)
+    if reason is None:
+      try:
+        state = ckpt.restore(step, exp.abstract_state, exp.state_sharding, data_iter,
+                             config=exp.config)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # orbax/TensorStore/grain
+        reason = f"it cannot be read: {root_cause(e)}"
+    if reason is None:
+      logging.info("Resuming from %s step %d", ckpt.directory, step)
+      for bad, why in damaged:
+        if ckpt.read_only:
+          logging.warning("Skipped the damaged checkpoint of step %d in %s (%s).", bad,
+                          ckpt.directory, why)
+        else:
+          aside = ckpt.move_aside(bad, why)
+          logging.warning("The checkpoint of step %d in %s is damaged (%s): moved to %s; "
+                          "continuing from step %d.", bad, ckpt.directory, why, aside, step)
+      return state
+    logging.warning("Checkpoint step %d in %s is damaged: %s", step, ckpt.directory, reason)
+    damaged.append((step, reason))
+  listed = "\n".join(f"  step {s} ({ckpt.directory / str(s)}): {why}" for s, why in damaged)
+  raise DamagedCheckpointError(
+      f"No checkpoint in {ckpt.directory} can be read:\n{listed}\nNothing was moved or "
+      f"deleted. To start this run over, move them aside (e.g. to "
+      f"{ckpt.directory.parent / DAMAGED_DIR}) and rerun; or restore them from a copy.")
 
 
 def restore_params(path: str | epath.Path, abstract_params: Any, shardings: Any,
-                   step: int | None = None) -> tuple[Any, int]:
+                   step: int | None = None, *, config: Any = None) -> tuple[Any, int]:
   """Restores only `params` from another run's checkpoint (for `init_from`)."""
+  directory = epath.Path(os.path.abspath(os.fspath(checkpoint_dir(path))))
   manager = ocp.CheckpointManager(
-      os.path.abspath(os.fspath(checkpoint_dir(path))), item_names=(STATE,),
-      item_handlers={STATE: ocp.PyTreeCheckpointHandler()},
+      directory, item_names=(STATE,), item_handlers={STATE: ocp.PyTreeCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(read_only=True, create=False))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"init_from={path}: no checkpoint found there.")
+  if (reason := check_manifest(directory / str(step))) is not None:
+    raise DamagedCheckpointError(f"init_from={path}: the checkpoint at step {step} in "
+                                 f"{directory} is damaged: {reason}.")
   target = {"params": with_shardings(abstract_params, shardings)}
+  check_fits(manager.item_metadata(step)[STATE], target, directory, step, config,
+             prefix="params/")
   restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True)}))
@@ -162,21 +555,19 @@ def restore_or_init(exp: Experiment, ckpt: Checkpointer, data_iter: Any) -> Trai
   workdir checkpoint > resume_from > init_from > scratch. Restores `data_iter` in place
   when a full state is restored."""
   cfg = exp.config
-  if (step := ckpt.latest_step()) is not None:
-    logging.info("Resuming from %s step %d", ckpt.directory, step)
-    return ckpt.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
+  if ckpt.all_steps():
+    return restore_newest_readable(exp, ckpt, data_iter)
   if cfg.resume_from:
     other = Checkpointer(checkpoint_dir(cfg.resume_from), read_only=True)
-    if (step := other.latest_step()) is None:
+    if not other.all_steps():
       raise FileNotFoundError(f"resume_from={cfg.resume_from}: no checkpoint found there.")
-    logging.info("Resuming full state from %s step %d", other.directory, step)
-    state = other.restore(step, exp.abstract_state, exp.state_sharding, data_iter)
+    state = restore_newest_readable(exp, other, data_iter)
     other.close()
     return state
   state = exp.init_state()
   if cfg.init_from:
     params, step = restore_params(cfg.init_from, exp.abstract_state.params,
-                                  exp.state_sharding.params)
+                                  exp.state_sharding.params, config=cfg)
     logging.info("Initialized params (and EMA) from %s step %d", cfg.init_from, step)
     state = state.replace(params=params, ema_params=params)
   return state

@@ -99,8 +99,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   # ------------------------------------------------------- run identity, logging
   workdir = epath.Path(workdir)
-  workdir_lib.claim(config, workdir, ckpt_lib.latest_step(workdir),
-                    accept_changes=accept_config_changes)
+  try:
+    workdir_lib.claim(config, workdir, ckpt_lib.latest_step(workdir),
+                      accept_changes=accept_config_changes)
+  except OSError as e:   # an unwritable or full disk: one clear line
+    if ckpt_lib.write_errno(e) is None:
+      raise
+    raise ckpt_lib.unwritable_workdir_error(e, workdir) from None
   tcfg = config.train
 
   # ------------------------------------------------- mesh, method, shapes, shardings
@@ -233,12 +238,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if stop.requested:
           logging.warning("Stopped at step %d on request; rerun the same command to resume.", step)
           break
+    ckpt.close()   # waits for the last save: one that could not be written raises here
   except BaseException as e:
-    status.write("failed", last_saved or start_step, error=f"{type(e).__name__}: {e}")
+    # Also on a NaN error or a crash: finish the save in flight (the last good checkpoint).
+    ckpt.close(after_error=True)
+    saved = ckpt_lib.latest_step(workdir)
+    status.write("failed", start_step if saved is None else saved,
+                 error=f"{type(e).__name__}: {e}")
     raise
-  finally:   # also on a NaN error or a crash: finish the in-flight save, close files
-    ckpt.wait()
-    ckpt.close()
+  finally:
     writer.close()
   status.write("done" if last_saved == tcfg.num_steps else "stopped", last_saved)
   logging.info("Done at step %d: checkpoints in %s, samples in %s, metrics in %s", last_saved,
