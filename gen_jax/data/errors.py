@@ -8,3 +8,10 @@ class DatasetUnavailableError(ValueError):
   `manual_dir` with the raw files, or a dataset prepared in array_record form
   in the TFDS data dir).
   """
+
+
+class DamagedDatasetError(DatasetUnavailableError):
+  """A prepared file of a dataset is damaged (e.g. a truncated array_record shard).
+
+  The message names the file and how to rebuild the dataset.
+  """

@@ -15,10 +15,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordReader
 from etils import epath
 
 from gen_jax.data.builders import BUILDERS
-from gen_jax.data.errors import DatasetUnavailableError
+from gen_jax.data.errors import DamagedDatasetError, DatasetUnavailableError
 
 
 class RandomAccessSource(Protocol):
@@ -131,9 +132,13 @@ def load_split(
   data_dir = _or_none(data_dir)
   if dataset in BUILDERS:
     builder = prepare_builder(dataset, data_dir=data_dir, manual_dir=manual_dir)
-    return builder.as_data_source(split=split)
+    source = builder.as_data_source(split=split)
+    folder = epath.Path(builder.data_dir).parent
+    check_shards(source, split, f"Delete {folder} and rerun: gen_jax prepares {dataset} "
+                 "again (from data.manual_dir or its download; mnist_5k needs neither).")
+    return source
   try:
-    return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
+    source = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
   except Exception as err:  # pylint: disable=broad-except  # TFDS raises many kinds
     cause = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
     where = data_dir or tfds.core.constants.DATA_DIR
@@ -144,6 +149,50 @@ def load_split(
         f"(e.g. `tfds build {dataset} --data_dir={where} --file_format=array_record` on "
         "a machine with TensorFlow), then set --config.data.data_dir to that folder."
     ) from None
+  where = data_dir or tfds.core.constants.DATA_DIR
+  check_shards(source, split, f"Rebuild it: delete {source.dataset_info.data_dir}, then "
+               f"`tfds build {dataset} --data_dir={where} --file_format=array_record` on a "
+               "machine with TensorFlow.")
+  return source
+
+
+_CHECKED: set[tuple[str, int, int]] = set()   # (file, size, mtime) of the shards found whole
+
+
+def check_shards(source: RandomAccessSource, split: str, rebuild: str) -> None:
+  """Opens each local array_record shard of `split` and checks it holds as many records as
+  the dataset_info says (a truncated shard loses its index, which sits at its end).
+
+  Remote data dirs (gs://...) are not checked here: one read per shard is slow there.
+
+  Raises:
+    DamagedDatasetError: naming the file, with `rebuild` (how to prepare it again).
+  """
+  info = getattr(source, "dataset_info", None)
+  try:
+    shards = info.splits[split].file_instructions
+  except Exception:  # pylint: disable=broad-except  # no info, or a split TFDS cannot slice
+    return
+  for shard in shards:
+    path = os.fspath(shard.filename)
+    if "://" in path:
+      continue
+    try:
+      stat = os.stat(path)
+      if (path, stat.st_size, stat.st_mtime_ns) in _CHECKED:
+        continue
+      reader = ArrayRecordReader(path)
+      found = reader.num_records()
+      reader.close()
+      problem = (None if found == shard.examples_in_shard else
+                 f"it holds {found} readable records, the dataset_info says "
+                 f"{shard.examples_in_shard}")
+    except (OSError, RuntimeError, ValueError) as err:
+      problem = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    if problem is not None:
+      raise DamagedDatasetError(f"{info.name}: the prepared file {path} is damaged "
+                                f"({problem}). {rebuild}")
+    _CHECKED.add((path, stat.st_size, stat.st_mtime_ns))
 
 
 def dataset_image_shape(source: RandomAccessSource) -> tuple[int, int, int]:
