@@ -1,0 +1,308 @@
+"""Faults that pods, clusters and disks cause, each created here, each ending in a correct
+continuation or one clear error, with nothing lost (docs/robustness.md):
+
+  * a damaged newest checkpoint (a truncated file): moved aside, the run continues from the
+    one before and ends bitwise equal to an uninterrupted run;
+  * damage the manifest sees and orbax would not (a flipped byte), and no readable
+    checkpoint at all: one error listing each, nothing moved;
+  * a checkpoint of another model size (--accept_config_changes, init_from): the leaf, both
+    shapes, the run and the config field;
+  * a disk that fills up or turns read-only during a save (sync and async): the run stops
+    naming ENOSPC / EACCES and the path; the earlier checkpoints resume bitwise;
+  * an unwritable workdir at start, a truncated dataset shard: one clear error each;
+  * the launcher turns these into one `launch.py: ...` line.
+
+Tests run as root here, where chmod does not stop writes: the unwritable disk is then a
+stub that makes Python's open() and os.mkdir() raise the OS error for paths below it
+(TensorStore's own C++ writes are not stubbed; the Python-side writes of every save are
+enough to fail it). As another user, `read_only_dir` uses chmod for real.
+
+One VAE smoke run of 4 steps (checkpoints 2 and 4) and one of 6 steps uninterrupted are
+shared by the module; each test works on a copy.
+"""
+import builtins
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from gen_jax import data
+from gen_jax.data.errors import DamagedDatasetError
+from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import train
+from gen_jax.engine.experiment import build_experiment
+from gen_jax.engine.outputs import read_metrics
+from gen_jax.engine.workdir import read_status
+from smoke import REPO_ROOT, load_config
+
+QUIET = {"train.sample_every": 0, "eval.every": 0}   # checkpoints and losses only
+
+
+def vae_config(data_dir, **overrides):
+  return load_config("vae", **{"data.data_dir": data_dir, **QUIET, **overrides})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+  """`four`: 4 steps (checkpoints 2 and 4). `six`: 6 steps uninterrupted."""
+  root = tmp_path_factory.mktemp("fault_runs")
+  four, six = str(root / "four"), str(root / "six")
+  train.train_and_evaluate(vae_config(data_dir), four)
+  train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 6}), six)
+  return {"four": four, "six": six}
+
+
+def copy_run(runs, tmp_path, name="run"):
+  target = str(tmp_path / name)
+  shutil.copytree(runs["four"], target)
+  return target
+
+
+def restore(workdir, step, data_dir):
+  exp = build_experiment(vae_config(data_dir))
+  ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
+  state = ckpt.restore(step, exp.abstract_state, exp.state_sharding)
+  ckpt.close()
+  return state
+
+
+def assert_same_state(workdir, reference, step, data_dir):
+  """Every leaf of the two runs' states at `step` is bitwise equal."""
+  a = jax.tree_util.tree_flatten_with_path(restore(workdir, step, data_dir))[0]
+  b = jax.tree.leaves(restore(reference, step, data_dir))
+  assert len(a) == len(b)
+  for (path, x), y in zip(a, b):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def assert_each_step_once(workdir, last):
+  steps = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
+  assert steps == list(range(1, last + 1))
+
+
+def largest_file(directory):
+  files = [os.path.join(root, f) for root, _, names in os.walk(directory) for f in names]
+  return max(files, key=os.path.getsize)
+
+
+def steps_in(workdir, folder="checkpoints"):
+  """Steps of the finished checkpoints in `folder` (not orbax's unfinished `<step>.orbax-*`)."""
+  return sorted(int(n) for n in os.listdir(os.path.join(workdir, folder)) if n.isdigit())
+
+
+@pytest.fixture
+def failing_writes(monkeypatch):
+  """failing_writes(under, code, only=None): Python's open() for writing and os.mkdir()
+  raise OSError(code) (PermissionError for EACCES) for paths below `under` (only those
+  containing `only`, if given), as a full or read-only disk does."""
+  real_open, real_mkdir = builtins.open, os.mkdir
+
+  def install(under, code, only=None):
+    under = os.fspath(under)
+
+    def hit(path):
+      path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
+      return path.startswith(under) and (only is None or only in path)
+
+    def fake_open(file, mode="r", *args, **kwargs):
+      if any(c in mode for c in "wax+") and hit(file):
+        raise OSError(code, os.strerror(code), os.fspath(file))
+      return real_open(file, mode, *args, **kwargs)
+
+    def fake_mkdir(path, *args, **kwargs):
+      if hit(path):
+        raise OSError(code, os.strerror(code), os.fspath(path))
+      return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+  return install
+
+
+# ---------------------------------------------------------------- 1. damaged checkpoints
+
+
+def test_damaged_newest_checkpoint_is_moved_aside_and_the_run_continues(runs, tmp_path,
+                                                                        data_dir):
+  workdir = copy_run(runs, tmp_path)
+  manifest = json.load(open(os.path.join(workdir, "checkpoints", "4", ckpt_lib.MANIFEST)))
+  assert manifest["files"]   # written once the save had finished
+  victim = largest_file(os.path.join(workdir, "checkpoints", "4", "state"))
+  with open(victim, "r+b") as f:   # an interrupted copy: the file ends early
+    f.truncate(os.path.getsize(victim) // 2)
+
+  train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 6}), workdir)
+
+  assert steps_in(workdir, ckpt_lib.DAMAGED_DIR) == [4]
+  note = open(os.path.join(workdir, ckpt_lib.DAMAGED_DIR, "4", "DAMAGED.txt")).read()
+  assert os.path.relpath(victim, os.path.join(workdir, "checkpoints", "4")) in note
+  assert "bytes" in note
+  assert steps_in(workdir) == [2, 4, 6]   # 4 again, retrained from 2
+  assert_same_state(workdir, runs["six"], 6, data_dir)
+  assert_each_step_once(workdir, 6)
+  assert read_status(workdir)["status"] == "done"
+
+
+def test_no_readable_checkpoint_is_one_error_and_nothing_moves(runs, tmp_path, data_dir):
+  workdir = copy_run(runs, tmp_path)
+  flipped = largest_file(os.path.join(workdir, "checkpoints", "2", "state"))
+  with open(flipped, "r+b") as f:   # bit rot: same size, so only the CRC32 sees it
+    f.seek(100)
+    byte = f.read(1)
+    f.seek(100)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  truncated = largest_file(os.path.join(workdir, "checkpoints", "4", "state"))
+  os.truncate(truncated, 10)
+
+  with pytest.raises(ckpt_lib.DamagedCheckpointError) as error:
+    train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 6}), workdir)
+  message = str(error.value)
+  assert "step 4" in message and "step 2" in message and "CRC32" in message
+  assert "Nothing was moved" in message
+  assert steps_in(workdir) == [2, 4]
+  assert not os.path.exists(os.path.join(workdir, ckpt_lib.DAMAGED_DIR))
+
+
+# ---------------------------------------------------------------- 2. shape mismatches
+
+
+def test_checkpoint_of_another_latent_size_names_leaf_shapes_and_field(runs, tmp_path,
+                                                                      data_dir):
+  workdir = copy_run(runs, tmp_path)
+  wider = vae_config(data_dir, **{"model.latent_dim": 3, "train.num_steps": 6})
+  with pytest.raises(ckpt_lib.CheckpointMismatchError) as error:
+    train.train_and_evaluate(wider, workdir, accept_config_changes=True)
+  message = str(error.value)
+  assert "step 4" in message and workdir in message
+  # The decoder's first layer takes the latent: (L, 32); the heads output it: (32, L).
+  assert "params/decoder/hidden_0/kernel is (2, 32) there and (3, 32) here" in message
+  assert "Most likely model.latent_dim (2 -> 3)" in message
+  assert steps_in(workdir) == [2, 4]   # a mismatch is not damage: nothing moved
+  assert not os.path.exists(os.path.join(workdir, ckpt_lib.DAMAGED_DIR))
+
+  # init_from another run: the same leaf, shapes and field, naming that run.
+  config = vae_config(data_dir, **{"model.latent_dim": 3})
+  config.init_from = runs["four"]
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match=r"(?s)in {}.*\(2, 32\) there and \(3, 32\) here.*model\.latent_dim"
+                     .format(runs["four"])):
+    train.train_and_evaluate(config, str(tmp_path / "fine_tune"))
+
+
+def test_structure_change_names_the_missing_leaves_and_the_model_field(runs, tmp_path,
+                                                                      data_dir):
+  config = vae_config(data_dir, **{"model.hidden": (32, 32, 32)})
+  config.init_from = runs["four"]
+  with pytest.raises(ckpt_lib.CheckpointMismatchError,
+                     match=r"leaves of this config are not in the checkpoint \(e\.g\. "
+                           r"params/decoder/hidden_2/.*model\.hidden"):
+    train.train_and_evaluate(config, str(tmp_path / "deeper"))
+
+
+# ---------------------------------------------------------------- 3. disk full, read-only
+
+
+def test_disk_full_during_a_save_stops_the_run_and_the_rerun_resumes_bitwise(
+    runs, tmp_path, data_dir, failing_writes, monkeypatch):
+  workdir = copy_run(runs, tmp_path)
+  # The disk fills up during training: every write of a save in progress fails.
+  failing_writes(os.path.join(workdir, "checkpoints"), errno.ENOSPC,
+                 only=".orbax-checkpoint-tmp")
+  with pytest.raises(ckpt_lib.CheckpointWriteError) as error:
+    train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 6}), workdir)
+  assert error.value.errno == errno.ENOSPC
+  message = str(error.value)
+  assert "step 6" in message and "No space left on device (ENOSPC)" in message
+  assert os.path.join(workdir, "checkpoints") in message and "newest: step 4" in message
+  assert read_status(workdir)["status"] == "failed" and read_status(workdir)["step"] == 4
+  assert steps_in(workdir) == [2, 4]
+
+  monkeypatch.undo()   # space freed
+  train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 6}), workdir)
+  assert_same_state(workdir, runs["six"], 6, data_dir)
+  assert_each_step_once(workdir, 6)
+
+
+def test_read_only_checkpoints_during_an_async_save_stop_the_run(runs, tmp_path, data_dir,
+                                                                 failing_writes, monkeypatch):
+  # The state's tree metadata is written by orbax's background thread after save() has
+  # returned: the error surfaces at the next save (or at the end), and stops the run there.
+  workdir = copy_run(runs, tmp_path)
+  failing_writes(os.path.join(workdir, "checkpoints"), errno.EACCES, only="/_METADATA")
+  with pytest.raises(ckpt_lib.CheckpointWriteError) as error:
+    train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 10,
+                                                     "train.async_checkpointing": True}),
+                             workdir)
+  assert error.value.errno == errno.EACCES
+  assert "Permission denied (EACCES)" in str(error.value)
+  assert steps_in(workdir) == [2, 4]
+  assert max(r["step"] for r in read_metrics(workdir)) <= 8   # at most one more interval
+  assert read_status(workdir)["status"] == "failed" and read_status(workdir)["step"] == 4
+
+  monkeypatch.undo()   # writable again; orbax's unfinished 6.orbax-checkpoint-tmp is in the way
+  train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 6,
+                                                   "train.async_checkpointing": True}), workdir)
+  assert_same_state(workdir, runs["six"], 6, data_dir)
+  assert_each_step_once(workdir, 6)
+
+
+# ---------------------------------------------------------------- 6. unwritable workdir
+
+
+def test_unwritable_workdir_at_start_is_one_permission_error(tmp_path, data_dir,
+                                                            failing_writes):
+  parent = tmp_path / "read_only"
+  parent.mkdir()
+  parent.chmod(0o555)
+  probe = parent / "probe"
+  try:
+    probe.write_text("")   # root writes anyway: stub the OS error instead
+    probe.unlink()
+    failing_writes(parent, errno.EACCES)
+  except PermissionError:
+    pass
+  workdir = parent / "run"
+  with pytest.raises(PermissionError, match=r"--workdir=.*read_only/run is not writable "
+                                            r"\(Permission denied: .*read_only/run"):
+    train.train_and_evaluate(vae_config(data_dir), str(workdir))
+
+
+# ---------------------------------------------------------------- 5. damaged data
+
+
+def test_truncated_dataset_shard_names_the_file_and_the_rebuild(tmp_path, data_dir):
+  copy = tmp_path / "tfds"
+  shutil.copytree(os.path.join(data_dir, "mnist_5k"), copy / "mnist_5k")
+  shard = next((copy / "mnist_5k").rglob("*train.array_record*"))
+  os.truncate(shard, shard.stat().st_size // 2)
+  with pytest.raises(DamagedDatasetError) as error:
+    data.load_split("mnist_5k", "train", data_dir=str(copy))
+  assert str(shard) in str(error.value)
+  assert f"Delete {copy / 'mnist_5k'} and rerun" in str(error.value)
+  shutil.rmtree(copy / "mnist_5k")   # what the message says to do
+  assert len(data.load_split("mnist_5k", "train", data_dir=str(copy))) == 4500
+
+
+# ---------------------------------------------------------------- launcher
+
+
+def test_launcher_reports_an_unreadable_run_in_one_line(runs, tmp_path, data_dir):
+  workdir = copy_run(runs, tmp_path)
+  for step in (2, 4):
+    os.truncate(largest_file(os.path.join(workdir, "checkpoints", str(step), "state")), 10)
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "launch.py"), "--config=configs/vae.py:smoke",
+       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+       "--config.train.num_steps=6"],
+      capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 1
+  assert "Traceback" not in out.stderr
+  assert f"launch.py: No checkpoint in {workdir}/checkpoints can be read:" in out.stderr
