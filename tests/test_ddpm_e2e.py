@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gen_jax
 from gen_jax import data
-from gen_jax.engine import modes, train
+from gen_jax.engine import modes, outputs, train
 from gen_jax.engine.outputs import read_metrics
 from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
@@ -82,6 +83,35 @@ def test_eval_mode_writes_json(runs, data_dir):
   saved = json.load(open(os.path.join(runs["b"], "eval", "step_6.json")))
   assert saved["step"] == 6 and saved["eval/ema/loss"] == pytest.approx(metrics["eval/ema/loss"])
   assert 0 < saved["eval/raw/loss"] < 10
+
+
+def test_python_api_samples_and_evaluates_as_the_modes_do(runs, data_dir):
+  run = gen_jax.load_run(runs["b"])
+  assert run.step == 6 and run.config.method == "diffusion"
+  images = run.sample(4, seed=0)                      # the run's sampler: DDIM, 5 steps
+  assert images.dtype == np.uint8 and images.shape == (4, 28, 28, 1)
+  np.testing.assert_array_equal(images, run.sample(4, seed=0))
+  assert (run.sample(4, seed=1) != images).any()
+  # The same images as --mode=sample's grid with the same seed.
+  path = modes.sample(load_config("ddpm", **{"data.data_dir": data_dir}), runs["b"])
+  np.testing.assert_array_equal(outputs.image_grid(images / 127.5 - 1.0)[..., 0],
+                                np.asarray(Image.open(path)))
+  metrics = run.evaluate()
+  saved = modes.evaluate(load_config("ddpm", **{"data.data_dir": data_dir}), runs["b"])
+  assert metrics["eval/ema/loss"] == pytest.approx(saved["eval/ema/loss"], rel=1e-6)
+
+
+def test_launcher_samples_a_run_from_its_workdir_alone(runs):
+  # No --config: the run's saved config; overrides of sample fields only.
+  out = subprocess.run([sys.executable, "launch.py", f"--workdir={runs['b']}", "--mode=sample",
+                        "--config.sample.seed=3"], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().endswith("sample_step_6_ddim5_ema_seed3.png")
+  refused = subprocess.run([sys.executable, "launch.py", f"--workdir={runs['b']}",
+                            "--mode=sample", "--config.train.lr=1.0"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=600)
+  assert refused.returncode != 0 and "not: train.lr" in refused.stderr
 
 
 def test_summary_counts_params_without_allocating(data_dir):

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+import gen_jax
 from gen_jax import data
 from gen_jax.engine import modes, train
 from gen_jax.engine.outputs import read_metrics
@@ -83,6 +84,15 @@ def test_sample_mode_continues_the_prompt(runs, text_data_dir):
   samples = open(path).read().split("-" * 40 + "\n")[:-1]
   assert len(samples) == 2 and samples[0] == samples[1]   # greedy: identical
   assert samples[0].startswith("def ") and len(samples[0]) == 4 + 24 + 1
+
+
+def test_python_api_generates_from_a_prompt(runs):
+  run = gen_jax.load_run(runs["b"])
+  text = run.generate("def ", max_new_tokens=24, temperature=0.0)
+  assert isinstance(text, str) and text.startswith("def ") and len(text) == 4 + 24
+  assert run.generate("def ", max_new_tokens=24, num=2, temperature=0.0) == [text, text]
+  sampled = run.sample(3, seed=0)   # the run's own prompt ("\n") and length
+  assert len(sampled) == 3 and all(s.startswith("\n") and len(s) == 1 + 24 for s in sampled)
 
 
 def test_lstm_trains_resumes_and_samples(text_data_dir, tmp_path):

@@ -17,7 +17,6 @@ the others (its log is `<run>/launch.log`, its error in `<run>/run_status.json` 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from typing import Any, Sequence
 
 from etils import epath
 
+from gen_jax.engine import config_files
 from gen_jax.engine import workdir as workdir_lib
 
 Overrides = dict[str, Any]
@@ -49,9 +49,7 @@ def load_sweep(config_arg: str) -> list[Overrides]:
     ValueError: the file has no `get_sweep`, or it returns no override set.
   """
   path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("_gen_jax_sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_files.load_module(path)
   get_sweep = getattr(module, "get_sweep", None)
   if get_sweep is None:
     raise ValueError(f"{path} defines no get_sweep(arg): a sweep is a function next to "

@@ -1,0 +1,34 @@
+"""Config files as code: `load_config('configs/ddpm.py:smoke', {'train.lr': 1e-3})` from
+Python, as `launch.py --config=... --config.train.lr=...` does from the shell."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import types
+from typing import Any
+
+import ml_collections
+
+
+def load_module(path: str) -> types.ModuleType:
+  """Imports a config file by its path (it may import `configs.common`, so the repository
+  root, or an installed gen_jax, must be importable)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path!r} does not exist (see configs/).")
+  name = "_gen_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(config_arg: str, overrides: dict[str, Any] | None = None,
+                lock: bool = True) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the file in `config_arg` ('path[:arg]'), with `overrides`
+  ({dotted field: value}) applied; locked, so a misspelled field fails."""
+  path, _, arg = config_arg.partition(":")
+  config = load_module(path).get_config(arg or None)
+  if lock:
+    config.lock()
+  config.update_from_flattened_dict(dict(overrides or {}))
+  return config

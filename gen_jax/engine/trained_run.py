@@ -1,0 +1,136 @@
+"""The Python API for trained runs: `load_run(workdir)` and what it returns.
+
+  import gen_jax
+  run = gen_jax.load_run("runs/ddpm")                     # newest checkpoint, saved config
+  images = run.sample(16, seed=0, steps=50)               # uint8 [16, 28, 28, 1]
+  metrics = run.evaluate()                                 # {'eval/ema/loss': ...}
+  text = gen_jax.load_run("runs/gpt_baby").generate("ROMEO:", max_new_tokens=200)
+
+Nothing is written to the workdir. The state is restored once onto the current devices;
+sampler settings passed as keyword arguments (`config.sample` fields) rebuild only the
+method, which is cheap (shapes, no compile), and each distinct setting compiles once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+
+from gen_jax import data
+from gen_jax.core.state import TrainState
+from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import workdir as workdir_lib
+from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
+from gen_jax.engine.experiment import Experiment, build_experiment
+from gen_jax.engine.samples import make_sample_fn
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """Images in [-1, 1] -> uint8 in [0, 255] (as the PNG grids are written)."""
+  return np.round((np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(
+      np.uint8)
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A trained run restored from its workdir.
+
+  Attributes:
+    workdir: the run directory.
+    config: the config it was trained with (`config.json`).
+    step: the checkpoint's step.
+    state: the restored TrainState (params, EMA params, optimizer state).
+  """
+  workdir: epath.Path
+  config: ml_collections.ConfigDict
+  step: int
+  state: TrainState
+  _experiments: dict[str, Experiment] = dataclasses.field(default_factory=dict, repr=False)
+  _sample_fns: dict[tuple, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def params(self):
+    """The raw (last optimizer step's) parameters."""
+    return self.state.params
+
+  @property
+  def ema_params(self):
+    """The EMA parameters, which sampling and evaluation use by default."""
+    return self.state.ema_params
+
+  def experiment(self, **overrides: Any) -> Experiment:
+    """The run's Experiment with `overrides` ({dotted field: value}) applied to its config."""
+    key = repr(sorted(overrides.items()))
+    if key not in self._experiments:
+      config = ml_collections.ConfigDict(self.config.to_dict())
+      config.update_from_flattened_dict(overrides)
+      self._experiments[key] = build_experiment(config)
+    return self._experiments[key]
+
+  def sample(self, num: int, seed: int = 0, use_ema: bool = True, **sample_overrides: Any):
+    """`num` samples with the run's sampler, changed by `sample_overrides` (fields of
+    `config.sample`, e.g. `steps=50, eta=0.0` for DDPM, `temperature=0.8` for a GPT).
+
+    Returns:
+      Images: uint8 [num, H, W, C], or a dict of such arrays for a method that draws
+      several grids (GAN: 'samples', 'interpolation'). Text: a list of `num` strings.
+    """
+    overrides = {f"sample.{k}": v for k, v in sample_overrides.items()}
+    overrides.update({"sample.num": num, "sample.use_ema": use_ema})
+    exp = self.experiment(**overrides)
+    key = tuple(sorted(overrides.items()))
+    if key not in self._sample_fns:
+      self._sample_fns[key] = make_sample_fn(exp, num)
+    out = jax.device_get(self._sample_fns[key](self.state, jax.random.key(seed)))
+    if exp.spec.kind == data.TEXT:
+      return [exp.spec.tokenizer.decode(row) for row in np.asarray(out)]
+    if isinstance(out, dict):
+      return {name: to_uint8(images) for name, images in out.items()}
+    return to_uint8(out)
+
+  def generate(self, prompt: str, max_new_tokens: int = 200, num: int = 1, seed: int = 0,
+               **sample_overrides: Any) -> str | list[str]:
+    """A language model's continuation of `prompt` (prompt included): a string, or a
+    list of `num` strings when num > 1. `sample_overrides`: temperature, top_k, top_p."""
+    texts = self.sample(num, seed, prompt=prompt, max_new_tokens=max_new_tokens,
+                        **sample_overrides)
+    return texts[0] if num == 1 else texts
+
+  def evaluate(self, **eval_overrides: Any) -> dict[str, float]:
+    """The eval metrics of `--mode=eval` (eval_step over the split, and the family's own
+    dataset evaluation when configured), computed in memory; `eval_overrides` are fields
+    of `config.eval` (e.g. `num_batches=0` for the whole split)."""
+    exp = self.experiment(**{f"eval.{k}": v for k, v in eval_overrides.items()})
+    metrics = evaluate_state(exp, self.state)
+    if (family_evaluation := exp.method.dataset_evaluation()) is not None:
+      metrics.update(run_dataset_evaluation(exp, self.state, family_evaluation)[0])
+    return metrics
+
+
+def load_run(workdir: str | epath.Path, step: int | None = None) -> TrainedRun:
+  """Restores the newest (or the given) checkpoint of the run in `workdir`, with the
+  config it was trained with, onto the current devices.
+
+  Raises:
+    FileNotFoundError: no config.json or no checkpoint there.
+  """
+  workdir = epath.Path(workdir)
+  config = workdir_lib.load_saved_config(workdir)
+  if config is None:
+    raise FileNotFoundError(f"No {workdir_lib.CONFIG} in {workdir}: not a gen_jax run.")
+  exp = build_experiment(config)
+  ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
+  available = ckpt.all_steps()
+  step = max(available, default=None) if step is None else step
+  if step not in available:
+    ckpt.close()
+    raise FileNotFoundError(f"No checkpoint for step {step} in {ckpt.directory}; "
+                            f"available: {sorted(available)}.")
+  state = ckpt.restore(step, exp.abstract_state, exp.state_sharding)
+  ckpt.close()
+  return TrainedRun(workdir=workdir, config=config, step=step, state=state,
+                    _experiments={repr([]): exp})
