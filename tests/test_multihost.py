@@ -143,3 +143,45 @@ def test_only_process_zero_logs_and_writes(runs):
   with open(os.path.join(ckpt, "process_0-of-2.json")) as f0, \
        open(os.path.join(ckpt, "process_1-of-2.json")) as f1:
     assert f0.read() == f1.read()   # the position in global batches: the same everywhere
+
+
+def test_a_lost_process_stops_the_other_and_a_rerun_of_both_resumes(tmp_path, data_dir):
+  """Process 1 is killed (SIGKILL) mid-training: process 0 must not hang in a collective
+  but exit within about --heartbeat_timeout, naming the lost process; rerunning both then
+  resumes from the newest checkpoint and finishes."""
+  import re
+  import time
+  workdir = tmp_path / "lost"
+  overrides = {"data.data_dir": data_dir, "train.sample_every": 0, "eval.every": 0,
+               "train.checkpoint_every": 2, "train.log_every": 50}
+  args = [*launch_args("configs/vae.py:smoke", workdir, overrides, 100_000),
+          "--heartbeat_timeout=10"]
+  address = f"localhost:{free_port()}"
+  logs = [open(tmp_path / f"process_{i}.log", "w+") for i in range(2)]
+  procs = [subprocess.Popen([*args, "--cpu_devices=2", f"--coordinator_address={address}",
+                             "--num_processes=2", f"--process_id={i}"], env=environment(),
+                            cwd=REPO_ROOT, stdout=logs[i], stderr=subprocess.STDOUT)
+           for i in range(2)]   # logs to files: nobody reads a pipe while they train
+  try:
+    deadline = time.monotonic() + 300
+    while not (workdir / "checkpoints" / "2").is_dir():   # training is under way
+      assert time.monotonic() < deadline and procs[0].poll() is None, "did not start"
+      time.sleep(0.5)
+    procs[1].kill()
+    killed = time.monotonic()
+    procs[0].wait(timeout=120)
+    waited = time.monotonic() - killed
+  finally:
+    for p in procs:
+      p.kill()
+  logs[0].seek(0)
+  survivor = logs[0].read()
+  assert procs[0].returncode != 0
+  assert waited < 60, waited
+  assert re.search(r"tasks are unhealthy \(stopped sending heartbeats\):\s*1\b", survivor)
+
+  saved = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  resumed = finish(two_processes([*launch_args("configs/vae.py:smoke", workdir, overrides,
+                                               saved + 2), "--heartbeat_timeout=10"]))
+  assert f"Resuming from {workdir}/checkpoints step {saved}" in resumed[0][1]
+  assert (workdir / "checkpoints" / str(saved + 2)).is_dir()
