@@ -63,7 +63,7 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   config.dtype = "float32"
   # Another run's workdir (or checkpoints dir) to continue from (full state) ...
   config.resume_from = ""
-  # ... or to take only the params from (fine-tuning). See README "Resuming".
+  # ... or to take only the params from (fine-tuning). See docs/design.md, "Resume precedence".
   config.init_from = ""
 
   config.data = ml_collections.ConfigDict()

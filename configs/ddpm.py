@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
   config.sample.steps = 100             # DDIM steps (0 = all T)
   # DDIM eta: 0 deterministic, 1 = ancestral-like noise. For this small CPU model eta=1 gives
-  # far cleaner digits than eta=0 (README, "Results").
+  # far cleaner digits than eta=0 (docs/results.md).
   config.sample.eta = 1.0
   config.sample.variance = "beta"       # DDPM sigma^2: 'beta' or 'beta_tilde'
   config.sample.clip_x0 = True          # clip predicted x0 to [-1, 1] at each step

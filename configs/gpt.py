@@ -24,7 +24,7 @@ Paper recipe: experiments/radford2019_gpt2/openwebtext.py.
 Measured (`baby`, 2-core AMD EPYC CPU): the compiled train step runs 21-26 steps/s (~50%
 MFU); validation loss on the whole split 1.905 at step 2,000 and 1.875 at step 2,750 if
 training continues at the final lr, reached in 158.5 s with compile and evaluations (seed 0;
-`python benchmarks/lm.py`; README, "Results", for three seeds against PyTorch).
+`python benchmarks/lm.py`; docs/results.md for three seeds against PyTorch).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 char-rnn-sized model (Karpathy 2015: 2 layers; here 256 units) trained with the same data,
 optimizer, schedule and evaluation as `configs/gpt.py:baby`, so the two compare directly.
 
-Measured (2-core CPU shared with other jobs): 944,577 parameters, 15-17 steps/s; validation
+Measured (2-core CPU): 944,577 parameters, 15-17 steps/s (a lower bound); validation
 loss (20 batches) 2.198 at step 250 and 2.048 at step 500 (the baby GPT: 2.479 and 2.314).
 The full 2,000-step run has not been timed yet.
 """

@@ -12,7 +12,7 @@
 discretized-Gaussian decoder, reconstruction PSNR/SSIM in the eval).
 Paper recipes: experiments/kingma2014_vae/mnist.py, experiments/burda2016_iwae/mnist.py.
 
-Measured (default config, 2-core CPU shared with another training job): 7 min 08 s wall for
+Measured (default config, 2-core CPU): at most 7 min 08 s wall for
 6,000 updates (~20-35 updates/s, input-bound) plus the final k=5000 eval of the 500 test
 digits; test ELBO -112.6 nats and NLL (-L_5000) 107.1 nats with the EMA weights (raw: -113.6,
 106.7). mnist_5k has 4,500 training digits, so these are well above full-MNIST numbers.

@@ -19,11 +19,11 @@ test NLL costs ~2e13 FLOPs (5e7 decoder passes): ~16 min on one CPU core.
 
 Our measured number, shortened schedule `stages=4`: i = 0..3 only (1+3+9+27 = 40 of the
 paper's 3280 epochs, 120,000 updates, lr 1e-3 down to 3.7e-4; 500 updates fused per call),
-on the 2-core CPU shared with 1-2 other training jobs throughout (load average 4-6):
+on a 2-core CPU (wall times are upper bounds):
 
   train   16 min 09 s (124 updates/s); last-epoch train -ELBO 98.18
-  eval    16 min 07 s (full 10,000-image test set, dynamically binarized once with the seed;
-          the process got ~1 core): test ELBO -97.93 (recon -73.53, KL 24.40),
+  eval    16 min 07 s (full 10,000-image test set, dynamically binarized once with the seed):
+          test ELBO -97.93 (recon -73.53, KL 24.40),
           k=5000 sample-mean ELBO -97.87, test NLL (-L_5000) **92.01 nats**
   total   32 min 16 s
 

@@ -20,7 +20,7 @@ report the k = 5000 IWAE NLL (Burda et al. 2016), which the paper predates.
   python launch.py --config=experiments/kingma2014_vae/mnist.py --mode=summary  # params: 815824 (N_z=20)
 
 Hardware/time: 10^6 updates at batch 100 (~5 MFLOPs per image and update, 5e14 FLOPs in
-all). On our 2-core CPU (shared with other jobs) the input pipeline delivered ~2,000-2,500
+all). On a 2-core CPU the input pipeline delivered at least ~2,000-2,500
 images/s, i.e. 20-25 updates/s (measured over 1,200 updates): 11-14 hours. An accelerator
 needs grain workers (data.num_workers) to keep up.
 Our measured number: not run (only 1,200 updates as a check: train -ELBO 203 -> ~170 nats).

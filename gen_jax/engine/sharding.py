@@ -5,11 +5,11 @@ The same code runs on 1 CPU, 8 fake CPU devices
 the batch is split over the `data` and `fsdp` axes, parameters are replicated
 or (when `mesh.fsdp > 1`) split over `fsdp` by the rule of `_fsdp_spec`.
 
-FSDP (fully sharded data parallel, a.k.a. ZeRO-3): every device sees the whole model
-but stores only 1/fsdp of each weight matrix, of its EMA and of its optimizer moments.
-The jitted step only pins where the state and the batch live; XLA's sharding propagation
-inserts the collectives (gathering weights for the matmuls and reducing gradients back
-to shards). Results equal the replicated run up to float reduction order, and
+FSDP (fully sharded data parallel): every device stores only 1/fsdp of each weight
+matrix, of its EMA and of its optimizer moments (vectors are replicated). The train step
+(`gen_jax/engine/train.py`, `compile_train_step`) all-gathers the weights at its start,
+computes on the batch shards, and the optimizer update works on the sharded gradients
+(reduce-scattered), so the state stays sharded between steps. Results equal the replicated run up to float reduction order, and
 `per_device_bytes` is what each device stores (tests/test_fsdp.py). A `tensor` axis
 (Megatron-style split matmuls) would be a third mesh axis plus per-kernel annotations
 in the models; there is none yet.
