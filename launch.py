@@ -167,6 +167,9 @@ def main(argv):
     sys.exit(f"launch.py: --config file {config_file!r} does not exist (see configs/).")
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_arg)
+  if config.get("compilation_cache"):   # compiled steps are reused across runs and modes
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser(config.compilation_cache))
   logging.info("JAX %s, Flax %s; process %d/%d; devices: %s", jax.__version__, flax.__version__,
                jax.process_index(), jax.process_count(), jax.devices())
   try:

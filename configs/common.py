@@ -65,6 +65,9 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   config.resume_from = ""
   # ... or to take only the params from (fine-tuning). See docs/design.md, "Resume precedence".
   config.init_from = ""
+  # Persistent XLA compilation cache of launch.py ('' disables): a rerun, a resume or
+  # --mode=sample with the same shapes loads its compiled steps instead of compiling again.
+  config.compilation_cache = "~/.cache/gen_jax/xla"
 
   config.data = ml_collections.ConfigDict()
   # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; or any TFDS

@@ -107,3 +107,28 @@ def test_metric_writer_drops_rows_past_the_resumed_step(tmp_path):
   w.write(3, {"train/loss": 30.0})
   w.close()
   assert [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+def test_metric_writer_puts_sample_grids_text_and_config_in_tensorboard(tmp_path):
+  import struct
+  from tensorboardX.proto import event_pb2
+  from gen_jax.engine.outputs import MetricWriter, image_grid
+  w = MetricWriter(tmp_path)
+  w.write_config({"train.lr": 1e-3, "model.ch_mult": [1, 2], "method": "diffusion"})
+  images = np.linspace(-1, 1, 4 * 8 * 8).reshape(4, 8, 8, 1)
+  w.write_images(10, {"samples": images})
+  w.write_text(10, "samples", "ROMEO:\nto be")
+  w.close()
+  values = {}
+  for path in (tmp_path / "tensorboard").iterdir():
+    data, i = path.read_bytes(), 0
+    while i < len(data):   # TFRecord framing: length, crc, event, crc
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for v in event.summary.value:
+        values[v.tag] = (event.step, v)
+  step, image = values["samples/samples"]
+  assert step == 10 and (image.image.height, image.image.width) == image_grid(images).shape[:2]
+  assert "to be" in values["samples/text_summary"][1].tensor.string_val[0].decode()
+  assert "_hparams_/experiment" in values   # the config as hyperparameters

@@ -67,6 +67,33 @@ class MetricWriter:
         self._tb.add_scalar(name, float(value), int(step))
       self._tb.flush()
 
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """Each named batch of images in [-1, 1] [N, H, W, C] as one grid image in TensorBoard
+    (`samples/<name>`); the PNG files are written by the caller."""
+    if self._tb is None:
+      return
+    for name, batch in images.items():
+      self._tb.add_image(f"samples/{name}", image_grid(batch), int(step), dataformats="HWC")
+    self._tb.flush()
+
+  def write_text(self, step: int, name: str, text: str) -> None:
+    """Text (e.g. a language model's samples) in TensorBoard's text tab, verbatim."""
+    if self._tb is None:
+      return
+    self._tb.add_text(name, "    " + text.replace("\n", "\n    "), int(step))   # code block
+    self._tb.flush()
+
+  def write_config(self, flat_config: Mapping[str, object]) -> None:
+    """The run's config as TensorBoard hyperparameters (HPARAMS tab), so runs compare."""
+    if self._tb is None:
+      return
+    from tensorboardX.summary import hparams   # with SummaryWriter: imported lazily
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+              for k, v in flat_config.items()}
+    for summary in hparams(values, {}):
+      self._tb.file_writer.add_summary(summary)
+    self._tb.flush()
+
   def close(self) -> None:
     if self._jsonl is not None:
       self._jsonl.close()

@@ -24,7 +24,7 @@ from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.outputs import MetricWriter, Progress
 from gen_jax.engine.preemption import StopRequest
-from gen_jax.engine.samples import make_sample_fn, write_samples
+from gen_jax.engine.samples import format_text_samples, make_sample_fn, write_samples
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -159,6 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # ------------------------------------------------------------------------ loop
   writer = MetricWriter(workdir, resume_step=start_step)
+  writer.write_config(workdir_lib.flatten(config))
   progress = Progress(start_step, tcfg.num_steps, tcfg.log_every)
   window: list[dict[str, float]] = []
   pending = None   # (last step, device metrics [K]) of the previous call, fetched one call late
@@ -229,8 +230,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if draw_samples:
           _, samples = write_samples(exp, state, workdir / "samples" / f"step_{step}.png",
                                      sample_fn)
-          if exp.spec.kind == data.TEXT:   # show the first sample on the terminal
+          if exp.spec.kind == data.TEXT:   # the first sample on the terminal, all in TensorBoard
             progress.show_text(step, exp.spec.tokenizer.decode(samples[0]))
+            writer.write_text(step, "samples", format_text_samples(exp.spec.tokenizer, samples))
+          else:
+            writer.write_images(step, samples if isinstance(samples, dict) else {"samples": samples})
         if save:
           ckpt.save(step, state, train_iter)
           last_saved = step

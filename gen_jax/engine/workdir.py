@@ -43,7 +43,7 @@ CONFIG, HISTORY, STATUS = "config.json", "config_history", "run_status.json"
 
 # Hardware layout of the same computation; may change whenever a run restarts.
 LAYOUT = ("mesh.*", "data.data_dir", "data.manual_dir", "data.num_workers",
-          "train.steps_per_call", "train.grad_accum_steps", "model.remat")
+          "train.steps_per_call", "train.grad_accum_steps", "model.remat", "compilation_cache")
 # What a resumed training run may change (fnmatch patterns of dotted field names).
 RESUMABLE = LAYOUT + ("train.num_steps", "train.log_every", "train.checkpoint_every",
                       "train.max_checkpoints", "train.sample_every",
