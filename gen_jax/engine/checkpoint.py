@@ -255,7 +255,9 @@ class Checkpointer:
                        DATA: DataIteratorHandler()},
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-            enable_async_checkpointing=async_save),
+            enable_async_checkpointing=async_save,
+            # The unfinished saves of a killed run: disk space a full disk needs back.
+            cleanup_tmp_directories=not read_only),
     )
     self._async = async_save
     self._unrecorded: list[int] = []   # saves started whose MANIFEST is not written yet
