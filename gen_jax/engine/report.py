@@ -2,7 +2,8 @@
 
 For every run below the directory (a folder with a `config.json`), one row: the config
 fields that differ between the runs, status (done, running, stopped, failed), steps done,
-wall time, and for each eval metric its final value and its best value with their steps.
+wall time, and for each eval metric that differs between the runs its final value and,
+when it was logged more than once, its best value with its step.
 Writes `report.md` (the table and the pictures), `report.csv`, `curve_<metric>.png` (one
 figure per metric, one line per run, labelled by its varied fields) and `samples.png`
 (each run's last sample grid side by side).
@@ -121,18 +122,32 @@ def _duration(seconds: float | None) -> str:
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def table_metrics(runs: list[RunRecord], metrics: list[str]) -> list[str]:
+  """The metrics worth a column: with several runs, those whose final values differ
+  (e.g. not the reference set's own scores, the same for every run)."""
+  if len(runs) < 2:
+    return metrics
+  return [m for m in metrics
+          if len({_fmt(final_and_best(r, m).get("final")) for r in runs}) > 1]
+
+
 def table(runs: list[RunRecord], fields: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
-  """Header and rows of the report table (strings)."""
+  """Header and rows of the report table (strings). A metric gets a final-value column,
+  and a best-value one (with its step) when some run logged it more than once."""
   header = ["run", *workdir_lib.short_names(fields), "status", "steps", "wall"]
-  for m in metrics:
-    header += [f"{m} final", f"{m} best (step)"]
+  with_best = [any(len(series(r, m)[1]) > 1 for r in runs) for m in metrics]
+  for m, best in zip(metrics, with_best):
+    name = m.removeprefix("eval/")
+    header += [f"{name} final", f"{name} best (step)"] if best else [name]
   rows = []
   for r in runs:
     row = [r.name, *(_fmt(r.config.get(f)) for f in fields), r.status, str(r.steps),
            _duration(r.wall_seconds)]
-    for m in metrics:
+    for m, best in zip(metrics, with_best):
       fb = final_and_best(r, m)
-      row += [_fmt(fb.get("final")), f"{_fmt(fb['best'])} ({fb['best_step']})" if fb else ""]
+      row.append(_fmt(fb.get("final")))
+      if best:
+        row.append(f"{_fmt(fb['best'])} ({fb['best_step']})" if fb else "")
     rows.append(row)
   return header, rows
 
@@ -226,7 +241,7 @@ def write_report(directory: str | epath.Path, out_dir: str | epath.Path | None =
   out.mkdir(parents=True, exist_ok=True)
   runs = [load_run(p, root) for p in paths]
   fields, metrics = varied_fields(runs), metric_names(runs)
-  header, rows = table(runs, fields, metrics)
+  header, rows = table(runs, fields, table_metrics(runs, metrics))
   buf = io.StringIO()
   csv.writer(buf).writerows([header, *rows])
   (out / "report.csv").write_text(buf.getvalue())
