@@ -34,11 +34,13 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (checkpoints, metrics, samples). "
     "Default: runs/<config name>[_<variant>].")
 _MODE = flags.DEFINE_enum("mode", "train",
-                          ["train", "sample", "eval", "summary", "compile", "report"],
+                          ["train", "sample", "eval", "export", "summary", "compile",
+                           "report"],
                           "What to do. compile: lower and compile the train step for the "
                           "configured mesh and print its memory use and FLOPs, without data. "
                           "report: a table, learning curves and samples of the runs in "
-                          "--workdir (report.md).")
+                          "--workdir (report.md). export: the EMA weights as safetensors "
+                          "with the config, in <workdir>/export/step_<N>/.")
 _ACCEPT_CHANGES = flags.DEFINE_bool(
     "accept_config_changes", False, "Continue the run in --workdir although the config "
     "differs from the one it was trained with in more than the resumable fields; the "
@@ -173,7 +175,7 @@ def main(argv):
   logging.info("JAX %s, Flax %s; process %d/%d; devices: %s", jax.__version__, flax.__version__,
                jax.process_index(), jax.process_count(), jax.devices())
   try:
-    if _MODE.value in ("sample", "eval"):   # a trained run: its saved config, sample/eval overrides
+    if _MODE.value in ("sample", "eval", "export"):   # a trained run: its saved config
       config = workdir_lib.reading_config(
           workdir, config_flags.get_override_values(flags.FLAGS["config"]),
           config if given else None)
@@ -185,6 +187,8 @@ def main(argv):
     elif _MODE.value == "eval":
       report = "\n".join(f"{name}: {value:.6g}"
                          for name, value in modes.evaluate(config, workdir).items())
+    elif _MODE.value == "export":
+      report = str(modes.export(config, workdir))
     elif _MODE.value == "compile":
       report = modes.compile_report(config)
     else:

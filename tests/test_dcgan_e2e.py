@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gen_jax
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
@@ -118,6 +119,23 @@ def test_eval_mode_reports_ema_and_raw(runs, data_dir):
   assert saved["eval/ema/d_loss"] == pytest.approx(metrics["eval/ema/d_loss"])
   assert {k.split("/")[1] for k in metrics} == {"ema", "raw"}
   assert 0 < saved["eval/raw/d_loss"] < 10
+
+
+def test_export_holds_the_ema_weights_and_batchnorm_statistics(runs, data_dir):
+  from safetensors import safe_open
+  path = modes.export(load_config("dcgan", **{"data.data_dir": data_dir}), runs["b"])
+  with safe_open(str(path), "numpy") as f:
+    names = set(f.keys())
+    assert f.metadata()["step"] == "6" and f.metadata()["method"] == "gan"
+  assert any(n.startswith("params/generator/") for n in names)
+  assert any(n.startswith("model_state/generator/") and n.endswith("/mean") for n in names)
+  exported = gen_jax.load_run(path.parent)
+  trained = gen_jax.load_run(runs["b"])
+  assert exported.step == trained.step == 6
+  jax.tree.map(np.testing.assert_array_equal, exported.params, trained.ema_params)
+  # Sampling (EMA generator, running BatchNorm statistics) gives the same images.
+  a, b = exported.sample(4, seed=0), trained.sample(4, seed=0)
+  np.testing.assert_array_equal(a["samples"], b["samples"])
 
 
 def test_summary_counts_both_networks(data_dir):

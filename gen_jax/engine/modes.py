@@ -1,5 +1,5 @@
-"""The modes of `launch.py` besides training: `sample` and `eval` of a trained run, and
-(allocating nothing) `summary` and `compile`."""
+"""The modes of `launch.py` besides training: `sample`, `eval` and `export` of a trained
+run, and (allocating nothing) `summary` and `compile`."""
 from __future__ import annotations
 
 import time
@@ -13,6 +13,7 @@ from etils import epath
 from gen_jax import data
 from gen_jax.core.state import TrainState, count_params
 from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import export as export_lib
 from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import Experiment, build_experiment
@@ -85,6 +86,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   writer.write(step, metrics)
   writer.close()
   return metrics
+
+
+def export(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
+  """Writes the newest (or `eval.step`) checkpoint's EMA params and model state as
+  safetensors with the config, into `<workdir>/export/step_<N>/` (gen_jax/engine/export.py).
+  Returns the weights file's path."""
+  exp = build_experiment(config)
+  state, step = load_checkpoint(exp, workdir, config.eval.step)
+  path = export_lib.export_state(exp, state, step, epath.Path(workdir) / "export" / f"step_{step}")
+  logging.info("Exported step %d to %s", step, path)
+  return path
 
 
 def summary(config: ml_collections.ConfigDict) -> str:

@@ -23,6 +23,7 @@ from etils import epath
 from gen_jax import data
 from gen_jax.core.state import TrainState
 from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import export as export_lib
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import Experiment, build_experiment
@@ -113,7 +114,8 @@ class TrainedRun:
 
 def load_run(workdir: str | epath.Path, step: int | None = None) -> TrainedRun:
   """Restores the newest (or the given) checkpoint of the run in `workdir`, with the
-  config it was trained with, onto the current devices.
+  config it was trained with, onto the current devices. `workdir` may also be an export
+  (`--mode=export`'s `export/step_<N>/` folder): its EMA weights, config and step.
 
   Raises:
     FileNotFoundError: no config.json or no checkpoint there.
@@ -123,6 +125,10 @@ def load_run(workdir: str | epath.Path, step: int | None = None) -> TrainedRun:
   if config is None:
     raise FileNotFoundError(f"No {workdir_lib.CONFIG} in {workdir}: not a gen_jax run.")
   exp = build_experiment(config)
+  if export_lib.is_export(workdir):
+    state, step = export_lib.load_export(exp, workdir)
+    return TrainedRun(workdir=workdir, config=config, step=step, state=state,
+                      _experiments={repr([]): exp})
   ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
   available = ckpt.all_steps()
   step = max(available, default=None) if step is None else step
