@@ -383,15 +383,10 @@ def latest_step(workdir: str | epath.Path) -> int | None:
 
 def _leaves(tree: Any, prefix: str = "") -> dict[str, tuple[int, ...] | None]:
   """'params/decoder/out/kernel' -> shape, for a state or orbax's metadata of one."""
-  def name(key):
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        return str(getattr(key, attr))
-    return str(key)
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   out = {}
   for path, leaf in flat:
-    leaf_name = "/".join(name(k) for k in path)
+    leaf_name = jax.tree_util.keystr(path, simple=True, separator="/")
     if leaf_name.startswith(prefix):
       shape = getattr(leaf, "shape", None)
       out[leaf_name] = None if shape is None else tuple(shape)

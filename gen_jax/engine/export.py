@@ -41,8 +41,8 @@ def flatten_tree(tree: Any, prefix: str) -> dict[str, np.ndarray]:
   """{'<prefix>/<path>': array} for every leaf, the path's keys joined by '/'."""
   flat = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-    flat["/".join([prefix, *keys])] = np.asarray(jax.device_get(leaf))
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    flat[f"{prefix}/{name}"] = np.asarray(jax.device_get(leaf))
   return flat
 
 
