@@ -132,3 +132,14 @@ def test_metric_writer_puts_sample_grids_text_and_config_in_tensorboard(tmp_path
   assert step == 10 and (image.image.height, image.image.width) == image_grid(images).shape[:2]
   assert "to be" in values["samples/text_summary"][1].tensor.string_val[0].decode()
   assert "_hparams_/experiment" in values   # the config as hyperparameters
+
+
+def test_a_metrics_line_cut_short_is_dropped_on_resume(tmp_path):
+  from gen_jax.engine.outputs import MetricWriter, read_metrics
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 1.0}\n{"step": 2, "tra')
+  assert read_metrics(tmp_path) == [{"step": 1, "train/loss": 1.0}]
+  w = MetricWriter(tmp_path, tensorboard=False, resume_step=1)
+  w.write(2, {"train/loss": 0.5})
+  w.close()
+  assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+  assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2

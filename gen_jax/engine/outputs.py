@@ -102,11 +102,19 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | epath.Path) -> list[dict]:
-  """All rows of workdir/metrics.jsonl (for tests and notebooks)."""
+  """All rows of workdir/metrics.jsonl (for tests and notebooks); a line that is not JSON
+  (cut short when a process was killed mid-write, or the disk was full) is skipped, so a
+  resumed run rewrites the file without it."""
   path = epath.Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:   # a line cut short by a kill or a full disk
+      continue
+  return rows
 
 
 def _format_seconds(seconds: float) -> str:
