@@ -25,7 +25,6 @@ benchmarks/torch_reference.py runs the same model and recipe in PyTorch on this 
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from machine import cpu_description  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_string("data_dir", None, "Folder holding Tiny Shakespeare's input.txt.", required=True)
 flags.DEFINE_string("config", "baby", "Variant of configs/gpt.py to run.")
@@ -50,13 +51,7 @@ FLAGS = flags.FLAGS
 
 def machine() -> str:
   import jax
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return (f"{cpu}; {os.cpu_count()} logical CPUs; {jax.devices()[0].platform} x "
+  return (f"{cpu_description()}; {jax.devices()[0].platform} x "
           f"{jax.device_count()}; jax {jax.__version__}; load average "
           f"{os.getloadavg()[0]:.2f} at start")
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -39,6 +38,8 @@ from absl import app, flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from machine import cpu_description  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_string("config", "configs/vae.py:smoke", "Config (and variant) to train.")
 flags.DEFINE_integer("steps", 1500, "Training steps of each run.")
@@ -52,13 +53,7 @@ FLAGS = flags.FLAGS
 
 
 def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{cpu}; {os.cpu_count()} logical CPUs"
+  return cpu_description()
 
 
 def command(workdir: str) -> list[str]:
