@@ -345,3 +345,26 @@ def restore_or_init(exp: Experiment, ckpt: Checkpointer, data_iter: Any) -> Trai
     logging.info("Initialized params (and EMA) from %s step %d", cfg.init_from, step)
     state = state.replace(params=params, ema_params=params)
   return state
+
+
+def load_checkpoint(exp: Experiment, workdir: str | epath.Path,
+                    step: int | None = None) -> tuple[TrainState, int]:
+  """Restores the newest (step None or -1) or the given checkpoint of the run in `workdir`
+  onto `exp`'s mesh, for the modes that read a trained run and `gen_jax.load_run`.
+
+  Raises:
+    FileNotFoundError: no checkpoint there, or none for `step`.
+  """
+  ckpt = Checkpointer(checkpoint_dir(workdir), read_only=True)
+  try:
+    available = ckpt.all_steps()
+    if not available:
+      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}. Train first: "
+                              f"python launch.py --config=... --workdir={workdir}")
+    step = max(available) if step in (None, -1) else step
+    if step not in available:
+      raise FileNotFoundError(f"No checkpoint for step {step} in {ckpt.directory}; "
+                              f"available: {sorted(available)}")
+    return ckpt.restore(step, exp.abstract_state, exp.state_sharding), step
+  finally:
+    ckpt.close()

@@ -11,32 +11,15 @@ from absl import logging
 from etils import epath
 
 from gen_jax import data
-from gen_jax.core.state import TrainState, count_params
+from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
 from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
-from gen_jax.engine.experiment import Experiment, build_experiment
+from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import MetricWriter, is_main_process, save_json
 from gen_jax.engine.samples import format_text_samples, write_samples
 from gen_jax.engine.train import compile_train_step
-
-
-def load_checkpoint(exp: Experiment, workdir: str | epath.Path,
-                    step: int | None = None) -> tuple[TrainState, int]:
-  """Restores the newest (or the given) checkpoint of `workdir` onto the current mesh."""
-  ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
-  available = ckpt.all_steps()
-  if not available:
-    raise FileNotFoundError(f"No checkpoint in {ckpt.directory}. Train first: "
-                            f"python launch.py --config=... --workdir={workdir}")
-  step = max(available) if step in (None, -1) else step
-  if step not in available:
-    raise FileNotFoundError(f"No checkpoint for step {step} in {ckpt.directory}; "
-                            f"available: {sorted(available)}")
-  state = ckpt.restore(step, exp.abstract_state, exp.state_sharding)
-  ckpt.close()
-  return state, step
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
@@ -49,7 +32,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   if not exp.method.can_sample:
     raise ValueError(f"config.method={config.method!r} has nothing to sample; use "
                      "--mode=eval or --mode=train.")
-  state, step = load_checkpoint(exp, workdir, config.eval.step)
+  state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
   s = config.sample
   name = "_".join(p for p in (f"sample_step_{step}", exp.method.sample_tag,
                               "ema" if s.use_ema else "raw", f"seed{s.seed}") if p)
@@ -73,7 +56,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   evaluator = None
   if config.eval.get("sample_metrics", False):   # fail on a missing classifier before work
     evaluator = sample_metrics.SampleQualityEvaluator(exp)
-  state, step = load_checkpoint(exp, workdir, config.eval.step)
+  state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
   metrics, details = evaluate_state(exp, state), {}
   if (family_evaluation := exp.method.dataset_evaluation()) is not None:
     family_metrics, details = run_dataset_evaluation(exp, state, family_evaluation)
@@ -93,7 +76,7 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   safetensors with the config, into `<workdir>/export/step_<N>/` (gen_jax/engine/export.py).
   Returns the weights file's path."""
   exp = build_experiment(config)
-  state, step = load_checkpoint(exp, workdir, config.eval.step)
+  state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
   path = export_lib.export_state(exp, state, step, epath.Path(workdir) / "export" / f"step_{step}")
   logging.info("Exported step %d to %s", step, path)
   return path

@@ -129,14 +129,6 @@ def load_run(workdir: str | epath.Path, step: int | None = None) -> TrainedRun:
     state, step = export_lib.load_export(exp, workdir)
     return TrainedRun(workdir=workdir, config=config, step=step, state=state,
                       _experiments={repr([]): exp})
-  ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
-  available = ckpt.all_steps()
-  step = max(available, default=None) if step is None else step
-  if step not in available:
-    ckpt.close()
-    raise FileNotFoundError(f"No checkpoint for step {step} in {ckpt.directory}; "
-                            f"available: {sorted(available)}.")
-  state = ckpt.restore(step, exp.abstract_state, exp.state_sharding)
-  ckpt.close()
+  state, step = ckpt_lib.load_checkpoint(exp, workdir, step)
   return TrainedRun(workdir=workdir, config=config, step=step, state=state,
                     _experiments={repr([]): exp})
