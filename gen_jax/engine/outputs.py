@@ -177,7 +177,12 @@ def image_grid(images_NxHxWxC: np.ndarray, ncols: int | None = None, pad: int = 
     r, col = divmod(i, ncols)
     grid[pad + r * (h + pad):pad + r * (h + pad) + h,
          pad + col * (w + pad):pad + col * (w + pad) + w] = img
-  return np.round((np.clip(grid, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+  return to_uint8(grid)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """Images in [-1, 1] -> uint8 in [0, 255]: round((clip(x) + 1) * 127.5)."""
+  return np.round((np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
 def save_image_grid(images_NxHxWxC: np.ndarray, path: str | epath.Path, ncols: int | None = None) -> epath.Path:

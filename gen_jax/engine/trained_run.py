@@ -27,13 +27,8 @@ from gen_jax.engine import export as export_lib
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import Experiment, build_experiment
+from gen_jax.engine.outputs import to_uint8
 from gen_jax.engine.samples import make_sample_fn
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """Images in [-1, 1] -> uint8 in [0, 255] (as the PNG grids are written)."""
-  return np.round((np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(
-      np.uint8)
 
 
 @dataclasses.dataclass
