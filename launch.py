@@ -158,7 +158,8 @@ def main(argv):
   import flax
 
   from gen_jax import data
-  from gen_jax.engine import checkpoint, modes, train
+  from gen_jax.engine import checkpoint, modes, sample_dump, train
+  from gen_jax.engine.preemption import Interrupted
   from gen_jax.engine import workdir as workdir_lib
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
@@ -195,7 +196,8 @@ def main(argv):
       report = modes.summary(config)
   except (workdir_lib.ConfigMismatchError, NotADirectoryError, PermissionError,
           checkpoint.CheckpointMismatchError, checkpoint.DamagedCheckpointError,
-          checkpoint.CheckpointWriteError, data.DatasetUnavailableError) as e:
+          checkpoint.CheckpointWriteError, data.DatasetUnavailableError,
+          sample_dump.SampleDumpMismatchError, Interrupted) as e:
     sys.exit(f"launch.py: {e}")
   if jax.process_index() == 0:   # every process computes it; one prints
     print(report)

@@ -212,6 +212,13 @@ def sample_group(
     use_ema: bool = True,
     # Seed of --mode=sample.
     seed: int = 0,
+    # What --mode=sample writes: 'grid' (one PNG), or 'npz', 'png', 'npz,png': `num` uint8
+    # images in resumable shards for external tools (gen_jax/engine/sample_dump.py).
+    format: str = "grid",   # pylint: disable=redefined-builtin
+    # Images per compiled sample call of a dump; 0 = eval.sample_batch_size (or 250).
+    batch_size: int = 0,
+    # Images per shard of a dump (a multiple of batch_size); 0 = about 1,000.
+    shard_size: int = 0,
 ) -> ml_collections.ConfigDict:
   """`config.sample`; a family adds its sampler's fields to it."""
   return _group(dict(locals()))

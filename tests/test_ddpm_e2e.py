@@ -78,6 +78,20 @@ def test_sample_mode_writes_grid_from_newest_checkpoint(runs, data_dir, sampler,
   assert np.asarray(Image.open(path)).std() > 0
 
 
+def test_sample_mode_dumps_uint8_shards_for_external_tools(runs, data_dir):
+  config = load_config("ddpm", **{"data.data_dir": data_dir, "sample.num": 6,
+                                  "sample.format": "npz", "sample.batch_size": 2,
+                                  "sample.shard_size": 4})
+  folder = modes.sample(config, runs["b"])
+  assert os.path.basename(folder) == "sample_step_6_ddim5_ema_seed0"
+  with np.load(os.path.join(folder, "samples.npz")) as dump:
+    images = dump["arr_0"]
+  assert images.dtype == np.uint8 and images.shape == (6, 28, 28, 1) and images.std() > 0
+  merged = os.path.getmtime(os.path.join(folder, "samples.npz"))
+  assert modes.sample(config, runs["b"]) == folder     # complete: nothing is drawn again
+  assert os.path.getmtime(os.path.join(folder, "samples.npz")) == merged
+
+
 def test_eval_mode_writes_json(runs, data_dir):
   metrics = modes.evaluate(load_config("ddpm", **{"data.data_dir": data_dir}), runs["b"])
   saved = json.load(open(os.path.join(runs["b"], "eval", "step_6.json")))

@@ -14,11 +14,12 @@ from gen_jax import data
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
-from gen_jax.engine import sample_metrics, sharding
+from gen_jax.engine import sample_dump, sample_metrics, sharding
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import MetricWriter, is_main_process, save_json
-from gen_jax.engine.samples import format_text_samples, write_samples
+from gen_jax.engine.preemption import Interrupted, StopRequest
+from gen_jax.engine.samples import format_text_samples, make_sample_fn, write_samples
 from gen_jax.engine.train import compile_train_step
 
 
@@ -32,16 +33,44 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   if not exp.method.can_sample:
     raise ValueError(f"config.method={config.method!r} has nothing to sample; use "
                      "--mode=eval or --mode=train.")
-  state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
   s = config.sample
+  formats = sample_dump.parse_formats(s.get("format", "grid"))
+  if formats != ("grid",) and exp.spec.kind != data.IMAGE:
+    raise ValueError(f"sample.format={s.format!r} writes images; {config.method!r} samples "
+                     "text, which --mode=sample writes as a .txt file (sample.format='grid').")
+  state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
   name = "_".join(p for p in (f"sample_step_{step}", exp.method.sample_tag,
                               "ema" if s.use_ema else "raw", f"seed{s.seed}") if p)
+  if formats != ("grid",):
+    return _dump(exp, state, step, epath.Path(workdir) / "samples" / name, formats)
   paths, samples = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
                                  rng=jax.random.key(s.seed))
   logging.info("Wrote %d samples to %s", s.num, ", ".join(map(str, paths)))
   if exp.spec.kind == data.TEXT and is_main_process():
     print(format_text_samples(exp.spec.tokenizer, samples), end="", flush=True)
   return paths[0]
+
+
+def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -> epath.Path:
+  """`--mode=sample` with sample.format npz/png: resumable uint8 shards (sample_dump.py)."""
+  plan = sample_dump.plan_dump(exp.config.sample, step=step, sampler=exp.method.sample_tag,
+                               image_shape=exp.spec.image_shape,
+                               default_batch=exp.config.eval.get("sample_batch_size", 250))
+  sharding.validate_global_batch(plan.batch_size, exp.mesh, "sample.batch_size")
+  sample_fn = make_sample_fn(exp, plan.batch_size)
+
+  def draw(rng):
+    images = sample_fn(state, rng)
+    return {"images": jax.device_get(images["samples"] if isinstance(images, dict) else images)}
+
+  stop = StopRequest()
+  with stop.installed():
+    done = sample_dump.dump_samples(folder, plan, formats, draw, stop)
+  if done is None:
+    raise Interrupted(f"Sampling stopped on request; the finished shards are in {folder}. "
+                      "Rerun the same command to continue.")
+  logging.info("Wrote %d samples (%s) to %s", plan.num, ", ".join(formats), folder)
+  return folder
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

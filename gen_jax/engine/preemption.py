@@ -1,5 +1,6 @@
 """Stop requests: SIGTERM/SIGINT (a preemption, Ctrl-C) set a flag that the training loop
-reads after each step; it then saves a checkpoint and exits cleanly."""
+reads after each step (it then saves a checkpoint and exits cleanly) and a sample dump reads
+after each shard (it keeps the finished shards and raises `Interrupted`)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +8,10 @@ import signal
 import threading
 
 from absl import logging
+
+
+class Interrupted(RuntimeError):
+  """Work outside training stopped on SIGTERM/SIGINT after saving what it had finished."""
 
 
 class StopRequest:
@@ -22,7 +27,7 @@ class StopRequest:
       return
 
     def handler(signum, frame):
-      logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+      logging.warning("Received signal %d: saving what is finished and stopping.", signum)
       self.requested = True
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
