@@ -46,6 +46,15 @@ def test_optimizer_step_on_a_part_and_finish_step():
   np.testing.assert_array_equal(tracked.ema_params["w"], params["w"])
 
 
+def test_a_gradient_tree_that_does_not_match_the_params_fails_at_trace_time():
+  tx = optax.sgd(0.5)
+  params = {"w": jnp.zeros(2), "b": jnp.zeros(())}
+  with pytest.raises(AssertionError, match="shapes"):
+    state.optimizer_step(tx, params, tx.init(params), {"w": jnp.zeros(3), "b": jnp.zeros(())})
+  with pytest.raises(AssertionError):
+    state.optimizer_step(tx, params, tx.init(params), {"w": jnp.zeros(2)})
+
+
 # ---------------------------------------------------------------------------- optimizer
 
 

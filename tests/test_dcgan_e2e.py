@@ -7,6 +7,7 @@ The smoke runs share compiled code through the persistent compilation cache.
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -72,11 +73,7 @@ def test_resumed_checkpoint_equals_uninterrupted_checkpoint(runs, data_dir):
     ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(runs[run]), read_only=True)
     states.append(ckpt.restore(6, exp.abstract_state, exp.state_sharding))
     ckpt.close()
-  flat_a = jax.tree_util.tree_flatten_with_path(states[0])[0]
-  flat_b = jax.tree.leaves(states[1])
-  assert len(flat_a) == len(flat_b)
-  for (path, x), y in zip(flat_a, flat_b):
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8, err_msg=jax.tree_util.keystr(path))
+  chex.assert_trees_all_close(states[0], states[1], rtol=1e-6, atol=1e-8)
   assert int(states[0].step) == 6
 
 
@@ -132,7 +129,7 @@ def test_export_holds_the_ema_weights_and_batchnorm_statistics(runs, data_dir):
   exported = gen_jax.load_run(path.parent)
   trained = gen_jax.load_run(runs["b"])
   assert exported.step == trained.step == 6
-  jax.tree.map(np.testing.assert_array_equal, exported.params, trained.ema_params)
+  chex.assert_trees_all_equal(exported.params, trained.ema_params)
   # Sampling (EMA generator, running BatchNorm statistics) gives the same images.
   a, b = exported.sample(4, seed=0), trained.sample(4, seed=0)
   np.testing.assert_array_equal(a["samples"], b["samples"])

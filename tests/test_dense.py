@@ -1,6 +1,7 @@
 """models/dense.py: nn.Dense's math and parameters, without transposed gradient copies."""
 import re
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,8 +26,7 @@ def test_same_parameters_outputs_and_gradients_as_nn_dense():
   (gp_ours, gx_ours), (gp_flax, gx_flax) = (jax.grad(loss(m), argnums=(0, 1))(params, x)
                                             for m in (ours, flax_dense))
   np.testing.assert_allclose(gx_ours, gx_flax, rtol=1e-5, atol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               gp_ours, gp_flax)
+  chex.assert_trees_all_close(gp_ours, gp_flax, rtol=1e-5, atol=1e-6)
 
 
 def _transposed_gradient_copies(layer, params, x_BxTxD) -> int:

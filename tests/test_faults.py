@@ -28,8 +28,7 @@ import shutil
 import subprocess
 import sys
 
-import jax
-import numpy as np
+import chex
 import pytest
 
 from gen_jax import data
@@ -74,11 +73,8 @@ def restore(workdir, step, data_dir):
 
 def assert_same_state(workdir, reference, step, data_dir):
   """Every leaf of the two runs' states at `step` is bitwise equal."""
-  a = jax.tree_util.tree_flatten_with_path(restore(workdir, step, data_dir))[0]
-  b = jax.tree.leaves(restore(reference, step, data_dir))
-  assert len(a) == len(b)
-  for (path, x), y in zip(a, b):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  chex.assert_trees_all_equal(restore(workdir, step, data_dir),
+                              restore(reference, step, data_dir))
 
 
 def assert_each_step_once(workdir, last):

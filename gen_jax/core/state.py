@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable
 
+import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
   """ema <- decay * ema + (1 - decay) * new (Polyak averaging, as in Ho et al. 2020 App. B)."""
+  chex.assert_trees_all_equal_shapes(ema, new)
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
 
 
@@ -94,6 +96,8 @@ def optimizer_step(tx: optax.GradientTransformation, params: PyTree, opt_state: 
   Returns:
     (new params, new opt_state, {"grad_norm", "update_norm"}: global L2 norms).
   """
+  # Trace-time checks (free at run time): one gradient per parameter, same shape and dtype.
+  chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
   updates, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, updates)
   return params, opt_state, {"grad_norm": optax.tree.norm(grads),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    chex.assert_rank(x_BxHxWxC, 4)
     h = x_BxHxWxC.astype(self.dtype)
     for width in (self.features, 2 * self.features):
       h = nn.relu(nn.Conv(width, (3, 3), dtype=self.dtype)(h))
@@ -39,4 +41,5 @@ class Classifier(nn.Module):
     h = h.reshape(h.shape[0], -1)
     features_BxD = nn.relu(nn.Dense(self.feature_dim, dtype=self.dtype)(h))
     logits_BxK = nn.Dense(self.num_classes, dtype=self.dtype)(features_BxD)
+    chex.assert_shape(logits_BxK, (x_BxHxWxC.shape[0], self.num_classes))
     return logits_BxK.astype(jnp.float32), features_BxD.astype(jnp.float32)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,8 @@ class LSTMLM(nn.Module):
     self.head = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")
 
   def _run(self, tokens_BxT, cache: LSTMCache, train: bool) -> tuple[jax.Array, LSTMCache]:
+    chex.assert_rank(tokens_BxT, 2)
+    chex.assert_shape(cache, ((self.n_layer, tokens_BxT.shape[0], self.hidden_size),) * 2)
     x = self.drop(self.embed(tokens_BxT), deterministic=not train)
     cs, hs = [], []
     for i, layer in enumerate(self.layers):
