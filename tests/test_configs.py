@@ -237,3 +237,14 @@ def test_apply_smoke_rejects_a_field_the_config_does_not_have():
     common.apply_smoke(load("configs.classifier"), sample=dict(num=2))
   with pytest.raises(KeyError, match="lrr"):
     common.apply_smoke(load("configs.ddpm"), train=dict(lrr=1.0))
+
+
+def test_config_files_load_by_path_outside_the_repository(tmp_path, monkeypatch):
+  # The configs and experiments packages ship with gen_jax (pyproject's packages.find), so
+  # the paths of the README work from any directory once gen_jax is installed.
+  import gen_jax
+  monkeypatch.chdir(tmp_path)
+  assert gen_jax.load_config("configs/ddpm.py:smoke").method == "diffusion"
+  assert gen_jax.load_config("experiments/ho2020_ddpm/cifar10.py").data.dataset == "cifar10"
+  with pytest.raises(FileNotFoundError, match="configs/nope.py"):
+    gen_jax.load_config("configs/nope.py")

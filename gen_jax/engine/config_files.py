@@ -10,11 +10,34 @@ from typing import Any
 import ml_collections
 
 
+# The packages of config files that an install of gen_jax ships beside it.
+CONFIG_PACKAGES = ("configs", "experiments")
+
+
+def resolve_path(path: str) -> str:
+  """`path` itself when it is a file; else, for 'configs/...' or 'experiments/...', that
+  file in the installed packages (so `load_config('configs/ddpm.py')` works outside a
+  checkout of the repository too).
+
+  Raises:
+    FileNotFoundError: neither exists.
+  """
+  if os.path.isfile(path):
+    return path
+  package, _, rest = os.path.normpath(path).partition(os.sep)
+  if package in CONFIG_PACKAGES and rest:
+    spec = importlib.util.find_spec(package)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+      if os.path.isfile(candidate := os.path.join(root, rest)):
+        return candidate
+  raise FileNotFoundError(f"Config file {path!r} does not exist (see configs/ and "
+                          "experiments/ in the repository or the installed package).")
+
+
 def load_module(path: str) -> types.ModuleType:
-  """Imports a config file by its path (it may import `configs.common`, so the repository
-  root, or an installed gen_jax, must be importable)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"Config file {path!r} does not exist (see configs/).")
+  """Imports a config file by its path (`resolve_path`); it may import `configs.common`,
+  which the repository root or an installed gen_jax provides."""
+  path = resolve_path(path)
   name = "_gen_jax_config_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
