@@ -14,7 +14,12 @@ sys.path.insert(0, REPO_ROOT)   # configs/ are plain files next to gen_jax/
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-  cache = str(tmp_path_factory.mktemp("xla_cache"))
+  # One cache for all xdist workers of a run (their base temps share a parent), so a
+  # function that two test files compile (the smoke configs' steps) compiles once.
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  cache = str(shared / "xla_cache")
+  os.makedirs(cache, exist_ok=True)
   os.environ["GEN_JAX_TEST_XLA_CACHE"] = cache   # shared with subprocess tests
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
