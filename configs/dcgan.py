@@ -25,6 +25,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = common.base_config("gan", variants.get("dataset", "mnist_5k"))
 
   config.gan = ml_collections.ConfigDict()
+  # Networks: 'dcgan' (Radford et al.; 28/32/64 px) or 'resnet' (Gulrajani et al.'s 32x32
+  # CIFAR-10 ResNet, gan_cifar_resnet.py; ngf/ndf are its DIM_G/DIM_D).
+  config.gan.arch = "dcgan"
+  # DCGAN layer conventions: 'radford' (N(0, 0.02) init, no bias before a norm) or 'tflib'
+  # (the WGAN-GP release: Glorot/'he' uniform init, biases, per-feature first BN in G).
+  config.gan.layer_style = "radford"
   # Objective: 'non_saturating' (Goodfellow et al. 2014 §3; DCGAN's), 'hinge', or
   # 'wgan_gp' (Gulrajani et al. 2017, Eq. 3).
   config.gan.loss = variants.get("loss", "non_saturating")
@@ -43,8 +49,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Kernel side of every (transposed) convolution (DCGAN code: 5).
   config.gan.kernel_size = 5
   # D normalization: 'batch' (DCGAN), 'layer' or 'none' (a WGAN-GP critic must not use
-  # BatchNorm); 'auto' = 'layer' for wgan_gp, else 'batch'.
+  # BatchNorm); 'auto' = 'none' for arch='resnet', 'layer' for wgan_gp, else 'batch'.
   config.gan.d_norm = "auto"
+  # Coupled L2 penalty l2 * theta added to every gradient of both nets before Adam
+  # (dcgan_code: l2 = 1e-5); 0 = none.
+  config.gan.l2 = 0.0
+  # dcgan_code's loop: each update (G's too, first) takes its own minibatch in turn, so a
+  # step holds n_critic + 1 slices of real images and G's slice goes unused.
+  config.gan.alternate_minibatches = False
+  # G's update takes this many times the m = batch / n_critic fakes (gan_cifar_resnet: 2).
+  config.gan.g_batch_multiple = 1
 
   # The batch of real images is split over the mesh and into n_critic slices (one per D
   # update); with grad_accum_steps > 1 each D/G update's images are split into micro-batches
@@ -66,6 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Latent interpolation grid: S rows x S steps (0 = none); 'slerp' or 'linear'.
   config.sample.interpolation_steps = 8
   config.sample.interpolation = "slerp"
+  # G's BatchNorm when drawing samples (grids, sample metrics, eval fakes): 'batch' (the
+  # statistics of each generated batch, as the DCGAN and WGAN-GP codes) or 'running'.
+  config.sample.batch_norm = "batch"
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True

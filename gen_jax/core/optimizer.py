@@ -1,5 +1,5 @@
-"""Optimizer from config: Adam/AdamW/Adagrad, linear warmup, constant or cosine decay,
-clipping."""
+"""Optimizer from config: Adam/AdamW/Adagrad, linear warmup, constant, cosine or linear
+decay, clipping."""
 from __future__ import annotations
 
 import jax
@@ -15,7 +15,8 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict,
 
   `lr_decay='constant'` keeps `lr` (Ho et al. 2020); `'cosine'` decays to
   `lr * min_lr_ratio` at `decay_steps` (default, 0: `num_steps`) and stays there (as in
-  GPT training; nanoGPT's `lr_decay_iters`). A fixed `decay_steps` keeps the schedule of a
+  GPT training; nanoGPT's `lr_decay_iters`); `'linear'` decays linearly to the same value
+  (with min_lr_ratio 0: Gulrajani et al.'s ResNet WGAN-GP, lr * (1 - step / ITERS)). A fixed `decay_steps` keeps the schedule of a
   run the same when it is extended by raising `num_steps`.
 
   Args:
@@ -32,8 +33,13 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict,
     after = optax.cosine_decay_schedule(
         cfg.lr, max((cfg.get("decay_steps", 0) or cfg.num_steps) * k - warmup_steps, 1),
         alpha=cfg.min_lr_ratio)
+  elif cfg.lr_decay == "linear":
+    after = optax.linear_schedule(
+        cfg.lr, cfg.lr * cfg.min_lr_ratio,
+        max((cfg.get("decay_steps", 0) or cfg.num_steps) * k - warmup_steps, 1))
   else:
-    raise ValueError(f"train.lr_decay={cfg.lr_decay!r}; expected 'constant' or 'cosine'.")
+    raise ValueError(f"train.lr_decay={cfg.lr_decay!r}; expected 'constant', 'cosine' or "
+                     "'linear'.")
   if warmup_steps <= 0:
     return after
   return optax.join_schedules([warmup, after], [warmup_steps])

@@ -8,6 +8,7 @@ Lim & Ye 2017 "Geometric GAN" (arXiv:1705.02894); Miyato et al. 2018 (arXiv:1802
 the hinge objective.
 Gulrajani et al. 2017, "Improved Training of Wasserstein GANs" (arXiv:1704.00028): the
 critic loss with gradient penalty (Eq. 3) and its training loop (Algorithm 1).
+The objectives are in gan_objectives.py, the latents in gan_latents.py.
 
 State. The engine sees one `TrainState`:
   params       = {"generator": G params, "discriminator": D params}
@@ -17,8 +18,24 @@ State. The engine sees one `TrainState`:
                  the generator's average is used: for sampling and the `ema/` eval metrics.
 BatchNorm runs on batch statistics in every training forward pass; under `jax.jit` on
 global arrays sharded over the mesh these are the statistics of the global (sub)batch, so
-1 and 8 devices compute the same step. Sampling and evaluation of G use the running
-averages in `model_state` (updated by every training forward pass of G).
+1 and 8 devices compute the same step. G keeps running averages in `model_state` (updated
+by every training forward pass of G).
+
+BatchNorm when sampling (`sample.batch_norm`). The reference codes never use running
+averages: the DCGAN authors' `_gen` (dcgan_code, lib/ops.py `batchnorm` without u, s) and
+WGAN-GP's `Generator` (tflib batchnorm.py with is_training=None: `fused_batch_norm` in
+training mode) normalize every generated batch by its own statistics, also for sample grids
+and the Inception-score batches of 100. 'batch' (the default) does the same: every call of
+G that draws images -- the sample grid, each `eval.sample_batch_size` batch of the sample
+metrics, the fakes of `eval_step`, `TrainedRun.sample` -- normalizes by the statistics of
+that batch, so a sample depends on the other latents of its batch and on the batch size
+(the interpolation grid is its own batch). 'running' uses the running averages: each image
+depends only on its latent.
+
+Architectures (`gan.arch`): 'dcgan' (gen_jax/models/dcgan.py, any loss) or 'resnet'
+(Gulrajani et al.'s 32x32 CIFAR-10 ResNet, gen_jax/models/resnet_gan.py). `gan.layer_style`
+picks DCGAN's layer conventions: 'radford' or 'tflib' (the WGAN-GP release's init, biases
+and first BatchNorm; the ResNet always uses tflib's).
 
 Batch split. `train.batch_size` (B) real images feed one `train_step`: `n_critic` D
 updates, then one G update (Gulrajani et al. 2017, Alg. 1; DCGAN is n_critic = 1). The
@@ -46,12 +63,24 @@ always has BatchNorm, so the fakes themselves depend on M.
 `train.*` optimizer settings apply to both nets (Radford et al.: Adam 2e-4, beta1 0.5;
 Gulrajani et al.: Adam 1e-4, betas (0, 0.9)). D's learning-rate schedule runs n_critic
 times as many updates, so its warmup/decay are stretched by n_critic: both nets follow the
-schedule in train steps.
+schedule in train steps. `gan.l2` adds the DCGAN code's coupled L2 penalty l2 * theta to
+the gradient of every parameter of both nets before Adam (dcgan_code lib/updates.py:
+`Regularizer.gradient_regularize`, l2 = 1e-5; it is applied after gradient clipping there,
+before it here, which differs only with train.grad_clip > 0).
+
+Options of the reference codes' loops:
+  * `gan.alternate_minibatches` (dcgan_code, train_uncond_dcgan.py: `if n_updates % (k+1)
+    == 0: _train_g(imb, zmb) else: _train_d(imb, zmb)`): every update, G's included, takes
+    its own minibatch in turn, G first. A train step then holds n_critic + 1 slices of m
+    images: the G update comes first (its slice's real images go unused, as `_train_g`'s
+    cost does not read them) and D update k takes slice k + 1. So D sees n_critic / (n_critic
+    + 1) of every epoch, and an epoch has B_code / (B (n_critic + 1)) as many steps.
+  * `gan.g_batch_multiple` (gan_cifar_resnet.py: GEN_BS_MULTIPLE = 2): the G update takes
+    this many times m fakes.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -62,127 +91,19 @@ from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
 from gen_jax.core.state import (TrainState, accumulated_value_and_grad, finish_step,
                                 optimizer_step)
 from gen_jax.methods.base import Method, grad_accum_steps, image_shape_of
-from gen_jax.models import dcgan
+# The objectives and latents live in their own modules; their names are re-exported here.
+from gen_jax.methods.gan_latents import interpolation_latents, sample_latents, slerp
+from gen_jax.methods.gan_objectives import (OBJECTIVES, d_loss_hinge, d_loss_non_saturating,
+                                            d_loss_wasserstein, g_loss_hinge,
+                                            g_loss_non_saturating, g_loss_wasserstein,
+                                            gradient_penalty)
+from gen_jax.models import dcgan, resnet_gan
 
-LOSSES = ("non_saturating", "hinge", "wgan_gp")
+LOSSES = tuple(OBJECTIVES)
 Z_PRIORS = ("normal", "uniform")
+ARCHS = ("dcgan", "resnet")
+SAMPLE_BATCH_NORMS = ("batch", "running")
 G, D = "generator", "discriminator"
-CriticFn = Callable[[jax.Array], jax.Array]   # images [B, H, W, C] -> logits [B]
-
-
-# ------------------------------------------------------------------------------ losses
-
-
-def d_loss_non_saturating(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
-  """Goodfellow et al. 2014, Eq. 1, D's side: maximize E log D(x) + E log(1 - D(G(z))).
-
-  With D = sigmoid(logit): -log D = softplus(-logit), -log(1 - D) = softplus(logit), so the
-  loss is E softplus(-l_real) + E softplus(l_fake) (the binary cross-entropy DCGAN uses).
-  """
-  return jnp.mean(jax.nn.softplus(-real_logits_B)) + jnp.mean(jax.nn.softplus(fake_logits_B))
-
-
-def g_loss_non_saturating(fake_logits_B: jax.Array) -> jax.Array:
-  """Goodfellow et al. 2014, §3: "train G to maximize log D(G(z))" rather than minimize
-  log(1 - D(G(z))) (which saturates early on). Loss: E softplus(-l_fake).
-  """
-  return jnp.mean(jax.nn.softplus(-fake_logits_B))
-
-
-def d_loss_hinge(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
-  """Lim & Ye 2017; Miyato et al. 2018, §4: E max(0, 1 - D(x)) + E max(0, 1 + D(G(z)))."""
-  return jnp.mean(jax.nn.relu(1.0 - real_logits_B)) + jnp.mean(jax.nn.relu(1.0 + fake_logits_B))
-
-
-def g_loss_hinge(fake_logits_B: jax.Array) -> jax.Array:
-  """Lim & Ye 2017; Miyato et al. 2018, §4: the generator minimizes -E D(G(z))."""
-  return -jnp.mean(fake_logits_B)
-
-
-def d_loss_wasserstein(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
-  """Gulrajani et al. 2017, Eq. 3, first two terms: E D(x~) - E D(x), x~ = G(z).
-
-  Its negative is the critic's estimate of the Wasserstein-1 distance (Arjovsky et al.
-  2017, Eq. 3).
-  """
-  return jnp.mean(fake_logits_B) - jnp.mean(real_logits_B)
-
-
-def g_loss_wasserstein(fake_logits_B: jax.Array) -> jax.Array:
-  """Gulrajani et al. 2017, Alg. 1, line 11: G descends -E D(G(z))."""
-  return -jnp.mean(fake_logits_B)
-
-
-def gradient_penalty(critic: CriticFn, real_BxHxWxC: jax.Array, fake_BxHxWxC: jax.Array,
-                     eps_B: jax.Array, weight: float = 10.0) -> jax.Array:
-  """Gulrajani et al. 2017, Eq. 3 third term and Alg. 1, lines 6-7:
-
-    x^ = eps x + (1 - eps) x~,  eps ~ U[0, 1] per example,
-    GP = lambda E (||grad_x^ D(x^)||_2 - 1)^2          (two-sided, lambda = 10).
-
-  `critic` must treat examples independently (no BatchNorm), so the gradient of
-  sum_b D(x^_b) w.r.t. x^ is the per-example gradient. Differentiable w.r.t. the critic's
-  parameters (closed over by `critic`).
-
-  Args:
-    critic: images -> logits [B].
-    real_BxHxWxC, fake_BxHxWxC: real and generated images.
-    eps_B: interpolation weights in [0, 1].
-    weight: lambda.
-
-  Returns:
-    The scalar penalty lambda E (||grad||_2 - 1)^2.
-  """
-  eps = eps_B[:, None, None, None]
-  x_hat = eps * real_BxHxWxC + (1.0 - eps) * fake_BxHxWxC
-  grads_BxHxWxC = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
-  # A tiny constant keeps the sqrt differentiable at a zero gradient.
-  norms_B = jnp.sqrt(jnp.sum(grads_BxHxWxC ** 2, axis=(1, 2, 3)) + 1e-12)
-  return weight * jnp.mean((norms_B - 1.0) ** 2)
-
-
-OBJECTIVES = {  # loss -> (discriminator loss, generator loss)
-    "non_saturating": (d_loss_non_saturating, g_loss_non_saturating),
-    "hinge": (d_loss_hinge, g_loss_hinge),
-    "wgan_gp": (d_loss_wasserstein, g_loss_wasserstein),
-}
-
-
-# ------------------------------------------------------------------------------ latents
-
-
-def sample_latents(rng: jax.Array, shape: tuple[int, ...], prior: str) -> jax.Array:
-  """z ~ N(0, I) or U(-1, 1)^Z (the DCGAN authors' code draws uniform noise)."""
-  if prior == "uniform":
-    return jax.random.uniform(rng, shape, jnp.float32, -1.0, 1.0)
-  return jax.random.normal(rng, shape, jnp.float32)
-
-
-def slerp(z0_Z: jax.Array, z1_Z: jax.Array, t: jax.Array) -> jax.Array:
-  """Spherical interpolation (White 2016, "Sampling Generative Networks", arXiv:1609.04468):
-
-    slerp(z0, z1; t) = sin((1-t) w) / sin w z0 + sin(t w) / sin w z1,  cos w = <z0, z1> / |z0||z1|
-
-  which keeps intermediate Gaussian latents at a typical norm; linear when w ~ 0.
-  """
-  cos = jnp.sum(z0_Z * z1_Z, -1, keepdims=True) / (
-      jnp.linalg.norm(z0_Z, axis=-1, keepdims=True) * jnp.linalg.norm(z1_Z, axis=-1, keepdims=True))
-  omega = jnp.arccos(jnp.clip(cos, -1.0, 1.0))
-  sin = jnp.sin(omega)
-  safe = sin > 1e-6
-  sin = jnp.where(safe, sin, 1.0)
-  w0 = jnp.where(safe, jnp.sin((1.0 - t) * omega) / sin, 1.0 - t)
-  w1 = jnp.where(safe, jnp.sin(t * omega) / sin, t)
-  return w0 * z0_Z + w1 * z1_Z
-
-
-def interpolation_latents(rng: jax.Array, rows: int, steps: int, z_dim: int,
-                          prior: str, kind: str) -> jax.Array:
-  """[rows * steps, Z]: row r walks from one random latent to another in `steps` steps."""
-  ends = sample_latents(rng, (2, rows, 1, z_dim), prior)
-  t = jnp.linspace(0.0, 1.0, steps)[None, :, None]
-  path = slerp(ends[0], ends[1], t) if kind == "slerp" else (1.0 - t) * ends[0] + t * ends[1]
-  return path.reshape(rows * steps, z_dim)
 
 
 def critic_slices(x_BxHxWxC: jax.Array, n_critic: int) -> jax.Array:
@@ -202,10 +123,10 @@ def critic_slices(x_BxHxWxC: jax.Array, n_critic: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class GANMethod(Method):
-  """DCGAN-style networks trained with a non-saturating, hinge or WGAN-GP objective."""
+  """DCGAN or ResNet networks trained with a non-saturating, hinge or WGAN-GP objective."""
 
-  generator: dcgan.Generator
-  discriminator: dcgan.Discriminator
+  generator: dcgan.Generator | resnet_gan.Generator
+  discriminator: dcgan.Discriminator | resnet_gan.Discriminator
   tx_g: optax.GradientTransformation
   tx_d: optax.GradientTransformation
   image_shape: tuple[int, int, int]
@@ -218,33 +139,47 @@ class GANMethod(Method):
   ema_warmup: bool
   interpolation: str
   interpolation_steps: int
+  sample_batch_stats: bool = True    # sample.batch_norm == 'batch'
+  alternate_minibatches: bool = False
+  g_batch_multiple: int = 1
   grad_accum_steps: int = 1     # micro-batches per D or G update (see the module docstring)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "GANMethod":
     image_shape = image_shape_of(spec)
+    config = _with_defaults(config)
     cfg = config.gan
     _validate(config, image_shape)
-    norm = cfg.d_norm if cfg.d_norm != "auto" else ("layer" if cfg.loss == "wgan_gp" else "batch")
     dtype = jnp.dtype(config.dtype)
+    if cfg.arch == "resnet":
+      generator = resnet_gan.Generator(image_shape=tuple(image_shape), dim=cfg.ngf, dtype=dtype)
+      discriminator = resnet_gan.Discriminator(dim=cfg.ndf, norm=_d_norm(cfg), dtype=dtype)
+    else:
+      generator = dcgan.Generator(image_shape=tuple(image_shape), ngf=cfg.ngf,
+                                  kernel_size=cfg.kernel_size, style=cfg.layer_style,
+                                  dtype=dtype)
+      discriminator = dcgan.Discriminator(ndf=cfg.ndf, norm=_d_norm(cfg),
+                                          kernel_size=cfg.kernel_size, style=cfg.layer_style,
+                                          dtype=dtype)
     # D takes n_critic optimizer steps per train step: stretch its schedule to match G's.
     d_schedule = learning_rate_schedule(config.train, updates_per_step=cfg.n_critic)
+    # dcgan_code's coupled L2: g + l2 * theta goes into Adam (the module docstring).
+    l2 = lambda tx: optax.chain(optax.add_decayed_weights(cfg.l2), tx) if cfg.l2 > 0 else tx
     return cls(
-        generator=dcgan.Generator(image_shape=tuple(image_shape), ngf=cfg.ngf,
-                                  kernel_size=cfg.kernel_size, dtype=dtype),
-        discriminator=dcgan.Discriminator(ndf=cfg.ndf, norm=norm, kernel_size=cfg.kernel_size,
-                                          dtype=dtype),
-        tx_g=make_optimizer(config.train),
-        tx_d=make_optimizer(config.train, schedule=d_schedule),
+        generator=generator, discriminator=discriminator,
+        tx_g=l2(make_optimizer(config.train)),
+        tx_d=l2(make_optimizer(config.train, schedule=d_schedule)),
         image_shape=tuple(image_shape), loss=cfg.loss, n_critic=cfg.n_critic,
         gp_weight=cfg.gp_weight, z_dim=cfg.z_dim, z_prior=cfg.z_prior,
         ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
         interpolation=config.sample.interpolation,
         interpolation_steps=config.sample.interpolation_steps,
+        sample_batch_stats=config.sample.batch_norm == "batch",
+        alternate_minibatches=cfg.alternate_minibatches, g_batch_multiple=cfg.g_batch_multiple,
         grad_accum_steps=grad_accum_steps(
-            config, config.train.batch_size // cfg.n_critic,
-            f"the {config.train.batch_size // cfg.n_critic} real images of each critic update "
-            f"(train.batch_size={config.train.batch_size} / gan.n_critic={cfg.n_critic})"))
+            config, config.train.batch_size // _slices(cfg),
+            f"the {config.train.batch_size // _slices(cfg)} real images of each critic update "
+            f"(train.batch_size={config.train.batch_size} / {_slices_desc(cfg)})"))
 
   # ------------------------------------------------------------------ network calls
 
@@ -257,7 +192,8 @@ class GANMethod(Method):
         model_state={G: g_vars.get("batch_stats", {}), D: d_vars.get("batch_stats", {})})
 
   def generate(self, params_g, stats_g, z_BxZ, train: bool):
-    """G(z); in training mode also returns G's updated running averages."""
+    """G(z); in training mode (BatchNorm on batch statistics) also returns G's updated
+    running averages."""
     variables = {"params": params_g, "batch_stats": stats_g}
     if not train:
       return self.generator.apply(variables, z_BxZ, train=False), stats_g
@@ -270,6 +206,11 @@ class GANMethod(Method):
     logits, updated = self.discriminator.apply(variables, x_BxHxWxC, train=True,
                                                mutable=["batch_stats"])
     return logits, updated.get("batch_stats", stats_d)
+
+  def draw(self, params_g, stats_g, z_BxZ) -> jax.Array:
+    """Images G(z) as samples are drawn (`sample.batch_norm`): BatchNorm on the statistics
+    of this batch of z ('batch', the reference codes') or on the running averages."""
+    return self.generate(params_g, stats_g, z_BxZ, train=self.sample_batch_stats)[0]
 
   def _latents(self, rng, num: int) -> jax.Array:
     return sample_latents(rng, (num, self.z_dim), self.z_prior)
@@ -335,40 +276,68 @@ class GANMethod(Method):
     return accumulated_value_and_grad(loss_fn, params_g, z_BxZ, None, self.grad_accum_steps,
                                       has_aux=True)
 
+  def critic_update(self, params, opt_state, stats, rows):
+    """One D (critic) optimizer step on `rows` (see `discriminator_grads`).
+
+    Returns:
+      (D params, D optimizer state, running averages {G, D}, metrics).
+    """
+    (d_loss, (stats, metrics)), grads = self.discriminator_grads(params[D], params[G], stats,
+                                                                 rows)
+    params_d, opt_d, norms = optimizer_step(self.tx_d, params[D], opt_state[D], grads)
+    return params_d, opt_d, stats, {"d_loss": d_loss, **metrics,
+                                    "d_grad_norm": norms["grad_norm"]}
+
+  def generator_update(self, params, opt_state, stats, z_BxZ):
+    """One G optimizer step on the fakes G(z) (Alg. 1, lines 10-11).
+
+    Returns:
+      (G params, G optimizer state, G's running averages, metrics).
+    """
+    (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats, z_BxZ)
+    params_g, opt_g, norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
+    return params_g, opt_g, stats_g, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"]}
+
   def train_step(self, state: TrainState, batch, rng):
     """One iteration of Gulrajani et al. 2017, Alg. 1: n_critic D updates, update k on real
     slice k and fresh fakes (lines 2-9); one G update on fresh fakes (lines 10-11); then the
-    step count and the EMA of both nets.
+    step count and the EMA of both nets. With `alternate_minibatches` (dcgan_code) the G
+    update comes first, on slice 0's turn, and D update k takes slice k + 1.
 
     Keys: D update k draws its latents and penalty weights from key k of
     split(d_rng, n_critic), the G update from g_rng, (d_rng, g_rng) = split(rng).
     """
-    real_NxMxHxWxC = critic_slices(batch["image"], self.n_critic)
+    real_NxMxHxWxC = critic_slices(batch["image"], self.n_critic + self.alternate_minibatches)
+    if self.alternate_minibatches:
+      real_NxMxHxWxC = real_NxMxHxWxC[1:]   # slice 0 is G's turn; its images go unused
     m = real_NxMxHxWxC.shape[1]
     d_rng, g_rng = jax.random.split(rng)
     d_keys = jax.random.split(d_rng, self.n_critic)
     params, opt_state, stats = dict(state.params), dict(state.opt_state), state.model_state
+    z_g = self._latents(g_rng, m * self.g_batch_multiple)
 
+    if self.alternate_minibatches:
+      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(params, opt_state,
+                                                                          stats, z_g)
+      stats = {**stats, G: stats_g}
     d_metrics = []
     # A Python loop (unrolled when traced), not lax.scan: XLA:CPU runs convolutions inside
     # a while loop many times slower.
     for k in range(self.n_critic):
       z_key, gp_key = jax.random.split(d_keys[k])
       rows = (real_NxMxHxWxC[k], self._latents(z_key, m), jax.random.uniform(gp_key, (m,)))
-      (d_loss, (stats, metrics)), grads = self.discriminator_grads(params[D], params[G],
-                                                                   stats, rows)
-      params[D], opt_state[D], norms = optimizer_step(self.tx_d, params[D], opt_state[D], grads)
-      d_metrics.append({"d_loss": d_loss, **metrics, "d_grad_norm": norms["grad_norm"]})
-
-    (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats,
-                                                    self._latents(g_rng, m))
-    params[G], opt_state[G], norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
+      params[D], opt_state[D], stats, metrics = self.critic_update(params, opt_state, stats,
+                                                                   rows)
+      d_metrics.append(metrics)
+    if not self.alternate_minibatches:
+      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(params, opt_state,
+                                                                          stats, z_g)
+      stats = {**stats, G: stats_g}
 
     new = finish_step(state, self.ema_decay, self.ema_warmup, params=params,
-                      opt_state=opt_state, model_state={**stats, G: stats_g})
+                      opt_state=opt_state, model_state=stats)
     d_metrics = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *d_metrics)
-    metrics = {"loss": d_metrics["d_loss"], **d_metrics,
-               "g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
+    metrics = {"loss": d_metrics["d_loss"], **d_metrics, **g_metrics,
                "g_param_norm": optax.tree.norm(params[G]),
                "d_param_norm": optax.tree.norm(params[D])}
     return new, metrics
@@ -378,7 +347,7 @@ class GANMethod(Method):
   def eval_step(self, state: TrainState, batch, rng):
     """D and G objectives on held-out real images and fresh noise, for EMA and raw G.
 
-    G runs on its running averages (as when sampling). D, like in training, on batch
+    G draws its fakes as samples are drawn (`draw`). D, like in training, on batch
     statistics of the real batch and of the fake batch (its running averages mix both and
     are never used in training). For wgan_gp, `d_loss` has no penalty term: it is minus the
     critic's Wasserstein estimate. The same noise serves both generators.
@@ -390,7 +359,7 @@ class GANMethod(Method):
     real_logits, _ = self.discriminate(params_d, stats_d, x)
     metrics = {"raw/d_real": jnp.mean(real_logits)}
     for name, params in (("ema", state.ema_params), ("raw", state.params)):
-      fake, _ = self.generate(params[G], state.model_state[G], z, train=False)
+      fake = self.draw(params[G], state.model_state[G], z)
       fake_logits, _ = self.discriminate(params_d, stats_d, fake)
       metrics[f"{name}/d_loss"] = d_loss_fn(real_logits, fake_logits)
       metrics[f"{name}/g_loss"] = g_loss_fn(fake_logits)
@@ -405,17 +374,55 @@ class GANMethod(Method):
     Returns:
       {"samples": [num, H, W, C], "interpolation": [S*S, H, W, C]}: S rows, each walking
       in S steps between two random latents (`sample.interpolation`: slerp or linear;
-      S = `sample.interpolation_steps`, 0 omits the grid). G uses running BN averages.
+      S = `sample.interpolation_steps`, 0 omits the grid). BatchNorm as `sample.batch_norm`
+      says (`draw`); in 'batch' mode each grid is one batch, normalized by its own statistics.
     """
     params_g = (state.ema_params if use_ema else state.params)[G]
     stats_g = state.model_state[G]
     z_rng, path_rng = jax.random.split(rng)
-    out = {"samples": self.generate(params_g, stats_g, self._latents(z_rng, num), False)[0]}
+    out = {"samples": self.draw(params_g, stats_g, self._latents(z_rng, num))}
     S = self.interpolation_steps
     if S:
       z_path = interpolation_latents(path_rng, S, S, self.z_dim, self.z_prior, self.interpolation)
-      out["interpolation"] = self.generate(params_g, stats_g, z_path, False)[0]
+      out["interpolation"] = self.draw(params_g, stats_g, z_path)
     return out
+
+
+# Fields added after runs were saved without them: their values then (a run's config.json
+# lacking `sample.batch_norm` drew its samples with the running averages).
+_FIELD_DEFAULTS = {"arch": "dcgan", "layer_style": "radford", "l2": 0.0,
+                   "alternate_minibatches": False, "g_batch_multiple": 1}
+
+
+def _with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with the fields of `_FIELD_DEFAULTS` (and sample.batch_norm) filled in."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for name, value in _FIELD_DEFAULTS.items():
+    if name not in config.gan:
+      config.gan[name] = value
+  if "batch_norm" not in config.sample:
+    config.sample.batch_norm = "running"
+  return config
+
+
+def _slices(cfg) -> int:
+  """Slices of m real images a train step's batch is cut into (see the module docstring)."""
+  return cfg.n_critic + int(cfg.alternate_minibatches)
+
+
+def _slices_desc(cfg) -> str:
+  extra = " + 1 (gan.alternate_minibatches)" if cfg.alternate_minibatches else ""
+  return f"gan.n_critic={cfg.n_critic}{extra}"
+
+
+def _d_norm(cfg) -> str:
+  """gan.d_norm with 'auto' resolved: the ResNet critic 'none' (gan_cifar_resnet.py), the
+  DCGAN critic 'layer' for wgan_gp (Gulrajani et al. §4), else 'batch'."""
+  if cfg.d_norm != "auto":
+    return cfg.d_norm
+  if cfg.arch == "resnet":
+    return "none"
+  return "layer" if cfg.loss == "wgan_gp" else "batch"
 
 
 def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
@@ -423,16 +430,29 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
   cfg = config.gan
   if cfg.loss not in LOSSES:
     raise ValueError(f"gan.loss={cfg.loss!r}; expected one of {LOSSES}.")
+  if cfg.arch not in ARCHS:
+    raise ValueError(f"gan.arch={cfg.arch!r}; expected one of {ARCHS}.")
+  if cfg.layer_style not in dcgan.STYLES:
+    raise ValueError(f"gan.layer_style={cfg.layer_style!r}; expected one of {dcgan.STYLES}.")
   if cfg.n_critic < 1:
     raise ValueError(f"gan.n_critic={cfg.n_critic} must be >= 1.")
-  if config.train.batch_size % cfg.n_critic:
+  if config.train.batch_size % _slices(cfg):
+    n = _slices(cfg)
     raise ValueError(
-        f"train.batch_size={config.train.batch_size} must be divisible by "
-        f"gan.n_critic={cfg.n_critic}: each of the n_critic D updates takes "
-        f"batch_size / n_critic real images (e.g. --config.train.batch_size="
-        f"{cfg.n_critic * max(1, config.train.batch_size // cfg.n_critic)}).")
-  if cfg.d_norm not in ("auto", *dcgan.NORMS):
-    raise ValueError(f"gan.d_norm={cfg.d_norm!r}; expected 'auto' or one of {dcgan.NORMS}.")
+        f"train.batch_size={config.train.batch_size} must be divisible by {_slices_desc(cfg)}: "
+        f"each of the {n} updates of a step takes batch_size / {n} real images "
+        f"(e.g. --config.train.batch_size={n * max(1, config.train.batch_size // n)}).")
+  if cfg.g_batch_multiple < 1:
+    raise ValueError(f"gan.g_batch_multiple={cfg.g_batch_multiple} must be >= 1.")
+  if cfg.l2 < 0:
+    raise ValueError(f"gan.l2={cfg.l2} must be >= 0.")
+  if config.sample.batch_norm not in SAMPLE_BATCH_NORMS:
+    raise ValueError(f"sample.batch_norm={config.sample.batch_norm!r}; expected one of "
+                     f"{SAMPLE_BATCH_NORMS}.")
+  norms = resnet_gan.CRITIC_NORMS if cfg.arch == "resnet" else dcgan.NORMS
+  if cfg.d_norm not in ("auto", *norms):
+    raise ValueError(f"gan.d_norm={cfg.d_norm!r} with gan.arch={cfg.arch!r}; expected 'auto' "
+                     f"or one of {norms}.")
   if cfg.loss == "wgan_gp" and cfg.d_norm == "batch":
     raise ValueError("gan.loss='wgan_gp' needs a critic without BatchNorm (Gulrajani et al. "
                      "2017, §4: the penalty is per example); set gan.d_norm to 'layer', 'none' "
@@ -444,4 +464,7 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
   if config.sample.interpolation not in ("slerp", "linear"):
     raise ValueError(f"sample.interpolation={config.sample.interpolation!r}; "
                      "expected 'slerp' or 'linear'.")
-  dcgan.layout(image_shape)   # ValueError for unsupported image sizes
+  if cfg.arch == "resnet":
+    resnet_gan.check_image_shape(image_shape)
+  else:
+    dcgan.layout(image_shape)   # ValueError for unsupported image sizes

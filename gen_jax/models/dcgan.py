@@ -26,12 +26,30 @@ replacement") is the same discriminator with `norm='layer'` (per-example LayerNo
 H, W, C with per-channel scale and offset) or `norm='none'`; neither mixes examples, so
 the critic's input gradient of one example does not depend on the others.
 
+Layer styles (`style`). 'radford' is the above. 'tflib' is the layer library of Gulrajani
+et al.'s release (igul222/improved_wgan_training, tflib/ops/*.py), as `gan_cifar.py` builds
+the same DCGAN stack:
+
+  * every linear/conv layer has a bias (zero-initialized), also before a BatchNorm;
+  * weights ~ U(-sqrt(3) s, sqrt(3) s): linear layers Glorot, s^2 = 2 / (fan_in + fan_out)
+    (linear.py, initialization=None); (transposed) convolutions tflib's 'he' variant,
+    s^2 = 4 / (fan_in + fan_out), with the fans of a stride-2 layer counted as conv2d.py /
+    deconv2d.py do: fan_in = C_in k^2, fan_out = C_out k^2 / 4 for a convolution, and
+    fan_in = C_in k^2 / 4, fan_out = C_out k^2 for a transposed one (`tflib_uniform`);
+  * BatchNorm scales start at 1, offsets at 0, eps 1e-5;
+  * G's first BatchNorm normalizes each of the H0 x W0 x C0 projected features on its own
+    (gan_cifar.py: `Batchnorm('Generator.BN1', [0], ...)` on the flat [B, 4*4*4*DIM]
+    output: the non-fused branch of batchnorm.py, one scale and offset per feature), the
+    later ones per channel.
+
 Mixed precision: convolutions run in `dtype`, parameters and normalizations are float32,
 outputs are float32.
 """
 from __future__ import annotations
 
 from typing import Any
+
+import math
 
 import flax.linen as nn
 import jax
@@ -44,6 +62,7 @@ _kernel_init = nn.initializers.normal(stddev=INIT_STD)
 # LeakyReLU slope in D (Radford et al. 2016, §4: "the slope of the leak was set to 0.2").
 LEAK = 0.2
 NORMS = ("batch", "layer", "none")
+STYLES = ("radford", "tflib")
 
 # image size -> (start resolution, number of stride-2 layers)
 _LAYOUTS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
@@ -52,6 +71,41 @@ _LAYOUTS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
 def _scale_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
   """Normalization scales ~ N(1, 0.02)."""
   return 1.0 + INIT_STD * jax.random.normal(key, shape, dtype)
+
+
+def tflib_uniform(gain_sq: float = 1.0, stride: int = 1, transposed: bool = False):
+  """The uniform initializers of Gulrajani et al.'s tflib (linear.py, conv2d.py, deconv2d.py).
+
+  W ~ U(-sqrt(3) s, sqrt(3) s) with s^2 = gain_sq * 2 / (fan_in + fan_out): gain_sq = 1 is
+  Glorot & Bengio 2010 (tflib: `initialization=None` / `he_init=False`), gain_sq = 2 tflib's
+  `he_init=True` (`sqrt(4 / (fan_in + fan_out))`, not He et al.'s fan-in rule). For a
+  kernel [k..., C_in, C_out]: fan_in = C_in prod(k), fan_out = C_out prod(k); a strided
+  convolution divides fan_out by stride^2, a transposed one (stride = its upsampling)
+  fan_in, as tflib does.
+
+  Args:
+    gain_sq: 1 (Glorot) or 2 (tflib 'he').
+    stride: the layer's stride (1 for dense layers and stride-1 convolutions).
+    transposed: whether the kernel is a transposed convolution's.
+
+  Returns:
+    A flax initializer (key, shape, dtype) -> array.
+  """
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    receptive = math.prod(shape[:-2])
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    if transposed:
+      fan_in /= stride ** 2
+    else:
+      fan_out /= stride ** 2
+    limit = math.sqrt(3.0 * gain_sq * 2.0 / (fan_in + fan_out))
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+  return init
+
+
+def _check_style(style: str) -> None:
+  if style not in STYLES:
+    raise ValueError(f"DCGAN style={style!r}; expected one of {STYLES}.")
 
 
 def layout(image_shape: tuple[int, int, int]) -> tuple[int, int]:
@@ -76,38 +130,48 @@ class Generator(nn.Module):
     image_shape: (H, W, C) of the output; H = W in {28, 32, 64}.
     ngf: channels of the last hidden layer; earlier layers double it per resolution.
     kernel_size: side of the (transposed) convolution kernels.
+    style: 'radford' or 'tflib' (Gulrajani et al.'s layers; see the module docstring).
     dtype: compute dtype of dense/conv layers.
   """
 
   image_shape: tuple[int, int, int]
   ngf: int = 64
   kernel_size: int = 5
+  style: str = "radford"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BxZ: jax.Array, train: bool) -> jax.Array:
+    _check_style(self.style)
     start, num_up = layout(self.image_shape)
     C = self.image_shape[-1]
     k = (self.kernel_size, self.kernel_size)
-    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                   scale_init=_scale_init, dtype=jnp.float32, name=name)
+    tflib = self.style == "tflib"
+    bn = lambda name: nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32,
+        scale_init=nn.initializers.ones if tflib else _scale_init, name=name)
+    deconv_init = tflib_uniform(2.0, stride=2, transposed=True) if tflib else _kernel_init
     ch = self.ngf * 2 ** (num_up - 1)
     # "The first layer of the GAN, which takes a uniform noise distribution Z as input,
     # could be called fully connected as it is just a matrix multiplication, but the result
     # is reshaped into a 4-dimensional tensor" (§3).
-    h = nn.Dense(start * start * ch, use_bias=False, kernel_init=_kernel_init,
-                 dtype=self.dtype, name="project")(z_BxZ)
-    h_BxhxwxD = h.reshape(z_BxZ.shape[0], start, start, ch)
-    h_BxhxwxD = nn.relu(bn("project_bn")(h_BxhxwxD))
+    h_BxF = nn.Dense(start * start * ch, use_bias=tflib,
+                     kernel_init=tflib_uniform() if tflib else _kernel_init,
+                     dtype=self.dtype, name="project")(z_BxZ)
+    if tflib:   # gan_cifar.py's BN1: per feature of the flat projection
+      h_BxF = nn.relu(bn("project_bn")(h_BxF))
+    h_BxhxwxD = h_BxF.reshape(z_BxZ.shape[0], start, start, ch)
+    if not tflib:
+      h_BxhxwxD = nn.relu(bn("project_bn")(h_BxhxwxD))
     for i in range(1, num_up):
       ch //= 2
-      h_BxhxwxD = nn.ConvTranspose(ch, k, strides=(2, 2), padding="SAME", use_bias=False,
-                                   kernel_init=_kernel_init, dtype=self.dtype,
+      h_BxhxwxD = nn.ConvTranspose(ch, k, strides=(2, 2), padding="SAME", use_bias=tflib,
+                                   kernel_init=deconv_init, dtype=self.dtype,
                                    name=f"deconv{i}")(h_BxhxwxD)
       h_BxhxwxD = nn.relu(bn(f"deconv{i}_bn")(h_BxhxwxD))
     # Output layer: no BatchNorm, tanh.
     x_BxHxWxC = nn.ConvTranspose(C, k, strides=(2, 2), padding="SAME", use_bias=True,
-                                 kernel_init=_kernel_init, dtype=self.dtype,
+                                 kernel_init=deconv_init, dtype=self.dtype,
                                  name=f"deconv{num_up}")(h_BxhxwxD)
     return jnp.tanh(x_BxHxWxC.astype(jnp.float32))
 
@@ -119,33 +183,41 @@ class Discriminator(nn.Module):
     ndf: channels of the first layer; later layers double it per resolution.
     norm: 'batch' (DCGAN), 'layer' or 'none' (the WGAN-GP critic, no BatchNorm).
     kernel_size: side of the convolution kernels.
+    style: 'radford' or 'tflib' (Gulrajani et al.'s layers; see the module docstring).
     dtype: compute dtype of dense/conv layers.
   """
 
   ndf: int = 64
   norm: str = "batch"
   kernel_size: int = 5
+  style: str = "radford"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
     if self.norm not in NORMS:
       raise ValueError(f"Discriminator norm={self.norm!r}; expected one of {NORMS}.")
+    _check_style(self.style)
     _, num_down = layout(x_BxHxWxC.shape[1:])
     k = (self.kernel_size, self.kernel_size)
+    tflib = self.style == "tflib"
+    scale_init = nn.initializers.ones if tflib else _scale_init
     h = x_BxHxWxC.astype(self.dtype)
     for i in range(num_down):
       # Input layer: no normalization (and a bias instead).
       normed = i > 0 and self.norm != "none"
-      h = nn.Conv(self.ndf * 2 ** i, k, strides=(2, 2), padding="SAME", use_bias=not normed,
-                  kernel_init=_kernel_init, dtype=self.dtype, name=f"conv{i}")(h)
+      h = nn.Conv(self.ndf * 2 ** i, k, strides=(2, 2), padding="SAME",
+                  use_bias=tflib or not normed,
+                  kernel_init=tflib_uniform(2.0, stride=2) if tflib else _kernel_init,
+                  dtype=self.dtype, name=f"conv{i}")(h)
       if normed and self.norm == "batch":
         h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         scale_init=_scale_init, dtype=jnp.float32, name=f"conv{i}_bn")(h)
+                         scale_init=scale_init, dtype=jnp.float32, name=f"conv{i}_bn")(h)
       elif normed:
         h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1,
-                         scale_init=_scale_init, dtype=jnp.float32, name=f"conv{i}_ln")(h)
+                         scale_init=scale_init, dtype=jnp.float32, name=f"conv{i}_ln")(h)
       h = nn.leaky_relu(h, LEAK)
     h_BxF = h.reshape(h.shape[0], -1)
-    logits_Bx1 = nn.Dense(1, kernel_init=_kernel_init, dtype=self.dtype, name="logit")(h_BxF)
+    logits_Bx1 = nn.Dense(1, kernel_init=tflib_uniform() if tflib else _kernel_init,
+                          dtype=self.dtype, name="logit")(h_BxF)
     return logits_Bx1[:, 0].astype(jnp.float32)

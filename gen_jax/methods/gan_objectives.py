@@ -1,0 +1,96 @@
+"""The objectives of the GAN family (gen_jax/methods/gan.py): each player's loss and the
+WGAN-GP gradient penalty.
+
+Goodfellow et al. 2014, "Generative Adversarial Nets" (arXiv:1406.2661): the minimax game
+(Eq. 1) and the non-saturating generator objective (§3).
+Lim & Ye 2017 "Geometric GAN" (arXiv:1705.02894); Miyato et al. 2018 (arXiv:1802.05957, §4):
+the hinge objective.
+Gulrajani et al. 2017, "Improved Training of Wasserstein GANs" (arXiv:1704.00028): the
+critic loss with gradient penalty (Eq. 3, Algorithm 1).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+CriticFn = Callable[[jax.Array], jax.Array]   # images [B, H, W, C] -> logits [B]
+
+
+# ------------------------------------------------------------------------------ losses
+
+
+def d_loss_non_saturating(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
+  """Goodfellow et al. 2014, Eq. 1, D's side: maximize E log D(x) + E log(1 - D(G(z))).
+
+  With D = sigmoid(logit): -log D = softplus(-logit), -log(1 - D) = softplus(logit), so the
+  loss is E softplus(-l_real) + E softplus(l_fake) (the binary cross-entropy DCGAN uses).
+  """
+  return jnp.mean(jax.nn.softplus(-real_logits_B)) + jnp.mean(jax.nn.softplus(fake_logits_B))
+
+
+def g_loss_non_saturating(fake_logits_B: jax.Array) -> jax.Array:
+  """Goodfellow et al. 2014, §3: "train G to maximize log D(G(z))" rather than minimize
+  log(1 - D(G(z))) (which saturates early on). Loss: E softplus(-l_fake).
+  """
+  return jnp.mean(jax.nn.softplus(-fake_logits_B))
+
+
+def d_loss_hinge(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
+  """Lim & Ye 2017; Miyato et al. 2018, §4: E max(0, 1 - D(x)) + E max(0, 1 + D(G(z)))."""
+  return jnp.mean(jax.nn.relu(1.0 - real_logits_B)) + jnp.mean(jax.nn.relu(1.0 + fake_logits_B))
+
+
+def g_loss_hinge(fake_logits_B: jax.Array) -> jax.Array:
+  """Lim & Ye 2017; Miyato et al. 2018, §4: the generator minimizes -E D(G(z))."""
+  return -jnp.mean(fake_logits_B)
+
+
+def d_loss_wasserstein(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
+  """Gulrajani et al. 2017, Eq. 3, first two terms: E D(x~) - E D(x), x~ = G(z).
+
+  Its negative is the critic's estimate of the Wasserstein-1 distance (Arjovsky et al.
+  2017, Eq. 3).
+  """
+  return jnp.mean(fake_logits_B) - jnp.mean(real_logits_B)
+
+
+def g_loss_wasserstein(fake_logits_B: jax.Array) -> jax.Array:
+  """Gulrajani et al. 2017, Alg. 1, line 11: G descends -E D(G(z))."""
+  return -jnp.mean(fake_logits_B)
+
+
+def gradient_penalty(critic: CriticFn, real_BxHxWxC: jax.Array, fake_BxHxWxC: jax.Array,
+                     eps_B: jax.Array, weight: float = 10.0) -> jax.Array:
+  """Gulrajani et al. 2017, Eq. 3 third term and Alg. 1, lines 6-7:
+
+    x^ = eps x + (1 - eps) x~,  eps ~ U[0, 1] per example,
+    GP = lambda E (||grad_x^ D(x^)||_2 - 1)^2          (two-sided, lambda = 10).
+
+  `critic` must treat examples independently (no BatchNorm), so the gradient of
+  sum_b D(x^_b) w.r.t. x^ is the per-example gradient. Differentiable w.r.t. the critic's
+  parameters (closed over by `critic`).
+
+  Args:
+    critic: images -> logits [B].
+    real_BxHxWxC, fake_BxHxWxC: real and generated images.
+    eps_B: interpolation weights in [0, 1].
+    weight: lambda.
+
+  Returns:
+    The scalar penalty lambda E (||grad||_2 - 1)^2.
+  """
+  eps = eps_B[:, None, None, None]
+  x_hat = eps * real_BxHxWxC + (1.0 - eps) * fake_BxHxWxC
+  grads_BxHxWxC = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
+  # A tiny constant keeps the sqrt differentiable at a zero gradient.
+  norms_B = jnp.sqrt(jnp.sum(grads_BxHxWxC ** 2, axis=(1, 2, 3)) + 1e-12)
+  return weight * jnp.mean((norms_B - 1.0) ** 2)
+
+
+OBJECTIVES = {  # loss -> (discriminator loss, generator loss)
+    "non_saturating": (d_loss_non_saturating, g_loss_non_saturating),
+    "hinge": (d_loss_hinge, g_loss_hinge),
+    "wgan_gp": (d_loss_wasserstein, g_loss_wasserstein),
+}

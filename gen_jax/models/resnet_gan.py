@@ -1,0 +1,179 @@
+"""The ResNet generator and critic of Gulrajani et al. 2017 for 32x32 images.
+
+"Improved Training of Wasserstein GANs" (arXiv:1704.00028), §5.3 and Appendix C: the
+CIFAR-10 model behind Table 3's unsupervised Inception score 7.86 (the authors' release,
+igul222/improved_wgan_training, `gan_cifar_resnet.py` with CONDITIONAL=False):
+
+  G  z [128] -> linear 4x4xD -> 3 x ResBlock(up) -> BN, ReLU -> conv3x3 -> 3 ch, tanh
+  D  x [32x32x3] -> OptimizedBlock(down) -> ResBlock(down) -> 2 x ResBlock -> ReLU
+     -> mean over H, W -> linear -> 1
+
+with D = DIM_G = DIM_D = 128. A residual block is pre-activation (He et al. 2016):
+
+  out = shortcut(x) + conv2(act(norm(conv1(act(norm(x))))))
+
+  up:    conv1 = nearest-neighbour 2x upsampling then conv3x3 ('UpsampleConv'), conv2 =
+         conv3x3; shortcut = upsampling then conv1x1.
+  down:  conv1 = conv3x3 (C_in -> C_in), conv2 = conv3x3 then 2x2 mean pooling
+         ('ConvMeanPool'); shortcut = conv1x1 then mean pooling.
+  none:  conv1, conv2 = conv3x3; identity shortcut (C_in = C_out).
+
+The critic's first block is 'optimized' (`OptimizedResBlockDisc1`): no normalization or
+activation before its first conv (the input is the image), out = MeanPoolConv1x1(x) +
+ConvMeanPool3x3(ReLU(conv3x3(x))), the shortcut pooling *before* its 1x1 conv. G has
+BatchNorm (per channel, eps 1e-5, scale 1 / offset 0 at init); the unconditional critic
+none (NORMALIZATION_D=False; 'layer' gives tflib's per-example LayerNorm instead).
+
+Every layer has a zero-initialized bias, and the weights follow tflib's uniform rules
+(`dcgan.tflib_uniform`): convolutions 'he' (s^2 = 4 / (fan_in + fan_out)) except the 1x1
+shortcuts and G's output conv (`he_init=False`: Glorot), linear layers Glorot.
+
+Parameter counts (D = 128, counted from the code; tests/test_gan_resnet.py pins them):
+G 1,204,483 trainable parameters plus 1,792 BatchNorm statistics (7 BatchNorms x 128 x
+{mean, var}; their TF graph holds these as non-trainable `moving_mean`/`moving_variance`
+variables, and the script's "Total param count" for G, which counts every variable of
+G's var_list, prints 1,206,275); D 1,053,825.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gen_jax.models.dcgan import tflib_uniform
+
+IMAGE_SIZE = 32        # the 4x4 start and three 2x upsamplings of gan_cifar_resnet.py
+CRITIC_NORMS = ("none", "layer")
+_HE = tflib_uniform(2.0)        # tflib conv2d.py he_init=True
+_GLOROT = tflib_uniform(1.0)    # he_init=False, and linear.py's default
+
+
+def check_image_shape(image_shape: tuple[int, int, int]) -> None:
+  """Raises ValueError unless images are 32x32 (the only size the authors' ResNet has)."""
+  H, W, _ = image_shape
+  if (H, W) != (IMAGE_SIZE, IMAGE_SIZE):
+    raise ValueError(
+        f"gan.arch='resnet' is Gulrajani et al.'s 32x32 CIFAR-10 ResNet; got {H}x{W} images "
+        f"(image_shape={tuple(image_shape)}). Use gan.arch='dcgan' for 28x28 or 64x64.")
+
+
+def mean_pool(x_BxHxWxC: jax.Array) -> jax.Array:
+  """2x2 mean pooling, stride 2 (tflib's average of the four strided sub-grids)."""
+  return nn.avg_pool(x_BxHxWxC, (2, 2), strides=(2, 2))
+
+
+def upsample(x_BxHxWxC: jax.Array) -> jax.Array:
+  """Nearest-neighbour 2x upsampling (tflib's concat of 4 copies + depth_to_space)."""
+  return jnp.repeat(jnp.repeat(x_BxHxWxC, 2, axis=1), 2, axis=2)
+
+
+class ResBlock(nn.Module):
+  """A pre-activation residual block, `resample` in {'up', 'down', None} (module docstring).
+
+  Attributes:
+    features: output channels.
+    resample: 'up' (G), 'down' or None (D).
+    norm: 'batch', 'layer' or 'none', applied before each activation.
+    dtype: compute dtype of the convolutions.
+  """
+
+  features: int
+  resample: str | None
+  norm: str
+  dtype: Any = jnp.float32
+
+  def _norm(self, h: jax.Array, train: bool, name: str) -> jax.Array:
+    if self.norm == "batch":
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                          dtype=jnp.float32, name=name)(h)
+    if self.norm == "layer":
+      return nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1,
+                          dtype=jnp.float32, name=name)(h)
+    return h
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+    C_in, C_out = x_BxHxWxC.shape[-1], self.features
+    conv = lambda c, k, init, name: nn.Conv(c, (k, k), padding="SAME", kernel_init=init,
+                                            dtype=self.dtype, name=name)
+    if self.resample == "up":
+      shortcut = conv(C_out, 1, _GLOROT, "shortcut")(upsample(x_BxHxWxC))
+    elif self.resample == "down":
+      shortcut = mean_pool(conv(C_out, 1, _GLOROT, "shortcut")(x_BxHxWxC))
+    elif C_in == C_out:
+      shortcut = x_BxHxWxC
+    else:
+      shortcut = conv(C_out, 1, _GLOROT, "shortcut")(x_BxHxWxC)
+
+    h = nn.relu(self._norm(x_BxHxWxC, train, "norm1"))
+    if self.resample == "up":
+      h = upsample(h)
+    h = conv(C_in if self.resample == "down" else C_out, 3, _HE, "conv1")(h)
+    h = nn.relu(self._norm(h, train, "norm2"))
+    h = conv(C_out, 3, _HE, "conv2")(h)
+    if self.resample == "down":
+      h = mean_pool(h)
+    return shortcut + h
+
+
+class Generator(nn.Module):
+  """z [B, Z] -> images [B, 32, 32, C] in (-1, 1) (gan_cifar_resnet.py `Generator`).
+
+  Attributes:
+    image_shape: (32, 32, C).
+    dim: DIM_G, the channels of every block (128).
+    dtype: compute dtype of dense/conv layers.
+  """
+
+  image_shape: tuple[int, int, int]
+  dim: int = 128
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z_BxZ: jax.Array, train: bool) -> jax.Array:
+    check_image_shape(self.image_shape)
+    h = nn.Dense(4 * 4 * self.dim, kernel_init=_GLOROT, dtype=self.dtype, name="project")(z_BxZ)
+    h_BxhxwxD = h.reshape(z_BxZ.shape[0], 4, 4, self.dim)
+    for i in range(3):
+      h_BxhxwxD = ResBlock(self.dim, "up", "batch", self.dtype, name=f"block{i + 1}")(
+          h_BxhxwxD, train)
+    h_BxhxwxD = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             dtype=jnp.float32, name="out_bn")(h_BxhxwxD)
+    x_BxHxWxC = nn.Conv(self.image_shape[-1], (3, 3), padding="SAME", kernel_init=_GLOROT,
+                        dtype=self.dtype, name="out_conv")(nn.relu(h_BxhxwxD))
+    return jnp.tanh(x_BxHxWxC.astype(jnp.float32))
+
+
+class Discriminator(nn.Module):
+  """Images [B, 32, 32, C] -> critic values [B] (gan_cifar_resnet.py `Discriminator`).
+
+  Attributes:
+    dim: DIM_D, the channels of every block (128).
+    norm: 'none' (the unconditional model) or 'layer'; both treat examples independently,
+      as the gradient penalty needs.
+    dtype: compute dtype of dense/conv layers.
+  """
+
+  dim: int = 128
+  norm: str = "none"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+    if self.norm not in CRITIC_NORMS:
+      raise ValueError(f"ResNet critic norm={self.norm!r}; expected one of {CRITIC_NORMS}.")
+    check_image_shape(x_BxHxWxC.shape[1:])
+    conv = lambda k, init, name: nn.Conv(self.dim, (k, k), padding="SAME", kernel_init=init,
+                                         dtype=self.dtype, name=name)
+    x = x_BxHxWxC.astype(self.dtype)
+    # OptimizedResBlockDisc1: MeanPoolConv shortcut; conv3x3 -> ReLU -> ConvMeanPool.
+    shortcut = conv(1, _GLOROT, "block1_shortcut")(mean_pool(x))
+    h = nn.relu(conv(3, _HE, "block1_conv1")(x))
+    h = shortcut + mean_pool(conv(3, _HE, "block1_conv2")(h))
+    for i, resample in ((2, "down"), (3, None), (4, None)):
+      h = ResBlock(self.dim, resample, self.norm, self.dtype, name=f"block{i}")(h, train)
+    h_BxD = jnp.mean(nn.relu(h), axis=(1, 2))
+    logits_Bx1 = nn.Dense(1, kernel_init=_GLOROT, dtype=self.dtype, name="logit")(h_BxD)
+    return logits_Bx1[:, 0].astype(jnp.float32)
