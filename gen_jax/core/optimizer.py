@@ -16,8 +16,9 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict,
   `lr_decay='constant'` keeps `lr` (Ho et al. 2020); `'cosine'` decays to
   `lr * min_lr_ratio` at `decay_steps` (default, 0: `num_steps`) and stays there (as in
   GPT training; nanoGPT's `lr_decay_iters`); `'linear'` decays linearly to the same value
-  (with min_lr_ratio 0: Gulrajani et al.'s ResNet WGAN-GP, lr * (1 - step / ITERS)). A fixed `decay_steps` keeps the schedule of a
-  run the same when it is extended by raising `num_steps`.
+  (with min_lr_ratio 0: Gulrajani et al.'s ResNet WGAN-GP, lr * (1 - step / ITERS)). A
+  fixed `decay_steps` keeps the schedule of a run the same when it is extended by raising
+  `num_steps`.
 
   Args:
     cfg: the `train` config group.
