@@ -70,8 +70,9 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   config.compilation_cache = "~/.cache/gen_jax/xla"
 
   config.data = ml_collections.ConfigDict()
-  # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; or any TFDS
-  # dataset prepared in array_record form in data_dir.
+  # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; image_folder and
+  # text_files (your own files, below); or any TFDS dataset prepared in array_record form
+  # in data_dir.
   config.data.dataset = dataset
   # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
   config.data.data_dir = ""
@@ -83,6 +84,16 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   config.data.random_flip = False
   # grain worker processes (0 = in the main process).
   config.data.num_workers = 0
+  # dataset='image_folder': a folder of PNG/JPEG files; class subfolders give the labels,
+  # train/ and test/ subfolders the splits (else 1 image in 10 of each class is test) ...
+  config.data.image_folder = ""
+  # ... each image's shorter side resized to image_size, then its centre square cropped
+  # (28: the size of MNIST, which the families' default models are shaped for) ...
+  config.data.image_size = 28
+  # ... with 1 (grey), 3 (RGB) or 4 (RGBA) channels; 0 = the files' own (all alike).
+  config.data.channels = 3
+  # dataset='text_files': a .txt file or a folder of them (train: first 90%, validation: rest).
+  config.data.text_path = ""
 
   # Device mesh: batch over data x fsdp, params sharded over fsdp. -1 = all devices.
   config.mesh = ml_collections.ConfigDict()

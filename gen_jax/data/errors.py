@@ -1,4 +1,5 @@
-"""The one error the data package raises when a dataset cannot be obtained."""
+"""The errors the data package raises when a dataset cannot be obtained or used; all are
+`DatasetUnavailableError`s, which launch.py reports in one line."""
 
 
 class DatasetUnavailableError(ValueError):
@@ -15,3 +16,16 @@ class DamagedDatasetError(DatasetUnavailableError):
 
   The message names the file and how to rebuild the dataset.
   """
+
+
+class UserDataError(DatasetUnavailableError):
+  """The user's own files (data.image_folder, data.text_path) cannot be used as they are:
+  an empty folder or file, an unreadable image, mixed channel counts, text that is not UTF-8.
+
+  The message names the file or folder and what to do about it.
+  """
+
+
+class DatasetTooSmallError(DatasetUnavailableError):
+  """A split holds too little data for what was asked of it (e.g. fewer tokens than one
+  window); the message says how much it holds and what to lower."""

@@ -36,7 +36,6 @@ import ml_collections
 import numpy as np
 
 from gen_jax.data import sources
-from gen_jax.data.builders import BUILDERS
 
 
 class ScaleToSymmetricRange(grain.transforms.Map):
@@ -112,16 +111,15 @@ class _WithRecordKey:
 
 
 def _open_split(data_config: ml_collections.ConfigDict, split: str) -> sources.RandomAccessSource:
-  return sources.load_split(
-      data_config.dataset, split,
-      data_dir=data_config.get("data_dir"), manual_dir=data_config.get("manual_dir"))
+  return sources.open_split(data_config, split)
 
 
 def image_shape(data_config: ml_collections.ConfigDict, split: str = "train") -> tuple[int, int, int]:
   """Returns (H, W, C) of the dataset's images.
 
   Known statically for gen_jax's builders (nothing is prepared, so `--mode=summary`
-  works without the data); read from the prepared dataset otherwise.
+  works without the data; image_folder: from data.image_size and data.channels);
+  read from the prepared dataset otherwise.
 
   Args:
     data_config: the `config.data` ConfigDict (dataset, data_dir, manual_dir, ...).
@@ -133,14 +131,8 @@ def image_shape(data_config: ml_collections.ConfigDict, split: str = "train") ->
   Raises:
     ValueError: the dataset is text (e.g. tiny_shakespeare), or its images vary in shape.
   """
-  builder = BUILDERS.get(data_config.dataset)
-  if builder is not None:
-    if not hasattr(builder, "IMAGE_SHAPE"):
-      raise ValueError(
-          f"dataset {data_config.dataset!r} is text, not images: it has no image shape "
-          "(use gen_jax.data.text_tokenizer / make_text_loader for it).")
-    return tuple(builder.IMAGE_SHAPE)
-  return sources.dataset_image_shape(_open_split(data_config, split))
+  shape = sources.static_image_shape(data_config)
+  return shape or sources.dataset_image_shape(_open_split(data_config, split))
 
 
 def num_examples(data_config: ml_collections.ConfigDict, split: str) -> int:

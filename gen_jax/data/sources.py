@@ -2,23 +2,28 @@
 
 `mnist`, `cifar10`, `mnist_5k` and `tiny_shakespeare` are gen_jax's own TF-free builders
 (`gen_jax.data.builders`); they are prepared into the TFDS data dir on first use
-and reused afterwards. Any other name must already be prepared in array_record
+and reused afterwards. `image_folder` and `text_files` prepare the user's own files
+(`data.image_folder` / `data.text_path`, the `options` below), one copy per folder,
+settings and contents. Any other name must already be prepared in array_record
 form in the data dir (e.g. with `tfds build --file_format=array_record` on a
 machine with TensorFlow) and is opened with `tfds.data_source`.
+
+    source = sources.open_split(config.data, "train")   # source[i] -> {"image": ..., "label": ...}
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import ml_collections
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordReader
 from etils import epath
 
-from gen_jax.data.builders import BUILDERS
+from gen_jax.data.builders import BUILDERS, ImageFolder, UserFilesBuilder
 from gen_jax.data.errors import DamagedDatasetError, DatasetUnavailableError
 
 
@@ -67,47 +72,66 @@ def _check_manual_dir(dataset: str, manual_dir: str) -> None:
         f"{dataset}: manual_dir={manual_dir} does not exist or is empty. {instructions}")
 
 
+def builder_options(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The fields of `config.data` that configure its dataset's builder: for image_folder and
+  text_files their `CONFIG_FIELDS` (e.g. {"text_path": "corpus/"}); {} for the others."""
+  builder = BUILDERS.get(data_config.dataset)
+  if builder is None or not issubclass(builder, UserFilesBuilder):
+    return {}
+  return {field: data_config.get(field) for field in builder.CONFIG_FIELDS
+          if data_config.get(field) is not None}
+
+
 def prepare_builder(
-    dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None
+    dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tfds.core.DatasetBuilder:
   """Returns one of our builders, prepared in `data_dir` (preparing it if needed).
 
   Args:
-    dataset: one of `BUILDERS` ("mnist", "cifar10", "mnist_5k", "tiny_shakespeare").
+    dataset: one of `BUILDERS` ("mnist", "cifar10", "mnist_5k", "tiny_shakespeare",
+      "image_folder", "text_files").
     data_dir: TFDS data dir; None or "" means TFDS's default (~/tensorflow_datasets
       or $TFDS_DATA_DIR).
     manual_dir: folder with the raw files; when set, nothing is downloaded. None or
       "" means download from the public mirrors.
+    options: image_folder and text_files only: the `builder_options` of the data config
+      (which files, what size); their files are scanned and checked at every call.
 
   Returns:
     The prepared `tfds.core.DatasetBuilder`.
 
   Raises:
-    DatasetUnavailableError: the raw files cannot be found, read or downloaded.
+    DatasetUnavailableError: the raw files cannot be found, read or downloaded, or
+      (`UserDataError`) the user's files cannot be used.
   """
   if dataset not in BUILDERS:
     raise ValueError(f"{dataset!r} is not one of gen_jax's builders {sorted(BUILDERS)}.")
   data_dir, manual_dir = _or_none(data_dir), _or_none(manual_dir)
   builder_cls = BUILDERS[dataset]
-  builder = builder_cls(data_dir=data_dir, file_format="array_record")
+  config = (builder_cls.config_for(options or {})
+            if issubclass(builder_cls, UserFilesBuilder) else None)
+  builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
   if _is_prepared(builder):
     return builder
   if manual_dir is not None and builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
     _check_manual_dir(dataset, manual_dir)
-  with _exclusive_lock(epath.Path(builder.data_dir_root) / f".{dataset}.prepare.lock"):
+  lock_name = f".{dataset}{'.' + config if config else ''}.prepare.lock"
+  with _exclusive_lock(epath.Path(builder.data_dir_root) / lock_name):
     # Rebuilt under the lock: another process may have prepared it meanwhile.
-    builder = builder_cls(data_dir=data_dir, file_format="array_record")
+    builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
     if not _is_prepared(builder):
       try:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
       except DatasetUnavailableError as err:
-        raise DatasetUnavailableError(str(err)) from None  # drop TFDS's frames
+        raise type(err)(str(err)) from None  # drop TFDS's frames
   return builder
 
 
 def load_split(
-    dataset: str, split: str, *, data_dir: str | None = None, manual_dir: str | None = None
+    dataset: str, split: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> RandomAccessSource:
   """Opens one split of a dataset as a random-access source.
 
@@ -119,6 +143,7 @@ def load_split(
     data_dir: TFDS data dir; None or "" means TFDS's default.
     manual_dir: folder with the raw files of our builders; None or "" means
       download them. Ignored for other datasets.
+    options: image_folder and text_files: the `builder_options` of the data config.
 
   Returns:
     A source with `len(source)` and `source[i]` -> dict of the dataset's features:
@@ -131,11 +156,14 @@ def load_split(
   """
   data_dir = _or_none(data_dir)
   if dataset in BUILDERS:
-    builder = prepare_builder(dataset, data_dir=data_dir, manual_dir=manual_dir)
+    builder = prepare_builder(dataset, data_dir=data_dir, manual_dir=manual_dir,
+                              options=options)
     source = builder.as_data_source(split=split)
     folder = epath.Path(builder.data_dir).parent
+    origin = ("from your files" if builder.builder_config is not None else
+              "from data.manual_dir or its download; mnist_5k needs neither")
     check_shards(source, split, f"Delete {folder} and rerun: gen_jax prepares {dataset} "
-                 "again (from data.manual_dir or its download; mnist_5k needs neither).")
+                 f"again ({origin}).")
     return source
   try:
     source = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
@@ -154,6 +182,34 @@ def load_split(
                f"`tfds build {dataset} --data_dir={where} --file_format=array_record` on a "
                "machine with TensorFlow.")
   return source
+
+
+def open_split(data_config: ml_collections.ConfigDict, split: str) -> RandomAccessSource:
+  """`load_split` of `config.data`'s dataset (its data_dir, manual_dir and builder options)."""
+  return load_split(data_config.dataset, split, data_dir=data_config.get("data_dir"),
+                    manual_dir=data_config.get("manual_dir"),
+                    options=builder_options(data_config))
+
+
+def static_image_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
+  """(H, W, C) of our image builders' images, known without preparing anything (so
+  `--mode=summary` works without the data); None when only the prepared data can say
+  (another TFDS dataset, or image_folder with channels=0).
+
+  Raises:
+    ValueError: the dataset is one of our text builders (e.g. tiny_shakespeare).
+    UserDataError: image_folder settings that cannot work (e.g. image_size=0).
+  """
+  builder = BUILDERS.get(data_config.dataset)
+  if builder is None:
+    return None
+  if builder is ImageFolder:
+    return builder.static_image_shape(builder_options(data_config))
+  if not hasattr(builder, "IMAGE_SHAPE"):
+    raise ValueError(
+        f"dataset {data_config.dataset!r} is text, not images: it has no image shape "
+        "(use gen_jax.data.text_tokenizer / make_text_loader for it).")
+  return tuple(builder.IMAGE_SHAPE)
 
 
 _CHECKED: set[tuple[str, int, int]] = set()   # (file, size, mtime) of the shards found whole

@@ -13,7 +13,8 @@ process: fine for corpora up to a few hundred MB.
 
 Config fields read (`config.data`): dataset, data_dir, manual_dir, train_split,
 eval_split, tokenizer ('char' | 'byte' | 'ids'), seq_len, text_feature (optional),
-vocab_size ('ids' only: the id range of pre-tokenized data, e.g. GPT-2's 50257).
+vocab_size ('ids' only: the id range of pre-tokenized data, e.g. GPT-2's 50257),
+text_path (dataset='text_files': the user's .txt file or folder of them).
 
 Loader streams (see `make_text_loader`): random windows for training (infinite,
 exactly resumable), or sequential non-overlapping windows covering a split once per
@@ -34,6 +35,7 @@ import numpy as np
 from gen_jax.data import pipeline
 from gen_jax.data import sources
 from gen_jax.data.builders import BUILDERS
+from gen_jax.data.errors import DatasetTooSmallError, DatasetUnavailableError, UserDataError
 
 TOKENIZERS = ("char", "byte", "ids")
 
@@ -178,18 +180,29 @@ def is_text_dataset(data_config: ml_collections.ConfigDict) -> bool:
   return bool(data_config.get("tokenizer"))
 
 
-def _source_key(data_config: ml_collections.ConfigDict) -> tuple[str, str, str, str]:
-  """(dataset, data_dir, manual_dir, text feature): what identifies the text read."""
+# (dataset, data_dir, manual_dir, text feature, builder options as sorted (field, value)
+# pairs): what identifies the text read.
+SourceKey = tuple[str, str, str, str, tuple]
+
+
+def _source_key(data_config: ml_collections.ConfigDict) -> SourceKey:
   builder = BUILDERS.get(data_config.dataset)
   feature = data_config.get("text_feature") or getattr(builder, "TEXT_FEATURE", "text")
   return (data_config.dataset, data_config.get("data_dir") or "",
-          data_config.get("manual_dir") or "", feature)
+          data_config.get("manual_dir") or "", feature,
+          tuple(sorted(sources.builder_options(data_config).items())))
+
+
+def _load(dataset: str, data_dir: str, manual_dir: str, options: tuple, split: str):
+  return sources.load_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir,
+                            options=dict(options))
 
 
 @functools.cache
-def _split_text(dataset: str, data_dir: str, manual_dir: str, feature: str, split: str) -> str:
-  """The documents of a split, concatenated with nothing between them."""
-  source = sources.load_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+def _split_bytes(dataset: str, data_dir: str, manual_dir: str, feature: str, options: tuple,
+                 split: str) -> bytes:
+  """The documents of a split as bytes (UTF-8 for text), concatenated with nothing between."""
+  source = _load(dataset, data_dir, manual_dir, options, split)
   info = getattr(source, "dataset_info", None)
   features = list(info.features.keys()) if info is not None else (
       list(source[0].keys()) if len(source) else [feature])
@@ -198,13 +211,38 @@ def _split_text(dataset: str, data_dir: str, manual_dir: str, feature: str, spli
         f"dataset {dataset!r} has no text feature {feature!r} (its features: "
         f"{', '.join(features)}); set --config.data.text_feature to the one holding text.")
   documents = (source[i][feature] for i in range(len(source)))
-  return "".join(d.decode("utf-8") if isinstance(d, bytes) else str(d) for d in documents)
+  return b"".join(d if isinstance(d, bytes) else str(d).encode("utf-8") for d in documents)
 
 
-def _split_names(key: tuple[str, str, str, str], train_split: str, eval_split: str) -> list[str]:
+@functools.cache
+def _split_text(dataset: str, data_dir: str, manual_dir: str, feature: str, options: tuple,
+                split: str) -> str:
+  """The documents of a split, concatenated with nothing between them, as text.
+
+  Raises:
+    UserDataError: (text_files) a file is not UTF-8, naming it.
+    DatasetUnavailableError: the split is not UTF-8.
+  """
+  source = _load(dataset, data_dir, manual_dir, options, split)
+  metadata = getattr(getattr(source, "dataset_info", None), "metadata", None) or {}
+  if metadata.get("non_utf8_file"):
+    raise UserDataError(
+        f"{dataset}: {metadata['non_utf8_file']} is not UTF-8 text, which "
+        "tokenizer='char' needs: set --config.data.tokenizer=byte (its bytes are the "
+        "tokens), or convert the file to UTF-8.")
+  raw = _split_bytes(dataset, data_dir, manual_dir, feature, options, split)
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as err:
+    raise DatasetUnavailableError(
+        f"{dataset}: split {split!r} is not UTF-8 text ({err}), which tokenizer='char' "
+        "needs: use --config.data.tokenizer=byte.") from None
+
+
+def _split_names(key: SourceKey, train_split: str, eval_split: str) -> list[str]:
   """Every split of the dataset (from its dataset_info), else its train and eval splits."""
-  dataset, data_dir, manual_dir, _ = key
-  source = sources.load_split(dataset, train_split, data_dir=data_dir, manual_dir=manual_dir)
+  dataset, data_dir, manual_dir, _, options = key
+  source = _load(dataset, data_dir, manual_dir, options, train_split)
   info = getattr(source, "dataset_info", None)
   if info is not None and info.splits:
     return list(info.splits.keys())
@@ -212,7 +250,7 @@ def _split_names(key: tuple[str, str, str, str], train_split: str, eval_split: s
 
 
 @functools.cache
-def _char_tokenizer(key: tuple[str, str, str, str], train_split: str,
+def _char_tokenizer(key: SourceKey, train_split: str,
                     eval_split: str) -> CharTokenizer:
   chars = set()
   for split in _split_names(key, train_split, eval_split):
@@ -243,11 +281,11 @@ def text_tokenizer(data_config: ml_collections.ConfigDict) -> Tokenizer:
 
 
 @functools.cache
-def _split_ids(dataset: str, data_dir: str, manual_dir: str, feature: str, split: str,
-               vocab_size: int) -> np.ndarray:
+def _split_ids(dataset: str, data_dir: str, manual_dir: str, feature: str, options: tuple,
+               split: str, vocab_size: int) -> np.ndarray:
   """The integer-id documents of a split, concatenated (any separators, such as GPT-2's
   <|endoftext|> = 50256, are the ones the user's preparation wrote)."""
-  source = sources.load_split(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+  source = _load(dataset, data_dir, manual_dir, options, split)
   if len(source) and feature not in source[0]:
     raise ValueError(f"dataset {dataset!r} has no feature {feature!r} (its features: "
                      f"{', '.join(source[0])}); set --config.data.text_feature to the one "
@@ -258,12 +296,15 @@ def _split_ids(dataset: str, data_dir: str, manual_dir: str, feature: str, split
 
 
 @functools.cache
-def _tokens(key: tuple[str, str, str, str], tokenizer: Tokenizer, split: str) -> np.ndarray:
+def _tokens(key: SourceKey, tokenizer: Tokenizer, split: str) -> np.ndarray:
   if isinstance(tokenizer, IdsTokenizer):
     tokens = _split_ids(*key, split, tokenizer.vocab_size)
     tokens.setflags(write=False)
     return tokens
-  tokens = tokenizer.encode(_split_text(*key, split))
+  if isinstance(tokenizer, ByteTokenizer):   # the stored bytes, UTF-8 or not
+    tokens = np.frombuffer(_split_bytes(*key, split), np.uint8).astype(np.int32)
+  else:
+    tokens = tokenizer.encode(_split_text(*key, split))
   tokens.setflags(write=False)  # shared by every caller
   return tokens
 
@@ -399,8 +440,9 @@ def make_text_loader(data_config: ml_collections.ConfigDict, **kwargs) -> TextLo
     (inputs are [:, :-1], targets [:, 1:]) and is checkpointable.
 
   Raises:
-    ValueError: seq_len missing or < 1, a bad batch size, seed or num_epochs, or a
-      split too short for one window (one batch, without shuffle).
+    ValueError: seq_len missing or < 1, a bad batch size, seed or num_epochs.
+    DatasetTooSmallError: (a DatasetUnavailableError) a split too short for one window
+      (one batch, without shuffle).
     DatasetUnavailableError: the dataset cannot be obtained.
   """
   args = pipeline.LoaderArgs(**kwargs)
@@ -422,11 +464,11 @@ def make_text_loader(data_config: ml_collections.ConfigDict, **kwargs) -> TextLo
       num_tokens=len(tokens), seq_len=seq_len, global_batch_size=args.global_batch_size,
       seed=int(seed), shuffle=args.shuffle, num_epochs=num_epochs)
   if len(tokens) < seq_len + 1:
-    raise ValueError(
+    raise DatasetTooSmallError(
         f"split {args.split!r} of {data_config.dataset} has {len(tokens)} tokens, fewer than "
         f"seq_len + 1 = {seq_len + 1}: lower data.seq_len.")
   if not args.shuffle and spec.batches_per_epoch() == 0:
-    raise ValueError(
+    raise DatasetTooSmallError(
         f"split {args.split!r} of {data_config.dataset} has {(len(tokens) - 1) // seq_len} "
         f"windows of seq_len={seq_len}, fewer than one global batch of "
         f"{args.global_batch_size}: lower the batch size or seq_len.")

@@ -1,0 +1,137 @@
+"""The base of builders of the user's own files (image_folder, text_files): one prepared copy
+per folder, settings and contents (no paper: plumbing).
+
+Such a builder reads fields of `config.data` (its `CONFIG_FIELDS`, e.g. `image_folder`,
+`image_size`, `channels`), scans the files once per process, and names a TFDS builder config
+after what it found:
+
+    <folder name>_<settings>_<key>_<fingerprint>
+      key:         sha256 of the absolute path and the settings (two folders never share a copy)
+      fingerprint: sha256 of every file's relative path, size and mtime (a changed file, an
+                   added or removed one gives a new name, so the folder is prepared again)
+
+The copy lives in `<data_dir>/<builder name>/<config name>/1.0.0/`. When a folder is
+prepared again because it changed, the older copies of the same folder and settings are
+named in a warning (they are never deleted here: another run may still read one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+
+from gen_jax.data.errors import UserDataError
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+  """One file of the user's data: its path relative to the root, size and mtime (ns)."""
+  relpath: str
+  size: int
+  mtime_ns: int
+
+
+def is_hidden(name: str) -> bool:
+  """Dot-files and dot-folders (.DS_Store, .ipynb_checkpoints, .git) are never data."""
+  return name.startswith(".")
+
+
+def walk_files(root: str, extensions: Sequence[str]) -> list[FileEntry]:
+  """Every file under `root` whose name ends in one of `extensions` (any case), hidden
+  files and folders skipped, symlinks followed, sorted by relative path ('/'-separated).
+
+  Raises:
+    UserDataError: a file cannot be stat'ed (e.g. a broken symlink), naming it.
+  """
+  entries = []
+  for folder, subfolders, names in os.walk(root, followlinks=True):
+    subfolders[:] = sorted(d for d in subfolders if not is_hidden(d))
+    for name in names:
+      if is_hidden(name) or not name.lower().endswith(tuple(extensions)):
+        continue
+      path = os.path.join(folder, name)
+      try:
+        stat = os.stat(path)
+      except OSError as err:
+        raise UserDataError(f"cannot read {path} ({err.strerror}); remove it or fix the "
+                            "link.") from None
+      relpath = os.path.relpath(path, root).replace(os.sep, "/")
+      entries.append(FileEntry(relpath, stat.st_size, stat.st_mtime_ns))
+  return sorted(entries, key=lambda e: e.relpath)
+
+
+def sha256_hex(*parts: Any) -> str:
+  """sha256 of the repr of `parts` (strings, numbers, tuples of FileEntry)."""
+  return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
+
+
+def config_name(root: str, settings: str, files: Sequence[FileEntry]) -> str:
+  """`<folder name>_<settings>_<key>_<fingerprint>` (see the module docstring)."""
+  slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(root.rstrip("/")).lower()).strip("_")
+  key = sha256_hex(os.path.abspath(root), settings)[:12]
+  fingerprint = sha256_hex(tuple(files))[:12]
+  return f"{slug[:40] or 'root'}_{settings}_{key}_{fingerprint}"
+
+
+def expanded_path(path: str) -> str:
+  """`~` expanded, made absolute (the key of a prepared copy is the absolute path)."""
+  return os.path.abspath(os.path.expanduser(path))
+
+
+class UserFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder whose data and settings come from `config.data`, via a builder config.
+
+  Abstract, so TFDS never registers it. A subclass sets `CONFIG_FIELDS` and writes
+  `make_config(options)`, which checks the files and returns the builder config (its
+  `name` as `config_name` makes it); `sources.prepare_builder` passes the config by name.
+  """
+
+  CONFIG_FIELDS: ClassVar[tuple[str, ...]]   # the config.data fields the builder reads
+  _made: ClassVar[dict[str, tfds.core.BuilderConfig]]   # configs made in this process
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    cls._made = {}
+
+  @classmethod
+  def make_config(cls, options: Mapping[str, Any]) -> tfds.core.BuilderConfig:
+    """Scans and checks the files `options` (the CONFIG_FIELDS' values) name.
+
+    Raises:
+      UserDataError: the files cannot be used (the message names the file or folder).
+    """
+    raise NotImplementedError
+
+  @classmethod
+  def config_for(cls, options: Mapping[str, Any]) -> str:
+    """`make_config(options)`, remembered by name; returns the name to build with."""
+    config = cls.make_config(options)
+    cls._made[config.name] = config
+    return config.name
+
+  @classmethod
+  def get_builder_config(cls, name: str, version=None) -> tfds.core.BuilderConfig | None:
+    """TFDS's lookup of a config by name: ours are made from the data config, not listed
+    in BUILDER_CONFIGS (a config object passed directly would log a warning each time)."""
+    return cls._made.get(name) or super().get_builder_config(name, version)
+
+  def warn_about_older_copies(self) -> None:
+    """Names the prepared copies of the same folder and settings with other contents."""
+    prefix = self.builder_config.name.rsplit("_", 1)[0] + "_"
+    parent = epath.Path(self.data_dir_root) / self.name
+    if not parent.is_dir():
+      return
+    older = sorted(str(p) for p in parent.iterdir()   # (an attempt that failed left none)
+                   if p.name.startswith(prefix) and p.name != self.builder_config.name
+                   and (p / str(self.VERSION)).is_dir())
+    if older:
+      logging.warning("%s: the files changed since they were prepared in %s; preparing them "
+                      "again in %s (delete the older copies to free their space).",
+                      self.name, ", ".join(older), parent / self.builder_config.name)
