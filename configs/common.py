@@ -68,6 +68,10 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   # Persistent XLA compilation cache of launch.py ('' disables): a rerun, a resume or
   # --mode=sample with the same shapes loads its compiled steps instead of compiling again.
   config.compilation_cache = "~/.cache/gen_jax/xla"
+  config.export = ml_collections.ConfigDict()
+  # What --mode=export writes: 'gen_jax' (safetensors of every leaf), or 'hf_gpt2' (a GPT
+  # as Hugging Face's GPT2LMHeadModel; docs/interop.md).
+  config.export.format = "gen_jax"
 
   config.data = ml_collections.ConfigDict()
   # gen_jax builders: mnist_5k (embedded, no download), mnist, cifar10; image_folder and

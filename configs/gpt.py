@@ -48,9 +48,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.n_embd = 128
   # Longest context (learned position embeddings); training windows are data.seq_len.
   config.model.block_size = 64
+  # Dropout on the embeddings, the attention probabilities and each residual branch, as
+  # nanoGPT's `dropout` (training only; > 0 leaves the fused attention kernel).
   config.model.dropout = 0.0
   # Biases in dense layers and LayerNorms (GPT-2: True; nanoGPT's default: False).
   config.model.use_bias = False
+  # The MLP's GELU: 'exact' x Phi(x), as nanoGPT's nn.GELU(); 'tanh' is GPT-2's approximation.
+  config.model.gelu = "exact"
+  # Token-embedding rows rounded up to a multiple of this (1: none; the logits keep the
+  # data's vocabulary either way).
+  config.model.vocab_multiple = 1
   # Recompute each block's activations in the backward pass (less memory, ~1/3 more FLOPs).
   config.model.remat = False
   # Training windows fill the context: data.seq_len and model.block_size are one value

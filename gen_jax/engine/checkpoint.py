@@ -4,7 +4,8 @@ Resume precedence (`restore_or_init`; docs/design.md says the same):
 
   1. a checkpoint in `workdir/checkpoints`  -> full state + data iterator (a rerun resumes)
   2. `config.resume_from` (another run's workdir or checkpoints dir) -> full state + data
-  3. `config.init_from`   (another run's workdir or checkpoints dir) -> params only
+  3. `config.init_from`   (another run's workdir or checkpoints dir, or a Hugging Face
+     GPT-2 file 'hf_gpt2:<path>', gen_jax/engine/hf_gpt2.py) -> params only
      (EMA params start equal to them; optimizer and step start fresh: fine-tuning)
   4. scratch
 
@@ -43,12 +44,14 @@ from typing import Any, Iterator
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
 from gen_jax.core.state import TrainState
+from gen_jax.engine import hf_gpt2
 from gen_jax.engine.checkpoint_checks import (  # the run-facing errors are part of this API
     MANIFEST, WRITE_ERRNOS, CheckpointMismatchError, CheckpointWriteError, DamagedCheckpointError, check_fits,
     check_manifest, ensure_writable, finished_steps, unwritable_workdir_error, write_errno,
@@ -339,12 +342,17 @@ def restore_or_init(exp: Experiment, ckpt: Checkpointer, data_iter: Any) -> Trai
     other.close()
     return state
   state = exp.init_state()
-  if cfg.init_from:
+  if cfg.init_from.startswith(hf_gpt2.PREFIX):   # a Hugging Face GPT-2 file (params only)
+    params = hf_gpt2.load_params(exp, cfg.init_from)
+    logging.info("Initialized params (and EMA) from %s", cfg.init_from)
+  elif cfg.init_from:
     params, step = restore_params(cfg.init_from, exp.abstract_state.params,
                                   exp.state_sharding.params, config=cfg)
     logging.info("Initialized params (and EMA) from %s step %d", cfg.init_from, step)
-    state = state.replace(params=params, ema_params=params)
-  return state
+  else:
+    return state
+  # The EMA starts as a copy: the train step donates both, and one buffer twice fails.
+  return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
 
 
 def load_checkpoint(exp: Experiment, workdir: str | epath.Path,

@@ -72,6 +72,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"dtype={config.dtype!r}; expected 'float32' or 'bfloat16'.")
   if config.resume_from and config.init_from:
     raise ValueError("Set at most one of resume_from (full state) and init_from (params only).")
+  gpt = config.method == "autoregressive" and config.model.arch == "gpt"
+  if config.init_from.startswith("hf_gpt2:") and not gpt:
+    raise ValueError(f"init_from={config.init_from} holds GPT-2 weights; it needs "
+                     "method='autoregressive' with model.arch='gpt' (configs/gpt.py).")
+  export_format = config.get("export", {}).get("format", "gen_jax")   # older runs: none
+  if export_format not in ("gen_jax", "hf_gpt2") or (export_format == "hf_gpt2" and not gpt):
+    raise ValueError(f"export.format={export_format!r}: 'gen_jax' (any run) or 'hf_gpt2' "
+                     "(a GPT: method='autoregressive', model.arch='gpt').")
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:

@@ -10,6 +10,9 @@
 
 safetensors stores raw tensors and a JSON header only (no pickled code), so loading an
 export runs nothing but array reads. `gen_jax.load_run(<export dir>)` reads one back.
+
+`--config.export.format=hf_gpt2` writes a GPT in Hugging Face's GPT-2 layout instead, to
+`<workdir>/export/step_<N>_hf_gpt2/` (gen_jax/engine/hf_gpt2.py).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from gen_jax.engine.outputs import is_main_process
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def _safetensors_numpy():
+def safetensors_numpy():
+  """The `safetensors.numpy` module, or an ImportError saying how to install it."""
   try:
     import safetensors.numpy   # an optional dependency: pip install -e ".[export]"
   except ImportError:
@@ -63,7 +67,7 @@ def unflatten_into(template: Any, flat: dict[str, np.ndarray], prefix: str) -> A
 def export_state(exp: Experiment, state: TrainState, step: int,
                  out_dir: str | epath.Path) -> epath.Path:
   """Writes the EMA params and model state of `state` and the config into `out_dir`."""
-  st = _safetensors_numpy()
+  st = safetensors_numpy()
   out_dir = epath.Path(out_dir)
   tensors = {**flatten_tree(state.ema_params, "params"),
              **flatten_tree(state.model_state, "model_state")}
@@ -84,7 +88,7 @@ def load_export(exp: Experiment, path: str | epath.Path) -> tuple[TrainState, in
   """A TrainState from an export of a run with `exp`'s config: params and EMA params are
   the exported EMA weights; the optimizer state is zeros (an export is for sampling,
   evaluation and fine-tuning with `init_from`, not for resuming)."""
-  st = _safetensors_numpy()
+  st = safetensors_numpy()
   path = epath.Path(path)
   flat = st.load_file(str(path / WEIGHTS))
   with open(path / WEIGHTS, "rb") as f:   # the safetensors header: its length, then JSON

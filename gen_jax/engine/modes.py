@@ -14,6 +14,7 @@ from gen_jax import data
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
+from gen_jax.engine import hf_gpt2
 from gen_jax.engine import sample_dump, sample_metrics, sharding
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import build_experiment
@@ -102,11 +103,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
 
 def export(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   """Writes the newest (or `eval.step`) checkpoint's EMA params and model state as
-  safetensors with the config, into `<workdir>/export/step_<N>/` (gen_jax/engine/export.py).
+  safetensors with the config, into `<workdir>/export/step_<N>/` (gen_jax/engine/export.py);
+  with export.format='hf_gpt2', a GPT as Hugging Face's GPT-2 into
+  `<workdir>/export/step_<N>_hf_gpt2/` (gen_jax/engine/hf_gpt2.py).
   Returns the weights file's path."""
   exp = build_experiment(config)
   state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
-  path = export_lib.export_state(exp, state, step, epath.Path(workdir) / "export" / f"step_{step}")
+  if config.get("export", {}).get("format", "gen_jax") == "hf_gpt2":   # older runs: none
+    path = hf_gpt2.export(exp, state, step,
+                          epath.Path(workdir) / "export" / f"step_{step}_hf_gpt2")
+  else:
+    path = export_lib.export_state(exp, state, step,
+                                   epath.Path(workdir) / "export" / f"step_{step}")
   logging.info("Exported step %d to %s", step, path)
   return path
 

@@ -47,9 +47,10 @@ LAYOUT = ("mesh.*", "data.data_dir", "data.manual_dir", "data.num_workers",
 # What a resumed training run may change (fnmatch patterns of dotted field names).
 RESUMABLE = LAYOUT + ("train.num_steps", "train.log_every", "train.checkpoint_every",
                       "train.max_checkpoints", "train.sample_every",
-                      "train.async_checkpointing", "eval.*", "sample.*", "data.eval_split")
-# What `--mode=sample` / `--mode=eval` may override in a run's saved config.
-READ_MODE_FIELDS = LAYOUT + ("eval.*", "sample.*", "data.eval_split")
+                      "train.async_checkpointing", "eval.*", "sample.*", "data.eval_split",
+                      "export.*")
+# What `--mode=sample` / `--mode=eval` / `--mode=export` may override in a run's saved config.
+READ_MODE_FIELDS = LAYOUT + ("eval.*", "sample.*", "data.eval_split", "export.*")
 
 
 class ConfigMismatchError(ValueError):
@@ -200,8 +201,8 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
   if not_allowed:
     raise ConfigMismatchError(
         f"This mode reads the run in {workdir} with the config it was trained with; only "
-        f"sample.*, eval.*, data.eval_split and the hardware layout (mesh.*, data dirs) may be "
-        f"overridden, not: {', '.join(not_allowed)}. To train with other values, use "
+        "sample.*, eval.*, export.*, data.eval_split and the hardware layout (mesh.*, data "
+        f"dirs) may be overridden, not: {', '.join(not_allowed)}. To train with other values, use "
         "--mode=train with a new --workdir.")
   saved = load_saved_config(workdir)
   if saved is None:

@@ -15,8 +15,18 @@ context, 12 layers, 12 heads, 768 wide, biases) has 124,439,808 parameters.
 
 Attention goes through `jax.nn.dot_product_attention`, which dispatches to fused kernels
 (cuDNN flash attention) on GPU. That function has no dropout on the attention
-probabilities, so `dropout` applies to the embeddings and to each residual branch only
-(nanoGPT also drops attention probabilities; with dropout 0 the two are identical).
+probabilities, so when training with `dropout` > 0 attention takes the explicit path
+(softmax(q k^T / sqrt(K) + causal mask), dropout, @ v), as nanoGPT and GPT-2 do: `dropout`
+applies to the embeddings, the attention probabilities and each residual branch.
+Evaluation, sampling and dropout-free training keep the fused path.
+
+The MLP's GELU (Hendrycks & Gimpel 2016) is `gelu`: 'exact', x Phi(x) with the normal
+CDF (nanoGPT's `nn.GELU()`), or 'tanh', GPT-2's approximation
+0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (OpenAI's code and Hugging Face's
+`gelu_new`). `vocab_multiple` pads the token embedding to a multiple of that many rows
+(nanoGPT pads GPT-2's 50257 to 50304 for faster matmuls); the padded rows are never looked
+up and the logits are cut back to `vocab_size`, so they get no gradient and cannot be
+sampled.
 
 Generation uses a key/value cache: `decode(tokens, cache)` appends the keys and values of
 `tokens` at `cache.index` and attends over everything cached so far, so a prompt is
@@ -42,7 +52,8 @@ from gen_jax.models.dense import Dense
 # GPT-2's initialization: N(0, 0.02) for weights and embeddings, zeros for biases; the
 # output projections of each residual branch get std 0.02 / sqrt(2 * n_layer).
 _STD = 0.02
-_LN_EPSILON = 1e-5
+LN_EPSILON = 1e-5
+GELU_FORMS = ("exact", "tanh")
 
 
 class KVCache(flax.struct.PyTreeNode):
@@ -86,7 +97,10 @@ class CausalSelfAttention(BlockPart):
     H = self.n_head
     qkv = self.dense(3 * D, _STD, "c_attn")(x_BxTxD).reshape(B, T, 3, H, D // H)
     q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    if kv is None:
+    if kv is None and train and self.dropout > 0:
+      y_BxTxHxK = self.attention_with_dropout(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK)
+      new_kv = None
+    elif kv is None:
       y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True)
       new_kv = None
     else:
@@ -101,14 +115,33 @@ class CausalSelfAttention(BlockPart):
     y_BxTxD = self.dense(D, self.residual_std, "c_proj")(y_BxTxHxK.reshape(B, T, D))
     return nn.Dropout(self.dropout, deterministic=not train)(y_BxTxD), new_kv
 
+  def attention_with_dropout(self, q_BxTxHxK, k_BxTxHxK, v_BxTxHxK) -> jax.Array:
+    """Causal attention with dropout on the probabilities (training only), as nanoGPT's
+    `CausalSelfAttention` (its slow path) and GPT-2's `attn_pdrop`:
+    y = dropout(softmax(q k^T / sqrt(K) + M)) v, M = -inf above the diagonal
+    (Vaswani et al. 2017, Eq. 1). The scores and the softmax are float32, as in
+    `jax.nn.dot_product_attention`."""
+    T, K = q_BxTxHxK.shape[1], q_BxTxHxK.shape[-1]
+    scores_BxHxTxT = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxTxHxK,
+                                preferred_element_type=jnp.float32) / math.sqrt(K)
+    causal_TxT = jnp.tril(jnp.ones((T, T), bool))
+    probs_BxHxTxT = jax.nn.softmax(jnp.where(causal_TxT, scores_BxHxTxT, -jnp.inf), axis=-1)
+    keep_BxHxTxT = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout,
+                                        probs_BxHxTxT.shape)
+    probs_BxHxTxT = jnp.where(keep_BxHxTxT, probs_BxHxTxT / (1.0 - self.dropout), 0.0)
+    return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxT.astype(v_BxTxHxK.dtype), v_BxTxHxK)
+
 
 class MLP(BlockPart):
+  gelu: str = "tanh"   # 'exact' (nanoGPT) or 'tanh' (GPT-2); see the module docstring
 
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, *, train: bool) -> jax.Array:
     D = x_BxTxD.shape[-1]
     h = self.dense(4 * D, _STD, "c_fc")(x_BxTxD)
-    h = jax.nn.gelu(h, approximate=True)   # GPT-2's tanh approximation
+    # Hendrycks & Gimpel 2016: GELU(x) = x Phi(x), or its tanh approximation (their Eq. 2's
+    # 0.5x(1 + tanh[sqrt(2/pi)(x + 0.044715x^3)])).
+    h = jax.nn.gelu(h, approximate=self.gelu == "tanh")
     h = self.dense(D, self.residual_std, "c_proj")(h)
     return nn.Dropout(self.dropout, deterministic=not train)(h)
 
@@ -116,17 +149,19 @@ class MLP(BlockPart):
 class Block(BlockPart):
   """Pre-LayerNorm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
   n_head: int
+  gelu: str = "tanh"
 
   @nn.compact
   def __call__(self, x_BxTxD, train: bool, mask=None, kv=None):
-    ln = lambda name: nn.LayerNorm(epsilon=_LN_EPSILON, use_bias=self.use_bias, name=name,
+    ln = lambda name: nn.LayerNorm(epsilon=LN_EPSILON, use_bias=self.use_bias, name=name,
                                    dtype=jnp.float32)
     common = dict(dropout=self.dropout, use_bias=self.use_bias,
                   residual_std=self.residual_std, dtype=self.dtype)
     y, new_kv = CausalSelfAttention(self.n_head, name="attn", **common)(
         ln("ln_1")(x_BxTxD), train=train, mask=mask, kv=kv)
     x_BxTxD = x_BxTxD + y
-    x_BxTxD = x_BxTxD + MLP(name="mlp", **common)(ln("ln_2")(x_BxTxD), train=train)
+    x_BxTxD = x_BxTxD + MLP(name="mlp", gelu=self.gelu, **common)(ln("ln_2")(x_BxTxD),
+                                                                 train=train)
     return x_BxTxD, new_kv
 
 
@@ -137,8 +172,12 @@ class GPT(nn.Module):
     vocab_size: number of token ids (65 for Tiny Shakespeare characters, 50257 for GPT-2).
     block_size: the longest context (number of learned position embeddings).
     n_layer, n_head, n_embd: depth, attention heads, width (n_embd % n_head == 0).
-    dropout: dropout rate on the embeddings and residual branches (training only).
+    dropout: dropout rate on the embeddings, attention probabilities and residual branches
+      (training only).
     use_bias: biases in the dense layers and LayerNorms (GPT-2: True; nanoGPT's default: False).
+    gelu: the MLP's GELU, 'exact' (nanoGPT) or 'tanh' (GPT-2).
+    vocab_multiple: the token embedding has vocab_size rounded up to a multiple of this
+      many rows (nanoGPT's GPT-2: 64, 50257 -> 50304); logits keep vocab_size columns.
     remat: recompute each block's activations in the backward pass (saves memory).
     dtype: compute dtype of the matmuls.
   """
@@ -149,27 +188,40 @@ class GPT(nn.Module):
   n_embd: int
   dropout: float = 0.0
   use_bias: bool = True
+  gelu: str = "tanh"
+  vocab_multiple: int = 1
   remat: bool = False
   dtype: Any = jnp.float32
+
+  @property
+  def padded_vocab_size(self) -> int:
+    """Rows of the token embedding: vocab_size rounded up to a multiple of vocab_multiple."""
+    return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
   def setup(self):
     if self.n_embd % self.n_head:
       raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")
-    self.wte = nn.Embed(self.vocab_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))
+    if self.gelu not in GELU_FORMS:
+      raise ValueError(f"gelu={self.gelu!r}; expected one of {GELU_FORMS}.")
+    if self.vocab_multiple < 1:
+      raise ValueError(f"vocab_multiple={self.vocab_multiple} must be >= 1.")
+    self.wte = nn.Embed(self.padded_vocab_size, self.n_embd,
+                        embedding_init=nn.initializers.normal(_STD))
     self.wpe = nn.Embed(self.block_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))
     self.drop = nn.Dropout(self.dropout)
     block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
-    self.h = [block(self.n_head, dropout=self.dropout, use_bias=self.use_bias,
+    self.h = [block(self.n_head, self.gelu, dropout=self.dropout, use_bias=self.use_bias,
                     residual_std=_STD / math.sqrt(2 * self.n_layer), dtype=self.dtype,
                     name=f"h_{i}") for i in range(self.n_layer)]
-    self.ln_f = nn.LayerNorm(epsilon=_LN_EPSILON, use_bias=self.use_bias, dtype=jnp.float32)
+    self.ln_f = nn.LayerNorm(epsilon=LN_EPSILON, use_bias=self.use_bias, dtype=jnp.float32)
 
   def _logits(self, x_BxTxD: jax.Array) -> jax.Array:
     # Tied output embedding (GPT-2): logits = ln_f(x) @ wte^T, computed in `dtype` (like
-    # every other matmul, backward pass included) and returned in float32 for the loss.
+    # every other matmul, backward pass included) and returned in float32 for the loss;
+    # the padded rows' columns (vocab_multiple) are dropped.
     h_BxTxD = self.ln_f(x_BxTxD).astype(self.dtype)
-    return jnp.einsum("btd,vd->btv", h_BxTxD,
-                      self.wte.embedding.astype(self.dtype)).astype(jnp.float32)
+    logits_BxTxV = jnp.einsum("btd,vd->btv", h_BxTxD, self.wte.embedding.astype(self.dtype))
+    return logits_BxTxV[..., :self.vocab_size].astype(jnp.float32)
 
   def __call__(self, tokens_BxT: jax.Array, *, train: bool = False) -> jax.Array:
     """Logits of every next token given tokens[:, :t+1], for all t at once."""
