@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax.evaluate import inception, inception_weights, pickle_reader
+from gen_jax.evaluate import (inception, inception_metrics, inception_weights, pickle_reader,
+                              sample_quality)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -173,3 +174,109 @@ def test_weights_file_sha_check_and_cache(tmp_path):
     np.testing.assert_array_equal(first[name], second[name])
   with pytest.raises(inception_weights.InceptionWeightsMismatch, match="not the FID Inception"):
     inception.variables_from_state_dict(first, source=src)
+
+
+# ------------------------------------------------------------------------ the metrics
+
+
+def test_inception_score_of_uniform_predictions_is_one():
+  """p(y|x) = p(y) for every x: every KL term is 0, IS = exp(0) = 1 (with any logits that are
+  the same for all samples)."""
+  same = np.tile(np.random.default_rng(0).normal(size=(1, 1008)), (100, 1))
+  for logits in (np.zeros((100, 1008)), same):
+    mean, std = inception_metrics.inception_score(logits, splits=10)
+    assert mean == pytest.approx(1.0, abs=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 1000])
+def test_inception_score_of_confident_distinct_classes_is_the_class_count(num_classes):
+  """One-hot p(y|x) spread evenly over K classes: KL(p(y|x) || p(y)) = log K for every x,
+  IS = K (Salimans et al.'s upper bound), in each split."""
+  splits = 5
+  labels = np.tile(np.arange(num_classes), splits)           # every split holds each class once
+  logits = np.full((len(labels), 1008), -1e4)
+  logits[np.arange(len(labels)), labels] = 1e4
+  mean, std = inception_metrics.inception_score(logits, splits=splits)
+  assert mean == pytest.approx(num_classes, rel=1e-9) and std == pytest.approx(0.0, abs=1e-6)
+
+
+def test_inception_score_splits_are_consecutive_blocks():
+  """Split 1 confident over 4 classes (IS 4), split 2 one class only (IS 1): mean 2.5,
+  std 1.5; the trailing N mod splits samples are dropped."""
+  logits = np.full((9, 1008), -1e4)
+  logits[np.arange(4), np.arange(4)] = 1e4
+  logits[4:, 7] = 1e4
+  mean, std = inception_metrics.inception_score(logits, splits=2)
+  assert (mean, std) == (pytest.approx(2.5), pytest.approx(1.5))
+  with pytest.raises(ValueError, match="splits"):
+    inception_metrics.inception_score(logits[:1], splits=2)
+
+
+def test_fid_and_kid_on_inception_features(parity, tmp_path):
+  """FID of a feature set with itself is 0 (also through a saved mu/sigma .npz), and of two
+  Gaussians with shifted means and equal covariances is ||mu1 - mu2||^2 (the trace term
+  vanishes: Tr(2S - 2 (S S)^1/2) = 0); KID of two draws of one distribution is ~0 (the
+  estimator is unbiased; a set against *itself* is not: shared points make it slightly
+  negative) next to that of a shifted draw; our FID equals pytorch-fid's."""
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(400, 16)) * rng.uniform(0.5, 2.0, 16)
+  mu, sigma = sample_quality.feature_statistics(feats)
+  np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+  with pytest.raises(ValueError, match="pool3"):
+    inception_metrics.load_reference_stats(str(tmp_path / "stats.npz"))
+  mu_f, sigma_f = inception_metrics.load_reference_stats(str(tmp_path / "stats.npz"), dim=16)
+  assert sample_quality.frechet_distance(mu, sigma, mu_f, sigma_f) == pytest.approx(0, abs=1e-8)
+  shift = rng.normal(size=16)
+  assert sample_quality.frechet_distance(mu + shift, sigma, mu, sigma) == pytest.approx(
+      float(shift @ shift), rel=1e-6)
+  other = rng.normal(size=(400, 16)) * np.std(feats, axis=0)   # same distribution, new draw
+  kid_same, _ = sample_quality.kernel_inception_distance(feats, other, num_subsets=20,
+                                                         subset_size=200)
+  kid_shifted, _ = sample_quality.kernel_inception_distance(feats, other + 0.5, num_subsets=20,
+                                                            subset_size=200)
+  print(f"KID: same distribution {kid_same:.4f}, shifted by 0.5 {kid_shifted:.4f}")
+  assert abs(kid_same) < 0.05 * kid_shifted
+  # pytorch-fid's own calculate_frechet_distance on the fixture's two feature sets.
+  ref = float(parity["fid_pytorch_fid"])
+  ours = sample_quality.frechet_distance(*sample_quality.feature_statistics(parity["fid_a"]),
+                                         *sample_quality.feature_statistics(parity["fid_b"]))
+  print(f"FID: ours {ours:.10g}, pytorch-fid {ref:.10g}")
+  assert ours == pytest.approx(ref, rel=1e-9)
+
+
+# --------------------------------------------------------------------- config and wiring
+
+
+def test_experiment_configs_use_the_paper_protocol():
+  """The CIFAR-10 experiments evaluate with Inception FID/IS by default: 50,000 samples
+  against the train split, the real file's name and digest (pinned here)."""
+  from configs import inception_eval   # pylint: disable=import-outside-toplevel
+  from experiments.gulrajani2017_wgan_gp import cifar10 as wgan_gp   # pylint: disable=import-outside-toplevel
+  from experiments.ho2020_ddpm import cifar10 as ddpm   # pylint: disable=import-outside-toplevel
+  from experiments.radford2016_dcgan import cifar10 as dcgan   # pylint: disable=import-outside-toplevel
+  assert inception_eval.WEIGHTS_SHA256 == inception_weights.FID_WEIGHTS_SHA256
+  assert inception_eval.WEIGHTS_FILE == inception_weights.FID_WEIGHTS_FILENAME
+  assert inception_weights.FID_WEIGHTS_URL.endswith(inception_weights.FID_WEIGHTS_FILENAME)
+  for module in (ddpm, dcgan, wgan_gp):
+    cfg = module.get_config().eval
+    assert (cfg.sample_metrics, cfg.feature_extractor, cfg.num_samples, cfg.reference_split,
+            cfg.is_splits, cfg.inception_reference_stats) == (True, "inception", 50_000,
+                                                              "train", 10, "")
+    assert cfg.inception_weights.endswith(inception_weights.FID_WEIGHTS_FILENAME)
+
+
+def test_eval_stops_before_sampling_without_the_weights(tmp_path, monkeypatch):
+  """--mode=eval of the DDPM CIFAR-10 experiment without the weights file: one message,
+  raised while the evaluator is built, before any checkpoint is read or image sampled."""
+  from gen_jax.engine import modes   # pylint: disable=import-outside-toplevel
+  from experiments.ho2020_ddpm import cifar10   # pylint: disable=import-outside-toplevel
+  config = cifar10.get_config()
+  config.data.dataset = "mnist_5k"     # shipped with gen_jax; CIFAR-10 needs a download
+  config.model.update(ch=16, ch_mult=(1, 2), attn_resolutions=(), num_groups=8)
+  config.eval.inception_weights = str(tmp_path / "missing.pth")
+  touched = []
+  monkeypatch.setattr(modes.ckpt_lib, "load_checkpoint", lambda *a: touched.append(a))
+  with pytest.raises(inception_weights.InceptionWeightsMissing) as info:
+    modes.evaluate(config, str(tmp_path / "run"))
+  assert inception_weights.FID_WEIGHTS_URL in str(info.value)
+  assert "eval.inception_weights" in str(info.value) and not touched

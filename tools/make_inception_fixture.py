@@ -13,8 +13,8 @@ Needs torch, torchvision and pytorch-fid (none of them gen_jax dependencies). It
 2. runs it on 4 fixed 32x32 RGB images (uint8 from a seed, /255) and writes
    tests/fixtures/inception_parity.npz: the images, the 2048-d pool features, the 1008
    logits pool @ fc.weight^T (no bias, as the TF Inception-score code), the state dict's
-   names and shapes, and torch's `F.interpolate(bilinear, align_corners=False)` on small
-   up- and down-sampling cases;
+   names and shapes, torch's `F.interpolate(bilinear, align_corners=False)` on small
+   up- and down-sampling cases, and pytorch-fid's FID of two small feature sets;
 3. saves the random state dict with `torch.save` (to --pth) and checks that gen_jax's
    restricted reader returns identical arrays; writes two tiny `.pth` files of a few
    tensors (zip and legacy format, with a transposed view, a storage offset, float16 and
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from pytorch_fid import fid_score as pf_fid_score
 from pytorch_fid import inception as pf_inception
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +95,16 @@ def resize_cases(rng: np.random.Generator) -> dict[str, np.ndarray]:
   return out
 
 
+def fid_case(rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """Two feature sets and pytorch-fid's FID between them (its mean, np.cov and
+  calculate_frechet_distance)."""
+  a = rng.normal(size=(300, 24)) * rng.uniform(0.5, 2.0, 24)
+  b = rng.normal(size=(250, 24)) @ rng.normal(size=(24, 24)) * 0.3 + 0.5
+  stats = [(np.mean(x, axis=0), np.cov(x, rowvar=False)) for x in (a, b)]
+  fid = pf_fid_score.calculate_frechet_distance(*stats[0], *stats[1])
+  return {"fid_a": a, "fid_b": b, "fid_pytorch_fid": np.float64(fid)}
+
+
 def tiny_state_dict() -> dict[str, torch.Tensor]:
   """A few tensors whose values the test rebuilds with numpy (arange-based)."""
   base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
@@ -128,7 +139,8 @@ def main() -> None:
              "names": np.array(names), "shapes": np.array(
                  [",".join(map(str, state[n].shape)) for n in names]),
              "torch_version": np.array(torch.__version__),
-             **resize_cases(np.random.default_rng(args.seed + 2))}
+             **resize_cases(np.random.default_rng(args.seed + 2)),
+             **fid_case(np.random.default_rng(args.seed + 3))}
   os.makedirs(FIXTURES, exist_ok=True)
   path = os.path.join(FIXTURES, "inception_parity.npz")
   np.savez_compressed(path, **fixture)

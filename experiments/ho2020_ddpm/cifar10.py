@@ -15,10 +15,22 @@ random horizontal flips, 800k steps. The paper trained on a TPU v3-8 at 21 steps
   # -> FLOPs per update 4.482e+12; per device: state 545.4 MiB, peak 1.73 GiB (data=8);
   #    with --config.mesh.data=1 --config.mesh.fsdp=8: state 68.9 MiB, peak 1.39 GiB
 
-Our measured number: not yet run (needs an accelerator). gen_jax has no Inception network
-yet, so the paper's FID and IS cannot be computed here; bits/dim (--mode=eval) can.
+Metrics (--mode=eval, configs/inception_eval.py), the paper's protocol (App. B, §4.1):
+50,000 samples (EMA weights), FID against the CIFAR-10 *train* split ("as is standard
+practice"; 5.24 against test), IS over 10 splits, on the FID Inception-v3 with pytorch-fid's
+weights file (docs/evaluation.md: how to get it), comparable with the TTUR / improved-gan TF
+code the paper used. Names: eval/ema/fid_inception_50k_train, eval/ema/is_inception_50k,
+eval/ema/kid_inception_50k_train. Checkpoint selection: the paper reports the minimum-FID
+checkpoint seen during training; evaluate each saved step (--config.eval.step=N) and take
+the minimum.
+
+  python launch.py --config=experiments/ho2020_ddpm/cifar10.py --workdir=runs/ddpm_cifar10 \
+      --mode=eval --config.eval.step=800000
+
+Our measured number: not yet run (needs an accelerator and the CIFAR-10 files); the same
+command also gives bits/dim.
 """
-from configs import ddpm
+from configs import ddpm, inception_eval
 
 
 def get_config(arg: str | None = None):
@@ -34,4 +46,5 @@ def get_config(arg: str | None = None):
   config.eval.update(every=50_000, batch_size=128, num_batches=20)
   # The paper samples with the ancestral sampler over all T steps, sigma^2 = beta.
   config.sample.update(sampler="ddpm", steps=0, variance="beta", num=64)
+  inception_eval.add_inception_metrics(config.eval, num_samples=50_000, reference_split="train")
   return config

@@ -18,12 +18,17 @@ at batch 64); Gulrajani et al. 2017, Table 3: DCGAN IS 6.16±.07.
       --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
   python launch.py --config=experiments/radford2016_dcgan/cifar10.py --mode=summary
 
-Our measured number: not measured yet. gen_jax has no Inception network yet, so the
-Inception score and Inception-feature FID of the paper cannot be computed here; its FID,
-KID and precision/recall use the features of a classifier gen_jax trains, for digits only
-(docs/evaluation.md).
+Metrics (--mode=eval, configs/inception_eval.py): the paper reports none; we use the DDPM /
+TTUR protocol: 50,000 samples (raw generator) against the CIFAR-10 train split, IS over 10
+splits, on the FID Inception-v3 with pytorch-fid's weights file (docs/evaluation.md). Names:
+eval/raw/fid_inception_50k_train, eval/raw/is_inception_50k,
+eval/raw/kid_inception_50k_train. Checkpoint: the last (the authors' code trains a fixed 25
+epochs). The FIDs quoted above use 10K samples (--config.eval.num_samples=10000), StudioGAN's
+against the test split (--config.eval.reference_split=test).
+
+Our measured number: not measured yet (needs the CIFAR-10 files and the weights file).
 """
-from configs import dcgan
+from configs import dcgan, inception_eval
 
 
 def get_config(arg: str | None = None):
@@ -36,4 +41,5 @@ def get_config(arg: str | None = None):
                       ema_decay=0.0, log_every=100, checkpoint_every=2_000, sample_every=1_000)
   config.sample.interpolation = "linear"
   config.eval.update(every=2_000, batch_size=500, num_batches=20)
+  inception_eval.add_inception_metrics(config.eval, num_samples=50_000, reference_split="train")
   return config

@@ -1,22 +1,31 @@
-"""Sample quality of an image generator, measured with a classifier trained by this engine.
+"""Sample quality of an image generator, on one of two feature extractors (`eval.feature_extractor`):
 
+'classifier' (default): a classifier trained by this engine, in `eval.classifier_workdir`
+(`python launch.py --config=configs/classifier.py`), for digits:
   FID, KID (mean, std over subsets), precision/recall     (gen_jax/evaluate/sample_quality.py)
   classifier confidence, class coverage and entropy       (gen_jax/evaluate/classifier_scores.py)
 
-on the penultimate features of the classifier in `eval.classifier_workdir` (trained by
-`python launch.py --config=configs/classifier.py`), comparing `eval.num_samples` generated
-images with the whole `eval.reference_split` of the generator's dataset. Metric names carry
-the weights, the extractor, the sample count and the reference split, so numbers from
-different settings are never compared by accident:
+'inception': the FID Inception-v3 with pytorch-fid's weights file (`eval.inception_weights`,
+gen_jax/evaluate/inception.py), the metrics that papers report:
+  FID, KID, Inception score (mean, std over 10 splits)    (gen_jax/evaluate/inception_metrics.py)
+
+`eval.num_samples` generated images are compared with the whole `eval.reference_split` of the
+generator's dataset (or, for Inception FID, with the `mu`/`sigma` of
+`eval.inception_reference_stats`). Metric names carry the weights, the extractor, the sample
+count and the reference, so numbers from different settings are never compared by accident:
 
   eval/ema/fid_mnist5kclf_1k_test      (EMA weights; classifier trained on mnist_5k; 1,000
                                         samples; against the test split)
+  eval/ema/fid_inception_50k_train     (EMA weights; FID Inception; 50,000 samples; against
+                                        the train split); eval/ema/is_inception_50k
 
 Samples are generated `eval.sample_batch_size` at a time by one compiled sample function
 (each batch with its own `fold_in` key, output replicated over the mesh), and only their
 features stay on the host, so memory is bounded by one batch. The reference features of a
 split are computed once per classifier checkpoint and cached next to its checkpoints,
-in `<classifier_workdir>/reference_stats/<dataset>_<split>_step<N>.npz`.
+in `<classifier_workdir>/reference_stats/<dataset>_<split>_step<N>.npz`; the Inception
+ones once per weights file, in
+`<eval.inception_cache_dir>/reference_stats/<dataset>_<split>_<sha256[:16]>.npz`.
 """
 from __future__ import annotations
 
@@ -38,7 +47,7 @@ from gen_jax.engine import sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import is_main_process
 from gen_jax.engine.samples import make_sample_fn
-from gen_jax.evaluate import sample_quality
+from gen_jax.evaluate import inception, inception_metrics, inception_weights, sample_quality
 from gen_jax.evaluate.classifier_scores import class_scores
 
 KID_SUBSET_SIZE = 1000      # Bińkowski et al. 2018, App. D (clipped to the smaller set)
@@ -108,6 +117,38 @@ def _reference_batch_size(num_images: int, num_devices: int, largest: int = 500)
   return max(num_devices, largest - largest % num_devices)
 
 
+def _embed_split(apply: Callable, exp: Experiment, data_config: ml_collections.ConfigDict,
+                 split: str) -> dict[str, np.ndarray]:
+  """`apply(images) -> (logits, features)` over every image of a split, in order.
+
+  Returns:
+    {'logits': [N, K], 'features': [N, D], 'labels': [N]} on the host.
+  """
+  num_images = data.num_examples(data_config, split)
+  batch_size = _reference_batch_size(num_images, exp.mesh.size)
+  loader = data.make_loader(data_config, split=split, global_batch_size=batch_size, seed=0,
+                            shuffle=False, num_epochs=1)
+  replicate = jax.jit(lambda x: x, out_shardings=exp.replicated)
+  logits, features, labels = [], [], []
+  for local in loader:
+    batch = sharding.global_batch(local, exp.batch_sharding)
+    logits_B, features_B = jax.device_get(apply(batch["image"]))
+    logits.append(logits_B), features.append(features_B)
+    labels.append(jax.device_get(replicate(batch["label"])))
+  return {"logits": np.concatenate(logits), "features": np.concatenate(features),
+          "labels": np.concatenate(labels)}
+
+
+def _save_npz_atomic(path: epath.Path, stats: dict[str, np.ndarray]) -> None:
+  """Complete files only: a killed run leaves no half-written cache."""
+  if is_main_process():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+      np.savez(f, **stats)
+    tmp.rename(path)
+
+
 def reference_statistics(extractor: FeatureExtractor, data_config: ml_collections.ConfigDict,
                          split: str) -> dict[str, np.ndarray]:
   """Features (and their mean and covariance) of every image of a dataset split, cached.
@@ -124,30 +165,91 @@ def reference_statistics(extractor: FeatureExtractor, data_config: ml_collection
   if path.exists():
     with path.open("rb") as f:
       return dict(np.load(f))
-  num_images = data.num_examples(data_config, split)
-  batch_size = _reference_batch_size(num_images, extractor.exp.mesh.size)
-  loader = data.make_loader(data_config, split=split, global_batch_size=batch_size, seed=0,
-                            shuffle=False, num_epochs=1)
-  replicate = jax.jit(lambda x: x, out_shardings=extractor.exp.replicated)
-  logits, features, labels = [], [], []
-  for local in loader:
-    batch = sharding.global_batch(local, extractor.exp.batch_sharding)
-    logits_B, features_B = jax.device_get(extractor.apply(batch["image"]))
-    logits.append(logits_B), features.append(features_B)
-    labels.append(jax.device_get(replicate(batch["label"])))
-  features_NxD = np.concatenate(features)
-  mu, sigma = sample_quality.feature_statistics(features_NxD)
-  stats = {"features": features_NxD, "mu": mu, "sigma": sigma,
-           "logits": np.concatenate(logits), "labels": np.concatenate(labels)}
+  stats = _embed_split(extractor.apply, extractor.exp, data_config, split)
+  stats["mu"], stats["sigma"] = sample_quality.feature_statistics(stats["features"])
   logging.info("Reference features of %s[%s]: %d images -> %s", data_config.dataset, split,
-               len(features_NxD), path)
-  if is_main_process():
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-      np.savez(f, **stats)
-    tmp.rename(path)   # complete files only: a killed run leaves no half-written cache
+               len(stats["features"]), path)
+  _save_npz_atomic(path, stats)
   return stats
+
+
+# ------------------------------------------------------------------ FID Inception
+
+
+@dataclasses.dataclass(frozen=True)
+class InceptionExtractor:
+  """The FID Inception network with the weights file's variables, on device:
+  `apply(images in [-1, 1]) -> (logits [B, 1008], pool features [B, 2048])`."""
+  sha256: str
+  apply: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def load_inception(eval_cfg: ml_collections.ConfigDict, exp: Experiment) -> InceptionExtractor:
+  """Reads `eval.inception_weights` (checked against `eval.inception_sha256`, converted and
+  cached in `eval.inception_cache_dir`) and compiles nothing yet.
+
+  Raises:
+    inception_weights.InceptionWeightsMissing: no file; the message says where to get it.
+  """
+  variables, sha = inception.load_variables(
+      eval_cfg.inception_weights, eval_cfg.inception_sha256, eval_cfg.inception_cache_dir,
+      field="eval.inception_weights")
+  pool_and_logits = inception.make_apply(variables, precision=eval_cfg.inception_precision,
+                                         chunk=eval_cfg.inception_batch_size,
+                                         out_sharding=exp.replicated)
+  logging.info("Feature extractor: FID Inception %s (sha256 %s)", eval_cfg.inception_weights,
+               sha[:16])
+
+  def apply(images):
+    pool, logits = pool_and_logits(images)
+    return logits, pool
+
+  return InceptionExtractor(sha256=sha, apply=apply)
+
+
+def inception_reference(extractor: InceptionExtractor, exp: Experiment) -> dict[str, np.ndarray]:
+  """The reference of the Inception metrics: `mu`/`sigma` from `eval.inception_reference_stats`
+  when set (then no features: no KID), else the pool features of every image of
+  `eval.reference_split`, with `mu`, `sigma` and the split's own Inception score `is_mean`,
+  `is_std`, cached per dataset, split and weights digest."""
+  cfg = exp.config.eval
+  if cfg.inception_reference_stats:
+    mu, sigma = inception_metrics.load_reference_stats(cfg.inception_reference_stats)
+    return {"mu": mu, "sigma": sigma}
+  split = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.reference_split)
+  path = (epath.Path(cfg.inception_cache_dir).expanduser() / "reference_stats"
+          / f"{exp.config.data.dataset}_{split}_{extractor.sha256[:16]}.npz")
+  if path.exists():
+    with path.open("rb") as f:
+      return dict(np.load(f))
+  embedded = _embed_split(extractor.apply, exp, exp.config.data, cfg.reference_split)
+  features = embedded["features"].astype(np.float32)
+  mu, sigma = sample_quality.feature_statistics(features)
+  is_mean, is_std = inception_metrics.inception_score(embedded["logits"],
+                                                      cfg.get("is_splits", 10))
+  stats = {"features": features, "mu": mu, "sigma": sigma, "is_mean": np.float64(is_mean),
+           "is_std": np.float64(is_std)}
+  logging.info("Inception reference of %s[%s]: %d images, IS %.3f -> %s",
+               exp.config.data.dataset, cfg.reference_split, len(features), is_mean, path)
+  _save_npz_atomic(path, stats)
+  return stats
+
+
+def compare_inception(ref: dict[str, np.ndarray], logits_NxK: np.ndarray,
+                      features_NxD: np.ndarray, *, kid_subsets: int = 100, is_splits: int = 10,
+                      seed: int = 0) -> dict[str, float]:
+  """FID (and KID when `ref` has features) against `ref`; the Inception score of the samples.
+
+  Returns unprefixed names: fid, [kid, kid_std,] is, is_std.
+  """
+  mu, sigma = sample_quality.feature_statistics(features_NxD)
+  out = {"fid": sample_quality.frechet_distance(mu, sigma, ref["mu"], ref["sigma"])}
+  if "features" in ref:
+    out["kid"], out["kid_std"] = sample_quality.kernel_inception_distance(
+        ref["features"], features_NxD, num_subsets=kid_subsets, subset_size=KID_SUBSET_SIZE,
+        rng=seed)
+  out["is"], out["is_std"] = inception_metrics.inception_score(logits_NxK, is_splits)
+  return out
 
 
 def compare_features(ref: dict[str, np.ndarray], logits_NxK: np.ndarray,
@@ -170,11 +272,12 @@ def compare_features(ref: dict[str, np.ndarray], logits_NxK: np.ndarray,
 
 
 class SampleQualityEvaluator:
-  """Loads the classifier and the reference statistics once; `__call__(state)` samples
+  """Loads the feature extractor and the reference statistics once; `__call__(state)` samples
   `num_samples` images from `state` and returns the named metrics.
 
-  Construct it before training (it fails fast when the classifier is missing) and call it
-  as often as needed: the sample function compiles once.
+  Construct it before training or sampling (it fails fast when the classifier or the
+  Inception weights are missing) and call it as often as needed: the sample function
+  compiles once.
   """
 
   def __init__(self, exp: Experiment, num_samples: int | None = None):
@@ -185,17 +288,31 @@ class SampleQualityEvaluator:
     if self.num_samples < 2 or self.batch_size < 1:
       raise ValueError(f"eval.num_samples={self.num_samples} must be >= 2 and "
                        f"eval.sample_batch_size={cfg.sample_batch_size} >= 1.")
-    self.extractor = load_classifier(cfg.classifier_workdir)
-    shape = tuple(exp.spec.image_shape)
-    if shape != self.extractor.image_shape:
-      raise ValueError(f"The classifier in {cfg.classifier_workdir} takes images of shape "
-                       f"{self.extractor.image_shape}, the generator makes {shape}: train a "
-                       "classifier on this dataset (configs/classifier.py:dataset=...).")
+    self.kind = cfg.get("feature_extractor", "classifier")
     self.split = cfg.reference_split
-    self.reference = reference_statistics(self.extractor, exp.config.data, self.split)
+    if self.kind == "inception":
+      is_splits = cfg.get("is_splits", 10)
+      if self.num_samples < is_splits:
+        raise ValueError(f"eval.num_samples={self.num_samples} < eval.is_splits={is_splits}.")
+      self.extractor = load_inception(cfg, exp)    # a missing file stops here, before sampling
+      self.reference = inception_reference(self.extractor, exp)
+      reference = (self.split if not cfg.inception_reference_stats else re.sub(
+          r"[^A-Za-z0-9]", "", epath.Path(cfg.inception_reference_stats).stem))
+      self.tag = f"inception_{count_tag(self.num_samples)}_{reference}"
+    elif self.kind == "classifier":
+      self.extractor = load_classifier(cfg.classifier_workdir)
+      shape = tuple(exp.spec.image_shape)
+      if shape != self.extractor.image_shape:
+        raise ValueError(f"The classifier in {cfg.classifier_workdir} takes images of shape "
+                         f"{self.extractor.image_shape}, the generator makes {shape}: train a "
+                         "classifier on this dataset (configs/classifier.py:dataset=...).")
+      self.reference = reference_statistics(self.extractor, exp.config.data, self.split)
+      self.tag = f"{self.extractor.name}_{count_tag(self.num_samples)}_{self.split}"
+    else:
+      raise ValueError(f"eval.feature_extractor={self.kind!r}; expected 'classifier' or "
+                       "'inception'.")
     self.sample_fn = make_sample_fn(exp, self.batch_size)
     weights = "ema" if exp.config.sample.use_ema else "raw"
-    self.tag = f"{self.extractor.name}_{count_tag(self.num_samples)}_{self.split}"
     self.prefix = f"eval/{weights}/"
 
   def features_of_samples(self, state, rng: jax.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +334,8 @@ class SampleQualityEvaluator:
     cfg = self.exp.config.eval
     rng = jax.random.fold_in(self.exp.base_rng, 0x5A3E)   # fixed: comparable across steps
     logits, features = self.features_of_samples(state, rng)
+    if self.kind == "inception":
+      return self._inception_metrics(logits, features)
     metrics = compare_features(self.reference, logits, features,
                                kid_subsets=cfg.get("kid_subsets", 100),
                                coverage_min_share=cfg.get("coverage_min_share", 0.05),
@@ -228,4 +347,18 @@ class SampleQualityEvaluator:
     out[f"eval/ref/clf_accuracy_{ref_tag}"] = float(
         np.mean(np.argmax(ref["logits"], axis=1) == ref["labels"]))
     out[f"eval/ref/clf_confidence_{ref_tag}"] = class_scores(ref["logits"])["clf_confidence"]
+    return out
+
+  def _inception_metrics(self, logits: np.ndarray, features: np.ndarray) -> dict[str, float]:
+    cfg = self.exp.config.eval
+    metrics = compare_inception(self.reference, logits, features,
+                                kid_subsets=cfg.get("kid_subsets", 100),
+                                is_splits=cfg.get("is_splits", 10), seed=self.exp.config.seed)
+    count = count_tag(self.num_samples)
+    out = {}
+    for name, value in metrics.items():   # IS has no reference: is_inception_50k
+      tag = f"inception_{count}" if name.startswith("is") else self.tag
+      out[f"{self.prefix}{name}_{tag}"] = value
+    if "is_mean" in self.reference:       # the real images' own score, for scale
+      out[f"eval/ref/is_inception_{self.split}"] = float(self.reference["is_mean"])
     return out

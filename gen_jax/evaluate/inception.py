@@ -283,21 +283,33 @@ def variables_from_state_dict(state, source: str = "the state dict") -> dict:
   return inception_weights.state_dict_to_variables(state)
 
 
-def make_apply(variables, precision: str = "highest", batch_sharding=None, out_sharding=None):
+def make_apply(variables, precision: str = "highest", chunk: int = 0, out_sharding=None):
   """A jitted `images in [-1, 1], [B, H, W, C] -> (pool [B, 2048], logits [B, 1008])`.
 
   Model-space images are quantized as a PNG would be (`quantize_to_01`) first.
 
   Args:
-    variables: {'params': ..., 'batch_stats': ...} (inception_weights.load_variables).
-    precision: convolution precision ('highest', or 'default' for TF32/bf16 passes on
-      accelerators: faster, not bit-comparable with pytorch-fid).
-    batch_sharding, out_sharding: optional shardings of the images and of the outputs.
+    variables: {'params': ..., 'batch_stats': ...} (`load_variables`).
+    precision: convolution precision: 'highest' (full float32, as pytorch-fid on a CPU), or
+      'default' for faster TF32/bf16 passes on accelerators (not bit-comparable).
+    chunk: images per network pass (0 = the whole batch): bounds the 299x299 activations'
+      memory; the batch is padded to a multiple of it and mapped over (`jax.lax.map`).
+    out_sharding: optional sharding of the outputs (e.g. replicated).
   """
   model = FIDInceptionV3(precision)
   variables = jax.tree_util.tree_map(jnp.asarray, variables)
 
-  def apply(images):
-    return model.apply(variables, quantize_to_01(images))
+  def net(images_01):
+    return model.apply(variables, images_01)
 
-  return jax.jit(apply, in_shardings=batch_sharding, out_shardings=out_sharding)
+  def apply(images_BxHxWxC):
+    x = quantize_to_01(images_BxHxWxC)
+    B = x.shape[0]
+    if not chunk or chunk >= B:
+      return net(x)
+    num = -(-B // chunk)
+    x = jnp.pad(x, ((0, num * chunk - B), (0, 0), (0, 0), (0, 0)))
+    pool, logits = jax.lax.map(net, x.reshape(num, chunk, *x.shape[1:]))
+    return pool.reshape(-1, POOL_DIM)[:B], logits.reshape(-1, NUM_LOGITS)[:B]
+
+  return jax.jit(apply, out_shardings=out_sharding)
