@@ -1,5 +1,9 @@
 """GAN math and DCGAN networks: losses at known logits, the gradient penalty in closed form,
-which player each update changes, the batch split, shapes, parameter counts, init."""
+which player each update changes, the batch split, shapes, parameter counts, init, BatchNorm
+when sampling, the DCGAN code's alternating minibatches and L2 (the ResNet and the WGAN-GP
+recipes: tests/test_gan_resnet.py)."""
+import importlib
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -304,14 +308,106 @@ def test_wgan_gp_step_reports_penalty_and_uses_n_critic_slices():
   assert counts(new.opt_state[D]) == {5} and counts(new.opt_state[G]) == {1}
 
 
+@pytest.mark.parametrize("mode,depends", [("batch", True), ("running", False)])
+def test_samples_depend_on_the_batch_only_in_batch_statistics_mode(method_and_state, mode,
+                                                                   depends):
+  # sample.batch_norm='batch' (dcgan_code, WGAN-GP's tflib): G normalizes each generated
+  # batch by its own statistics, so sample 0 changes when the other latents do; 'running':
+  # each sample depends on its own latent only. The same path serves the eval fakes.
+  _, state, _ = method_and_state
+  config = load_config("dcgan", **{"sample.batch_norm": mode})
+  method = GANMethod.from_config(config, MNIST)
+  draw = jax.jit(lambda z: method.draw(state.params[G], state.model_state[G], z))
+  z = jax.random.normal(jax.random.key(7), (4, method.z_dim))
+  other = z.at[1:].set(3.0 * jax.random.normal(jax.random.key(8), (3, method.z_dim)))
+  x, x_other = draw(z), draw(other)
+  changed = float(jnp.abs(x_other[0] - x[0]).max())
+  assert (changed > 1e-3) == depends, changed
+  if not depends:
+    np.testing.assert_allclose(x_other[0], x[0], atol=1e-6)
+    # Running mode is G in inference mode with the stored averages.
+    want = method.generator.apply({"params": state.params[G],
+                                   "batch_stats": state.model_state[G]}, z, train=False)
+    np.testing.assert_allclose(x, want, atol=1e-6)
+  # The sample grid is one such batch, drawn the same way.
+  grid = jax.jit(method.sample, static_argnums=(2, 3))(state, jax.random.key(9), 4, False)
+  z_grid = gan.sample_latents(jax.random.split(jax.random.key(9))[0], (4, method.z_dim),
+                              method.z_prior)
+  np.testing.assert_allclose(grid["samples"], draw(z_grid), atol=1e-6)
+
+
+def test_alternating_minibatches_g_first_on_its_own_turn_with_g_batch_multiple():
+  # dcgan_code: updates alternate over successive minibatches, G first; G's minibatch of
+  # real images is never read. With n_critic = 1 the step's 8 images are 2 slices of 4:
+  # slice 0 (rows 0, 2, ...) is G's turn, slice 1 feeds D. g_batch_multiple = 2: G's update
+  # takes 8 fakes.
+  config = load_config("dcgan", **{"gan.alternate_minibatches": True,
+                                   "gan.g_batch_multiple": 2})
+  method = GANMethod.from_config(config, MNIST)
+  state = jax.jit(method.init)(jax.random.key(0), None)
+  real = jax.random.uniform(jax.random.key(1), (8, *MNIST), minval=-1, maxval=1)
+  rng = jax.random.key(2)
+  step = jax.jit(method.train_step)
+  new, _ = step(state, {"image": real}, rng)
+  # G's turn: the update from the initial state on 8 latents from g_rng.
+  _, g_rng = jax.random.split(rng)
+  z = gan.sample_latents(g_rng, (8, method.z_dim), method.z_prior)
+  params_g, _, _, _ = jax.jit(method.generator_update)(state.params, state.opt_state,
+                                                       state.model_state, z)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               new.params[G], params_g)
+  # The images of G's slice are unused: changing them changes nothing.
+  again, _ = step(state, {"image": real.at[0::2].set(0.5)}, rng)
+  assert _same(again.params, new.params) and _same(again.model_state, new.model_state)
+  changed, _ = step(state, {"image": real.at[1::2].set(0.5)}, rng)
+  assert not _same(changed.params[D], new.params[D])
+  with pytest.raises(ValueError, match=r"divisible by gan.n_critic=1 \+ 1"):
+    GANMethod.from_config(load_config("dcgan", **{"gan.alternate_minibatches": True,
+                                                  "train.batch_size": 9}), MNIST)
+
+
+def test_l2_is_added_to_the_gradient_before_adam():
+  # dcgan_code's Regularizer: g + l2 * theta is what Adam sees (coupled L2, every parameter).
+  config = load_config("dcgan", **{"gan.l2": 1e-2})
+  method = GANMethod.from_config(config, MNIST)
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  grads = {"w": jnp.array([0.5, 0.0, -0.25])}
+  adam = optax.adam(config.train.lr, b1=config.train.b1, b2=config.train.b2, eps=config.train.eps)
+  for tx in (method.tx_g, method.tx_d):
+    got, _ = tx.update(grads, tx.init(params), params)
+    want, _ = adam.update(jax.tree.map(lambda g, p: g + 1e-2 * p, grads, params),
+                          adam.init(params), params)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+
+
 @pytest.mark.parametrize("overrides,message", [
     ({"gan.loss": "wgan_gp", "gan.d_norm": "batch"}, "without BatchNorm"),
     ({"gan.n_critic": 3}, "divisible by gan.n_critic=3"),
     ({"gan.loss": "lsgan"}, "gan.loss='lsgan'"),
     ({"gan.z_prior": "cauchy"}, "gan.z_prior"),
+    ({"sample.batch_norm": "ema"}, "sample.batch_norm='ema'"),
+    ({"gan.arch": "stylegan"}, "gan.arch='stylegan'"),
+    ({"gan.layer_style": "keras"}, "gan.layer_style='keras'"),
+    ({"gan.arch": "resnet", "gan.d_norm": "batch"}, r"arch='resnet'; expected 'auto' or one"),
+    ({"gan.g_batch_multiple": 0}, "g_batch_multiple=0"),
 ])
 def test_invalid_gan_config_fails_clearly(overrides, message):
   with pytest.raises(ValueError, match=message):
     GANMethod.from_config(load_config("dcgan", **overrides), MNIST)
   with pytest.raises(ValueError, match="got 30x30"):
     GANMethod.from_config(load_config("dcgan"), (30, 30, 1))
+
+
+def test_dcgan_experiment_variants_are_the_authors_loop():
+  # dcgan_code: l2 = 1e-5 on every parameter; one minibatch of 128 per update, G and D in
+  # turn, so 25 epochs of 60,000 digits are 25 * 60000 / 256 = 5,859 steps of 2 x 128.
+  mnist = importlib.import_module("experiments.radford2016_dcgan.mnist")
+  base, l2, alt, code = (mnist.get_config(a) for a in (None, "l2", "alternate", "code"))
+  assert (base.gan.l2, base.gan.alternate_minibatches, base.train.batch_size) == (0.0, False, 128)
+  assert (base.train.num_steps, base.sample.batch_norm) == (11_700, "batch")
+  assert (l2.gan.l2, l2.gan.alternate_minibatches, l2.train.num_steps) == (1e-5, False, 11_700)
+  assert (alt.gan.l2, alt.gan.alternate_minibatches) == (0.0, True)
+  assert (alt.train.batch_size, alt.train.num_steps) == (256, 5_859)
+  assert (code.gan.l2, code.gan.alternate_minibatches, code.train.num_steps) == (1e-5, True, 5_859)
+  with pytest.raises(ValueError, match="unknown variant"):
+    mnist.get_config("weight_decay")

@@ -7,6 +7,23 @@ niter=25 epochs (25 x 50,000 / 128 ~ 9,800 steps). The 32x32 networks are the pa
 64x64 ones without their widest stage: G 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3,
 D 128 -> 256 -> 512 -> linear. As in the paper, samples come from the raw generator.
 
+The authors' training loop (dcgan_code@ee12b2d faces/train_uncond_dcgan.py, lib/updates.py),
+as variants (comma-separated after a colon):
+  `l2`         their `l2 = 1e-5`: `Adam(..., regularizer=Regularizer(l2=l2))` adds 1e-5 * theta
+               to the gradient of *every* parameter of both nets -- weights, BN gains and
+               offsets -- before Adam (coupled L2, `gradient_regularize`; gan.l2). The paper
+               does not mention it.
+  `alternate`  their loop `if n_updates % (k+1) == 0: _train_g(imb, zmb) else: _train_d(imb,
+               zmb)`: each minibatch of 128 serves one update, G and D in turn, G first; G's
+               real minibatch is unused (gan.alternate_minibatches). A train step then reads
+               2 x 128 images (batch_size 256: G's turn, D's turn) and 25 epochs take
+               25 x N / 256 steps, half the updates of the default (which gives each D
+               update a fresh minibatch and counts an epoch as N / 128 steps). The paper
+               says only "minibatch SGD with a mini-batch size of 128".
+  `code`       both.
+Left as is: dcgan_code has no bias outside its BatchNorms (D's input conv, D's read-out
+and G's output deconv have none; ours do: 3 bias vectors) and BatchNorm eps 1e-8 (ours 1e-5).
+
 Paper numbers: the paper reports no FID/IS for CIFAR-10 generation;
 its CIFAR-10 number is 82.8% linear-SVM accuracy on features of an ImageNet-trained D
 (not what this config measures). Later DCGAN measurements on CIFAR-10: FID 28.12
@@ -18,20 +35,22 @@ at batch 64); Gulrajani et al. 2017, Table 3: DCGAN IS 6.16±.07.
       --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
   python launch.py --config=experiments/radford2016_dcgan/cifar10.py --mode=summary
 
-Metrics (--mode=eval, configs/inception_eval.py): the paper reports none; we use the DDPM /
-TTUR protocol: 50,000 samples (raw generator) against the CIFAR-10 train split, IS over 10
-splits, on the FID Inception-v3 with pytorch-fid's weights file (docs/evaluation.md). Names:
-eval/raw/fid_inception_50k_train, eval/raw/is_inception_50k,
-eval/raw/kid_inception_50k_train. Checkpoint: the last (the authors' code trains a fixed 25
-epochs). The FIDs quoted above use 10K samples (--config.eval.num_samples=10000), StudioGAN's
-against the test split (--config.eval.reference_split=test).
-
-Our measured number: not measured yet (needs the CIFAR-10 files and the weights file).
+Our measured number: not measured yet. gen_jax has no Inception network yet, so the
+Inception score and Inception-feature FID of the paper cannot be computed here; its FID,
+KID and precision/recall use the features of a classifier gen_jax trains, for digits only
+(docs/evaluation.md).
 """
-from configs import dcgan, inception_eval
+from configs import common, dcgan
+
+NAME = "cifar10"
+TRAIN_EXAMPLES = 50_000
+EPOCHS = 25          # niter
+CODE_BATCH = 128     # nbatch
 
 
 def get_config(arg: str | None = None):
+  variants = common.parse_variants(f"experiments/radford2016_dcgan/{NAME}.py", arg,
+                                   ("l2", "alternate", "code"))
   config = dcgan.get_config("dataset=cifar10")
   config.gan.update(loss="non_saturating", n_critic=1, z_dim=100, z_prior="uniform", ngf=128,
                     ndf=128, kernel_size=5, d_norm="batch")
@@ -41,5 +60,15 @@ def get_config(arg: str | None = None):
                       ema_decay=0.0, log_every=100, checkpoint_every=2_000, sample_every=1_000)
   config.sample.interpolation = "linear"
   config.eval.update(every=2_000, batch_size=500, num_batches=20)
-  inception_eval.add_inception_metrics(config.eval, num_samples=50_000, reference_split="train")
+  # G's BatchNorm on each generated batch's statistics, as the code's `_gen`.
+  config.sample.batch_norm = "batch"
+  code = "code" in variants
+  if code or "l2" in variants:
+    config.gan.l2 = 1e-5
+  if code or "alternate" in variants:
+    # One minibatch per update, G's and D's in turn: 2 x 128 images per step, and the 25
+    # epochs are 25 N / 128 updates = 25 N / 256 steps.
+    config.gan.alternate_minibatches = True
+    config.train.update(batch_size=2 * CODE_BATCH,
+                        num_steps=round(EPOCHS * TRAIN_EXAMPLES / (2 * CODE_BATCH)))
   return config
