@@ -56,6 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.vae.decoder = "bernoulli"
   # Training bound: 'elbo' (K&W Eq. 10, analytic KL) or 'iwae' (Burda et al. Eq. 8).
   config.vae.objective = "elbo"
+  # ELBO estimator (objective='elbo'): 'analytic_kl' (K&W Eq. 10, KL in closed form) or
+  # 'monte_carlo' (K&W Eq. 6: mean log-weight, what Burda et al.'s code trains for the VAE).
+  config.vae.elbo = "analytic_kl"
   # Samples per image in training (the k of the IWAE bound; L of the ELBO).
   config.vae.train_k = 1
   # Importance samples of the test NLL estimate -L_k (Burda et al. §5: 5000) ...

@@ -337,6 +337,55 @@ def test_iwae_objective_trains_and_matches_the_bound():
   assert np.all(np.asarray(bound) > np.asarray(mean_log_w))
 
 
+def test_monte_carlo_elbo_trains_the_mean_log_weight_and_k1_iwae_equals_it():
+  # vae.elbo='monte_carlo' (K&W Eq. 6; yburda/iwae's VAE: T.sum(log_ws) / num_samples).
+  config = load_config("vae", **{"vae.elbo": "monte_carlo"})
+  method = V.VAEMethod.from_config(config, IMAGE)
+  state = jax.jit(method.init, static_argnums=1)(jax.random.key(0), None)
+  x = (jax.random.uniform(jax.random.key(1), (8, *IMAGE)) < 0.2).astype(jnp.float32)
+  rng = jax.random.key(2)
+  shape = (x.shape[0], method.latent_dim)
+
+  @jax.jit
+  def bounds(params, eps):
+    mean, log_var = method._encode(params, x)
+    log_w = V.log_importance_weights(method._decode_fn(params), "bernoulli", x, mean, log_var,
+                                     eps)
+    return (method.bound_at_eps(params, x, eps, "elbo", "monte_carlo")[0],
+            method.bound_at_eps(params, x, eps, "iwae")[0],
+            method.bound_at_eps(params, x, eps, "elbo", "analytic_kl")[0], log_w)
+
+  # One sample: the IWAE bound L_1 and the Monte-Carlo ELBO are the same number.
+  mc1, iwae1, _, log_w1 = bounds(state.params, V.sample_eps(rng, jnp.arange(1), shape))
+  np.testing.assert_array_equal(mc1, iwae1)
+  np.testing.assert_array_equal(mc1, log_w1[0])
+  _, metrics = jax.jit(method.train_step)(state, {"image": x}, rng)
+  np.testing.assert_allclose(metrics["loss"], -jnp.mean(mc1), rtol=1e-6)
+  # Many samples: its mean matches the analytic-KL ELBO (both estimate the same bound)
+  # within 5 standard errors of the per-sample difference.
+  eps = V.sample_eps(jax.random.key(3), jnp.arange(4000), shape)
+  mc, _, analytic, log_w = bounds(state.params, eps)
+  np.testing.assert_allclose(mc, np.asarray(log_w).mean(0), rtol=1e-5)
+  mean, log_var = method._encode(state.params, x)
+  log_px, _, _ = V.sample_log_probs(method._decode_fn(state.params), "bernoulli", x, mean,
+                                    log_var, eps)
+  per_sample_analytic = np.asarray(log_px - V.kl_to_standard_normal(mean, log_var))
+  se = (np.asarray(log_w) - per_sample_analytic).std(0) / math.sqrt(4000)
+  assert np.all(np.abs(np.asarray(mc) - np.asarray(analytic)) < 5 * se + 1e-3), (mc, analytic, se)
+
+
+def test_elbo_estimator_defaults_per_recipe():
+  import importlib
+  assert load_config("vae", None).vae.elbo == "analytic_kl"
+  burda = importlib.import_module("experiments.burda2016_iwae.mnist")
+  assert burda.get_config().vae.elbo == "monte_carlo"
+  assert burda.get_config("objective=iwae,k=5").vae.objective == "iwae"
+  kingma = importlib.import_module("experiments.kingma2014_vae.mnist")
+  assert kingma.get_config().vae.elbo == "analytic_kl"
+  with pytest.raises(ValueError, match="vae.elbo='exact'"):
+    V.VAEMethod.from_config(load_config("vae", **{"vae.elbo": "exact"}), IMAGE)
+
+
 def test_continuous_eval_reports_psnr_and_ssim():
   config = load_config("vae", "smoke,continuous")
   method = V.VAEMethod.from_config(config, IMAGE)

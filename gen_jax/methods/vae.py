@@ -38,6 +38,10 @@ from gen_jax.models.vae import VAE, build_vae
 
 DECODERS = ("bernoulli", "gaussian", "discretized_gaussian")
 OBJECTIVES = ("elbo", "iwae")
+# The ELBO's estimator: K&W's estimator B (Eq. 7; KL in closed form, App. B) or A (Eq. 6:
+# the mean of the log-weights log p(x, z_l) - log q(z_l|x), what Burda et al.'s code trains
+# for its VAE rows: `T.sum(log_ws) / num_samples`).
+ELBOS = ("analytic_kl", "monte_carlo")
 LR_SCHEDULES = ("engine", "burda2016")
 WEIGHTS = ("ema", "raw")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -174,6 +178,17 @@ def elbo_terms(log_px_KxB: jax.Array, mean: jax.Array,
   return jnp.mean(log_px_KxB, axis=0), kl_to_standard_normal(mean, log_var)
 
 
+def monte_carlo_elbo(log_w_KxB: jax.Array) -> jax.Array:
+  """Kingma & Welling 2014, Eq. 6 (SGVB estimator A), per example:
+
+    L^A(x) = 1/L sum_l [log p(x, z_l) - log q(z_l|x)] = 1/L sum_l log w_l.       [B]
+
+  Unbiased for the ELBO like Eq. 7 (the KL term is estimated instead of integrated); with
+  one sample it equals the IWAE bound L_1 at the same noise (Burda et al. 2016, §3).
+  """
+  return jnp.mean(log_w_KxB, axis=0)
+
+
 def iwae_log_likelihood(log_w_fn: Callable[[jax.Array], jax.Array], rng: jax.Array, k: int,
                         chunk: int, shape_BxL: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
   """log p(x) >= L_k (Burda et al. 2016, Eq. 8; §5 estimates the test NLL as -L_5000),
@@ -254,6 +269,7 @@ class VAEMethod(Method):
   decoder: str
   binarized: bool
   objective: str
+  elbo: str
   train_k: int
   eval_k: int
   eval_chunk: int
@@ -280,6 +296,10 @@ class VAEMethod(Method):
           "(data.binarize='none') need vae.decoder='gaussian' or 'discretized_gaussian'.")
     if v.objective not in OBJECTIVES:
       raise ValueError(f"vae.objective={v.objective!r}; expected one of {OBJECTIVES}.")
+    # Runs saved before the field existed trained the analytic-KL ELBO.
+    elbo = v.get("elbo", "analytic_kl")
+    if elbo not in ELBOS:
+      raise ValueError(f"vae.elbo={elbo!r}; expected one of {ELBOS}.")
     if v.train_k < 1:
       raise ValueError(f"vae.train_k={v.train_k} must be >= 1.")
     if v.eval_k < 1 or v.eval_chunk < 1 or v.eval_k % v.eval_chunk:
@@ -305,7 +325,7 @@ class VAEMethod(Method):
                       init_std=m.init_std, dtype=jnp.dtype(config.dtype))
     return cls(model=model, tx=tx, image_shape=tuple(image_shape),
                latent_dim=m.latent_dim, decoder=v.decoder, binarized=binarize != "none",
-               objective=v.objective, train_k=v.train_k, eval_k=v.eval_k,
+               objective=v.objective, elbo=elbo, train_k=v.train_k, eval_k=v.eval_k,
                eval_chunk=v.eval_chunk, eval_weights=weights, manifold_size=v.manifold_size,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
                grad_accum_steps=grad_accum_steps(config))
@@ -328,17 +348,21 @@ class VAEMethod(Method):
 
   # -------------------------------------------------------------- objectives
 
-  def bound_at_eps(self, params, x, eps_KxBxL: jax.Array, objective: str):
+  def bound_at_eps(self, params, x, eps_KxBxL: jax.Array, objective: str,
+                   elbo: str = "analytic_kl"):
     """(bound [B], recon [B], kl [B]) with k = eps.shape[0] samples per image, z = mu + sigma
-    eps: the ELBO of K&W Eq. 10 or the IWAE bound L_k of Burda et al. Eq. 8; recon and KL
-    are Eq. 10's two terms (monitoring)."""
+    eps: the ELBO (`elbo`: 'analytic_kl', K&W Eq. 10; 'monte_carlo', Eq. 6) or the IWAE
+    bound L_k of Burda et al. Eq. 8; recon and KL are Eq. 10's two terms (monitoring)."""
     mean, log_var = self._encode(params, x)
     log_px, log_pz, log_qz = sample_log_probs(self._decode_fn(params), self.decoder, x, mean,
                                               log_var, eps_KxBxL)
     recon, kl = elbo_terms(log_px, mean, log_var)
-    if objective == "elbo":
-      return recon - kl, recon, kl
-    return iwae_bound(log_px + log_pz - log_qz), recon, kl
+    log_w = log_px + log_pz - log_qz
+    if objective == "iwae":
+      return iwae_bound(log_w), recon, kl
+    if elbo == "monte_carlo":
+      return monte_carlo_elbo(log_w), recon, kl
+    return recon - kl, recon, kl
 
   def train_step(self, state: TrainState, batch, rng):
     """One update on -bound per image. eps is drawn for the whole batch before it is split
@@ -348,7 +372,8 @@ class VAEMethod(Method):
 
     def loss_fn(params, rows, _):
       x, eps_BxKxL = rows
-      bound, recon, kl = self.bound_at_eps(params, x, eps_BxKxL.swapaxes(0, 1), self.objective)
+      bound, recon, kl = self.bound_at_eps(params, x, eps_BxKxL.swapaxes(0, 1), self.objective,
+                                           self.elbo)
       return -jnp.mean(bound), {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
 
     (loss, aux), grads = accumulated_value_and_grad(
