@@ -37,8 +37,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diffusion.schedule = "linear"
   config.diffusion.beta_start = 1e-4
   config.diffusion.beta_end = 0.02
-  # What the network predicts: 'eps' (Eq. 14), 'x0' or 'v'.
+  # What the network predicts: 'eps' (Eq. 14), 'x0', 'v' or 'mu' (the posterior mean, Eq. 7).
   config.diffusion.target = "eps"
+  # Objective: 'simple' (Eq. 14), 'kl' (the bound L, Eq. 5) or 'hybrid' (Nichol & Dhariwal).
+  config.diffusion.loss = "simple"
+  # Reverse variance: 'fixed' (sample.variance), 'learned' (diagonal) or 'learned_range'.
+  config.diffusion.variance = "fixed"
+  # lambda of the hybrid objective L_simple + lambda L_vlb (Nichol & Dhariwal §3.1: 0.001).
+  config.diffusion.hybrid_lambda = 1e-3
 
   config.train = common.train_group(
       batch_size=64, num_steps=1500, optimizer="adam", lr=2e-3, warmup_steps=100,
@@ -56,11 +62,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample = common.sample_group(num=64)
   config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
   config.sample.steps = 100             # DDIM steps (0 = all T)
+  # DDIM subsequence: 'linspace' (ends at T-1), or Song et al.'s code's 'uniform' or 'quad'.
+  config.sample.timesteps = "linspace"
+  # DDIM sigma: 'eta' (Eq. 16), 'hat' (sigma-hat, §5.1), 'model' (the model's variance).
+  config.sample.ddim_sigma = "eta"
   # DDIM eta: 0 deterministic, 1 = ancestral-like noise. For this small CPU model eta=1 gives
   # far cleaner digits than eta=0 (docs/results.md).
   config.sample.eta = 1.0
-  config.sample.variance = "beta"       # DDPM sigma^2: 'beta' or 'beta_tilde'
-  config.sample.clip_x0 = True          # clip predicted x0 to [-1, 1] at each step
+  # sigma^2 of a fixed-variance model (diffusion.variance='fixed'): 'beta' or 'beta_tilde'.
+  config.sample.variance = "beta"
+  # Clip predicted x0 to [-1, 1] at each step (Ho et al.'s code does; Song et al.'s DDIM not).
+  config.sample.clip_x0 = True
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True

@@ -141,3 +141,103 @@ def test_ddim_timesteps():
   assert len(ts) == 50 and ts[0] == 0 and ts[-1] == 999 and np.all(np.diff(ts) > 0)
   with pytest.raises(ValueError, match="sample.steps"):
     d.ddim_timesteps(10, 11)
+  with pytest.raises(ValueError, match="sample.timesteps='cubic'"):
+    d.ddim_timesteps(10, 5, "cubic")
+
+
+@pytest.mark.parametrize("T_,S", [(1000, 10), (1000, 20), (1000, 50), (1000, 100),
+                                  (1000, 1000), (1000, 30), (4000, 100), (100, 7)])
+def test_ddim_timesteps_are_song_et_al_released_code_formulas(T_, S):
+  # ermongroup/ddim runners/diffusion.py, sample_image: skip_type 'uniform' is
+  # range(0, T, T // S); 'quad' is [int(s) for s in linspace(0, sqrt(0.8 T), S) ** 2].
+  uniform = list(range(0, T_, T_ // S))
+  quad = [int(s) for s in list(np.linspace(0, np.sqrt(T_ * 0.8), S) ** 2)]
+  np.testing.assert_array_equal(d.ddim_timesteps(T_, S, "uniform"), uniform)
+  np.testing.assert_array_equal(d.ddim_timesteps(T_, S, "quad"), quad)
+  assert d.ddim_timesteps(T_, S, "linspace")[-1] == T_ - 1
+  if S == 30:   # 1000 // 30 = 33: 31 steps, as the authors' code runs
+    assert len(uniform) == 31
+
+
+def test_mu_prediction_of_the_true_posterior_mean_has_zero_mean_loss(sched):
+  # Ho et al. Table 2's mu~ prediction: a model that outputs mu~(x_t, x_0) has zero
+  # ||mu~ - mu_theta||^2, and its bound terms for t >= 1 are only the variance mismatch,
+  # zero with sigma^2 = beta~.
+  x0 = jax.random.uniform(jax.random.key(2), (T, 4, 4, 1), minval=-1, maxval=1)
+  t_B, noise = jnp.arange(T), jax.random.normal(jax.random.key(3), (T, 4, 4, 1))
+  true_mean = lambda x_t, t: dp.q_posterior_mean_variance(sched, x0, x_t, t)[0]
+  loss = lambda kind, var: float(d.diffusion_loss(sched, true_mean, x0, t_B, noise,
+                                                  target="mu", loss=kind, variance=var))
+  assert loss("simple", "beta") == pytest.approx(0.0, abs=1e-10)
+  from gen_jax.methods import diffusion_likelihood as dl
+  kl = dl.vlb_terms(lambda p, x, t: true_mean(x, t), None, sched, x0, t_B, noise, target="mu",
+                    variance="beta_tilde", clip_x0=False)
+  np.testing.assert_allclose(kl[1:], 0.0, atol=1e-3)
+  assert float(d.diffusion_loss(sched, lambda x, t: 0 * x, x0, t_B, noise, target="mu")) > 0.1
+
+
+def test_learned_range_variance_reduces_to_beta_and_beta_tilde_at_its_endpoints(sched):
+  # Nichol & Dhariwal Eq. 15: Sigma = exp(v log beta_t + (1 - v) log beta~_t); the network's
+  # output o in [-1, 1] is v = (o + 1) / 2, so o = 1 gives beta_t and o = -1 beta~_t.
+  t_B = jnp.arange(1, T)
+  ones = jnp.ones((T - 1, 2, 2, 1))
+  at = lambda o: np.exp(np.asarray(dp.model_log_variance(sched, "learned_range", o * ones, t_B)))
+  np.testing.assert_allclose(at(1.0)[:, 0, 0, 0], sched.betas[1:], rtol=1e-5)
+  np.testing.assert_allclose(at(-1.0)[:, 0, 0, 0], sched.posterior_variance[1:], rtol=1e-5)
+  np.testing.assert_allclose(dp.interpolated_log_variance(-3.0, -5.0, 0.25), -4.5)
+  mid = at(0.0)[:, 0, 0, 0]
+  assert np.all(mid < sched.betas[1:]) and np.all(mid > sched.posterior_variance[1:])
+  # 'learned' is the network's log variance itself; fixed ones ignore the output.
+  np.testing.assert_allclose(dp.model_log_variance(sched, "learned", -2.0 * ones, t_B), -2.0)
+  assert dp.output_channels(3, "learned_range") == 6 and dp.output_channels(3, "beta") == 3
+
+
+def learned_range_denoiser(x, t_B):
+  return jnp.concatenate([toy_denoiser(x, t_B), jnp.tanh(x - 0.02 * t_B[:, None, None, None])], -1)
+
+
+@pytest.mark.parametrize("variance", ["beta", "learned_range"])
+def test_ddim_model_sigma_over_all_steps_is_the_ddpm_sampler(sched, variance):
+  # Every sampler uses the model's variance: ancestral steps with sigma='model' over all T
+  # steps are Alg. 2 with that variance (learned: from the network's second half).
+  key, shape = jax.random.key(8), (3, 4, 4, 1)
+  net = learned_range_denoiser if variance == "learned_range" else toy_denoiser
+  ddpm = d.ddpm_sample(net, sched, key, shape, variance=variance, clip_x0=False)
+  ddim = d.ddim_sample(net, sched, key, shape, num_steps=T, sigma="model", variance=variance,
+                       clip_x0=False)
+  np.testing.assert_allclose(ddim, ddpm, rtol=1e-4, atol=1e-4)
+  mean_half = lambda x, t: net(x, t)[..., :1]
+  other = d.ddpm_sample(mean_half, sched, key, shape, variance="beta_tilde", clip_x0=False)
+  assert not np.allclose(ddpm, other, atol=1e-3)
+
+
+def test_ddim_sigma_hat_is_the_skipped_steps_beta(sched):
+  # Song et al. §5.1: sigma-hat^2 = 1 - abar_t / abar_prev: beta_t over the full chain, and
+  # (1 - abar_t) / (1 - abar_prev) times Eq. 16's eta=1 sigma^2 on a strided one.
+  t = jnp.arange(1, T)
+  np.testing.assert_allclose(d.sigma_hat(sched, t, t - 1) ** 2, sched.betas[1:], rtol=1e-4)
+  t, t_prev = jnp.array([49, 30, 10]), jnp.array([30, 10, 0])
+  abar = sched.alphas_cumprod
+  np.testing.assert_allclose(d.sigma_hat(sched, t, t_prev) ** 2,
+                             (1 - abar[t]) / (1 - abar[t_prev]) * d.ddim_sigma(sched, t, t_prev, 1.0) ** 2,
+                             rtol=1e-4)
+  key, shape = jax.random.key(9), (2, 4, 4, 1)
+  hat = d.ddim_sample(toy_denoiser, sched, key, shape, num_steps=10, sigma="hat")
+  eta = d.ddim_sample(toy_denoiser, sched, key, shape, num_steps=10, eta=1.0)
+  assert np.all(np.isfinite(hat)) and not np.allclose(hat, eta)
+
+
+def test_flips_never_touch_eval_streams():
+  # Random flips are training augmentation: the in-order eval stream (shuffle=False) reads
+  # the same images with and without data.random_flip; the training stream flips some.
+  import ml_collections
+  from gen_jax.data import pipeline
+  cfg = lambda flip: ml_collections.ConfigDict(dict(dataset="mnist_5k", data_dir="",
+                                                    manual_dir="", random_flip=flip))
+  read = lambda flip, shuffle: next(iter(pipeline.make_image_loader(
+      cfg(flip), split="test", global_batch_size=64, seed=0, shuffle=shuffle,
+      num_epochs=1)))["image"]
+  np.testing.assert_array_equal(read(True, False), read(False, False))
+  train_flip, train = read(True, True), read(False, True)
+  assert not np.array_equal(train_flip, train)
+  np.testing.assert_array_equal(np.sort(train_flip.ravel()), np.sort(train.ravel()))

@@ -169,7 +169,7 @@ def test_every_term_is_non_negative_and_t_can_differ_per_image():
   @jax.jit
   def all_terms(params):
     return jnp.stack([dl.vlb_terms(stand_in, params, sched, x0, t_B, noise, variance=v)
-                      for v in dl.VARIANCES] + [dl.prior_kl(sched, x0)])
+                      for v in ("beta", "beta_tilde")] + [dl.prior_kl(sched, x0)])
 
   terms = np.asarray(all_terms({"scale": 1.3}))
   assert terms.shape == (3, T10) and np.all(terms >= 0), terms
@@ -205,14 +205,15 @@ def test_oracle_x0_predictor_leaves_only_variance_mismatch(sched, target, varian
     assert float(out["diffusion_bpd"]) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_method_bits_per_dim_runs_the_unet_in_eval_mode_with_the_sample_config(
+def test_method_bits_per_dim_runs_the_unet_in_eval_mode_with_the_method_variance(
     sched, monkeypatch):
   sample_cfg = ml_collections.ConfigDict({"variance": "beta_tilde", "clip_x0": False})
   method = d.DiffusionMethod(
       model=UNet(ch=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), dropout=0.5,
                  num_groups=4),
       schedule=sched, tx=optax.sgd(0.1), image_shape=SHAPE[1:], target="v", ema_decay=0.9,
-      ema_warmup=False, sample_cfg=sample_cfg, eval_cfg=ml_collections.ConfigDict())
+      ema_warmup=False, sample_cfg=sample_cfg, eval_cfg=ml_collections.ConfigDict(),
+      variance="beta_tilde")
   params = jax.eval_shape(method.init, jax.random.key(0), None).params
   x0, rng = jax.ShapeDtypeStruct(SHAPE, jnp.float32), jax.random.key(1)
   # Traced with the real U-Net (nothing is compiled): the returned dict's shapes.
@@ -233,5 +234,61 @@ def test_bad_arguments_raise_clear_errors(sched):
   x0 = jnp.zeros(SHAPE)
   with pytest.raises(ValueError, match="variance='fixedlarge'"):
     dl.bits_per_dim(stand_in, {"scale": 1.0}, sched, x0, jax.random.key(0), variance="fixedlarge")
-  with pytest.raises(ValueError, match="target='mu'"):
-    dl.bits_per_dim(stand_in, {"scale": 1.0}, sched, x0, jax.random.key(0), target="mu")
+  with pytest.raises(ValueError, match="target='score'"):
+    dl.bits_per_dim(stand_in, {"scale": 1.0}, sched, x0, jax.random.key(0), target="score")
+
+
+# ------------------------------------------- the training objectives are the bound's terms
+
+
+def two_channel_stand_in(params, x, t_B):
+  """A stand-in whose output has a target half and a variance half (in [-1, 1])."""
+  return jnp.concatenate([stand_in(params, x, t_B), jnp.tanh(0.5 * x - 0.1 * t_B[:, None, None, None])],
+                         axis=-1)
+
+
+@pytest.mark.parametrize("target,variance", [
+    ("eps", "beta"), ("mu", "beta_tilde"), ("x0", "learned"), ("v", "learned_range")])
+def test_kl_and_hybrid_objectives_equal_the_bits_per_dim_terms(sched, target, variance):
+  # Ho et al.'s 'kl' objective and the L_vlb part of Nichol & Dhariwal's hybrid are the
+  # bound's per-timestep terms that bits/dim sums, at the same x_0, t and noise (t = 0 is
+  # the decoder), in bits/dim; unclipped, as trained.
+  params = {"scale": 0.7}
+  net = two_channel_stand_in if variance in dp.LEARNED_VARIANCES else stand_in
+  x0 = jnp.asarray(_images(2, (T, 4, 4, 1)))
+  t_B = jnp.arange(T)
+  noise = jax.random.normal(jax.random.key(3), x0.shape)
+  terms = dl.vlb_terms(net, params, sched, x0, t_B, noise, target=target, variance=variance,
+                       clip_x0=False)
+  terms_bpd = np.asarray(terms) / (16 * np.log(2.0))
+  loss = lambda kind, lam=1e-3: float(d.diffusion_loss(
+      sched, lambda x, t: net(params, x, t), x0, t_B, noise, target=target, loss=kind,
+      variance=variance, hybrid_lambda=lam))
+  assert loss("kl") == pytest.approx(terms_bpd.mean(), rel=1e-5)
+  if variance in dp.LEARNED_VARIANCES:
+    assert loss("hybrid", 0.02) == pytest.approx(loss("simple") + 0.02 * T * terms_bpd.mean(),
+                                                 rel=1e-5)
+  # The bits/dim of `bits_per_dim` at the same noise is the prior plus the sum of the terms.
+  out = dl.bits_per_dim(net, params, sched, x0[:1], jax.random.key(9), target=target,
+                        variance=variance, clip_x0=False)
+  noise_t = jnp.stack([jax.random.normal(jax.random.fold_in(jax.random.key(9), t), x0[:1].shape)[0]
+                       for t in range(T)])
+  per_t = d.diffusion_loss(sched, lambda x, t: net(params, x, t),
+                           jnp.repeat(x0[:1], T, axis=0), t_B, noise_t, target=target,
+                           loss="kl", variance=variance)
+  assert float(per_t) * T == pytest.approx(float(out["bpd"] - out["prior_bpd"]), rel=1e-4)
+
+
+def test_hybrid_trains_the_mean_only_through_l_simple(sched):
+  # Nichol & Dhariwal §3.1: stop-gradient on the mean in L_vlb, so the gradient of the
+  # target half is exactly L_simple's, while the variance half gets L_vlb's gradient.
+  x0 = jnp.asarray(_images(3, (T, 4, 4, 1)))
+  t_B, noise = jnp.arange(T), jax.random.normal(jax.random.key(4), x0.shape)
+  def grads(kind):
+    def f(mean_scale, var_shift):
+      net = lambda x, t: jnp.concatenate([mean_scale * jnp.tanh(x), 0 * x + var_shift], -1)
+      return d.diffusion_loss(sched, net, x0, t_B, noise, loss=kind, variance="learned_range")
+    return jax.grad(f, argnums=(0, 1))(0.5, 0.1)
+  (g_mean_h, g_var_h), (g_mean_s, g_var_s) = grads("hybrid"), grads("simple")
+  assert float(g_mean_h) == pytest.approx(float(g_mean_s), rel=1e-6)
+  assert float(g_var_s) == 0.0 and abs(float(g_var_h)) > 1e-6

@@ -24,27 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.core.probability import discretized_gaussian_log_likelihood, normal_kl
-from gen_jax.methods.diffusion_process import (TARGETS, Schedule, predict_x0_eps,
-                                               q_posterior_mean_variance, q_sample)
+from gen_jax.methods.diffusion_process import (TARGETS, VARIANCES, Schedule,
+                                               clipped_log_posterior_variance,
+                                               model_log_variance, predict_x0_eps,
+                                               q_posterior_mean_variance, q_sample,
+                                               split_output)
 
-VARIANCES = ("beta", "beta_tilde")
 # (params, x_t [B, H, W, C], t [B]) -> the network output for the method's target.
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-def model_log_variance(sched: Schedule, variance: str) -> jax.Array:
-  """log sigma_t^2 [T] of p_theta(x_{t-1} | x_t) (Ho et al. 2020, §3.2).
-
-  'beta': sigma_t^2 = beta_t; 'beta_tilde': sigma_t^2 = beta~_t (Eq. 7) — the choices of
-  `ddpm_sample`. At index 0 (the decoder, whose variance the sampler never uses, and where
-  beta~ = 0) both take beta~ at index 1, as the authors' code does ('fixedlarge' and
-  'fixedsmall' in diffusion_utils_2.py).
-  """
-  if variance not in VARIANCES:
-    raise ValueError(f"variance={variance!r}; expected one of {VARIANCES}.")
-  post = sched.posterior_variance
-  var_T = sched.betas if variance == "beta" else post
-  return jnp.log(var_T.at[0].set(post[1]))
 
 
 def _per_image(values_T: jax.Array, t_B: jax.Array, ndim: int) -> jax.Array:
@@ -63,44 +50,68 @@ def prior_kl(sched: Schedule, x0: jax.Array) -> jax.Array:
   return _sum_per_image(kl)
 
 
-def vlb_terms(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, t_B: jax.Array,
-              noise: jax.Array, *, target: str = "eps", variance: str = "beta",
-              clip_x0: bool = True) -> jax.Array:
-  """The bound's term at each image's timestep, per image [B], in nats.
+def vlb_terms_from_output(sched: Schedule, output: jax.Array, x0: jax.Array, t_B: jax.Array,
+                          noise: jax.Array, *, target: str = "eps", variance: str = "beta",
+                          clip_x0: bool = True) -> jax.Array:
+  """The bound's term at each image's timestep, per image [B], in nats, from the network
+  output at x_t = q_sample(x_0, t, noise) (Eq. 4).
 
-  With x_t = q_sample(x_0, t, noise) (Eq. 4), the model mean mu_theta(x_t, t) is the
-  posterior mean (Eq. 7) at the predicted x_0, as in `ddpm_sample`, and sigma_t^2 comes from
-  `model_log_variance`. In the paper's 1-based notation, index t gives L_t:
+  The model mean mu_theta(x_t, t) is the posterior mean (Eq. 7) at the predicted x_0, as in
+  the samplers, and sigma_t^2 is `diffusion_process.model_log_variance` (fixed, or the
+  network's learned one). In the paper's 1-based notation, index t gives L_t:
     t >= 1: KL(q(x_t | x_{t+1}, x_0) || N(mu_theta, sigma^2 I))  (Eq. 5-7);
     t == 0: -log p_theta(x_0 | x_1), the discretized Gaussian decoder (Eq. 13) with mean
             mu_theta (= x0_hat) and standard deviation sigma.
   q's variance at index 0 is 0 (log -inf); it is replaced by beta~ at index 1 there, where
-  the KL is computed but not used.
+  the KL is computed but not used. The same terms are the training objective 'kl' and the
+  L_vlb part of 'hybrid' (`gen_jax.methods.diffusion.diffusion_loss`).
 
   Args:
-    apply_fn: (params, x_t, t_B) -> network output for `target` ('eps', 'x0' or 'v').
+    output: [B, H, W, C] network output for `target` ('eps', 'x0', 'v' or 'mu'), with a
+      learned variance's C more channels after it ([B, H, W, 2C]).
     x0: [B, H, W, C] data in [-1, 1] on the 8-bit grid; t_B: [B] int timesteps in [0, T).
     noise: [B, H, W, C] standard normal noise of x_t.
+    variance: one of `diffusion_process.VARIANCES`.
     clip_x0: clip the predicted x_0 to [-1, 1], as the sampler and the authors' bpd code do.
   """
   if target not in TARGETS:
     raise ValueError(f"target={target!r}; expected one of {TARGETS}.")
+  if variance not in VARIANCES:
+    raise ValueError(f"variance={variance!r}; expected one of {VARIANCES}.")
   xt = q_sample(sched, x0, t_B, noise)
-  output = apply_fn(params, xt, t_B).astype(jnp.float32)
-  x0_hat, _ = predict_x0_eps(sched, output, xt, t_B, target)
+  mean_out, var_out = split_output(output.astype(jnp.float32), variance)
+  x0_hat, _ = predict_x0_eps(sched, mean_out, xt, t_B, target)
   if clip_x0:
     x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
   model_mean, _ = q_posterior_mean_variance(sched, x0_hat, xt, t_B)
-  model_logvar = _per_image(model_log_variance(sched, variance), t_B, x0.ndim)
+  model_logvar = model_log_variance(sched, variance, var_out, t_B, x0.ndim)
 
   true_mean, _ = q_posterior_mean_variance(sched, x0, xt, t_B)
-  post = sched.posterior_variance
-  true_logvar = _per_image(jnp.log(post.at[0].set(post[1])), t_B, x0.ndim)
+  true_logvar = _per_image(clipped_log_posterior_variance(sched), t_B, x0.ndim)
 
   kl = _sum_per_image(normal_kl(true_mean, true_logvar, model_mean, model_logvar))
   decoder_nll = -_sum_per_image(
       discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar))
   return jnp.where(t_B == 0, decoder_nll, kl)
+
+
+def vlb_terms(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, t_B: jax.Array,
+              noise: jax.Array, *, target: str = "eps", variance: str = "beta",
+              clip_x0: bool = True) -> jax.Array:
+  """`vlb_terms_from_output` with the network output `apply_fn(params, x_t, t_B)`, per
+  image [B], in nats.
+
+  Args:
+    apply_fn: (params, x_t, t_B) -> network output for `target` (and a learned variance).
+    x0, t_B, noise, target, variance, clip_x0: as in `vlb_terms_from_output`.
+  """
+  if target not in TARGETS:
+    raise ValueError(f"target={target!r}; expected one of {TARGETS}.")
+  if variance not in VARIANCES:
+    raise ValueError(f"variance={variance!r}; expected one of {VARIANCES}.")
+  output = apply_fn(params, q_sample(sched, x0, t_B, noise), t_B)
+  return vlb_terms_from_output(sched, output, x0, t_B, noise, target=target, variance=variance,
+                               clip_x0=clip_x0)
 
 
 def bits_per_dim(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, rng: jax.Array, *,
@@ -164,13 +175,13 @@ def bits_per_dim(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, rng:
 def method_bits_per_dim(method, params, x0: jax.Array, rng: jax.Array, *,
                         timestep_batch: int = 10) -> dict[str, jax.Array]:
   """`bits_per_dim` for a `DiffusionMethod`: its U-Net in eval mode (no dropout), its
-  target, and `config.sample.variance` / `clip_x0`, so the bound is for the model its DDPM
-  sampler draws from. Pass `state.ema_params` (the default for evaluation) or
+  target, its reverse variance (learned, or `config.sample.variance`) and
+  `config.sample.clip_x0`, so the bound is for the model its DDPM sampler draws from. Pass `state.ema_params` (the default for evaluation) or
   `state.params`; e.g. `jax.jit(functools.partial(method_bits_per_dim, method))`.
   """
   apply_fn = lambda p, x, t: method.model.apply({"params": p}, x, t, train=False)
   return bits_per_dim(apply_fn, params, method.schedule, x0, rng, target=method.target,
-                      variance=method.sample_cfg.variance, clip_x0=method.sample_cfg.clip_x0,
+                      variance=method.variance, clip_x0=method.sample_cfg.clip_x0,
                       timestep_batch=timestep_batch)
 
 
