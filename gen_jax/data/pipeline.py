@@ -196,7 +196,8 @@ def make_image_loader(data_config: ml_collections.ConfigDict, **kwargs) -> grain
 
   Args:
     data_config: `config.data` with fields `dataset` (str), `data_dir` (str, ""
-      = TFDS default), `manual_dir` (str, "" = download), `random_flip` (bool),
+      = TFDS default), `manual_dir` (str, "" = download), `random_flip` (bool; applied
+      to training streams (shuffle=True) only, never to in-order evaluation reads),
       `num_workers` (int, grain worker processes; 0 = in this process), `binarize`
       ('none' (default): images in [-1, 1]; 'dynamic': a new Bernoulli sample of each
       image every time it is read; 'fixed': one sample per image, seeded by
@@ -229,7 +230,7 @@ def make_image_loader(data_config: ml_collections.ConfigDict, **kwargs) -> grain
   if args.shuffle:
     stream = stream.shuffle()   # a different permutation in every epoch
   stream = stream.repeat(args.num_epochs)
-  if data_config.get("random_flip", False):
+  if data_config.get("random_flip", False) and args.shuffle:   # training streams only
     stream = stream.random_map(RandomHorizontalFlip())
   if binarize == "dynamic":
     stream = stream.random_map(DynamicBinarize())
