@@ -199,9 +199,12 @@ def split_examples(root: str, files: list[user_files.FileEntry]
         (p, label, "test") for p, label in test]
   else:
     classes, labelled = _labelled(root, "", files, None)
+    by_label: dict[int, list[str]] = {}
+    for path, label in labelled:
+      by_label.setdefault(label, []).append(path)
     examples = []
-    for label in range(len(classes)):
-      paths = sorted((p for p, lab in labelled if lab == label), key=_hash_order)
+    for label, paths in by_label.items():
+      paths = sorted(paths, key=_hash_order)
       num_test = len(paths) // HOLD_OUT_EVERY
       examples += [(p, label, "test") for p in paths[:num_test]]
       examples += [(p, label, "train") for p in paths[num_test:]]

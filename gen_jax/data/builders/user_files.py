@@ -53,6 +53,8 @@ def walk_files(root: str, extensions: Sequence[str]) -> list[FileEntry]:
   entries = []
   for folder, subfolders, names in os.walk(root, followlinks=True):
     subfolders[:] = sorted(d for d in subfolders if not is_hidden(d))
+    prefix = os.path.relpath(folder, root).replace(os.sep, "/") + "/"
+    prefix = "" if prefix == "./" else prefix
     for name in names:
       if is_hidden(name) or not name.lower().endswith(tuple(extensions)):
         continue
@@ -62,8 +64,7 @@ def walk_files(root: str, extensions: Sequence[str]) -> list[FileEntry]:
       except OSError as err:
         raise UserDataError(f"cannot read {path} ({err.strerror}); remove it or fix the "
                             "link.") from None
-      relpath = os.path.relpath(path, root).replace(os.sep, "/")
-      entries.append(FileEntry(relpath, stat.st_size, stat.st_mtime_ns))
+      entries.append(FileEntry(prefix + name, stat.st_size, stat.st_mtime_ns))
   return sorted(entries, key=lambda e: e.relpath)
 
 
