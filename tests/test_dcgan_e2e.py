@@ -130,9 +130,13 @@ def test_export_holds_the_ema_weights_and_batchnorm_statistics(runs, data_dir):
   trained = gen_jax.load_run(runs["b"])
   assert exported.step == trained.step == 6
   chex.assert_trees_all_equal(exported.params, trained.ema_params)
-  # Sampling (EMA generator, running BatchNorm statistics) gives the same images.
-  a, b = exported.sample(4, seed=0), trained.sample(4, seed=0)
-  np.testing.assert_array_equal(a["samples"], b["samples"])
+  # Sampling (EMA generator) gives the same images, with the exported running BatchNorm
+  # statistics (sample.batch_norm='running') and with batch statistics (the default).
+  for mode in ("running", "batch"):
+    a, b = exported.sample(4, seed=0, batch_norm=mode), trained.sample(4, seed=0, batch_norm=mode)
+    np.testing.assert_array_equal(a["samples"], b["samples"])
+  running, batch = trained.sample(4, seed=0, batch_norm="running"), trained.sample(4, seed=0)
+  assert not np.array_equal(running["samples"], batch["samples"])
 
 
 def test_summary_counts_both_networks(data_dir):
