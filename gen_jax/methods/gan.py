@@ -74,7 +74,8 @@ Options of the reference codes' loops:
     its own minibatch in turn, G first. A train step then holds n_critic + 1 slices of m
     images: the G update comes first (its slice's real images go unused, as `_train_g`'s
     cost does not read them) and D update k takes slice k + 1. So D sees n_critic / (n_critic
-    + 1) of every epoch, and an epoch has B_code / (B (n_critic + 1)) as many steps.
+    + 1) of every epoch, and with the code's minibatch m an epoch of N images is
+    N / ((n_critic + 1) m) steps.
   * `gan.g_batch_multiple` (gan_cifar_resnet.py: GEN_BS_MULTIPLE = 2): the G update takes
     this many times m fakes.
 """
