@@ -58,13 +58,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.bpd_timestep_batch = 10   # timesteps per network call (x bpd_batch_size images)
   common.add_sample_metrics(config.eval, config.data.dataset, num_samples=1000,
                             sample_batch_size=250)
+  # --mode=sample/eval restore this run's checkpoint instead of --workdir's ('' = none): a
+  # sampler-only run, e.g. a sweep over sampler settings (experiments/song2021_ddim).
+  config.eval.checkpoint_from = ""
 
   config.sample = common.sample_group(num=64)
   config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
   config.sample.steps = 100             # DDIM steps (0 = all T)
   # DDIM subsequence: 'linspace' (ends at T-1), or Song et al.'s code's 'uniform' or 'quad'.
   config.sample.timesteps = "linspace"
-  # DDIM sigma: 'eta' (Eq. 16), 'hat' (sigma-hat, §5.1), 'model' (the model's variance).
+  # DDIM noise: 'eta' (Eq. 16), 'model' (ancestral, the model's variance; beta: sigma-hat).
   config.sample.ddim_sigma = "eta"
   # DDIM eta: 0 deterministic, 1 = ancestral-like noise. For this small CPU model eta=1 gives
   # far cleaner digits than eta=0 (docs/results.md).

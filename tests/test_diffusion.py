@@ -211,22 +211,6 @@ def test_ddim_model_sigma_over_all_steps_is_the_ddpm_sampler(sched, variance):
   assert not np.allclose(ddpm, other, atol=1e-3)
 
 
-def test_ddim_sigma_hat_is_the_skipped_steps_beta(sched):
-  # Song et al. §5.1: sigma-hat^2 = 1 - abar_t / abar_prev: beta_t over the full chain, and
-  # (1 - abar_t) / (1 - abar_prev) times Eq. 16's eta=1 sigma^2 on a strided one.
-  t = jnp.arange(1, T)
-  np.testing.assert_allclose(d.sigma_hat(sched, t, t - 1) ** 2, sched.betas[1:], rtol=1e-4)
-  t, t_prev = jnp.array([49, 30, 10]), jnp.array([30, 10, 0])
-  abar = sched.alphas_cumprod
-  np.testing.assert_allclose(d.sigma_hat(sched, t, t_prev) ** 2,
-                             (1 - abar[t]) / (1 - abar[t_prev]) * d.ddim_sigma(sched, t, t_prev, 1.0) ** 2,
-                             rtol=1e-4)
-  key, shape = jax.random.key(9), (2, 4, 4, 1)
-  hat = d.ddim_sample(toy_denoiser, sched, key, shape, num_steps=10, sigma="hat")
-  eta = d.ddim_sample(toy_denoiser, sched, key, shape, num_steps=10, eta=1.0)
-  assert np.all(np.isfinite(hat)) and not np.allclose(hat, eta)
-
-
 def test_flips_never_touch_eval_streams():
   # Random flips are training augmentation: the in-order eval stream (shuffle=False) reads
   # the same images with and without data.random_flip; the training stream flips some.
@@ -241,3 +225,49 @@ def test_flips_never_touch_eval_streams():
   train_flip, train = read(True, True), read(False, True)
   assert not np.array_equal(train_flip, train)
   np.testing.assert_array_equal(np.sort(train_flip.ravel()), np.sort(train.ravel()))
+
+
+def test_paper_configs_pin_the_authors_choices():
+  # Song et al.'s code for CIFAR-10: quad subsequence, no x0 clipping in generalized_steps,
+  # sigma-hat by ddpm_steps (ancestral, beta, clipped); Table 1's 5 x 5 grid over ONE
+  # trained checkpoint (sampler fields only). Defaults of configs/ddpm.py are unchanged.
+  from configs import ddpm
+  from experiments.ho2020_ddpm import cifar10 as ho
+  from experiments.song2021_ddim import cifar10 as song, mnist as song_mnist
+  base = ddpm.get_config()
+  assert (base.sample.timesteps, base.sample.ddim_sigma, base.sample.clip_x0) == (
+      "linspace", "eta", True)
+  assert (base.diffusion.loss, base.diffusion.variance, base.eval.checkpoint_from) == (
+      "simple", "fixed", "")
+  assert ho.get_config().eval.bpd_num_images == 10_000   # the whole CIFAR-10 test set
+  c = song.get_config()
+  assert (c.sample.timesteps, c.sample.clip_x0, c.eval.checkpoint_from) == (
+      "quad", False, "runs/ddpm_cifar10")
+  sweep = song.get_sweep()
+  assert len(sweep) == 25 and all(k.startswith("sample.") for o in sweep for k in o)
+  assert sorted({o.get("sample.eta") for o in sweep} - {None}) == [0.0, 0.2, 0.5, 1.0]
+  hat = [o for o in sweep if o.get("sample.ddim_sigma") == "model"]
+  assert len(hat) == 5 and all(o["sample.clip_x0"] and o["sample.variance"] == "beta" for o in hat)
+  m = song_mnist.get_config()
+  assert m.eval.checkpoint_from.endswith("target=eps,loss=simple,variance=fixed")
+  assert all(k.startswith("sample.") for o in song_mnist.get_sweep() for k in o)
+
+
+def test_table2_rows_and_the_learned_variance_output_head():
+  from experiments.ho2020_ddpm import table2_mnist
+  rows = table2_mnist.get_sweep()
+  assert len(rows) == 7 and {r["diffusion.target"] for r in rows} == {"eps", "mu"}
+  params = {}
+  for variance in ("fixed", "learned"):
+    c = table2_mnist.get_config()
+    c.diffusion.variance = variance
+    m = d.DiffusionMethod.from_config(c, (28, 28, 1))
+    shapes = jax.eval_shape(m.init, jax.random.key(0), None).params
+    params[variance] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    assert shapes["conv_out"]["kernel"].shape[-1] == (2 if variance == "learned" else 1)
+  # configs/ddpm.py's U-Net; the learned variance adds one 3x3x16 output channel and bias.
+  assert params == {"fixed": 280_177, "learned": 280_177 + 3 * 3 * 16 + 1}
+  c = table2_mnist.get_config()
+  c.diffusion.loss = "hybrid"
+  with pytest.raises(ValueError, match="learned_range"):
+    d.DiffusionMethod.from_config(c, (28, 28, 1))

@@ -47,13 +47,15 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
+  # Table 2's rows (eps / L_simple, the paper's model, first: experiments/song2021_ddim/
+  # mnist.py samples its checkpoint), then Nichol & Dhariwal's hybrid.
   rows = [
+      dict(target="eps", loss="simple", variance="fixed"),
       dict(target="mu", loss="kl", variance="learned"),
       dict(target="mu", loss="kl", variance="fixed"),
       dict(target="mu", loss="simple", variance="fixed"),
       dict(target="eps", loss="kl", variance="learned"),
       dict(target="eps", loss="kl", variance="fixed"),
-      dict(target="eps", loss="simple", variance="fixed"),
       dict(target="eps", loss="hybrid", variance="learned_range"),
   ]
   return [{f"diffusion.{k}": v for k, v in row.items()} for row in rows]

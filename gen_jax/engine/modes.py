@@ -24,6 +24,13 @@ from gen_jax.engine.samples import format_text_samples, make_sample_fn, write_sa
 from gen_jax.engine.train import compile_train_step
 
 
+def trained_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The run whose checkpoint the read modes restore: `eval.checkpoint_from` when a config
+  sets it (a sampler-only run, e.g. one member of a sweep over the sampler settings of one
+  trained model: experiments/song2021_ddim), otherwise `workdir` itself."""
+  return config.eval.get("checkpoint_from", "") or workdir
+
+
 def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   """Writes grid(s) or text sampled from the newest checkpoint with the configured sampler.
 
@@ -81,12 +88,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   evaluation (`method.dataset_evaluation()`, e.g. DDPM bits/dim) and the sample-quality
   metrics (`eval.sample_metrics`, see gen_jax/engine/sample_metrics.py). Returns the scalar
   metrics; the JSON also holds the family evaluation's details (e.g. per-timestep terms).
+  With `eval.checkpoint_from` (`trained_workdir`) the checkpoint is that run's, and
+  `workdir` gets this run's config.json and a 'done' status, so sweeps skip it when
+  finished and `--mode=report` lists it.
   """
   exp = build_experiment(config)
   evaluator = None
   if config.eval.get("sample_metrics", False):   # fail on a missing classifier before work
     evaluator = sample_metrics.SampleQualityEvaluator(exp)
-  state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
+  source = trained_workdir(config, workdir)
+  state, step = ckpt_lib.load_checkpoint(exp, source, config.eval.step)
+  if source != workdir:   # a sampler-only run: its config and status, for sweeps and reports
+    workdir_lib.claim(config, workdir, None)
   metrics, details = evaluate_state(exp, state), {}
   if (family_evaluation := exp.method.dataset_evaluation()) is not None:
     family_metrics, details = run_dataset_evaluation(exp, state, family_evaluation)
@@ -98,6 +111,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write(step, metrics)
   writer.close()
+  if source != workdir:
+    workdir_lib.RunStatus(workdir).write("done", step)
   return metrics
 
 

@@ -31,7 +31,7 @@ from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, TARGETS, Sched
                                                training_target)
 from gen_jax.methods.diffusion_sampling import (DDIM_SIGMAS, TIMESTEP_SPACINGS,  # noqa: F401
                                                 ddim_sample, ddim_sigma, ddim_timesteps,
-                                                ddpm_sample, sigma_hat)
+                                                ddpm_sample)
 from gen_jax.models.unet import UNet
 
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B,H,W,C], t [B]) -> output

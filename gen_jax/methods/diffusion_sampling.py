@@ -1,8 +1,9 @@
 """DDPM and DDIM samplers and DDIM's timestep subsequences.
 
 Ho, Jain, Abbeel 2020 (arXiv:2006.11239): the ancestral sampler (Alg. 2).
-Song, Meng, Ermon 2021 (arXiv:2010.02502): DDIM (Eq. 12, 16), sigma-hat (§5.1) and the
-'uniform' and 'quad' subsequences of their released code (`runners/diffusion.py`).
+Song, Meng, Ermon 2021 (arXiv:2010.02502): DDIM (Eq. 12, 16), sigma-hat (§5.1, their
+code's `ddpm_steps`) and the 'uniform' and 'quad' subsequences of their released code
+(`runners/diffusion.py`, `functions/denoising.py`).
 Nichol & Dhariwal 2021 (arXiv:2102.09672, §4): ancestral sampling over a subsequence with
 the model's (learned) variance rescaled to the strided chain.
 
@@ -28,10 +29,11 @@ DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
 # et al.'s released code's 'uniform' (range(0, T, T // S)) and 'quad'
 # (int(linspace(0, sqrt(0.8 T), S)^2), their CIFAR-10 choice, App. D.2).
 TIMESTEP_SPACINGS = ("linspace", "uniform", "quad")
-# sigma of a DDIM step: 'eta' (Eq. 16 times sample.eta), 'hat' (sigma-hat of §5.1, Table 1's
-# last row: sigma^2 = 1 - abar_t / abar_prev, the skipped steps' beta), or 'model' (ancestral
-# steps with the model's own variance on the strided chain, Nichol & Dhariwal §4).
-DDIM_SIGMAS = ("eta", "hat", "model")
+# The noise of a DDIM step: 'eta' (Eq. 12 with Eq. 16's sigma times sample.eta: the authors'
+# `generalized_steps`), or 'model' (ancestral steps, the posterior mean plus the model's own
+# variance on the strided chain: Nichol & Dhariwal §4; with the fixed variance beta and
+# clipping this is the authors' `ddpm_steps`, Table 1's sigma-hat row, §5.1).
+DDIM_SIGMAS = ("eta", "model")
 
 
 def ddim_timesteps(num_timesteps: int, num_steps: int, spacing: str = "linspace") -> np.ndarray:
@@ -123,14 +125,6 @@ def ddim_sigma(sched: Schedule, t, t_prev, eta: float) -> jax.Array:
   return eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev))
 
 
-def sigma_hat(sched: Schedule, t, t_prev) -> jax.Array:
-  """Song et al. 2021, §5.1 (Table 1's sigma-hat row): sigma-hat = sqrt(1 - abar_t / abar_prev),
-  the beta of the step t -> t_prev (beta_t itself over the full chain)."""
-  abar_t = sched.alphas_cumprod[t]
-  abar_prev = jnp.where(t_prev >= 0, sched.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
-  return jnp.sqrt(1.0 - abar_t / abar_prev)
-
-
 def strided_log_variance(sched: Schedule, variance: str, var_out, t, t_prev) -> jax.Array:
   """log sigma^2 of one ancestral step t -> t_prev of a strided chain (Nichol & Dhariwal
   2021, §4): the chain's own beta = 1 - abar_t / abar_prev and beta~ = (1 - abar_prev) /
@@ -164,9 +158,10 @@ def ddim_sample(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, shape: tupl
 
   `sigma` (one of `DDIM_SIGMAS`): 'eta' is Eq. 16 (eta=0 deterministic DDIM; eta=1 over all
   T steps is the DDPM ancestral sampler with sigma^2 = beta~: same key, same samples as
-  `ddpm_sample(variance='beta_tilde')`); 'hat' is sigma-hat (§5.1); 'model' takes ancestral
-  steps x_prev = mu~(x_t, x0_hat) + sigma z on the strided chain with the model's
-  `variance` (`strided_log_variance`): over all T steps, `ddpm_sample` itself.
+  `ddpm_sample(variance='beta_tilde')`); 'model' takes ancestral steps
+  x_prev = mu~(x_t, x0_hat) + sigma z on the strided chain with the model's `variance`
+  (`strided_log_variance`): over all T steps, `ddpm_sample` itself; with 'beta', Song et
+  al.'s sigma-hat sampler (§5.1; `ddpm_steps` in their code, which clips x0_hat).
   `variance` also tells how many channels of the output are the target's.
   """
   if sigma not in DDIM_SIGMAS:
@@ -185,7 +180,7 @@ def ddim_sample(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, shape: tupl
               + jnp.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar_t) * x)
       log_var = strided_log_variance(sched, variance, var_out, t, t_prev)
       return mean + jnp.where(t_prev >= 0, jnp.exp(0.5 * log_var), 0.0) * z
-    s = ddim_sigma(sched, t, t_prev, eta) if sigma == "eta" else sigma_hat(sched, t, t_prev)
+    s = ddim_sigma(sched, t, t_prev, eta)
     direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - s**2, 0.0)) * eps
     return jnp.sqrt(abar_prev) * x0 + direction + s * z
 
