@@ -159,15 +159,15 @@ def test_attention_dropout_drops_causal_probabilities():
 
 
 def test_gpt_dropout_acts_in_training_only_and_stays_causal():
-  model = GPT(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.3)
+  model = GPT(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.3)
   tokens = jax.random.randint(jax.random.key(4), (2, 10), 0, 11)
-  params = model.init(jax.random.key(1), tokens)["params"]
+  params = jax.jit(model.init)(jax.random.key(1), tokens)["params"]
   apply = jax.jit(model.apply, static_argnames="train")
   f = lambda toks, train, seed: np.asarray(apply(
       {"params": params}, toks, train=train, rngs={"dropout": jax.random.key(seed)}))
   assert not np.allclose(f(tokens, True, 0), f(tokens, True, 1))
   assert np.array_equal(f(tokens, True, 0), f(tokens, True, 0))
-  no_dropout = GPT(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16)
+  no_dropout = GPT(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16)
   evaluated = np.asarray(jax.jit(no_dropout.apply)({"params": params}, tokens))
   np.testing.assert_array_equal(f(tokens, False, 0), f(tokens, False, 1))
   np.testing.assert_allclose(f(tokens, False, 0), evaluated, rtol=1e-6, atol=1e-6)

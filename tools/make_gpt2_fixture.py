@@ -2,7 +2,8 @@
 logits, so tests/test_gpt_hf.py can check our GPT against `transformers` without PyTorch.
 
   /path/to/venv-with-torch-and-transformers/bin/python tools/make_gpt2_fixture.py
-  .../python tools/make_gpt2_fixture.py --check_export=<workdir>/export/step_<N>_hf_gpt2
+  .../python tools/make_gpt2_fixture.py --check_export=<workdir>/export/step_<N>_hf_gpt2 \
+      [--ours=<our logits on the fixture tokens, .npy>]
 
 The first form writes, with a fixed torch seed,
 
@@ -15,9 +16,10 @@ The first form writes, with a fixed torch seed,
 Every parameter, LayerNorm scales and all biases included, is perturbed off its
 initialization, so a swapped or transposed tensor changes the logits. The second form loads
 a gen_jax `--mode=export --config.export.format=hf_gpt2` directory with
-`GPT2LMHeadModel.from_pretrained` and prints its logits on the fixture tokens and their
-largest difference from the fixture's (equal when the run was initialized from the fixture
-and not trained). Needs torch, transformers and safetensors (none of them gen_jax
+`GPT2LMHeadModel.from_pretrained` and prints the largest difference of its logits on the
+fixture tokens from the fixture's (zero when the run was initialized from the fixture and
+not trained) and from `--ours` (gen_jax's logits of the same run; docs/interop.md shows how
+to write them). Needs torch, transformers and safetensors (none of them gen_jax
 dependencies).
 """
 from __future__ import annotations
@@ -72,7 +74,7 @@ def make_fixture() -> None:
         float(np.abs(out["logits_gelu_new"] - out["logits_gelu"]).max()))
 
 
-def check_export(path: str) -> None:
+def check_export(path: str, ours: str) -> None:
   model = transformers.GPT2LMHeadModel.from_pretrained(path).eval()
   fixture = load_file(os.path.join(OUT, "logits.safetensors"))
   form = model.config.activation_function
@@ -81,11 +83,15 @@ def check_export(path: str) -> None:
         f"{model.config.n_embd} wide, vocabulary {model.config.vocab_size}, GELU {form!r}")
   print(f"logits {got.shape}; max |HF(export) - fixture logits_{form}|:",
         float(np.abs(got - fixture[f"logits_{form}"]).max()))
+  if ours:
+    print(f"max |HF(export) - gen_jax logits ({ours})|:",
+          float(np.abs(got - np.load(ours)).max()))
   print(json.dumps({"logits[0, :2, :4]": got[0, :2, :4].tolist()}))
 
 
 if __name__ == "__main__":
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--check_export", default="", help="a gen_jax hf_gpt2 export directory")
+  parser.add_argument("--ours", default="", help="gen_jax's logits on the fixture tokens (.npy)")
   args = parser.parse_args()
-  check_export(args.check_export) if args.check_export else make_fixture()
+  check_export(args.check_export, args.ours) if args.check_export else make_fixture()

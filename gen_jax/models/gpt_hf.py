@@ -16,8 +16,8 @@ architecture, Radford et al. 2019, §2.3), and their tensors correspond one to o
 
 GPT-2's `Conv1D` stores its weight as [in, out], as a flax `Dense` kernel does, so nothing
 is transposed; c_attn's 3D outputs are q, k, v, each split into heads of D / H, in both.
-Files saved from `GPT2Model` (the released `gpt2` checkpoint) carry the same names without
-`transformer.`, and some hold the causal-mask buffers `attn.bias` / `attn.masked_bias`,
+Files saved from `GPT2Model` carry the same names without `transformer.`, and files of
+older transformers versions hold the causal-mask buffers `attn.bias` / `attn.masked_bias`,
 which are not parameters; both are accepted on reading.
 """
 from __future__ import annotations
