@@ -19,6 +19,9 @@ Needs torch, torchvision and pytorch-fid (none of them gen_jax dependencies). It
    restricted reader returns identical arrays; writes two tiny `.pth` files of a few
    tensors (zip and legacy format, with a transposed view, a storage offset, float16 and
    int64) as reader fixtures: tests/fixtures/inception_tiny_{zip,legacy}.pth.
+
+A rerun rewrites the same values; only the legacy .pth's bytes change (its storage keys
+are memory addresses), so there is no need to commit it again.
 """
 from __future__ import annotations
 
