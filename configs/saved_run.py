@@ -5,14 +5,34 @@
 
 `get_config(workdir)` returns `<workdir>/config.json` as a ConfigDict, so `--config.x=y`
 overrides apply to it as to any config file (launch.py allows only sample/eval fields
-there in the modes that read a trained run).
+there in the modes that read a trained run). Sample and export fields that gen_jax gained
+after the run was saved get today's defaults, so they can be overridden on older runs too.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
+from typing import Any
 
 import ml_collections
+
+from configs import common
+
+
+def with_read_mode_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+  """`saved` with the sample (for a family that samples) and export fields it lacks set to
+  the defaults of configs/common.py; fields it has are kept."""
+  defaults = {"export": common.base_config(saved["method"], "")["export"].to_dict()}
+  if "sample" in saved:
+    defaults["sample"] = {name: p.default
+                          for name, p in inspect.signature(common.sample_group).parameters.items()
+                          if p.default is not inspect.Parameter.empty}
+  for group, fields in defaults.items():
+    saved.setdefault(group, {})
+    for name, value in fields.items():
+      saved[group].setdefault(name, value)
+  return saved
 
 
 def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
@@ -23,4 +43,4 @@ def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} does not exist: {workdir} holds no trained run.")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(with_read_mode_defaults(json.load(f)))

@@ -118,6 +118,19 @@ def test_reading_modes_use_the_saved_config_with_sample_and_eval_overrides(tmp_p
     workdir_lib.reading_config(tmp_path / "nothing", {})
 
 
+def test_a_run_saved_before_a_sample_or_export_field_existed_takes_it(tmp_path):
+  saved = json.loads(make_config().to_json())   # a config.json without sample.format or export
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  config = workdir_lib.reading_config(tmp_path, {"sample.format": "npz",
+                                                 "export.format": "hf_gpt2"})
+  assert config.sample.format == "npz" and config.export.format == "hf_gpt2"
+  # launch.py --workdir alone reads it through configs/saved_run.py: today's defaults.
+  from configs import saved_run
+  filled = saved_run.get_config(str(tmp_path))
+  assert filled.sample.format == "grid" and filled.export.format == "gen_jax"
+  assert filled.sample.num == saved["sample"]["num"]
+
+
 def test_status_of_a_dead_process_reads_as_stopped(tmp_path):
   status = workdir_lib.RunStatus(tmp_path)
   status.write("running", 4)

@@ -196,6 +196,10 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
   Raises:
     ConfigMismatchError: an override outside `READ_MODE_FIELDS`.
     FileNotFoundError: neither a saved config nor `given`.
+
+  An override of a field that the saved config lacks (a sample or export field gen_jax
+  gained after the run was trained) is added to it: `overrides` come from launch.py, which
+  has checked their names against a whole config already.
   """
   not_allowed = sorted(k for k in overrides if not matches(k, READ_MODE_FIELDS))
   if not_allowed:
@@ -218,7 +222,14 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
       logging.warning("Using the config saved in %s; --config differs from it in %d field(s) "
                       "that this mode ignores, e.g.:\n%s", workdir, len(differ),
                       format_changes(differ[:5]))
-  saved.update_from_flattened_dict(dict(overrides))
+  for field, value in overrides.items():   # fields newer than the run: added, not refused
+    *groups, name = field.split(".")
+    node = saved
+    for group in groups:
+      if group not in node:
+        node[group] = ml_collections.ConfigDict()
+      node = node[group]
+    node[name] = value
   return saved
 
 
