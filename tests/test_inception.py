@@ -8,7 +8,6 @@ through our network. No torch is needed.
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile

@@ -33,7 +33,7 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import ml_collections
@@ -47,7 +47,7 @@ from gen_jax.engine import sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import is_main_process
 from gen_jax.engine.samples import make_sample_fn
-from gen_jax.evaluate import inception, inception_metrics, inception_weights, sample_quality
+from gen_jax.evaluate import inception, inception_metrics, sample_quality
 from gen_jax.evaluate.classifier_scores import class_scores
 
 KID_SUBSET_SIZE = 1000      # Bińkowski et al. 2018, App. D (clipped to the smaller set)
