@@ -203,3 +203,39 @@ def dump_samples(folder: epath.Path, plan: DumpPlan, formats: tuple[str, ...],
   if "npz" in formats and is_main_process() and not (folder / MERGED).exists():
     _stream_merged(folder, plan)
   return folder
+
+
+class BatchCache:
+  """Finished batches of a long evaluation (e.g. the features of 50,000 samples), one
+  `batch_<i>.npz` each, so that a run stopped by SIGTERM or a kill and rerun computes only
+  the missing ones. `key` (what the batches depend on: checkpoint step, sampler, extractor,
+  batch size, ...) is saved in `key.json`; a folder holding another key is emptied first."""
+
+  def __init__(self, folder: epath.Path, key: dict[str, Any]):
+    self.folder = epath.Path(folder)
+    saved = self.folder / "key.json"
+    if saved.exists() and json.loads(saved.read_text()) != key and is_main_process():
+      logging.warning("%s holds batches of another evaluation; starting over.", self.folder)
+      self.clear()
+    if is_main_process() and not saved.exists():
+      self.folder.mkdir(parents=True, exist_ok=True)
+      tmp = self.folder / "key.json.tmp"
+      tmp.write_text(json.dumps(key, indent=2) + "\n")
+      tmp.rename(saved)
+
+  def _path(self, index: int) -> epath.Path:
+    return self.folder / f"batch_{index:05d}.npz"
+
+  def get(self, index: int) -> dict[str, np.ndarray] | None:
+    """The arrays of batch `index`, or None when it has not been finished."""
+    path = self._path(index)
+    return _read_shard(path) if path.exists() else None
+
+  def put(self, index: int, **arrays: np.ndarray) -> None:
+    if is_main_process():
+      _write_atomic_npz(self._path(index), **arrays)
+
+  def clear(self) -> None:
+    """Deletes the folder (once the evaluation's result is written)."""
+    if is_main_process() and self.folder.exists():
+      self.folder.rmtree()

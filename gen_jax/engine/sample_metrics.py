@@ -46,6 +46,8 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sharding
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import is_main_process
+from gen_jax.engine.preemption import Interrupted, StopRequest
+from gen_jax.engine.sample_dump import BatchCache
 from gen_jax.engine.samples import make_sample_fn
 from gen_jax.evaluate import inception, inception_metrics, sample_quality
 from gen_jax.evaluate.classifier_scores import class_scores
@@ -63,6 +65,11 @@ class FeatureExtractor:
   image_shape: tuple[int, int, int]
   apply: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
   exp: Experiment
+
+  @property
+  def identity(self) -> str:
+    """Which weights: the classifier run and its checkpoint step."""
+    return f"{self.workdir}@{self.step}"
 
 
 def extractor_name(dataset: str) -> str:
@@ -182,6 +189,11 @@ class InceptionExtractor:
   `apply(images in [-1, 1]) -> (logits [B, 1008], pool features [B, 2048])`."""
   sha256: str
   apply: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+  @property
+  def identity(self) -> str:
+    """Which weights: the file's sha256."""
+    return self.sha256
 
 
 def load_inception(eval_cfg: ml_collections.ConfigDict, exp: Experiment) -> InceptionExtractor:
@@ -315,25 +327,46 @@ class SampleQualityEvaluator:
     weights = "ema" if exp.config.sample.use_ema else "raw"
     self.prefix = f"eval/{weights}/"
 
-  def features_of_samples(self, state, rng: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [N, K], features [N, D]) of `num_samples` samples, batch i from fold_in(rng, i)."""
+  def features_of_samples(self, state, rng: jax.Array, cache: BatchCache | None = None,
+                          stop: StopRequest | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, K], features [N, D]) of `num_samples` samples, batch i from fold_in(rng, i).
+
+    With `cache`, finished batches are read from it and new ones written to it; `stop`
+    (SIGTERM/SIGINT) ends the loop between batches with `Interrupted`, the work kept.
+    """
     logits, features = [], []
     num_batches = math.ceil(self.num_samples / self.batch_size)
     for i in range(num_batches):
-      logging.info("Sample metrics: sampling batch %d/%d (%d images each)", i + 1, num_batches,
-                   self.batch_size)
-      images = self.sample_fn(state, jax.random.fold_in(rng, i))
-      if isinstance(images, dict):
-        images = images["samples"]
-      logits_B, features_B = jax.device_get(self.extractor.apply(images))
-      keep = min(self.batch_size, self.num_samples - i * self.batch_size)
-      logits.append(logits_B[:keep]), features.append(features_B[:keep])
+      done = cache.get(i) if cache is not None else None
+      if done is None:
+        if stop is not None and stop.requested:
+          raise Interrupted(f"Evaluation stopped on request after {i} of {num_batches} sample "
+                            f"batches, kept in {cache.folder if cache else 'memory (lost)'}; "
+                            "rerun the same command to continue.")
+        logging.info("Sample metrics: sampling batch %d/%d (%d images each)", i + 1,
+                     num_batches, self.batch_size)
+        images = self.sample_fn(state, jax.random.fold_in(rng, i))
+        if isinstance(images, dict):
+          images = images["samples"]
+        logits_B, features_B = jax.device_get(self.extractor.apply(images))
+        keep = min(self.batch_size, self.num_samples - i * self.batch_size)
+        done = {"logits": logits_B[:keep], "features": features_B[:keep]}
+        if cache is not None:
+          cache.put(i, **done)
+      logits.append(done["logits"]), features.append(done["features"])
     return np.concatenate(logits), np.concatenate(features)
 
-  def __call__(self, state) -> dict[str, float]:
+  def cache_key(self, step: int) -> dict[str, object]:
+    """What the sample batches of an evaluation of checkpoint `step` depend on."""
+    return {"step": step, "tag": self.prefix + self.tag, "batch_size": self.batch_size,
+            "sampler": self.exp.method.sample_tag, "seed": self.exp.config.seed,
+            "extractor": self.extractor.identity}
+
+  def __call__(self, state, cache: BatchCache | None = None,
+               stop: StopRequest | None = None) -> dict[str, float]:
     cfg = self.exp.config.eval
     rng = jax.random.fold_in(self.exp.base_rng, 0x5A3E)   # fixed: comparable across steps
-    logits, features = self.features_of_samples(state, rng)
+    logits, features = self.features_of_samples(state, rng, cache, stop)
     if self.kind == "inception":
       return self._inception_metrics(logits, features)
     metrics = compare_features(self.reference, logits, features,
