@@ -9,6 +9,8 @@ on the MNIST classifier's features (runs/classifier).
 
   python launch.py --config=experiments/ho2020_ddpm/table2_mnist.py --sweep --workdir=runs/table2_mnist
   python launch.py --config=experiments/song2021_ddim/mnist.py --sweep --mode=eval --workdir=runs/ddim_mnist
+  # or only the first and last columns (S = 10 and S = T), 10 of the 20 runs:
+  python launch.py --config=experiments/song2021_ddim/mnist.py:quick --sweep --mode=eval --workdir=runs/ddim_mnist
   python launch.py --workdir=runs/ddim_mnist --mode=report
 
 Measured in docs/results.md ("DDIM, Song et al. Table 1's grid on MNIST").
@@ -22,7 +24,8 @@ STEPS = [10, 20, 50, 100]
 
 
 def get_config(arg: str | None = None):
-  config = table2_mnist.get_config(arg)   # the trained run's config (eps, L_simple, beta)
+  common.parse_variants("experiments/song2021_ddim/mnist.py", arg, ("quick",))
+  config = table2_mnist.get_config()   # the trained run's config (eps, L_simple, beta)
   # The trained run whose checkpoint every sampler setting samples.
   config.eval.checkpoint_from = "runs/table2_mnist/target=eps,loss=simple,variance=fixed"
   config.sample.update(sampler="ddim", steps=50, eta=0.0, timesteps="uniform",
@@ -34,4 +37,7 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-  return common.product(ddim_cifar10.noise_rows(), {"sample.steps": STEPS})
+  """Table 1's grid; variant 'quick': its first and last columns only."""
+  variants = common.parse_variants("experiments/song2021_ddim/mnist.py", arg, ("quick",))
+  steps = [STEPS[0], STEPS[-1]] if "quick" in variants else STEPS
+  return common.product(ddim_cifar10.noise_rows(), {"sample.steps": steps})
