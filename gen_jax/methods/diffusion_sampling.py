@@ -104,16 +104,26 @@ def ddpm_sample(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, shape: tupl
 
   def step(x, inp):
     t, _, key = inp
-    t_B, x0, _, var_out = _denoised(denoise, sched, x, t, target, variance, clip_x0)
-    mean, _ = q_posterior_mean_variance(sched, x0, x, t_B)
-    if variance in LEARNED_VARIANCES:
-      sigma = jnp.exp(0.5 * model_log_variance(sched, variance, var_out, t_B, x.ndim))
-    else:
-      sigma = jnp.sqrt((sched.betas if variance == "beta" else sched.posterior_variance)[t])
-    z = jax.random.normal(key, x.shape, jnp.float32)
-    return mean + jnp.where(t > 0, sigma, 0.0) * z
+    return ddpm_step(denoise, sched, x, t, key, target=target, variance=variance,
+                     clip_x0=clip_x0)
 
   return _reverse_scan(step, rng, shape, np.arange(sched.num_timesteps))
+
+
+def ddpm_step(denoise: DenoiseFn, sched: Schedule, x: jax.Array, t: jax.Array, key: jax.Array,
+              *, target: str = "eps", variance: str = "beta", clip_x0: bool = True) -> jax.Array:
+  """One step of Ho et al. 2020, Alg. 2: x_{t-1} = mu_theta(x_t, t) + sigma_t z, z ~ N(0, I)
+  drawn from `key`, no noise at t = 0; `ddpm_sample` scans it over all T steps (the
+  arguments are as there). `t` is a scalar (traced or not); x: [B, H, W, C] at index t.
+  """
+  t_B, x0, _, var_out = _denoised(denoise, sched, x, t, target, variance, clip_x0)
+  mean, _ = q_posterior_mean_variance(sched, x0, x, t_B)
+  if variance in LEARNED_VARIANCES:
+    sigma = jnp.exp(0.5 * model_log_variance(sched, variance, var_out, t_B, x.ndim))
+  else:
+    sigma = jnp.sqrt((sched.betas if variance == "beta" else sched.posterior_variance)[t])
+  z = jax.random.normal(key, x.shape, jnp.float32)
+  return mean + jnp.where(t > 0, sigma, 0.0) * z
 
 
 def ddim_sigma(sched: Schedule, t, t_prev, eta: float) -> jax.Array:
