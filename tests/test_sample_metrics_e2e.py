@@ -129,3 +129,36 @@ def test_missing_classifier_fails_with_the_command_to_run(runs, data_dir, tmp_pa
   config = _with_metrics("ddpm", data_dir, str(tmp_path / "no_classifier"))
   with pytest.raises(FileNotFoundError, match="python launch.py --config=configs/classifier.py"):
     modes.evaluate(config, runs["ddpm"])
+
+
+def test_a_stopped_evaluation_keeps_its_finished_batches_and_the_rerun_draws_the_rest(
+    runs, data_dir, tmp_path):
+  import signal
+  from gen_jax.engine.preemption import Interrupted, StopRequest
+  from gen_jax.engine.sample_dump import BatchCache
+  config = _with_metrics("dcgan", data_dir, runs["clf"], **{"eval.sample_batch_size": 8})
+  exp = build_experiment(config)
+  evaluator = sample_metrics.SampleQualityEvaluator(exp)      # 32 samples: 4 batches
+  state, step = ckpt_lib.load_checkpoint(exp, runs["dcgan"], -1)
+  draw, calls = evaluator.sample_fn, []
+
+  def counted(state, rng, signal_at=None):
+    calls.append(1)
+    if len(calls) == signal_at:
+      os.kill(os.getpid(), signal.SIGTERM)   # a preemption while batch 2 is sampled
+    return draw(state, rng)
+
+  cache = BatchCache(tmp_path / "batches", evaluator.cache_key(step))
+  evaluator.sample_fn = lambda s, r: counted(s, r, signal_at=2)
+  stop = StopRequest()
+  with stop.installed(), pytest.raises(Interrupted, match="after 2 of 4"):
+    evaluator(state, cache, stop)
+  assert sorted(os.listdir(tmp_path / "batches")) == ["batch_00000.npz", "batch_00001.npz",
+                                                     "key.json"]
+  calls.clear()
+  evaluator.sample_fn = counted
+  resumed = evaluator(state, BatchCache(tmp_path / "batches", evaluator.cache_key(step)))
+  assert len(calls) == 2                                      # batches 2 and 3 only
+  assert resumed == evaluator(state)                          # as one uninterrupted pass
+  # --mode=eval (in the fixture) removed its batches once the result was written.
+  assert not os.path.exists(os.path.join(runs["dcgan"], "eval", "step_4_samples"))
