@@ -104,10 +104,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   if (family_evaluation := exp.method.dataset_evaluation()) is not None:
     family_metrics, details = run_dataset_evaluation(exp, state, family_evaluation)
     metrics.update(family_metrics)
-  if evaluator is not None:
-    metrics.update(evaluator(state))
+  if evaluator is not None:   # finished sample batches survive SIGTERM or a kill
+    cache = sample_dump.BatchCache(epath.Path(workdir) / "eval" / f"step_{step}_samples",
+                                   evaluator.cache_key(step))
+    stop = StopRequest()
+    with stop.installed():
+      metrics.update(evaluator(state, cache, stop))
   save_json(epath.Path(workdir) / "eval" / f"step_{step}.json",
             {"step": step, **metrics, **details})
+  if evaluator is not None:
+    cache.clear()
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write(step, metrics)
   writer.close()
