@@ -16,6 +16,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
 from gen_jax.engine import hf_gpt2
 from gen_jax.engine import sample_dump, sample_metrics, sharding
+from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import MetricWriter, is_main_process, save_json
