@@ -129,6 +129,11 @@ def test_a_run_saved_before_a_sample_or_export_field_existed_takes_it(tmp_path):
   filled = saved_run.get_config(str(tmp_path))
   assert filled.sample.format == "grid" and filled.export.format == "gen_jax"
   assert filled.sample.num == saved["sample"]["num"]
+  saved["eval"].update(sample_metrics=False, num_samples=1000)   # an image family's eval group
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  filled = saved_run.get_config(str(tmp_path))
+  assert filled.eval.feature_extractor == "classifier" and filled.eval.num_samples == 1000
+  assert not filled.eval.sample_metrics and filled.eval.is_splits == 10
 
 
 def test_status_of_a_dead_process_reads_as_stopped(tmp_path):
