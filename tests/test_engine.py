@@ -143,3 +143,15 @@ def test_a_metrics_line_cut_short_is_dropped_on_resume(tmp_path):
   w.close()
   assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
   assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_an_eval_split_smaller_than_one_batch_is_one_clear_error(data_dir):
+  # mnist_5k's test split holds 500 images: nothing is compiled before the error.
+  from gen_jax.data.errors import DatasetTooSmallError
+  from gen_jax.engine.evaluation import evaluate_state
+  from gen_jax.engine.experiment import build_experiment
+  from smoke import load_config
+  exp = build_experiment(load_config("vae", **{"data.data_dir": data_dir,
+                                               "eval.batch_size": 1000}))
+  with pytest.raises(DatasetTooSmallError, match="lower it, e.g. --config.eval.batch_size=16"):
+    evaluate_state(exp, exp.abstract_state)

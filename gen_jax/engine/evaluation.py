@@ -11,6 +11,7 @@ from absl import logging
 
 from gen_jax import data
 from gen_jax.core.state import TrainState
+from gen_jax.data.errors import DatasetTooSmallError
 from gen_jax.engine import sharding
 from gen_jax.engine.experiment import Experiment
 from gen_jax.methods.base import DatasetEvaluation
@@ -41,8 +42,10 @@ def evaluate_state(exp: Experiment, state: TrainState, eval_fn=None) -> dict[str
       totals[k] = totals.get(k, 0.0) + float(v)
     n += 1
   if n == 0:
-    raise ValueError(f"eval split {cfg.data.eval_split!r} yielded no batch of "
-                     f"eval.batch_size={cfg.eval.batch_size}.")
+    raise DatasetTooSmallError(
+        f"eval split {cfg.data.eval_split!r} of {cfg.data.dataset} holds fewer examples than "
+        f"one eval batch (eval.batch_size={cfg.eval.batch_size}); lower it, e.g. "
+        "--config.eval.batch_size=16, or use a larger eval split (data.eval_split).")
   metrics = exp.method.summarize_eval({k: v / n for k, v in totals.items()})
   return {f"eval/{k}": v for k, v in metrics.items()}
 
@@ -67,7 +70,7 @@ def run_dataset_evaluation(exp: Experiment, state: TrainState,
     outputs.append(jax.device_get(batch_fn(state, sharding.global_batch(local, exp.batch_sharding),
                                            jax.random.fold_in(rng, i))))
   if len(outputs) < n // bs:
-    raise ValueError(f"eval split {cfg.data.eval_split!r} has fewer than the {n} images "
+    raise DatasetTooSmallError(f"eval split {cfg.data.eval_split!r} has fewer than the {n} images "
                      f"that {evaluation.name} evaluates.")
   metrics, details = evaluation.summarize(outputs)
   return ({f"eval/{k}": v for k, v in metrics.items()},

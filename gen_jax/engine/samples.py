@@ -13,6 +13,7 @@ from etils import epath
 
 from gen_jax import data
 from gen_jax.core.state import TrainState
+from gen_jax.data.errors import DatasetTooSmallError
 from gen_jax.engine import sharding
 from gen_jax.engine.experiment import Experiment
 from gen_jax.engine.outputs import is_main_process, save_image_grid
@@ -31,8 +32,10 @@ def fixed_sample_batch(exp: Experiment, num: int | None = None) -> dict[str, jax
                             shuffle=False, num_epochs=1)
   local = next(iter(loader), None)
   if local is None:
-    raise ValueError(f"eval split {cfg.data.eval_split!r} has fewer than "
-                     f"sample.num={num} images.")
+    raise DatasetTooSmallError(
+        f"eval split {cfg.data.eval_split!r} of {cfg.data.dataset} has fewer than the "
+        f"{num} images this family samples from (sample.num, or eval.sample_batch_size for "
+        "sample metrics); lower it, or use a larger eval split (data.eval_split).")
   return sharding.global_batch(local, exp.batch_sharding)
 
 
