@@ -364,10 +364,9 @@ def test_iterator_state_resumes_exactly(modality, request, tmp_path):
 
 
 def test_random_flip_flips_some_images_deterministically(data_dir):
-  def first_batch(random_flip):
+  def first_batch(random_flip):   # a training stream: flips apply to shuffled reads only
     config = data_config(data_dir, random_flip=random_flip)
-    loader = data.make_image_loader(config, split="train", global_batch_size=64, seed=5,
-                                    shuffle=False)
+    loader = data.make_image_loader(config, split="train", global_batch_size=64, seed=5)
     return next(iter(loader))["image"]
 
   plain, flipped = first_batch(False), first_batch(True)
@@ -435,3 +434,94 @@ def test_worker_processes_yield_the_same_batches(data_dir):
     return take(iterator, 3)
 
   assert_batches_equal(first_batches(1), first_batches(0))
+
+
+# ---------------------------------------------------------------- whole-batch pipeline
+
+def test_stream_order_is_grains_seeded_shuffle():
+  """The vectorized shuffle equals grain's index_shuffle (C++) and grain's
+  `source.seed(s).shuffle().repeat()` stream, a new permutation every epoch."""
+  from grain._src.python.experimental.index_shuffle.python import index_shuffle_module
+  from gen_jax.data import stream
+  for n, seed in [(1, 0), (2, 5), (500, 3), (4500, 2**32 - 1), (70_000, 11)]:
+    probe = np.unique(np.random.default_rng(n).integers(0, n, 200))
+    expected = [index_shuffle_module.index_shuffle(int(i), max_index=n - 1, seed=seed, rounds=4)
+                for i in probe]
+    np.testing.assert_array_equal(stream.index_shuffle(probe, n - 1, seed), expected)
+  for n, seed in [(7, 0), (500, 3)]:
+    grain_stream = grain.MapDataset.range(n).seed(seed).shuffle().repeat()
+    positions = np.arange(3 * n + 4)
+    order = stream.ShuffledOrder(n, seed)(positions)
+    np.testing.assert_array_equal(order, [grain_stream[int(s)] for s in positions])
+    epochs = order[:3 * n].reshape(3, n)
+    assert all(sorted(e) == list(range(n)) for e in epochs) and len({tuple(e) for e in epochs}) == 3
+
+
+def test_loader_reads_grains_order_and_saves_the_old_state_format(data_dir):
+  """Shuffled batches hold the records of grain's stream positions; the iterator state is
+  {"next_index": global batches read}, the format checkpoints of the per-record pipeline
+  hold, so they restore."""
+  from gen_jax.data import stream
+  source = data.load_split("mnist_5k", "train", data_dir=data_dir, manual_dir=None)
+  iterator = iter(data.make_image_loader(data_config(data_dir), split="train",
+                                         global_batch_size=100, seed=9))
+  batches = take(iterator, 46)   # 4600 > 4500: crosses into the second epoch
+  assert iterator.get_state() == {"next_index": 46}
+  indices = stream.ShuffledOrder(4500, 9)(np.arange(4500, 4600))
+  np.testing.assert_array_equal(batches[45]["label"], [source[int(i)]["label"] for i in indices])
+  expected = np.stack([source[int(i)]["image"] for i in indices]) / np.float32(127.5) - 1
+  np.testing.assert_array_equal(batches[45]["image"], expected.astype(np.float32))
+  resumed = iter(data.make_image_loader(data_config(data_dir), split="train",
+                                        global_batch_size=100, seed=9))
+  resumed.set_state({"next_index": 45})
+  assert_batches_equal(take(resumed, 1), batches[45:])
+
+
+def test_random_bits_belong_to_stream_positions(data_dir):
+  """Flips and dynamic binarization depend on (seed, stream position) only: the same
+  positions read with global batch 30 or 20 get the same images."""
+  config = data_config(data_dir, random_flip=True, binarize="dynamic")
+  read = lambda batch: np.concatenate([b["image"] for b in take(iter(data.make_image_loader(
+      config, split="train", global_batch_size=batch, seed=2)), 60 // batch)])
+  np.testing.assert_array_equal(read(30), read(20))
+
+
+def test_fixed_binarization_draws_as_before(data_dir):
+  """Image i's sample uses np.random.default_rng([binarize_seed, i]), as the per-record
+  pipeline did: the same {0, 1} images as runs before the whole-batch pipeline."""
+  config = data_config(data_dir, binarize="fixed", binarize_seed=4)
+  batch = next(iter(data.make_image_loader(config, split="test", global_batch_size=8, seed=0,
+                                           shuffle=False)))["image"]
+  source = data.load_split("mnist_5k", "test", data_dir=data_dir, manual_dir=None)
+  for i in range(8):
+    uniform = np.random.default_rng([4, i]).random((28, 28, 1), dtype=np.float32)
+    np.testing.assert_array_equal(batch[i], uniform * np.float32(255) < source[i]["image"])
+
+
+def test_split_is_decoded_once_and_reloaded_from_disk(data_dir, monkeypatch):
+  """A split is decoded once per process; the next process loads the saved arrays instead
+  of decoding, unless its shards changed (prepared again); a split too large for memory
+  is read per record, with the same batches."""
+  from gen_jax.data import in_memory
+  decodes = []
+  decode = in_memory._decode
+  monkeypatch.setattr(in_memory, "_decode", lambda *a: decodes.append(1) or decode(*a))
+
+  def batches():
+    return take(iter(data.make_image_loader(data_config(data_dir, random_flip=True),
+                                            split="test", global_batch_size=50, seed=1)), 3)
+
+  reference = batches()
+  folder = os.path.join(data_dir, "mnist_5k", "1.0.0", in_memory.CACHE_FOLDER)
+  assert [f for f in os.listdir(folder) if f.startswith("test-")] == ["test-9f86d081.npz"]
+  decoded = len(decodes)   # 1, or 0 when an earlier test of this session decoded it
+  monkeypatch.setattr(in_memory, "_ARRAYS", {})   # a new process: only the file is left
+  assert_batches_equal(batches(), reference)
+  assert len(decodes) == decoded
+  shard = next(f for f in os.listdir(os.path.dirname(folder)) if "test.array_record" in f)
+  os.utime(os.path.join(os.path.dirname(folder), shard), ns=(1, 1))  # as if prepared again
+  monkeypatch.setattr(in_memory, "_ARRAYS", {})
+  assert_batches_equal(batches(), reference)
+  assert len(decodes) == decoded + 1
+  monkeypatch.setattr(in_memory, "MAX_IN_MEMORY_BYTES", 0)   # per-record reads
+  assert_batches_equal(batches(), reference)
