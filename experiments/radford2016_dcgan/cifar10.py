@@ -35,12 +35,17 @@ at batch 64); Gulrajani et al. 2017, Table 3: DCGAN IS 6.16±.07.
       --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
   python launch.py --config=experiments/radford2016_dcgan/cifar10.py --mode=summary
 
-Our measured number: not measured yet. gen_jax has no Inception network yet, so the
-Inception score and Inception-feature FID of the paper cannot be computed here; its FID,
-KID and precision/recall use the features of a classifier gen_jax trains, for digits only
-(docs/evaluation.md).
+Metrics (--mode=eval, configs/inception_eval.py): the paper reports none; we use the DDPM /
+TTUR protocol: 50,000 samples (raw generator) against the CIFAR-10 train split, IS over 10
+splits, on the FID Inception-v3 with pytorch-fid's weights file (docs/evaluation.md). Names:
+eval/raw/fid_inception_50k_train, eval/raw/is_inception_50k,
+eval/raw/kid_inception_50k_train. Checkpoint: the last (the authors' code trains a fixed 25
+epochs). The FIDs quoted above use 10K samples (--config.eval.num_samples=10000), StudioGAN's
+against the test split (--config.eval.reference_split=test).
+
+Our measured number: not measured yet (needs the CIFAR-10 files and the weights file).
 """
-from configs import common, dcgan
+from configs import common, dcgan, inception_eval
 
 NAME = "cifar10"
 TRAIN_EXAMPLES = 50_000
@@ -62,6 +67,7 @@ def get_config(arg: str | None = None):
   config.eval.update(every=2_000, batch_size=500, num_batches=20)
   # G's BatchNorm on each generated batch's statistics, as the code's `_gen`.
   config.sample.batch_norm = "batch"
+  inception_eval.add_inception_metrics(config.eval, num_samples=50_000, reference_split="train")
   code = "code" in variants
   if code or "l2" in variants:
     config.gan.l2 = 1e-5
