@@ -174,9 +174,9 @@ def train_group(
     steps_per_call: int = 1,
     # 'adam', 'adamw' (decoupled weight decay) or 'adagrad' (Kingma & Welling 2014, §5).
     optimizer: str = "adam",
-    # 'constant' or 'cosine' (after warmup_steps).
+    # 'constant', 'cosine' or 'linear' (after warmup_steps).
     lr_decay: str = "constant",
-    # cosine decays to lr * min_lr_ratio ...
+    # cosine and linear decay to lr * min_lr_ratio ...
     min_lr_ratio: float = 0.1,
     # ... at this step (0 = num_steps; nanoGPT's lr_decay_iters): a fixed value keeps the
     # schedule when a run is extended. None: no such field (the decay ends at num_steps).
