@@ -2,14 +2,15 @@
 
   python launch.py --config=configs/ddpm.py [--workdir=runs/ddpm] [--mode=train]
   python launch.py --workdir=runs/ddpm --mode=sample --config.sample.steps=50
+  python launch.py --workdir=runs/ddpm --mode=inpaint --config.inpaint.mask=left
   python launch.py --config=configs/ddpm.py:smoke --config.train.num_steps=10
   python launch.py --config=experiments/ho2020_ddpm/targets_mnist.py --sweep [--dry_run]
   python launch.py --workdir=runs/targets_mnist --mode=report
 
 Rerunning the same command with the same workdir resumes from its newest checkpoint; a
 workdir is one run, so a rerun with another model, data or optimizer config stops with
-the difference (gen_jax/engine/workdir.py). Modes that read a trained run (sample, eval)
-use the config saved in its workdir; `--config` is optional there.
+the difference (gen_jax/engine/workdir.py). Modes that read a trained run (sample, eval,
+export, inpaint) use the config saved in its workdir; `--config` is optional there.
 Deliberately thin: flags, optional multi-host init, version/device log, then gen_jax.
 
 Several processes (README "Scaling out"): every process runs the same command. On a TPU
@@ -35,12 +36,14 @@ _WORKDIR = flags.DEFINE_string(
     "Default: runs/<config name>[_<variant>].")
 _MODE = flags.DEFINE_enum("mode", "train",
                           ["train", "sample", "eval", "export", "summary", "compile",
-                           "report"],
+                           "report", "inpaint"],
                           "What to do. compile: lower and compile the train step for the "
                           "configured mesh and print its memory use and FLOPs, without data. "
                           "report: a table, learning curves and samples of the runs in "
                           "--workdir (report.md). export: the EMA weights as safetensors "
-                          "with the config, in <workdir>/export/step_<N>/.")
+                          "with the config, in <workdir>/export/step_<N>/. inpaint: repair "
+                          "masked eval images with a trained DDPM (config.inpaint), grids and "
+                          "PSNR/SSIM in <workdir>/inpaint/.")
 _ACCEPT_CHANGES = flags.DEFINE_bool(
     "accept_config_changes", False, "Continue the run in --workdir although the config "
     "differs from the one it was trained with in more than the resumable fields; the "
@@ -158,7 +161,7 @@ def main(argv):
   import flax
 
   from gen_jax import data
-  from gen_jax.engine import checkpoint, modes, sample_dump, train
+  from gen_jax.engine import checkpoint, inpaint, modes, sample_dump, train
   from gen_jax.engine.preemption import Interrupted
   from gen_jax.engine import workdir as workdir_lib
   from gen_jax.engine.outputs import quiet_library_logs
@@ -176,7 +179,7 @@ def main(argv):
   logging.info("JAX %s, Flax %s; process %d/%d; devices: %s", jax.__version__, flax.__version__,
                jax.process_index(), jax.process_count(), jax.devices())
   try:
-    if _MODE.value in ("sample", "eval", "export"):   # a trained run: its saved config
+    if _MODE.value in ("sample", "eval", "export", "inpaint"):   # a trained run: its saved config
       config = workdir_lib.reading_config(
           workdir, config_flags.get_override_values(flags.FLAGS["config"]),
           config if given else None)
@@ -190,6 +193,8 @@ def main(argv):
                          for name, value in modes.evaluate(config, workdir).items())
     elif _MODE.value == "export":
       report = str(modes.export(config, workdir))
+    elif _MODE.value == "inpaint":
+      report = inpaint.format_report(inpaint.inpaint(config, workdir))
     elif _MODE.value == "compile":
       report = modes.compile_report(config)
     else:
@@ -197,7 +202,7 @@ def main(argv):
   except (workdir_lib.ConfigMismatchError, NotADirectoryError, PermissionError,
           checkpoint.CheckpointMismatchError, checkpoint.DamagedCheckpointError,
           checkpoint.CheckpointWriteError, data.DatasetUnavailableError,
-          sample_dump.SampleDumpMismatchError, Interrupted) as e:
+          sample_dump.SampleDumpMismatchError, inpaint.InpaintConfigError, Interrupted) as e:
     sys.exit(f"launch.py: {e}")
   if jax.process_index() == 0:   # every process computes it; one prints
     print(report)

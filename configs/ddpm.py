@@ -77,6 +77,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Clip predicted x0 to [-1, 1] at each step (Ho et al.'s code does; Song et al.'s DDIM not).
   config.sample.clip_x0 = True
 
+  config.inpaint = inpaint_group()
+
   if config.data.dataset == "cifar10":
     config.data.random_flip = True
     config.model.attn_resolutions = (8,)
@@ -90,3 +92,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.apply_smoke(config, eval=dict(bpd_num_images=0, bpd_batch_size=8,
                                          bpd_timestep_batch=5), sample=dict(steps=5))
   return config
+
+
+def inpaint_group() -> ml_collections.ConfigDict:
+  """`--mode=inpaint` (gen_jax/engine/inpaint.py); configs/saved_run.py gives these defaults
+  to diffusion runs saved before the group existed."""
+  inpaint = ml_collections.ConfigDict()
+  # Pixels to fill: 'center' (a centred box), 'left' / 'right' (half), 'random_pixels',
+  # 'strokes' (random brush strokes), or the path of a mask image (white: known, black: fill).
+  inpaint.mask = "center"
+  # Fraction of the pixels to fill for 'center', 'random_pixels' and 'strokes'.
+  inpaint.fraction = 0.25
+  # Seed of the random masks (one per image).
+  inpaint.mask_seed = 0
+  # 'replacement' (Song et al. 2021, App. I.2) or 'repaint' (Lugmayr et al. 2022, Alg. 1).
+  inpaint.sampler = "repaint"
+  # RePaint: timesteps the chain jumps back at each jump point (j; 10 in the paper).
+  inpaint.jump_length = 10
+  # RePaint: passes through each jump interval (r; 10 in the paper); 1 = replacement.
+  inpaint.jump_n_sample = 10
+  # Reverse steps: 0 = all T; S < T strides the chain over S timesteps (RePaint: 250 of 1000).
+  inpaint.steps = 0
+  # Images repaired: the first N of the eval split, in order (one compiled call).
+  inpaint.num_images = 8
+  # Seed of the chain's noise.
+  inpaint.seed = 0
+  return inpaint
