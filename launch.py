@@ -183,6 +183,8 @@ def main(argv):
       config = workdir_lib.reading_config(
           workdir, config_flags.get_override_values(flags.FLAGS["config"]),
           config if given else None)
+    if _MODE.value == "inpaint" and "inpaint" in _CONFIG.value:   # fields newer than the run
+      config.inpaint = {**_CONFIG.value.inpaint.to_dict(), **config.get("inpaint", {})}
     if _MODE.value == "train":
       train.train_and_evaluate(config, workdir, accept_config_changes=_ACCEPT_CHANGES.value)
       return
