@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +29,9 @@ from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, TARGETS, Sched
                                                schedule_from_config, split_output,
                                                training_target)
 from gen_jax.methods.diffusion_sampling import (DDIM_SIGMAS, TIMESTEP_SPACINGS,  # noqa: F401
-                                                ddim_sample, ddim_sigma, ddim_timesteps,
-                                                ddpm_sample)
+                                                DenoiseFn, ddim_sample, ddim_sigma,
+                                                ddim_timesteps, ddpm_sample)
 from gen_jax.models.unet import UNet
-
-DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [B,H,W,C], t [B]) -> output
 
 # What the network is trained on: 'simple' (Ho et al. Eq. 14: the squared error of its
 # target; for target 'mu', Table 2's ||mu~ - mu_theta||^2), 'kl' (the true bound L, Eq. 5:
