@@ -44,15 +44,10 @@ from gen_jax.data import stream
 
 BINARIZATIONS = ("none", "dynamic", "fixed")
 
-# uint8 -> float32 x / 127.5 - 1, as a table (the same float32 arithmetic per value).
-_SYMMETRIC = np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
-# P(pixel = 1) = v / 255 with 24-bit uniforms u: on iff u < ceil(v 2**24 / 255).
-_ON_BELOW = ((np.arange(256, dtype=np.int64) * 2**24 + 254) // 255).astype(np.uint32)
-
 
 def scale_to_symmetric_range(images: np.ndarray) -> np.ndarray:
   """uint8 images -> float32 in [-1, 1]: x / 127.5 - 1."""
-  return _SYMMETRIC[images]
+  return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 def dynamic_binarize(images: np.ndarray, seed: int, first_position: int) -> np.ndarray:
@@ -71,8 +66,11 @@ def dynamic_binarize(images: np.ndarray, seed: int, first_position: int) -> np.n
   shape = images.shape[1:]
   words = -(-int(np.prod(shape)) // 2)   # two 32-bit uniforms per word
   bits = stream.position_bits(seed, stream.BINARIZE, first_position, len(images), words)
+  # Pixel on iff u / 2**24 < v / 255 for its 24-bit uniform u (the precision of a float32
+  # uniform), i.e. u * 255 < v * 2**24: exact in uint32.
   uniform24 = stream.uniform_uint32(bits, shape) >> np.uint32(8)
-  return (uniform24 < _ON_BELOW[images]).astype(np.float32)
+  return (uniform24 * np.uint32(255) < images.astype(np.uint32) << np.uint32(24)).astype(
+      np.float32)
 
 
 def fixed_binarization(images: np.ndarray, indices: np.ndarray, seed: int) -> np.ndarray:
