@@ -6,6 +6,8 @@ code's `ddpm_steps`) and the 'uniform' and 'quad' subsequences of their released
 (`runners/diffusion.py`, `functions/denoising.py`).
 Nichol & Dhariwal 2021 (arXiv:2102.09672, §4): ancestral sampling over a subsequence with
 the model's (learned) variance rescaled to the strided chain.
+Ho & Salimans 2022 (arXiv:2207.12598, Alg. 2): classifier-free guidance, a DenoiseFn that
+both samplers take (`guided_denoise`).
 
 Timesteps are 0-based: index t in [0, T) is the paper's t+1.
 """
@@ -24,6 +26,9 @@ from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, VARIANCES, Sch
 
 # (x_t [B,H,W,C], t [B]) -> network output [B,H,W,C], or [B,H,W,2C] with a learned variance.
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+# (x_t [B,H,W,C], t [B], labels [B]) -> network output: a class-conditional network.
+LabelledDenoiseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 # DDIM subsequences: 'linspace' (round(linspace(0, T-1, S)), always ends at T-1), and Song
 # et al.'s released code's 'uniform' (range(0, T, T // S)) and 'quad'
@@ -59,6 +64,44 @@ def ddim_timesteps(num_timesteps: int, num_steps: int, spacing: str = "linspace"
   if spacing == "quad":
     return (np.linspace(0, np.sqrt(T * 0.8), S) ** 2).astype(np.int32)
   raise ValueError(f"sample.timesteps={spacing!r}; expected one of {TIMESTEP_SPACINGS}.")
+
+
+def guided_denoise(denoise: LabelledDenoiseFn, labels_B: jax.Array, null_label: int,
+                   guidance, variance: str = "beta") -> DenoiseFn:
+  """Ho & Salimans 2022, Alg. 2: classifier-free guidance as a DenoiseFn for `ddpm_sample`,
+  `ddpm_step` and `ddim_sample`,
+
+    eps~(x_t, c) = (1 + w) eps(x_t, c) - w eps(x_t, null),
+
+  from ONE network call per step on the batch [x_t; x_t] with labels [c; null] (2B rows).
+  The weights sum to 1 and x0_hat, v and mu are affine in eps at a given x_t, so guiding
+  the network's target output (x0, v or mu prediction) is the same as guiding eps. With a
+  learned variance only the target's channels are guided; the variance channels are the
+  conditional half's (as guided-diffusion's and GLIDE's `model_fn`s do). w = 0 is the
+  conditional model, labels = null the unconditional one.
+
+  Args:
+    denoise: the conditional network, (x_t, t_B, labels_B) -> output.
+    labels_B: [B] int classes the samples are drawn for.
+    null_label: the null class's id (the network's num_classes).
+    guidance: w >= 0 (a float or a traced scalar).
+    variance: the model's `variance` (learned ones double the output's channels).
+
+  Returns:
+    (x_t, t_B) -> the guided output, [B, H, W, C] (or 2C with a learned variance).
+  """
+  null_B = jnp.full_like(labels_B, null_label)
+
+  def guided(x, t_B):
+    out = denoise(jnp.concatenate([x, x]), jnp.concatenate([t_B, t_B]),
+                  jnp.concatenate([labels_B, null_B])).astype(jnp.float32)
+    cond, uncond = jnp.split(out, 2)
+    mean_c, var_c = split_output(cond, variance)
+    mean_u, _ = split_output(uncond, variance)
+    mean = (1.0 + guidance) * mean_c - guidance * mean_u
+    return mean if var_c is None else jnp.concatenate([mean, var_c], axis=-1)
+
+  return guided
 
 
 def _denoised(denoise: DenoiseFn, sched: Schedule, x, t, target: str, variance: str,

@@ -20,6 +20,13 @@ Rematerialization (`remat=True`): every ResBlock and attention block is wrapped 
 (gradient checkpointing, Chen et al. 2016, arXiv:1604.06174): the backward pass keeps only
 the blocks' inputs and recomputes their insides, trading about one more forward pass for
 activation memory. Parameter names and values are the same either way.
+
+Class conditioning (`num_classes` = K > 0; Ho & Salimans 2022, "Classifier-Free Diffusion
+Guidance", arXiv:2207.12598): a learned [K + 1, 4 ch] table `label_emb` whose row y is added
+to the timestep embedding after its MLP (as guided-diffusion's `emb + label_emb(y)`), so every
+ResBlock sees it; row K is the "null" class of the unconditional model eps(x, null), which
+a call without labels uses. K = 0 has no table: the parameters and outputs of the
+unconditional U-Net.
 """
 
 from __future__ import annotations
@@ -149,6 +156,7 @@ class UNet(nn.Module):
     num_groups: GroupNorm groups; every normalized width must be divisible by it.
     out_channels: output channels; defaults to the input's.
     remat: recompute each ResBlock and attention block in the backward pass (less memory).
+    num_classes: K > 0 adds the class-label embedding (module docstring); 0 = unconditional.
     dtype: compute dtype of convolutions, dense layers and attention matmuls (params stay
       float32; normalization, the timestep embedding and softmax run in float32).
   """
@@ -160,15 +168,22 @@ class UNet(nn.Module):
   num_groups: int = 32
   out_channels: int | None = None
   remat: bool = False
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
-  def _check_inputs(self, x_BxHxWxC: jax.Array, t_B: jax.Array) -> None:
+  def _check_inputs(self, x_BxHxWxC: jax.Array, t_B: jax.Array,
+                    labels_B: jax.Array | None) -> None:
     """Validates config and shapes at trace time, before anything is compiled."""
     if x_BxHxWxC.ndim != 4:
       raise ValueError(f"UNet expects images of shape [B, H, W, C]; got {x_BxHxWxC.shape}.")
     B, H, W, _ = x_BxHxWxC.shape
     if t_B.shape != (B,):
       raise ValueError(f"UNet expects timesteps of shape [B]=({B},); got {t_B.shape}.")
+    if labels_B is not None and not self.num_classes:
+      raise ValueError("UNet got class labels but is unconditional (num_classes=0); set "
+                       "model.num_classes to the number of classes to condition on them.")
+    if labels_B is not None and labels_B.shape != (B,):
+      raise ValueError(f"UNet expects labels of shape [B]=({B},); got {labels_B.shape}.")
     if not self.ch_mult:
       raise ValueError("ch_mult must name at least one resolution level.")
     if self.num_res_blocks < 1:
@@ -187,18 +202,21 @@ class UNet(nn.Module):
           f"input with ch_mult={self.ch_mult} are {heights}.")
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, t_B: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x_BxHxWxC: jax.Array, t_B: jax.Array, labels_B: jax.Array | None = None,
+               *, train: bool) -> jax.Array:
     """Predicts epsilon (or any same-resolution target) from a noisy image and its timestep.
 
     Args:
       x_BxHxWxC: [B, H, W, C] images; H and W divisible by 2**(len(ch_mult) - 1).
       t_B: [B] diffusion timesteps (integers, or floats for continuous time).
+      labels_B: [B] int classes in [0, num_classes], num_classes being the null class; None
+        = all null. Only for num_classes > 0.
       train: enables dropout, which then needs the 'dropout' rng.
 
     Returns:
       [B, H, W, out_channels or C] float32 prediction.
     """
-    self._check_inputs(x_BxHxWxC, t_B)
+    self._check_inputs(x_BxHxWxC, t_B, labels_B)
     C_out = x_BxHxWxC.shape[-1] if self.out_channels is None else self.out_channels
     num_levels = len(self.ch_mult)
     # nn.remat keeps the wrapped module's name, so params are the same with and without it.
@@ -214,6 +232,12 @@ class UNet(nn.Module):
                         name="temb_dense0")(timestep_embedding(t_B, self.ch))
     temb_BxE = nn.Dense(E, dtype=self.dtype, kernel_init=_default_init,
                         name="temb_dense1")(nn.swish(temb_BxE))
+    if self.num_classes:
+      # Ho & Salimans 2022: eps(x, t, c) with c's embedding added to t's; row K is null.
+      if labels_B is None:
+        labels_B = jnp.full(t_B.shape, self.num_classes, jnp.int32)
+      temb_BxE = temb_BxE + nn.Embed(self.num_classes + 1, E, dtype=self.dtype,
+                                     name="label_emb")(labels_B)
 
     # Down path. `skips` collects conv_in's output, every ResBlock(+attention) output and every
     # downsample output: 1 + num_levels * num_res_blocks + (num_levels - 1) tensors, one for
