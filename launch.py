@@ -152,6 +152,8 @@ def main(argv):
   if _MODE.value == "report":
     run_report()
     return
+  from gen_jax.engine.cpu_flags import apply_cpu_xla_flags
+  apply_cpu_xla_flags()   # XLA:CPU options (Eigen convolutions); before JAX starts a backend
   import jax
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)

@@ -11,8 +11,8 @@ Models:
   cifar10  the paper's CIFAR-10 U-Net (`experiments/ho2020_ddpm/cifar10.py`: ch 128, ch_mult
            (1, 2, 2, 2), attention at 16x16, dropout 0.1; 35,746,307 params), batch
            --cifar_batch of 32x32x3.
-For each: gen_jax's compiled train step (`gen_jax.engine.train.compile_train_step`, as the
-launcher runs it: L_simple with uniform t, Adam, clipping, EMA) against
+For each: gen_jax's compiled train step (`gen_jax.engine.train.compile_train_step`, with
+launch.py's XLA:CPU options unless --nolauncher_xla_flags, as the launcher runs it: L_simple with uniform t, Adam, clipping, EMA) against
 `benchmarks/torch_unet.py`'s port started from the same parameters. The port is checked
 first: our parameters loaded into it, both networks' outputs on the same input (perturbed
 parameters, so that no layer is ~0) must agree; the max abs difference is printed.
@@ -41,6 +41,8 @@ flags.DEFINE_integer("rounds", 20, "Alternating rounds per model (each: peak, on
                      "of each framework).")
 flags.DEFINE_integer("cifar_batch", 8, "Batch size of the CIFAR-10 U-Net.")
 flags.DEFINE_integer("peak_size", 2048, "n of the n x n matmul that measures the peak.")
+flags.DEFINE_bool("launcher_xla_flags", True, "Add the XLA:CPU options launch.py sets "
+                  "(gen_jax/engine/cpu_flags.py); --nolauncher_xla_flags: XLA's defaults.")
 FLAGS = flags.FLAGS
 
 CONFIGS = {"ddpm": ("configs/ddpm.py", {}),
@@ -176,6 +178,9 @@ def run(name: str, rounds: int, peak) -> None:
 
 def main(argv):
   del argv
+  if FLAGS.launcher_xla_flags:   # before JAX starts its backend, as launch.py does
+    from gen_jax.engine.cpu_flags import apply_cpu_xla_flags
+    apply_cpu_xla_flags()
   from absl import logging
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
