@@ -10,7 +10,7 @@ Ho, Jain, Abbeel 2020 (arXiv:2006.11239), Eq. 5 and §3.3:
 E_q[L] >= -log p_theta(x_0), so bits/dim = L / (D ln 2) is an upper bound on the NLL. It is
 estimated, as in the authors' code (`calc_bpd_loop`), with one x_t ~ q(x_t | x_0) per t.
 
-Data are 8-bit images scaled to [-1, 1] (gen_jax's `ScaleToSymmetricRange`, x / 127.5 - 1):
+Data are 8-bit images scaled to [-1, 1] (gen_jax.data's `scale_to_symmetric_range`, x / 127.5 - 1):
 256 bins of width 2/255. Timesteps are 0-based as in `gen_jax.methods.diffusion`: index t
 is the paper's t+1, so the term at index t is the paper's L_t (index 0: the decoder L_0).
 """
