@@ -5,11 +5,15 @@
   python launch.py --config=configs/dcgan.py --config.gan.loss=hinge
   python launch.py --config=configs/dcgan.py:loss=wgan_gp     # + Gulrajani et al.'s n_critic/Adam
   python launch.py --config=configs/dcgan.py:dataset=cifar10 --config.data.manual_dir=/path
+  python launch.py --config=configs/dcgan.py:conditional     # class-conditional (projection D)
+  python launch.py --workdir=runs/dcgan_conditional --mode=sample --config.sample.label=7
 
 `get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
 `loss=<non_saturating|hinge|wgan_gp>` (`loss=wgan_gp` also sets n_critic=5, Adam betas
-(0, 0.9), lr 1e-4 and a batch of 5 x 32). `--config.gan.loss=wgan_gp` alone only swaps
-the objective (and the critic's normalization, via d_norm='auto').
+(0, 0.9), lr 1e-4 and a batch of 5 x 32), `conditional` (gan.num_classes=10: conditional
+BatchNorm in G, Miyato & Koyama 2018's projection D; 100 samples, one grid row per digit;
+docs/results.md "Conditional GAN" has its measured run). `--config.gan.loss=wgan_gp` alone
+only swaps the objective (and the critic's normalization, via d_norm='auto').
 Paper-exact recipes live in experiments/radford2016_dcgan/ and experiments/gulrajani2017_wgan_gp/.
 """
 from __future__ import annotations
@@ -20,7 +24,8 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants("configs/dcgan.py", arg, ("smoke", "dataset", "loss"))
+  variants = common.parse_variants("configs/dcgan.py", arg,
+                                   ("smoke", "dataset", "loss", "conditional"))
 
   config = common.base_config("gan", variants.get("dataset", "mnist_5k"))
 
@@ -59,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.gan.alternate_minibatches = False
   # G's update takes this many times the m = batch / n_critic fakes (gan_cifar_resnet: 2).
   config.gan.g_batch_multiple = 1
+  # Classes to condition on (conditional BN in G, projection D; Miyato & Koyama 2018):
+  # 0 = unconditional, else the number of label values (10 for digits and CIFAR-10).
+  config.gan.num_classes = 0
 
   # The batch of real images is split over the mesh and into n_critic slices (one per D
   # update); with grad_accum_steps > 1 each D/G update's images are split into micro-batches
@@ -83,10 +91,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # G's BatchNorm when drawing samples (grids, sample metrics, eval fakes): 'batch' (the
   # statistics of each generated batch, as the DCGAN and WGAN-GP codes) or 'running'.
   config.sample.batch_norm = "batch"
+  # Class of a conditional model's samples: -1 = all classes, one grid row each (at num =
+  # num_classes^2), or a class c in [0, num_classes) for every sample.
+  config.sample.label = -1
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True
     config.gan.update(ngf=64, ndf=64)
+
+  if "conditional" in variants:
+    config.gan.num_classes = 10
+    config.sample.num = config.gan.num_classes ** 2   # 10 x 10 grid: row r = class r
 
   if config.gan.loss == "wgan_gp" and "loss" in variants:
     # Gulrajani et al. 2017, Alg. 1 defaults.

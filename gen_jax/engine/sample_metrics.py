@@ -4,6 +4,8 @@
 (`python launch.py --config=configs/classifier.py`), for digits:
   FID, KID (mean, std over subsets), precision/recall     (gen_jax/evaluate/sample_quality.py)
   classifier confidence, class coverage and entropy       (gen_jax/evaluate/classifier_scores.py)
+  label agreement, for a class-conditional sampler (one whose `method.sample_labels` gives
+  the classes it draws): the fraction classified as their class (classifier_scores.py)
 
 'inception': the FID Inception-v3 with pytorch-fid's weights file (`eval.inception_weights`,
 gen_jax/evaluate/inception.py), the metrics that papers report:
@@ -50,7 +52,7 @@ from gen_jax.engine.preemption import Interrupted, StopRequest
 from gen_jax.engine.sample_dump import BatchCache
 from gen_jax.engine.samples import make_sample_fn
 from gen_jax.evaluate import inception, inception_metrics, sample_quality
-from gen_jax.evaluate.classifier_scores import class_scores
+from gen_jax.evaluate.classifier_scores import class_scores, label_agreement
 
 KID_SUBSET_SIZE = 1000      # Bińkowski et al. 2018, App. D (clipped to the smaller set)
 PR_NEIGHBOURS = 3           # Kynkäänniemi et al. 2019, §2
@@ -356,6 +358,15 @@ class SampleQualityEvaluator:
       logits.append(done["logits"]), features.append(done["features"])
     return np.concatenate(logits), np.concatenate(features)
 
+  def sample_labels(self) -> np.ndarray | None:
+    """The classes the `num_samples` samples are drawn for (`method.sample_labels` of each
+    batch, in the order of `features_of_samples`), or None for an unconditional sampler."""
+    per_batch = self.exp.method.sample_labels(self.batch_size)
+    if per_batch is None:
+      return None
+    num_batches = math.ceil(self.num_samples / self.batch_size)
+    return np.concatenate([np.asarray(per_batch)] * num_batches)[:self.num_samples]
+
   def cache_key(self, step: int) -> dict[str, object]:
     """What the sample batches of an evaluation of checkpoint `step` depend on."""
     return {"step": step, "tag": self.prefix + self.tag, "batch_size": self.batch_size,
@@ -373,6 +384,8 @@ class SampleQualityEvaluator:
                                kid_subsets=cfg.get("kid_subsets", 100),
                                coverage_min_share=cfg.get("coverage_min_share", 0.05),
                                seed=self.exp.config.seed)
+    if (labels := self.sample_labels()) is not None:
+      metrics["label_agreement"] = label_agreement(logits, labels)
     out = {f"{self.prefix}{name}_{self.tag}": value for name, value in metrics.items()}
     # The classifier on the real reference images, for scale: its accuracy and confidence.
     ref = self.reference

@@ -3,6 +3,7 @@
   import gen_jax
   run = gen_jax.load_run("runs/ddpm")                     # newest checkpoint, saved config
   images = run.sample(16, seed=0, steps=50)               # uint8 [16, 28, 28, 1]
+  sevens = gen_jax.load_run("runs/dcgan_conditional").sample(8, labels=7)   # class-conditional
   metrics = run.evaluate()                                 # {'eval/ema/loss': ...}
   text = gen_jax.load_run("runs/gpt_baby").generate("ROMEO:", max_new_tokens=200)
 
@@ -28,7 +29,7 @@ from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import to_uint8
-from gen_jax.engine.samples import make_sample_fn
+from gen_jax.engine.samples import fixed_sample_batch, make_sample_fn
 
 
 @dataclasses.dataclass
@@ -67,26 +68,61 @@ class TrainedRun:
       self._experiments[key] = build_experiment(config)
     return self._experiments[key]
 
-  def sample(self, num: int, seed: int = 0, use_ema: bool = True, **sample_overrides: Any):
+  def sample(self, num: int, seed: int = 0, use_ema: bool = True, labels=None,
+             **sample_overrides: Any):
     """`num` samples with the run's sampler, changed by `sample_overrides` (fields of
     `config.sample`, e.g. `steps=50, eta=0.0` for DDPM, `temperature=0.8` for a GPT).
+
+    Args:
+      labels: for a class-conditional run, the class of every sample (an int) or of each
+        ([num] ints); None = the sampler's own (`sample.label`: one grid row per class, or
+        one class). Different labels reuse one compiled sampler.
 
     Returns:
       Images: uint8 [num, H, W, C], or a dict of such arrays for a method that draws
       several grids (GAN: 'samples', 'interpolation'). Text: a list of `num` strings.
+
+    Raises:
+      ValueError: `labels` for an unconditional run, or labels of the wrong shape or range.
     """
     overrides = {f"sample.{k}": v for k, v in sample_overrides.items()}
     overrides.update({"sample.num": num, "sample.use_ema": use_ema})
     exp = self.experiment(**overrides)
     key = tuple(sorted(overrides.items()))
-    if key not in self._sample_fns:
-      self._sample_fns[key] = make_sample_fn(exp, num)
-    out = jax.device_get(self._sample_fns[key](self.state, jax.random.key(seed)))
+    rng = jax.random.key(seed)
+    if labels is not None:
+      labels = self._check_labels(exp, labels, num)
+      key = key + (("labels", True),)
+      if key not in self._sample_fns:
+        self._sample_fns[key] = _labelled_sample_fn(exp, num)
+      out = jax.device_get(self._sample_fns[key](self.state, rng, labels))
+    else:
+      if key not in self._sample_fns:
+        self._sample_fns[key] = make_sample_fn(exp, num)
+      out = jax.device_get(self._sample_fns[key](self.state, rng))
     if exp.spec.kind == data.TEXT:
       return [exp.spec.tokenizer.decode(row) for row in np.asarray(out)]
     if isinstance(out, dict):
       return {name: to_uint8(images) for name, images in out.items()}
     return to_uint8(out)
+
+  @staticmethod
+  def _check_labels(exp: Experiment, labels, num: int) -> np.ndarray:
+    """`labels` (an int or [num] ints) as int32 [num], checked against the run's classes."""
+    K = exp.method.num_classes
+    if not K:
+      raise ValueError(f"labels={labels!r}: this {exp.config.method!r} run is unconditional "
+                       "(trained without class labels); sample without labels.")
+    labels = np.asarray(labels)
+    if labels.ndim == 0:
+      labels = np.full((num,), labels)
+    if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f"labels must be an int or {num} ints (one per sample); got "
+                       f"{labels.dtype} {labels.shape}.")
+    if labels.min() < 0 or labels.max() >= K:
+      raise ValueError(f"labels must be classes in [0, {K}); got [{labels.min()}, "
+                       f"{labels.max()}].")
+    return labels.astype(np.int32)
 
   def generate(self, prompt: str, max_new_tokens: int = 200, num: int = 1, seed: int = 0,
                **sample_overrides: Any) -> str | list[str]:
@@ -105,6 +141,16 @@ class TrainedRun:
     if (family_evaluation := exp.method.dataset_evaluation()) is not None:
       metrics.update(run_dataset_evaluation(exp, self.state, family_evaluation)[0])
     return metrics
+
+
+def _labelled_sample_fn(exp: Experiment, num: int):
+  """(state, rng, labels [num]) -> samples for those classes: `method.sample(labels=...)`
+  jitted once (the labels are an argument, not a constant), replicated over the mesh."""
+  cfg = exp.config.sample
+  batch = fixed_sample_batch(exp, num) if exp.method.sample_uses_batch else None
+  sample = jax.jit(lambda state, rng, labels, batch: exp.method.sample(
+      state, rng, num, cfg.use_ema, batch=batch, labels=labels), out_shardings=exp.replicated)
+  return lambda state, rng, labels: sample(state, rng, labels, batch)
 
 
 def load_run(workdir: str | epath.Path, step: int | None = None) -> TrainedRun:

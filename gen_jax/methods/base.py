@@ -59,6 +59,9 @@ class Method:
   # Micro-batches per update (`train.grad_accum_steps`); a family that accumulates
   # gradients has it as a field.
   grad_accum_steps: int = 1
+  # Optional: K > 0 for a class-conditional family (its samples take labels 0..K-1, see
+  # `sample(labels=...)` and `sample_labels`); 0 = unconditional.
+  num_classes: int = 0
 
   # ------------------------------------------------------------------ required
 
@@ -76,17 +79,27 @@ class Method:
     raise NotImplementedError
 
   def sample(self, state: TrainState, rng: jax.Array, num: int, use_ema: bool = True,
-             batch: Batch | None = None) -> jax.Array | dict[str, jax.Array]:
+             batch: Batch | None = None,
+             labels: jax.Array | None = None) -> jax.Array | dict[str, jax.Array]:
     """`num` samples from the EMA (or raw) weights of `state`.
 
     Returns images in [-1, 1], [num, H, W, C]; or a dict of named image batches (e.g.
     {"samples": ..., "interpolation": ...}), each written as its own grid, "samples"
     first; or, for text, token ids [num, length], which the engine decodes with the
-    dataset's tokenizer. `batch`: see `sample_uses_batch`.
+    dataset's tokenizer. `batch`: see `sample_uses_batch`. `labels`: a conditional
+    family's class labels [num] (int) for the "samples" (None: `sample_labels(num)`); the
+    engine passes them only when `num_classes` > 0.
     """
     raise NotImplementedError(f"{type(self).__name__} cannot sample (can_sample=False).")
 
   # ------------------------------------------------------------- optional hooks
+
+  def sample_labels(self, num: int) -> np.ndarray | None:
+    """The class labels [num] (int32) that `sample(..., num)` draws its "samples" for when
+    given none (e.g. `class_rows`), or None for an unconditional family. The engine's
+    sample metrics score the classifier's agreement with them (`label_agreement`), so they
+    must not depend on the key."""
+    return None
 
   @property
   def sample_tag(self) -> str:
@@ -108,6 +121,25 @@ class Method:
     if self.grad_accum_steps == 1:
       return self
     return dataclasses.replace(self, grad_accum_steps=1)
+
+
+def class_rows(num: int, num_classes: int, label: int = -1) -> np.ndarray:
+  """The labels [num] (int32) of a conditional sample set (`sample.label`).
+
+  `label` >= 0: that class for every sample. -1: the classes in equal consecutive blocks,
+  sample i of class floor(i K / num): every class equally often when K divides num, and
+  one row per class in the engine's grid (sqrt(num) columns) when num = K^2 (100 for
+  digits).
+
+  Raises:
+    ValueError: `label` is not -1 or a class in [0, K).
+  """
+  if not -1 <= label < num_classes:
+    raise ValueError(f"sample.label={label}: expected -1 (one row per class) or a class in "
+                     f"[0, {num_classes}).")
+  if label >= 0:
+    return np.full((num,), label, np.int32)
+  return (np.arange(num) * num_classes // num).astype(np.int32)
 
 
 def image_shape_of(spec) -> tuple[int, int, int]:

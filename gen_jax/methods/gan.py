@@ -78,6 +78,21 @@ Options of the reference codes' loops:
     N / ((n_critic + 1) m) steps.
   * `gan.g_batch_multiple` (gan_cifar_resnet.py: GEN_BS_MULTIPLE = 2): the G update takes
     this many times m fakes.
+
+Class conditioning (`gan.num_classes` = K > 0; Miyato & Koyama 2018, "cGANs with Projection
+Discriminator", arXiv:1802.05637). G has conditional BatchNorms and D the projection head
+(gen_jax/models/class_conditioning.py), both archs. Real images come with their labels
+(`batch["label"]`, sliced with the images); every fake is drawn for a label y ~ U{0..K-1},
+in D's updates and in G's alike, as the authors' updater does (sngan_projection
+updater.py: `sample_categorical(n_classes, ...)` for both; gan_cifar_resnet.py instead
+gives D's fakes the real batch's labels). Every objective scores D(x, y_real) and
+D(G(z, y), y). The WGAN-GP penalty differentiates D(x^, y_real) on the interpolates x^ =
+eps x + (1 - eps) G(z, y), with the real images' labels (gan_cifar_resnet.py's
+conditional critic does the same; there its fakes share those labels). A fake's label is
+drawn from fold_in(its latent's key, 1), so K = 0 draws exactly the latents it always did.
+Samples: `sample.label` = -1 draws the classes in equal blocks (`base.class_rows`: one grid
+row per class at sample.num = K^2), c >= 0 only class c; `sample_labels` tells the engine,
+whose sample metrics then report the classifier's agreement with the drawn labels.
 """
 from __future__ import annotations
 
@@ -86,12 +101,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
 from gen_jax.core.state import (TrainState, accumulated_value_and_grad, finish_step,
                                 optimizer_step)
-from gen_jax.methods.base import Method, grad_accum_steps, image_shape_of
+from gen_jax.methods.base import Method, class_rows, grad_accum_steps, image_shape_of
 # The objectives and latents live in their own modules; their names are re-exported here.
 from gen_jax.methods.gan_latents import interpolation_latents, sample_latents, slerp
 from gen_jax.methods.gan_objectives import (OBJECTIVES, d_loss_hinge, d_loss_non_saturating,
@@ -144,6 +160,8 @@ class GANMethod(Method):
   alternate_minibatches: bool = False
   g_batch_multiple: int = 1
   grad_accum_steps: int = 1     # micro-batches per D or G update (see the module docstring)
+  num_classes: int = 0          # K > 0: class-conditional G and projection D
+  sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "GANMethod":
@@ -152,16 +170,19 @@ class GANMethod(Method):
     cfg = config.gan
     _validate(config, image_shape)
     dtype = jnp.dtype(config.dtype)
+    K = cfg.num_classes
     if cfg.arch == "resnet":
-      generator = resnet_gan.Generator(image_shape=tuple(image_shape), dim=cfg.ngf, dtype=dtype)
-      discriminator = resnet_gan.Discriminator(dim=cfg.ndf, norm=_d_norm(cfg), dtype=dtype)
+      generator = resnet_gan.Generator(image_shape=tuple(image_shape), dim=cfg.ngf,
+                                       num_classes=K, dtype=dtype)
+      discriminator = resnet_gan.Discriminator(dim=cfg.ndf, norm=_d_norm(cfg), num_classes=K,
+                                               dtype=dtype)
     else:
       generator = dcgan.Generator(image_shape=tuple(image_shape), ngf=cfg.ngf,
                                   kernel_size=cfg.kernel_size, style=cfg.layer_style,
-                                  dtype=dtype)
+                                  num_classes=K, dtype=dtype)
       discriminator = dcgan.Discriminator(ndf=cfg.ndf, norm=_d_norm(cfg),
                                           kernel_size=cfg.kernel_size, style=cfg.layer_style,
-                                          dtype=dtype)
+                                          num_classes=K, dtype=dtype)
     # D takes n_critic optimizer steps per train step: stretch its schedule to match G's.
     d_schedule = learning_rate_schedule(config.train, updates_per_step=cfg.n_critic)
     # dcgan_code's coupled L2: g + l2 * theta goes into Adam (the module docstring).
@@ -177,6 +198,7 @@ class GANMethod(Method):
         interpolation_steps=config.sample.interpolation_steps,
         sample_batch_stats=config.sample.batch_norm == "batch",
         alternate_minibatches=cfg.alternate_minibatches, g_batch_multiple=cfg.g_batch_multiple,
+        num_classes=K, sample_label=config.sample.label,
         grad_accum_steps=grad_accum_steps(
             config, config.train.batch_size // _slices(cfg),
             f"the {config.train.batch_size // _slices(cfg)} real images of each critic update "
@@ -186,52 +208,77 @@ class GANMethod(Method):
 
   def init(self, rng, batch) -> TrainState:
     g_rng, d_rng = jax.random.split(rng)
-    g_vars = self.generator.init(g_rng, jnp.zeros((1, self.z_dim)), train=False)
-    d_vars = self.discriminator.init(d_rng, jnp.zeros((1, *self.image_shape)), train=False)
+    y = jnp.zeros((1,), jnp.int32) if self.num_classes else None
+    g_vars = self.generator.init(g_rng, jnp.zeros((1, self.z_dim)), train=False, labels_B=y)
+    d_vars = self.discriminator.init(d_rng, jnp.zeros((1, *self.image_shape)), train=False,
+                                     labels_B=y)
     return TrainState.create(
         {G: g_vars["params"], D: d_vars["params"]}, {G: self.tx_g, D: self.tx_d},
         model_state={G: g_vars.get("batch_stats", {}), D: d_vars.get("batch_stats", {})})
 
-  def generate(self, params_g, stats_g, z_BxZ, train: bool):
-    """G(z); in training mode (BatchNorm on batch statistics) also returns G's updated
-    running averages."""
+  def generate(self, params_g, stats_g, z_BxZ, train: bool, labels_B=None):
+    """G(z) (G(z, y) for a conditional G, `labels_B` [B]); in training mode (BatchNorm on
+    batch statistics) also returns G's updated running averages."""
     variables = {"params": params_g, "batch_stats": stats_g}
     if not train:
-      return self.generator.apply(variables, z_BxZ, train=False), stats_g
-    x, updated = self.generator.apply(variables, z_BxZ, train=True, mutable=["batch_stats"])
+      return self.generator.apply(variables, z_BxZ, train=False, labels_B=labels_B), stats_g
+    x, updated = self.generator.apply(variables, z_BxZ, train=True, labels_B=labels_B,
+                                      mutable=["batch_stats"])
     return x, updated["batch_stats"]
 
-  def discriminate(self, params_d, stats_d, x_BxHxWxC):
-    """D(x) logits with batch statistics (how D is always used; see `eval_step`)."""
+  def discriminate(self, params_d, stats_d, x_BxHxWxC, labels_B=None):
+    """D(x) (D(x, y) with the projection term for a conditional D) logits with batch
+    statistics (how D is always used; see `eval_step`)."""
     variables = {"params": params_d, "batch_stats": stats_d}
     logits, updated = self.discriminator.apply(variables, x_BxHxWxC, train=True,
-                                               mutable=["batch_stats"])
+                                               labels_B=labels_B, mutable=["batch_stats"])
     return logits, updated.get("batch_stats", stats_d)
 
-  def draw(self, params_g, stats_g, z_BxZ) -> jax.Array:
-    """Images G(z) as samples are drawn (`sample.batch_norm`): BatchNorm on the statistics
-    of this batch of z ('batch', the reference codes') or on the running averages."""
-    return self.generate(params_g, stats_g, z_BxZ, train=self.sample_batch_stats)[0]
+  def draw(self, params_g, stats_g, z_BxZ, labels_B=None) -> jax.Array:
+    """Images G(z) (or G(z, y)) as samples are drawn (`sample.batch_norm`): BatchNorm on the
+    statistics of this batch of z ('batch', the reference codes') or on the running
+    averages."""
+    return self.generate(params_g, stats_g, z_BxZ, self.sample_batch_stats, labels_B)[0]
 
   def _latents(self, rng, num: int) -> jax.Array:
     return sample_latents(rng, (num, self.z_dim), self.z_prior)
 
+  def _fake_labels(self, rng, num: int) -> jax.Array | None:
+    """Labels [num] ~ U{0..K-1} of the fakes whose latents `rng` draws (Miyato & Koyama's
+    updater), from fold_in(rng, 1) so the latents stay those of K = 0; None when
+    unconditional."""
+    if not self.num_classes:
+      return None
+    return jax.random.randint(jax.random.fold_in(rng, 1), (num,), 0, self.num_classes)
+
+  def _real_labels(self, batch) -> jax.Array | None:
+    """The batch's labels for a conditional model (None when unconditional)."""
+    if not self.num_classes:
+      return None
+    if "label" not in batch:
+      raise ValueError(f"gan.num_classes={self.num_classes} needs class labels: the batch has "
+                       f"only {sorted(batch)}; image datasets give {{'image', 'label'}}.")
+    return batch["label"]
+
   # ------------------------------------------------------------------------ training
 
-  def discriminator_loss(self, params_d, stats_d, real, fake, gp_eps_B):
+  def discriminator_loss(self, params_d, stats_d, real, fake, gp_eps_B, real_labels=None,
+                         fake_labels=None):
     """The D objective of `config.gan.loss`; returns (loss, (stats, metrics)).
 
     `gp_eps_B`: the interpolation weights of the gradient penalty (used by wgan_gp only).
+    `real_labels`, `fake_labels` [B]: the classes of a conditional model's real and fake
+    images (None when unconditional); the penalty's interpolates take the real ones.
     """
     d_loss_fn, _ = OBJECTIVES[self.loss]
-    real_logits, stats_d = self.discriminate(params_d, stats_d, real)
-    fake_logits, stats_d = self.discriminate(params_d, stats_d, fake)
+    real_logits, stats_d = self.discriminate(params_d, stats_d, real, real_labels)
+    fake_logits, stats_d = self.discriminate(params_d, stats_d, fake, fake_labels)
     loss = d_loss_fn(real_logits, fake_logits)
     metrics = {"d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits)}
     if self.loss == "wgan_gp":
       # Alg. 1 line 7: L = D(x~) - D(x) + lambda (||grad D(x^)|| - 1)^2. The critic has no
       # BatchNorm (checked in `from_config`), so its stats do not change here.
-      critic = lambda x: self.discriminate(params_d, stats_d, x)[0]
+      critic = lambda x: self.discriminate(params_d, stats_d, x, real_labels)[0]
       gp = gradient_penalty(critic, real, fake, gp_eps_B, self.gp_weight)
       metrics["gp"] = gp
       loss = loss + gp
@@ -245,37 +292,42 @@ class GANMethod(Method):
       stats: {G: ..., D: ...} BatchNorm running averages.
       rows: (real [m, H, W, C], z [m, Z], gp_eps [m]) -- the slice's real images, the
         latents of its fakes (made by G in training mode, per micro-batch) and the
-        penalty's interpolation weights.
+        penalty's interpolation weights; a conditional model's rows add (real_labels [m],
+        fake_labels [m]), the classes of the real images and of the fakes.
 
     Returns:
       ((loss, (stats, metrics)), grads): stats and metrics averaged over micro-batches.
     """
     def loss_fn(params_d, rows, _):
-      real, z, gp_eps = rows
+      real, z, gp_eps, *labels = rows
+      real_labels, fake_labels = labels or (None, None)
       # G makes the fakes in training mode, so its running averages move in D's updates too.
-      fake, stats_g = self.generate(params_g, stats[G], z, train=True)
+      fake, stats_g = self.generate(params_g, stats[G], z, True, fake_labels)
       loss, (stats_d, metrics) = self.discriminator_loss(
-          params_d, stats[D], real, jax.lax.stop_gradient(fake), gp_eps)
+          params_d, stats[D], real, jax.lax.stop_gradient(fake), gp_eps, real_labels,
+          fake_labels)
       return loss, ({G: stats_g, D: stats_d}, metrics)
 
     return accumulated_value_and_grad(loss_fn, params_d, rows, None, self.grad_accum_steps,
                                       has_aux=True)
 
-  def generator_grads(self, params_g, params_d, stats, z_BxZ):
-    """G's loss and gradient on the fakes G(z), averaged over `grad_accum_steps` micro-batches.
+  def generator_grads(self, params_g, params_d, stats, z_BxZ, labels_B=None):
+    """G's loss and gradient on the fakes G(z) (G(z, y) scored as D(G(z, y), y) for a
+    conditional model, `labels_B` [B]), averaged over `grad_accum_steps` micro-batches.
 
     Returns ((loss, G's running averages), grads); D runs on batch statistics and its
     running averages are not updated here.
     """
     _, g_loss_fn = OBJECTIVES[self.loss]
 
-    def loss_fn(params_g, z, _):
-      fake, stats_g = self.generate(params_g, stats[G], z, train=True)
-      fake_logits, _ = self.discriminate(params_d, stats[D], fake)
+    def loss_fn(params_g, rows, _):
+      z, labels = rows
+      fake, stats_g = self.generate(params_g, stats[G], z, True, labels)
+      fake_logits, _ = self.discriminate(params_d, stats[D], fake, labels)
       return g_loss_fn(fake_logits), stats_g
 
-    return accumulated_value_and_grad(loss_fn, params_g, z_BxZ, None, self.grad_accum_steps,
-                                      has_aux=True)
+    return accumulated_value_and_grad(loss_fn, params_g, (z_BxZ, labels_B), None,
+                                      self.grad_accum_steps, has_aux=True)
 
   def critic_update(self, params, opt_state, stats, rows):
     """One D (critic) optimizer step on `rows` (see `discriminator_grads`).
@@ -289,13 +341,14 @@ class GANMethod(Method):
     return params_d, opt_d, stats, {"d_loss": d_loss, **metrics,
                                     "d_grad_norm": norms["grad_norm"]}
 
-  def generator_update(self, params, opt_state, stats, z_BxZ):
-    """One G optimizer step on the fakes G(z) (Alg. 1, lines 10-11).
+  def generator_update(self, params, opt_state, stats, z_BxZ, labels_B=None):
+    """One G optimizer step on the fakes G(z) (or G(z, y)) (Alg. 1, lines 10-11).
 
     Returns:
       (G params, G optimizer state, G's running averages, metrics).
     """
-    (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats, z_BxZ)
+    (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats, z_BxZ,
+                                                    labels_B)
     params_g, opt_g, norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
     return params_g, opt_g, stats_g, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"]}
 
@@ -306,33 +359,40 @@ class GANMethod(Method):
     update comes first, on slice 0's turn, and D update k takes slice k + 1.
 
     Keys: D update k draws its latents and penalty weights from key k of
-    split(d_rng, n_critic), the G update from g_rng, (d_rng, g_rng) = split(rng).
+    split(d_rng, n_critic), the G update from g_rng, (d_rng, g_rng) = split(rng); a
+    conditional model's fake labels from the latents' keys (`_fake_labels`).
     """
-    real_NxMxHxWxC = critic_slices(batch["image"], self.n_critic + self.alternate_minibatches)
-    if self.alternate_minibatches:
-      real_NxMxHxWxC = real_NxMxHxWxC[1:]   # slice 0 is G's turn; its images go unused
+    slices = self.n_critic + self.alternate_minibatches
+    real_NxMxHxWxC = critic_slices(batch["image"], slices)
+    real_labels = self._real_labels(batch)
+    labels_NxM = None if real_labels is None else critic_slices(real_labels, slices)
+    if self.alternate_minibatches:   # slice 0 is G's turn; its images go unused
+      real_NxMxHxWxC = real_NxMxHxWxC[1:]
+      labels_NxM = None if labels_NxM is None else labels_NxM[1:]
     m = real_NxMxHxWxC.shape[1]
     d_rng, g_rng = jax.random.split(rng)
     d_keys = jax.random.split(d_rng, self.n_critic)
     params, opt_state, stats = dict(state.params), dict(state.opt_state), state.model_state
     z_g = self._latents(g_rng, m * self.g_batch_multiple)
+    y_g = self._fake_labels(g_rng, m * self.g_batch_multiple)
 
     if self.alternate_minibatches:
       params[G], opt_state[G], stats_g, g_metrics = self.generator_update(params, opt_state,
-                                                                          stats, z_g)
+                                                                          stats, z_g, y_g)
       stats = {**stats, G: stats_g}
     d_metrics = []
     # A Python loop (unrolled when traced), not lax.scan: XLA:CPU runs convolutions inside
     # a while loop many times slower.
     for k in range(self.n_critic):
       z_key, gp_key = jax.random.split(d_keys[k])
-      rows = (real_NxMxHxWxC[k], self._latents(z_key, m), jax.random.uniform(gp_key, (m,)))
+      rows = (real_NxMxHxWxC[k], self._latents(z_key, m), jax.random.uniform(gp_key, (m,)),
+              None if labels_NxM is None else labels_NxM[k], self._fake_labels(z_key, m))
       params[D], opt_state[D], stats, metrics = self.critic_update(params, opt_state, stats,
                                                                    rows)
       d_metrics.append(metrics)
     if not self.alternate_minibatches:
       params[G], opt_state[G], stats_g, g_metrics = self.generator_update(params, opt_state,
-                                                                          stats, z_g)
+                                                                          stats, z_g, y_g)
       stats = {**stats, G: stats_g}
 
     new = finish_step(state, self.ema_decay, self.ema_warmup, params=params,
@@ -351,17 +411,19 @@ class GANMethod(Method):
     G draws its fakes as samples are drawn (`draw`). D, like in training, on batch
     statistics of the real batch and of the fake batch (its running averages mix both and
     are never used in training). For wgan_gp, `d_loss` has no penalty term: it is minus the
-    critic's Wasserstein estimate. The same noise serves both generators.
+    critic's Wasserstein estimate. The same noise (and, conditional, the same uniformly
+    drawn fake labels; the real images keep theirs) serves both generators.
     """
     d_loss_fn, g_loss_fn = OBJECTIVES[self.loss]
     x = batch["image"]
     z = self._latents(rng, x.shape[0])
+    y_fake = self._fake_labels(rng, x.shape[0])
     params_d, stats_d = state.params[D], state.model_state[D]
-    real_logits, _ = self.discriminate(params_d, stats_d, x)
+    real_logits, _ = self.discriminate(params_d, stats_d, x, self._real_labels(batch))
     metrics = {"raw/d_real": jnp.mean(real_logits)}
     for name, params in (("ema", state.ema_params), ("raw", state.params)):
-      fake = self.draw(params[G], state.model_state[G], z)
-      fake_logits, _ = self.discriminate(params_d, stats_d, fake)
+      fake = self.draw(params[G], state.model_state[G], z, y_fake)
+      fake_logits, _ = self.discriminate(params_d, stats_d, fake, y_fake)
       metrics[f"{name}/d_loss"] = d_loss_fn(real_logits, fake_logits)
       metrics[f"{name}/g_loss"] = g_loss_fn(fake_logits)
       metrics[f"{name}/d_fake"] = jnp.mean(fake_logits)
@@ -369,30 +431,53 @@ class GANMethod(Method):
 
   # ------------------------------------------------------------------------ sampling
 
-  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None):
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None,
+             labels=None):
     """Images from fixed latents (the engine's key is fixed across training).
+
+    Args:
+      labels: a conditional model's classes [num] for "samples"; None = `sample_labels(num)`.
 
     Returns:
       {"samples": [num, H, W, C], "interpolation": [S*S, H, W, C]}: S rows, each walking
       in S steps between two random latents (`sample.interpolation`: slerp or linear;
-      S = `sample.interpolation_steps`, 0 omits the grid). BatchNorm as `sample.batch_norm`
-      says (`draw`); in 'batch' mode each grid is one batch, normalized by its own statistics.
+      S = `sample.interpolation_steps`, 0 omits the grid), a conditional model's row r for
+      class `class_rows(S)[r]`. BatchNorm as `sample.batch_norm` says (`draw`); in 'batch'
+      mode each grid is one batch, normalized by its own statistics.
     """
+    if labels is None:
+      labels = self.sample_labels(num)
+    elif not self.num_classes:
+      raise ValueError("This GAN is unconditional (gan.num_classes=0): it takes no labels.")
     params_g = (state.ema_params if use_ema else state.params)[G]
     stats_g = state.model_state[G]
     z_rng, path_rng = jax.random.split(rng)
-    out = {"samples": self.draw(params_g, stats_g, self._latents(z_rng, num))}
+    out = {"samples": self.draw(params_g, stats_g, self._latents(z_rng, num), labels)}
     S = self.interpolation_steps
     if S:
       z_path = interpolation_latents(path_rng, S, S, self.z_dim, self.z_prior, self.interpolation)
-      out["interpolation"] = self.draw(params_g, stats_g, z_path)
+      row_labels = self.sample_labels(S)
+      path_labels = None if row_labels is None else np.repeat(row_labels, S)
+      out["interpolation"] = self.draw(params_g, stats_g, z_path, path_labels)
     return out
+
+  def sample_labels(self, num: int) -> np.ndarray | None:
+    """`class_rows(num, K, sample.label)` for a conditional model (one grid row per class at
+    num = K^2, or only class `sample.label`); None when unconditional."""
+    if not self.num_classes:
+      return None
+    return class_rows(num, self.num_classes, self.sample_label)
+
+  @property
+  def sample_tag(self) -> str:
+    """'label<c>' for a conditional model drawing only class c (`sample.label`), else ''."""
+    return f"label{self.sample_label}" if self.num_classes and self.sample_label >= 0 else ""
 
 
 # Fields added after runs were saved without them: their values then (a run's config.json
 # lacking `sample.batch_norm` drew its samples with the running averages).
 _FIELD_DEFAULTS = {"arch": "dcgan", "layer_style": "radford", "l2": 0.0,
-                   "alternate_minibatches": False, "g_batch_multiple": 1}
+                   "alternate_minibatches": False, "g_batch_multiple": 1, "num_classes": 0}
 
 
 def _with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -403,6 +488,8 @@ def _with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
       config.gan[name] = value
   if "batch_norm" not in config.sample:
     config.sample.batch_norm = "running"
+  if "label" not in config.sample:
+    config.sample.label = -1
   return config
 
 
@@ -460,6 +547,14 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
                      "or 'auto'.")
   if cfg.gp_weight < 0:
     raise ValueError(f"gan.gp_weight={cfg.gp_weight} must be >= 0.")
+  if not isinstance(cfg.num_classes, int) or cfg.num_classes < 0:
+    raise ValueError(f"gan.num_classes={cfg.num_classes!r}: expected 0 (unconditional) or "
+                     "the number of classes of the dataset's labels (10 for digits).")
+  if config.sample.label != -1 and not cfg.num_classes:
+    raise ValueError(f"sample.label={config.sample.label} needs a class-conditional GAN "
+                     "(gan.num_classes > 0); this one is unconditional.")
+  if cfg.num_classes:
+    class_rows(1, cfg.num_classes, config.sample.label)   # ValueError for a label not in [-1, K)
   if cfg.z_prior not in Z_PRIORS:
     raise ValueError(f"gan.z_prior={cfg.z_prior!r}; expected one of {Z_PRIORS}.")
   if config.sample.interpolation not in ("slerp", "linear"):

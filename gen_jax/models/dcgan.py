@@ -42,6 +42,15 @@ the same DCGAN stack:
     output: the non-fused branch of batchnorm.py, one scale and offset per feature), the
     later ones per channel.
 
+Class conditioning (`num_classes` = K > 0; Miyato & Koyama 2018, gen_jax/models/
+class_conditioning.py): every BatchNorm of G becomes a conditional BatchNorm (per-class
+gain and offset tables [K, C] from 1 and 0, in place of the plain scale and offset; in the
+'tflib' style the first one per feature of the flat projection, like the plain one), and D
+adds the projection term embed(y) . phi(x) to its logit, phi(x) the flattened last feature
+map the read-out `logit` sees (Eq. 3; the table `embed` [K, F] initialised as the
+read-out's kernel). With num_classes = 0 (the default) both nets are exactly the
+unconditional ones: same parameters, same outputs.
+
 Mixed precision: convolutions run in `dtype`, parameters and normalizations are float32,
 outputs are float32.
 """
@@ -54,6 +63,8 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from gen_jax.models import class_conditioning
 
 # Radford et al. 2016, §4: "All weights were initialized from a zero-centered Normal
 # distribution with standard deviation 0.02."
@@ -124,13 +135,15 @@ def layout(image_shape: tuple[int, int, int]) -> tuple[int, int]:
 
 
 class Generator(nn.Module):
-  """z [B, Z] -> images [B, H, W, C] in (-1, 1) (Radford et al. 2016, Fig. 1).
+  """z [B, Z] (and class labels [B]) -> images [B, H, W, C] in (-1, 1) (Radford et al. 2016,
+  Fig. 1).
 
   Attributes:
     image_shape: (H, W, C) of the output; H = W in {28, 32, 64}.
     ngf: channels of the last hidden layer; earlier layers double it per resolution.
     kernel_size: side of the (transposed) convolution kernels.
     style: 'radford' or 'tflib' (Gulrajani et al.'s layers; see the module docstring).
+    num_classes: K > 0 makes every BatchNorm conditional on the label; 0 = unconditional.
     dtype: compute dtype of dense/conv layers.
   """
 
@@ -138,18 +151,21 @@ class Generator(nn.Module):
   ngf: int = 64
   kernel_size: int = 5
   style: str = "radford"
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, z_BxZ: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, z_BxZ: jax.Array, train: bool,
+               labels_B: jax.Array | None = None) -> jax.Array:
     _check_style(self.style)
+    class_conditioning.check_labels(labels_B, self.num_classes, z_BxZ.shape[0], "Generator")
     start, num_up = layout(self.image_shape)
     C = self.image_shape[-1]
     k = (self.kernel_size, self.kernel_size)
     tflib = self.style == "tflib"
-    bn = lambda name: nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32,
-        scale_init=nn.initializers.ones if tflib else _scale_init, name=name)
+    bn = lambda name: class_conditioning.batch_norm(
+        self.num_classes, labels_B, train, name,
+        scale_init=nn.initializers.ones if tflib else _scale_init)
     deconv_init = tflib_uniform(2.0, stride=2, transposed=True) if tflib else _kernel_init
     ch = self.ngf * 2 ** (num_up - 1)
     # "The first layer of the GAN, which takes a uniform noise distribution Z as input,
@@ -177,13 +193,15 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  """Images [B, H, W, C] -> logits [B] (Radford et al. 2016, §3; the mirror of G).
+  """Images [B, H, W, C] (and class labels [B]) -> logits [B] (Radford et al. 2016, §3; the
+  mirror of G).
 
   Attributes:
     ndf: channels of the first layer; later layers double it per resolution.
     norm: 'batch' (DCGAN), 'layer' or 'none' (the WGAN-GP critic, no BatchNorm).
     kernel_size: side of the convolution kernels.
     style: 'radford' or 'tflib' (Gulrajani et al.'s layers; see the module docstring).
+    num_classes: K > 0 adds the projection term (Miyato & Koyama 2018, Eq. 3); 0 = none.
     dtype: compute dtype of dense/conv layers.
   """
 
@@ -191,13 +209,17 @@ class Discriminator(nn.Module):
   norm: str = "batch"
   kernel_size: int = 5
   style: str = "radford"
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool,
+               labels_B: jax.Array | None = None) -> jax.Array:
     if self.norm not in NORMS:
       raise ValueError(f"Discriminator norm={self.norm!r}; expected one of {NORMS}.")
     _check_style(self.style)
+    class_conditioning.check_labels(labels_B, self.num_classes, x_BxHxWxC.shape[0],
+                                    "Discriminator")
     _, num_down = layout(x_BxHxWxC.shape[1:])
     k = (self.kernel_size, self.kernel_size)
     tflib = self.style == "tflib"
@@ -217,7 +239,12 @@ class Discriminator(nn.Module):
         h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1,
                          scale_init=scale_init, dtype=jnp.float32, name=f"conv{i}_ln")(h)
       h = nn.leaky_relu(h, LEAK)
-    h_BxF = h.reshape(h.shape[0], -1)
-    logits_Bx1 = nn.Dense(1, kernel_init=tflib_uniform() if tflib else _kernel_init,
-                          dtype=self.dtype, name="logit")(h_BxF)
-    return logits_Bx1[:, 0].astype(jnp.float32)
+    phi_BxF = h.reshape(h.shape[0], -1)
+    self.sow("intermediates", "phi", phi_BxF)   # the features psi and the projection read
+    readout_init = tflib_uniform() if tflib else _kernel_init
+    logits_B = nn.Dense(1, kernel_init=readout_init, dtype=self.dtype,
+                        name="logit")(phi_BxF)[:, 0].astype(jnp.float32)
+    if self.num_classes:   # Miyato & Koyama 2018, Eq. 3: psi(phi(x)) + embed(y) . phi(x)
+      logits_B = logits_B + class_conditioning.projection(phi_BxF, labels_B, self.num_classes,
+                                                          readout_init)
+    return logits_B

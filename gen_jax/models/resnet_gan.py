@@ -33,6 +33,20 @@ G 1,204,483 trainable parameters plus 1,792 BatchNorm statistics (7 BatchNorms x
 {mean, var}; their TF graph holds these as non-trainable `moving_mean`/`moving_variance`
 variables, and the script's "Total param count" for G, which counts every variable of
 G's var_list, prints 1,206,275); D 1,053,825.
+
+Class conditioning (`num_classes` = K > 0). G: the six BatchNorms of the residual blocks
+become conditional BatchNorms (per-class gain and offset, gen_jax/models/class_conditioning.py)
+and the output BatchNorm stays plain, as in both gan_cifar_resnet.py (CONDITIONAL=True:
+`Normalize('Generator.OutputN', output)` takes no labels) and Miyato & Koyama's
+`ResNetGenerator` (`b5 = L.BatchNormalization`). D: the authors' conditional critic is an
+AC-GAN (ACGAN=True: a 10-way classifier head and its cross-entropy added to both losses);
+here it is Miyato & Koyama 2018's projection discriminator instead (Eq. 3; issue 18 asks for
+it): D(x, y) = psi(phi(x)) + embed(y) . phi(x), phi(x) the [B, D] mean-pooled ReLU features
+the read-out sees (their SNResNetDiscriminator32 sums over H, W; the unconditional critic
+here averages, as gan_cifar_resnet.py does), `embed` a [K, D] table with Glorot init
+(their `SNEmbedID(initialW=GlorotUniform())`). With K = 10 and D = 128, G's six block
+BatchNorms trade their scale and offset (6 x 2 x 128) for the tables (6 x 2 x 10 x 128):
++13,824 parameters; D gains the 10 x 128 table: +1,280. K = 0 is the unconditional model.
 """
 from __future__ import annotations
 
@@ -42,6 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models import class_conditioning
 from gen_jax.models.dcgan import tflib_uniform
 
 IMAGE_SIZE = 32        # the 4x4 start and three 2x upsamplings of gan_cifar_resnet.py
@@ -77,24 +92,27 @@ class ResBlock(nn.Module):
     resample: 'up' (G), 'down' or None (D).
     norm: 'batch', 'layer' or 'none', applied before each activation.
     dtype: compute dtype of the convolutions.
+    num_classes: K > 0 makes norm='batch' a conditional BatchNorm on the labels.
   """
 
   features: int
   resample: str | None
   norm: str
   dtype: Any = jnp.float32
+  num_classes: int = 0
 
-  def _norm(self, h: jax.Array, train: bool, name: str) -> jax.Array:
+  def _norm(self, h: jax.Array, train: bool, name: str,
+            labels_B: jax.Array | None) -> jax.Array:
     if self.norm == "batch":
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                          dtype=jnp.float32, name=name)(h)
+      return class_conditioning.batch_norm(self.num_classes, labels_B, train, name)(h)
     if self.norm == "layer":
       return nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1,
                           dtype=jnp.float32, name=name)(h)
     return h
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool,
+               labels_B: jax.Array | None = None) -> jax.Array:
     C_in, C_out = x_BxHxWxC.shape[-1], self.features
     conv = lambda c, k, init, name: nn.Conv(c, (k, k), padding="SAME", kernel_init=init,
                                             dtype=self.dtype, name=name)
@@ -107,11 +125,11 @@ class ResBlock(nn.Module):
     else:
       shortcut = conv(C_out, 1, _GLOROT, "shortcut")(x_BxHxWxC)
 
-    h = nn.relu(self._norm(x_BxHxWxC, train, "norm1"))
+    h = nn.relu(self._norm(x_BxHxWxC, train, "norm1", labels_B))
     if self.resample == "up":
       h = upsample(h)
     h = conv(C_in if self.resample == "down" else C_out, 3, _HE, "conv1")(h)
-    h = nn.relu(self._norm(h, train, "norm2"))
+    h = nn.relu(self._norm(h, train, "norm2", labels_B))
     h = conv(C_out, 3, _HE, "conv2")(h)
     if self.resample == "down":
       h = mean_pool(h)
@@ -119,26 +137,31 @@ class ResBlock(nn.Module):
 
 
 class Generator(nn.Module):
-  """z [B, Z] -> images [B, 32, 32, C] in (-1, 1) (gan_cifar_resnet.py `Generator`).
+  """z [B, Z] (and class labels [B]) -> images [B, 32, 32, C] in (-1, 1)
+  (gan_cifar_resnet.py `Generator`).
 
   Attributes:
     image_shape: (32, 32, C).
     dim: DIM_G, the channels of every block (128).
+    num_classes: K > 0 conditions the blocks' BatchNorms on the label; 0 = unconditional.
     dtype: compute dtype of dense/conv layers.
   """
 
   image_shape: tuple[int, int, int]
   dim: int = 128
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, z_BxZ: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, z_BxZ: jax.Array, train: bool,
+               labels_B: jax.Array | None = None) -> jax.Array:
     check_image_shape(self.image_shape)
+    class_conditioning.check_labels(labels_B, self.num_classes, z_BxZ.shape[0], "Generator")
     h = nn.Dense(4 * 4 * self.dim, kernel_init=_GLOROT, dtype=self.dtype, name="project")(z_BxZ)
     h_BxhxwxD = h.reshape(z_BxZ.shape[0], 4, 4, self.dim)
     for i in range(3):
-      h_BxhxwxD = ResBlock(self.dim, "up", "batch", self.dtype, name=f"block{i + 1}")(
-          h_BxhxwxD, train)
+      h_BxhxwxD = ResBlock(self.dim, "up", "batch", self.dtype, self.num_classes,
+                           name=f"block{i + 1}")(h_BxhxwxD, train, labels_B)
     h_BxhxwxD = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                              dtype=jnp.float32, name="out_bn")(h_BxhxwxD)
     x_BxHxWxC = nn.Conv(self.image_shape[-1], (3, 3), padding="SAME", kernel_init=_GLOROT,
@@ -147,24 +170,30 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  """Images [B, 32, 32, C] -> critic values [B] (gan_cifar_resnet.py `Discriminator`).
+  """Images [B, 32, 32, C] (and class labels [B]) -> critic values [B]
+  (gan_cifar_resnet.py `Discriminator`; with labels the projection head, module docstring).
 
   Attributes:
     dim: DIM_D, the channels of every block (128).
     norm: 'none' (the unconditional model) or 'layer'; both treat examples independently,
       as the gradient penalty needs.
+    num_classes: K > 0 adds the projection term (Miyato & Koyama 2018, Eq. 3); 0 = none.
     dtype: compute dtype of dense/conv layers.
   """
 
   dim: int = 128
   norm: str = "none"
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool,
+               labels_B: jax.Array | None = None) -> jax.Array:
     if self.norm not in CRITIC_NORMS:
       raise ValueError(f"ResNet critic norm={self.norm!r}; expected one of {CRITIC_NORMS}.")
     check_image_shape(x_BxHxWxC.shape[1:])
+    class_conditioning.check_labels(labels_B, self.num_classes, x_BxHxWxC.shape[0],
+                                    "Discriminator")
     conv = lambda k, init, name: nn.Conv(self.dim, (k, k), padding="SAME", kernel_init=init,
                                          dtype=self.dtype, name=name)
     x = x_BxHxWxC.astype(self.dtype)
@@ -174,6 +203,11 @@ class Discriminator(nn.Module):
     h = shortcut + mean_pool(conv(3, _HE, "block1_conv2")(h))
     for i, resample in ((2, "down"), (3, None), (4, None)):
       h = ResBlock(self.dim, resample, self.norm, self.dtype, name=f"block{i}")(h, train)
-    h_BxD = jnp.mean(nn.relu(h), axis=(1, 2))
-    logits_Bx1 = nn.Dense(1, kernel_init=_GLOROT, dtype=self.dtype, name="logit")(h_BxD)
-    return logits_Bx1[:, 0].astype(jnp.float32)
+    phi_BxD = jnp.mean(nn.relu(h), axis=(1, 2))
+    self.sow("intermediates", "phi", phi_BxD)   # the features psi and the projection read
+    logits_B = nn.Dense(1, kernel_init=_GLOROT, dtype=self.dtype,
+                        name="logit")(phi_BxD)[:, 0].astype(jnp.float32)
+    if self.num_classes:   # Miyato & Koyama 2018, Eq. 3: psi(phi(x)) + embed(y) . phi(x)
+      logits_B = logits_B + class_conditioning.projection(phi_BxD, labels_B, self.num_classes,
+                                                          _GLOROT)
+    return logits_B

@@ -1,0 +1,102 @@
+"""Class conditioning of the GAN networks (gen_jax/models/dcgan.py, resnet_gan.py).
+
+Miyato & Koyama 2018, "cGANs with Projection Discriminator" (arXiv:1802.05637):
+
+  * the generator's BatchNorms become conditional (their §4 and released code,
+    pfnet-research/sngan_projection `CategoricalConditionalBatchNormalization`; de Vries et
+    al. 2017 / Dumoulin et al. 2017): the normalized activation is scaled and shifted by a
+    per-class gain and bias,
+
+      CBN(h, y) = gamma_y * (h - mu_B) / sqrt(var_B + eps) + beta_y,
+
+    gamma, beta: [K, C] tables initialised to 1 and 0, replacing the plain BatchNorm's
+    per-channel scale and offset (the batch statistics and running averages are the plain
+    BatchNorm's: over the whole batch, all classes together);
+
+  * the discriminator's output gets the projection term (Eq. 3):
+
+      D(x, y) = psi(phi(x)) + embed(y) . phi(x),
+
+    phi(x) [B, F] the features the final linear read-out psi sees, embed a [K, F] table
+    (V in the paper). The unconditional D is the first term alone.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+
+def check_labels(labels_B: jax.Array | None, num_classes: int, batch: int, who: str) -> None:
+  """Raises ValueError unless a conditional net (num_classes > 0) gets labels [batch] and an
+  unconditional one gets none."""
+  if num_classes and labels_B is None:
+    raise ValueError(f"{who} has num_classes={num_classes} (gan.num_classes): pass the class "
+                     "labels [B] (int) of the batch.")
+  if not num_classes and labels_B is not None:
+    raise ValueError(f"{who} is unconditional (num_classes=0) but got labels; set "
+                     "gan.num_classes to the number of classes to condition on them.")
+  if labels_B is not None and labels_B.shape != (batch,):
+    raise ValueError(f"{who}: labels must have shape [B]=({batch},); got {labels_B.shape}.")
+
+
+def _per_example(v_BxF: jax.Array, ndim: int) -> jax.Array:
+  """[B, F] -> [B, 1, ..., 1, F] broadcasting against an activation of rank `ndim`."""
+  return v_BxF.reshape(v_BxF.shape[0], *(1,) * (ndim - 2), v_BxF.shape[-1])
+
+
+class ConditionalBatchNorm(nn.Module):
+  """BatchNorm whose scale and offset are looked up by class (module docstring).
+
+  Normalizes over every axis but the last (per channel, or per feature of a flat [B, F]
+  input) with the statistics of the batch (train) or the running averages, like
+  `nn.BatchNorm(use_scale=False, use_bias=False)` (submodule 'bn', which holds the
+  running averages), then applies gamma[y], beta[y].
+
+  Attributes:
+    num_classes: K, rows of the gamma and beta tables.
+    momentum, epsilon: as nn.BatchNorm's.
+  """
+
+  num_classes: int
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, h: jax.Array, labels_B: jax.Array, train: bool) -> jax.Array:
+    F = h.shape[-1]
+    normed = nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                          epsilon=self.epsilon, use_scale=False, use_bias=False,
+                          dtype=jnp.float32, name="bn")(h)
+    gamma_BxF = nn.Embed(self.num_classes, F, embedding_init=nn.initializers.ones,
+                         name="gamma")(labels_B)
+    beta_BxF = nn.Embed(self.num_classes, F, embedding_init=nn.initializers.zeros,
+                        name="beta")(labels_B)
+    return _per_example(gamma_BxF, h.ndim) * normed + _per_example(beta_BxF, h.ndim)
+
+
+def batch_norm(num_classes: int, labels_B: jax.Array | None, train: bool, name: str,
+               scale_init: Initializer = nn.initializers.ones) -> Callable[[jax.Array], jax.Array]:
+  """The generator's BatchNorm (momentum 0.9, eps 1e-5, float32): plain `nn.BatchNorm`
+  (same parameters as before conditioning existed) when num_classes = 0, else
+  `ConditionalBatchNorm` on `labels_B`. Call it inside a compact module."""
+  if not num_classes:
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        dtype=jnp.float32, scale_init=scale_init, name=name)
+  cbn = ConditionalBatchNorm(num_classes, name=name)
+  return lambda h: cbn(h, labels_B, train)
+
+
+def projection(phi_BxF: jax.Array, labels_B: jax.Array, num_classes: int,
+               embedding_init: Initializer, name: str = "embed") -> jax.Array:
+  """Miyato & Koyama 2018, Eq. 3's projection term embed(y) . phi(x) -> [B] (float32).
+
+  Call it inside a compact module; it creates the [K, F] table `name`.
+  """
+  embed_BxF = nn.Embed(num_classes, phi_BxF.shape[-1], embedding_init=embedding_init,
+                       name=name)(labels_B)
+  return jnp.sum(embed_BxF.astype(jnp.float32) * phi_BxF.astype(jnp.float32), axis=-1)
