@@ -3,8 +3,13 @@
   python launch.py --config=configs/ddpm.py                  # embedded mnist_5k, ~10 min on 2 CPU cores
   python launch.py --config=configs/ddpm.py:smoke            # seconds; what the tests run
   python launch.py --config=configs/ddpm.py:dataset=mnist --config.data.manual_dir=/path/to/mnist
+  python launch.py --config=configs/ddpm.py:conditional       # class-conditional, guided (Ho & Salimans 2022)
+  python launch.py --workdir=<run> --mode=sample --config.sample.label=7 --config.sample.guidance=3.0
 
-`get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`.
+`get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
+`conditional` (model.num_classes=10, labels dropped with p_uncond=0.1, classifier-free
+guidance w=1, 100 samples: one grid row per digit; docs/results.md "Classifier-free
+guidance").
 Paper-exact recipes live in experiments/ (e.g. experiments/ho2020_ddpm/cifar10.py).
 """
 from __future__ import annotations
@@ -15,7 +20,8 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants("configs/ddpm.py", arg, ("smoke", "dataset"))
+  variants = common.parse_variants("configs/ddpm.py", arg, ("smoke", "dataset",
+                                                                  "conditional"))
 
   config = common.base_config("diffusion", variants.get("dataset", "mnist_5k"))
 
@@ -29,6 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_groups = 8
   # Recompute each ResBlock/attention block in the backward pass (less memory, ~1/3 more FLOPs).
   config.model.remat = False
+  # Classes of the label embedding (Ho & Salimans 2022): 0 = unconditional, 10 for digits.
+  config.model.num_classes = 0
 
   config.diffusion = ml_collections.ConfigDict()
   # T: number of diffusion steps.
@@ -45,6 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diffusion.variance = "fixed"
   # lambda of the hybrid objective L_simple + lambda L_vlb (Nichol & Dhariwal §3.1: 0.001).
   config.diffusion.hybrid_lambda = 1e-3
+  # Conditional model: probability of training on the null label (Ho & Salimans Alg. 1).
+  config.diffusion.p_uncond = 0.1
 
   config.train = common.train_group(
       batch_size=64, num_steps=1500, optimizer="adam", lr=2e-3, warmup_steps=100,
@@ -76,12 +86,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.variance = "beta"
   # Clip predicted x0 to [-1, 1] at each step (Ho et al.'s code does; Song et al.'s DDIM not).
   config.sample.clip_x0 = True
+  # Class of a conditional model's samples: -1 = all classes, one grid row each (at num =
+  # num_classes^2), or a class c in [0, num_classes) for every sample.
+  config.sample.label = -1
+  # Classifier-free guidance weight w (Ho & Salimans Alg. 2); 0 = the conditional model.
+  config.sample.guidance = 0.0
 
   config.inpaint = inpaint_group()
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True
     config.model.attn_resolutions = (8,)
+
+  if "conditional" in variants:
+    config.model.num_classes = 10
+    config.sample.num = config.model.num_classes ** 2   # 10 x 10 grid: row r = class r
+    config.sample.guidance = 1.0
 
   if "smoke" in variants:
     config.model.ch = 8

@@ -4,6 +4,12 @@ Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (arXiv:2006.11
 simplified objective L_simple (Eq. 14), the true bound L (Eq. 5) and Table 2's
 parameterizations. Nichol & Dhariwal 2021 (arXiv:2102.09672): the hybrid objective
 L_simple + lambda L_vlb (§3.1, Eq. 16) and the learned-range variance (Eq. 15).
+Ho & Salimans 2022, "Classifier-Free Diffusion Guidance" (arXiv:2207.12598): with
+`model.num_classes` = K > 0 the U-Net is class-conditional, training replaces each label
+by the null class with probability `diffusion.p_uncond` (Alg. 1), and samples are drawn
+with guidance weight `sample.guidance` (Alg. 2, `diffusion_sampling.guided_denoise`) for
+the labels `sample.label` names (`base.class_rows`). Bits/dim and inpainting use the
+unconditional model eps(x, null).
 The forward process and variances are in `gen_jax/methods/diffusion_process.py`, the
 samplers in `gen_jax/methods/diffusion_sampling.py`, the bound (bits/dim) in
 `gen_jax/methods/diffusion_likelihood.py`.
@@ -18,19 +24,21 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods import diffusion_likelihood
-from gen_jax.methods.base import DatasetEvaluation, Method, grad_accum_steps, image_shape_of
+from gen_jax.methods.base import (DatasetEvaluation, Method, class_rows, grad_accum_steps,
+                                  image_shape_of)
 from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, TARGETS, Schedule,
                                                output_channels, q_sample,
                                                schedule_from_config, split_output,
                                                training_target)
 from gen_jax.methods.diffusion_sampling import (DDIM_SIGMAS, TIMESTEP_SPACINGS,  # noqa: F401
                                                 DenoiseFn, ddim_sample, ddim_sigma,
-                                                ddim_timesteps, ddpm_sample)
+                                                ddim_timesteps, ddpm_sample, guided_denoise)
 from gen_jax.models.unet import UNet
 
 # What the network is trained on: 'simple' (Ho et al. Eq. 14: the squared error of its
@@ -134,6 +142,10 @@ class DiffusionMethod(Method):
   loss: str = "simple"
   variance: str = "beta"
   hybrid_lambda: float = 1e-3
+  num_classes: int = 0          # K > 0: class-conditional U-Net (Ho & Salimans 2022)
+  p_uncond: float = 0.1         # probability of training on the null label (Alg. 1)
+  sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
+  guidance: float = 0.0         # sample.guidance: w of Alg. 2
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "DiffusionMethod":
@@ -157,27 +169,48 @@ class DiffusionMethod(Method):
       raise ValueError(f"eval.bpd_num_images={e.bpd_num_images} must be a multiple of "
                        f"eval.bpd_batch_size={e.bpd_batch_size}.")
     m = config.model
+    K, p_uncond = m.get("num_classes", 0), cfg.get("p_uncond", 0.1)
+    label, guidance = config.sample.get("label", -1), config.sample.get("guidance", 0.0)
+    _validate_conditioning(K, p_uncond, label, guidance)
     out_channels = (output_channels(image_shape[-1], variance)
                     if variance in LEARNED_VARIANCES else None)
     model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                  attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                  num_groups=m.num_groups, out_channels=out_channels,
-                 remat=m.get("remat", False), dtype=jnp.dtype(config.dtype))
+                 remat=m.get("remat", False), num_classes=K, dtype=jnp.dtype(config.dtype))
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
                image_shape=tuple(image_shape), target=cfg.target,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
                sample_cfg=config.sample, eval_cfg=config.eval,
                grad_accum_steps=grad_accum_steps(config), loss=loss, variance=variance,
-               hybrid_lambda=cfg.get("hybrid_lambda", 1e-3))
+               hybrid_lambda=cfg.get("hybrid_lambda", 1e-3), num_classes=K,
+               p_uncond=p_uncond, sample_label=label, guidance=float(guidance))
 
   def init(self, rng, batch) -> TrainState:
     x = jnp.zeros((1, *self.image_shape), jnp.float32)
     params = self.model.init(rng, x, jnp.zeros((1,), jnp.int32), train=False)["params"]
     return TrainState.create(params, self.tx)
 
-  def _denoise_fn(self, params, train: bool, dropout_rng=None) -> DenoiseFn:
+  def _denoise_fn(self, params, train: bool, dropout_rng=None, labels=None) -> DenoiseFn:
+    """(x_t, t_B) -> output; a conditional model's for `labels` [B] (None: the null class)."""
     rngs = {"dropout": dropout_rng} if train else None
-    return lambda x, t: self.model.apply({"params": params}, x, t, train=train, rngs=rngs)
+    return lambda x, t: self.model.apply({"params": params}, x, t, labels, train=train,
+                                         rngs=rngs)
+
+  def _labels(self, batch) -> jax.Array | None:
+    """The batch's class labels for a conditional model (None when unconditional)."""
+    if not self.num_classes:
+      return None
+    if "label" not in batch:
+      raise ValueError(f"model.num_classes={self.num_classes} needs class labels: the batch "
+                       f"has only {sorted(batch)}; image datasets give {{'image', 'label'}}.")
+    return batch["label"].astype(jnp.int32)
+
+  def drop_labels(self, labels_B: jax.Array, rng: jax.Array) -> jax.Array:
+    """Ho & Salimans 2022, Alg. 1 line 3: c <- null with probability p_uncond, per example
+    (the null class is K), so one network learns eps(x, c) and eps(x, null)."""
+    drop_B = jax.random.bernoulli(rng, self.p_uncond, labels_B.shape)
+    return jnp.where(drop_B, self.num_classes, labels_B)
 
   def _loss(self, denoise: DenoiseFn, x0, t_B, noise) -> jax.Array:
     return diffusion_loss(self.schedule, denoise, x0, t_B, noise, target=self.target,
@@ -189,26 +222,31 @@ class DiffusionMethod(Method):
 
     t and eps are drawn for the whole batch before it is split into `grad_accum_steps`
     micro-batches, so without dropout the update does not depend on the split; dropout
-    masks come from per-micro-batch keys.
+    masks come from per-micro-batch keys. A conditional model's labels are dropped to the
+    null class (`drop_labels`) from fold_in(rng, 1), also before the split.
     """
     loss_rng, dropout_rng = jax.random.split(rng)
     t_B, noise = sample_t_and_noise(self.schedule, loss_rng, batch["image"].shape)
+    rows = (batch["image"], t_B, noise)
+    if self.num_classes:
+      rows += (self.drop_labels(self._labels(batch), jax.random.fold_in(rng, 1)),)
 
     def loss_fn(params, rows, key):
-      x0, t, eps = rows
-      return self._loss(self._denoise_fn(params, True, key), x0, t, eps)
+      x0, t, eps, *labels = rows
+      return self._loss(self._denoise_fn(params, True, key, *labels), x0, t, eps)
 
-    loss, grads = accumulated_value_and_grad(loss_fn, state.params, (batch["image"], t_B, noise),
+    loss, grads = accumulated_value_and_grad(loss_fn, state.params, rows,
                                              dropout_rng, self.grad_accum_steps)
     state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
     return state, {"loss": loss, **health}
 
   def eval_step(self, state: TrainState, batch, rng):
     """The training objective on held-out images with EMA and raw weights (same t and
-    noise for both)."""
+    noise for both; a conditional model's with the batch's labels)."""
     t_B, noise = sample_t_and_noise(self.schedule, rng, batch["image"].shape)
-    return {f"{name}/loss": self._loss(self._denoise_fn(params, False), batch["image"], t_B,
-                                       noise)
+    labels = self._labels(batch)
+    return {f"{name}/loss": self._loss(self._denoise_fn(params, False, labels=labels),
+                                       batch["image"], t_B, noise)
             for name, params in (("ema", state.ema_params), ("raw", state.params))}
 
   def dataset_evaluation(self) -> DatasetEvaluation | None:
@@ -227,14 +265,38 @@ class DiffusionMethod(Method):
 
   @property
   def sample_tag(self) -> str:
+    """'<sampler><steps>', plus a conditional model's '_label<c>' (one class) and '_w<w>'."""
     cfg = self.sample_cfg
-    return f"{cfg.sampler}{cfg.steps or self.schedule.num_timesteps}"
+    tag = f"{cfg.sampler}{cfg.steps or self.schedule.num_timesteps}"
+    if self.num_classes:
+      tag += (f"_label{self.sample_label}" if self.sample_label >= 0 else "") + \
+             f"_w{self.guidance:g}"
+    return tag
 
-  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None) -> jax.Array:
+  def sample_labels(self, num: int) -> np.ndarray | None:
+    """`class_rows(num, K, sample.label)` for a conditional model (one grid row per class at
+    num = K^2, or only class `sample.label`); None when unconditional."""
+    if not self.num_classes:
+      return None
+    return class_rows(num, self.num_classes, self.sample_label)
+
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None,
+             labels=None) -> jax.Array:
     """`num` images with `config.sample`: sampler 'ddpm' (Alg. 2) or 'ddim' (Eq. 12), with
-    the model's reverse variance where the sampler uses one."""
+    the model's reverse variance where the sampler uses one. A conditional model draws
+    them for `labels` [num] (None: `sample_labels(num)`) with classifier-free guidance of
+    weight `sample.guidance` (Ho & Salimans 2022, Alg. 2; `guided_denoise`: one network
+    call on 2 num rows per step)."""
     cfg, shape = self.sample_cfg, (num, *self.image_shape)
-    denoise = self._denoise_fn(state.ema_params if use_ema else state.params, False)
+    params = state.ema_params if use_ema else state.params
+    if self.num_classes:
+      labels = jnp.asarray(self.sample_labels(num) if labels is None else labels, jnp.int32)
+      apply = lambda x, t, y: self.model.apply({"params": params}, x, t, y, train=False)
+      denoise = guided_denoise(apply, labels, self.num_classes, self.guidance, self.variance)
+    elif labels is not None:
+      raise ValueError("This DDPM is unconditional (model.num_classes=0): it takes no labels.")
+    else:
+      denoise = self._denoise_fn(params, False)
     _validate_sample_config(cfg, self.schedule.num_timesteps)
     if cfg.sampler == "ddpm":
       x = ddpm_sample(denoise, self.schedule, rng, shape, target=self.target,
@@ -245,6 +307,22 @@ class DiffusionMethod(Method):
                       timesteps=cfg.get("timesteps", "linspace"),
                       sigma=cfg.get("ddim_sigma", "eta"), variance=self.variance)
     return jnp.clip(x, -1.0, 1.0)
+
+
+def _validate_conditioning(num_classes, p_uncond, label, guidance) -> None:
+  """Clear errors for the class-conditioning fields before anything is compiled."""
+  if not isinstance(num_classes, int) or num_classes < 0:
+    raise ValueError(f"model.num_classes={num_classes!r}: expected 0 (unconditional) or the "
+                     "number of classes of the dataset's labels (10 for digits).")
+  if not 0.0 <= p_uncond <= 1.0:
+    raise ValueError(f"diffusion.p_uncond={p_uncond} must be a probability in [0, 1] "
+                     "(Ho & Salimans 2022 use 0.1 or 0.2).")
+  if not num_classes and (label != -1 or guidance != 0.0):
+    raise ValueError(f"sample.label={label} / sample.guidance={guidance} need a "
+                     "class-conditional model: train with model.num_classes > 0 "
+                     "(configs/ddpm.py:conditional).")
+  if num_classes:
+    class_rows(1, num_classes, label)   # raises for a label outside [-1, K)
 
 
 def _validate_sample_config(cfg: ml_collections.ConfigDict, T: int) -> None:
