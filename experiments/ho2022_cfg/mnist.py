@@ -32,7 +32,8 @@ def get_config(arg: str | None = None):
   variants = common.parse_variants("experiments/ho2022_cfg/mnist.py", arg, ("train",))
   config = ddpm.get_config("conditional")
   config.diffusion.update(num_timesteps=100, beta_start=1e-3, beta_end=0.2, p_uncond=0.1)
-  # 1,000 updates of 64 digits: about 10 minutes on the shared 2-core CPU.
+  # 1,000 updates of 64 digits: ~40 min at the 0.44 steps/s of the loaded 2-core CPU (the
+  # measured run was stopped with SIGTERM at step 308, docs/results.md).
   config.train.update(num_steps=1000, warmup_steps=100, log_every=50, checkpoint_every=500,
                       sample_every=500)
   config.eval.update(every=500, batch_size=128, num_batches=2, bpd_num_images=0)
