@@ -12,7 +12,8 @@ Models:
            (1, 2, 2, 2), attention at 16x16, dropout 0.1; 35,746,307 params), batch
            --cifar_batch of 32x32x3.
 For each: gen_jax's compiled train step (`gen_jax.engine.train.compile_train_step`, with
-launch.py's XLA:CPU options unless --nolauncher_xla_flags, as the launcher runs it: L_simple with uniform t, Adam, clipping, EMA) against
+launch.py's XLA:CPU options unless --nolauncher_xla_flags, as the launcher runs it:
+L_simple with uniform t, Adam, clipping, EMA) against
 `benchmarks/torch_unet.py`'s port started from the same parameters. The port is checked
 first: our parameters loaded into it, both networks' outputs on the same input (perturbed
 parameters, so that no layer is ~0) must agree; the max abs difference is printed.
