@@ -26,8 +26,9 @@ def _jaxlib_version() -> tuple[int, ...]:
 def cpu_xla_flags(xla_flags: str, jaxlib_version: tuple[int, ...]) -> str:
   """`xla_flags` (an XLA_FLAGS value) with the CPU options above added.
 
-  A flag the user already set is left as it is; a jaxlib older than 0.10, which may not
-  know the option (XLA aborts on an unknown flag), gets nothing.
+  A flag the user already set is left as it is. Only the jaxlib releases it was measured
+  on (0.10.x) get it: XLA aborts on an unknown flag, and an experimental option may be
+  renamed in a later release (measure again before widening the range).
 
   Args:
     xla_flags: the current XLA_FLAGS ('' when unset).
@@ -36,7 +37,7 @@ def cpu_xla_flags(xla_flags: str, jaxlib_version: tuple[int, ...]) -> str:
   Returns:
     The new XLA_FLAGS value.
   """
-  if jaxlib_version < (0, 10) or "--xla_cpu_experimental_ynn_fusion_type" in xla_flags:
+  if not (0, 10) <= jaxlib_version[:2] < (0, 11) or "--xla_cpu_experimental_ynn_fusion_type" in xla_flags:
     return xla_flags
   return f"{xla_flags} {YNN_FUSION_FLAG}".strip()
 
