@@ -88,3 +88,12 @@ def test_bad_format_is_one_clear_error(value):
 def test_shard_size_must_be_a_multiple_of_the_batch():
   with pytest.raises(ValueError, match="multiple of batch_size"):
     plan(shard_size=5)
+
+
+def test_a_conditional_dump_keeps_each_images_label(tmp_path):
+  def draw(rng):
+    return {"images": np.zeros((2, *SHAPE), np.float32), "labels": np.array([3, 7], np.int32)}
+  run(tmp_path / "d", draw, formats=("npz",))
+  with np.load(tmp_path / "d" / "samples.npz") as dump:
+    assert dump["arr_0"].shape == (9, *SHAPE)
+    np.testing.assert_array_equal(dump["labels"], [3, 7, 3, 7, 3, 7, 3, 7, 3])

@@ -68,9 +68,12 @@ def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -
   sharding.validate_global_batch(plan.batch_size, exp.mesh, "sample.batch_size")
   sample_fn = make_sample_fn(exp, plan.batch_size)
 
+  labels = exp.method.sample_labels(plan.batch_size)   # a conditional family's classes
+
   def draw(rng):
     images = sample_fn(state, rng)
-    return {"images": jax.device_get(images["samples"] if isinstance(images, dict) else images)}
+    out = {"images": jax.device_get(images["samples"] if isinstance(images, dict) else images)}
+    return out if labels is None else {**out, "labels": np.asarray(labels, np.int32)}
 
   stop = StopRequest()
   with stop.installed():
