@@ -7,22 +7,8 @@ niter=25 epochs (25 x 50,000 / 128 ~ 9,800 steps). The 32x32 networks are the pa
 64x64 ones without their widest stage: G 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3,
 D 128 -> 256 -> 512 -> linear. As in the paper, samples come from the raw generator.
 
-The authors' training loop (dcgan_code@ee12b2d faces/train_uncond_dcgan.py, lib/updates.py),
-as variants (comma-separated after a colon):
-  `l2`         their `l2 = 1e-5`: `Adam(..., regularizer=Regularizer(l2=l2))` adds 1e-5 * theta
-               to the gradient of *every* parameter of both nets -- weights, BN gains and
-               offsets -- before Adam (coupled L2, `gradient_regularize`; gan.l2). The paper
-               does not mention it.
-  `alternate`  their loop `if n_updates % (k+1) == 0: _train_g(imb, zmb) else: _train_d(imb,
-               zmb)`: each minibatch of 128 serves one update, G and D in turn, G first; G's
-               real minibatch is unused (gan.alternate_minibatches). A train step then reads
-               2 x 128 images (batch_size 256: G's turn, D's turn) and 25 epochs take
-               25 x N / 256 steps, half the updates of the default (which gives each D
-               update a fresh minibatch and counts an epoch as N / 128 steps). The paper
-               says only "minibatch SGD with a mini-batch size of 128".
-  `code`       both.
-Left as is: dcgan_code has no bias outside its BatchNorms (D's input conv, D's read-out
-and G's output deconv have none; ours do: 3 bias vectors) and BatchNorm eps 1e-8 (ours 1e-5).
+The authors' training loop as variants `l2`, `alternate` and `code` (both), and what is
+left as is: as in experiments/radford2016_dcgan/mnist.py, whose docstring describes them.
 
 Paper numbers: the paper reports no FID/IS for CIFAR-10 generation;
 its CIFAR-10 number is 82.8% linear-SVM accuracy on features of an ImageNet-trained D
