@@ -32,11 +32,10 @@ against the test split (--config.eval.reference_split=test).
 Our measured number: not measured yet (needs the CIFAR-10 files and the weights file).
 """
 from configs import common, dcgan, inception_eval
+from experiments.radford2016_dcgan import mnist
 
 NAME = "cifar10"
 TRAIN_EXAMPLES = 50_000
-EPOCHS = 25          # niter
-CODE_BATCH = 128     # nbatch
 
 
 def get_config(arg: str | None = None):
@@ -54,13 +53,5 @@ def get_config(arg: str | None = None):
   # G's BatchNorm on each generated batch's statistics, as the code's `_gen`.
   config.sample.batch_norm = "batch"
   inception_eval.add_inception_metrics(config.eval, num_samples=50_000, reference_split="train")
-  code = "code" in variants
-  if code or "l2" in variants:
-    config.gan.l2 = 1e-5
-  if code or "alternate" in variants:
-    # One minibatch per update, G's and D's in turn: 2 x 128 images per step, and the 25
-    # epochs are 25 N / 128 updates = 25 N / 256 steps.
-    config.gan.alternate_minibatches = True
-    config.train.update(batch_size=2 * CODE_BATCH,
-                        num_steps=round(EPOCHS * TRAIN_EXAMPLES / (2 * CODE_BATCH)))
+  mnist.apply_code_variants(config, variants, TRAIN_EXAMPLES)
   return config

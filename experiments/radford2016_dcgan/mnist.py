@@ -63,6 +63,12 @@ def get_config(arg: str | None = None):
   config.eval.update(every=2_000, batch_size=500, num_batches=20)
   # G's BatchNorm on each generated batch's statistics, as the code's `_gen`.
   config.sample.batch_norm = "batch"
+  apply_code_variants(config, variants, TRAIN_EXAMPLES)
+  return config
+
+
+def apply_code_variants(config, variants, train_examples: int) -> None:
+  """The dcgan_code variants of the docstring: `l2`, `alternate`, `code` (both)."""
   code = "code" in variants
   if code or "l2" in variants:
     config.gan.l2 = 1e-5
@@ -71,5 +77,4 @@ def get_config(arg: str | None = None):
     # epochs are 25 N / 128 updates = 25 N / 256 steps.
     config.gan.alternate_minibatches = True
     config.train.update(batch_size=2 * CODE_BATCH,
-                        num_steps=round(EPOCHS * TRAIN_EXAMPLES / (2 * CODE_BATCH)))
-  return config
+                        num_steps=round(EPOCHS * train_examples / (2 * CODE_BATCH)))
