@@ -26,10 +26,13 @@ the strided chain with sigma^2 = 1 - abar_t / abar_prev and x0_hat clipped:
       --workdir=runs/ddim_cifar10 --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
   python launch.py --workdir=runs/ddim_cifar10 --mode=report
 
-Our measured numbers: not yet run (needs the trained CIFAR-10 model, an accelerator, and
-an Inception network for the paper's FID, which gen_jax does not have yet: until then
---mode=sample writes the grids). experiments/song2021_ddim/mnist.py runs the same grid on a
-CPU-trained MNIST model with FID on the MNIST classifier's features (docs/results.md).
+FID as the paper's: Inception FID/IS/KID of 50,000 samples against the CIFAR-10 train split
+(inherited from experiments/ho2020_ddpm/cifar10.py; pytorch-fid's weights file, see
+docs/evaluation.md); metric names eval/ema/fid_inception_50k_train, is_inception_50k.
+
+Our measured numbers: not yet run (needs the trained CIFAR-10 model and an accelerator).
+experiments/song2021_ddim/mnist.py runs the same grid on a CPU-trained MNIST model with FID
+on the MNIST classifier's features (docs/results.md).
 """
 from configs import common
 from experiments.ho2020_ddpm import cifar10 as ho2020_cifar10
