@@ -16,7 +16,8 @@ For each family's default config (configs/<family>.py with no variant), in one p
 and the ratios loader / step (goal: >= 5) and loop / step (goal: >= 0.9, within 10%),
 the latter also in process CPU time per update (step CPU / loop CPU), which a busy shared
 host disturbs less than wall time.
-The machine (benchmarks/machine.py) and its load average are printed: on a shared host
+The launcher's XLA:CPU options (gen_jax/engine/cpu_flags.py) are set first, as launch.py
+sets them. The machine (benchmarks/machine.py) and its load average are printed: on a shared host
 the absolute rates drift, the ratios of one run less so.
 """
 from __future__ import annotations
@@ -159,6 +160,8 @@ def loop_rate(config, steps_per_s: float) -> dict:
 
 def main(argv):
   del argv
+  from gen_jax.engine.cpu_flags import apply_cpu_xla_flags
+  apply_cpu_xla_flags()   # launch.py's XLA:CPU options, before JAX starts: steps run as launched
   from absl import logging
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
