@@ -31,9 +31,9 @@ round-robin A/B of the two compiled baby steps in one process: 4.00 vs 3.93 step
 on the shared, loaded machine). Attention dropout (`shakespeare_char`) leaves the fused
 attention: 0.10 vs 0.13 steps/s without it (batch 8, same A/B), the cost of matching nanoGPT.
 Against nanoGPT's own CPU command, with the exact GELU (idle 2-core AMD EPYC without AVX-512,
-2026-11-30, alternating, empty compilation cache): 133.3 and 130.7 s from start to exit
-against nanoGPT's 131.6 and 114.0 s; whole-split validation loss 1.905 at step 2,000
-(docs/results.md, "Against nanoGPT's own command").
+2026-11-30, three alternating pairs): 133.3, 130.7 (empty compilation cache) and 110.1 s
+(warm cache) from start to exit against nanoGPT's 131.6, 114.0 and 117.3 s; whole-split
+validation loss 1.905 at step 2,000 (docs/results.md, "Against nanoGPT's own command").
 """
 from __future__ import annotations
 
