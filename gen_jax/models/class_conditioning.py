@@ -22,7 +22,7 @@ Miyato & Koyama 2018, "cGANs with Projection Discriminator" (arXiv:1802.05637):
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -100,3 +100,18 @@ def projection(phi_BxF: jax.Array, labels_B: jax.Array, num_classes: int,
   embed_BxF = nn.Embed(num_classes, phi_BxF.shape[-1], embedding_init=embedding_init,
                        name=name)(labels_B)
   return jnp.sum(embed_BxF.astype(jnp.float32) * phi_BxF.astype(jnp.float32), axis=-1)
+
+
+def discriminator_logits(phi_BxF: jax.Array, labels_B: jax.Array | None, num_classes: int,
+                         readout_init: Initializer, dtype: Any) -> jax.Array:
+  """The discriminator's output D(x, y) -> [B] (float32) from its features phi(x) [B, F].
+
+  The linear read-out psi(phi(x)) (a Dense(1) named `logit`), plus for a class-conditional
+  D (num_classes > 0) Miyato & Koyama 2018, Eq. 3's projection term embed(y) . phi(x),
+  whose table is initialised like the read-out. Call it inside a compact module.
+  """
+  logits_B = nn.Dense(1, kernel_init=readout_init, dtype=dtype,
+                      name="logit")(phi_BxF)[:, 0].astype(jnp.float32)
+  if num_classes:
+    logits_B = logits_B + projection(phi_BxF, labels_B, num_classes, readout_init)
+  return logits_B

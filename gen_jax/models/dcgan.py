@@ -241,10 +241,7 @@ class Discriminator(nn.Module):
       h = nn.leaky_relu(h, LEAK)
     phi_BxF = h.reshape(h.shape[0], -1)
     self.sow("intermediates", "phi", phi_BxF)   # the features psi and the projection read
-    readout_init = tflib_uniform() if tflib else _kernel_init
-    logits_B = nn.Dense(1, kernel_init=readout_init, dtype=self.dtype,
-                        name="logit")(phi_BxF)[:, 0].astype(jnp.float32)
-    if self.num_classes:   # Miyato & Koyama 2018, Eq. 3: psi(phi(x)) + embed(y) . phi(x)
-      logits_B = logits_B + class_conditioning.projection(phi_BxF, labels_B, self.num_classes,
-                                                          readout_init)
-    return logits_B
+    # psi(phi(x)), plus embed(y) . phi(x) when conditional (Miyato & Koyama 2018, Eq. 3).
+    return class_conditioning.discriminator_logits(
+        phi_BxF, labels_B, self.num_classes, tflib_uniform() if tflib else _kernel_init,
+        self.dtype)

@@ -205,9 +205,6 @@ class Discriminator(nn.Module):
       h = ResBlock(self.dim, resample, self.norm, self.dtype, name=f"block{i}")(h, train)
     phi_BxD = jnp.mean(nn.relu(h), axis=(1, 2))
     self.sow("intermediates", "phi", phi_BxD)   # the features psi and the projection read
-    logits_B = nn.Dense(1, kernel_init=_GLOROT, dtype=self.dtype,
-                        name="logit")(phi_BxD)[:, 0].astype(jnp.float32)
-    if self.num_classes:   # Miyato & Koyama 2018, Eq. 3: psi(phi(x)) + embed(y) . phi(x)
-      logits_B = logits_B + class_conditioning.projection(phi_BxD, labels_B, self.num_classes,
-                                                          _GLOROT)
-    return logits_B
+    # psi(phi(x)), plus embed(y) . phi(x) when conditional (Miyato & Koyama 2018, Eq. 3).
+    return class_conditioning.discriminator_logits(phi_BxD, labels_B, self.num_classes,
+                                                   _GLOROT, self.dtype)
