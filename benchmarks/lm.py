@@ -33,7 +33,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from machine import cpu_description  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_description, waited  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_string("data_dir", None, "Folder holding Tiny Shakespeare's input.txt.", required=True)
 flags.DEFINE_string("config", "baby", "Variant of configs/gpt.py to run.")
@@ -55,13 +55,6 @@ def machine() -> str:
           f"{jax.device_count()}; jax {jax.__version__}; load average "
           f"{os.getloadavg()[0]:.2f} at start")
 
-
-def timed(fn) -> float:
-  """Seconds of one call of `fn`, waited for."""
-  import jax
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - t0
 
 
 def make_matmul(n: int):
@@ -124,7 +117,7 @@ def throughput(config, calls: int, peak_size: int) -> dict:
   jax.block_until_ready(state)
   steps_per_s, peaks = [], []
   for _ in range(calls):
-    peaks.append(matmul_flops / min(timed(matmul) for _ in range(3)) / 1e9)
+    peaks.append(matmul_flops / min(waited(matmul) for _ in range(3)) / 1e9)
     t = time.perf_counter()
     state, metrics = compiled(state, batches)
     jax.block_until_ready(metrics)

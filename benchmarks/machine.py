@@ -1,8 +1,10 @@
-"""The machine a benchmark ran on, for the line it prints next to its figures."""
+"""The machine a benchmark ran on, for the line it prints next to its figures, and the
+timer the benchmarks share."""
 from __future__ import annotations
 
 import os
 import platform
+import time
 
 
 def cpu_description() -> str:
@@ -14,3 +16,11 @@ def cpu_description() -> str:
   except (OSError, StopIteration):
     pass
   return f"{cpu}; {os.cpu_count()} logical CPUs"
+
+
+def waited(fn) -> float:
+  """Seconds of one call of `fn`, its result waited for (JAX's asynchronous dispatch)."""
+  import jax
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0

@@ -35,7 +35,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from machine import cpu_description  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_description, waited  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_list("models", ["ddpm", "cifar10"], "Which U-Nets: ddpm, cifar10.")
 flags.DEFINE_integer("rounds", 20, "Alternating rounds per model (each: peak, one update "
@@ -58,13 +58,6 @@ def machine() -> str:
           f"threads, {torch.backends.cpu.get_cpu_capability()}); XLA_FLAGS="
           f"{os.environ.get('XLA_FLAGS', '')!r}")
 
-
-def waited(fn) -> float:
-  """Seconds of one call of `fn`, its result waited for."""
-  import jax
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - t0
 
 
 def matmul_peak(n: int):
