@@ -62,6 +62,8 @@ class Method:
   # Optional: K > 0 for a class-conditional family (its samples take labels 0..K-1, see
   # `sample(labels=...)` and `sample_labels`); 0 = unconditional.
   num_classes: int = 0
+  # sample.label of a conditional family: -1 = classes in blocks (rows), c = only class c.
+  sample_label: int = -1
 
   # ------------------------------------------------------------------ required
 
@@ -96,10 +98,13 @@ class Method:
 
   def sample_labels(self, num: int) -> np.ndarray | None:
     """The class labels [num] (int32) that `sample(..., num)` draws its "samples" for when
-    given none (e.g. `class_rows`), or None for an unconditional family. The engine's
-    sample metrics score the classifier's agreement with them (`label_agreement`), so they
-    must not depend on the key."""
-    return None
+    given none, or None for an unconditional family. Default: `class_rows(num, K,
+    sample_label)` (one grid row per class at num = K^2, or only class `sample_label`).
+    The engine's sample metrics score the classifier's agreement with them
+    (`label_agreement`), so they must not depend on the key."""
+    if not self.num_classes:
+      return None
+    return class_rows(num, self.num_classes, self.sample_label)
 
   @property
   def sample_tag(self) -> str:

@@ -273,13 +273,6 @@ class DiffusionMethod(Method):
              f"_w{self.guidance:g}"
     return tag
 
-  def sample_labels(self, num: int) -> np.ndarray | None:
-    """`class_rows(num, K, sample.label)` for a conditional model (one grid row per class at
-    num = K^2, or only class `sample.label`); None when unconditional."""
-    if not self.num_classes:
-      return None
-    return class_rows(num, self.num_classes, self.sample_label)
-
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None,
              labels=None) -> jax.Array:
     """`num` images with `config.sample`: sampler 'ddpm' (Alg. 2) or 'ddim' (Eq. 12), with

@@ -461,13 +461,6 @@ class GANMethod(Method):
       out["interpolation"] = self.draw(params_g, stats_g, z_path, path_labels)
     return out
 
-  def sample_labels(self, num: int) -> np.ndarray | None:
-    """`class_rows(num, K, sample.label)` for a conditional model (one grid row per class at
-    num = K^2, or only class `sample.label`); None when unconditional."""
-    if not self.num_classes:
-      return None
-    return class_rows(num, self.num_classes, self.sample_label)
-
   @property
   def sample_tag(self) -> str:
     """'label<c>' for a conditional model drawing only class c (`sample.label`), else ''."""
