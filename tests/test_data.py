@@ -448,6 +448,9 @@ def test_stream_order_is_grains_seeded_shuffle():
     expected = [index_shuffle_module.index_shuffle(int(i), max_index=n - 1, seed=seed, rounds=4)
                 for i in probe]
     np.testing.assert_array_equal(stream.index_shuffle(probe, n - 1, seed), expected)
+    # The whole-epoch permutation (walks through a table of the cipher) is the same map.
+    np.testing.assert_array_equal(stream.shuffled_range(n, seed),
+                                  stream.index_shuffle(np.arange(n), n - 1, seed))
   for n, seed in [(7, 0), (500, 3)]:
     grain_stream = grain.MapDataset.range(n).seed(seed).shuffle().repeat()
     positions = np.arange(3 * n + 4)

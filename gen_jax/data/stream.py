@@ -52,6 +52,39 @@ def _seed_seq_generate(seed: int, n: int) -> list[int]:
   return begin
 
 
+def _block_bits(max_index: int) -> int:
+  """grain's cipher block: ceil(log2(max_index)) bits, made even, at least 16."""
+  block = max(math.ceil(math.log2(max_index)), 1)
+  return max(block + block % 2, 16)
+
+
+def _feistel_cipher(block: int, seed: int, rounds: int):
+  """The Simon-style Feistel cipher of grain's index_shuffle on `block`-bit values: a
+  function uint64 array -> uint64 array (a permutation of [0, 2**block)).
+
+  The two halves have W = block / 2 <= 32 bits, so the rounds run in uint32 (half the
+  memory traffic of uint64; a shift past bit 31 only drops bits the mask drops anyway).
+  """
+  W = block // 2
+  mask = np.uint32((1 << W) - 1)
+  keys = [np.uint32(k & ((1 << W) - 1)) for k in _seed_seq_generate(seed, rounds)]
+
+  def rotl(x, r):
+    return ((x << np.uint32(r)) | (x >> np.uint32(W - r))) & mask
+
+  def f(x):   # Simon's round function: (x <<< 1) & (x <<< 8) ^ (x <<< 2)
+    return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
+
+  def encrypt(x):
+    left = ((x >> np.uint64(W)) & np.uint64(mask)).astype(np.uint32)
+    right = (x & np.uint64(mask)).astype(np.uint32)
+    for i in range(0, rounds, 2):
+      left = left ^ f(right) ^ keys[i]
+      right = right ^ f(left) ^ keys[i + 1]
+    return (left.astype(np.uint64) << np.uint64(W)) | right.astype(np.uint64)
+  return encrypt
+
+
 def index_shuffle(index: np.ndarray, max_index: int, seed: int, rounds: int = 4) -> np.ndarray:
   """grain's `index_shuffle` of every entry of `index` at once (same results).
 
@@ -72,33 +105,39 @@ def index_shuffle(index: np.ndarray, max_index: int, seed: int, rounds: int = 4)
   index = np.asarray(index, dtype=np.uint64)
   if max_index == 0:
     return np.zeros_like(index)
-  block = max(math.ceil(math.log2(max_index)), 1)
-  block = max(block + block % 2, 16)
-  W = block // 2
-  mask = np.uint64((1 << W) - 1)
-  keys = [np.uint64(k) & mask for k in _seed_seq_generate(seed, rounds)]
-  shift = lambda r: (np.uint64(r), np.uint64(W - r))
-
-  def rotl(x, r):
-    left, right = shift(r)
-    return ((x << left) | (x >> right)) & mask
-
-  def f(x):   # Simon's round function: (x <<< 1) & (x <<< 8) ^ (x <<< 2)
-    return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
-
-  def encrypt(x):
-    left, right = (x >> np.uint64(W)) & mask, x & mask
-    for i in range(0, rounds, 2):
-      left = left ^ f(right) ^ keys[i]
-      right = right ^ f(left) ^ keys[i + 1]
-    return (left << np.uint64(W)) | right
-
+  encrypt = _feistel_cipher(_block_bits(max_index), seed, rounds)
   out = encrypt(index.ravel())
   pending = np.flatnonzero(out > max_index)
   while pending.size:   # cycle walking: apply again until back in [0, max_index]
     out[pending] = encrypt(out[pending])
     pending = pending[out[pending] > max_index]
   return out.reshape(index.shape)
+
+
+def shuffled_range(num_records: int, seed: int, rounds: int = 4) -> np.ndarray:
+  """index_shuffle(arange(num_records), num_records - 1, seed): a whole permutation.
+
+  The cipher is applied once to its whole domain [0, 2**block) (at most max(2**16,
+  4 num_records) values), and the cycle walks follow that table: one vectorized cipher
+  pass instead of one per walking step (a 5,000-record split walks about 13 steps on
+  average, with a long tail, in its 2**16 domain).
+
+  Returns:
+    int64 [num_records].
+  """
+  if num_records == 1:
+    return np.zeros(1, np.int64)
+  block = _block_bits(num_records - 1)
+  if 2**block < num_records:   # max_index = 2**block exactly (even, >= 16): off grain's domain
+    return index_shuffle(np.arange(num_records), num_records - 1, seed, rounds).astype(np.int64)
+  table = _feistel_cipher(block, seed, rounds)(np.arange(2**block, dtype=np.uint64))
+  table = table.astype(np.int64)
+  out = table[:num_records].copy()
+  pending = np.flatnonzero(out >= num_records)
+  while pending.size:
+    out[pending] = table[out[pending]]
+    pending = pending[out[pending] >= num_records]
+  return out
 
 
 def grain_shuffle_seed(seed: int) -> int:
@@ -126,9 +165,7 @@ class ShuffledOrder:
     if epoch not in self._epochs:
       if len(self._epochs) >= 2:
         del self._epochs[min(self._epochs)]
-      self._epochs[epoch] = index_shuffle(
-          np.arange(self.num_records), self.num_records - 1,
-          (self._seed + epoch) % 2**32).astype(np.int64)
+      self._epochs[epoch] = shuffled_range(self.num_records, (self._seed + epoch) % 2**32)
     return self._epochs[epoch]
 
   def __call__(self, positions: np.ndarray) -> np.ndarray:
