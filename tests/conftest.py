@@ -11,6 +11,12 @@ TESTS_DIR = os.path.dirname(__file__)
 REPO_ROOT = os.path.dirname(TESTS_DIR)
 sys.path.insert(0, REPO_ROOT)   # configs/ are plain files next to gen_jax/
 
+from gen_jax.engine.cpu_flags import apply_cpu_xla_flags  # noqa: E402
+
+# The XLA:CPU options launch.py sets, before any test starts a backend: the tests compile
+# the programs users run (Eigen convolutions), not XLA's defaults.
+apply_cpu_xla_flags()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
