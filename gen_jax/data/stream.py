@@ -101,6 +101,12 @@ def index_shuffle(index: np.ndarray, max_index: int, seed: int, rounds: int = 4)
 
   Returns:
     uint64 array of the shape of `index`: the permuted indices.
+
+  grain's block is ceil(log2(max_index)) bits, so when max_index is itself 2**block (a
+  split of 2**16 + 1, 2**18 + 1, ... records) the index max_index lies outside the cipher's
+  domain and lands on the same value as another index: grain's shuffle of such a split reads
+  one record twice per epoch and skips one (grain 0.2.18; reproduced here, not corrected,
+  so that the order stays grain's).
   """
   index = np.asarray(index, dtype=np.uint64)
   if max_index == 0:
@@ -128,7 +134,7 @@ def shuffled_range(num_records: int, seed: int, rounds: int = 4) -> np.ndarray:
   if num_records == 1:
     return np.zeros(1, np.int64)
   block = _block_bits(num_records - 1)
-  if 2**block < num_records:   # max_index = 2**block exactly (even, >= 16): off grain's domain
+  if 2**block < num_records:   # max_index = 2**block: outside the cipher's domain (below)
     return index_shuffle(np.arange(num_records), num_records - 1, seed, rounds).astype(np.int64)
   table = _feistel_cipher(block, seed, rounds)(np.arange(2**block, dtype=np.uint64))
   table = table.astype(np.int64)
