@@ -15,7 +15,10 @@ For each family's default config (configs/<family>.py with no variant), in one p
      of the last step's metrics (compile and the final checkpoint outside the clock);
 and the ratios loader / step (goal: >= 5) and loop / step (goal: >= 0.9, within 10%),
 the latter also in process CPU time per update (step CPU / loop CPU), which a busy shared
-host disturbs less than wall time.
+host disturbs less than wall time. With --rounds=R the loop runs R times, each run between
+two timings of the step alone, and the table gives the median over the R rounds of each
+rate and of each round's loop / step (its range in brackets): one pair drifts by 10-30%
+on a shared host, the median of alternating rounds much less.
 The launcher's XLA:CPU options (gen_jax/engine/cpu_flags.py) are set first, as launch.py
 sets them. The machine (benchmarks/machine.py) and its load average are printed: on a shared host
 the absolute rates drift, the ratios of one run less so.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from statistics import median
 import sys
 import tempfile
 import time
@@ -45,6 +49,8 @@ flags.DEFINE_integer("warmup_batches", 20, "Loader batches read before timing.")
 flags.DEFINE_float("loader_seconds", 3.0, "Least time the loader is timed for.")
 flags.DEFINE_float("step_seconds", 5.0, "Least time the compiled step is timed for.")
 flags.DEFINE_float("loop_seconds", 15.0, "About how long the timed training loop runs.")
+flags.DEFINE_integer("rounds", 1, "Loop runs per family, alternating with timings of the "
+                     "step alone (R loops between R + 1 step timings).")
 flags.DEFINE_bool("only_loader", False, "Measure the loaders only (e.g. to compare with an "
                   "older checkout: copy this file into it and run it there).")
 FLAGS = flags.FLAGS
@@ -166,6 +172,8 @@ def main(argv):
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
+  if FLAGS.rounds < 1:
+    raise app.UsageError(f"--rounds={FLAGS.rounds}: give at least 1.")
   print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start")
   rows = []
   for family in FLAGS.families:
@@ -176,31 +184,43 @@ def main(argv):
             f"{loader['first_batch_s']:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
       continue
     compiled = CompiledStep(config)
-    before, cpu_before = compiled.rate(FLAGS.step_seconds)
-    loop = loop_rate(config, before)
-    after, cpu_after = compiled.rate(FLAGS.step_seconds)   # again: the host's speed drifts
+    steps = [compiled.rate(FLAGS.step_seconds)]   # (updates/s, CPU s/update)
+    loops = []
+    for _ in range(FLAGS.rounds):   # loop, then the step again: the host's speed drifts
+      loops.append(loop_rate(config, steps[-1][0]))
+      steps.append(compiled.rate(FLAGS.step_seconds))
     del compiled
-    step = {"steps_per_s": (before + after) / 2, "K": config.train.get("steps_per_call", 1),
-            "cpu_per_step": (cpu_before + cpu_after) / 2}
-    rows.append((family, config, loader, step, loop))
-    print(f"  {family}: loader {loader['batches_per_s']:.0f} batches/s, step "
-          f"{before:.1f}/s before and {after:.1f}/s after the loop, loop "
-          f"{loop['steps_per_s']:.1f}/s over {loop['steps']} updates; CPU ms/update: step "
-          f"{1e3 * step['cpu_per_step']:.1f}, loop {1e3 * loop['cpu_per_step']:.1f} "
-          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    # Round i's step rate: the mean of the timings just before and just after its loop.
+    step_rates = [(a[0] + b[0]) / 2 for a, b in zip(steps, steps[1:])]
+    step_cpus = [(a[1] + b[1]) / 2 for a, b in zip(steps, steps[1:])]
+    ratios = [l["steps_per_s"] / r for l, r in zip(loops, step_rates)]
+    cpu_ratios = [c / l["cpu_per_step"] for l, c in zip(loops, step_cpus)]
+    row = {"K": config.train.get("steps_per_call", 1), "step": median(step_rates),
+           "loop": median([l["steps_per_s"] for l in loops]), "ratio": median(ratios),
+           "ratio_range": (min(ratios), max(ratios)), "cpu_ratio": median(cpu_ratios)}
+    rows.append((family, config, loader, row))
+    listed = lambda values, digits: ", ".join(f"{v:.{digits}f}" for v in values)
+    loop_cpu = median([l["cpu_per_step"] for l in loops])
+    print(f"  {family}: loader {loader['batches_per_s']:.0f} batches/s; step/s "
+          f"{listed([r for r, _ in steps], 1)} and loop/s "
+          f"{listed([l['steps_per_s'] for l in loops], 1)}, alternating "
+          f"({loops[0]['steps']} updates a loop); loop / step per round "
+          f"{listed(ratios, 2)}; CPU ms/update: step {1e3 * median(step_cpus):.1f}, loop "
+          f"{1e3 * loop_cpu:.1f} (load {os.getloadavg()[0]:.1f})", flush=True)
   if FLAGS.only_loader:
     return
   print()
   print("| family | dataset, batch, K | first batch s | loader batches/s | step updates/s "
         "| loop updates/s | loader / step | loop / step | loop / step in CPU time |")
   print("|---|---|---|---|---|---|---|---|---|")
-  for family, config, loader, step, loop in rows:
-    print(f"| {family} | {config.data.dataset}, {config.train.batch_size}, {step['K']} | "
+  for family, config, loader, row in rows:
+    lo, hi = row["ratio_range"]
+    spread = f" [{lo:.2f}-{hi:.2f}]" if FLAGS.rounds > 1 else ""
+    print(f"| {family} | {config.data.dataset}, {config.train.batch_size}, {row['K']} | "
           f"{loader['first_batch_s']:.2f} | {loader['batches_per_s']:.0f} | "
-          f"{step['steps_per_s']:.1f} | {loop['steps_per_s']:.1f} | "
-          f"{loader['batches_per_s'] / step['steps_per_s']:.1f} | "
-          f"{loop['steps_per_s'] / step['steps_per_s']:.2f} | "
-          f"{step['cpu_per_step'] / loop['cpu_per_step']:.2f} |")
+          f"{row['step']:.1f} | {row['loop']:.1f} | "
+          f"{loader['batches_per_s'] / row['step']:.1f} | {row['ratio']:.2f}{spread} | "
+          f"{row['cpu_ratio']:.2f} |")
   print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
