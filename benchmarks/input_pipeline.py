@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import math
 import os
-from statistics import median
 import sys
 import tempfile
 import time
+from statistics import median
 
 from absl import app, flags
 
