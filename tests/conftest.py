@@ -9,7 +9,7 @@ import pytest
 
 TESTS_DIR = os.path.dirname(__file__)
 REPO_ROOT = os.path.dirname(TESTS_DIR)
-sys.path.insert(0, REPO_ROOT)   # configs/ are plain files next to gen_jax/
+sys.path.insert(0, REPO_ROOT)   # tests import gen_jax from this checkout
 
 from gen_jax.engine.cpu_flags import apply_cpu_xla_flags  # noqa: E402
 

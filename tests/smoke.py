@@ -4,7 +4,7 @@ import os
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:   # configs import each other as the `configs` package
+if REPO_ROOT not in sys.path:   # gen_jax (and its configs) from this checkout
   sys.path.insert(0, REPO_ROOT)
 
 

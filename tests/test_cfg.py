@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ddpm as ddpm_config
+from gen_jax.configs import ddpm as ddpm_config
 from gen_jax.methods.diffusion import DiffusionMethod
 from gen_jax.methods.diffusion_process import linear_betas, make_schedule
 from gen_jax.methods.diffusion_sampling import ddim_sample, ddpm_sample, guided_denoise

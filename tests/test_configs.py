@@ -39,7 +39,7 @@ INT_TRAIN_FIELDS = ("batch_size", "num_steps", "steps_per_call", "warmup_steps",
 
 
 def load(module: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  return importlib.import_module(module).get_config(arg)
+  return importlib.import_module(f"gen_jax.{module}").get_config(arg)
 
 
 def _id(case):
@@ -232,7 +232,7 @@ def test_experiment_values():
 
 
 def test_apply_smoke_rejects_a_field_the_config_does_not_have():
-  from configs import common
+  from gen_jax.configs import common
   with pytest.raises(KeyError, match="sample"):
     common.apply_smoke(load("configs.classifier"), sample=dict(num=2))
   with pytest.raises(KeyError, match="lrr"):

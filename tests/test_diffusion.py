@@ -231,9 +231,9 @@ def test_paper_configs_pin_the_authors_choices():
   # Song et al.'s code for CIFAR-10: quad subsequence, no x0 clipping in generalized_steps,
   # sigma-hat by ddpm_steps (ancestral, beta, clipped); Table 1's 5 x 5 grid over ONE
   # trained checkpoint (sampler fields only). Defaults of configs/ddpm.py are unchanged.
-  from configs import ddpm
-  from experiments.ho2020_ddpm import cifar10 as ho
-  from experiments.song2021_ddim import cifar10 as song, mnist as song_mnist
+  from gen_jax.configs import ddpm
+  from gen_jax.experiments.ho2020_ddpm import cifar10 as ho
+  from gen_jax.experiments.song2021_ddim import cifar10 as song, mnist as song_mnist
   base = ddpm.get_config()
   assert (base.sample.timesteps, base.sample.ddim_sigma, base.sample.clip_x0) == (
       "linspace", "eta", True)
@@ -254,7 +254,7 @@ def test_paper_configs_pin_the_authors_choices():
 
 
 def test_table2_rows_and_the_learned_variance_output_head():
-  from experiments.ho2020_ddpm import table2_mnist
+  from gen_jax.experiments.ho2020_ddpm import table2_mnist
   rows = table2_mnist.get_sweep()
   assert len(rows) == 7 and {r["diffusion.target"] for r in rows} == {"eps", "mu"}
   params = {}

@@ -401,7 +401,7 @@ def test_invalid_gan_config_fails_clearly(overrides, message):
 def test_dcgan_experiment_variants_are_the_authors_loop():
   # dcgan_code: l2 = 1e-5 on every parameter; one minibatch of 128 per update, G and D in
   # turn, so 25 epochs of 60,000 digits are 25 * 60000 / 256 = 5,859 steps of 2 x 128.
-  mnist = importlib.import_module("experiments.radford2016_dcgan.mnist")
+  mnist = importlib.import_module("gen_jax.experiments.radford2016_dcgan.mnist")
   base, l2, alt, code = (mnist.get_config(a) for a in (None, "l2", "alternate", "code"))
   assert (base.gan.l2, base.gan.alternate_minibatches, base.train.batch_size) == (0.0, False, 128)
   assert (base.train.num_steps, base.sample.batch_norm) == (11_700, "batch")

@@ -122,7 +122,7 @@ def test_resnet_forward_shapes_and_critic_treats_examples_independently():
 
 
 def _experiment(name):
-  return importlib.import_module(f"experiments.gulrajani2017_wgan_gp.{name}").get_config()
+  return importlib.import_module(f"gen_jax.experiments.gulrajani2017_wgan_gp.{name}").get_config()
 
 
 def test_wgan_gp_cifar10_is_gan_cifar_py():

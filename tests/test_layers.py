@@ -15,12 +15,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "gen_jax"
 
 # Which gen_jax packages each package may import (besides itself).
 ALLOWED = {
+    "configs": set(),                 # config files: ml_collections only
+    "experiments": {"configs"},       # paper recipes: deltas on the family configs
     "core": set(),
     "data": {"core"},
     "evaluate": {"core"},
     "models": {"core"},
     "methods": {"core", "data", "evaluate", "models"},
-    "engine": {"core", "data", "evaluate", "models", "methods"},
+    "engine": {"configs", "core", "data", "evaluate", "models", "methods"},
 }
 
 

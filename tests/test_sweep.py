@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 
-from configs import common
+from gen_jax.configs import common
 from gen_jax.engine import sweep
 from gen_jax.engine import workdir as workdir_lib
 
 SWEEP_CONFIG = textwrap.dedent("""
-    from configs import common
+    from gen_jax.configs import common
 
     def get_config(arg=None):
       raise AssertionError("the sweep runner never builds the config itself")

@@ -377,10 +377,10 @@ def test_monte_carlo_elbo_trains_the_mean_log_weight_and_k1_iwae_equals_it():
 def test_elbo_estimator_defaults_per_recipe():
   import importlib
   assert load_config("vae", None).vae.elbo == "analytic_kl"
-  burda = importlib.import_module("experiments.burda2016_iwae.mnist")
+  burda = importlib.import_module("gen_jax.experiments.burda2016_iwae.mnist")
   assert burda.get_config().vae.elbo == "monte_carlo"
   assert burda.get_config("objective=iwae,k=5").vae.objective == "iwae"
-  kingma = importlib.import_module("experiments.kingma2014_vae.mnist")
+  kingma = importlib.import_module("gen_jax.experiments.kingma2014_vae.mnist")
   assert kingma.get_config().vae.elbo == "analytic_kl"
   with pytest.raises(ValueError, match="vae.elbo='exact'"):
     V.VAEMethod.from_config(load_config("vae", **{"vae.elbo": "exact"}), IMAGE)

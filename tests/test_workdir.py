@@ -125,7 +125,7 @@ def test_a_run_saved_before_a_sample_or_export_field_existed_takes_it(tmp_path):
                                                  "export.format": "hf_gpt2"})
   assert config.sample.format == "npz" and config.export.format == "hf_gpt2"
   # launch.py --workdir alone reads it through configs/saved_run.py: today's defaults.
-  from configs import saved_run
+  from gen_jax.configs import saved_run
   filled = saved_run.get_config(str(tmp_path))
   assert filled.sample.format == "grid" and filled.export.format == "gen_jax"
   assert filled.sample.num == saved["sample"]["num"]

@@ -10,14 +10,17 @@ from typing import Any
 import ml_collections
 
 
-# The packages of config files that an install of gen_jax ships beside it.
+# The folders of config files. They live inside the package (gen_jax/configs,
+# gen_jax/experiments), so an install adds no top-level `configs` or `experiments` package;
+# `configs/` and `experiments/` at the repository root are links to them.
 CONFIG_PACKAGES = ("configs", "experiments")
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # gen_jax/
 
 
 def resolve_path(path: str) -> str:
   """`path` itself when it is a file; else, for 'configs/...' or 'experiments/...', that
-  file in the installed packages (so `load_config('configs/ddpm.py')` works outside a
-  checkout of the repository too).
+  file inside the gen_jax package (so `load_config('configs/ddpm.py')` works outside a
+  checkout of the repository too, from an installed wheel).
 
   Raises:
     FileNotFoundError: neither exists.
@@ -26,17 +29,14 @@ def resolve_path(path: str) -> str:
     return path
   package, _, rest = os.path.normpath(path).partition(os.sep)
   if package in CONFIG_PACKAGES and rest:
-    spec = importlib.util.find_spec(package)
-    for root in (spec.submodule_search_locations or []) if spec else []:
-      if os.path.isfile(candidate := os.path.join(root, rest)):
-        return candidate
+    if os.path.isfile(candidate := os.path.join(PACKAGE_ROOT, package, rest)):
+      return candidate
   raise FileNotFoundError(f"Config file {path!r} does not exist (see configs/ and "
                           "experiments/ in the repository or the installed package).")
 
 
 def load_module(path: str) -> types.ModuleType:
-  """Imports a config file by its path (`resolve_path`); it may import `configs.common`,
-  which the repository root or an installed gen_jax provides."""
+  """Imports a config file by its path (`resolve_path`); it may import `gen_jax.configs.common`."""
   path = resolve_path(path)
   name = "_gen_jax_config_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)

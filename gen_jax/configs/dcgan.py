@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
+from gen_jax.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -34,8 +34,8 @@ Our measured numbers: not yet run (needs the trained CIFAR-10 model and an accel
 experiments/song2021_ddim/mnist.py runs the same grid on a CPU-trained MNIST model with FID
 on the MNIST classifier's features (docs/results.md).
 """
-from configs import common
-from experiments.ho2020_ddpm import cifar10 as ho2020_cifar10
+from gen_jax.configs import common
+from gen_jax.experiments.ho2020_ddpm import cifar10 as ho2020_cifar10
 
 # Table 1's columns and rows.
 STEPS = [10, 20, 50, 100, 1000]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
+from gen_jax.configs import common
 
 VARIANTS = ("smoke", "baby", "shakespeare_char", "tokenizer", "dataset")
 

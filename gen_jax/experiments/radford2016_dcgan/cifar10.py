@@ -31,8 +31,8 @@ against the test split (--config.eval.reference_split=test).
 
 Our measured number: not measured yet (needs the CIFAR-10 files and the weights file).
 """
-from configs import common, dcgan, inception_eval
-from experiments.radford2016_dcgan import mnist
+from gen_jax.configs import common, dcgan, inception_eval
+from gen_jax.experiments.radford2016_dcgan import mnist
 
 NAME = "cifar10"
 TRAIN_EXAMPLES = 50_000

@@ -41,7 +41,7 @@ arXiv:2005.02494) 26.08 ± 0.12 (100k steps: 23.13).
 
 Our measured number: not measured yet (100k steps of this model need an accelerator).
 """
-from configs import dcgan
+from gen_jax.configs import dcgan
 
 ITERS = 100_000      # generator iterations
 N_CRITIC = 5

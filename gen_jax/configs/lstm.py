@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
-from configs import gpt
+from gen_jax.configs import common
+from gen_jax.configs import gpt
 
 VARIANTS = ("smoke", "tokenizer", "dataset")
 

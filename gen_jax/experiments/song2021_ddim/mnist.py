@@ -15,9 +15,9 @@ on the MNIST classifier's features (runs/classifier).
 
 Measured in docs/results.md ("DDIM, Song et al. Table 1's grid on MNIST").
 """
-from configs import common
-from experiments.ho2020_ddpm import table2_mnist
-from experiments.song2021_ddim import cifar10 as ddim_cifar10
+from gen_jax.configs import common
+from gen_jax.experiments.ho2020_ddpm import table2_mnist
+from gen_jax.experiments.song2021_ddim import cifar10 as ddim_cifar10
 
 # T = 100 here: all T is the last column.
 STEPS = [10, 20, 50, 100]

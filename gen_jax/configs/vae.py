@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
+from gen_jax.configs import common
 
 VARIANTS = ("smoke", "dataset", "latent", "conv", "continuous")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from configs import common, ddpm, inception_eval
+from gen_jax.configs import common, ddpm, inception_eval
 
 
 def with_read_mode_defaults(saved: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ the minimum.
 Our measured number: not yet run (needs an accelerator and the CIFAR-10 files); the same
 command also gives bits/dim.
 """
-from configs import ddpm, inception_eval
+from gen_jax.configs import ddpm, inception_eval
 
 
 def get_config(arg: str | None = None):

@@ -25,8 +25,8 @@ images/s, i.e. 20-25 updates/s (measured over 1,200 updates): 11-14 hours. An ac
 needs grain workers (data.num_workers) to keep up.
 Our measured number: not run (only 1,200 updates as a check: train -ELBO 203 -> ~170 nats).
 """
-from configs import common
-from configs import vae
+from gen_jax.configs import common
+from gen_jax.configs import vae
 
 MNIST_TRAIN = 60_000
 

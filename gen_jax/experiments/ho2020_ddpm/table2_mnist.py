@@ -30,7 +30,7 @@ all T terms) on the first 50 test digits, in --mode=eval.
 
 Measured in docs/results.md ("Ho et al. Table 2 on mnist_5k").
 """
-from experiments.ho2020_ddpm import targets_mnist
+from gen_jax.experiments.ho2020_ddpm import targets_mnist
 
 
 def get_config(arg: str | None = None):

@@ -39,7 +39,7 @@ authors' scripts train a fixed number of generator iterations, so the last check
 
 Our measured number: not measured yet (needs the CIFAR-10 files and the weights file).
 """
-from configs import dcgan, inception_eval
+from gen_jax.configs import dcgan, inception_eval
 
 
 def get_config(arg: str | None = None):

@@ -41,7 +41,7 @@ grad_accum_steps) fits in memory.
 
 Our measured number: not run (needs an accelerator cluster and the prepared dataset).
 """
-from configs import gpt
+from gen_jax.configs import gpt
 
 
 def get_config(arg: str | None = None):
