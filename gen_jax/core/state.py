@@ -11,8 +11,8 @@ method with several (a GAN's two players) calls `optimizer_step` once per player
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import chex
 import flax.struct
@@ -45,7 +45,7 @@ class TrainState(flax.struct.PyTreeNode):
   @classmethod
   def create(cls, params: PyTree,
              tx: optax.GradientTransformation | Mapping[str, optax.GradientTransformation],
-             model_state: PyTree | None = None) -> "TrainState":
+             model_state: PyTree | None = None) -> TrainState:
     """Step 0, `ema_params = params` and a fresh optimizer state.
 
     Args:

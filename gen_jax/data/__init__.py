@@ -16,25 +16,18 @@
 """
 from gen_jax.data.builders import BUILDERS
 from gen_jax.data.errors import DatasetUnavailableError
-from gen_jax.data.pipeline import image_shape
-from gen_jax.data.pipeline import local_batch_size
-from gen_jax.data.pipeline import make_image_loader
-from gen_jax.data.pipeline import num_examples
-from gen_jax.data.sources import dataset_image_shape
-from gen_jax.data.sources import load_split
-from gen_jax.data.sources import prepare_builder
-from gen_jax.data.spec import IMAGE
-from gen_jax.data.spec import TEXT
-from gen_jax.data.spec import DataSpec
-from gen_jax.data.spec import describe
-from gen_jax.data.spec import make_loader
-from gen_jax.data.text import ByteTokenizer
-from gen_jax.data.text import CharTokenizer
-from gen_jax.data.text import IdsTokenizer
-from gen_jax.data.text import is_text_dataset
-from gen_jax.data.text import load_tokens
-from gen_jax.data.text import make_text_loader
-from gen_jax.data.text import text_tokenizer
+from gen_jax.data.pipeline import image_shape, local_batch_size, make_image_loader, num_examples
+from gen_jax.data.sources import dataset_image_shape, load_split, prepare_builder
+from gen_jax.data.spec import IMAGE, TEXT, DataSpec, describe, make_loader
+from gen_jax.data.text import (
+    ByteTokenizer,
+    CharTokenizer,
+    IdsTokenizer,
+    is_text_dataset,
+    load_tokens,
+    make_text_loader,
+    text_tokenizer,
+)
 
 __all__ = [
     "BUILDERS",

@@ -68,9 +68,9 @@ class RecordImages:
     getitems = getattr(self._source, "__getitems__", None)
     elements = getitems(keys) if getitems else [self._source[k] for k in keys]
     images = np.stack([_check_image(e["image"], self.image_shape, k)
-                       for e, k in zip(elements, keys)]) if keys else (
+                       for e, k in zip(elements, keys, strict=True)]) if keys else (
                            np.zeros((0, *self.image_shape), np.uint8))
-    labels = np.array([_label(e, k) for e, k in zip(elements, keys)], np.int32)
+    labels = np.array([_label(e, k) for e, k in zip(elements, keys, strict=True)], np.int32)
     return images, labels
 
 

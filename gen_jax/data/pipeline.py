@@ -34,13 +34,11 @@ import sys
 
 import grain
 import jax
-from absl import flags
 import ml_collections
 import numpy as np
+from absl import flags
 
-from gen_jax.data import in_memory
-from gen_jax.data import sources
-from gen_jax.data import stream
+from gen_jax.data import in_memory, sources, stream
 
 BINARIZATIONS = ("none", "dynamic", "fixed")
 
@@ -86,7 +84,7 @@ def fixed_binarization(images: np.ndarray, indices: np.ndarray, seed: int) -> np
     uint8 [n, H, W, C] in {0, 1}.
   """
   out = np.empty(images.shape, np.uint8)
-  for row, (image, index) in enumerate(zip(images, indices)):
+  for row, (image, index) in enumerate(zip(images, indices, strict=True)):
     uniform = np.random.default_rng([seed, int(index)]).random(image.shape, dtype=np.float32)
     out[row] = uniform * np.float32(255.0) < image
   return out
@@ -160,7 +158,8 @@ def _open_split(data_config: ml_collections.ConfigDict, split: str) -> sources.R
   return sources.open_split(data_config, split)
 
 
-def image_shape(data_config: ml_collections.ConfigDict, split: str = "train") -> tuple[int, int, int]:
+def image_shape(data_config: ml_collections.ConfigDict,
+                split: str = "train") -> tuple[int, int, int]:
   """Returns (H, W, C) of the dataset's images.
 
   Known statically for gen_jax's builders (nothing is prepared, so `--mode=summary`

@@ -14,8 +14,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from gen_jax.data import pipeline
-from gen_jax.data import text
+from gen_jax.data import pipeline, text
 
 IMAGE, TEXT = "image", "text"
 
@@ -36,11 +35,11 @@ class DataSpec:
   seq_len: int | None = None
 
   @classmethod
-  def for_images(cls, image_shape) -> "DataSpec":
+  def for_images(cls, image_shape) -> DataSpec:
     return cls(kind=IMAGE, image_shape=tuple(int(d) for d in image_shape))
 
   @classmethod
-  def for_text(cls, tokenizer, seq_len: int) -> "DataSpec":
+  def for_text(cls, tokenizer, seq_len: int) -> DataSpec:
     return cls(kind=TEXT, tokenizer=tokenizer, seq_len=int(seq_len))
 
   @property

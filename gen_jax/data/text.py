@@ -32,8 +32,7 @@ from typing import Protocol
 import ml_collections
 import numpy as np
 
-from gen_jax.data import pipeline
-from gen_jax.data import sources
+from gen_jax.data import pipeline, sources
 from gen_jax.data.builders import BUILDERS
 from gen_jax.data.errors import DatasetTooSmallError, DatasetUnavailableError, UserDataError
 

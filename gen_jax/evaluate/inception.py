@@ -27,6 +27,7 @@ Parameter names mirror the torch state dict (`Mixed_5b/branch1x1/conv/kernel` is
 from __future__ import annotations
 
 import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

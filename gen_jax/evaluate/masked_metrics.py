@@ -48,11 +48,12 @@ def masked_ssim(a_NxHxWxC, b_NxHxWxC, region_NxHxWx1) -> np.ndarray:
   Returns:
     float [N], NaN for an image with no window centre in its region.
   """
-  ssim_map = dm_pix.ssim(_to_unit(a_NxHxWxC), _to_unit(b_NxHxWxC), max_val=1.0,
-                         filter_size=SSIM_FILTER_SIZE, return_map=True)   # [N, H-10, W-10, C]
+  ssim_map = np.asarray(dm_pix.ssim(_to_unit(a_NxHxWxC), _to_unit(b_NxHxWxC), max_val=1.0,
+                                    filter_size=SSIM_FILTER_SIZE, return_map=True),
+                        np.float64)   # [N, H-10, W-10, C]
   _, h, w, _ = ssim_map.shape
   r = SSIM_FILTER_SIZE // 2   # map pixel (i, j) is the window centred at (i + r, j + r)
   centres = np.asarray(region_NxHxWx1, bool)[:, r:r + h, r:r + w]
   weight = np.broadcast_to(centres, ssim_map.shape).astype(np.float64)
   with np.errstate(invalid="ignore"):
-    return (np.asarray(ssim_map, np.float64) * weight).sum(axis=(1, 2, 3)) / weight.sum(axis=(1, 2, 3))
+    return (ssim_map * weight).sum(axis=(1, 2, 3)) / weight.sum(axis=(1, 2, 3))

@@ -22,7 +22,8 @@ Miyato & Koyama 2018, "cGANs with Projection Discriminator" (arXiv:1802.05637):
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -56,9 +56,8 @@ outputs are float32.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax

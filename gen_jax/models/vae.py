@@ -22,7 +22,8 @@ Compute runs in `dtype`; parameters and outputs are float32.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

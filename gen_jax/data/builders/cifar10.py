@@ -14,8 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from gen_jax.data.builders import image_label
-from gen_jax.data.builders import raw_files
+from gen_jax.data.builders import image_label, raw_files
 from gen_jax.data.errors import DatasetUnavailableError
 
 TARBALL = "cifar-10-binary.tar.gz"

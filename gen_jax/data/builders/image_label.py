@@ -53,5 +53,5 @@ class ImageLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
   def _generate_examples(self, images: np.ndarray, labels: np.ndarray) -> Iterator:
     """Example i is (images[i] uint8 [H, W, C], labels[i]), keyed by its index i."""
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
       yield index, {"image": image, "label": int(label)}

@@ -11,8 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from gen_jax.data.builders import image_label
-from gen_jax.data.builders import raw_files
+from gen_jax.data.builders import image_label, raw_files
 from gen_jax.data.errors import DatasetUnavailableError
 
 IMAGE_MAGIC = 2051  # idx3: unsigned byte, 3 dims

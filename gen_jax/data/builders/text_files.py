@@ -20,8 +20,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from gen_jax.data.builders import tiny_shakespeare
-from gen_jax.data.builders import user_files
+from gen_jax.data.builders import tiny_shakespeare, user_files
 from gen_jax.data.errors import UserDataError
 
 EXTENSIONS = (".txt",)
@@ -77,7 +76,7 @@ def split_text(parts: list[bytes], relpaths: tuple[str, ...]
     every part is UTF-8 (non_utf8_file = ""), else bytes cut in bytes.
   """
   non_utf8 = ""
-  for raw, relpath in zip(parts, relpaths):
+  for raw, relpath in zip(parts, relpaths, strict=True):
     try:
       raw.decode("utf-8")
     except UnicodeDecodeError:
