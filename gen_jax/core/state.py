@@ -71,7 +71,7 @@ class TrainState(flax.struct.PyTreeNode):
     )
 
 
-def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
+def ema_update(ema: PyTree, new: PyTree, decay: float | jax.Array) -> PyTree:
   """ema <- decay * ema + (1 - decay) * new (Polyak averaging, as in Ho et al. 2020 App. B)."""
   chex.assert_trees_all_equal_shapes(ema, new)
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)

@@ -61,7 +61,8 @@ class RecordImages:
   def __init__(self, source: sources.RandomAccessSource, image_shape: tuple[int, int, int]):
     self._source = source
     self.num_records = len(source)
-    self.image_shape = tuple(image_shape)
+    height, width, channels = image_shape
+    self.image_shape = (int(height), int(width), int(channels))
 
   def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = [int(i) for i in indices]
@@ -95,9 +96,11 @@ def _fingerprint(source: sources.RandomAccessSource, split: str) -> tuple | None
   """What identifies a split's contents: its shard files (path, size, mtime) and the
   records it takes from each; None when the source does not say (no dataset_info)."""
   info = getattr(source, "dataset_info", None)
+  if info is None:
+    return None
   try:
     shards = info.splits[split].file_instructions
-  except Exception:  # pylint: disable=broad-except  # no info, or a split TFDS cannot slice
+  except Exception:  # pylint: disable=broad-except  # a split TFDS cannot slice
     return None
   parts = []
   for shard in shards:

@@ -22,8 +22,10 @@ import ml_collections
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordReader
 from etils import epath
+from tensorflow_datasets.core import constants as tfds_constants
+from tensorflow_datasets.core.data_sources.base import BaseDataSource
 
-from gen_jax.data.builders import BUILDERS, ImageFolder, UserFilesBuilder
+from gen_jax.data.builders import BUILDERS, ImageFolder, ImageLabelBuilder, UserFilesBuilder
 from gen_jax.data.errors import DamagedDatasetError, DatasetUnavailableError
 
 
@@ -32,7 +34,19 @@ class RandomAccessSource(Protocol):
 
   def __len__(self) -> int: ...
 
-  def __getitem__(self, index: int) -> dict[str, Any]: ...
+  def __getitem__(self, index: int, /) -> dict[str, Any]: ...
+
+
+def _one_split(source: Any) -> BaseDataSource:
+  """The source TFDS returns for one split name (typed by TFDS as a tree of sources, which
+  a tree of split names would give).
+
+  Raises:
+    TypeError: `source` is not a TFDS data source (a list or dict of them).
+  """
+  if not isinstance(source, BaseDataSource):
+    raise TypeError(f"expected the TFDS data source of one split, got {type(source)}.")
+  return source
 
 
 def _or_none(path: str | None) -> str | None:
@@ -158,7 +172,8 @@ def load_split(
   if dataset in BUILDERS:
     builder = prepare_builder(dataset, data_dir=data_dir, manual_dir=manual_dir,
                               options=options)
-    source = builder.as_data_source(split=split)
+    # (TFDS's logging decorator, made with wrapt, hides the method's signature.)
+    source = _one_split(builder.as_data_source(split=split))  # pyright: ignore[reportCallIssue]
     folder = epath.Path(builder.data_dir).parent
     origin = ("from your files" if builder.builder_config is not None else
               "from data.manual_dir or its download; mnist_5k needs neither")
@@ -166,10 +181,11 @@ def load_split(
                  f"again ({origin}).")
     return source
   try:
-    source = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
+    source = _one_split(tfds.data_source(dataset, split=split, data_dir=data_dir,
+                                         download=False))
   except Exception as err:  # pylint: disable=broad-except  # TFDS raises many kinds
     cause = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-    where = data_dir or tfds.core.constants.DATA_DIR
+    where = data_dir or tfds_constants.DATA_DIR
     raise DatasetUnavailableError(
         f"dataset {dataset!r} split {split!r} is not available ({cause}). gen_jax "
         f"builds {', '.join(sorted(BUILDERS))} itself; any other dataset must be "
@@ -177,7 +193,7 @@ def load_split(
         f"(e.g. `tfds build {dataset} --data_dir={where} --file_format=array_record` on "
         "a machine with TensorFlow), then set --config.data.data_dir to that folder."
     ) from None
-  where = data_dir or tfds.core.constants.DATA_DIR
+  where = data_dir or tfds_constants.DATA_DIR
   check_shards(source, split, f"Rebuild it: delete {source.dataset_info.data_dir}, then "
                f"`tfds build {dataset} --data_dir={where} --file_format=array_record` on a "
                "machine with TensorFlow.")
@@ -205,11 +221,11 @@ def static_image_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int
     return None
   if builder is ImageFolder:
     return builder.static_image_shape(builder_options(data_config))
-  if not hasattr(builder, "IMAGE_SHAPE"):
+  if not issubclass(builder, ImageLabelBuilder):
     raise ValueError(
         f"dataset {data_config.dataset!r} is text, not images: it has no image shape "
         "(use gen_jax.data.text_tokenizer / make_text_loader for it).")
-  return tuple(builder.IMAGE_SHAPE)
+  return builder.IMAGE_SHAPE
 
 
 _CHECKED: set[tuple[str, int, int]] = set()   # (file, size, mtime) of the shards found whole
@@ -225,9 +241,11 @@ def check_shards(source: RandomAccessSource, split: str, rebuild: str) -> None:
     DamagedDatasetError: naming the file, with `rebuild` (how to prepare it again).
   """
   info = getattr(source, "dataset_info", None)
+  if info is None:
+    return
   try:
     shards = info.splits[split].file_instructions
-  except Exception:  # pylint: disable=broad-except  # no info, or a split TFDS cannot slice
+  except Exception:  # pylint: disable=broad-except  # a split TFDS cannot slice
     return
   for shard in shards:
     path = os.fspath(shard.filename)
@@ -264,8 +282,10 @@ def dataset_image_shape(source: RandomAccessSource) -> tuple[int, int, int]:
                      f"{', '.join(features)}); is it text?")
   shape: Sequence[int | None] = (
       info.features["image"].shape if info is not None else source[0]["image"].shape)
-  if len(shape) != 3 or any(dim is None for dim in shape):
+  dims = [int(dim) for dim in shape if dim is not None]
+  if len(shape) != 3 or len(dims) != 3:
     raise ValueError(
         f"images of shape {tuple(shape)} are not supported: the pipeline needs one "
         "fixed HxWxC shape (resize the images when preparing the dataset).")
-  return tuple(int(dim) for dim in shape)
+  height, width, channels = dims
+  return height, width, channels

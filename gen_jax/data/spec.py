@@ -36,7 +36,8 @@ class DataSpec:
 
   @classmethod
   def for_images(cls, image_shape) -> DataSpec:
-    return cls(kind=IMAGE, image_shape=tuple(int(d) for d in image_shape))
+    height, width, channels = image_shape
+    return cls(kind=IMAGE, image_shape=(int(height), int(width), int(channels)))
 
   @classmethod
   def for_text(cls, tokenizer, seq_len: int) -> DataSpec:
@@ -49,7 +50,11 @@ class DataSpec:
   def example_batch(self) -> dict[str, np.ndarray]:
     """A batch of one example (zeros) with the shapes and dtypes of real batches."""
     if self.kind == TEXT:
+      if self.seq_len is None:
+        raise ValueError("a text DataSpec needs its seq_len (DataSpec.for_text sets it).")
       return {"tokens": np.zeros((1, self.seq_len + 1), np.int32)}
+    if self.image_shape is None:
+      raise ValueError("an image DataSpec needs its image_shape (DataSpec.for_images sets it).")
     return {"image": np.zeros((1, *self.image_shape), np.float32),
             "label": np.zeros((1,), np.int32)}
 

@@ -44,7 +44,8 @@ TOKENIZERS = ("char", "byte", "ids")
 class Tokenizer(Protocol):
   """What `text_tokenizer` returns."""
 
-  vocab_size: int
+  @property
+  def vocab_size(self) -> int: ...
 
   def encode(self, text: str) -> np.ndarray: ...
 

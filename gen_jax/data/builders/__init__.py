@@ -13,6 +13,7 @@ prepare one copy per folder, settings and contents, as a TFDS builder config.
 """
 from gen_jax.data.builders.cifar10 import Cifar10
 from gen_jax.data.builders.image_folder import ImageFolder
+from gen_jax.data.builders.image_label import ImageLabelBuilder
 from gen_jax.data.builders.mnist import Mnist
 from gen_jax.data.builders.mnist_5k import Mnist5k
 from gen_jax.data.builders.text_files import TextFiles
@@ -22,5 +23,5 @@ from gen_jax.data.builders.user_files import UserFilesBuilder
 BUILDERS = {cls.name: cls for cls in (Mnist, Cifar10, Mnist5k, TinyShakespeare, ImageFolder,
                                       TextFiles)}
 
-__all__ = ["BUILDERS", "Cifar10", "ImageFolder", "Mnist", "Mnist5k", "TextFiles",
-           "TinyShakespeare", "UserFilesBuilder"]
+__all__ = ["BUILDERS", "Cifar10", "ImageFolder", "ImageLabelBuilder", "Mnist", "Mnist5k",
+           "TextFiles", "TinyShakespeare", "UserFilesBuilder"]

@@ -57,6 +57,14 @@ def parse_batch_file(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
   return images_NxCxHxW.transpose(0, 2, 3, 1), labels
 
 
+def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+  """The contents of a regular file in `archive` (`extractfile` gives None for other kinds)."""
+  file = archive.extractfile(member)
+  if file is None:
+    raise DatasetUnavailableError(f"cifar10: {member.name} in the tarball is not a file.")
+  return file.read()
+
+
 def read_batch_files(root: epath.Path) -> dict[str, bytes]:
   """Reads every `.bin` file from a tarball or an extracted folder under `root`.
 
@@ -76,7 +84,7 @@ def read_batch_files(root: epath.Path) -> dict[str, bytes]:
         missing = [name for name in names if name not in members]
         if missing:
           raise DatasetUnavailableError(f"cifar10: {tarball} lacks {', '.join(missing)}.")
-        return {name: archive.extractfile(members[name]).read() for name in names}
+        return {name: _member_bytes(archive, members[name]) for name in names}
     except (tarfile.TarError, OSError, EOFError) as err:
       raise DatasetUnavailableError(
           f"cifar10: {tarball} is not a readable .tar.gz ({err}).") from None

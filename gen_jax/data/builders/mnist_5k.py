@@ -33,7 +33,7 @@ NUM_CLASSES = 10
 TRAIN_PER_CLASS = 450  # of the 500 rows per class; the other 50 are test
 HEIGHT = WIDTH = 28
 ASSET_SHA256 = "3c7dfbae0f66539aef1338fec39b44d7df2bb4a90b0ed509b9ea7290c61a6c21"
-_MODULE_DOC = __doc__  # the dataset's description (in a class body, __doc__ is the class's)
+_MODULE_DOC = __doc__ or ""  # the dataset's description (in a class body, __doc__ is the class's)
 
 
 def asset_path():

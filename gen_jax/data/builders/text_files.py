@@ -103,10 +103,17 @@ class TextFiles(user_files.UserFilesBuilder, skip_registration=True):
   def make_config(cls, options: Mapping[str, Any]) -> TextFilesConfig:
     return scan_text_path(options.get("text_path", ""))
 
+  @property
+  def user_config(self) -> TextFilesConfig:
+    config = super().user_config
+    if not isinstance(config, TextFilesConfig):
+      raise TypeError(f"text_files: a TextFilesConfig was expected, got {type(config)}.")
+    return config
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
-        description=self.builder_config.description,
+        description=self.user_config.description,
         features=tfds.features.FeaturesDict({self.TEXT_FEATURE: tfds.features.Text()}),
         # non_utf8_file: the first file that is not UTF-8 ("" when all are).
         metadata=tfds.core.MetadataDict(),
@@ -116,7 +123,7 @@ class TextFiles(user_files.UserFilesBuilder, skip_registration=True):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # the files are the user's, on this machine
     self.warn_about_older_copies()
-    config = self.builder_config
+    config = self.user_config
     parts = []
     for relpath in config.relpaths:
       path = os.path.join(config.root, relpath)
@@ -126,8 +133,10 @@ class TextFiles(user_files.UserFilesBuilder, skip_registration=True):
       except OSError as err:
         raise UserDataError(f"text_files: cannot read {path} ({err.strerror}).") from None
     splits, non_utf8 = split_text(parts, config.relpaths)
-    self.info.metadata["non_utf8_file"] = (os.path.join(config.root, non_utf8)
-                                           if non_utf8 else "")
+    metadata = self.info.metadata
+    if metadata is None:
+      raise ValueError("text_files: the dataset info has no metadata dict (`_info` makes one).")
+    metadata["non_utf8_file"] = os.path.join(config.root, non_utf8) if non_utf8 else ""
     return {split: self._generate_examples(text) for split, text in splits.items()}
 
   def _generate_examples(self, text: str | bytes) -> Iterator:

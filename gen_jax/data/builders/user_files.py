@@ -123,16 +123,29 @@ class UserFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     in BUILDER_CONFIGS (a config object passed directly would log a warning each time)."""
     return cls._made.get(name) or super().get_builder_config(name, version)
 
+  @property
+  def user_config(self) -> tfds.core.BuilderConfig:
+    """The builder config `make_config` made, which this builder was created with.
+
+    Raises:
+      ValueError: the builder was created without one (`config_for` gives its name).
+    """
+    config = self.builder_config
+    if config is None:
+      raise ValueError(f"{self.name}: create it with the config name `config_for` returns.")
+    return config
+
   def warn_about_older_copies(self) -> None:
     """Names the prepared copies of the same folder and settings with other contents."""
-    prefix = self.builder_config.name.rsplit("_", 1)[0] + "_"
+    name = self.user_config.name
+    prefix = name.rsplit("_", 1)[0] + "_"
     parent = epath.Path(self.data_dir_root) / self.name
     if not parent.is_dir():
       return
     older = sorted(str(p) for p in parent.iterdir()   # (an attempt that failed left none)
-                   if p.name.startswith(prefix) and p.name != self.builder_config.name
+                   if p.name.startswith(prefix) and p.name != name
                    and (p / str(self.VERSION)).is_dir())
     if older:
       logging.warning("%s: the files changed since they were prepared in %s; preparing them "
                       "again in %s (delete the older copies to free their space).",
-                      self.name, ", ".join(older), parent / self.builder_config.name)
+                      self.name, ", ".join(older), parent / name)
