@@ -95,14 +95,18 @@ class BasicConv(nn.Module):
     return nn.relu(x)
 
 
+# flax's pools leave `padding` unannotated, so pyright takes the type of its default ('VALID')
+# for it; their docstrings also take the (low, high) pairs passed here.
 def _avg_pool_same(x):
   """3x3 stride-1 average over the valid pixels only (count_include_pad=False)."""
-  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
+  return nn.avg_pool(x, (3, 3), strides=(1, 1),
+                     padding=((1, 1), (1, 1)),  # pyright: ignore[reportArgumentType]
                      count_include_pad=False)
 
 
 def _max_pool(x, stride: int, pad: int):
-  return nn.max_pool(x, (3, 3), strides=(stride, stride), padding=((pad, pad), (pad, pad)))
+  return nn.max_pool(x, (3, 3), strides=(stride, stride),
+                     padding=((pad, pad), (pad, pad)))  # pyright: ignore[reportArgumentType]
 
 
 class InceptionA(nn.Module):

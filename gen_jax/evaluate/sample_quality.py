@@ -68,11 +68,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6,
     offset = eps * np.eye(D)
     covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
   if np.iscomplexobj(covmean):
-    largest_imag = np.max(np.abs(np.diagonal(covmean).imag))
+    largest_imag = np.max(np.abs(np.imag(np.diagonal(covmean))))
     if largest_imag > max_imag:
       raise ValueError(f"frechet_distance: sqrtm(sigma1 sigma2) has an imaginary component "
                        f"{largest_imag:.3g} > {max_imag}; are the covariances valid?")
-    covmean = covmean.real
+    covmean = np.real(covmean)
 
   diff = mu1 - mu2
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))

@@ -88,6 +88,9 @@ def batch_norm(num_classes: int, labels_B: jax.Array | None, train: bool, name: 
   if not num_classes:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                         dtype=jnp.float32, scale_init=scale_init, name=name)
+  if labels_B is None:
+    raise ValueError(f"{name}: a class-conditional BatchNorm (num_classes={num_classes}) "
+                     "needs the labels [B] of the batch.")
   cbn = ConditionalBatchNorm(num_classes, name=name)
   return lambda h: cbn(h, labels_B, train)
 
@@ -114,5 +117,8 @@ def discriminator_logits(phi_BxF: jax.Array, labels_B: jax.Array | None, num_cla
   logits_B = nn.Dense(1, kernel_init=readout_init, dtype=dtype,
                       name="logit")(phi_BxF)[:, 0].astype(jnp.float32)
   if num_classes:
+    if labels_B is None:
+      raise ValueError(f"a class-conditional discriminator (num_classes={num_classes}) needs "
+                       "the labels [B] of the batch.")
     logits_B = logits_B + projection(phi_BxF, labels_B, num_classes, readout_init)
   return logits_B

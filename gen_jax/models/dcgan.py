@@ -118,7 +118,7 @@ def _check_style(style: str) -> None:
     raise ValueError(f"DCGAN style={style!r}; expected one of {STYLES}.")
 
 
-def layout(image_shape: tuple[int, int, int]) -> tuple[int, int]:
+def layout(image_shape: tuple[int, ...]) -> tuple[int, int]:
   """(start resolution, number of stride-2 layers) for an (H, W, C) image.
 
   Raises:

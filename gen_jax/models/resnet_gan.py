@@ -65,7 +65,7 @@ _HE = tflib_uniform(2.0)        # tflib conv2d.py he_init=True
 _GLOROT = tflib_uniform(1.0)    # he_init=False, and linear.py's default
 
 
-def check_image_shape(image_shape: tuple[int, int, int]) -> None:
+def check_image_shape(image_shape: tuple[int, ...]) -> None:
   """Raises ValueError unless images are 32x32 (the only size the authors' ResNet has)."""
   H, W, _ = image_shape
   if (H, W) != (IMAGE_SIZE, IMAGE_SIZE):

@@ -109,7 +109,7 @@ class MLPDecoder(Network):
     return out.astype(jnp.float32)
 
 
-def check_conv_shape(image_shape: tuple[int, int, int], num_downsamples: int) -> None:
+def check_conv_shape(image_shape: tuple[int, ...], num_downsamples: int) -> None:
   """The conv nets halve H and W `num_downsamples` times and must get them back exactly."""
   H, W, _ = image_shape
   f = 2 ** num_downsamples
@@ -126,7 +126,8 @@ class ConvEncoder(Network):
   channels: Sequence[int]
   hidden: int
   latent_dim: int
-  activation: str = dataclasses.field(default="relu", kw_only=True)
+  _: dataclasses.KW_ONLY
+  activation: str = "relu"
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -150,7 +151,8 @@ class ConvDecoder(Network):
   hidden: int
   image_shape: tuple[int, int, int]
   params_per_value: int = 1
-  activation: str = dataclasses.field(default="relu", kw_only=True)
+  _: dataclasses.KW_ONLY
+  activation: str = "relu"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -205,8 +207,9 @@ def build_vae(*, arch: str, image_shape: tuple[int, int, int], latent_dim: int,
 
   For 'conv', `hidden` must hold one width (the dense layer between the feature map and z).
   """
-  image_shape = tuple(int(d) for d in image_shape)
-  common = dict(activation=activation, init_std=init_std, dtype=dtype)
+  height, width, channels = image_shape
+  image_shape = (int(height), int(width), int(channels))
+  common: dict[str, Any] = dict(activation=activation, init_std=init_std, dtype=dtype)
   if arch == "mlp":
     return VAE(MLPEncoder(tuple(hidden), latent_dim, **common),
                MLPDecoder(tuple(hidden[::-1]), image_shape, params_per_value, **common))
