@@ -181,8 +181,7 @@ def load_split(
                  f"again ({origin}).")
     return source
   try:
-    source = _one_split(tfds.data_source(dataset, split=split, data_dir=data_dir,
-                                         download=False))
+    tree = tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
   except Exception as err:  # pylint: disable=broad-except  # TFDS raises many kinds
     cause = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
     where = data_dir or tfds_constants.DATA_DIR
@@ -193,6 +192,7 @@ def load_split(
         f"(e.g. `tfds build {dataset} --data_dir={where} --file_format=array_record` on "
         "a machine with TensorFlow), then set --config.data.data_dir to that folder."
     ) from None
+  source = _one_split(tree)
   where = data_dir or tfds_constants.DATA_DIR
   check_shards(source, split, f"Rebuild it: delete {source.dataset_info.data_dir}, then "
                f"`tfds build {dataset} --data_dir={where} --file_format=array_record` on a "
