@@ -185,7 +185,7 @@ def start_holder(workdir):
   return proc
 
 
-def test_a_second_writer_is_refused_in_one_line_naming_the_holder(tmp_path):
+def test_a_second_writer_is_refused_in_one_line_and_sigterm_releases_the_lease(tmp_path):
   holder = start_holder(tmp_path)
   try:
     with pytest.raises(lease_lib.WorkdirBusyError) as info:
@@ -199,6 +199,9 @@ def test_a_second_writer_is_refused_in_one_line_naming_the_holder(tmp_path):
     with pytest.raises(lease_lib.WorkdirBusyError):
       train.train_and_evaluate(make_config(), str(tmp_path))
     assert not (tmp_path / "config.json").exists()
+    holder.terminate()
+    assert holder.wait(timeout=30) == -signal.SIGTERM
+    assert lease_lib.read_lease(tmp_path) is None
   finally:
     holder.kill()
     holder.wait()
@@ -214,13 +217,6 @@ def test_a_dead_holders_lease_is_taken_over_with_a_warning(tmp_path, caplog):
     assert lease_lib.read_lease(tmp_path)["pid"] == os.getpid()
   assert f"pid {holder.pid}" in caplog.text and "stale" in caplog.text
   assert lease_lib.read_lease(tmp_path) is None   # released
-
-
-def test_sigterm_releases_the_lease(tmp_path):
-  holder = start_holder(tmp_path)
-  holder.terminate()
-  assert holder.wait(timeout=30) == -signal.SIGTERM
-  assert lease_lib.read_lease(tmp_path) is None
 
 
 def test_an_exception_releases_the_lease(tmp_path):
