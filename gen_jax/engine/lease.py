@@ -89,22 +89,21 @@ def live_holder(workdir: str | epath.Path) -> dict | None:
   if record is None or (record.get("host") == socket.gethostname()
                         and record.get("pid") == os.getpid()):
     return None
-  locked_elsewhere = False
+  lock_free = False   # this host's OS lock could be taken: nobody here holds the lease
   lock = epath.Path(workdir) / LOCK
   if lock.exists():
     fd = os.open(lock, os.O_RDWR)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       fcntl.flock(fd, fcntl.LOCK_UN)
+      lock_free = True
     except BlockingIOError:
-      locked_elsewhere = True
-    except OSError:
+      return record
+    except OSError:   # no OS locks on this filesystem: the record decides
       pass
     finally:
       os.close(fd)
-  if locked_elsewhere:
-    return record
-  return record if _lease_is_live(record, locked_here=os.path.exists(lock)) else None
+  return record if _lease_is_live(record, locked_here=lock_free) else None
 
 
 def busy_message(workdir: str | epath.Path, record: dict) -> str:
@@ -255,9 +254,14 @@ def _release_on_sigterm(lease: RunLease):
     signal.signal(signal.SIGTERM, previous)
 
 
-def leased(purpose: str) -> Callable:
+def leased(purpose: str, os_error: Callable[[OSError, Any], BaseException] | None = None
+           ) -> Callable:
   """Decorator: the call holds the lease of its `workdir` argument (`RunLease`) throughout,
-  released on return, on an exception and on SIGTERM (which the loops turn into a return)."""
+  released on return, on an exception and on SIGTERM (which the loops turn into a return).
+
+  `os_error(error, workdir)`: what an OSError while taking the lease (an unwritable or full
+  disk) is raised as, e.g. one clear line; None: as it is.
+  """
 
   def decorate(fn: Callable) -> Callable:
     signature = inspect.signature(fn)
@@ -265,8 +269,18 @@ def leased(purpose: str) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
       workdir = signature.bind(*args, **kwargs).arguments["workdir"]
-      with RunLease(workdir, purpose) as lease, _release_on_sigterm(lease):
-        return fn(*args, **kwargs)
+      lease = RunLease(workdir, purpose)
+      try:
+        lease.acquire()
+      except OSError as e:
+        if os_error is None or (clear := os_error(e, workdir)) is e:
+          raise
+        raise clear from None
+      try:
+        with _release_on_sigterm(lease):
+          return fn(*args, **kwargs)
+      finally:
+        lease.release()
 
     return wrapper
 

@@ -86,7 +86,7 @@ def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -
   return folder
 
 
-@lease_lib.leased("evaluation")
+@lease_lib.leased("evaluation", ckpt_lib.unwritable_workdir_error)
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Evaluates a checkpoint; writes `eval/step_<N>.json` and a line in metrics.jsonl.
 

@@ -87,7 +87,7 @@ def compile_train_step(exp: Experiment, state, batches):
 
 
 
-@lease_lib.leased("training")   # one writer per workdir: a second start is refused
+@lease_lib.leased("training", ckpt_lib.unwritable_workdir_error)   # one writer per workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        accept_config_changes: bool = False) -> dict[str, float]:
   """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.
