@@ -253,8 +253,8 @@ def check_aliases(root: str, aliases: list[Alias], depth: int) -> None:
       logging.warning("image_folder: %s links to %s, a folder above it (a loop): not followed.",
                       os.path.join(root, alias.relpath), os.path.join(root, alias.original))
       continue
-    place = lambda rel: tuple(rel.split("/")[:depth])   # pylint: disable=unnecessary-lambda-assignment
-    original_place, alias_place = place(alias.original), place(alias.relpath)
+    original_place = tuple(alias.original.split("/")[:depth])
+    alias_place = tuple(alias.relpath.split("/")[:depth])
     if alias.is_dir:   # a folder shallower than a class reaches several places
       short = min(len(alias.original.split("/")), len(alias.relpath.split("/")))
       differ = short < depth or original_place != alias_place
