@@ -13,6 +13,11 @@ that it ends exactly where an uninterrupted run ends. Not part of the test suite
    the handler is installed, SIGTERM kills like SIGKILL). A run that finishes before its
    kill is not counted as a kill, and the soak stops killing.
 3. A last run finishes the training.
+4. Sweep drivers: a sweep of two such runs (seed 0, the reference's config, and seed 1)
+   is started by `launch.py --sweep` --driver_kills times, and each driver gets SIGKILL
+   after a random delay in [0, --max_wait] s. Its running child must stop with it (the
+   kernel sends it SIGTERM: PR_SET_PDEATHSIG) within 120 s; then the next driver starts.
+   A last driver finishes the sweep.
 
 Checks (exit status 1 if one fails):
   * the final train state (params, EMA, optimizer state, step) is bitwise equal to the
@@ -20,7 +25,9 @@ Checks (exit status 1 if one fails):
   * metrics.jsonl holds each training step 1..steps exactly once, with the reference's
     loss, bitwise (train.log_every=1: rows do not depend on where a run resumed);
   * every run stopped by SIGTERM after training had started exited 0, with a checkpoint at
-    its last logged step.
+    its last logged step;
+  * no sweep run outlived its killed driver, and after the last driver both sweep runs
+    hold steps 1..steps once each, the seed-0 run with the reference's loss, bitwise.
 Prints one line per kill, a summary and a final JSON line.
 """
 from __future__ import annotations
@@ -46,6 +53,7 @@ flags.DEFINE_integer("steps", 1500, "Training steps of each run.")
 flags.DEFINE_integer("kills", 30, "Kills before the last, finishing run.")
 flags.DEFINE_float("max_wait", 10.0, "Longest delay (s) from a run's start to its kill.")
 flags.DEFINE_integer("checkpoint_every", 10, "train.checkpoint_every.")
+flags.DEFINE_integer("driver_kills", 5, "SIGKILLs of a sweep driver (0: no sweep phase).")
 flags.DEFINE_integer("seed", 0, "Seed of the kill times and signals.")
 flags.DEFINE_string("root", "/tmp/gen_jax_soak", "Folder for the runs, the data and the XLA "
                     "cache (emptied first, except the data and the cache).")
@@ -56,13 +64,85 @@ def machine() -> str:
   return cpu_description()
 
 
+def overrides() -> list[str]:
+  values = {"train.num_steps": FLAGS.steps, "train.checkpoint_every": FLAGS.checkpoint_every,
+            "train.async_checkpointing": True, "train.log_every": 1,
+            "train.sample_every": 0, "eval.every": 0,
+            "data.data_dir": os.path.join(FLAGS.root, "tfds")}
+  return [f"--config.{k}={v}" for k, v in values.items()]
+
+
 def command(workdir: str) -> list[str]:
-  overrides = {"train.num_steps": FLAGS.steps, "train.checkpoint_every": FLAGS.checkpoint_every,
-               "train.async_checkpointing": True, "train.log_every": 1,
-               "train.sample_every": 0, "eval.every": 0,
-               "data.data_dir": os.path.join(FLAGS.root, "tfds")}
   return [sys.executable, os.path.join(ROOT, "launch.py"), f"--config={FLAGS.config}",
-          f"--workdir={workdir}", *[f"--config.{k}={v}" for k, v in overrides.items()]]
+          f"--workdir={workdir}", *overrides()]
+
+
+SWEEP_FILE = """
+import importlib.util
+spec = importlib.util.spec_from_file_location("base", {path!r})
+base = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(base)
+
+def get_config(arg=None):
+  return base.get_config({arg!r})
+
+def get_sweep(arg=None):
+  return [{{"seed": 0}}, {{"seed": 1}}]
+"""
+
+
+def pid_alive(pid: int) -> bool:
+  from gen_jax.engine.lease import pid_alive as alive
+  return alive(pid)
+
+
+def sweep_soak(rng: random.Random, log: str, reference_losses: dict) -> tuple[list, list]:
+  """Step 4 of the module docstring: (one record per driver kill, failures)."""
+  path, _, arg = FLAGS.config.partition(":")
+  config_file = os.path.join(FLAGS.root, "sweep_config.py")
+  with open(config_file, "w") as f:
+    f.write(SWEEP_FILE.format(path=os.path.join(ROOT, path), arg=arg or None))
+  sweep_dir = os.path.join(FLAGS.root, "sweep")
+  cmd = [sys.executable, os.path.join(ROOT, "launch.py"), f"--config={config_file}", "--sweep",
+         f"--workdir={sweep_dir}", *overrides()]
+  kills, failures = [], []
+  for i in range(FLAGS.driver_kills + 1):
+    last = i == FLAGS.driver_kills
+    delay = None if last else rng.uniform(0, FLAGS.max_wait)
+    with open(log, "a") as out:
+      driver = subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+                                stderr=out, text=True)
+      try:
+        stdout, _ = driver.communicate(timeout=delay)
+      except subprocess.TimeoutExpired:
+        driver.kill()
+        stdout, _ = driver.communicate()
+      out.write(stdout)
+    children = [int(line.rsplit("pid ", 1)[1].rstrip(")")) for line in stdout.splitlines()
+                if line.startswith("[sweep] started ")]
+    if last:
+      if driver.returncode != 0:
+        failures.append(f"the finishing sweep driver exited {driver.returncode}; see {log}")
+      break
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(map(pid_alive, children)):
+      time.sleep(0.2)
+    orphans = [pid for pid in children if pid_alive(pid)]
+    kills.append({"after_s": round(delay, 1), "exit": driver.returncode,
+                  "children": children, "orphans": orphans})
+    print(f"driver kill {i + 1}: SIGKILL after {delay:4.1f} s: exit {driver.returncode}, "
+          f"running child(ren) {children or 'none'}"
+          + (f", still alive after 120 s: {orphans}" if orphans else ""), flush=True)
+    if orphans:
+      failures.append(f"driver kill {i + 1}: runs {orphans} outlived their sweep driver")
+  for name in ("seed=0", "seed=1"):
+    rows = train_rows(os.path.join(sweep_dir, name))
+    if [r["step"] for r in rows] != list(range(1, FLAGS.steps + 1)):
+      failures.append(f"sweep run {name}: metrics.jsonl steps are not 1..{FLAGS.steps} once "
+                      f"each ({len(rows)} rows)")
+    if name == "seed=0" and any(r["train/loss"] != reference_losses.get(r["step"]) for r in rows):
+      failures.append("sweep run seed=0: train/loss differs from the reference")
+  return kills, failures
 
 
 def environment() -> dict[str, str]:
@@ -180,6 +260,12 @@ def main(argv):
     if len(a) != len(b):
       failures.append(f"final states have {len(a)} and {len(b)} leaves")
 
+  driver_kills = []
+  if FLAGS.driver_kills:
+    shutil.rmtree(os.path.join(FLAGS.root, "sweep"), ignore_errors=True)
+    driver_kills, sweep_failures = sweep_soak(rng, log, losses)
+    failures += sweep_failures
+
   damaged = os.path.join(soak, ckpt_lib.DAMAGED_DIR)
   summary = {
       "config": FLAGS.config, "steps": FLAGS.steps, "kills": len(kills),
@@ -192,6 +278,9 @@ def main(argv):
       "leaves_compared": leaves, "each_step_once": steps == list(range(1, FLAGS.steps + 1)),
       "losses_equal": not differ,
       "moved_aside": sorted(os.listdir(damaged)) if os.path.isdir(damaged) else [],
+      "driver_kills": len(driver_kills),
+      "driver_kills_with_a_running_child": sum(bool(k["children"]) for k in driver_kills),
+      "orphaned_runs": sum(len(k["orphans"]) for k in driver_kills),
       "failures": failures, "wall_s": round(time.time() - started),
       "machine": machine(), "date": time.strftime("%Y-%m-%d"),
       "command": " ".join(["python benchmarks/soak.py", *sys.argv[1:]]),

@@ -10,7 +10,9 @@ continuation or one clear error, with nothing lost (docs/robustness.md):
   * a disk that fills up or turns read-only during a save (sync and async): the run stops
     naming ENOSPC / EACCES and the path; the earlier checkpoints resume bitwise;
   * an unwritable workdir at start, a truncated dataset shard: one clear error each;
-  * the launcher turns these into one `launch.py: ...` line.
+  * the launcher turns these into one `launch.py: ...` line;
+  * two trainers started together on one workdir: one trains, the other is refused naming
+    it; a SIGKILLed sweep driver takes its runs along, and its rerun completes each once.
 
 Tests run as root here, where chmod does not stop writes: the unwritable disk is then a
 stub that makes Python's open() and os.mkdir() raise the OS error for paths below it
@@ -27,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import chex
 import pytest
@@ -34,6 +37,7 @@ import pytest
 from gen_jax import data
 from gen_jax.data.errors import DamagedDatasetError
 from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics
@@ -302,3 +306,80 @@ def test_launcher_reports_an_unreadable_run_in_one_line(runs, tmp_path, data_dir
   assert out.returncode == 1
   assert "Traceback" not in out.stderr
   assert f"launch.py: No checkpoint in {workdir}/checkpoints can be read:" in out.stderr
+
+
+# ------------------------------------------------------------ one writer, sweep drivers
+
+
+SHORT = {"train.num_steps": 8, "train.checkpoint_every": 2, "train.max_checkpoints": 3,
+         "train.log_every": 1, **QUIET}
+
+
+def launch(args, data_dir, **popen):
+  """launch.py with `args` and the short VAE run's overrides, sharing the tests' XLA cache."""
+  overrides = [f"--config.{k}={v}" for k, v in {**SHORT, "data.data_dir": data_dir}.items()]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "JAX_COMPILATION_CACHE_DIR": os.environ.get("GEN_JAX_TEST_XLA_CACHE", ""),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  return subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "launch.py"), *args,
+                           *overrides], cwd=REPO_ROOT, env=env, text=True, **popen)
+
+
+def test_two_trainers_started_together_leave_one_run_with_each_step_once(tmp_path, data_dir):
+  """The second start is refused in one line naming the first; the first trains alone:
+  every step's metrics once, max_checkpoints kept, 'done'."""
+  workdir = str(tmp_path / "run")
+  procs = [launch(["--config=configs/vae.py:smoke", f"--workdir={workdir}"], data_dir,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  codes = [p.returncode for p in procs]
+  assert sorted(codes) == [0, 1], errors
+  winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+  last = [line for line in errors[loser].splitlines() if line.strip()][-1]
+  assert f"is in use by pid {procs[winner].pid} on " in last and "training since" in last
+  assert_each_step_once(workdir, 8)
+  assert steps_in(workdir) == [4, 6, 8]
+  assert read_status(workdir)["status"] == "done"
+
+
+SWEEP_OF_TWO = """
+from gen_jax.configs import vae
+
+def get_config(arg=None):
+  return vae.get_config("smoke")
+
+def get_sweep(arg=None):
+  return [{"seed": 0}, {"seed": 1}]
+"""
+
+
+def test_a_killed_sweep_driver_takes_its_run_along_and_a_rerun_completes_each_once(
+    tmp_path, data_dir):
+  """SIGKILL the driver while its first run trains or compiles: the run stops too (no
+  orphan keeps writing); rerunning the sweep finishes both runs, every step's metrics once."""
+  config_file = tmp_path / "two.py"
+  config_file.write_text(SWEEP_OF_TWO)
+  sweep_dir = tmp_path / "sweep"
+  args = [f"--config={config_file}", "--sweep", f"--workdir={sweep_dir}"]
+  driver = launch(args, data_dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  started = driver.stdout.readline()
+  assert started.startswith("[sweep] started seed=0 (pid "), started
+  child = int(started.rsplit("pid ", 1)[1].rstrip(")\n"))
+  deadline = time.time() + 300
+  while time.time() < deadline and not os.path.exists(sweep_dir / "seed=0" / "run_status.json"):
+    time.sleep(0.1)
+  driver.kill()
+  driver.wait()
+  deadline = time.time() + 120
+  while time.time() < deadline and lease_lib.pid_alive(child):
+    time.sleep(0.2)
+  assert not lease_lib.pid_alive(child), "the run outlived its sweep driver"
+
+  rerun = launch(args, data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  out = rerun.communicate(timeout=600)[0]
+  assert rerun.returncode == 0, out[-3000:]
+  for name in ("seed=0", "seed=1"):
+    assert_each_step_once(str(sweep_dir / name), 8)
+    assert read_status(str(sweep_dir / name))["status"] == "done"
+  summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+  assert [r["status"] for r in summary] == ["done", "done"]

@@ -279,3 +279,79 @@ def test_eval_stops_before_sampling_without_the_weights(tmp_path, monkeypatch):
     modes.evaluate(config, str(tmp_path / "run"))
   assert inception_weights.FID_WEIGHTS_URL in str(info.value)
   assert "eval.inception_weights" in str(info.value) and not touched
+
+
+# ------------------------------------------------------------- crafted weights files
+
+
+def _zip_pth(path, data_pkl: bytes, storages: dict[str, bytes] = ()) -> str:
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("archive/data.pkl", data_pkl)
+    for key, raw in dict(storages).items():
+      z.writestr(f"archive/data/{key}", raw)
+  return str(path)
+
+
+def _text(s: str) -> bytes:   # pickle BINUNICODE
+  return b"X" + len(s.encode()).to_bytes(4, "little") + s.encode()
+
+
+@pytest.mark.parametrize("target", [b"ctorch\nFloatStorage\n",
+                                    b"ctorch._utils\n_rebuild_tensor_v2\n",
+                                    b"ccollections\nOrderedDict\n"])
+def test_reader_cannot_be_altered_by_a_crafted_file(tmp_path, target):
+  """pickle's BUILD on an allowed global (torch.FloatStorage -> float16) is refused, and a
+  later load in the same process, and its cache, still read float32 exactly."""
+  # PROTO 2; push the allowed global; BUILD it with {'name': 'float16'}; POP; return {}.
+  crafted = (b"\x80\x02" + target + b"}" + _text("name") + _text("float16") + b"sb0}.")
+  path = _zip_pth(tmp_path / "crafted.pth", crafted)
+  with pytest.raises(pickle_reader.UnsafePickleError, match="state"):
+    pickle_reader.load_torch_state_dict(path)
+  src = os.path.join(FIXTURES, "inception_tiny_zip.pth")
+  want = _tiny_expected()
+  got = pickle_reader.load_torch_state_dict(src)
+  for name, value in want.items():
+    assert got[name].dtype == value.dtype, name
+    np.testing.assert_array_equal(got[name], value, err_msg=name)
+  sha = inception_weights.sha256_of_file(src)
+  cached, _ = inception_weights.load_state_dict(src, sha, cache_dir=str(tmp_path / "cache"))
+  again, _ = inception_weights.load_state_dict(src, sha, cache_dir=str(tmp_path / "cache"))
+  for name in cached:
+    assert cached[name].dtype == again[name].dtype == want[name].dtype
+    np.testing.assert_array_equal(again[name], want[name])
+
+
+def test_reader_refuses_a_tensor_larger_than_its_file_before_allocating(tmp_path):
+  """A 2^20 x 2^20 float32 tensor with stride 0 over a 1-element storage would allocate
+  4 TiB; it is refused as corrupt, and so is a storage declaring more bytes than it has."""
+  pid = (b"(" + _text("storage") + b"ctorch\nFloatStorage\n" + _text("0") + _text("cpu")
+         + b"K\x01tQ")
+  size = b"(J\x00\x00\x10\x00J\x00\x00\x10\x00t"
+  huge = (b"\x80\x02}" + _text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n(" + pid + b"K\x00"
+          + size + b"(K\x00K\x00t\x89tRs.")
+  path = _zip_pth(tmp_path / "huge.pth", huge, {"0": b"\x00" * 4})
+  with pytest.raises(pickle.UnpicklingError, match="bytes"):
+    pickle_reader.load_torch_state_dict(path)
+  lying = _zip_pth(tmp_path / "lying.pth", huge.replace(b"K\x01tQ", b"J\x00\x00\x00\x40tQ"),
+                   {"0": b"\x00" * 4})   # declares 2^30 elements, holds 1
+  with pytest.raises(pickle.UnpicklingError, match="declares"):
+    pickle_reader.load_torch_state_dict(lying)
+
+
+def test_weights_cache_is_checked_against_its_source_digest(tmp_path):
+  """A cache file under the right name whose content came from elsewhere (no digest, or
+  another one) is not used: the file is converted again and the cache replaced."""
+  src = os.path.join(FIXTURES, "inception_tiny_zip.pth")
+  sha = inception_weights.sha256_of_file(src)
+  want, _ = inception_weights.load_state_dict(src, sha, cache_dir=str(tmp_path / "fresh"))
+  cache = tmp_path / f"fid_inception_{sha[:16]}.npz"
+  forged = {name: np.zeros_like(value, np.float16) for name, value in want.items()}
+  for digest in (None, "0" * 64):
+    extra = {} if digest is None else {inception_weights.SOURCE_KEY: np.asarray(digest)}
+    np.savez(cache, **forged, **extra)
+    got, _ = inception_weights.load_state_dict(src, sha, cache_dir=str(tmp_path))
+    for name, value in want.items():
+      assert got[name].dtype == value.dtype
+      np.testing.assert_array_equal(got[name], value)
+    with np.load(cache) as stored:
+      assert str(stored[inception_weights.SOURCE_KEY]) == sha

@@ -1,15 +1,21 @@
 """Sweeps: expansion, run names, commands, the local runner (skip, resume, failures) and
 the SLURM script. The runner is exercised with a stand-in for launch.py (no JAX)."""
 import json
+import os
+import re
 import shlex
+import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from gen_jax.configs import common
+from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import sweep
 from gen_jax.engine import workdir as workdir_lib
+from smoke import REPO_ROOT
 
 SWEEP_CONFIG = textwrap.dedent("""
     from gen_jax.configs import common
@@ -131,3 +137,111 @@ def test_local_sweep_skips_finished_runs_resumes_others_and_survives_a_failure(t
   assert again[unfinished.name] == "skipped" and list(again.values()).count("failed") == 2
   # A longer run (a raised train.num_steps) is not finished any more.
   assert not sweep.is_finished(finished, num_steps_override=20)
+
+
+# ------------------------------------------------------------------ hostile values
+
+
+@pytest.mark.parametrize("value, char", [("a\nb", "U+000A"), ("a\x00b", "U+0000"),
+                                         ("tab\there", "U+0009"), ("\x1b[31mred", "U+001B")])
+def test_control_characters_are_refused_before_any_run_naming_run_and_field(tmp_path, value,
+                                                                           char):
+  sweep_set = [{"train.lr": 1e-3}, {"train.lr": 2e-3, "sample.prompt": value}]
+  with pytest.raises(ValueError, match=f"Sweep run 1 .*sample.prompt.*{re.escape(char)}"):
+    sweep.expand(sweep_set, str(tmp_path))
+  assert not list(tmp_path.iterdir())
+
+
+def test_dry_run_prints_exactly_one_shell_quoted_command_per_line(tmp_path, capsys):
+  """Quotes, spaces, `$`, `;`, non-ASCII and a 300-character value: each printed line is
+  one command that a shell splits back into exactly the run's arguments."""
+  values = ["it's a \"test\"; rm -rf / $HOME `x`", "ünïcødé ☃", "x" * 300, "a,b=c"]
+  config_file = tmp_path / "sweep_config.py"
+  config_file.write_text(textwrap.dedent(f"""
+      def get_config(arg=None):
+        raise AssertionError
+      def get_sweep(arg=None):
+        return [{{"sample.prompt": v}} for v in {values!r}]
+  """))
+  assert sweep.main(str(config_file), str(tmp_path / "runs"), [], dry_run=True) == 0
+  lines = capsys.readouterr().out.splitlines()
+  runs = sweep.expand(sweep.load_sweep(str(config_file)), str(tmp_path / "runs"))
+  assert len(lines) == len(values) == len(runs)
+  for line, run in zip(lines, runs):
+    assert shlex.split(line) == sweep.command(run, str(config_file))
+  assert all(len(os.path.basename(r.workdir).encode()) <= sweep.MAX_NAME_BYTES for r in runs)
+
+
+def test_long_run_names_are_shortened_with_a_stable_hash():
+  long_a, long_b = {"sample.prompt": "x" * 300}, {"sample.prompt": "x" * 299 + "y"}
+  a, b = sweep.run_name(long_a), sweep.run_name(long_b)
+  assert len(a) == len(b) == sweep.MAX_NAME_BYTES and a != b
+  assert a.startswith("prompt=xxx") and a == sweep.run_name(dict(long_a))   # stable
+  assert sweep.run_name({"train.lr": 1e-3}) == "lr=0.001"                   # short: as before
+
+
+def test_a_damaged_status_fails_that_run_by_name_and_the_others_go_on(tmp_path):
+  config_file = tmp_path / "sweep_config.py"
+  config_file.write_text(SWEEP_CONFIG)
+  launcher = tmp_path / "fake_launch.py"
+  launcher.write_text(FAKE_LAUNCH)
+  runs = sweep.expand(sweep.load_sweep(str(config_file)), str(tmp_path / "runs"))
+  commands = [sweep.command(r, str(config_file), python=sys.executable, launcher=str(launcher))
+              for r in runs]
+  damaged = runs[1]
+  os.makedirs(damaged.workdir)
+  with open(os.path.join(damaged.workdir, "run_status.json"), "w") as f:
+    f.write("\x00garbage{")
+  records = {r["name"]: r for r in sweep.run_locally(runs, commands, poll_seconds=0.05)}
+  assert records[damaged.name]["status"] == "failed"
+  assert "run_status.json is damaged" in records[damaged.name]["error"]
+  assert not os.path.exists(os.path.join(damaged.workdir, "calls.txt"))   # not started
+  assert [records[r.name]["status"] for r in runs if r is not damaged] == ["done"] * 3
+
+
+def test_a_run_held_by_a_live_process_is_running_elsewhere_and_not_started(tmp_path):
+  config_file = tmp_path / "sweep_config.py"
+  config_file.write_text(SWEEP_CONFIG)
+  launcher = tmp_path / "fake_launch.py"
+  launcher.write_text(FAKE_LAUNCH)
+  runs = sweep.expand(sweep.load_sweep(str(config_file)), str(tmp_path / "runs"))
+  commands = [sweep.command(r, str(config_file), python=sys.executable, launcher=str(launcher))
+              for r in runs]
+  held = runs[0]
+  holder = lease_lib.RunLease(held.workdir, "training").acquire()   # a live process: this one
+  try:
+    # As seen from another process: the record names a live pid (ours) and the lock is held.
+    record = json.loads(open(os.path.join(held.workdir, lease_lib.LEASE)).read())
+    record["pid"] = os.getppid()
+    with open(os.path.join(held.workdir, lease_lib.LEASE), "w") as f:
+      json.dump(record, f)
+    records = {r["name"]: r for r in sweep.run_locally(runs, commands, poll_seconds=0.05)}
+  finally:
+    holder.release()
+  assert records[held.name]["status"] == "running elsewhere"
+  assert f"pid {os.getppid()}" in records[held.name]["error"]
+  assert not os.path.exists(os.path.join(held.workdir, "calls.txt"))
+  assert [records[r.name]["status"] for r in runs[1:]] == ["done"] * 3
+
+
+def test_sweep_children_die_with_the_driver(tmp_path):
+  """A SIGKILLed driver takes its runs with it (PR_SET_PDEATHSIG -> SIGTERM)."""
+  if not sys.platform.startswith("linux"):
+    pytest.skip("PR_SET_PDEATHSIG is Linux's")
+  driver = textwrap.dedent(f"""
+      import subprocess, sys, time
+      sys.path.insert(0, {REPO_ROOT!r})
+      from gen_jax.engine import sweep
+      child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                               preexec_fn=sweep._die_with_parent(__import__("os").getpid()))
+      print(child.pid, flush=True)
+      time.sleep(120)
+  """)
+  proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)
+  child = int(proc.stdout.readline())
+  proc.kill()
+  proc.wait()
+  deadline = time.time() + 20
+  while time.time() < deadline and lease_lib.pid_alive(child):
+    time.sleep(0.1)
+  assert not lease_lib.pid_alive(child)

@@ -184,6 +184,47 @@ def test_errors_name_the_file_or_folder(tmp_path):
   assert issubclass(UserDataError, DatasetUnavailableError)   # launch.py: one line
 
 
+def test_a_symlink_loop_is_not_followed_and_each_image_is_read_once(tmp_path):
+  """train/ + test/ of 2 classes x 10 images with a link from a class folder back to the
+  root: prepared, each image is once in one split with its class's label."""
+  root = tmp_path / "images"
+  value = 0
+  for split, per_class in (("train", 8), ("test", 2)):
+    for name in ("a", "b"):
+      for i in range(per_class):
+        write_image(root / split / name / f"{i}.png", np.full((6, 6), value, np.uint8))
+        value += 1
+  os.symlink("../../..", root / "train" / "a" / "loop")      # -> images/
+  os.symlink("..", root / "test" / "b" / "up")                # -> test/
+  os.symlink("0.png", root / "train" / "b" / "same.png")      # the same file, same class
+  config = image_config(tmp_path / "tfds", root)
+  rows = {split: read_split(config, split) for split in ("train", "test")}
+  assert (len(rows["train"]), len(rows["test"])) == (16, 4)
+  values = {split: sorted(int(r["image"][0, 0, 0]) for r in rs) for split, rs in rows.items()}
+  assert sorted(values["train"] + values["test"]) == list(range(20))
+  assert not set(values["train"]) & set(values["test"])
+  labels = {int(r["image"][0, 0, 0]): int(r["label"]) for rs in rows.values() for r in rs}
+  assert labels == {v: (v // 8 if v < 16 else (v - 16) // 2) for v in range(20)}
+
+
+@pytest.mark.parametrize("link, target", [
+    ("train/b/stolen.png", "../a/0.png"),   # one image in two classes
+    ("test/a/leak.png", "../../train/a/1.png"),   # one image in two splits
+    ("train/b/more", "../a"),               # a whole class folder inside another
+])
+def test_one_file_in_two_places_is_an_error_naming_both(tmp_path, link, target):
+  root = tmp_path / "images"
+  for split, count in (("train", 3), ("test", 1)):
+    for name in ("a", "b"):
+      for i in range(count):
+        write_image(root / split / name / f"{i}.png", np.zeros((6, 6), np.uint8))
+  os.symlink(target, root / link)
+  first = os.path.normpath(os.path.join(root, os.path.dirname(link), target))
+  with pytest.raises(UserDataError, match="same") as info:
+    image_folder.scan_folder(str(root), 6, 1)
+  assert str(root / link) in str(info.value) and first in str(info.value)
+
+
 def test_mixed_channels_fail_unless_channels_is_set(tmp_path):
   for i in range(10):
     write_image(tmp_path / "mix" / f"{i}.png", np.full((6, 6), 40, np.uint8))

@@ -1,12 +1,24 @@
-"""A workdir is one run: the config guard, the config history, and the saved config that
-sample/eval read. No training here: the guard needs only a checkpoint directory's name."""
+"""A workdir is one run: the config guard, the config history, the saved config that
+sample/eval read, its one writer (the lease) and its metrics rows. No training here: the
+guard needs only a checkpoint directory's name."""
+import errno
 import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import ml_collections
 import pytest
 
+from gen_jax.engine import lease as lease_lib
+from gen_jax.engine import outputs
 from gen_jax.engine import train
 from gen_jax.engine import workdir as workdir_lib
+from smoke import REPO_ROOT
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
@@ -147,3 +159,150 @@ def test_status_of_a_dead_process_reads_as_stopped(tmp_path):
   later = workdir_lib.RunStatus(tmp_path)   # wall time adds up over starts
   later.write("done", 8)
   assert workdir_lib.read_status(tmp_path)["wall_seconds"] >= record["wall_seconds"]
+
+
+# --------------------------------------------------------------------- one writer
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from gen_jax.engine import lease
+@lease.leased("training")
+def hold(workdir):
+  print("held", flush=True)
+  time.sleep(120)
+hold({workdir!r})
+"""
+
+
+def start_holder(workdir):
+  """A process holding `workdir`'s lease (started, and holding, when this returns)."""
+  proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=REPO_ROOT,
+                                                                workdir=str(workdir))],
+                          stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "held"
+  return proc
+
+
+def test_a_second_writer_is_refused_in_one_line_and_sigterm_releases_the_lease(tmp_path):
+  holder = start_holder(tmp_path)
+  try:
+    with pytest.raises(lease_lib.WorkdirBusyError) as info:
+      lease_lib.RunLease(tmp_path, "training").acquire()
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"pid {holder.pid} on {socket.gethostname()}" in message
+    assert "training since" in message and "another --workdir" in message
+    assert lease_lib.live_holder(tmp_path)["pid"] == holder.pid
+    # train_and_evaluate is refused before it writes anything.
+    with pytest.raises(lease_lib.WorkdirBusyError):
+      train.train_and_evaluate(make_config(), str(tmp_path))
+    assert not (tmp_path / "config.json").exists()
+    holder.terminate()
+    assert holder.wait(timeout=30) == -signal.SIGTERM
+    assert lease_lib.read_lease(tmp_path) is None
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_a_dead_holders_lease_is_taken_over_with_a_warning(tmp_path, caplog):
+  holder = start_holder(tmp_path)
+  holder.kill()   # SIGKILL: no chance to release
+  holder.wait()
+  assert lease_lib.read_lease(tmp_path)["pid"] == holder.pid
+  assert lease_lib.live_holder(tmp_path) is None
+  with caplog.at_level(logging.WARNING), lease_lib.RunLease(tmp_path, "evaluation"):
+    assert lease_lib.read_lease(tmp_path)["pid"] == os.getpid()
+  assert f"pid {holder.pid}" in caplog.text and "stale" in caplog.text
+  assert lease_lib.read_lease(tmp_path) is None   # released
+
+
+def test_an_exception_releases_the_lease(tmp_path):
+  @lease_lib.leased("evaluation")
+  def fails(workdir):
+    assert lease_lib.read_lease(workdir)["purpose"] == "evaluation"
+    raise ValueError("boom")
+
+  with pytest.raises(ValueError, match="boom"):
+    fails(tmp_path)
+  assert lease_lib.read_lease(tmp_path) is None
+  lease_lib.RunLease(tmp_path, "training").acquire().release()   # free again
+
+
+def test_without_os_locks_the_heartbeat_decides(tmp_path, monkeypatch, caplog):
+  """On a filesystem without flock (a cluster filesystem), another host's lease is live
+  while its heartbeat is fresh and stale (taken over) once older than the timeout."""
+  def no_flock(fd, op):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(lease_lib.fcntl, "flock", no_flock)
+  record = {"pid": 4242, "host": "node-17", "purpose": "training", "since": "2026-01-01T10:00:00",
+            "heartbeat_unix": time.time() - 10}
+  (tmp_path / lease_lib.LEASE).write_text(json.dumps(record))
+  with pytest.raises(lease_lib.WorkdirBusyError, match="pid 4242 on node-17"):
+    lease_lib.RunLease(tmp_path, "training").acquire()
+  record["heartbeat_unix"] = time.time() - lease_lib.LEASE_TIMEOUT_SECONDS - 1
+  (tmp_path / lease_lib.LEASE).write_text(json.dumps(record))
+  with caplog.at_level(logging.WARNING):
+    taken = lease_lib.RunLease(tmp_path, "training").acquire()
+  assert "node-17" in caplog.text
+  # While held (no OS lock), a second writer on this host is refused by the record.
+  with pytest.raises(lease_lib.WorkdirBusyError, match=f"pid {os.getpid()}"):
+    lease_lib.RunLease(tmp_path, "training").acquire()
+  taken.release()
+  assert lease_lib.read_lease(tmp_path) is None
+
+
+def test_a_damaged_status_file_is_named_and_a_new_start_replaces_it(tmp_path):
+  (tmp_path / workdir_lib.STATUS).write_text('{"status": "runn')
+  with pytest.raises(workdir_lib.DamagedStatusError, match=str(tmp_path / workdir_lib.STATUS)):
+    workdir_lib.read_status(tmp_path)
+  workdir_lib.RunStatus(tmp_path).write("running", 0)
+  assert workdir_lib.read_status(tmp_path)["status"] == "running"
+
+
+# -------------------------------------------------------------------- metrics rows
+
+
+def rows(steps):
+  return "".join(json.dumps({"step": s, "train/loss": float(s)}) + "\n" for s in steps)
+
+
+def test_a_resume_drops_only_the_rows_past_its_checkpoint_in_place(tmp_path):
+  """Rows past the restored step (and a line cut short) go; the file is the same file
+  (appended to and truncated, never replaced, so no other open handle loses rows)."""
+  path = tmp_path / "metrics.jsonl"
+  path.write_text(rows(range(1, 8)) + json.dumps({"step": 4, "eval/loss": 1.0}) + "\n"
+                  + '{"step": 8, "tra')
+  inode = os.stat(path).st_ino
+  writer = outputs.MetricWriter(tmp_path, tensorboard=False, resume_step=4)
+  writer.write(5, {"train/loss": 5.5})
+  writer.close()
+  assert os.stat(path).st_ino == inode
+  assert [(r["step"], r.get("train/loss")) for r in outputs.read_metrics(tmp_path)] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (4, None), (5, 5.5)]
+  # A fresh start (nothing restored: step 0) keeps no training row of an earlier attempt,
+  # and a writer without resume_step (evaluation) only appends.
+  outputs.MetricWriter(tmp_path, tensorboard=False, resume_step=0).close()
+  assert outputs.read_metrics(tmp_path) == []
+  path.write_text(rows([1, 2]))
+  outputs.MetricWriter(tmp_path, tensorboard=False).close()
+  assert [r["step"] for r in outputs.read_metrics(tmp_path)] == [1, 2]
+
+
+def test_a_drop_interrupted_by_a_crash_is_finished_by_the_next_writer(tmp_path, monkeypatch):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text(rows(range(1, 7)))
+  monkeypatch.setattr(outputs, "finish_drop", lambda p: (_ for _ in ()).throw(
+      KeyboardInterrupt("killed after the journal was written")))
+  with pytest.raises(KeyboardInterrupt):
+    outputs.drop_rows_after(path, 3)
+  monkeypatch.undo()
+  assert (tmp_path / outputs.DROP_JOURNAL).exists()
+  writer = outputs.MetricWriter(tmp_path, tensorboard=False, resume_step=3)
+  writer.write(4, {"train/loss": 4.0})
+  writer.close()
+  assert [r["step"] for r in outputs.read_metrics(tmp_path)] == [1, 2, 3, 4]
+  assert not (tmp_path / outputs.DROP_JOURNAL).exists()

@@ -16,6 +16,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
 from gen_jax.engine import hf_gpt2
 from gen_jax.engine import sample_dump, sample_metrics, sharding
+from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import build_experiment
@@ -76,7 +77,7 @@ def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -
     return out if labels is None else {**out, "labels": np.asarray(labels, np.int32)}
 
   stop = StopRequest()
-  with stop.installed():
+  with lease_lib.RunLease(folder.parent.parent, "sample dump"), stop.installed():
     done = sample_dump.dump_samples(folder, plan, formats, draw, stop)
   if done is None:
     raise Interrupted(f"Sampling stopped on request; the finished shards are in {folder}. "
@@ -85,6 +86,7 @@ def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -
   return folder
 
 
+@lease_lib.leased("evaluation", ckpt_lib.unwritable_workdir_error)
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Evaluates a checkpoint; writes `eval/step_<N>.json` and a line in metrics.jsonl.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging as std_logging
 import math
+import os
 import sys
 import time
 from typing import Mapping
@@ -32,12 +33,16 @@ def save_json(path: epath.Path, payload: dict) -> None:
 
 
 class MetricWriter:
-  """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and TB scalars."""
+  """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and TB scalars.
+
+  The file is only ever appended to (the workdir's lease makes this process its one writer),
+  except once at a resume (`resume_step`), which drops the rows of steps after the restored
+  checkpoint that the run before wrote and died without saving; see `drop_rows_after`.
+  """
 
   def __init__(self, workdir: str | epath.Path, tensorboard: bool = True,
                resume_step: int | None = None):
-    """`resume_step`: drop rows logged after this step by a run that crashed past its
-    last checkpoint, so a resumed run's metrics.jsonl has each step once."""
+    """`resume_step`: the step training restarts from (0 on a fresh start)."""
     self._enabled = is_main_process()
     self._jsonl = None
     self._tb = None
@@ -45,12 +50,10 @@ class MetricWriter:
       return
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "metrics.jsonl"
-    if resume_step is not None and path.exists():
-      kept = [json.dumps(row) for row in read_metrics(workdir) if row["step"] <= resume_step]
-      tmp = workdir / "metrics.jsonl.tmp"
-      tmp.write_text("".join(line + "\n" for line in kept))
-      tmp.replace(path)
+    path = workdir / METRICS
+    finish_drop(path)   # a drop that a crash interrupted
+    if resume_step is not None:
+      drop_rows_after(path, resume_step)
     self._jsonl = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter  # imported lazily: slow import
@@ -101,11 +104,75 @@ class MetricWriter:
       self._tb.close()
 
 
+METRICS = "metrics.jsonl"
+DROP_JOURNAL = "metrics.jsonl.drop"   # {"size": bytes to keep, "rows": rows to append again}
+
+
+def drop_rows_after(path: epath.Path, step: int) -> int:
+  """Removes the rows of `path` (metrics.jsonl) with a step after `step`, and a line cut
+  short by a kill, crash-safely; returns how many rows were dropped.
+
+  Rows are appended in step order, so the rows to drop form the file's tail from the first
+  such row; rows of steps <= `step` inside that tail (an evaluation of an older checkpoint)
+  are kept. The drop is journalled: the size to cut at and the rows to keep are written
+  (and fsynced) to `DROP_JOURNAL` first, then the file is truncated, the rows appended and
+  the journal removed; `finish_drop` redoes an interrupted drop, which is idempotent.
+  """
+  if not path.exists():
+    return 0
+  data = open(path, "rb").read()
+  offset, cut, keep, dropped = 0, None, [], 0
+  for line in data.splitlines(keepends=True):
+    try:
+      row = json.loads(line) if line.endswith(b"\n") else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      row = None
+    late = not isinstance(row, dict) or not isinstance(row.get("step"), int) or row["step"] > step
+    if late and cut is None:
+      cut = offset
+    if cut is not None:
+      if late:
+        dropped += 1
+      else:
+        keep.append(line.decode())
+    offset += len(line)
+  if cut is None:
+    return 0
+  journal = path.parent / DROP_JOURNAL
+  with open(journal, "w") as f:
+    f.write(json.dumps({"size": cut, "rows": keep}))
+    f.flush()
+    os.fsync(f.fileno())
+  finish_drop(path)
+  return dropped
+
+
+def finish_drop(path: epath.Path) -> None:
+  """Completes a drop of `drop_rows_after` whose journal exists (see there)."""
+  journal = path.parent / DROP_JOURNAL
+  if not journal.exists():
+    return
+  try:
+    plan = json.loads(journal.read_text())
+  except json.JSONDecodeError:   # the journal itself was cut short: nothing was truncated
+    journal.unlink()
+    return
+  with open(path, "r+b") as f:
+    if os.path.getsize(path) < plan["size"]:   # cannot happen unless edited by hand
+      raise OSError(f"{path} is shorter than {journal} expects; remove {journal} and resume.")
+    f.truncate(plan["size"])
+    f.seek(plan["size"])
+    f.write("".join(plan["rows"]).encode())
+    f.flush()
+    os.fsync(f.fileno())
+  journal.unlink()
+
+
 def read_metrics(workdir: str | epath.Path) -> list[dict]:
   """All rows of workdir/metrics.jsonl (for tests and notebooks); a line that is not JSON
-  (cut short when a process was killed mid-write, or the disk was full) is skipped, so a
-  resumed run rewrites the file without it."""
-  path = epath.Path(workdir) / "metrics.jsonl"
+  (cut short when a process was killed mid-write, or the disk was full) is skipped (a
+  resumed run drops it from the file)."""
+  path = epath.Path(workdir) / METRICS
   if not path.exists():
     return []
   rows = []

@@ -12,27 +12,44 @@ trains in `<sweep workdir>/<run name>`, so a rerun of the sweep finds its runs a
 
 Here, finished runs are skipped, unfinished ones resume, and a failed run does not stop
 the others (its log is `<run>/launch.log`, its error in `<run>/run_status.json` and in
-`<sweep workdir>/sweep_summary.json`). On a cluster, the scheduler runs the same commands.
+`<sweep workdir>/sweep_summary.json`; a damaged `run_status.json` marks its run failed). A
+run whose workdir lease a live process holds (a run of an earlier, killed sweep driver, or
+the same command on another host) is reported as 'running elsewhere' and not started again.
+The runs die with the driver: on Linux each child asks the kernel for SIGTERM when its
+parent dies (`PR_SET_PDEATHSIG`), which training turns into a checkpoint and a clean exit.
+On a cluster, the scheduler runs the same commands.
+
+Every value is checked before any run starts: no control characters (a newline would break
+the one-command-per-line output, a NUL byte cannot be passed to a process). A name longer
+than `MAX_NAME_BYTES` is shortened to its first characters plus a hash of the whole name
+(stable across reruns); the run's config.json keeps every override in full.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from typing import Any, Sequence
 
 from etils import epath
 
 from gen_jax.engine import config_files
+from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import workdir as workdir_lib
 
 Overrides = dict[str, Any]
+MAX_NAME_BYTES = 120    # a directory name may have 255 bytes; leave room for suffixes
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,19 +101,59 @@ def run_name(overrides: Overrides, all_fields: Sequence[str] = ()) -> str:
   A field is named by its last component unless another field of the sweep (`all_fields`)
   ends the same way, then by its full dotted name. Characters other than letters, digits
   and `._=,+-` become `_`, so the name is a safe directory name. An empty set is 'base'.
+  A name longer than `MAX_NAME_BYTES` keeps its first characters and ends in `~` and 12
+  hex digits of the sha256 of the whole name.
   """
   fields = list(all_fields or overrides)
   names = dict(zip(fields, workdir_lib.short_names(fields)))
   parts = [f"{names.get(field, field)}={_name_value(value)}" for field, value in overrides.items()]
-  return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts)) or "base"
+  full = ",".join(parts)
+  name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", full) or "base"
+  if len(name) > MAX_NAME_BYTES:
+    digest = hashlib.sha256(full.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    name = f"{name[:MAX_NAME_BYTES - 13]}~{digest}"
+  return name
+
+
+def _control_character(text: str) -> str | None:
+  """The first control character of `text` as 'U+000A', or None."""
+  for char in text:
+    if unicodedata.category(char) in ("Cc", "Cs"):
+      return f"U+{ord(char):04X}"
+  return None
+
+
+def check_overrides(index: int, overrides: Overrides) -> None:
+  """Refuses a field name that is not dotted identifiers, and any control character in a
+  value (a newline would split a printed command in two, a NUL byte cannot be passed to a
+  process).
+
+  Raises:
+    ValueError: naming the run (its position and overrides) and the field.
+  """
+  for field, value in overrides.items():
+    where = f"Sweep run {index} ({overrides!r:.200})"
+    if not isinstance(field, str) or not _FIELD.match(field):
+      raise ValueError(f"{where}: the field name {field!r:.80} is not a dotted config field "
+                       "(letters, digits, '_' and '.').")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+      bad = _control_character(str(v))
+      if bad:
+        raise ValueError(f"{where}: the value of {field} holds the control character {bad} "
+                         f"({v!r:.80}): a command line cannot carry it. Remove it from the "
+                         "sweep.")
 
 
 def expand(sweep: list[Overrides], sweep_workdir: str) -> list[Run]:
   """One Run per override set, named by `run_name`, in `<sweep_workdir>/<name>`.
 
   Raises:
-    ValueError: two override sets get the same name (a repeated set).
+    ValueError: two override sets get the same name (a repeated set), or a field or value
+      that `check_overrides` refuses (before any run exists).
   """
+  for index, overrides in enumerate(sweep):
+    check_overrides(index, overrides)
   fields = list(dict.fromkeys(f for o in sweep for f in o))
   runs, seen = [], {}
   for overrides in sweep:
@@ -158,16 +215,48 @@ def _last_error_line(log: epath.Path) -> str:
   return (errors or lines or ["(no output)"])[-1].strip()
 
 
+_PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int):
+  """A `preexec_fn` for Popen: the child gets SIGTERM when the sweep driver dies (also by
+  SIGKILL), so no run goes on orphaned. Linux only; elsewhere it does nothing."""
+
+  if not sys.platform.startswith("linux"):
+    return None
+  prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up here, not in the forked child
+
+  def preexec() -> None:
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:   # the driver died before prctl took effect
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  return preexec
+
+
+def _record(run: Run, status: str, error: str | None = None, exit_code: int | None = None,
+            seconds: float = 0.0) -> dict:
+  return {"name": run.name, "workdir": run.workdir, "status": status, "exit_code": exit_code,
+          "seconds": seconds, "error": error}
+
+
+def _elsewhere(holder: dict) -> str:
+  return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} holds its workdir "
+          f"since {holder.get('since', '?')}")
+
+
 def run_locally(runs: list[Run], commands: list[list[str]], parallel: int = 1,
                 num_steps_override: int | None = None, poll_seconds: float = 0.5) -> list[dict]:
   """Runs every unfinished run as its own process, `parallel` at a time.
 
-  Each process's output goes to `<run workdir>/launch.log`. A run that exits with an error
-  is recorded as failed (with its last error line) and the others go on.
+  Each process's output goes to `<run workdir>/launch.log`. A run that exits with an error,
+  or whose `run_status.json` is damaged, is recorded as failed (with its last error line)
+  and the others go on. A run whose workdir a live process holds (`lease.live_holder`) is
+  'running elsewhere' and not started. Each process dies with this one (`_die_with_parent`).
 
   Returns:
-    One record per run: name, workdir, status ('skipped', 'done' or 'failed'), exit code,
-    seconds, error.
+    One record per run: name, workdir, status ('skipped', 'done', 'failed' or 'running
+    elsewhere'), exit code, seconds, error.
   """
   slots = device_slots(max(1, parallel))
   free = list(range(len(slots)))
@@ -175,9 +264,16 @@ def run_locally(runs: list[Run], commands: list[list[str]], parallel: int = 1,
   active: dict[int, tuple[Run, subprocess.Popen, float, Any]] = {}
   results: dict[str, dict] = {}
   for run, _ in pending:
-    if is_finished(run, num_steps_override):
-      results[run.name] = {"name": run.name, "workdir": run.workdir, "status": "skipped",
-                           "exit_code": None, "seconds": 0.0, "error": None}
+    try:
+      if (holder := lease_lib.live_holder(run.workdir)) is not None:
+        results[run.name] = _record(run, "running elsewhere", _elsewhere(holder))
+      elif is_finished(run, num_steps_override):
+        results[run.name] = _record(run, "skipped")
+    except (ValueError, OSError) as e:   # a damaged run_status.json or config.json
+      results[run.name] = _record(run, "failed", f"{type(e).__name__}: {e}")
+    if run.name in results and results[run.name]["status"] != "skipped":
+      print(f"[sweep] {results[run.name]['status']} {run.name}: {results[run.name]['error']}",
+            flush=True)
   pending = [(r, c) for r, c in pending if r.name not in results]
   while pending or active:
     while pending and free:
@@ -191,7 +287,8 @@ def run_locally(runs: list[Run], commands: list[list[str]], parallel: int = 1,
       cpus = slots[slot].get("cpus")
       if cpus and shutil.which("taskset"):   # pin to its share of the cores
         cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              preexec_fn=_die_with_parent(os.getpid()))
       print(f"[sweep] started {run.name} (pid {proc.pid})", flush=True)
       active[slot] = (run, proc, time.time(), log)
     time.sleep(poll_seconds)
@@ -202,15 +299,21 @@ def run_locally(runs: list[Run], commands: list[list[str]], parallel: int = 1,
       log.close()
       del active[slot]
       free.append(slot)
-      record = {"name": run.name, "workdir": run.workdir, "exit_code": code,
-                "seconds": round(time.time() - t0, 1), "error": None,
-                "status": "done" if code == 0 else "failed"}
+      record = _record(run, "done" if code == 0 else "failed", exit_code=code,
+                       seconds=round(time.time() - t0, 1))
       if code != 0:
-        record["error"] = _last_error_line(epath.Path(run.workdir) / "launch.log")
-        status = workdir_lib.read_status(run.workdir) or {}
-        if status.get("status") != "failed":   # died before the loop could say so
-          workdir_lib.RunStatus(run.workdir).write("failed", status.get("step", 0),
-                                                   error=record["error"])
+        holder = lease_lib.live_holder(run.workdir)
+        if holder is not None:   # refused: another process started it first
+          record.update(status="running elsewhere", error=_elsewhere(holder))
+        else:
+          record["error"] = _last_error_line(epath.Path(run.workdir) / "launch.log")
+          try:
+            status = workdir_lib.read_status(run.workdir) or {}
+          except workdir_lib.DamagedStatusError:
+            status = {}
+          if status.get("status") != "failed":   # died before the loop could say so
+            workdir_lib.RunStatus(run.workdir).write("failed", status.get("step", 0),
+                                                     error=record["error"])
       print(f"[sweep] {record['status']} {run.name} ({record['seconds']}s)"
             + (f": {record['error']}" if record["error"] else ""), flush=True)
       results[run.name] = record
@@ -223,8 +326,8 @@ def write_summary(sweep_workdir: str, records: list[dict]) -> str:
   path.mkdir(parents=True, exist_ok=True)
   (path / "sweep_summary.json").write_text(json.dumps(records, indent=2) + "\n")
   width = max(len(r["name"]) for r in records)
-  lines = [f"{'run':<{width}}  {'status':<8} {'seconds':>8}  error"]
-  lines += [f"{r['name']:<{width}}  {r['status']:<8} {r['seconds']:>8}  {r['error'] or ''}"
+  lines = [f"{'run':<{width}}  {'status':<17} {'seconds':>8}  error"]
+  lines += [f"{r['name']:<{width}}  {r['status']:<17} {r['seconds']:>8}  {r['error'] or ''}"
             for r in records]
   return "\n".join(lines)
 
@@ -263,9 +366,21 @@ def slurm_script(commands: list[list[str]], sweep_workdir: str, *, job_name: str
 def main(config_arg: str, sweep_workdir: str, extra_args: Sequence[str], *, parallel: int = 1,
          dry_run: bool = False, emit: str = "", slurm: dict | None = None,
          launcher: str = "launch.py") -> int:
-  """`launch.py --sweep`: runs, prints or emits the sweep; returns the process exit code
-  (1 when a run failed)."""
+  """`launch.py --sweep`: runs, prints (one shell-quoted command per line) or emits the
+  sweep; returns the process exit code (1 when a run failed; a run 'running elsewhere' is
+  not a failure).
+
+  Raises:
+    ValueError: a value `check_overrides` refuses, or a control character in the sweep's
+      own flags or workdir, before any run starts.
+  """
   runs = expand(load_sweep(config_arg), sweep_workdir)
+  for run, cmd in zip(runs, (command(r, config_arg, extra_args, launcher=launcher)
+                             for r in runs)):
+    bad = next((a for a in cmd if _control_character(a)), None)
+    if bad is not None:
+      raise ValueError(f"Sweep run {run.name}: the argument {bad!r:.120} holds the control "
+                       f"character {_control_character(bad)}; a command line cannot carry it.")
   if dry_run or emit:
     commands = [command(r, config_arg, extra_args, launcher=launcher) for r in runs]
     if emit == "slurm":

@@ -21,6 +21,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
 from gen_jax.engine.evaluation import evaluate_state
 from gen_jax.engine.experiment import Experiment, build_experiment
+from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.outputs import MetricWriter, Progress
 from gen_jax.engine.preemption import StopRequest
@@ -86,6 +87,7 @@ def compile_train_step(exp: Experiment, state, batches):
 
 
 
+@lease_lib.leased("training", ckpt_lib.unwritable_workdir_error)   # one writer per workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        accept_config_changes: bool = False) -> dict[str, float]:
   """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.

@@ -22,6 +22,9 @@ the fields in `READ_MODE_FIELDS` may be overridden there (`reading_config`).
 `run_status.json` says what the run is doing: running (with its pid and host), done, or
 failed (with the error), the last step and the wall time over all starts; `--mode=report`
 and sweeps read it.
+
+A run has one writer: training, sample dumps and evaluation hold the workdir's lease
+(gen_jax/engine/lease.py).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
+from gen_jax.engine import lease
 from gen_jax.engine.outputs import is_main_process
 
 CONFIG, HISTORY, STATUS = "config.json", "config_history", "run_status.json"
@@ -242,7 +246,11 @@ class RunStatus:
 
   def __init__(self, workdir: str | epath.Path):
     self.path = epath.Path(workdir) / STATUS
-    previous = read_status(workdir) or {}
+    try:
+      previous = read_status(workdir) or {}
+    except DamagedStatusError as e:
+      logging.warning("%s The wall time of earlier starts is lost.", e)
+      previous = {}
     self._wall_before = float(previous.get("wall_seconds", 0.0))
     self._t0 = time.time()
 
@@ -260,18 +268,29 @@ class RunStatus:
     tmp.replace(self.path)
 
 
+class DamagedStatusError(ValueError):
+  """`run_status.json` is not a status record (cut short, edited, or another file)."""
+
+
 def read_status(workdir: str | epath.Path) -> dict | None:
   """The run's status record; a 'running' run whose process is gone on this host reads as
-  'stopped' (killed or preempted without a final write)."""
+  'stopped' (killed or preempted without a final write).
+
+  Raises:
+    DamagedStatusError: the file is not a JSON object with a status and a step.
+  """
   path = epath.Path(workdir) / STATUS
   if not path.exists():
     return None
-  record = json.loads(path.read_text())
+  try:
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+      raise ValueError("no status field")
+    int(record.get("step", 0))
+  except (ValueError, TypeError, UnicodeDecodeError) as e:
+    raise DamagedStatusError(f"{path} is damaged ({e}); delete it, and the next start of "
+                             "the run writes a new one.") from None
   if record.get("status") == "running" and record.get("host") == socket.gethostname():
-    try:
-      os.kill(int(record["pid"]), 0)
-    except ProcessLookupError:
+    if not lease.pid_alive(record.get("pid")):
       record["status"] = "stopped"
-    except PermissionError:
-      pass
   return record

@@ -3,8 +3,10 @@
 pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` is the TensorFlow FID graph's weights
 as a torch state dict. It is read without torch and without unrestricted unpickling
 (gen_jax/evaluate/pickle_reader.py), checked against its sha256, and converted on first use
-to a plain `.npz` of {torch name: array} in the cache folder, named by the digest; later
-runs read that `.npz` (a second of work instead of a pickle parse).
+to a plain `.npz` of {torch name: array} in the cache folder, named by the digest and
+holding it (`SOURCE_KEY`); later runs read that `.npz` (a second of work instead of a pickle
+parse) after checking the digest it holds. The source file is hashed again after its
+conversion, so a file that changed while it was read is never cached under the old digest.
 
 This module is numpy-only (no jax), so tools/make_inception_fixture.py can import it from a
 torch environment to build the same random weights as the tests.
@@ -29,6 +31,7 @@ FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 DEFAULT_WEIGHTS_PATH = os.path.join("~", ".cache", "gen_jax", "inception", FID_WEIGHTS_FILENAME)
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gen_jax", "inception")
+SOURCE_KEY = "__source_sha256__"   # the cache entry holding the digest of its source file
 
 
 class InceptionWeightsMissing(FileNotFoundError):
@@ -74,7 +77,8 @@ def load_state_dict(path: str, expected_sha256: str = FID_WEIGHTS_SHA256,
 
   The `.pth` is hashed; a digest other than `expected_sha256` stops the load (pass '' to
   accept any file, e.g. random weights for a test). The converted arrays are cached in
-  `<cache_dir>/fid_inception_<sha256[:16]>.npz` and read from there on later calls.
+  `<cache_dir>/fid_inception_<sha256[:16]>.npz`, with the digest inside, and read from there
+  on later calls whose file has that digest.
 
   Raises:
     InceptionWeightsMissing: no file at `path`.
@@ -90,13 +94,22 @@ def load_state_dict(path: str, expected_sha256: str = FID_WEIGHTS_SHA256,
         "file you trust on purpose, set eval.inception_sha256 to its digest).")
   cache = os.path.join(os.path.expanduser(cache_dir), f"fid_inception_{sha[:16]}.npz")
   if os.path.isfile(cache):
-    with np.load(cache) as stored:
-      return {name: stored[name] for name in stored.files}, sha
+    try:
+      with np.load(cache) as stored:
+        if SOURCE_KEY in stored.files and str(stored[SOURCE_KEY]) == sha:
+          return {name: stored[name] for name in stored.files if name != SOURCE_KEY}, sha
+    except (OSError, ValueError, zlib.error, EOFError):   # damaged: convert again
+      pass
   state = {name: value for name, value in pickle_reader.load_torch_state_dict(path).items()
            if not name.endswith("num_batches_tracked")}
+  if SOURCE_KEY in state:
+    raise InceptionWeightsMismatch(f"{path} holds a tensor named {SOURCE_KEY}.")
+  if sha256_of_file(path) != sha:
+    raise InceptionWeightsMismatch(f"{path} changed while it was read; load it again once "
+                                   "it is complete.")
   os.makedirs(os.path.dirname(cache), exist_ok=True)
   tmp = cache + f".tmp{os.getpid()}.npz"
-  np.savez(tmp, **state)
+  np.savez(tmp, **state, **{SOURCE_KEY: np.asarray(sha)})
   os.replace(tmp, cache)    # complete files only
   return state, sha
 

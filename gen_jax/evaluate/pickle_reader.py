@@ -8,8 +8,13 @@ This reader unpickles with an allow-list: the only globals it resolves are
   collections.OrderedDict                                             (the state dict itself)
   torch.<Float|Double|Half|BFloat16|Long|Int|Short|Char|Byte|Bool>Storage   (dtype markers)
 
-and anything else stops the load with `UnsafePickleError` before it is called. Storage bytes
-are read with numpy from the file itself. Both of torch's formats are read:
+and anything else stops the load with `UnsafePickleError` before it is called. Each load gets
+its own allow-list objects (`_allowed()`), so nothing one file does can reach a later load,
+and pickle's BUILD step (which sets attributes, and would otherwise reach the allowed classes
+and functions themselves) is applied only to the ordered dicts this load created (torch
+stores a state dict's `_metadata` that way); on anything else it stops the load. Storage
+bytes are read with numpy from the file itself; every storage and tensor is checked against
+the file's size before anything is allocated. Both of torch's formats are read:
 
 * the zip format (torch >= 1.6): `<archive>/data.pkl` plus one raw entry per storage,
   `<archive>/data/<key>`, in the byte order of `<archive>/byteorder` (little when absent);
@@ -75,7 +80,9 @@ class _PendingTensor:
   size: tuple[int, ...]
   stride: tuple[int, ...]
 
-  def materialize(self) -> np.ndarray:
+  def materialize(self, max_bytes: int) -> np.ndarray:
+    """The tensor as its own array, refused (before allocating) when it would hold more
+    than `max_bytes`."""
     buf = self.storage.data
     if buf is None:
       raise pickle.UnpicklingError("A tensor refers to a storage whose bytes are missing.")
@@ -84,6 +91,12 @@ class _PendingTensor:
                                    f"stride={self.stride} offset={self.offset}.")
     if 0 in self.size:
       return np.zeros(self.size, buf.dtype)
+    nbytes = int(np.prod(self.size, dtype=object)) * buf.itemsize
+    if nbytes > max_bytes:
+      raise pickle.UnpicklingError(
+          f"A tensor of size {self.size}, stride {self.stride} would take {nbytes} bytes, "
+          f"more than the {max_bytes} bytes the file can account for: the file is corrupt "
+          "or crafted.")
     last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
     if last >= buf.size:
       raise pickle.UnpicklingError(
@@ -109,29 +122,41 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):  # pylin
   return data
 
 
-_ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
-}
+def _allowed() -> dict[tuple[str, str], Any]:
+  """A fresh allow-list for one load: {(module, name): what the pickle gets}."""
+  return {
+      ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+      ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+      ("collections", "OrderedDict"): _LoadedOrderedDict,
+      **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
+  }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-  """An Unpickler that resolves only the allow-listed globals above.
+class _LoadedOrderedDict(collections.OrderedDict):
+  """The state dicts of one load; the only objects whose attributes BUILD may set."""
 
+
+class RestrictedUnpickler(pickle._Unpickler):   # pylint: disable=protected-access
+  """An Unpickler that resolves only the allow-listed globals above (a fresh copy per
+  instance) and refuses BUILD on anything but the dicts it created.
+
+  It is Python's pure-Python unpickler, whose opcodes can be overridden (the C one's BUILD
+  cannot); the pickles of weights files are small (the tensor bytes are outside them).
   `storage_for(pid)` is given each persistent id (a storage reference) and returns the
   `_Storage` it names.
   """
+
+  dispatch = dict(pickle._Unpickler.dispatch)   # pylint: disable=protected-access
 
   def __init__(self, file: BinaryIO, source: str, storage_for=None):
     super().__init__(file)
     self._source = source
     self._storage_for = storage_for
+    self._allowed = _allowed()
 
   def find_class(self, module: str, name: str) -> Any:
     try:
-      return _ALLOWED[(module, name)]
+      return self._allowed[(module, name)]
     except KeyError:
       raise UnsafePickleError(
           f"{self._source} refers to the Python object {module}.{name}, which a weights "
@@ -145,16 +170,45 @@ class RestrictedUnpickler(pickle.Unpickler):
                               "tensor storages are read.")
     return self._storage_for(pid)
 
+  def load_build(self) -> None:
+    """BUILD: sets the state (attributes) of the object on the stack; only a dict of this
+    load may get plain attributes (torch's `_metadata`)."""
+    state = self.stack.pop()
+    target = self.stack[-1]
+    if (type(target) is not _LoadedOrderedDict or not isinstance(state, dict)
+        or not all(isinstance(k, str) and not k.startswith("__") for k in state)):
+      raise UnsafePickleError(
+          f"{self._source} tries to set the state of a {type(target).__name__} "
+          f"({type(state).__name__} {state!r:.80}); a weights file sets none but a state "
+          "dict's metadata, so it is not loaded.")
+    target.__dict__.update(state)
 
-def _materialize(obj):
-  """Replaces every `_PendingTensor` inside dicts, lists and tuples by its array."""
-  if isinstance(obj, _PendingTensor):
-    return obj.materialize()
-  if isinstance(obj, dict):
-    return type(obj)((k, _materialize(v)) for k, v in obj.items())
-  if isinstance(obj, (list, tuple)):
-    return type(obj)(_materialize(v) for v in obj)
-  return obj
+  dispatch[pickle.BUILD[0]] = load_build
+
+
+# The arrays of one file may hold at most this many times its size in all (tensors that
+# share a storage, e.g. tied weights, are each their own array); one tensor at most once.
+MAX_EXPANSION = 8
+
+
+def _materialize(obj, file_bytes: int):
+  """Replaces every `_PendingTensor` inside dicts, lists and tuples by its array; each
+  tensor is checked against `file_bytes`, and all of them against MAX_EXPANSION times it,
+  before it is allocated."""
+  budget = [MAX_EXPANSION * file_bytes]
+
+  def convert(node):
+    if isinstance(node, _PendingTensor):
+      array = node.materialize(min(file_bytes, budget[0]))
+      budget[0] -= array.nbytes
+      return array
+    if isinstance(node, dict):
+      return type(node)((k, convert(v)) for k, v in node.items())
+    if isinstance(node, (list, tuple)):
+      return type(node)(convert(v) for v in node)
+    return node
+
+  return convert(obj)
 
 
 def _storage_type(pid_type, source: str) -> _StorageType:
@@ -167,6 +221,7 @@ def _storage_type(pid_type, source: str) -> _StorageType:
 
 
 def _load_zip(path: str) -> Any:
+  file_bytes = os.path.getsize(path)
   with zipfile.ZipFile(path) as archive:
     pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
@@ -183,7 +238,16 @@ def _load_zip(path: str) -> Any:
       _, kind, key, _, numel = pid
       kind = _storage_type(kind, path)
       if key not in storages:
-        raw = archive.read(f"{prefix}data/{key}")
+        name = f"{prefix}data/{key}"
+        try:
+          declared = archive.getinfo(name).file_size
+        except KeyError:
+          raise pickle.UnpicklingError(f"{path}: the storage {key} is missing.") from None
+        if declared != int(numel) * kind.dtype.itemsize or declared > file_bytes:
+          raise pickle.UnpicklingError(
+              f"{path}: storage {key} declares {numel} elements of {kind.dtype} but holds "
+              f"{declared} bytes (the file has {file_bytes}): corrupt or crafted.")
+        raw = archive.read(name)
         dtype = kind.dtype.newbyteorder("<" if order == "little" else ">")
         data = np.frombuffer(raw, dtype=dtype).astype(kind.dtype)
         storages[key] = _Storage(kind.dtype, int(numel), data)
@@ -191,10 +255,11 @@ def _load_zip(path: str) -> Any:
 
     with archive.open(pickles[0]) as f:
       obj = RestrictedUnpickler(io.BytesIO(f.read()), path, storage_for).load()
-  return _materialize(obj)
+  return _materialize(obj, file_bytes)
 
 
 def _load_legacy(path: str) -> Any:
+  file_bytes = os.path.getsize(path)
   with open(path, "rb") as f:
     plain = lambda: RestrictedUnpickler(f, path).load()   # pylint: disable=unnecessary-lambda-assignment
     if plain() != LEGACY_MAGIC:
@@ -226,6 +291,9 @@ def _load_legacy(path: str) -> Any:
       storage = storages[key]
       (numel,) = struct.unpack("<q", f.read(8))
       nbytes = numel * storage.dtype.itemsize
+      if numel != storage.numel or not 0 <= nbytes <= file_bytes - f.tell():
+        raise pickle.UnpicklingError(f"{path}: storage {key} declares {numel} elements, more "
+                                     "than the file holds: truncated, corrupt or crafted.")
       raw = f.read(nbytes)
       if numel != storage.numel or len(raw) != nbytes:
         raise pickle.UnpicklingError(f"{path}: storage {key} is truncated or corrupt.")
@@ -233,7 +301,7 @@ def _load_legacy(path: str) -> Any:
           storage.dtype)
     for sub, root, offset in views:
       sub.data = root.data[offset:offset + sub.numel]
-  return _materialize(obj)
+  return _materialize(obj, file_bytes)
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:

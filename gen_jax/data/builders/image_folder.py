@@ -14,6 +14,11 @@ Splits:
 Each split is written in the order of that hash, so classes are mixed and every prefix of
 the test split (what evaluations read) is a sample of it.
 
+Symlinks are followed, but no folder is entered twice and each file is read once (both
+known by their device and inode): a link back to a folder above it (a loop) is skipped with
+a warning, and a file or folder reachable by two paths is one image, whose two places must
+be in the same split and class (otherwise an error names both).
+
 Each image: EXIF orientation applied, converted to `channels` (1 grey 'L', 2 'LA', 3 'RGB',
 4 'RGBA'; 0 = the files' own count, which must then be the same for every file; 16-bit
 greys are scaled to 8 bits), its shorter side resized to `image_size` (bicubic, which
@@ -35,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from PIL import Image, ImageOps
 
 from gen_jax.data.builders import image_label
@@ -174,19 +180,116 @@ def _labelled(root: str, prefix: str, files: list[user_files.FileEntry],
   return classes, [(path, classes.index(name)) for name in names for path in by_class[name]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Alias:
+  """A second path to a file or folder already listed (through a symlink): `relpath`, which
+  is not read, names the same thing as `original`."""
+  original: str
+  relpath: str
+  is_dir: bool
+
+
+def walk_images(root: str) -> tuple[list[user_files.FileEntry], list[Alias]]:
+  """Every image file under `root`, each once, and the second paths that were not followed.
+
+  Like `user_files.walk_files` (hidden names skipped, symlinks followed, sorted by relative
+  path), except that a folder or file met again under another path (same st_dev, st_ino)
+  is not listed again: it becomes an `Alias` of its first path (in sorted walk order).
+
+  Raises:
+    UserDataError: a file cannot be stat'ed (e.g. a broken symlink), naming it.
+  """
+  entries, aliases = [], []
+  seen_dirs: dict[tuple[int, int], str] = {}
+  seen_files: dict[tuple[int, int], str] = {}
+
+  def relative(path: str) -> str:
+    rel = os.path.relpath(path, root).replace(os.sep, "/")
+    return "" if rel == "." else rel
+
+  def walk(folder: str) -> None:
+    with os.scandir(folder) as scan:
+      items = sorted(scan, key=lambda e: e.name)
+    for item in items:
+      if user_files.is_hidden(item.name):
+        continue
+      try:
+        stat = os.stat(item.path)
+      except OSError as err:
+        if not item.name.lower().endswith(EXTENSIONS) and not item.is_symlink():
+          continue
+        raise UserDataError(f"cannot read {item.path} ({err.strerror}); remove it or fix the "
+                            "link.") from None
+      key = (stat.st_dev, stat.st_ino)
+      if item.is_dir():
+        if key in seen_dirs:
+          aliases.append(Alias(seen_dirs[key], relative(item.path), True))
+          continue
+        seen_dirs[key] = relative(item.path)
+        walk(item.path)
+      elif item.name.lower().endswith(EXTENSIONS):
+        if key in seen_files:
+          aliases.append(Alias(seen_files[key], relative(item.path), False))
+          continue
+        seen_files[key] = relative(item.path)
+        entries.append(user_files.FileEntry(relative(item.path), stat.st_size,
+                                            stat.st_mtime_ns))
+
+  root_stat = os.stat(root)
+  seen_dirs[(root_stat.st_dev, root_stat.st_ino)] = ""
+  walk(root)
+  return sorted(entries, key=lambda e: e.relpath), aliases
+
+
+def check_aliases(root: str, aliases: list[Alias], depth: int) -> None:
+  """Refuses a file or folder reachable by two paths in different places (split and class:
+  the first `depth` path components); skips, with a warning, a link to a folder above it.
+
+  Raises:
+    UserDataError: naming both paths.
+  """
+  for alias in aliases:
+    if alias.is_dir and (alias.original == "" or alias.relpath.startswith(alias.original + "/")):
+      logging.warning("image_folder: %s links to %s, a folder above it (a loop): not followed.",
+                      os.path.join(root, alias.relpath), os.path.join(root, alias.original))
+      continue
+    original_place = tuple(alias.original.split("/")[:depth])
+    alias_place = tuple(alias.relpath.split("/")[:depth])
+    if alias.is_dir:   # a folder shallower than a class reaches several places
+      short = min(len(alias.original.split("/")), len(alias.relpath.split("/")))
+      differ = short < depth or original_place != alias_place
+    else:
+      differ = original_place != alias_place
+    if differ:
+      what = "folder" if alias.is_dir else "image"
+      raise UserDataError(
+          f"image_folder: {os.path.join(root, alias.original)} and "
+          f"{os.path.join(root, alias.relpath)} are the same {what} (a symlink) in two "
+          "places (split or class): one image has one label and one split. Remove one of the "
+          "two.")
+
+
 def _hash_order(relpath: str) -> str:
   return hashlib.sha256(relpath.encode("utf-8")).hexdigest()
 
 
-def split_examples(root: str, files: list[user_files.FileEntry]
+def split_examples(root: str, files: list[user_files.FileEntry], aliases: list[Alias] = ()
                    ) -> tuple[list[str], list[tuple[str, int, str]]]:
   """The classes and the (relative path, label, split) of every image (module docstring).
 
+  Args:
+    root: the folder.
+    files: its images (`walk_images`).
+    aliases: second paths of files and folders in `files` (`walk_images`).
+
   Raises:
     UserDataError: images outside train/ and test/ next to them, a class folder without
-      images, test/ classes unlike train/'s, or an empty split.
+      images, test/ classes unlike train/'s, an empty split, or one file in two places.
   """
-  if all(os.path.isdir(os.path.join(root, s)) for s in SPLIT_FOLDERS):
+  split_layout = all(os.path.isdir(os.path.join(root, s)) for s in SPLIT_FOLDERS)
+  has_classes = bool(_subfolders(os.path.join(root, "train") if split_layout else root))
+  check_aliases(root, list(aliases), int(split_layout) + int(has_classes))
+  if split_layout:
     outside = [f.relpath for f in files if f.relpath.split("/", 1)[0] not in SPLIT_FOLDERS]
     if outside:
       raise UserDataError(
@@ -264,11 +367,11 @@ def scan_folder(folder: str, image_size: int, channels: int) -> ImageFolderConfi
   root = user_files.expanded_path(folder)
   if not os.path.isdir(root):
     raise UserDataError(f"image_folder: data.image_folder={folder} is not a folder.")
-  files = user_files.walk_files(root, EXTENSIONS)
+  files, aliases = walk_images(root)
   if not files:
     raise UserDataError(f"image_folder: {root} holds no PNG or JPEG files (.png, .jpg, "
                         ".jpeg, in it or its subfolders).")
-  classes, examples = split_examples(root, files)
+  classes, examples = split_examples(root, files, aliases)
   if channels == 0:
     channels = files_channels(root, tuple(files))
   name = user_files.config_name(root, f"{image_size}px_{channels}ch", files)
