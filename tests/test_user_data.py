@@ -268,6 +268,8 @@ def test_a_folder_is_its_txt_files_in_path_order(tmp_path):
   (tmp_path / "books" / "b" / "two.txt").write_text("second " * 20)
   (tmp_path / "books" / "a.txt").write_text("first " * 30)
   (tmp_path / "books" / "skip.md").write_text("not text data")
+  os.symlink("..", tmp_path / "books" / "b" / "loop")          # a loop: not followed
+  os.symlink("b/two.txt", tmp_path / "books" / "z.txt")         # the same file: read once
   config = text_config(tmp_path / "tfds", text_path=str(tmp_path / "books"), tokenizer="byte")
   tokens = np.concatenate([data.load_tokens(config, s) for s in ("train", "validation")])
   assert bytes(tokens.astype(np.uint8)) == b"first " * 30 + b"second " * 20

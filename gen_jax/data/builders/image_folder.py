@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,8 +43,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image, ImageOps
 
-from gen_jax.data.builders import image_label
-from gen_jax.data.builders import user_files
+from gen_jax.data.builders import image_label, user_files
 from gen_jax.data.errors import UserDataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -180,68 +179,7 @@ def _labelled(root: str, prefix: str, files: list[user_files.FileEntry],
   return classes, [(path, classes.index(name)) for name in names for path in by_class[name]]
 
 
-@dataclasses.dataclass(frozen=True)
-class Alias:
-  """A second path to a file or folder already listed (through a symlink): `relpath`, which
-  is not read, names the same thing as `original`."""
-  original: str
-  relpath: str
-  is_dir: bool
-
-
-def walk_images(root: str) -> tuple[list[user_files.FileEntry], list[Alias]]:
-  """Every image file under `root`, each once, and the second paths that were not followed.
-
-  Like `user_files.walk_files` (hidden names skipped, symlinks followed, sorted by relative
-  path), except that a folder or file met again under another path (same st_dev, st_ino)
-  is not listed again: it becomes an `Alias` of its first path (in sorted walk order).
-
-  Raises:
-    UserDataError: a file cannot be stat'ed (e.g. a broken symlink), naming it.
-  """
-  entries, aliases = [], []
-  seen_dirs: dict[tuple[int, int], str] = {}
-  seen_files: dict[tuple[int, int], str] = {}
-
-  def relative(path: str) -> str:
-    rel = os.path.relpath(path, root).replace(os.sep, "/")
-    return "" if rel == "." else rel
-
-  def walk(folder: str) -> None:
-    with os.scandir(folder) as scan:
-      items = sorted(scan, key=lambda e: e.name)
-    for item in items:
-      if user_files.is_hidden(item.name):
-        continue
-      try:
-        stat = os.stat(item.path)
-      except OSError as err:
-        if not item.name.lower().endswith(EXTENSIONS) and not item.is_symlink():
-          continue
-        raise UserDataError(f"cannot read {item.path} ({err.strerror}); remove it or fix the "
-                            "link.") from None
-      key = (stat.st_dev, stat.st_ino)
-      if item.is_dir():
-        if key in seen_dirs:
-          aliases.append(Alias(seen_dirs[key], relative(item.path), True))
-          continue
-        seen_dirs[key] = relative(item.path)
-        walk(item.path)
-      elif item.name.lower().endswith(EXTENSIONS):
-        if key in seen_files:
-          aliases.append(Alias(seen_files[key], relative(item.path), False))
-          continue
-        seen_files[key] = relative(item.path)
-        entries.append(user_files.FileEntry(relative(item.path), stat.st_size,
-                                            stat.st_mtime_ns))
-
-  root_stat = os.stat(root)
-  seen_dirs[(root_stat.st_dev, root_stat.st_ino)] = ""
-  walk(root)
-  return sorted(entries, key=lambda e: e.relpath), aliases
-
-
-def check_aliases(root: str, aliases: list[Alias], depth: int) -> None:
+def check_aliases(root: str, aliases: list[user_files.Alias], depth: int) -> None:
   """Refuses a file or folder reachable by two paths in different places (split and class:
   the first `depth` path components); skips, with a warning, a link to a folder above it.
 
@@ -273,14 +211,15 @@ def _hash_order(relpath: str) -> str:
   return hashlib.sha256(relpath.encode("utf-8")).hexdigest()
 
 
-def split_examples(root: str, files: list[user_files.FileEntry], aliases: list[Alias] = ()
+def split_examples(root: str, files: list[user_files.FileEntry],
+                   aliases: Sequence[user_files.Alias] = ()
                    ) -> tuple[list[str], list[tuple[str, int, str]]]:
   """The classes and the (relative path, label, split) of every image (module docstring).
 
   Args:
     root: the folder.
-    files: its images (`walk_images`).
-    aliases: second paths of files and folders in `files` (`walk_images`).
+    files: its images (`user_files.walk_files`).
+    aliases: second paths of files and folders in `files` (`user_files.walk_files`).
 
   Raises:
     UserDataError: images outside train/ and test/ next to them, a class folder without
@@ -367,7 +306,7 @@ def scan_folder(folder: str, image_size: int, channels: int) -> ImageFolderConfi
   root = user_files.expanded_path(folder)
   if not os.path.isdir(root):
     raise UserDataError(f"image_folder: data.image_folder={folder} is not a folder.")
-  files, aliases = walk_images(root)
+  files, aliases = user_files.walk_files(root, EXTENSIONS)
   if not files:
     raise UserDataError(f"image_folder: {root} holds no PNG or JPEG files (.png, .jpg, "
                         ".jpeg, in it or its subfolders).")
@@ -427,7 +366,7 @@ class ImageFolder(user_files.UserFilesBuilder, skip_registration=True):
       for start in range(0, len(rows), _DECODE_BATCH):
         chunk = rows[start:start + _DECODE_BATCH]
         images = pool.map(decode, [relpath for relpath, _ in chunk])
-        for offset, (image, (_, label)) in enumerate(zip(images, chunk)):
+        for offset, (image, (_, label)) in enumerate(zip(images, chunk, strict=True)):
           yield start + offset, {"image": image, "label": label}
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 from gen_jax.data.builders import tiny_shakespeare, user_files
 from gen_jax.data.errors import UserDataError
@@ -52,7 +53,11 @@ def scan_text_path(text_path: str) -> TextFilesConfig:
     root = os.path.dirname(path)
     files = [user_files.FileEntry(os.path.basename(path), stat.st_size, stat.st_mtime_ns)]
   elif os.path.isdir(path):
-    root, files = path, user_files.walk_files(path, EXTENSIONS)
+    root = path
+    files, aliases = user_files.walk_files(path, EXTENSIONS)
+    for alias in aliases:   # each file's text once, however many links reach it
+      logging.warning("text_files: %s is %s again (a symlink): read once.",
+                      os.path.join(root, alias.relpath), os.path.join(root, alias.original))
     if not files:
       raise UserDataError(f"text_files: {path} holds no .txt file (in it or its subfolders).")
   else:

@@ -43,29 +43,67 @@ def is_hidden(name: str) -> bool:
   return name.startswith(".")
 
 
-def walk_files(root: str, extensions: Sequence[str]) -> list[FileEntry]:
-  """Every file under `root` whose name ends in one of `extensions` (any case), hidden
-  files and folders skipped, symlinks followed, sorted by relative path ('/'-separated).
+@dataclasses.dataclass(frozen=True)
+class Alias:
+  """A second path to a file or folder already listed (through a symlink): `relpath`, which
+  is not read, names the same thing as `original`."""
+  original: str
+  relpath: str
+  is_dir: bool
+
+
+def walk_files(root: str, extensions: Sequence[str]) -> tuple[list[FileEntry], list[Alias]]:
+  """Every file under `root` whose name ends in one of `extensions` (any case), each once,
+  and the second paths that were not followed.
+
+  Hidden files and folders are skipped, symlinks followed, and the files sorted by relative
+  path ('/'-separated); a folder or file met again under another path (same st_dev,
+  st_ino: a symlink loop, or a link to something listed elsewhere) is not read again but
+  becomes an `Alias` of its first path (in sorted walk order), for the caller to judge.
 
   Raises:
     UserDataError: a file cannot be stat'ed (e.g. a broken symlink), naming it.
   """
-  entries = []
-  for folder, subfolders, names in os.walk(root, followlinks=True):
-    subfolders[:] = sorted(d for d in subfolders if not is_hidden(d))
-    prefix = os.path.relpath(folder, root).replace(os.sep, "/") + "/"
-    prefix = "" if prefix == "./" else prefix
-    for name in names:
-      if is_hidden(name) or not name.lower().endswith(tuple(extensions)):
+  entries, aliases = [], []
+  seen_dirs: dict[tuple[int, int], str] = {}
+  seen_files: dict[tuple[int, int], str] = {}
+
+  def relative(path: str) -> str:
+    rel = os.path.relpath(path, root).replace(os.sep, "/")
+    return "" if rel == "." else rel
+
+  def walk(folder: str) -> None:
+    with os.scandir(folder) as scan:
+      items = sorted(scan, key=lambda e: e.name)
+    for item in items:
+      if is_hidden(item.name):
         continue
-      path = os.path.join(folder, name)
       try:
-        stat = os.stat(path)
+        stat = os.stat(item.path)
       except OSError as err:
-        raise UserDataError(f"cannot read {path} ({err.strerror}); remove it or fix the "
+        if not item.name.lower().endswith(tuple(extensions)) and not item.is_symlink():
+          continue
+        raise UserDataError(f"cannot read {item.path} ({err.strerror}); remove it or fix the "
                             "link.") from None
-      entries.append(FileEntry(prefix + name, stat.st_size, stat.st_mtime_ns))
-  return sorted(entries, key=lambda e: e.relpath)
+      key = (stat.st_dev, stat.st_ino)
+      if item.is_dir():
+        if key in seen_dirs:
+          aliases.append(Alias(seen_dirs[key], relative(item.path), True))
+          continue
+        seen_dirs[key] = relative(item.path)
+        walk(item.path)
+      elif item.name.lower().endswith(tuple(extensions)):
+        if key in seen_files:
+          aliases.append(Alias(seen_files[key], relative(item.path), False))
+          continue
+        seen_files[key] = relative(item.path)
+        entries.append(FileEntry(relative(item.path), stat.st_size,
+                                            stat.st_mtime_ns))
+
+  root_stat = os.stat(root)
+  seen_dirs[(root_stat.st_dev, root_stat.st_ino)] = ""
+  walk(root)
+  return sorted(entries, key=lambda e: e.relpath), aliases
 
 
 def sha256_hex(*parts: Any) -> str:
