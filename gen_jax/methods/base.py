@@ -67,6 +67,7 @@ class Samples:
     grids: named image batches [M, H', W', C] in [-1, 1] a family draws beside its samples
       (GAN: 'interpolation'; VAE: 'reconstructions', 'manifold'), each written as its own
       grid `<stem>_<name>.png`; M and the size may differ from the samples'. Empty for text.
+      Out of a jitted function the dict is in name order (JAX flattens dicts sorted).
 
   Raises (on construction):
     ValueError: both or neither of images/tokens, or a field of the wrong rank or dtype, or
@@ -121,8 +122,9 @@ def _check_samples(samples: Samples) -> None:
 
 
 # JAX rebuilds a pytree from placeholder leaves (object(), None, shardings) inside its
-# transformations; the rebuild skips `__post_init__` so only a family's own construction is
-# checked (JAX's pytree docs: "Custom pytrees and initialization with unexpected values").
+# transformations; `_unflatten_samples` skips `__post_init__`, so only a family's own
+# construction is checked (JAX's pytree docs: "Custom pytrees and initialization with
+# unexpected values").
 _SAMPLES_FIELDS = ("images", "tokens", "labels", "grids")
 
 
