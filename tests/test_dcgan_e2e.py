@@ -17,7 +17,7 @@ import gen_jax
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
-from gen_jax.engine.outputs import read_metrics
+from gen_jax.engine.outputs import read_metrics, to_uint8
 from gen_jax.methods.gan import D, G
 from smoke import load_config, run_on_fake_devices
 
@@ -134,9 +134,13 @@ def test_export_holds_the_ema_weights_and_batchnorm_statistics(runs, data_dir):
   # statistics (sample.batch_norm='running') and with batch statistics (the default).
   for mode in ("running", "batch"):
     a, b = exported.sample(4, seed=0, batch_norm=mode), trained.sample(4, seed=0, batch_norm=mode)
-    np.testing.assert_array_equal(a["samples"], b["samples"])
+    np.testing.assert_array_equal(a, b)
   running, batch = trained.sample(4, seed=0, batch_norm="running"), trained.sample(4, seed=0)
-  assert not np.array_equal(running["samples"], batch["samples"])
+  assert not np.array_equal(running, batch)
+  # `draw` returns the method's Samples, of which `sample` is the images as uint8.
+  drawn = trained.draw(4, seed=0)
+  np.testing.assert_array_equal(to_uint8(drawn.images), batch)
+  assert drawn.labels is None and drawn.grids["interpolation"].shape == (4, 28, 28, 1)
 
 
 def test_summary_counts_both_networks(data_dir):

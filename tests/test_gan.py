@@ -277,11 +277,11 @@ def test_train_step_updates_both_nets_ema_and_sampling_uses_ema(method_and_state
     np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p1, rtol=1e-6, atol=1e-7)
   sample = jax.jit(method.sample, static_argnums=(2, 3))
   ema, raw = sample(new, jax.random.key(5), 4, True), sample(new, jax.random.key(5), 4, False)
-  assert ema["samples"].shape == (4, *MNIST) and ema["interpolation"].shape == (4, *MNIST)
-  assert not np.allclose(ema["samples"], raw["samples"])
+  assert ema.images.shape == (4, *MNIST) and ema.grids["interpolation"].shape == (4, *MNIST)
+  assert not np.allclose(ema.images, raw.images)
   again = sample(new, jax.random.key(5), 4, True)   # fixed key -> same latents, same images
-  np.testing.assert_array_equal(again["samples"], ema["samples"])
-  assert float(jnp.abs(ema["samples"]).max()) <= 1.0
+  np.testing.assert_array_equal(again.images, ema.images)
+  assert float(jnp.abs(ema.images).max()) <= 1.0
 
 
 def test_eval_step_names_the_weights(method_and_state):
@@ -333,7 +333,7 @@ def test_samples_depend_on_the_batch_only_in_batch_statistics_mode(method_and_st
   grid = jax.jit(method.sample, static_argnums=(2, 3))(state, jax.random.key(9), 4, False)
   z_grid = gan.sample_latents(jax.random.split(jax.random.key(9))[0], (4, method.z_dim),
                               method.z_prior)
-  np.testing.assert_allclose(grid["samples"], draw(z_grid), atol=1e-6)
+  np.testing.assert_allclose(grid.images, draw(z_grid), atol=1e-6)
 
 
 def test_alternating_minibatches_g_first_on_its_own_turn_with_g_batch_multiple():

@@ -187,8 +187,8 @@ def test_unconditional_train_step_and_samples_are_todays():
   samples = jax.jit(method.sample, static_argnums=(2, 3))(new, jax.random.key(3), 4, True)
   np.testing.assert_allclose(float(metrics["d_loss"]), 1.3681762218475342, rtol=2e-5)
   np.testing.assert_allclose(float(metrics["g_loss"]), 0.6888022422790527, rtol=2e-5)
-  np.testing.assert_allclose(float(jnp.sum(samples["samples"])), 45.94158172607422, rtol=2e-4)
-  assert method.sample_labels(4) is None and method.sample_tag == ""
+  np.testing.assert_allclose(float(jnp.sum(samples.images)), 45.94158172607422, rtol=2e-4)
+  assert method.sample_labels(4) is None and samples.labels is None and method.sample_tag == ""
 
 
 # ------------------------------------------------------------------- training, sampling
@@ -215,12 +215,14 @@ def test_conditional_train_step_reads_the_batch_labels_and_samples_one_row_per_c
   np.testing.assert_array_equal(method.sample_labels(4), [0, 2, 5, 7])
   grid = sample(a, jax.random.key(3), 4, True)
   by_hand = sample(a, jax.random.key(3), 4, True, None, jnp.array([0, 2, 5, 7]))
-  np.testing.assert_array_equal(grid["samples"], by_hand["samples"])
+  np.testing.assert_array_equal(grid.images, by_hand.images)
+  np.testing.assert_array_equal(grid.labels, [0, 2, 5, 7])     # the classes drawn for
   # At init every class row is (1, 0): the label changes nothing; one update later it does.
-  sevens = lambda s: sample(s, jax.random.key(3), 4, True, None, jnp.full((4,), 7))["samples"]
-  grid0 = sample(state, jax.random.key(3), 4, True)["samples"]
-  np.testing.assert_array_equal(sevens(state), grid0)
-  assert not np.array_equal(sevens(a), grid["samples"])
+  sevens = lambda s: sample(s, jax.random.key(3), 4, True, None, jnp.full((4,), 7))
+  grid0 = sample(state, jax.random.key(3), 4, True).images
+  np.testing.assert_array_equal(sevens(state).images, grid0)
+  assert not np.array_equal(sevens(a).images, grid.images)
+  np.testing.assert_array_equal(sevens(a).labels, [7, 7, 7, 7])
   seven = GANMethod.from_config(load_config("dcgan", "smoke,conditional", **{"sample.label": 7}),
                                 MNIST)
   np.testing.assert_array_equal(seven.sample_labels(3), [7, 7, 7])

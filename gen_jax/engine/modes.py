@@ -56,8 +56,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   paths, samples = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
                                  rng=jax.random.key(s.seed))
   logging.info("Wrote %d samples to %s", s.num, ", ".join(map(str, paths)))
-  if exp.spec.kind == data.TEXT and is_main_process():
-    print(format_text_samples(exp.spec.tokenizer, samples), end="", flush=True)
+  if samples.tokens is not None and is_main_process():
+    print(format_text_samples(exp.spec.tokenizer, samples.tokens), end="", flush=True)
   return paths[0]
 
 
@@ -69,12 +69,10 @@ def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -
   sharding.validate_global_batch(plan.batch_size, exp.mesh, "sample.batch_size")
   sample_fn = make_sample_fn(exp, plan.batch_size)
 
-  labels = exp.method.sample_labels(plan.batch_size)   # a conditional family's classes
-
-  def draw(rng):
-    images = sample_fn(state, rng)
-    out = {"images": jax.device_get(images["samples"] if isinstance(images, dict) else images)}
-    return out if labels is None else {**out, "labels": np.asarray(labels, np.int32)}
+  def draw(rng):   # the images, and a conditional family's classes
+    samples = jax.device_get(sample_fn(state, rng))
+    out = {"images": samples.images}
+    return out if samples.labels is None else {**out, "labels": samples.labels}
 
   stop = StopRequest()
   with lease_lib.RunLease(folder.parent.parent, "sample dump"), stop.installed():

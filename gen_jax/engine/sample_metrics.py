@@ -347,9 +347,7 @@ class SampleQualityEvaluator:
                             "rerun the same command to continue.")
         logging.info("Sample metrics: sampling batch %d/%d (%d images each)", i + 1,
                      num_batches, self.batch_size)
-        images = self.sample_fn(state, jax.random.fold_in(rng, i))
-        if isinstance(images, dict):
-          images = images["samples"]
+        images = self.sample_fn(state, jax.random.fold_in(rng, i)).images
         logits_B, features_B = jax.device_get(self.extractor.apply(images))
         keep = min(self.batch_size, self.num_samples - i * self.batch_size)
         done = {"logits": logits_B[:keep], "features": features_B[:keep]}

@@ -5,8 +5,6 @@ latents or random draws and show how one set of samples changes.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import numpy as np
 from etils import epath
@@ -17,6 +15,7 @@ from gen_jax.data.errors import DatasetTooSmallError
 from gen_jax.engine import sharding
 from gen_jax.engine.experiment import Experiment
 from gen_jax.engine.outputs import is_main_process, save_image_grid
+from gen_jax.methods.base import Samples
 
 TEXT_SEPARATOR = "-" * 40
 
@@ -40,8 +39,8 @@ def fixed_sample_batch(exp: Experiment, num: int | None = None) -> dict[str, jax
 
 
 def make_sample_fn(exp: Experiment, num: int | None = None):
-  """`method.sample` jitted once: (state, rng) -> samples, `num` (default `sample.num`) of
-  them, replicated over the mesh.
+  """`method.sample` jitted once: (state, rng) -> `Samples`, `num` (default `sample.num`)
+  of them, replicated over the mesh.
 
   A method with `sample_uses_batch` (e.g. the VAE, for reconstructions) gets `batch=` the
   same `fixed_sample_batch` on every call; the others `batch=None`.
@@ -63,27 +62,26 @@ def format_text_samples(tokenizer, tokens_NxT: np.ndarray) -> str:
 
 
 def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_fn=None,
-                  rng: jax.Array | None = None) -> tuple[list[epath.Path], Any]:
+                  rng: jax.Array | None = None) -> tuple[list[epath.Path], Samples]:
   """Samples from `state` (EMA weights unless `sample.use_ema=False`) and writes them.
 
-  Images: a PNG grid at `path`; a method returning a dict of image batches gets one grid
-  per entry, `<stem>_<name>.png`, "samples" first. Text: the decoded token sequences in
-  `<stem>.txt`, separated by a line of dashes.
+  Images: a PNG grid at `path`; with extra grids (`Samples.grids`) one grid each, the
+  samples' `<stem>_samples.png` first, then `<stem>_<name>.png`. Text: the decoded token
+  sequences in `<stem>.txt`, separated by a line of dashes.
 
   Returns:
-    (the paths written, the samples on the host).
+    (the paths written, the `Samples` on the host).
   """
   sample_fn = sample_fn or make_sample_fn(exp)
   rng = jax.random.fold_in(exp.base_rng, 0x5A3) if rng is None else rng
   samples = jax.device_get(sample_fn(state, rng))
-  if exp.spec.kind == data.TEXT:
+  if samples.tokens is not None:
     out = path.with_suffix(".txt")
     if is_main_process():
       out.parent.mkdir(parents=True, exist_ok=True)
-      out.write_text(format_text_samples(exp.spec.tokenizer, samples))
+      out.write_text(format_text_samples(exp.spec.tokenizer, samples.tokens))
     return [out], samples
-  grids = samples if isinstance(samples, dict) else {"": samples}
-  grids = dict(sorted(grids.items(), key=lambda kv: kv[0] != "samples"))   # samples first
+  grids = samples.image_grids() if samples.grids else {"": samples.images}
   paths = [path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
            for name in grids]
   if is_main_process():

@@ -232,11 +232,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if draw_samples:
           _, samples = write_samples(exp, state, workdir / "samples" / f"step_{step}.png",
                                      sample_fn)
-          if exp.spec.kind == data.TEXT:   # the first sample on the terminal, all in TensorBoard
-            progress.show_text(step, exp.spec.tokenizer.decode(samples[0]))
-            writer.write_text(step, "samples", format_text_samples(exp.spec.tokenizer, samples))
+          if samples.tokens is not None:   # the first sample on the terminal, all in TensorBoard
+            progress.show_text(step, exp.spec.tokenizer.decode(samples.tokens[0]))
+            writer.write_text(step, "samples",
+                              format_text_samples(exp.spec.tokenizer, samples.tokens))
           else:
-            writer.write_images(step, samples if isinstance(samples, dict) else {"samples": samples})
+            writer.write_images(step, samples.image_grids())
         if save:
           ckpt.save(step, state, train_iter)
           last_saved = step

@@ -7,6 +7,14 @@
   metrics = run.evaluate()                                 # {'eval/ema/loss': ...}
   text = gen_jax.load_run("runs/gpt_baby").generate("ROMEO:", max_new_tokens=200)
 
+What sampling returns, the same for every family:
+  run.sample(num)    images: uint8 [num, H, W, C] (the samples only); text: `num` strings.
+  run.draw(num)      the method's own `gen_jax.methods.base.Samples` on the host: images in
+                     [-1, 1] (or token ids), a conditional run's labels, and the extra grids
+                     a family draws beside the samples (a GAN's 'interpolation', a VAE's
+                     'reconstructions' and 'manifold'), e.g.
+                     `to_uint8(run.draw(16).grids["interpolation"])`.
+
 Nothing is written to the workdir. The state is restored once onto the current devices;
 sampler settings passed as keyword arguments (`config.sample` fields) rebuild only the
 method, which is cheap (shapes, no compile), and each distinct setting compiles once.
@@ -21,7 +29,6 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from gen_jax import data
 from gen_jax.core.state import TrainState
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
@@ -30,6 +37,7 @@ from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import to_uint8
 from gen_jax.engine.samples import fixed_sample_batch, make_sample_fn
+from gen_jax.methods.base import Samples
 
 
 @dataclasses.dataclass
@@ -69,18 +77,43 @@ class TrainedRun:
     return self._experiments[key]
 
   def sample(self, num: int, seed: int = 0, use_ema: bool = True, labels=None,
-             **sample_overrides: Any):
+             **sample_overrides: Any) -> np.ndarray | list[str]:
     """`num` samples with the run's sampler, changed by `sample_overrides` (fields of
     `config.sample`, e.g. `steps=50, eta=0.0` for DDPM, `temperature=0.8` for a GPT).
 
     Args:
+      num, seed, use_ema, labels, sample_overrides: as for `draw`.
+
+    Returns:
+      Images: uint8 [num, H, W, C], for every image family (a family's extra grids, e.g. a
+      GAN's interpolation, are in `draw(...).grids`). Text: a list of `num` strings.
+
+    Raises:
+      ValueError: `labels` for an unconditional run, or labels of the wrong shape or range.
+    """
+    samples = self.draw(num, seed, use_ema, labels, **sample_overrides)
+    if samples.tokens is not None:
+      tokenizer = self.experiment().spec.tokenizer
+      return [tokenizer.decode(row) for row in samples.tokens]
+    return to_uint8(samples.images)
+
+  def draw(self, num: int, seed: int = 0, use_ema: bool = True, labels=None,
+           **sample_overrides: Any) -> Samples:
+    """`num` samples as the method returns them (`Samples`, on the host), with the run's
+    sampler changed by `sample_overrides` (fields of `config.sample`).
+
+    Args:
+      num: how many samples (`sample.num`).
+      seed: the sampler's key, `jax.random.key(seed)`: the same seed, the same samples.
+      use_ema: sample from the EMA weights (True) or the raw ones.
       labels: for a class-conditional run, the class of every sample (an int) or of each
         ([num] ints); None = the sampler's own (`sample.label`: one grid row per class, or
         one class). Different labels reuse one compiled sampler.
+      **sample_overrides: fields of `config.sample`; each distinct setting compiles once.
 
     Returns:
-      Images: uint8 [num, H, W, C], or a dict of such arrays for a method that draws
-      several grids (GAN: 'samples', 'interpolation'). Text: a list of `num` strings.
+      `Samples`: images in [-1, 1] [num, H, W, C] with the family's extra grids, or token
+      ids [num, L]; `labels` [num] for a class-conditional run.
 
     Raises:
       ValueError: `labels` for an unconditional run, or labels of the wrong shape or range.
@@ -95,16 +128,10 @@ class TrainedRun:
       key = key + (("labels", True),)
       if key not in self._sample_fns:
         self._sample_fns[key] = _labelled_sample_fn(exp, num)
-      out = jax.device_get(self._sample_fns[key](self.state, rng, labels))
-    else:
-      if key not in self._sample_fns:
-        self._sample_fns[key] = make_sample_fn(exp, num)
-      out = jax.device_get(self._sample_fns[key](self.state, rng))
-    if exp.spec.kind == data.TEXT:
-      return [exp.spec.tokenizer.decode(row) for row in np.asarray(out)]
-    if isinstance(out, dict):
-      return {name: to_uint8(images) for name, images in out.items()}
-    return to_uint8(out)
+      return jax.device_get(self._sample_fns[key](self.state, rng, labels))
+    if key not in self._sample_fns:
+      self._sample_fns[key] = make_sample_fn(exp, num)
+    return jax.device_get(self._sample_fns[key](self.state, rng))
 
   @staticmethod
   def _check_labels(exp: Experiment, labels, num: int) -> np.ndarray:
@@ -144,7 +171,7 @@ class TrainedRun:
 
 
 def _labelled_sample_fn(exp: Experiment, num: int):
-  """(state, rng, labels [num]) -> samples for those classes: `method.sample(labels=...)`
+  """(state, rng, labels [num]) -> `Samples` for those classes: `method.sample(labels=...)`
   jitted once (the labels are an argument, not a constant), replicated over the mesh."""
   cfg = exp.config.sample
   batch = fixed_sample_batch(exp, num) if exp.method.sample_uses_batch else None

@@ -26,7 +26,7 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
-from gen_jax.methods.base import Method, grad_accum_steps
+from gen_jax.methods.base import Method, Samples, grad_accum_steps
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
 
@@ -228,9 +228,12 @@ class AutoregressiveMethod(Method):
         [f"topp{s.top_p:g}"] if s.top_p < 1 else [])
     return "_".join(parts)
 
-  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None) -> jax.Array:
-    """`num` continuations of `sample.prompt`: int32 [num, len(prompt) + max_new_tokens]."""
+  def sample(self, state: TrainState, rng, num: int, use_ema: bool = True,
+             batch=None) -> Samples:
+    """`num` continuations of `sample.prompt`: `Samples` of tokens, int32
+    [num, len(prompt) + max_new_tokens]."""
     s = self.sample_cfg
-    return generate(self.model, state.ema_params if use_ema else state.params,
-                    jnp.asarray(self.prompt, jnp.int32), rng, num, s.max_new_tokens,
-                    temperature=s.temperature, top_k=self.top_k, top_p=s.top_p)
+    return Samples(tokens=generate(self.model, state.ema_params if use_ema else state.params,
+                                   jnp.asarray(self.prompt, jnp.int32), rng, num,
+                                   s.max_new_tokens, temperature=s.temperature, top_k=self.top_k,
+                                   top_p=s.top_p))

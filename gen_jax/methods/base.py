@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.core.state import TrainState
@@ -44,6 +45,101 @@ class DatasetEvaluation:
   batch_size: int
   batch_fn: Callable[[TrainState, Batch, jax.Array], dict[str, jax.Array]]
   summarize: Callable[[list[dict[str, np.ndarray]]], tuple[dict[str, float], dict[str, Any]]]
+
+
+# ------------------------------------------------------------------------ samples
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Samples:
+  """What `Method.sample` returns: one declared structure for every family.
+
+  A pytree, so it comes out of a jitted `sample` (and through `jax.device_get`) whole.
+  Exactly one of `images` and `tokens` is set.
+
+  Attributes:
+    images: [N, H, W, C] floating, in [-1, 1]: an image family's samples (the engine's
+      `<stem>.png` grid, or `<stem>_samples.png` beside `grids`).
+    tokens: [N, L] int32: a language model's token ids (prompt included), which the engine
+      decodes with the dataset's tokenizer.
+    labels: [N] int32, a conditional family's classes the N samples were drawn for
+      (`Method.sample_labels(N)` unless the caller passed others); None when unconditional.
+    grids: named image batches [M, H', W', C] in [-1, 1] a family draws beside its samples
+      (GAN: 'interpolation'; VAE: 'reconstructions', 'manifold'), each written as its own
+      grid `<stem>_<name>.png`; M and the size may differ from the samples'. Empty for text.
+      Out of a jitted function the dict is in name order (JAX flattens dicts sorted).
+
+  Raises (on construction):
+    ValueError: both or neither of images/tokens, or a field of the wrong rank or dtype, or
+      labels not one per sample, or grids beside tokens or named '' or 'samples'.
+  """
+  images: jax.Array | None = None    # [N, H, W, C] float in [-1, 1]
+  tokens: jax.Array | None = None    # [N, L] int32
+  labels: jax.Array | None = None    # [N] int32
+  grids: dict[str, jax.Array] = dataclasses.field(default_factory=dict)   # name -> [M, H', W', C]
+
+  def __post_init__(self):
+    _check_samples(self)
+
+  @property
+  def num(self) -> int:
+    """N, the number of samples."""
+    return (self.images if self.tokens is None else self.tokens).shape[0]
+
+  def image_grids(self) -> dict[str, jax.Array]:
+    """{'samples': images, **grids}, samples first: what the engine writes as image grids."""
+    if self.images is None:
+      raise ValueError("These samples are token ids; they have no image grids.")
+    return {"samples": self.images, **self.grids}
+
+
+def _check_samples(samples: Samples) -> None:
+  """The invariants of `Samples`; raises ValueError naming the field that breaks one."""
+  images, tokens, labels = samples.images, samples.tokens, samples.labels
+  if (images is None) == (tokens is None):
+    raise ValueError("Samples holds images or tokens, exactly one of the two; got "
+                     f"{'both' if images is not None else 'neither'}.")
+  if images is not None and (len(images.shape) != 4 or
+                             not jnp.issubdtype(images.dtype, jnp.floating)):
+    raise ValueError(f"Samples.images must be floating [N, H, W, C]; got {images.dtype} "
+                     f"{tuple(images.shape)}.")
+  if tokens is not None and (len(tokens.shape) != 2 or tokens.dtype != jnp.int32):
+    raise ValueError(f"Samples.tokens must be int32 [N, L]; got {tokens.dtype} "
+                     f"{tuple(tokens.shape)}.")
+  if labels is not None and (tuple(labels.shape) != (samples.num,) or
+                             labels.dtype != jnp.int32):
+    raise ValueError(f"Samples.labels must be int32 [N={samples.num}], one class per sample; "
+                     f"got {labels.dtype} {tuple(labels.shape)}.")
+  if samples.grids and tokens is not None:
+    raise ValueError(f"Samples of tokens have no image grids; got {sorted(samples.grids)}.")
+  for name, grid in samples.grids.items():
+    if not isinstance(name, str) or name in ("", "samples"):
+      raise ValueError(f"Samples.grids name {name!r}: a non-empty str other than 'samples' "
+                       "(the samples' own grid).")
+    if len(grid.shape) != 4 or not jnp.issubdtype(grid.dtype, jnp.floating):
+      raise ValueError(f"Samples.grids[{name!r}] must be floating [M, H, W, C]; got "
+                       f"{grid.dtype} {tuple(grid.shape)}.")
+
+
+# JAX rebuilds a pytree from placeholder leaves (object(), None, shardings) inside its
+# transformations; `_unflatten_samples` skips `__post_init__`, so only a family's own
+# construction is checked (JAX's pytree docs: "Custom pytrees and initialization with
+# unexpected values").
+_SAMPLES_FIELDS = ("images", "tokens", "labels", "grids")
+
+
+def _flatten_samples(samples: Samples):
+  return [(jax.tree_util.GetAttrKey(n), getattr(samples, n)) for n in _SAMPLES_FIELDS], None
+
+
+def _unflatten_samples(_, children) -> Samples:
+  samples = object.__new__(Samples)
+  for name, value in zip(_SAMPLES_FIELDS, children):
+    object.__setattr__(samples, name, value)
+  return samples
+
+
+jax.tree_util.register_pytree_with_keys(Samples, _flatten_samples, _unflatten_samples)
 
 
 class Method:
@@ -81,23 +177,21 @@ class Method:
     raise NotImplementedError
 
   def sample(self, state: TrainState, rng: jax.Array, num: int, use_ema: bool = True,
-             batch: Batch | None = None,
-             labels: jax.Array | None = None) -> jax.Array | dict[str, jax.Array]:
-    """`num` samples from the EMA (or raw) weights of `state`.
+             batch: Batch | None = None, labels: jax.Array | None = None) -> Samples:
+    """`num` samples from the EMA (or raw) weights of `state`, as `Samples`: images in
+    [-1, 1] [num, H, W, C] (with any named extra grids, e.g. a GAN's interpolation) or, for
+    text, token ids [num, length]; a conditional family fills `Samples.labels`.
 
-    Returns images in [-1, 1], [num, H, W, C]; or a dict of named image batches (e.g.
-    {"samples": ..., "interpolation": ...}), each written as its own grid, "samples"
-    first; or, for text, token ids [num, length], which the engine decodes with the
-    dataset's tokenizer. `batch`: see `sample_uses_batch`. `labels`: a conditional
-    family's class labels [num] (int) for the "samples" (None: `sample_labels(num)`); the
-    engine passes them only when `num_classes` > 0.
+    `batch`: see `sample_uses_batch`. `labels`: a conditional family's class labels [num]
+    (int) for the samples (None: `sample_labels(num)`); the engine passes them only when
+    `num_classes` > 0.
     """
     raise NotImplementedError(f"{type(self).__name__} cannot sample (can_sample=False).")
 
   # ------------------------------------------------------------- optional hooks
 
   def sample_labels(self, num: int) -> np.ndarray | None:
-    """The class labels [num] (int32) that `sample(..., num)` draws its "samples" for when
+    """The class labels [num] (int32) that `sample(..., num)` draws its samples for when
     given none, or None for an unconditional family. Default: `class_rows(num, K,
     sample_label)` (one grid row per class at num = K^2, or only class `sample_label`).
     The engine's sample metrics score the classifier's agreement with them

@@ -30,8 +30,8 @@ import optax
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods import diffusion_likelihood
-from gen_jax.methods.base import (DatasetEvaluation, Method, class_rows, grad_accum_steps,
-                                  image_shape_of)
+from gen_jax.methods.base import (DatasetEvaluation, Method, Samples, class_rows,
+                                  grad_accum_steps, image_shape_of)
 from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, TARGETS, Schedule,
                                                output_channels, q_sample,
                                                schedule_from_config, split_output,
@@ -274,12 +274,16 @@ class DiffusionMethod(Method):
     return tag
 
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None,
-             labels=None) -> jax.Array:
+             labels=None) -> Samples:
     """`num` images with `config.sample`: sampler 'ddpm' (Alg. 2) or 'ddim' (Eq. 12), with
     the model's reverse variance where the sampler uses one. A conditional model draws
     them for `labels` [num] (None: `sample_labels(num)`) with classifier-free guidance of
     weight `sample.guidance` (Ho & Salimans 2022, Alg. 2; `guided_denoise`: one network
-    call on 2 num rows per step)."""
+    call on 2 num rows per step).
+
+    Returns:
+      `Samples`: images [num, H, W, C] clipped to [-1, 1]; labels [num] when conditional.
+    """
     cfg, shape = self.sample_cfg, (num, *self.image_shape)
     params = state.ema_params if use_ema else state.params
     if self.num_classes:
@@ -299,7 +303,7 @@ class DiffusionMethod(Method):
                       num_steps=cfg.steps or self.schedule.num_timesteps, clip_x0=cfg.clip_x0,
                       timesteps=cfg.get("timesteps", "linspace"),
                       sigma=cfg.get("ddim_sigma", "eta"), variance=self.variance)
-    return jnp.clip(x, -1.0, 1.0)
+    return Samples(images=jnp.clip(x, -1.0, 1.0), labels=labels)
 
 
 def _validate_conditioning(num_classes, p_uncond, label, guidance) -> None:

@@ -107,7 +107,7 @@ import optax
 from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
 from gen_jax.core.state import (TrainState, accumulated_value_and_grad, finish_step,
                                 optimizer_step)
-from gen_jax.methods.base import Method, class_rows, grad_accum_steps, image_shape_of
+from gen_jax.methods.base import Method, Samples, class_rows, grad_accum_steps, image_shape_of
 # The objectives and latents live in their own modules; their names are re-exported here.
 from gen_jax.methods.gan_latents import interpolation_latents, sample_latents, slerp
 from gen_jax.methods.gan_objectives import (OBJECTIVES, d_loss_hinge, d_loss_non_saturating,
@@ -432,34 +432,38 @@ class GANMethod(Method):
   # ------------------------------------------------------------------------ sampling
 
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None,
-             labels=None):
+             labels=None) -> Samples:
     """Images from fixed latents (the engine's key is fixed across training).
 
     Args:
-      labels: a conditional model's classes [num] for "samples"; None = `sample_labels(num)`.
+      labels: a conditional model's classes [num] for the samples; None = `sample_labels(num)`.
 
     Returns:
-      {"samples": [num, H, W, C], "interpolation": [S*S, H, W, C]}: S rows, each walking
-      in S steps between two random latents (`sample.interpolation`: slerp or linear;
-      S = `sample.interpolation_steps`, 0 omits the grid), a conditional model's row r for
-      class `class_rows(S)[r]`. BatchNorm as `sample.batch_norm` says (`draw`); in 'batch'
-      mode each grid is one batch, normalized by its own statistics.
+      `Samples`: images [num, H, W, C]; labels [num] when conditional; grids
+      {"interpolation": [S*S, H, W, C]}: S rows, each walking in S steps between two random
+      latents (`sample.interpolation`: slerp or linear; S = `sample.interpolation_steps`, 0
+      omits the grid), a conditional model's row r for class `class_rows(S)[r]`. BatchNorm
+      as `sample.batch_norm` says (`draw`); in 'batch' mode each grid is one batch,
+      normalized by its own statistics.
     """
     if labels is None:
       labels = self.sample_labels(num)
     elif not self.num_classes:
       raise ValueError("This GAN is unconditional (gan.num_classes=0): it takes no labels.")
+    if labels is not None:
+      labels = jnp.asarray(labels, jnp.int32)
     params_g = (state.ema_params if use_ema else state.params)[G]
     stats_g = state.model_state[G]
     z_rng, path_rng = jax.random.split(rng)
-    out = {"samples": self.draw(params_g, stats_g, self._latents(z_rng, num), labels)}
+    images = self.draw(params_g, stats_g, self._latents(z_rng, num), labels)
+    grids = {}
     S = self.interpolation_steps
     if S:
       z_path = interpolation_latents(path_rng, S, S, self.z_dim, self.z_prior, self.interpolation)
       row_labels = self.sample_labels(S)
       path_labels = None if row_labels is None else np.repeat(row_labels, S)
-      out["interpolation"] = self.draw(params_g, stats_g, z_path, path_labels)
-    return out
+      grids["interpolation"] = self.draw(params_g, stats_g, z_path, path_labels)
+    return Samples(images=images, labels=labels, grids=grids)
 
   @property
   def sample_tag(self) -> str:

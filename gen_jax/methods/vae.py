@@ -33,7 +33,7 @@ import scipy.special
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.probability import discretized_gaussian_log_likelihood
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
-from gen_jax.methods.base import Method, grad_accum_steps, image_shape_of
+from gen_jax.methods.base import Method, Samples, grad_accum_steps, image_shape_of
 from gen_jax.models.vae import VAE, build_vae
 
 DECODERS = ("bernoulli", "gaussian", "discretized_gaussian")
@@ -425,10 +425,10 @@ class VAEMethod(Method):
     return decoder_mean(self.decoder, self._decode_fn(params)(mean))
 
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True,
-             batch=None) -> dict[str, jax.Array]:
-    """Grids in [-1, 1]:
+             batch=None) -> Samples:
+    """`Samples` in [-1, 1]: images, decoder means E[x|z] at z ~ N(0, I), [num, H, W, C],
+    and the grids
 
-      samples          decoder means E[x|z] at z ~ N(0, I), [num, H, W, C]
       reconstructions  (with `batch`) input | reconstruction side by side, [n, H, 2W, C]
                        for the first n = min(num, batch size) images of the batch
       manifold         (2-D latent) decoder means over the Fig. 4 grid, [S*S, H, W, C]
@@ -436,12 +436,13 @@ class VAEMethod(Method):
     params = state.ema_params if use_ema else state.params
     decode = self._decode_fn(params)
     z = jax.random.normal(rng, (num, self.latent_dim))
-    out = {"samples": self._to_display(decoder_mean(self.decoder, decode(z)))}
+    images = self._to_display(decoder_mean(self.decoder, decode(z)))
+    grids = {}
     if batch is not None:
       x = batch["image"][:num]
       pair = jnp.concatenate([x, self.reconstruct(params, x)], axis=2)
-      out["reconstructions"] = self._to_display(pair)
+      grids["reconstructions"] = self._to_display(pair)
     if self.latent_dim == 2 and self.manifold_size > 0:
       grid = decode(manifold_latents(self.manifold_size))
-      out["manifold"] = self._to_display(decoder_mean(self.decoder, grid))
-    return out
+      grids["manifold"] = self._to_display(decoder_mean(self.decoder, grid))
+    return Samples(images=images, grids=grids)
