@@ -60,3 +60,15 @@ def test_report_table_values_and_figures(tmp_path):
   # The sheet shows each run's newest grid (step 300), not the first one.
   assert report.last_sample_grid(report.load_run(tmp_path / "lr=0.001,target=v", tmp_path)).name == (
       "step_300.png")
+
+
+def test_the_sample_sheet_takes_a_family_s_samples_grid_beside_its_extra_grids(tmp_path):
+  """A GAN or VAE writes step_<N>_samples.png beside its other grids; the sheet shows the
+  newest samples grid, never an interpolation or reconstruction grid."""
+  (tmp_path / "samples").mkdir()
+  for name in ("step_100_samples.png", "step_200_samples.png", "step_200_interpolation.png",
+               "step_300_reconstructions.png"):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "samples" / name)
+  run = report.RunRecord(name="gan", path=report.epath.Path(tmp_path), config={}, rows=[],
+                         status="done", steps=300, wall_seconds=None, error=None)
+  assert report.last_sample_grid(run).name == "step_200_samples.png"

@@ -199,9 +199,10 @@ def plot_curves(runs: list[RunRecord], fields: list[str], metrics: list[str],
 
 
 def last_sample_grid(run: RunRecord) -> epath.Path | None:
-  """The newest `samples/step_<N>.png` (N largest) of a run."""
+  """The newest sample grid of a run (N largest): `samples/step_<N>.png`, or
+  `samples/step_<N>_samples.png` where a family writes extra grids beside its samples."""
   grids = [(int(m.group(1)), p) for p in (run.path / "samples").glob("step_*.png")
-           if (m := re.fullmatch(r"step_(\d+)\.png", p.name))]
+           if (m := re.fullmatch(r"step_(\d+)(?:_samples)?\.png", p.name))]
   return max(grids)[1] if grids else None
 
 

@@ -229,7 +229,7 @@ class AutoregressiveMethod(Method):
     return "_".join(parts)
 
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True,
-             batch=None) -> Samples:
+             batch=None, labels=None) -> Samples:   # unconditional: labels is always None
     """`num` continuations of `sample.prompt`: `Samples` of tokens, int32
     [num, len(prompt) + max_new_tokens]."""
     s = self.sample_cfg

@@ -425,7 +425,7 @@ class VAEMethod(Method):
     return decoder_mean(self.decoder, self._decode_fn(params)(mean))
 
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True,
-             batch=None) -> Samples:
+             batch=None, labels=None) -> Samples:   # unconditional: labels is always None
     """`Samples` in [-1, 1]: images, decoder means E[x|z] at z ~ N(0, I), [num, H, W, C],
     and the grids
 
