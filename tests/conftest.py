@@ -10,6 +10,7 @@ import pytest
 TESTS_DIR = os.path.dirname(__file__)
 REPO_ROOT = os.path.dirname(TESTS_DIR)
 sys.path.insert(0, REPO_ROOT)   # tests import gen_jax from this checkout
+sys.path.insert(0, TESTS_DIR)   # and `smoke` (shared helpers) from any tests/<package>/ folder
 
 from gen_jax.engine.cpu_flags import apply_cpu_xla_flags  # noqa: E402
 

@@ -4,6 +4,7 @@ import os
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures")   # small committed parity files
 if REPO_ROOT not in sys.path:   # gen_jax (and its configs) from this checkout
   sys.path.insert(0, REPO_ROOT)
 

@@ -1,5 +1,5 @@
 """Writes tests/fixtures/gpt2_tiny/: a randomly initialized tiny Hugging Face GPT-2 and its
-logits, so tests/test_gpt_hf.py can check our GPT against `transformers` without PyTorch.
+logits, so tests/interop/test_gpt_hf.py can check our GPT against `transformers` without PyTorch.
 
   /path/to/venv-with-torch-and-transformers/bin/python tools/make_gpt2_fixture.py
   .../python tools/make_gpt2_fixture.py --check_export=<workdir>/export/step_<N>_hf_gpt2 \

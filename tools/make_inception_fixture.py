@@ -1,4 +1,4 @@
-"""Writes the Inception parity fixtures, so tests/test_inception.py can check gen_jax's FID
+"""Writes the Inception parity fixtures, so tests/evaluate/test_inception.py can check gen_jax's FID
 Inception against pytorch-fid without PyTorch (and without the real weights).
 
   /work/refvenv/bin/python tools/make_inception_fixture.py [--seed=0] [--pth=/tmp/x.pth]

@@ -10,7 +10,7 @@ matrix, of its EMA and of its optimizer moments (vectors are replicated). The tr
 (`gen_jax/engine/train.py`, `compile_train_step`) all-gathers the weights at its start,
 computes on the batch shards, and the optimizer update works on the sharded gradients
 (reduce-scattered), so the state stays sharded between steps. Results equal the replicated run up to float reduction order, and
-`per_device_bytes` is what each device stores (tests/test_fsdp.py). A `tensor` axis
+`per_device_bytes` is what each device stores (tests/engine/test_fsdp.py). A `tensor` axis
 (Megatron-style split matmuls) would be a third mesh axis plus per-kernel annotations
 in the models; there is none yet.
 """

@@ -51,7 +51,7 @@ def resize_bilinear(images_BxHxWxC: jax.Array, size: tuple[int, int]) -> jax.Arr
   from its 2 nearest input pixels (weights renormalized at the borders, i.e. the edge pixel
   repeated). No antialiasing: when downsampling, torch reads only those 2 pixels, while
   `jax.image.resize`'s default (antialias=True) widens the kernel and gives different values
-  (up to 0.45 on [0, 1] images in tests/test_inception.py), so it is switched off here.
+  (up to 0.45 on [0, 1] images in tests/evaluate/test_inception.py), so it is switched off here.
   """
   B, _, _, C = images_BxHxWxC.shape
   return jax.image.resize(images_BxHxWxC, (B, *size, C), method="bilinear", antialias=False,

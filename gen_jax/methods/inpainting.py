@@ -147,7 +147,7 @@ def repaint_times(num_steps: int, jump_length: int, jump_n_sample: int) -> np.nd
   the way down, the chain goes up `jump_length` levels one at a time and down again,
   `jump_n_sample - 1` times. Consecutive levels differ by one: down is a model step, up a
   forward-process step. Equals the authors' `get_schedule_jump(t_T=T, n_sample=1,
-  jump_length, jump_n_sample)` (tests/test_inpaint.py pins it).
+  jump_length, jump_n_sample)` (tests/methods/test_inpaint.py pins it).
 
   Returns:
     int32 [L] levels; T + 2 (jump_n_sample - 1) jump_length (number of jump points) + 1 of them.

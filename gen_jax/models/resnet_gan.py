@@ -28,7 +28,7 @@ Every layer has a zero-initialized bias, and the weights follow tflib's uniform 
 (`dcgan.tflib_uniform`): convolutions 'he' (s^2 = 4 / (fan_in + fan_out)) except the 1x1
 shortcuts and G's output conv (`he_init=False`: Glorot), linear layers Glorot.
 
-Parameter counts (D = 128, counted from the code; tests/test_gan_resnet.py pins them):
+Parameter counts (D = 128, counted from the code; tests/methods/test_gan_resnet.py pins them):
 G 1,204,483 trainable parameters plus 1,792 BatchNorm statistics (7 BatchNorms x 128 x
 {mean, var}; their TF graph holds these as non-trainable `moving_mean`/`moving_variance`
 variables, and the script's "Total param count" for G, which counts every variable of

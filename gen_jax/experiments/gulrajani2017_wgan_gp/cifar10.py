@@ -14,7 +14,7 @@ layer normalization, which the script does not use). Their tflib layers
 layers and tflib's 'he' rule s^2 = 4 / (fan_in + fan_out) with stride-aware fans for the
 (transposed) convolutions; BN scale 1; G's first BN normalizes each of the 4x4x512
 projected features on its own (`Batchnorm('Generator.BN1', [0], ...)`). Parameters (pinned
-in tests/test_gan_resnet.py): G 5,179,907, D 4,114,689. G's BatchNorm runs on batch
+in tests/methods/test_gan_resnet.py): G 5,179,907, D 4,114,689. G's BatchNorm runs on batch
 statistics also when sampling (sample.batch_norm='batch'); their Inception score draws 10
 batches of 100 (`samples_100`).
 Here every train step takes 5 x 64 = 320 real images: 5 critic updates of 64 (each with 64

@@ -12,7 +12,7 @@ normalization in the critic (NORMALIZATION_D = False). The networks
 (gen_jax/models/resnet_gan.py): G linear -> 4x4x128 -> 3 up-sampling residual blocks ->
 BN, ReLU, 3x3 conv, tanh; D an optimized first block (mean-pool shortcut), one
 down-sampling block, two plain blocks, ReLU, global mean, linear; tflib's uniform init.
-Parameters (pinned in tests/test_gan_resnet.py): G 1,204,483 (+ 1,792 BatchNorm
+Parameters (pinned in tests/methods/test_gan_resnet.py): G 1,204,483 (+ 1,792 BatchNorm
 statistics), D 1,053,825. G's BatchNorm runs on batch statistics also when sampling
 (sample.batch_norm='batch'); their Inception score draws 500 batches of 100 (`samples_100`).
 

@@ -4,7 +4,7 @@
 Model: nanoGPT's GPT-2 small as its `train_gpt2.py` builds it: 12 layers, 12 heads, 768
 wide, 1024 context, GPT-2 BPE vocabulary 50257 with the token embedding padded to 50,304
 rows, no biases (`bias=False`), exact GELU, dropout 0. That is 124,373,760 parameters
-(`--mode=summary` prints `params: 124373760`; pinned by tests/test_gpt_hf.py). nanoGPT
+(`--mode=summary` prints `params: 124373760`; pinned by tests/interop/test_gpt_hf.py). nanoGPT
 prints "number of parameters: 123.59M": its `get_num_params()` leaves out the position
 embeddings (1024 x 768 = 786,432) and counts the tied token embedding once, 123,587,328.
 OpenAI's GPT-2 small itself (biases, 50257 rows, tanh GELU) has 124,439,808.

@@ -154,7 +154,7 @@ def test_parameter_counts_unconditional_unchanged_conditional_adds_the_tables():
   z, y = jnp.zeros((1, 100)), jnp.zeros((1,), jnp.int32)
   x28, x32 = jnp.zeros((1, *MNIST)), jnp.zeros((1, *CIFAR))
   K10 = 10
-  # DCGAN, MNIST, ngf = ndf = 64 (tests/test_gan.py: 833,985 and 212,993 by hand). The
+  # DCGAN, MNIST, ngf = ndf = 64 (tests/methods/test_gan.py: 833,985 and 212,993 by hand). The
   # plain BNs' scale/offset (2 x C) become tables (2 x K x C); D gains V [K, 7*7*128].
   g, d = dcgan.Generator(image_shape=MNIST, ngf=64), dcgan.Discriminator(ndf=64)
   assert (_count(g, z), _count(d, x28)) == (833_985, 212_993)

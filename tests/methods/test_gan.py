@@ -1,7 +1,7 @@
 """GAN math and DCGAN networks: losses at known logits, the gradient penalty in closed form,
 which player each update changes, the batch split, shapes, parameter counts, init, BatchNorm
 when sampling, the DCGAN code's alternating minibatches and L2 (the ResNet and the WGAN-GP
-recipes: tests/test_gan_resnet.py)."""
+recipes: tests/methods/test_gan_resnet.py)."""
 import importlib
 
 import flax

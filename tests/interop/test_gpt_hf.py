@@ -20,9 +20,9 @@ from gen_jax.engine import hf_gpt2, modes, train
 from gen_jax.methods import autoregressive as ar
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, MLP, CausalSelfAttention
-from smoke import REPO_ROOT, load_config
+from smoke import FIXTURES, REPO_ROOT, load_config
 
-FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "gpt2_tiny")
+FIXTURE = os.path.join(FIXTURES, "gpt2_tiny")
 # The fixture's GPT2Config (tools/make_gpt2_fixture.py).
 SHAPE = dict(vocab_size=256, block_size=16, n_layer=2, n_head=3, n_embd=24)
 

@@ -20,7 +20,7 @@ import pytest
 from gen_jax.evaluate import (inception, inception_metrics, inception_weights, pickle_reader,
                               sample_quality)
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+from smoke import FIXTURES
 
 
 @pytest.fixture(scope="module")

@@ -261,7 +261,7 @@ def test_random_windows_are_seeded(shakespeare):
 
 def test_state_is_the_position_and_fits_only_its_own_spec(shakespeare):
   """The state is the position and the spec (resuming from it, also through orbax, is
-  tests/test_data.py::test_iterator_state_resumes_exactly[text])."""
+  tests/data/test_data.py::test_iterator_state_resumes_exactly[text])."""
   config, _ = shakespeare
 
   def new_iterator(seed=7):
