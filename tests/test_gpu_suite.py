@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import pytest
 
 from benchmarks import gpu_report
 from benchmarks.gpu_suite import PARTS
+from gen_jax.engine.preemption import StopRequest
 from gen_jax.models.gpt import GPT
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,3 +120,16 @@ def test_gpt_attention_impl_xla_matches_the_default():
   if jax.devices()[0].platform == "cpu":   # the option reaches jax: no cuDNN on a CPU
     with pytest.raises(RuntimeError, match="cuDNN"):
       default.clone(attention_impl="cudnn", dtype=jnp.bfloat16).apply(params, tokens)
+
+
+def test_stopped_at_reaches_the_training_loops_stop_request():
+  """shakespeare_char's cap: SIGTERM at the deadline, ignored until the loop's handler is
+  installed (the process lives through compilation), then the loop's stop request."""
+  stop = StopRequest()
+  with gpu_report.stopped_at(time.monotonic() + 0.05):
+    time.sleep(0.3)   # the first signal lands here, before the loop's handler
+    with stop.installed():
+      give_up = time.monotonic() + 20
+      while not stop.requested and time.monotonic() < give_up:
+        time.sleep(0.05)
+  assert stop.requested
