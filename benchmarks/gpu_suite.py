@@ -2,7 +2,7 @@
 shakespeare_char to completion, the CIFAR-10 DDPM U-Net step, FID Inception features/s.
 
   python benchmarks/gpu_suite.py --tiny_shakespeare=.gpu_data --out=$OUT     # ~8 min, H100
-  python benchmarks/gpu_suite.py --tiny                                      # seconds, CPU
+  python benchmarks/gpu_suite.py --tiny                                      # CPU, ~1 min
 
 Writes gpu_results.json and gpu_results.md into --out (default: $OUT when set, else .),
 after every part, so a run cut short keeps what it finished. They hold the device (kind,
@@ -53,11 +53,13 @@ only the repository's tracked and untracked-not-ignored files plus the carried f
          .gpu_wheels/*.whl && export PYTHONPATH=/tmp/site:$PWD && \\
        python3 benchmarks/gpu_suite.py --tiny_shakespeare=.gpu_data --out=$OUT
      gpu_results.json and gpu_results.md come back in $OUT. The device image brings its
-     own jax (with the CUDA plugin), flax, optax and orbax-checkpoint.
+     own jax (with the CUDA plugin; 0.11.2 in 2026-11, not constraints.txt's 0.10.2),
+     flax, optax and orbax-checkpoint: the report records the versions that ran.
 
---tiny: every part with tiny models and a few steps, in seconds on a CPU (what
-tests/test_gpu_suite.py runs); shakespeare_char then trains on --tiny_shakespeare's
-input.txt as `text_files` (any text) or, without it, on a generated text.
+--tiny: every part with tiny models, float32 (XLA:CPU compiles bfloat16 slowly) and a few
+steps, about a minute on a CPU, compiles included (what tests/test_gpu_suite.py runs);
+shakespeare_char then trains on --tiny_shakespeare's input.txt as `text_files` (any
+text) or, without it, on a generated text.
 The launcher's XLA options (gen_jax/engine/cpu_flags.py) are applied first and printed.
 """
 from __future__ import annotations
@@ -90,7 +92,7 @@ from gen_jax.engine.outputs import quiet_library_logs, read_metrics  # noqa: E40
 from gen_jax.evaluate import inception, inception_weights  # noqa: E402
 
 flags.DEFINE_string("out", os.environ.get("OUT", "."), "Folder for gpu_results.json/.md.")
-flags.DEFINE_bool("tiny", False, "Tiny models and a few steps: seconds on a CPU.")
+flags.DEFINE_bool("tiny", False, "Tiny models and a few steps, for a CPU.")
 flags.DEFINE_string("tiny_shakespeare", "", "Folder holding Tiny Shakespeare's input.txt.")
 flags.DEFINE_list("parts", [], "Parts to run (default: all), e.g. gpt2_124m,inception.")
 flags.DEFINE_float("time_limit", 460.0, "Seconds after which no part starts or goes on.")
