@@ -30,7 +30,7 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from benchmarks.machine import cpu_description  # pylint: disable=wrong-import-position
+from benchmarks.machine import cpu_description, launcher_xla_flags  # pylint: disable=wrong-import-position
 
 _CONFIG = flags.DEFINE_string("config", "configs/ddpm.py", "Config file[:variant] to time.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Cold/warm pairs per measurement.")
@@ -80,6 +80,9 @@ def time_sample(workdir: str, cache: str) -> float:
 
 def main(argv):
   del argv
+  # The timed launch.py processes apply launch.py's XLA options themselves; set here too (the
+  # children inherit the same value), and printed beside the figures.
+  xla_flags = launcher_xla_flags()
   root = _ROOT.value or tempfile.mkdtemp(prefix="gen_jax_cache_bench_")
   runs = {"start": [], "resume": [], "sample": []}   # (cold, warm) pairs
   for r in range(_ROUNDS.value):
@@ -99,7 +102,8 @@ def main(argv):
       shutil.rmtree(c, ignore_errors=True)
     print(f"round {r + 1}: " + ", ".join(f"{k} cold {v[-1][0]:.1f}s warm {v[-1][1]:.1f}s"
                                           for k, v in runs.items()), flush=True)
-  print(f"\n{_CONFIG.value}; {cpu_description()}; medians of {_ROUNDS.value} rounds")
+  print(f"\n{_CONFIG.value}; {cpu_description()}; XLA_FLAGS={xla_flags!r}; medians of "
+        f"{_ROUNDS.value} rounds")
   summary = {}
   for name, pairs in runs.items():
     cold = statistics.median(p[0] for p in pairs)

@@ -9,7 +9,8 @@ to 299x299 inside, as for CIFAR-10 samples), through the same jitted entry point
 evaluator uses (`make_apply`, `--chunk` images per pass). Prints the machine (CPU model and
 the JAX devices), the compile time, and images/s over `--calls` timed calls after one
 warm-up, plus the projected time to embed 50,000 images (one 50k-sample FID, excluding the
-sampling). On a machine shared with other jobs, the numbers are lower bounds.
+sampling). On a machine shared with other jobs, the numbers are lower bounds. The launcher's
+XLA options (gen_jax/engine/cpu_flags.py) are applied first and printed, as launch.py runs.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import cpu_description  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_description, launcher_xla_flags  # noqa: E402  (benchmarks/machine.py)
 
 from gen_jax.evaluate import inception, inception_weights  # noqa: E402
 
@@ -38,7 +39,9 @@ flags.DEFINE_string("precision", "highest", "'highest' (float32) or 'default'")
 
 def main(_):
   f = flags.FLAGS
-  print(f"machine: {cpu_description()}; JAX {jax.__version__} devices {jax.devices()}")
+  xla_flags = launcher_xla_flags()   # before JAX starts a backend (jax.devices() below)
+  print(f"machine: {cpu_description()}; JAX {jax.__version__} devices {jax.devices()}; "
+        f"XLA_FLAGS={xla_flags!r}")
   state = inception_weights.random_state_dict(inception.torch_shapes(), seed=0)
   apply = inception.make_apply(inception.variables_from_state_dict(state),
                                precision=f.precision, chunk=f.chunk)

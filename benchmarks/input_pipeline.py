@@ -37,7 +37,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import cpu_description  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_description, launcher_xla_flags  # noqa: E402  (benchmarks/machine.py)
 
 FAMILIES = ("ddpm", "dcgan", "vae", "classifier", "gpt", "lstm")
 flags.DEFINE_list("families", list(FAMILIES), "configs/<family>.py to measure.")
@@ -166,15 +166,15 @@ def loop_rate(config, steps_per_s: float) -> dict:
 
 def main(argv):
   del argv
-  from gen_jax.engine.cpu_flags import apply_cpu_xla_flags
-  apply_cpu_xla_flags()   # launch.py's XLA:CPU options, before JAX starts: steps run as launched
+  xla_flags = launcher_xla_flags()   # launch.py's, before JAX starts: steps run as launched
   from absl import logging
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
   if FLAGS.rounds < 1:
     raise app.UsageError(f"--rounds={FLAGS.rounds}: give at least 1.")
-  print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start")
+  print(f"machine: {machine()}; XLA_FLAGS={xla_flags!r}; load average "
+        f"{os.getloadavg()[0]:.2f} at start")
   rows = []
   for family in FLAGS.families:
     config = load_family(family)

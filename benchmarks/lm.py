@@ -19,6 +19,7 @@ Prints, with the machine it ran on:
      run stops. The config's schedule is kept (cosine to 1e-4 at its 2000 steps); if the
      target is not reached by then, training continues at the final learning rate, up to
      --max_steps.
+The launcher's XLA options (gen_jax/engine/cpu_flags.py) are applied first and printed.
 Reference (nanoGPT's README): its baby CPU config reaches a validation loss of about 1.88;
 benchmarks/torch_reference.py runs the same model and recipe in PyTorch on this machine.
 """
@@ -33,7 +34,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from machine import cpu_description, waited  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_description, launcher_xla_flags, waited  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Folder holding Tiny Shakespeare's input.txt.", required=True)
 flags.DEFINE_string("config", "baby", "Variant of configs/gpt.py to run.")
@@ -175,6 +176,7 @@ def time_to_loss(config, target: float, max_steps: int) -> dict:
 
 def main(argv):
   del argv
+  xla_flags = launcher_xla_flags()   # before JAX starts a backend, as launch.py does
   from absl import logging
   from gen_jax import data
   from gen_jax.engine.outputs import quiet_library_logs
@@ -182,7 +184,7 @@ def main(argv):
 
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
-  print(f"machine: {machine()}")
+  print(f"machine: {machine()}; XLA_FLAGS={xla_flags!r}")
 
   overrides = {"data.manual_dir": os.path.abspath(FLAGS.data_dir),
                "data.data_dir": os.path.join(tempfile.gettempdir(), "gen_jax_benchmark_tfds"),

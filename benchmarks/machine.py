@@ -1,10 +1,12 @@
-"""The machine a benchmark ran on, for the line it prints next to its figures, and the
-timer the benchmarks share."""
+"""The machine a benchmark ran on, for the line it prints next to its figures, the XLA
+options every benchmark applies (launch.py's), and the timer the benchmarks share."""
 from __future__ import annotations
 
 import os
 import platform
 import time
+
+from gen_jax.engine.cpu_flags import apply_cpu_xla_flags
 
 
 def cpu_description() -> str:
@@ -24,3 +26,11 @@ def waited(fn) -> float:
   t0 = time.perf_counter()
   jax.block_until_ready(fn())
   return time.perf_counter() - t0
+
+
+def launcher_xla_flags() -> str:
+  """Applies launch.py's XLA options (gen_jax/engine/cpu_flags.py) and returns XLA_FLAGS,
+  for the line a benchmark prints. Call it before JAX starts a backend (the first
+  computation or device query), as launch.py does: XLA reads the variable once."""
+  apply_cpu_xla_flags()
+  return os.environ.get("XLA_FLAGS", "")

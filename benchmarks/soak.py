@@ -46,7 +46,7 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from machine import cpu_description  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_description, launcher_xla_flags  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_string("config", "configs/vae.py:smoke", "Config (and variant) to train.")
 flags.DEFINE_integer("steps", 1500, "Training steps of each run.")
@@ -193,6 +193,9 @@ def final_state(workdir: str):
 
 def main(argv):
   del argv
+  # launch.py's XLA options, before JAX starts here (the final states are compared in this
+  # process); the launch.py runs it starts apply them themselves.
+  print(f"XLA_FLAGS={launcher_xla_flags()!r}")
   logging.set_verbosity(logging.WARNING)
   import jax
   import numpy as np

@@ -35,7 +35,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from machine import cpu_description, waited  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_description, launcher_xla_flags, waited  # noqa: E402
 
 flags.DEFINE_list("models", ["ddpm", "cifar10"], "Which U-Nets: ddpm, cifar10.")
 flags.DEFINE_integer("rounds", 20, "Alternating rounds per model (each: peak, one update "
@@ -173,8 +173,7 @@ def run(name: str, rounds: int, peak) -> None:
 def main(argv):
   del argv
   if FLAGS.launcher_xla_flags:   # before JAX starts its backend, as launch.py does
-    from gen_jax.engine.cpu_flags import apply_cpu_xla_flags
-    apply_cpu_xla_flags()
+    launcher_xla_flags()
   from absl import logging
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()

@@ -13,12 +13,14 @@ Field and parameter names are GPT-2's (wte, wpe, h_<i>, ln_1, attn/c_attn, attn/
 ln_2, mlp/c_fc, mlp/c_proj, ln_f). The GPT-2 small configuration (vocab 50257, 1024
 context, 12 layers, 12 heads, 768 wide, biases) has 124,439,808 parameters.
 
-Attention goes through `jax.nn.dot_product_attention`, which dispatches to fused kernels
-(cuDNN flash attention) on GPU. That function has no dropout on the attention
+Attention goes through `jax.nn.dot_product_attention`; `attention_impl` is its
+`implementation`: None (the default: JAX's choice, which in jax 0.10 is always its XLA path,
+softmax(q k^T) materialized, on every backend), 'xla', or 'cudnn' (cuDNN's fused flash
+attention: GPU only, bfloat16/float16 inputs). That function has no dropout on the attention
 probabilities, so when training with `dropout` > 0 attention takes the explicit path
 (softmax(q k^T / sqrt(K) + causal mask), dropout, @ v), as nanoGPT and GPT-2 do: `dropout`
 applies to the embeddings, the attention probabilities and each residual branch.
-Evaluation, sampling and dropout-free training keep the fused path.
+Evaluation, sampling and dropout-free training keep `jax.nn.dot_product_attention`.
 
 The MLP's GELU (Hendrycks & Gimpel 2016) is `gelu`: 'exact', x Phi(x) with the normal
 CDF (nanoGPT's `nn.GELU()`), or 'tanh', GPT-2's approximation
@@ -54,6 +56,7 @@ from gen_jax.models.dense import Dense
 _STD = 0.02
 LN_EPSILON = 1e-5
 GELU_FORMS = ("exact", "tanh")
+ATTENTION_IMPLS = (None, "xla", "cudnn")   # jax.nn.dot_product_attention's implementations
 
 
 class KVCache(flax.struct.PyTreeNode):
@@ -84,6 +87,7 @@ class BlockPart(nn.Module):
 
 class CausalSelfAttention(BlockPart):
   n_head: int
+  attention_impl: str | None = None   # jax.nn.dot_product_attention's `implementation`
 
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, *, train: bool, mask=None,
@@ -101,7 +105,8 @@ class CausalSelfAttention(BlockPart):
       y_BxTxHxK = self.attention_with_dropout(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK)
       new_kv = None
     elif kv is None:
-      y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True)
+      y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True,
+                                               implementation=self.attention_impl)
       new_kv = None
     else:
       k_cache, v_cache, index = kv
@@ -150,6 +155,7 @@ class Block(BlockPart):
   """Pre-LayerNorm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
   n_head: int
   gelu: str = "tanh"
+  attention_impl: str | None = None
 
   @nn.compact
   def __call__(self, x_BxTxD, train: bool, mask=None, kv=None):
@@ -157,7 +163,7 @@ class Block(BlockPart):
                                    dtype=jnp.float32)
     common = dict(dropout=self.dropout, use_bias=self.use_bias,
                   residual_std=self.residual_std, dtype=self.dtype)
-    y, new_kv = CausalSelfAttention(self.n_head, name="attn", **common)(
+    y, new_kv = CausalSelfAttention(self.n_head, self.attention_impl, name="attn", **common)(
         ln("ln_1")(x_BxTxD), train=train, mask=mask, kv=kv)
     x_BxTxD = x_BxTxD + y
     x_BxTxD = x_BxTxD + MLP(name="mlp", gelu=self.gelu, **common)(ln("ln_2")(x_BxTxD),
@@ -180,6 +186,8 @@ class GPT(nn.Module):
       many rows (nanoGPT's GPT-2: 64, 50257 -> 50304); logits keep vocab_size columns.
     remat: recompute each block's activations in the backward pass (saves memory).
     dtype: compute dtype of the matmuls.
+    attention_impl: `jax.nn.dot_product_attention`'s implementation for whole sequences
+      without attention dropout: None (JAX's default), 'xla' or 'cudnn' (GPU only).
   """
   vocab_size: int
   block_size: int
@@ -192,6 +200,7 @@ class GPT(nn.Module):
   vocab_multiple: int = 1
   remat: bool = False
   dtype: Any = jnp.float32
+  attention_impl: str | None = None
 
   @property
   def padded_vocab_size(self) -> int:
@@ -205,12 +214,15 @@ class GPT(nn.Module):
       raise ValueError(f"gelu={self.gelu!r}; expected one of {GELU_FORMS}.")
     if self.vocab_multiple < 1:
       raise ValueError(f"vocab_multiple={self.vocab_multiple} must be >= 1.")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}.")
     self.wte = nn.Embed(self.padded_vocab_size, self.n_embd,
                         embedding_init=nn.initializers.normal(_STD))
     self.wpe = nn.Embed(self.block_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))
     self.drop = nn.Dropout(self.dropout)
     block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
-    self.h = [block(self.n_head, self.gelu, dropout=self.dropout, use_bias=self.use_bias,
+    self.h = [block(self.n_head, self.gelu, self.attention_impl, dropout=self.dropout,
+                    use_bias=self.use_bias,
                     residual_std=_STD / math.sqrt(2 * self.n_layer), dtype=self.dtype,
                     name=f"h_{i}") for i in range(self.n_layer)]
     self.ln_f = nn.LayerNorm(epsilon=LN_EPSILON, use_bias=self.use_bias, dtype=jnp.float32)
