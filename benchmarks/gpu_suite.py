@@ -57,7 +57,7 @@ only the repository's tracked and untracked-not-ignored files plus the carried f
      flax, optax and orbax-checkpoint: the report records the versions that ran.
 
 --tiny: every part with tiny models, float32 (XLA:CPU compiles bfloat16 slowly) and a few
-steps, about a minute on a CPU, compiles included (what tests/test_gpu_suite.py runs);
+steps, about a minute on a CPU, compiles included (what tests/benchmarks/test_gpu_suite.py runs);
 shakespeare_char then trains on --tiny_shakespeare's input.txt as `text_files` (any
 text) or, without it, on a generated text.
 The launcher's XLA options (gen_jax/engine/cpu_flags.py) are applied first and printed.

@@ -17,7 +17,7 @@ from benchmarks.gpu_suite import PARTS
 from gen_jax.engine.preemption import StopRequest
 from gen_jax.models.gpt import GPT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from smoke import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
