@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from gen_jax.core.errors import UserError
 from gen_jax.evaluate import pickle_reader
 
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -31,11 +32,11 @@ DEFAULT_WEIGHTS_PATH = os.path.join("~", ".cache", "gen_jax", "inception", FID_W
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gen_jax", "inception")
 
 
-class InceptionWeightsMissing(FileNotFoundError):
+class InceptionWeightsMissing(UserError, FileNotFoundError):
   """The weights file named by the config does not exist."""
 
 
-class InceptionWeightsMismatch(ValueError):
+class InceptionWeightsMismatch(UserError, ValueError):
   """The weights file is not the expected one (sha256 or tensor names/shapes differ)."""
 
 
