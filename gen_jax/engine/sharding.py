@@ -83,7 +83,7 @@ def validate_global_batch(global_batch_size: int, mesh: Mesh, name: str = "train
         f"of {shards}, e.g. --config.{name}={shards * max(1, global_batch_size // shards)}.")
   if global_batch_size % jax.process_count():
     raise ConfigError(f"{name}={global_batch_size} must be divisible by the number of "
-                     f"processes ({jax.process_count()}).")
+                      f"processes ({jax.process_count()}).")
 
 
 def _fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:

@@ -5,7 +5,9 @@ A GPT-2 checkpoint is read from `safetensors` only (raw tensors and a JSON heade
 one runs no code). A pickled checkpoint (`pytorch_model.bin`, `.pt`, `.pth`, `.ckpt`) is
 refused, since unpickling can run arbitrary code; the error says how to convert it. The
 name and shape mapping is gen_jax/models/gpt_hf.py; this module checks a file against the
-config, naming the config field that differs, and places the params on the mesh.
+config, naming the config field that differs. The autoregressive family offers it
+(`AutoregressiveMethod.load_foreign_params` / `export_foreign`); the engine places the params
+on the mesh and writes the export's files.
 """
 from __future__ import annotations
 
@@ -14,15 +16,11 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from etils import epath
 
-from gen_jax.core.state import TrainState
-from gen_jax.engine.experiment import Experiment
-from gen_jax.engine.export import safetensors_numpy
-from gen_jax.engine.outputs import is_main_process
-from gen_jax.methods import autoregressive
+from gen_jax.interop.safetensors_file import safetensors_numpy
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, LN_EPSILON
 
@@ -71,10 +69,6 @@ def read(spec: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
   return gpt_hf.canonical(tensors), hf_config
 
 
-def _model(exp: Experiment) -> GPT:
-  return autoregressive.build_model(exp.config, exp.spec.vocab_size)
-
-
 def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model: GPT,
                config: Any) -> None:
   """Raises ValueError naming each config field whose value the file contradicts.
@@ -107,44 +101,37 @@ def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model
                      + "\nSet these fields to the file's values (e.g. --config.model.n_layer=...).")
 
 
-def load_params(exp: Experiment, spec: str) -> Any:
-  """Our GPT's params from a Hugging Face GPT-2 safetensors file, checked against the
-  config and placed with `exp`'s shardings (for `init_from='hf_gpt2:...'`)."""
+def load_params(spec: str, model: GPT, config: Any, abstract_params: Any) -> Any:
+  """`model`'s params from a Hugging Face GPT-2 safetensors file (`init_from=spec`), checked
+  against the config: host arrays with the structure and dtypes of `abstract_params`.
+
+  Raises:
+    ValueError: the file is pickled, unreadable, or does not fit the config.
+    FileNotFoundError: no file there.
+  """
   tensors, hf_config = read(spec)
-  model = _model(exp)
-  check_fits(spec, gpt_hf.infer_shape(tensors), hf_config, model, exp.config)
+  check_fits(spec, gpt_hf.infer_shape(tensors), hf_config, model, config)
   try:
     params = gpt_hf.from_hf(tensors, n_layer=model.n_layer,
                             padded_vocab_size=model.padded_vocab_size, use_bias=model.use_bias)
   except ValueError as e:
     raise ValueError(f"init_from={spec}: {e} (model.use_bias)") from None
-  abstract = exp.abstract_state.params
-  if jax.tree.structure(params) != jax.tree.structure(abstract):
+  if jax.tree.structure(params) != jax.tree.structure(abstract_params):
     raise ValueError(f"init_from={spec}: the converted tree {jax.tree.structure(params)} is "
-                     f"not the model's {jax.tree.structure(abstract)}.")
-  params = jax.tree.map(lambda p, a: jnp.asarray(p, a.dtype), params, abstract)
-  return jax.device_put(params, exp.state_sharding.params)
+                     f"not the model's {jax.tree.structure(abstract_params)}.")
+  return jax.tree.map(lambda p, a: np.asarray(p, a.dtype), params, abstract_params)
 
 
-def export(exp: Experiment, state: TrainState, step: int,
-           out_dir: str | epath.Path) -> epath.Path:
-  """Writes `state`'s EMA params as a folder `GPT2LMHeadModel.from_pretrained` loads:
-  model.safetensors and Hugging Face's config.json, plus gen_jax_config.json (the run's
-  config). Returns the weights file's path."""
-  st = safetensors_numpy()
-  model = _model(exp)
-  tensors = gpt_hf.to_hf(jax.device_get(state.ema_params), n_layer=model.n_layer,
-                         vocab_size=model.vocab_size)
+def export_files(params: Any, model: GPT, step: int) -> tuple[dict[str, np.ndarray],
+                                                              dict[str, str], dict[str, Any]]:
+  """The files of a folder `GPT2LMHeadModel.from_pretrained` loads, for `params` (host
+  arrays) of checkpoint `step`: (the tensors of `WEIGHTS`, its metadata, Hugging Face's
+  config.json). The run's own config goes beside them as `GEN_JAX_CONFIG`."""
+  tensors = gpt_hf.to_hf(params, n_layer=model.n_layer, vocab_size=model.vocab_size)
   shape = gpt_hf.infer_shape(tensors)
   hf_config = gpt_hf.hf_config(shape, n_head=model.n_head, gelu=model.gelu,
                                dropout=model.dropout, layer_norm_epsilon=LN_EPSILON)
-  out_dir = epath.Path(out_dir)
-  if is_main_process():
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # transformers reads a safetensors file only with metadata format 'pt'.
-    st.save_file(tensors, str(out_dir / WEIGHTS),
-                 metadata={"format": "pt", "step": str(step),
-                           "exported_by": "gen_jax --mode=export (hf_gpt2)"})
-    (out_dir / HF_CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n")
-    (out_dir / GEN_JAX_CONFIG).write_text(exp.config.to_json_best_effort(indent=2) + "\n")
-  return out_dir / WEIGHTS
+  # transformers reads a safetensors file only with metadata format 'pt'.
+  metadata = {"format": "pt", "step": str(step),
+              "exported_by": "gen_jax --mode=export (hf_gpt2)"}
+  return tensors, metadata, hf_config
