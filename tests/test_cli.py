@@ -84,7 +84,7 @@ def test_a_mode_the_method_does_not_offer_is_one_line(tmp_path):
   assert "config.method='vae'" in line and "(its own modes: none)" in line
 
 
-def test_family_modes_and_foreign_formats_are_declared_by_the_method(tmp_path):
+def test_family_modes_and_foreign_formats_are_declared_by_the_method(tmp_path, text_data_dir):
   """The engine asks the method: a DDPM offers inpaint, a VAE nothing; a GPT reads and
   writes 'hf_gpt2', an LSTM neither; the messages say who can."""
   ddpm = build_experiment(load_config("ddpm")).method
@@ -92,11 +92,12 @@ def test_family_modes_and_foreign_formats_are_declared_by_the_method(tmp_path):
   assert build_experiment(load_config("vae")).method.modes() == {}
   with pytest.raises(ConfigError, match="its own modes: none"):
     method_modes.run_method_mode(load_config("vae"), str(tmp_path), "inpaint")
-  gpt = build_experiment(load_config("gpt", "smoke,tokenizer=byte")).method
+  text = {"data.data_dir": text_data_dir}
+  gpt = build_experiment(load_config("gpt", "smoke,tokenizer=byte", **text)).method
   assert gpt.init_from_formats() == ("hf_gpt2",) and gpt.export_formats() == ("hf_gpt2",)
   with pytest.raises(ConfigError, match=r"init_from=hf_gpt2:x holds GPT-2 weights; it needs "
                                         r"method='autoregressive' with model.arch='gpt'"):
-    build_experiment(load_config("lstm", **{"init_from": "hf_gpt2:x"}))
+    build_experiment(load_config("lstm", **text, **{"init_from": "hf_gpt2:x"}))
   with pytest.raises(ConfigError, match=r"export.format='hf_gpt2': 'gen_jax' \(any run\) or "
                                         r"'hf_gpt2' \(method='autoregressive'"):
     build_experiment(load_config("ddpm", **{"export.format": "hf_gpt2"}))
