@@ -203,7 +203,8 @@ def test_family_checker_finds_imports_comparisons_and_names(tmp_path):
       "engine/clean.py": ('"""Docstrings may mention diffusion."""\n'
                           "from gen_jax.methods import build_method\n"
                           "from gen_jax.methods.base import Method\n"
-                          "def f(config):\n  return f'{config.method!r} run' if config.x == 'a' else 0\n"),
+                          "def f(config):\n"
+                          "  return f'{config.method!r} run' if config.x == 'a' else 0\n"),
       "engine/family_import.py": "def f():\n  from gen_jax.methods import diffusion\n",
       "engine/model_import.py": "from gen_jax.models.unet import UNet\n",
       "engine/compares.py": ("def f(config, exp):\n"

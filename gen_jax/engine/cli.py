@@ -154,16 +154,18 @@ def run_mode(mode: str, config: ml_collections.ConfigDict, workdir: str, *,
   """Runs `--mode=<mode>`; returns what to print (None for train, which logs as it goes).
 
   A mode that reads a trained run (sample, eval, export, a method's own mode) uses the
-  config saved in `workdir`, with the command's overrides; `config` counts only when it
-  came from a config file and the run has none saved.
+  config saved in `workdir`, with the command's overrides; `config` (from --config) is
+  used whole only when it came from a config file and the run has none saved, and gives
+  a method's mode the fields of its config group that the saved run lacks.
 
   Raises:
     UserError: what the user can fix (printed as one line by `user_errors`).
   """
-  file_config = None if from_saved_run() else config
+  file_config = config
   if mode in READ_MODES or mode not in method_modes.ENGINE_MODES:
     config = workdir_lib.reading_config(
-        workdir, config_flags.get_override_values(flags.FLAGS["config"]), file_config)
+        workdir, config_flags.get_override_values(flags.FLAGS["config"]),
+        None if from_saved_run() else file_config)
   if mode == "train":
     train.train_and_evaluate(config, workdir, accept_config_changes=accept_config_changes)
     return None

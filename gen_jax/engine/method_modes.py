@@ -88,8 +88,9 @@ def run_method_mode(config: ml_collections.ConfigDict, workdir: str, name: str,
 
   Args:
     config: the run's config (its saved one, with the command's overrides).
-    file_config: the config file's config, if one was given: fields of the mode's config
-      group that the saved run lacks (it predates them) take its values.
+    file_config: the config launch.py built from --config (a config file, or the saved
+      run's through configs/saved_run.py, which fills today's defaults), if any: fields of
+      the mode's config group that the saved run lacks (it predates them) take its values.
 
   Returns:
     (the mode's result, the lines to print).

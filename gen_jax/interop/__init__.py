@@ -13,6 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from gen_jax.core.errors import UserError
+
+
+class ForeignWeightsError(UserError, ValueError):
+  """A foreign file cannot be used: pickled, unreadable, or not fitting the config."""
+
+
+class ForeignWeightsNotFoundError(UserError, FileNotFoundError):
+  """No foreign file where `init_from` points."""
+
 
 @dataclasses.dataclass(frozen=True)
 class ForeignFormat:

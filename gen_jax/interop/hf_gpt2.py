@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from gen_jax.interop import ForeignWeightsError, ForeignWeightsNotFoundError
 from gen_jax.interop.safetensors_file import safetensors_numpy
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, LN_EPSILON
@@ -38,22 +39,23 @@ def weights_path(spec: str) -> epath.Path:
   """The safetensors file of `hf_gpt2:<file or folder>` (a folder: its model.safetensors).
 
   Raises:
-    ValueError: a pickled checkpoint, or a file that is not .safetensors.
-    FileNotFoundError: nothing there.
+    ForeignWeightsError (a ValueError): a pickled checkpoint, or a file that is not
+      .safetensors.
+    ForeignWeightsNotFoundError (a FileNotFoundError): nothing there.
   """
   path = epath.Path(os.path.expanduser(spec.removeprefix(PREFIX)))
   if path.is_dir():
     path = path / WEIGHTS
   if path.suffix in PICKLE_SUFFIXES:
-    raise ValueError(
+    raise ForeignWeightsError(
         f"init_from={spec}: {path.name} is a pickled PyTorch checkpoint, and unpickling "
         "runs arbitrary code, so gen_jax reads GPT-2 weights from safetensors only. "
         f"Convert it once:\n{CONVERT_SNIPPET}\nthen pass init_from=hf_gpt2:<new folder>.")
   if path.suffix != ".safetensors":
-    raise ValueError(f"init_from={spec}: expected a .safetensors file or a folder holding "
-                     f"{WEIGHTS}, got {path.name!r}.")
+    raise ForeignWeightsError(f"init_from={spec}: expected a .safetensors file or a folder "
+                              f"holding {WEIGHTS}, got {path.name!r}.")
   if not path.exists():
-    raise FileNotFoundError(f"init_from={spec}: {path} does not exist.")
+    raise ForeignWeightsNotFoundError(f"init_from={spec}: {path} does not exist.")
   return path
 
 
@@ -63,7 +65,8 @@ def read(spec: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
   try:
     tensors = safetensors_numpy().load_file(str(path))
   except Exception as e:   # safetensors' own error type for a damaged or foreign file
-    raise ValueError(f"init_from={spec}: {path} is not a readable safetensors file: {e}") from e
+    raise ForeignWeightsError(
+        f"init_from={spec}: {path} is not a readable safetensors file: {e}") from e
   config_path = path.parent / HF_CONFIG
   hf_config = json.loads(config_path.read_text()) if config_path.exists() else None
   return gpt_hf.canonical(tensors), hf_config
@@ -71,7 +74,7 @@ def read(spec: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model: GPT,
                config: Any) -> None:
-  """Raises ValueError naming each config field whose value the file contradicts.
+  """Raises ForeignWeightsError naming each config field whose value the file contradicts.
 
   The shapes give the depth, width, vocabulary and context; the heads, the LayerNorm
   epsilon and the GELU come from the config.json beside the file when there is one (a
@@ -97,8 +100,9 @@ def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model
   differ = [f"  {field}: the config has {mine}, the file {theirs}"
             for field, mine, theirs in wanted if mine != theirs]
   if differ:
-    raise ValueError(f"init_from={spec} does not fit the config:\n" + "\n".join(differ)
-                     + "\nSet these fields to the file's values (e.g. --config.model.n_layer=...).")
+    raise ForeignWeightsError(
+        f"init_from={spec} does not fit the config:\n" + "\n".join(differ)
+        + "\nSet these fields to the file's values (e.g. --config.model.n_layer=...).")
 
 
 def load_params(spec: str, model: GPT, config: Any, abstract_params: Any) -> Any:
@@ -106,8 +110,8 @@ def load_params(spec: str, model: GPT, config: Any, abstract_params: Any) -> Any
   against the config: host arrays with the structure and dtypes of `abstract_params`.
 
   Raises:
-    ValueError: the file is pickled, unreadable, or does not fit the config.
-    FileNotFoundError: no file there.
+    ForeignWeightsError (a ValueError): the file is pickled, unreadable, or does not fit.
+    ForeignWeightsNotFoundError (a FileNotFoundError): no file there.
   """
   tensors, hf_config = read(spec)
   check_fits(spec, gpt_hf.infer_shape(tensors), hf_config, model, config)
@@ -115,10 +119,11 @@ def load_params(spec: str, model: GPT, config: Any, abstract_params: Any) -> Any
     params = gpt_hf.from_hf(tensors, n_layer=model.n_layer,
                             padded_vocab_size=model.padded_vocab_size, use_bias=model.use_bias)
   except ValueError as e:
-    raise ValueError(f"init_from={spec}: {e} (model.use_bias)") from None
+    raise ForeignWeightsError(f"init_from={spec}: {e} (model.use_bias)") from None
   if jax.tree.structure(params) != jax.tree.structure(abstract_params):
-    raise ValueError(f"init_from={spec}: the converted tree {jax.tree.structure(params)} is "
-                     f"not the model's {jax.tree.structure(abstract_params)}.")
+    raise ForeignWeightsError(
+        f"init_from={spec}: the converted tree {jax.tree.structure(params)} is not the "
+        f"model's {jax.tree.structure(abstract_params)}.")
   return jax.tree.map(lambda p, a: np.asarray(p, a.dtype), params, abstract_params)
 
 

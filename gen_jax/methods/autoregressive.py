@@ -175,7 +175,8 @@ class AutoregressiveMethod(Method):
       raise ValueError("sample.prompt is empty; give at least one character, e.g. '\\n'.")
     prompt = tuple(int(t) for t in spec.tokenizer.encode(s.prompt))
     return cls(model=build_model(config, spec.vocab_size), tx=make_optimizer(config.train),
-               config=config, seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer], prompt=prompt,
+               config=config, seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer],
+               prompt=prompt,
                top_k=s.top_k if s.top_k < spec.vocab_size else 0,
                sample_cfg=s, ema_decay=config.train.ema_decay,
                ema_warmup=config.train.ema_warmup,

@@ -29,7 +29,7 @@ class ClassifierMethod(Method):
   """A `Classifier` trained with cross-entropy on {"image", "label"} batches."""
 
   can_sample = False    # discriminative: nothing to sample (configs/classifier.py has no sample group)
-  can_classify = True   # its runs are the sample-quality metrics' feature extractor (`classify`)
+  can_classify = True   # its runs are the sample metrics' feature extractor (`classify`)
 
   model: Classifier
   tx: optax.GradientTransformation
