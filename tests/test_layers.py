@@ -1,8 +1,9 @@
-"""The package's layers point one way: core <- models <- methods <- engine (<- launch.py),
-with data and evaluate beside core; and no module imports itself through a cycle.
+"""The package's layers point one way: core <- models <- interop <- methods <- engine
+(<- launch.py), with data and evaluate beside core; no module imports itself through a
+cycle; and the engine names no family.
 
 Every import counts, including those inside functions: a cycle dodged by a function-level
-import is still a cycle. The checker runs on the source (ast), so nothing is imported.
+import is still a cycle. The checkers run on the source (ast), so nothing is imported.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import ast
 import pathlib
 
 import pytest
+
+from gen_jax.methods import METHODS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "gen_jax"
 
@@ -21,8 +24,9 @@ ALLOWED = {
     "data": {"core"},
     "evaluate": {"core"},
     "models": {"core"},
-    "methods": {"core", "data", "evaluate", "models"},
-    "engine": {"configs", "core", "data", "evaluate", "models", "methods"},
+    "interop": {"core", "models"},   # foreign weight layouts, offered by the families
+    "methods": {"core", "data", "evaluate", "interop", "models"},
+    "engine": {"configs", "core", "data", "evaluate", "interop", "methods"},
 }
 
 
@@ -128,3 +132,95 @@ def test_checker_finds_a_cycle_and_an_upward_import(tmp_path):
   assert sorted(sorted(set(c)) for c in cycles(graph)) == [
       ["gen_jax.core.state", "gen_jax.engine.train"],
       ["gen_jax.engine.modes", "gen_jax.engine.train"]]
+
+
+# ------------------------------------------------------------ the engine names no family
+
+FAMILIES = frozenset(METHODS)   # 'autoregressive', 'classifier', 'diffusion', 'gan', 'vae'
+# The engine may import the interface, never a family's module or a model.
+ENGINE_MAY_IMPORT = {"gen_jax.methods", "gen_jax.methods.base"}
+# String literals equal to a family name that mean something else there, with the reason.
+NOT_A_FAMILY = {
+    ("gen_jax.engine.sample_metrics", "classifier"):
+        "eval.feature_extractor='classifier' (vs 'inception'): the features of a trained "
+        "run whose method classifies (`Method.can_classify`), whatever its family",
+}
+
+
+def _is_method_attribute(node: ast.AST) -> bool:
+  return isinstance(node, ast.Attribute) and node.attr == "method"
+
+
+def _string_constants(node: ast.AST) -> list[str]:
+  """The str constants of `node`: itself, or the elements of a tuple/list/set literal."""
+  items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+  return [e.value for e in items if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+
+
+def family_references(root: pathlib.Path, families=FAMILIES,
+                      allowed_literals=None) -> list[str]:
+  """What the engine's modules say about particular families: imports of a family module
+  (`gen_jax.methods.<x>` other than the interface) or of a model, comparisons of a
+  `.method` attribute with a string, and string literals equal to a family name."""
+  allowed_literals = NOT_A_FAMILY if allowed_literals is None else allowed_literals
+  files = {module_name(p, root): p for p in root.rglob("*.py")}
+  found = []
+  for module, path in sorted(files.items()):
+    if layer(module) != "engine":
+      continue
+    for target in sorted(imports_of(path, module, set(files))):
+      if ((layer(target) == "methods" and target not in ENGINE_MAY_IMPORT)
+          or layer(target) == "models"):
+        found.append(f"{module} imports {target}")
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        if any(map(_is_method_attribute, sides)) and any(
+            _string_constants(s) for s in sides if not _is_method_attribute(s)):
+          found.append(f"{module}:{node.lineno} compares .method with a string")
+      if (isinstance(node, ast.Constant) and node.value in families
+          and (module, node.value) not in allowed_literals):
+        found.append(f"{module}:{node.lineno} names the family {node.value!r}")
+  return found
+
+
+def test_the_engine_names_no_family():
+  found = family_references(ROOT)
+  assert not found, ("the engine must stay generic over the methods (declare a hook in "
+                     "gen_jax/methods/base.py instead):\n  " + "\n  ".join(found))
+
+
+def test_family_checker_finds_imports_comparisons_and_names(tmp_path):
+  pkg = tmp_path / "gen_jax"
+  for name, text in {
+      "__init__.py": "",
+      "methods/__init__.py": "",
+      "methods/base.py": "",
+      "methods/diffusion.py": "",
+      "models/__init__.py": "",
+      "models/unet.py": "",
+      "engine/__init__.py": "",
+      "engine/clean.py": ('"""Docstrings may mention diffusion."""\n'
+                          "from gen_jax.methods import build_method\n"
+                          "from gen_jax.methods.base import Method\n"
+                          "def f(config):\n"
+                          "  return f'{config.method!r} run' if config.x == 'a' else 0\n"),
+      "engine/family_import.py": "def f():\n  from gen_jax.methods import diffusion\n",
+      "engine/model_import.py": "from gen_jax.models.unet import UNet\n",
+      "engine/compares.py": ("def f(config, exp):\n"
+                             "  a = config.method != 'gan'\n"
+                             "  return a or exp.config.method in ('x', 'y')\n"),
+      "engine/names.py": "KIND = 'vae'\nOTHER = 'classifier'\n",
+  }.items():
+    (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+    (pkg / name).write_text(text)
+  found = family_references(pkg, families={"diffusion", "gan", "vae", "classifier"},
+                            allowed_literals={("gen_jax.engine.names", "classifier"): "why"})
+  assert found == [
+      "gen_jax.engine.compares:2 compares .method with a string",
+      "gen_jax.engine.compares:2 names the family 'gan'",
+      "gen_jax.engine.compares:3 compares .method with a string",
+      "gen_jax.engine.family_import imports gen_jax.methods.diffusion",
+      "gen_jax.engine.model_import imports gen_jax.models.unet",
+      "gen_jax.engine.names:1 names the family 'vae'",
+  ]

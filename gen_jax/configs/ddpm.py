@@ -115,7 +115,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def inpaint_group() -> ml_collections.ConfigDict:
-  """`--mode=inpaint` (gen_jax/engine/inpaint.py); configs/saved_run.py gives these defaults
+  """`--mode=inpaint` (gen_jax/methods/inpainting_mode.py); configs/saved_run.py gives these defaults
   to diffusion runs saved before the group existed."""
   inpaint = ml_collections.ConfigDict()
   # Pixels to fill: 'center' (a centred box), 'left' / 'right' (half), 'random_pixels',

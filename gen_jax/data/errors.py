@@ -1,8 +1,10 @@
 """The errors the data package raises when a dataset cannot be obtained or used; all are
 `DatasetUnavailableError`s, which launch.py reports in one line."""
 
+from gen_jax.core.errors import UserError
 
-class DatasetUnavailableError(ValueError):
+
+class DatasetUnavailableError(UserError, ValueError):
   """A dataset's raw files or prepared records cannot be found or read.
 
   The message always says what was missing and how to provide it (a

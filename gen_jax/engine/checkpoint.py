@@ -4,8 +4,8 @@ Resume precedence (`restore_or_init`; docs/design.md says the same):
 
   1. a checkpoint in `workdir/checkpoints`  -> full state + data iterator (a rerun resumes)
   2. `config.resume_from` (another run's workdir or checkpoints dir) -> full state + data
-  3. `config.init_from`   (another run's workdir or checkpoints dir, or a Hugging Face
-     GPT-2 file 'hf_gpt2:<path>', gen_jax/engine/hf_gpt2.py) -> params only
+  3. `config.init_from`   (another run's workdir or checkpoints dir, or a foreign file
+     '<format>:<path>' the method reads, e.g. 'hf_gpt2:<path>', gen_jax/interop) -> params only
      (EMA params start equal to them; optimizer and step start fresh: fine-tuning)
   4. scratch
 
@@ -51,13 +51,13 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from gen_jax.core.state import TrainState
-from gen_jax.engine import hf_gpt2
 from gen_jax.engine.checkpoint_checks import (  # the run-facing errors are part of this API
     MANIFEST, WRITE_ERRNOS, CheckpointMismatchError, CheckpointWriteError, DamagedCheckpointError, check_fits,
     check_manifest, ensure_writable, finished_steps, unwritable_workdir_error, write_errno,
     write_manifest)
 from gen_jax.engine.experiment import Experiment
 from gen_jax.engine.outputs import is_main_process
+from gen_jax.interop import init_from_format
 
 STATE, DATA = "state", "data"
 DAMAGED_DIR = "checkpoints_damaged"      # next to checkpoints/: damaged ones, moved aside
@@ -342,8 +342,10 @@ def restore_or_init(exp: Experiment, ckpt: Checkpointer, data_iter: Any) -> Trai
     other.close()
     return state
   state = exp.init_state()
-  if cfg.init_from.startswith(hf_gpt2.PREFIX):   # a Hugging Face GPT-2 file (params only)
-    params = hf_gpt2.load_params(exp, cfg.init_from)
+  if init_from_format(cfg.init_from):   # a foreign file the method reads (params only)
+    params = jax.device_put(exp.method.load_foreign_params(cfg.init_from,
+                                                           exp.abstract_state.params),
+                            exp.state_sharding.params)
     logging.info("Initialized params (and EMA) from %s", cfg.init_from)
   elif cfg.init_from:
     params, step = restore_params(cfg.init_from, exp.abstract_state.params,

@@ -15,21 +15,26 @@ from typing import Any
 import jax
 from etils import epath
 
+from gen_jax.core.errors import UserError
 from gen_jax.engine import workdir as workdir_lib
 
 MANIFEST = "MANIFEST"                    # inside each step directory, once its save has finished
 
 
-class DamagedCheckpointError(RuntimeError):
+class DamagedCheckpointError(UserError, RuntimeError):
   """No checkpoint of a run can be read; the message lists each with its step and why."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
   """A checkpoint does not fit the config's state: the message names the leaf, both
   shapes, the run and the config field that most likely changed."""
 
 
-class CheckpointWriteError(OSError):
+class WorkdirNotWritableError(UserError, PermissionError):
+  """The run directory cannot be written (EACCES, EPERM, EROFS); the message says which."""
+
+
+class CheckpointWriteError(UserError, OSError):
   """A checkpoint could not be written (`errno`: ENOSPC, EACCES, ...); the message names
   the path and what to do. The checkpoints written before stay usable."""
 
@@ -72,7 +77,7 @@ def unwritable_workdir_error(error: OSError, workdir: str | epath.Path) -> OSErr
   """`error` (from creating or writing the run directory) as one clear line."""
   code = error.errno if error.errno in WRITE_ERRNOS else write_errno(error)
   if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-    denied = PermissionError(f"--workdir={workdir} is not writable ({os.strerror(code)}: "
+    denied = WorkdirNotWritableError(f"--workdir={workdir} is not writable ({os.strerror(code)}: "
                              f"{error.filename or workdir}): {WRITE_ERRNOS[code]}.")
     denied.errno = code
     return denied

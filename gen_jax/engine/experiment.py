@@ -15,8 +15,10 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
 from gen_jax import data
-from gen_jax.engine import sharding
+from gen_jax.core.errors import ConfigError
 from gen_jax.core.state import TrainState
+from gen_jax.engine import sharding
+from gen_jax.interop import FORMATS, init_from_format
 from gen_jax.methods import Method, build_method
 
 
@@ -54,39 +56,51 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   t = config.train
   for name in ("batch_size", "num_steps", "log_every", "checkpoint_every"):
     if t[name] <= 0:
-      raise ValueError(f"train.{name}={t[name]} must be positive.")
+      raise ConfigError(f"train.{name}={t[name]} must be positive.")
   K = t.get("steps_per_call", 1)
   if K < 1:
-    raise ValueError(f"train.steps_per_call={K} must be >= 1.")
+    raise ConfigError(f"train.steps_per_call={K} must be >= 1.")
   intervals = {"train.num_steps": t.num_steps, "train.log_every": t.log_every,
                "train.checkpoint_every": t.checkpoint_every,
                "train.sample_every": t.get("sample_every", 0), "eval.every": config.eval.every,
                "eval.sample_metrics_every": config.eval.get("sample_metrics_every", 0)}
   misaligned = {k: v for k, v in intervals.items() if v % K}
   if misaligned:
-    raise ValueError(f"With train.steps_per_call={K}, these must be multiples of {K}: "
-                     f"{misaligned} (0 disables sampling/eval).")
+    raise ConfigError(f"With train.steps_per_call={K}, these must be multiples of {K}: "
+                      f"{misaligned} (0 disables sampling/eval).")
   if not 0.0 <= t.ema_decay < 1.0:
-    raise ValueError(f"train.ema_decay={t.ema_decay} must be in [0, 1).")
+    raise ConfigError(f"train.ema_decay={t.ema_decay} must be in [0, 1).")
   if config.dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"dtype={config.dtype!r}; expected 'float32' or 'bfloat16'.")
+    raise ConfigError(f"dtype={config.dtype!r}; expected 'float32' or 'bfloat16'.")
   if config.resume_from and config.init_from:
-    raise ValueError("Set at most one of resume_from (full state) and init_from (params only).")
-  gpt = config.method == "autoregressive" and config.model.arch == "gpt"
-  if config.init_from.startswith("hf_gpt2:") and not gpt:
-    raise ValueError(f"init_from={config.init_from} holds GPT-2 weights; it needs "
-                     "method='autoregressive' with model.arch='gpt' (configs/gpt.py).")
+    raise ConfigError("Set at most one of resume_from (full state) and init_from (params only).")
   export_format = config.get("export", {}).get("format", "gen_jax")   # older runs: none
-  if export_format not in ("gen_jax", "hf_gpt2") or (export_format == "hf_gpt2" and not gpt):
-    raise ValueError(f"export.format={export_format!r}: 'gen_jax' (any run) or 'hf_gpt2' "
-                     "(a GPT: method='autoregressive', model.arch='gpt').")
+  if export_format != "gen_jax" and export_format not in FORMATS:
+    raise ConfigError(f"export.format={export_format!r}: {_export_choices()}.")
+
+
+def _export_choices() -> str:
+  return " or ".join(["'gen_jax' (any run)"]
+                     + [f"{name!r} ({f.needs})" for name, f in FORMATS.items()])
+
+
+def validate_foreign_formats(config: ml_collections.ConfigDict, method: Method) -> None:
+  """`init_from='<format>:<path>'` and `export.format` against the formats (gen_jax/interop)
+  the run's method declares (`init_from_formats`, `export_formats`)."""
+  if (name := init_from_format(config.init_from)) and name not in method.init_from_formats():
+    raise ConfigError(f"init_from={config.init_from} holds {FORMATS[name].weights} weights; "
+                      f"it needs {FORMATS[name].needs}.")
+  export_format = config.get("export", {}).get("format", "gen_jax")   # older runs: none
+  if export_format != "gen_jax" and export_format not in method.export_formats():
+    raise ConfigError(f"export.format={export_format!r}: {_export_choices()}.")
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Validates the config, builds the mesh and method, derives shapes and shardings.
 
   Raises:
-    ValueError: for an invalid config, e.g. a global batch the mesh cannot split.
+    ConfigError (a ValueError): for an invalid config, e.g. a global batch the mesh cannot
+      split, or a field the method rejects.
     gen_jax.data.DatasetUnavailableError: when the dataset cannot be found or fetched.
   """
   validate_config(config)
@@ -95,11 +109,12 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   sharding.validate_global_batch(config.eval.batch_size, mesh, "eval.batch_size")
   spec = data.describe(config.data)
   method = build_method(config, spec)
+  validate_foreign_formats(config, method)
   if not method.can_sample and (config.train.get("sample_every", 0)
                                 or config.eval.get("sample_metrics", False)
                                 or config.eval.get("sample_metrics_every", 0)):
-    raise ValueError(f"config.method={config.method!r} cannot sample: set train.sample_every=0 "
-                     "and turn the sample-quality metrics off (eval.sample_metrics=False).")
+    raise ConfigError(f"config.method={config.method!r} cannot sample: set train.sample_every=0 "
+                      "and turn the sample-quality metrics off (eval.sample_metrics=False).")
   abstract_state = jax.eval_shape(method.init, jax.random.key(0), spec.example_batch())
   return Experiment(
       config=config, mesh=mesh, method=method, spec=spec,

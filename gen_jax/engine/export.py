@@ -11,8 +11,9 @@
 safetensors stores raw tensors and a JSON header only (no pickled code), so loading an
 export runs nothing but array reads. `gen_jax.load_run(<export dir>)` reads one back.
 
-`--config.export.format=hf_gpt2` writes a GPT in Hugging Face's GPT-2 layout instead, to
-`<workdir>/export/step_<N>_hf_gpt2/` (gen_jax/engine/hf_gpt2.py).
+Another `export.format` (one of the run's `method.export_formats()`, e.g. a GPT's
+'hf_gpt2') writes the files the method lays out (`method.export_foreign`, gen_jax/interop)
+to `<workdir>/export/step_<N>_<format>/` (`export_foreign`).
 """
 from __future__ import annotations
 
@@ -27,18 +28,9 @@ from etils import epath
 from gen_jax.core.state import TrainState
 from gen_jax.engine.experiment import Experiment
 from gen_jax.engine.outputs import is_main_process
+from gen_jax.interop.safetensors_file import safetensors_numpy
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-def safetensors_numpy():
-  """The `safetensors.numpy` module, or an ImportError saying how to install it."""
-  try:
-    import safetensors.numpy   # an optional dependency: pip install -e ".[export]"
-  except ImportError:
-    raise ImportError("--mode=export and loading an export need the safetensors package: "
-                      'pip install -e ".[export]" (or pip install safetensors).') from None
-  return safetensors.numpy
 
 
 def flatten_tree(tree: Any, prefix: str) -> dict[str, np.ndarray]:
@@ -78,6 +70,23 @@ def export_state(exp: Experiment, state: TrainState, step: int,
                            "format": "gen_jax export: EMA params and model state"})
     (out_dir / CONFIG).write_text(exp.config.to_json_best_effort(indent=2) + "\n")
   return out_dir / WEIGHTS
+
+
+def export_foreign(exp: Experiment, state: TrainState, step: int, export_format: str,
+                   out_dir: str | epath.Path) -> epath.Path:
+  """Writes the EMA params of `state` in `export_format` (one of `method.export_formats()`)
+  into `out_dir`: the files of `method.export_foreign` and the run's config. Returns the
+  weights file's path."""
+  st = safetensors_numpy()
+  files = exp.method.export_foreign(export_format, jax.device_get(state.ema_params), step)
+  out_dir = epath.Path(out_dir)
+  if is_main_process():
+    out_dir.mkdir(parents=True, exist_ok=True)
+    st.save_file(files.tensors, str(out_dir / files.weights_file), metadata=files.metadata)
+    for name, content in files.json_files.items():
+      (out_dir / name).write_text(json.dumps(content, indent=2) + "\n")
+    (out_dir / files.config_file).write_text(exp.config.to_json_best_effort(indent=2) + "\n")
+  return out_dir / files.weights_file
 
 
 def is_export(path: str | epath.Path) -> bool:

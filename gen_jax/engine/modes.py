@@ -11,10 +11,10 @@ from absl import logging
 from etils import epath
 
 from gen_jax import data
+from gen_jax.core.errors import ConfigError
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
-from gen_jax.engine import hf_gpt2
 from gen_jax.engine import sample_dump, sample_metrics, sharding
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import workdir as workdir_lib
@@ -41,13 +41,13 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   """
   exp = build_experiment(config)
   if not exp.method.can_sample:
-    raise ValueError(f"config.method={config.method!r} has nothing to sample; use "
-                     "--mode=eval or --mode=train.")
+    raise ConfigError(f"config.method={config.method!r} has nothing to sample; use "
+                      "--mode=eval or --mode=train.")
   s = config.sample
   formats = sample_dump.parse_formats(s.get("format", "grid"))
   if formats != ("grid",) and exp.spec.kind != data.IMAGE:
-    raise ValueError(f"sample.format={s.format!r} writes images; {config.method!r} samples "
-                     "text, which --mode=sample writes as a .txt file (sample.format='grid').")
+    raise ConfigError(f"sample.format={s.format!r} writes images; {config.method!r} samples "
+                      "text, which --mode=sample writes as a .txt file (sample.format='grid').")
   state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
   name = "_".join(p for p in (f"sample_step_{step}", exp.method.sample_tag,
                               "ema" if s.use_ema else "raw", f"seed{s.seed}") if p)
@@ -129,17 +129,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
 def export(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   """Writes the newest (or `eval.step`) checkpoint's EMA params and model state as
   safetensors with the config, into `<workdir>/export/step_<N>/` (gen_jax/engine/export.py);
-  with export.format='hf_gpt2', a GPT as Hugging Face's GPT-2 into
-  `<workdir>/export/step_<N>_hf_gpt2/` (gen_jax/engine/hf_gpt2.py).
+  with another `export.format` (one the run's method offers, e.g. a GPT's 'hf_gpt2'), the
+  method's foreign layout into `<workdir>/export/step_<N>_<format>/`.
   Returns the weights file's path."""
   exp = build_experiment(config)
   state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
-  if config.get("export", {}).get("format", "gen_jax") == "hf_gpt2":   # older runs: none
-    path = hf_gpt2.export(exp, state, step,
-                          epath.Path(workdir) / "export" / f"step_{step}_hf_gpt2")
-  else:
+  export_format = config.get("export", {}).get("format", "gen_jax")   # older runs: none
+  if export_format == "gen_jax":
     path = export_lib.export_state(exp, state, step,
                                    epath.Path(workdir) / "export" / f"step_{step}")
+  else:
+    path = export_lib.export_foreign(
+        exp, state, step, export_format,
+        epath.Path(workdir) / "export" / f"step_{step}_{export_format}")
   logging.info("Exported step %d to %s", step, path)
   return path
 

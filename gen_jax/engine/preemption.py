@@ -9,8 +9,10 @@ import threading
 
 from absl import logging
 
+from gen_jax.core.errors import UserError
 
-class Interrupted(RuntimeError):
+
+class Interrupted(UserError, RuntimeError):
   """Work outside training stopped on SIGTERM/SIGINT after saving what it had finished."""
 
 

@@ -25,12 +25,17 @@ from PIL import Image
 matplotlib.use("Agg")   # files only, no display
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from gen_jax.core.errors import UserError
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.outputs import read_metrics
 
 # Metrics where larger is better; all others (losses, FID, KID, bits/dim, NLL) are minimized.
 HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "elbo", "psnr", "ssim", "confidence",
                     "coverage", "inception_score", "agreement")
+
+
+class NoRunsError(UserError, FileNotFoundError):
+  """The directory given to `--mode=report` holds no run."""
 
 
 @dataclasses.dataclass
@@ -232,12 +237,12 @@ def write_report(directory: str | epath.Path, out_dir: str | epath.Path | None =
   returns the table as plain text.
 
   Raises:
-    FileNotFoundError: no run (no config.json) below `directory`.
+    NoRunsError (a FileNotFoundError): no run (no config.json) below `directory`.
   """
   root = epath.Path(directory)
   paths = find_runs(root)
   if not paths:
-    raise FileNotFoundError(f"No runs (folders with a config.json) in {root}.")
+    raise NoRunsError(f"No runs (folders with a config.json) in {root}.")
   out = epath.Path(out_dir) if out_dir else root
   out.mkdir(parents=True, exist_ok=True)
   runs = [load_run(p, root) for p in paths]

@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 from etils import epath
 from PIL import Image
 
+from gen_jax.core.errors import UserError
 from gen_jax.engine.outputs import is_main_process, to_uint8
 from gen_jax.engine.preemption import StopRequest
 
@@ -41,7 +42,7 @@ FORMATS = ("grid", "npz", "png")
 MERGED = "samples.npz"
 
 
-class SampleDumpMismatchError(ValueError):
+class SampleDumpMismatchError(UserError, ValueError):
   """A sample folder holds shards of another sampling setup."""
 
 

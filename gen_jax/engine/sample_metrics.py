@@ -104,14 +104,15 @@ def load_classifier(workdir: str | epath.Path) -> FeatureExtractor:
         f"  python launch.py --config=configs/classifier.py --workdir={workdir}\n"
         "or turn the metrics off with --config.eval.sample_metrics=False.")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  if config.method != "classifier":
+  exp = build_experiment(config)
+  if not exp.method.can_classify:
     raise ValueError(f"{workdir} holds a {config.method!r} run, not a classifier "
                      "(configs/classifier.py).")
-  exp = build_experiment(config)
   state = ckpt.restore(step, exp.abstract_state, exp.state_sharding)
   ckpt.close()
   params = state.ema_params
-  apply = jax.jit(lambda images: exp.method.apply(params, images), out_shardings=exp.replicated)
+  apply = jax.jit(lambda images: exp.method.classify(params, images),
+                  out_shardings=exp.replicated)
   logging.info("Feature extractor: classifier %s step %d", workdir, step)
   return FeatureExtractor(name=extractor_name(config.data.dataset), workdir=workdir, step=step,
                           image_shape=tuple(exp.spec.image_shape), apply=apply, exp=exp)

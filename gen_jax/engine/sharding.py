@@ -24,6 +24,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gen_jax.core.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both
 
@@ -32,21 +34,21 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
   """Builds the (data, fsdp) mesh; `-1` on one axis means "all remaining devices".
 
   Raises:
-    ValueError: when the axis sizes do not multiply to the number of devices.
+    ConfigError (a ValueError): when the axis sizes do not multiply to the number of devices.
   """
   devices = jax.devices() if devices is None else devices
   n = len(devices)
   sizes = {"data": int(mesh_cfg.data), "fsdp": int(mesh_cfg.fsdp)}
   unknown = [k for k, v in sizes.items() if v == -1]
   if len(unknown) > 1:
-    raise ValueError(f"mesh: at most one axis may be -1, got {sizes}.")
+    raise ConfigError(f"mesh: at most one axis may be -1, got {sizes}.")
   known = int(np.prod([v for v in sizes.values() if v != -1]))
   if unknown:
     if known <= 0 or n % known:
-      raise ValueError(f"mesh {sizes}: {n} devices are not divisible by {known}.")
+      raise ConfigError(f"mesh {sizes}: {n} devices are not divisible by {known}.")
     sizes[unknown[0]] = n // known
   if sizes["data"] * sizes["fsdp"] != n:
-    raise ValueError(
+    raise ConfigError(
         f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} needs "
         f"{sizes['data'] * sizes['fsdp']} devices, but {n} are available. "
         "Set --config.mesh.data=-1 to use all of them on the data axis.")
@@ -75,13 +77,13 @@ def validate_global_batch(global_batch_size: int, mesh: Mesh, name: str = "train
   """Clear error, before any compile, when the batch cannot be split evenly."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if global_batch_size % shards:
-    raise ValueError(
+    raise ConfigError(
         f"{name}={global_batch_size} is the global batch and must be divisible by the "
         f"number of batch shards (mesh data x fsdp = {shards} devices). Use a multiple "
         f"of {shards}, e.g. --config.{name}={shards * max(1, global_batch_size // shards)}.")
   if global_batch_size % jax.process_count():
-    raise ValueError(f"{name}={global_batch_size} must be divisible by the number of "
-                     f"processes ({jax.process_count()}).")
+    raise ConfigError(f"{name}={global_batch_size} must be divisible by the number of "
+                      f"processes ({jax.process_count()}).")
 
 
 def _fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
@@ -109,7 +111,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
   """Shardings for a pytree of ShapeDtypeStructs (from `jax.eval_shape(init)`).
 
   Raises:
-    ValueError: when `mesh.fsdp > 1` divides no dimension of any matrix (FSDP would
+    ConfigError (a ValueError): when `mesh.fsdp > 1` divides no dimension of any matrix (FSDP would
       silently replicate everything). Matrices it cannot split are logged as a warning.
   """
   fsdp = mesh.shape["fsdp"]
@@ -120,7 +122,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
     matrices = [(jax.tree_util.keystr(path), tuple(x.shape)) for path, x in named if x.ndim >= 2]
     unsplit = [f"{name} {shape}" for name, shape in matrices if _fsdp_spec(shape, fsdp) == P()]
     if matrices and len(unsplit) == len(matrices):
-      raise ValueError(
+      raise ConfigError(
           f"mesh.fsdp={fsdp} divides no dimension of any parameter, so nothing would be "
           f"sharded (e.g. {unsplit[0]}). Choose an fsdp size that divides the model's "
           "widths, or --config.mesh.fsdp=1.")

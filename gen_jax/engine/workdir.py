@@ -40,6 +40,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
+from gen_jax.core.errors import UserError
 from gen_jax.engine import lease
 from gen_jax.engine.outputs import is_main_process
 
@@ -57,8 +58,12 @@ RESUMABLE = LAYOUT + ("train.num_steps", "train.log_every", "train.checkpoint_ev
 READ_MODE_FIELDS = LAYOUT + ("eval.*", "sample.*", "data.eval_split", "export.*", "inpaint.*")
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(UserError, ValueError):
   """A config differs from the one a workdir was trained with in a field that defines the run."""
+
+
+class WorkdirIsAFileError(UserError, NotADirectoryError):
+  """`--workdir` names a file."""
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -143,7 +148,7 @@ def claim(config: ml_collections.ConfigDict, workdir: str | epath.Path, start_st
   workdir = epath.Path(workdir)
   saved = load_saved_config(workdir)
   if workdir.exists() and not workdir.is_dir():
-    raise NotADirectoryError(f"--workdir={workdir} is a file, not a directory: choose another "
+    raise WorkdirIsAFileError(f"--workdir={workdir} is a file, not a directory: choose another "
                              "--workdir.")
   changes = config_changes(saved, config) if saved is not None else []
   # A field on one side only comes from another gen_jax version (a new option with its

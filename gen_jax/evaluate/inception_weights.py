@@ -20,6 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
+from gen_jax.core.errors import UserError
 from gen_jax.evaluate import pickle_reader
 
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -34,11 +35,11 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "gen_jax", "inception")
 SOURCE_KEY = "__source_sha256__"   # the cache entry holding the digest of its source file
 
 
-class InceptionWeightsMissing(FileNotFoundError):
+class InceptionWeightsMissing(UserError, FileNotFoundError):
   """The weights file named by the config does not exist."""
 
 
-class InceptionWeightsMismatch(ValueError):
+class InceptionWeightsMismatch(UserError, ValueError):
   """The weights file is not the expected one (sha256 or tensor names/shapes differ)."""
 
 

@@ -5,6 +5,7 @@ import importlib
 
 import ml_collections
 
+from gen_jax.core.errors import ConfigError, UserError
 from gen_jax.methods.base import Method
 
 # config.method -> "module:class"; each class has `from_config(config, spec)`,
@@ -19,9 +20,21 @@ METHODS = {
 
 
 def build_method(config: ml_collections.ConfigDict, spec) -> Method:
-  """Returns the method named by `config.method`, built for data described by `spec`."""
+  """Returns the method named by `config.method`, built for data described by `spec`.
+
+  Raises:
+    ConfigError: an unknown `config.method`, or a field the family's `from_config` rejects
+      (a family raises ValueError for those; they are the config's fault, so they reach the
+      user as one line).
+  """
   if config.method not in METHODS:
-    raise ValueError(f"config.method={config.method!r} is not a known method; "
-                     f"expected one of {sorted(METHODS)}.")
+    raise ConfigError(f"config.method={config.method!r} is not a known method; "
+                      f"expected one of {sorted(METHODS)}.")
   module, cls = METHODS[config.method].split(":")
-  return getattr(importlib.import_module(module), cls).from_config(config, spec)
+  family = getattr(importlib.import_module(module), cls)
+  try:
+    return family.from_config(config, spec)
+  except ValueError as e:
+    if isinstance(e, UserError):
+      raise
+    raise ConfigError(str(e)) from e

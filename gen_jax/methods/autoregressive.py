@@ -26,7 +26,8 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
-from gen_jax.methods.base import Method, Samples, grad_accum_steps
+from gen_jax.interop import hf_gpt2
+from gen_jax.methods.base import ForeignExport, Method, Params, Samples, grad_accum_steps
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
 
@@ -154,6 +155,7 @@ class AutoregressiveMethod(Method):
 
   model: Any
   tx: optax.GradientTransformation
+  config: ml_collections.ConfigDict   # for the foreign-weight checks, which name its fields
   seq_len: int
   unit: str                     # what one token is: 'char', 'byte' or 'token' (bits per unit)
   prompt: tuple[int, ...]       # sample.prompt, tokenized
@@ -173,7 +175,8 @@ class AutoregressiveMethod(Method):
       raise ValueError("sample.prompt is empty; give at least one character, e.g. '\\n'.")
     prompt = tuple(int(t) for t in spec.tokenizer.encode(s.prompt))
     return cls(model=build_model(config, spec.vocab_size), tx=make_optimizer(config.train),
-               seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer], prompt=prompt,
+               config=config, seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer],
+               prompt=prompt,
                top_k=s.top_k if s.top_k < spec.vocab_size else 0,
                sample_cfg=s, ema_decay=config.train.ema_decay,
                ema_warmup=config.train.ema_warmup,
@@ -237,3 +240,29 @@ class AutoregressiveMethod(Method):
                                    jnp.asarray(self.prompt, jnp.int32), rng, num,
                                    s.max_new_tokens, temperature=s.temperature, top_k=self.top_k,
                                    top_p=s.top_p))
+
+  # ------------------------------------------------ foreign weights (gen_jax/interop)
+
+  def init_from_formats(self) -> tuple[str, ...]:
+    """A GPT starts from Hugging Face GPT-2 weights (`init_from='hf_gpt2:<path>'`)."""
+    return ("hf_gpt2",) if isinstance(self.model, GPT) else ()
+
+  def export_formats(self) -> tuple[str, ...]:
+    """A GPT exports as Hugging Face GPT-2 (`export.format='hf_gpt2'`)."""
+    return self.init_from_formats()
+
+  def load_foreign_params(self, init_from: str, abstract_params: Params) -> Params:
+    """The GPT's params from `init_from='hf_gpt2:<file or folder>'`
+    (`gen_jax.interop.hf_gpt2.load_params`)."""
+    if not self.init_from_formats():
+      return super().load_foreign_params(init_from, abstract_params)
+    return hf_gpt2.load_params(init_from, self.model, self.config, abstract_params)
+
+  def export_foreign(self, export_format: str, params: Params, step: int) -> ForeignExport:
+    """A folder `GPT2LMHeadModel.from_pretrained` loads (`gen_jax.interop.hf_gpt2`)."""
+    if export_format not in self.export_formats():
+      return super().export_foreign(export_format, params, step)
+    tensors, metadata, hf_config = hf_gpt2.export_files(params, self.model, step)
+    return ForeignExport(weights_file=hf_gpt2.WEIGHTS, tensors=tensors, metadata=metadata,
+                         json_files={hf_gpt2.HF_CONFIG: hf_config},
+                         config_file=hf_gpt2.GEN_JAX_CONFIG)

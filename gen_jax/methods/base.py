@@ -11,7 +11,7 @@ never asks a method what it can do.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ from gen_jax.core.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+Params = Any   # a pytree of arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +143,83 @@ def _unflatten_samples(_, children) -> Samples:
 jax.tree_util.register_pytree_with_keys(Samples, _flatten_samples, _unflatten_samples)
 
 
+# ------------------------------------------- what a family offers beyond the four functions
+
+
+class ModeContext(Protocol):
+  """What the engine hands a family's own mode (`Method.modes`): the trained run and the
+  services that touch devices and files, which a method does not.
+
+  Attributes:
+    config: the run's config (its saved config with the command's overrides).
+    workdir: the run directory (for messages; outputs go through `write_*`).
+  """
+  config: Any
+  workdir: str
+
+  def restore(self) -> tuple[Any, int]:
+    """(TrainState, step) of the run's newest (or `eval.step`) checkpoint, on the mesh."""
+
+  def eval_images(self, num: int) -> Batch:
+    """The first `num` examples of the eval split, in order, as a global batch."""
+
+  def jit(self, fn: Callable) -> Callable:
+    """`fn` compiled for the mesh, its outputs replicated (readable on every process)."""
+
+  def read_grayscale_image(self, path: str) -> np.ndarray:
+    """The image file at `path` as uint8 [H, W] (grayscale).
+
+    Raises:
+      OSError, ValueError: no such file, or not an image.
+    """
+
+  def write_image_grid(self, name: str, images: np.ndarray, ncols: int) -> str:
+    """Writes images [N, H, W, C] in [-1, 1] as one grid, `ncols` per row, to
+    `<workdir>/<mode>/<name>.png`; returns the path."""
+
+  def write_json(self, name: str, content: Mapping[str, Any]) -> str:
+    """Writes `<workdir>/<mode>/<name>.json`; returns the path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodMode:
+  """A `--mode=<name>` of one family (e.g. a DDPM's `inpaint`), offered by `Method.modes`.
+
+  The engine builds the experiment, checks that the run's method offers the mode, and
+  calls `run(context, group)`; `launch.py` prints `report(result)`.
+
+  Attributes:
+    help: one line for `--help` and for the error listing a run's modes.
+    config_group: the config group the mode reads (e.g. 'inpaint'), passed as `group`;
+      fields the config file has and a saved run lacks get the file's values.
+    run: (ModeContext, the config group) -> a JSON-serializable result.
+    report: result -> the lines to print.
+  """
+  help: str
+  config_group: str
+  run: Callable[[ModeContext, Any], dict[str, Any]]
+  report: Callable[[dict[str, Any]], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignExport:
+  """The files of an `export.format` other than 'gen_jax' (`Method.export_foreign`), which
+  the engine writes into `<workdir>/export/step_<N>_<format>/` (on one process).
+
+  Attributes:
+    weights_file: the safetensors file's name, e.g. 'model.safetensors'.
+    tensors: name -> host array, in the foreign layout.
+    metadata: the safetensors header's string metadata.
+    json_files: further files beside it, name -> JSON content (e.g. a `config.json`).
+    config_file: the name under which the engine adds the run's own config.
+  """
+  weights_file: str
+  tensors: dict[str, np.ndarray]
+  metadata: dict[str, str]
+  json_files: dict[str, Any]
+  config_file: str = "gen_jax_config.json"
+
+
 class Method:
   """Base class of the families (`gen_jax/methods/*.py`)."""
 
@@ -213,6 +291,47 @@ class Method:
   def dataset_evaluation(self) -> DatasetEvaluation | None:
     """The family's own evaluation over the eval split in `--mode=eval`, if it has one."""
     return None
+
+  # ------------------------------------------ family modes and foreign weights
+
+  def modes(self) -> dict[str, MethodMode]:
+    """`--mode=<name>`s of this family beyond train, sample, eval, export, summary and
+    compile, e.g. a DDPM's {'inpaint': ...}. Default: none."""
+    return {}
+
+  def init_from_formats(self) -> tuple[str, ...]:
+    """The foreign formats (`gen_jax.interop.FORMATS`) this method's params can start from,
+    `init_from='<format>:<path>'` (read by `load_foreign_params`). Default: none."""
+    return ()
+
+  def export_formats(self) -> tuple[str, ...]:
+    """The `export.format`s besides 'gen_jax' (`gen_jax.interop.FORMATS`) this method
+    writes (`export_foreign`). Default: none."""
+    return ()
+
+  def load_foreign_params(self, init_from: str, abstract_params: Params) -> Params:
+    """The params in `init_from='<format>:<path>'` (a format of `init_from_formats`),
+    checked against the config: host arrays with the structure, shapes and dtypes of
+    `abstract_params`; the engine places them on the mesh.
+
+    Raises:
+      ValueError, FileNotFoundError: the file is unsafe, unreadable or does not fit.
+    """
+    raise NotImplementedError(f"{type(self).__name__} reads no foreign weights "
+                              f"(init_from={init_from}).")
+
+  def export_foreign(self, export_format: str, params: Params, step: int) -> ForeignExport:
+    """The files of `export.format=<export_format>` (one of `export_formats`) holding
+    `params` (host arrays; the engine passes the EMA params) of checkpoint `step`."""
+    raise NotImplementedError(f"{type(self).__name__} has no export.format={export_format!r}.")
+
+  # Optional: True for a family whose `classify` gives class logits and features: its runs
+  # can be the sample-quality metrics' feature extractor (`eval.classifier_workdir`).
+  can_classify: bool = False
+
+  def classify(self, params: Params, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(logits [B, K], features [B, D]) of images [B, H, W, C] in [-1, 1]."""
+    raise NotImplementedError(f"{type(self).__name__} does not classify (can_classify=False).")
 
   def without_grad_accumulation(self) -> "Method":
     """The same method taking each batch whole: the engine counts FLOPs per update on it

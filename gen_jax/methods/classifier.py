@@ -29,6 +29,7 @@ class ClassifierMethod(Method):
   """A `Classifier` trained with cross-entropy on {"image", "label"} batches."""
 
   can_sample = False    # discriminative: nothing to sample (configs/classifier.py has no sample group)
+  can_classify = True   # its runs are the sample metrics' feature extractor (`classify`)
 
   model: Classifier
   tx: optax.GradientTransformation
@@ -54,6 +55,8 @@ class ClassifierMethod(Method):
   def apply(self, params, images_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(logits [B, K], features [B, D]) of images in [-1, 1]."""
     return self.model.apply({"params": params}, images_BxHxWxC)
+
+  classify = apply
 
   def train_step(self, state: TrainState, batch, rng):
     def loss_fn(params):

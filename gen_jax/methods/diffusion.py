@@ -29,8 +29,8 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
-from gen_jax.methods import diffusion_likelihood
-from gen_jax.methods.base import (DatasetEvaluation, Method, Samples, class_rows,
+from gen_jax.methods import diffusion_likelihood, inpainting, inpainting_mode
+from gen_jax.methods.base import (DatasetEvaluation, Method, MethodMode, Samples, class_rows,
                                   grad_accum_steps, image_shape_of)
 from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, TARGETS, Schedule,
                                                output_channels, q_sample,
@@ -257,11 +257,48 @@ class DiffusionMethod(Method):
     cfg = self.eval_cfg
     if not cfg.get("bpd_num_images", 0):
       return None
-    batch_fn = lambda state, batch, rng: diffusion_likelihood.method_bits_per_dim(
-        self, state.ema_params, batch["image"], rng, timestep_batch=cfg.bpd_timestep_batch)
+    batch_fn = lambda state, batch, rng: self.bits_per_dim(
+        state.ema_params, batch["image"], rng, timestep_batch=cfg.bpd_timestep_batch)
     return DatasetEvaluation(name="bits/dim", num_examples=cfg.bpd_num_images,
                              batch_size=cfg.bpd_batch_size, batch_fn=batch_fn,
                              summarize=diffusion_likelihood.summarize_bits_per_dim)
+
+  def bits_per_dim(self, params, x0: jax.Array, rng: jax.Array, *,
+                   timestep_batch: int = 10) -> dict[str, jax.Array]:
+    """`diffusion_likelihood.bits_per_dim` of images x0 [B, H, W, C] with this U-Net in eval
+    mode (no dropout), its target, its reverse variance (learned, or `sample.variance`) and
+    `sample.clip_x0`, so the bound is for the model the DDPM sampler draws from. Pass
+    `state.ema_params` (the default for evaluation) or `state.params`."""
+    apply_fn = lambda p, x, t: self.model.apply({"params": p}, x, t, train=False)
+    return diffusion_likelihood.bits_per_dim(
+        apply_fn, params, self.schedule, x0, rng, target=self.target, variance=self.variance,
+        clip_x0=self.sample_cfg.clip_x0, timestep_batch=timestep_batch)
+
+  def inpaint(self, params, x0: jax.Array, known: jax.Array, rng: jax.Array, *,
+              sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
+              steps: int = 0) -> jax.Array:
+    """Fills the unknown pixels of x0 [B, H, W, C] (`known` [B, H, W, 1] True where kept)
+    with this U-Net (eval mode), target, reverse variance and `sample.clip_x0`
+    (`inpainting.repair`: replacement or RePaint, over all T steps or `steps`).
+
+    Returns:
+      [B, H, W, C] repaired images clipped to [-1, 1] (the known pixels are x0's).
+    """
+    denoise = lambda x, t: self.model.apply({"params": params}, x, t, train=False)
+    return inpainting.repair(denoise, self.schedule, x0, known, rng, target=self.target,
+                             variance=self.variance, clip_x0=self.sample_cfg.clip_x0,
+                             sampler=sampler, jump_length=jump_length,
+                             jump_n_sample=jump_n_sample, steps=steps)
+
+  def modes(self) -> dict[str, MethodMode]:
+    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group)."""
+    run = lambda ctx, cfg: inpainting_mode.run_inpaint_mode(
+        ctx, cfg, repair_fn=self.inpaint, num_timesteps=self.schedule.num_timesteps,
+        image_shape=self.image_shape, use_ema=self.sample_cfg.use_ema)
+    return {"inpaint": MethodMode(
+        help="repair masked eval images (config.inpaint: RePaint or replacement); grids and "
+             "PSNR/SSIM of the filled pixels in <workdir>/inpaint/",
+        config_group="inpaint", run=run, report=inpainting_mode.format_report)}
 
   @property
   def sample_tag(self) -> str:

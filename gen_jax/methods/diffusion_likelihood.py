@@ -172,19 +172,6 @@ def bits_per_dim(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, rng:
   }
 
 
-def method_bits_per_dim(method, params, x0: jax.Array, rng: jax.Array, *,
-                        timestep_batch: int = 10) -> dict[str, jax.Array]:
-  """`bits_per_dim` for a `DiffusionMethod`: its U-Net in eval mode (no dropout), its
-  target, its reverse variance (learned, or `config.sample.variance`) and
-  `config.sample.clip_x0`, so the bound is for the model its DDPM sampler draws from. Pass `state.ema_params` (the default for evaluation) or
-  `state.params`; e.g. `jax.jit(functools.partial(method_bits_per_dim, method))`.
-  """
-  apply_fn = lambda p, x, t: method.model.apply({"params": p}, x, t, train=False)
-  return bits_per_dim(apply_fn, params, method.schedule, x0, rng, target=method.target,
-                      variance=method.variance, clip_x0=method.sample_cfg.clip_x0,
-                      timestep_batch=timestep_batch)
-
-
 def summarize_bits_per_dim(batches: list[dict[str, np.ndarray]]) -> tuple[dict[str, float], dict]:
   """Combines the `bits_per_dim` outputs of equal-sized batches (on the host).
 

@@ -17,7 +17,7 @@ steps, `jump_n_sample - 1` times. jump_n_sample = 1 is the replacement method.
 
 A mask is True where a pixel is known (kept) and False where it is to be filled, as
 RePaint's `gt_keep_mask`. Timesteps are 0-based: index t in [0, T) is the paper's t+1;
-level -1 is x_0.
+level -1 is x_0. `--mode=inpaint` is in gen_jax/methods/inpainting_mode.py.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_jax.core.errors import ConfigError
 from gen_jax.methods.diffusion_process import (Schedule, make_schedule, predict_x0_eps,
                                                split_output)
 from gen_jax.methods.diffusion_sampling import DenoiseFn, ddim_timesteps, ddpm_step
@@ -37,7 +38,7 @@ MASKS = ("center", "left", "right", "random_pixels", "strokes")
 SAMPLERS = ("replacement", "repaint")
 
 
-class InpaintConfigError(ValueError):
+class InpaintConfigError(ConfigError):
   """A bad `config.inpaint`: an unknown sampler or mask, or a mask that cannot be used."""
 
 
@@ -268,29 +269,28 @@ def inpaint(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, x0: jax.Array,
   return x
 
 
-def method_inpaint(method, params, x0: jax.Array, known: jax.Array, rng: jax.Array, *,
-                   sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
-                   steps: int = 0) -> jax.Array:
-  """`inpaint` with a `DiffusionMethod`'s U-Net (eval mode), target, reverse variance
-  (learned, or `sample.variance`) and `sample.clip_x0`; e.g. under
-  `jax.jit(functools.partial(method_inpaint, method, sampler=...))`.
+def repair(denoise: DenoiseFn, sched: Schedule, x0: jax.Array, known: jax.Array,
+           rng: jax.Array, *, target: str, variance: str, clip_x0: bool,
+           sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
+           steps: int = 0) -> jax.Array:
+  """`inpaint` with a T-step model run over all T steps or, with `steps` < T, on a strided
+  schedule (`respaced`); `DiffusionMethod.inpaint` calls it with its U-Net.
 
   Args:
-    params: `state.ema_params` (the default for sampling) or `state.params`.
+    denoise, sched, target, variance, clip_x0: the model, as for `ddpm_step`.
     x0, known, rng: as for `inpaint`.
     sampler, jump_length, jump_n_sample: `chain_times`.
-    steps: reverse steps, 0 = all T; fewer runs the chain on a strided schedule (`respaced`).
+    steps: reverse steps, 0 = all T.
 
   Returns:
     [B, H, W, C] repaired images clipped to [-1, 1] (the known pixels are x0's).
   """
-  T = method.schedule.num_timesteps
+  T = sched.num_timesteps
   validate_options(sampler, jump_length, jump_n_sample, steps, T)
-  denoise = lambda x, t: method.model.apply({"params": params}, x, t, train=False)
-  sched, target, S = method.schedule, method.target, steps or T
+  S = steps or T
   if S != T:
-    denoise, sched = respaced(denoise, sched, S, target, method.variance)
+    denoise, sched = respaced(denoise, sched, S, target, variance)
     target = "x0"
   out = inpaint(denoise, sched, rng, x0, known, chain_times(sampler, S, jump_length, jump_n_sample),
-                target=target, variance=method.variance, clip_x0=method.sample_cfg.clip_x0)
+                target=target, variance=variance, clip_x0=clip_x0)
   return jnp.clip(out, -1.0, 1.0)

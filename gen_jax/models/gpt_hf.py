@@ -1,7 +1,7 @@
 """Our GPT's parameters <-> the Hugging Face GPT-2 layout (`GPT2LMHeadModel`'s state dict).
 
-Pure name and shape mapping on numpy arrays; reading and writing files is the engine's
-(gen_jax/engine/hf_gpt2.py). The two models compute the same function (GPT-2's
+Pure name and shape mapping on numpy arrays; files are read and checked in
+gen_jax/interop/hf_gpt2.py. The two models compute the same function (GPT-2's
 architecture, Radford et al. 2019, §2.3), and their tensors correspond one to one:
 
   transformer.wte.weight              [V, D]   wte/embedding   (lm_head.weight is tied to it)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from gen_jax.engine import hf_gpt2, modes, train
+from gen_jax.engine import modes, train
+from gen_jax.interop import hf_gpt2
 from gen_jax.methods import autoregressive as ar
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, MLP, CausalSelfAttention

@@ -217,13 +217,13 @@ def test_method_bits_per_dim_runs_the_unet_in_eval_mode_with_the_method_variance
   params = jax.eval_shape(method.init, jax.random.key(0), None).params
   x0, rng = jax.ShapeDtypeStruct(SHAPE, jnp.float32), jax.random.key(1)
   # Traced with the real U-Net (nothing is compiled): the returned dict's shapes.
-  out = jax.eval_shape(functools.partial(dl.method_bits_per_dim, method), params, x0, rng)
+  out = jax.eval_shape(method.bits_per_dim, params, x0, rng)
   assert out["terms_bpd"].shape == (T,) and out["bpd_per_image"].shape == (SHAPE[0],)
   assert out["bpd"].shape == () and out["bpd"].dtype == jnp.float32
 
   seen = {}
   monkeypatch.setattr(dl, "bits_per_dim", lambda *args, **kw: seen.update(args=args, kw=kw))
-  dl.method_bits_per_dim(method, params, x0, rng, timestep_batch=3)
+  method.bits_per_dim(params, x0, rng, timestep_batch=3)
   assert seen["kw"] == dict(target="v", variance="beta_tilde", clip_x0=False, timestep_batch=3)
   # train=False: the U-Net applies without a dropout rng (train=True would need one).
   y = jax.eval_shape(seen["args"][0], params, x0, jax.ShapeDtypeStruct((SHAPE[0],), jnp.int32))

@@ -1,4 +1,4 @@
-"""Inpainting with a trained DDPM (gen_jax/methods/inpainting.py, gen_jax/engine/inpaint.py):
+"""Inpainting with a trained DDPM (gen_jax/methods/inpainting.py, inpainting_mode.py):
 RePaint's schedule against the authors' code, the chain's exactness on the known pixels
 and on a closed-form model, one compiled loop, masks and their errors, and the masked
 PSNR/SSIM in closed form; one end-to-end `--mode=inpaint` on an untrained smoke DDPM.
@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from gen_jax.engine import checkpoint as ckpt_lib
-from gen_jax.engine import inpaint as inpaint_mode
+from gen_jax.engine import method_modes
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.evaluate.masked_metrics import masked_psnr, masked_ssim
-from gen_jax.methods import inpainting
+from gen_jax.methods import inpainting, inpainting_mode
 from gen_jax.methods.diffusion_process import linear_betas, make_schedule
 from gen_jax.methods.inpainting import InpaintConfigError
 from smoke import load_config
@@ -103,8 +103,8 @@ def test_replacement_keeps_known_pixels_and_returns_an_all_known_input(data_dir)
   method, state = smoke_method(data_dir, "learned_range")
   assert method.variance == "learned_range"
   x0 = jnp.linspace(-1.0, 1.0, 2 * 28 * 28).reshape(2, 28, 28, 1)
-  run = jax.jit(lambda known: inpainting.method_inpaint(
-      method, state.params, x0, known, jax.random.key(3), sampler="replacement"))
+  run = jax.jit(lambda known: method.inpaint(
+      state.params, x0, known, jax.random.key(3), sampler="replacement"))
   known = inpainting.make_masks("center", 2, 28, 28, fraction=0.25)
   out = np.asarray(run(known))
   kb = np.broadcast_to(known, out.shape)
@@ -118,8 +118,8 @@ def test_repaint_chain_is_one_compiled_loop(data_dir):
   method, state = smoke_method(data_dir, "learned_range")
   x0 = jnp.zeros((2, 28, 28, 1))
   known = inpainting.make_masks("left", 2, 28, 28)
-  jaxpr = jax.make_jaxpr(lambda p: inpainting.method_inpaint(
-      method, p, x0, known, jax.random.key(0), sampler="repaint", jump_length=3,
+  jaxpr = jax.make_jaxpr(lambda p: method.inpaint(
+      p, x0, known, jax.random.key(0), sampler="repaint", jump_length=3,
       jump_n_sample=2))(state.params)
   loops = [e for e in jaxpr.jaxpr.eqns if e.primitive.name in ("scan", "while")]
   T = method.schedule.num_timesteps
@@ -150,6 +150,10 @@ def test_masks():
   assert (filled >= 0.2).all() and (filled < 0.5).all()
 
 
+def masks_from_config(cfg, height, width):
+  return inpainting_mode.masks_from_config(cfg, height, width, method_modes.read_grayscale_image)
+
+
 def config_group(**fields):
   import ml_collections
   return ml_collections.ConfigDict({**INPAINT_DEFAULTS, "num_images": 2, **fields})
@@ -157,9 +161,9 @@ def config_group(**fields):
 
 def test_bad_masks_are_clear_errors(tmp_path):
   with pytest.raises(InpaintConfigError, match="expected one of"):
-    inpaint_mode.masks_from_config(config_group(mask="circle"), 28, 28)
+    masks_from_config(config_group(mask="circle"), 28, 28)
   with pytest.raises(InpaintConfigError, match="fraction"):
-    inpaint_mode.masks_from_config(config_group(mask="random_pixels", fraction=1.0), 28, 28)
+    masks_from_config(config_group(mask="random_pixels", fraction=1.0), 28, 28)
   with pytest.raises(InpaintConfigError, match="no pixel to fill"):
     inpainting.validate_masks(np.ones((2, 28, 28, 1), bool), 2, 28, 28)
   with pytest.raises(InpaintConfigError, match="no known pixel"):
@@ -169,21 +173,21 @@ def test_bad_masks_are_clear_errors(tmp_path):
   garbage = tmp_path / "garbage.png"
   garbage.write_bytes(b"not a png")
   with pytest.raises(InpaintConfigError, match="cannot be read"):
-    inpaint_mode.masks_from_config(config_group(mask=str(garbage)), 28, 28)
+    masks_from_config(config_group(mask=str(garbage)), 28, 28)
   with pytest.raises(InpaintConfigError, match="cannot be read"):
-    inpaint_mode.masks_from_config(config_group(mask=str(tmp_path / "missing.png")), 28, 28)
+    masks_from_config(config_group(mask=str(tmp_path / "missing.png")), 28, 28)
   small = tmp_path / "small.png"
   Image.fromarray(np.zeros((16, 16), np.uint8)).save(small)
   with pytest.raises(InpaintConfigError, match="16x16"):
-    inpaint_mode.masks_from_config(config_group(mask=str(small)), 28, 28)
+    masks_from_config(config_group(mask=str(small)), 28, 28)
   white = tmp_path / "white.png"
   Image.fromarray(np.full((28, 28), 255, np.uint8)).save(white)
   with pytest.raises(InpaintConfigError, match="no pixel to fill"):
-    inpaint_mode.masks_from_config(config_group(mask=str(white)), 28, 28)
+    masks_from_config(config_group(mask=str(white)), 28, 28)
   good = np.full((28, 28), 255, np.uint8)
   good[10:15, 3:9] = 0
   Image.fromarray(good).save(tmp_path / "hole.png")
-  known = inpaint_mode.masks_from_config(config_group(mask=str(tmp_path / "hole.png")), 28, 28)
+  known = masks_from_config(config_group(mask=str(tmp_path / "hole.png")), 28, 28)
   assert known.shape == (2, 28, 28, 1) and (~known).sum() == 2 * 5 * 6
   with pytest.raises(InpaintConfigError, match="sampler"):
     inpainting.validate_options("ddim", 10, 10, 0, 20)
@@ -231,7 +235,7 @@ def test_inpaint_mode_end_to_end(tmp_path, data_dir):
   ckpt.close()
   config.inpaint.update(mask="left", sampler="repaint", jump_length=3, jump_n_sample=2,
                         num_images=4)
-  result = inpaint_mode.inpaint(config, workdir)
+  result, _ = method_modes.run_method_mode(config, workdir, "inpaint")
   T = config.diffusion.num_timesteps
   assert result["model_calls"] == int(np.sum(np.diff(inpainting.repaint_times(T, 3, 2)) < 0))
   assert result["fill_fraction"] == 0.5 and np.isfinite(result["psnr"])
@@ -246,7 +250,7 @@ def test_inpaint_mode_end_to_end(tmp_path, data_dir):
     np.testing.assert_array_equal(tile(1, col)[:, 14:], tile(2, col)[:, 14:])
     np.testing.assert_array_equal(tile(0, col)[:, 14:], tile(2, col)[:, 14:])
     assert (tile(0, col)[:, :14] == 128).all()   # the hole, mid-gray
-  assert "PSNR" in inpaint_mode.format_report(result)
+  assert "PSNR" in inpainting_mode.format_report(result)
   with pytest.raises(InpaintConfigError, match="no pixel to fill"):   # before any compile
     config.inpaint.update(mask="random_pixels", fraction=1e-6)
-    inpaint_mode.inpaint(config, workdir)
+    method_modes.run_method_mode(config, workdir, "inpaint")

@@ -5,7 +5,9 @@ A GPT-2 checkpoint is read from `safetensors` only (raw tensors and a JSON heade
 one runs no code). A pickled checkpoint (`pytorch_model.bin`, `.pt`, `.pth`, `.ckpt`) is
 refused, since unpickling can run arbitrary code; the error says how to convert it. The
 name and shape mapping is gen_jax/models/gpt_hf.py; this module checks a file against the
-config, naming the config field that differs, and places the params on the mesh.
+config, naming the config field that differs. The autoregressive family offers it
+(`AutoregressiveMethod.load_foreign_params` / `export_foreign`); the engine places the params
+on the mesh and writes the export's files.
 """
 from __future__ import annotations
 
@@ -14,15 +16,12 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from etils import epath
 
-from gen_jax.core.state import TrainState
-from gen_jax.engine.experiment import Experiment
-from gen_jax.engine.export import safetensors_numpy
-from gen_jax.engine.outputs import is_main_process
-from gen_jax.methods import autoregressive
+from gen_jax.interop import ForeignWeightsError, ForeignWeightsNotFoundError
+from gen_jax.interop.safetensors_file import safetensors_numpy
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, LN_EPSILON
 
@@ -40,22 +39,23 @@ def weights_path(spec: str) -> epath.Path:
   """The safetensors file of `hf_gpt2:<file or folder>` (a folder: its model.safetensors).
 
   Raises:
-    ValueError: a pickled checkpoint, or a file that is not .safetensors.
-    FileNotFoundError: nothing there.
+    ForeignWeightsError (a ValueError): a pickled checkpoint, or a file that is not
+      .safetensors.
+    ForeignWeightsNotFoundError (a FileNotFoundError): nothing there.
   """
   path = epath.Path(os.path.expanduser(spec.removeprefix(PREFIX)))
   if path.is_dir():
     path = path / WEIGHTS
   if path.suffix in PICKLE_SUFFIXES:
-    raise ValueError(
+    raise ForeignWeightsError(
         f"init_from={spec}: {path.name} is a pickled PyTorch checkpoint, and unpickling "
         "runs arbitrary code, so gen_jax reads GPT-2 weights from safetensors only. "
         f"Convert it once:\n{CONVERT_SNIPPET}\nthen pass init_from=hf_gpt2:<new folder>.")
   if path.suffix != ".safetensors":
-    raise ValueError(f"init_from={spec}: expected a .safetensors file or a folder holding "
-                     f"{WEIGHTS}, got {path.name!r}.")
+    raise ForeignWeightsError(f"init_from={spec}: expected a .safetensors file or a folder "
+                              f"holding {WEIGHTS}, got {path.name!r}.")
   if not path.exists():
-    raise FileNotFoundError(f"init_from={spec}: {path} does not exist.")
+    raise ForeignWeightsNotFoundError(f"init_from={spec}: {path} does not exist.")
   return path
 
 
@@ -65,19 +65,16 @@ def read(spec: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
   try:
     tensors = safetensors_numpy().load_file(str(path))
   except Exception as e:   # safetensors' own error type for a damaged or foreign file
-    raise ValueError(f"init_from={spec}: {path} is not a readable safetensors file: {e}") from e
+    raise ForeignWeightsError(
+        f"init_from={spec}: {path} is not a readable safetensors file: {e}") from e
   config_path = path.parent / HF_CONFIG
   hf_config = json.loads(config_path.read_text()) if config_path.exists() else None
   return gpt_hf.canonical(tensors), hf_config
 
 
-def _model(exp: Experiment) -> GPT:
-  return autoregressive.build_model(exp.config, exp.spec.vocab_size)
-
-
 def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model: GPT,
                config: Any) -> None:
-  """Raises ValueError naming each config field whose value the file contradicts.
+  """Raises ForeignWeightsError naming each config field whose value the file contradicts.
 
   The shapes give the depth, width, vocabulary and context; the heads, the LayerNorm
   epsilon and the GELU come from the config.json beside the file when there is one (a
@@ -103,48 +100,43 @@ def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model
   differ = [f"  {field}: the config has {mine}, the file {theirs}"
             for field, mine, theirs in wanted if mine != theirs]
   if differ:
-    raise ValueError(f"init_from={spec} does not fit the config:\n" + "\n".join(differ)
-                     + "\nSet these fields to the file's values (e.g. --config.model.n_layer=...).")
+    raise ForeignWeightsError(
+        f"init_from={spec} does not fit the config:\n" + "\n".join(differ)
+        + "\nSet these fields to the file's values (e.g. --config.model.n_layer=...).")
 
 
-def load_params(exp: Experiment, spec: str) -> Any:
-  """Our GPT's params from a Hugging Face GPT-2 safetensors file, checked against the
-  config and placed with `exp`'s shardings (for `init_from='hf_gpt2:...'`)."""
+def load_params(spec: str, model: GPT, config: Any, abstract_params: Any) -> Any:
+  """`model`'s params from a Hugging Face GPT-2 safetensors file (`init_from=spec`), checked
+  against the config: host arrays with the structure and dtypes of `abstract_params`.
+
+  Raises:
+    ForeignWeightsError (a ValueError): the file is pickled, unreadable, or does not fit.
+    ForeignWeightsNotFoundError (a FileNotFoundError): no file there.
+  """
   tensors, hf_config = read(spec)
-  model = _model(exp)
-  check_fits(spec, gpt_hf.infer_shape(tensors), hf_config, model, exp.config)
+  check_fits(spec, gpt_hf.infer_shape(tensors), hf_config, model, config)
   try:
     params = gpt_hf.from_hf(tensors, n_layer=model.n_layer,
                             padded_vocab_size=model.padded_vocab_size, use_bias=model.use_bias)
   except ValueError as e:
-    raise ValueError(f"init_from={spec}: {e} (model.use_bias)") from None
-  abstract = exp.abstract_state.params
-  if jax.tree.structure(params) != jax.tree.structure(abstract):
-    raise ValueError(f"init_from={spec}: the converted tree {jax.tree.structure(params)} is "
-                     f"not the model's {jax.tree.structure(abstract)}.")
-  params = jax.tree.map(lambda p, a: jnp.asarray(p, a.dtype), params, abstract)
-  return jax.device_put(params, exp.state_sharding.params)
+    raise ForeignWeightsError(f"init_from={spec}: {e} (model.use_bias)") from None
+  if jax.tree.structure(params) != jax.tree.structure(abstract_params):
+    raise ForeignWeightsError(
+        f"init_from={spec}: the converted tree {jax.tree.structure(params)} is not the "
+        f"model's {jax.tree.structure(abstract_params)}.")
+  return jax.tree.map(lambda p, a: np.asarray(p, a.dtype), params, abstract_params)
 
 
-def export(exp: Experiment, state: TrainState, step: int,
-           out_dir: str | epath.Path) -> epath.Path:
-  """Writes `state`'s EMA params as a folder `GPT2LMHeadModel.from_pretrained` loads:
-  model.safetensors and Hugging Face's config.json, plus gen_jax_config.json (the run's
-  config). Returns the weights file's path."""
-  st = safetensors_numpy()
-  model = _model(exp)
-  tensors = gpt_hf.to_hf(jax.device_get(state.ema_params), n_layer=model.n_layer,
-                         vocab_size=model.vocab_size)
+def export_files(params: Any, model: GPT, step: int) -> tuple[dict[str, np.ndarray],
+                                                              dict[str, str], dict[str, Any]]:
+  """The files of a folder `GPT2LMHeadModel.from_pretrained` loads, for `params` (host
+  arrays) of checkpoint `step`: (the tensors of `WEIGHTS`, its metadata, Hugging Face's
+  config.json). The run's own config goes beside them as `GEN_JAX_CONFIG`."""
+  tensors = gpt_hf.to_hf(params, n_layer=model.n_layer, vocab_size=model.vocab_size)
   shape = gpt_hf.infer_shape(tensors)
   hf_config = gpt_hf.hf_config(shape, n_head=model.n_head, gelu=model.gelu,
                                dropout=model.dropout, layer_norm_epsilon=LN_EPSILON)
-  out_dir = epath.Path(out_dir)
-  if is_main_process():
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # transformers reads a safetensors file only with metadata format 'pt'.
-    st.save_file(tensors, str(out_dir / WEIGHTS),
-                 metadata={"format": "pt", "step": str(step),
-                           "exported_by": "gen_jax --mode=export (hf_gpt2)"})
-    (out_dir / HF_CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n")
-    (out_dir / GEN_JAX_CONFIG).write_text(exp.config.to_json_best_effort(indent=2) + "\n")
-  return out_dir / WEIGHTS
+  # transformers reads a safetensors file only with metadata format 'pt'.
+  metadata = {"format": "pt", "step": str(step),
+              "exported_by": "gen_jax --mode=export (hf_gpt2)"}
+  return tensors, metadata, hf_config
