@@ -30,6 +30,7 @@ from typing import Any, Callable
 from absl import logging
 from etils import epath
 
+from gen_jax.core.errors import UserError
 from gen_jax.engine.outputs import is_main_process
 
 LOCK, LEASE = "run.lock", "run_lease.json"
@@ -38,7 +39,7 @@ HEARTBEAT_SECONDS = 30.0
 LEASE_TIMEOUT_SECONDS = 300.0
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(UserError, RuntimeError):
   """Another live process holds the workdir's lease (it trains, dumps samples or evaluates)."""
 
 

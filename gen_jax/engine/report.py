@@ -68,7 +68,10 @@ def find_runs(directory: str | epath.Path, max_depth: int = 3) -> list[epath.Pat
 def load_run(path: epath.Path, root: epath.Path) -> RunRecord:
   config = workdir_lib.flatten(workdir_lib.load_saved_config(path))
   rows = read_metrics(path)
-  status = workdir_lib.read_status(path) or {}
+  try:
+    status = workdir_lib.read_status(path) or {}
+  except workdir_lib.DamagedStatusError as e:   # that run is listed as such; the others go on
+    status = {"status": "damaged", "error": str(e)}
   steps = max([r["step"] for r in rows] + [int(status.get("step", 0))])
   name = str(path.relative_to(root)) if path != root else path.name
   return RunRecord(name=name, path=path, config=config, rows=rows,

@@ -16,6 +16,7 @@ from absl import logging
 from etils import epath
 
 from gen_jax import data
+from gen_jax.core.errors import UserError
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sample_metrics, sharding
@@ -28,7 +29,7 @@ from gen_jax.engine.preemption import StopRequest
 from gen_jax.engine.samples import format_text_samples, make_sample_fn, write_samples
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
 
 

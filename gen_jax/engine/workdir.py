@@ -273,7 +273,7 @@ class RunStatus:
     tmp.replace(self.path)
 
 
-class DamagedStatusError(ValueError):
+class DamagedStatusError(UserError, ValueError):
   """`run_status.json` is not a status record (cut short, edited, or another file)."""
 
 

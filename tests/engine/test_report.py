@@ -72,3 +72,13 @@ def test_the_sample_sheet_takes_a_family_s_samples_grid_beside_its_extra_grids(t
   run = report.RunRecord(name="gan", path=report.epath.Path(tmp_path), config={}, rows=[],
                          status="done", steps=300, wall_seconds=None, error=None)
   assert report.last_sample_grid(run).name == "step_200_samples.png"
+
+
+def test_a_damaged_run_status_marks_that_run_and_the_report_goes_on(tmp_path):
+  make_run(tmp_path / "lr=0.001,target=eps", 1e-3, "eps", [0.5, 0.3, 0.4], 20.0, "done", 50)
+  make_run(tmp_path / "lr=0.001,target=v", 1e-3, "v", [0.9, 0.8, 0.7], 10.0, "done", 200)
+  (tmp_path / "lr=0.001,target=v" / "run_status.json").write_text("{garbage")
+  report.write_report(tmp_path)
+  with open(tmp_path / "report.csv") as f:
+    status = {row["target"]: row["status"] for row in csv.DictReader(f)}
+  assert status == {"eps": "done", "v": "damaged"}

@@ -10,7 +10,8 @@ import pytest
 
 from gen_jax import data
 from gen_jax.core.errors import ConfigError, UserError
-from gen_jax.engine import checkpoint_checks, method_modes, preemption, report, sample_dump
+from gen_jax.engine import (checkpoint_checks, lease, method_modes, preemption, report,
+                            sample_dump, train)
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.evaluate import inception_weights
@@ -32,6 +33,9 @@ def test_user_facing_errors_share_one_base_and_keep_their_builtin_types():
       (preemption.Interrupted, RuntimeError),
       (report.NoRunsError, FileNotFoundError),
       (inception_weights.InceptionWeightsMissing, FileNotFoundError),
+      (lease.WorkdirBusyError, RuntimeError),
+      (workdir_lib.DamagedStatusError, ValueError),
+      (train.NonFiniteLossError, FloatingPointError),
       (ConfigError, ValueError)]:
     assert issubclass(error, UserError) and issubclass(error, builtin), error
 
