@@ -339,7 +339,8 @@ class GANMethod(Method):
                                                                  rows)
     params_d, opt_d, norms = optimizer_step(self.tx_d, params[D], opt_state[D], grads)
     return params_d, opt_d, stats, {"d_loss": d_loss, **metrics,
-                                    "d_grad_norm": norms["grad_norm"]}
+                                    "d_grad_norm": norms["grad_norm"],
+                                    "d_update_norm": norms["update_norm"]}
 
   def generator_update(self, params, opt_state, stats, z_BxZ, labels_B=None):
     """One G optimizer step on the fakes G(z) (or G(z, y)) (Alg. 1, lines 10-11).
@@ -350,7 +351,8 @@ class GANMethod(Method):
     (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats, z_BxZ,
                                                     labels_B)
     params_g, opt_g, norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
-    return params_g, opt_g, stats_g, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"]}
+    return params_g, opt_g, stats_g, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
+                                      "g_update_norm": norms["update_norm"]}
 
   def train_step(self, state: TrainState, batch, rng):
     """One iteration of Gulrajani et al. 2017, Alg. 1: n_critic D updates, update k on real

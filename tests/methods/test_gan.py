@@ -268,9 +268,15 @@ def test_train_step_updates_both_nets_ema_and_sampling_uses_ema(method_and_state
   method, state, real = method_and_state
   new, metrics = jax.jit(method.train_step)(state, {"image": real}, jax.random.key(4))
   assert int(new.step) == 1
-  for key in ("loss", "d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"):
+  for key in ("loss", "d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm",
+              "d_update_norm", "g_update_norm"):
     assert np.isfinite(float(metrics[key])), key
   assert float(metrics["loss"]) == float(metrics["d_loss"])
+  # One G step per iteration: its update norm is how far G's params moved.
+  moved = jax.tree.map(lambda a, b: a - b, new.params[G], state.params[G])
+  np.testing.assert_allclose(float(metrics["g_update_norm"]),
+                             float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(moved)))),
+                             rtol=1e-4)
   # ema = 0.5 old + 0.5 new with ema_decay=0.5, no warmup.
   for e, p0, p1 in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(state.params),
                        jax.tree.leaves(new.params)):
