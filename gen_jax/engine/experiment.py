@@ -55,13 +55,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ("batch_size", "num_steps", "log_every", "checkpoint_every"):
     if t[name] <= 0:
       raise ValueError(f"train.{name}={t[name]} must be positive.")
-  K = t.get("steps_per_call", 1)
+  K = t.steps_per_call
   if K < 1:
     raise ValueError(f"train.steps_per_call={K} must be >= 1.")
   intervals = {"train.num_steps": t.num_steps, "train.log_every": t.log_every,
                "train.checkpoint_every": t.checkpoint_every,
-               "train.sample_every": t.get("sample_every", 0), "eval.every": config.eval.every,
-               "eval.sample_metrics_every": config.eval.get("sample_metrics_every", 0)}
+               "train.sample_every": t.sample_every, "eval.every": config.eval.every,
+               "eval.sample_metrics_every": config.eval.sample_metrics_every}
   misaligned = {k: v for k, v in intervals.items() if v % K}
   if misaligned:
     raise ValueError(f"With train.steps_per_call={K}, these must be multiples of {K}: "
@@ -95,9 +95,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   sharding.validate_global_batch(config.eval.batch_size, mesh, "eval.batch_size")
   spec = data.describe(config.data)
   method = build_method(config, spec)
-  if not method.can_sample and (config.train.get("sample_every", 0)
-                                or config.eval.get("sample_metrics", False)
-                                or config.eval.get("sample_metrics_every", 0)):
+  if not method.can_sample and (config.train.sample_every or config.eval.sample_metrics
+                                or config.eval.sample_metrics_every):
     raise ValueError(f"config.method={config.method!r} cannot sample: set train.sample_every=0 "
                      "and turn the sample-quality metrics off (eval.sample_metrics=False).")
   abstract_state = jax.eval_shape(method.init, jax.random.key(0), spec.example_batch())
