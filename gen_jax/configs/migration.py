@@ -31,8 +31,9 @@ _FAMILY_CONFIGS = {"diffusion": ddpm, "gan": dcgan, "vae": vae, "classifier": cl
 _ARCH_CONFIGS = {"gpt": gpt, "lstm": lstm}
 
 # What a version-1 config meant by leaving a field out, where that differs from today's
-# default (the other missing fields take today's defaults, which is what they meant). A
-# field applies to the families whose config has it.
+# default: the fallbacks of the code that read these fields before configs had versions
+# (for every other field, the fallback was today's default, which fills it). A field applies
+# to the families whose config has it.
 _ABSENT_IN_VERSION_1 = {
     "train.steps_per_call": 1,          # one update per compiled call
     "train.sample_every": 0,            # no periodic samples
@@ -74,7 +75,7 @@ def _set(tree: dict[str, Any], field: str, value: Any) -> None:
   tree[name] = value
 
 
-def today_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+def _family_defaults(saved: dict[str, Any]) -> dict[str, Any]:
   """Today's default config (as JSON data) of the family of the saved config `saved`.
 
   Raises:
@@ -96,7 +97,7 @@ def _to_version_2(saved: dict[str, Any]) -> dict[str, Any]:
   gan = saved.get("gan", {})
   if saved.get("method") == "gan" and "num_classes" in gan:
     _set(saved, "model.num_classes", gan.pop("num_classes"))
-  for field, default in _flatten(today_defaults(saved)).items():
+  for field, default in _flatten(_family_defaults(saved)).items():
     if not _has(saved, field):
       _set(saved, field, _ABSENT_IN_VERSION_1.get(field, default))
   return saved
