@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Width of the penultimate layer: the feature dimension of FID/KID/precision/recall.
   config.model.feature_dim = 128
 
-  # No sample group and no train.sample_every: the classifier cannot sample.
+  # No sample group, and train.sample_every stays 0: the classifier cannot sample.
   config.train = common.train_group(
       batch_size=128,
       num_steps=1000,         # ~28 epochs of mnist_5k's 4,500 training digits
@@ -53,6 +53,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if "smoke" in variants:
     config.model.update(features=4, feature_dim=16)
-    common.apply_smoke(config, train=dict(num_steps=8, checkpoint_every=8),
+    common.apply_smoke(config, train=dict(num_steps=8, checkpoint_every=8, sample_every=0),
                        eval=dict(every=8, batch_size=100, num_batches=0))
   return config

@@ -12,6 +12,15 @@ from typing import Any
 
 import ml_collections
 
+from gen_jax.configs import inception_eval
+
+# The version of the config fields this gen_jax writes (every config's `version`). A saved
+# config.json of an older version (none: version 1) is brought to today's fields by
+# gen_jax/configs/migration.py when it is loaded; raise this when a field is renamed,
+# removed, or added with a value that differs from what its absence meant, and add the step
+# there.
+CONFIG_VERSION = 2
+
 
 def parse_variants(config_file: str, arg: str | None, known: tuple[str, ...]) -> dict[str, str | bool]:
   """'smoke,dataset=mnist' -> {'smoke': True, 'dataset': 'mnist'}; unknown names fail clearly."""
@@ -56,6 +65,8 @@ def zipped(axes: dict[str, list]) -> list[dict[str, Any]]:
 def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   """Run identity, data and mesh groups, with one comment per field."""
   config = ml_collections.ConfigDict()
+  # The config's version (CONFIG_VERSION above); a saved run's is migrated when it is read.
+  config.version = CONFIG_VERSION
   # Which family trains: a key of gen_jax.methods.METHODS.
   config.method = method
   config.seed = 0
@@ -117,11 +128,8 @@ def add_sample_metrics(eval_cfg: ml_collections.ConfigDict, dataset: str, num_sa
   The metrics use the features of the classifier trained by
   `python launch.py --config=configs/classifier.py` (workdir runs/classifier).
   """
-  # FID, KID, precision/recall, classifier confidence and class coverage in --mode=eval
-  # (on by default for digits; other datasets need a classifier of their own).
+  # On by default for digits; other datasets need a classifier of their own.
   eval_cfg.sample_metrics = dataset in CLASSIFIER_DATASETS
-  # ... and every this many training steps (0 = never; needs the classifier before training).
-  eval_cfg.sample_metrics_every = 0
   # Generated images per evaluation; in the metric names ('1k').
   eval_cfg.num_samples = num_samples
   # Images per compiled sampling call (bounds memory).
@@ -135,6 +143,10 @@ def add_sample_metrics(eval_cfg: ml_collections.ConfigDict, dataset: str, num_sa
   eval_cfg.kid_subsets = 100
   # Class coverage counts classes predicted for at least this share of the samples.
   eval_cfg.coverage_min_share = 0.05
+  # Whose features: 'classifier' (the run above) or 'inception' (the FID Inception-v3, with
+  # the inception_* fields; configs/inception_eval.py switches an experiment to it).
+  eval_cfg.feature_extractor = "classifier"
+  inception_eval.add_inception_fields(eval_cfg)
 
 
 def disable_sample_metrics_for_smoke(eval_cfg: ml_collections.ConfigDict) -> None:
@@ -161,9 +173,9 @@ def train_group(
     # EMA of the params (sample.use_ema samples with it; evaluations report ema/ and raw/);
     # 0 = no EMA: ema_params are the params and evaluations report raw/ only.
     ema_decay: float,
-    # Steps between periodic samples (image grids, text); 0 disables. None: the family
-    # cannot sample and has no such field.
-    sample_every: int | None = None,
+    # Steps between periodic samples (image grids, text); 0 disables (a family that cannot
+    # sample keeps 0).
+    sample_every: int = 0,
     # The batch is split into this many micro-batches whose gradients are averaged before
     # one update (the same update as the whole batch; activations of one micro-batch in
     # memory). None: the family does not accumulate and has no such field.
@@ -179,8 +191,8 @@ def train_group(
     # cosine and linear decay to lr * min_lr_ratio ...
     min_lr_ratio: float = 0.1,
     # ... at this step (0 = num_steps; nanoGPT's lr_decay_iters): a fixed value keeps the
-    # schedule when a run is extended. None: no such field (the decay ends at num_steps).
-    decay_steps: int | None = None,
+    # schedule when a run is extended.
+    decay_steps: int = 0,
     # Linear warmup from 0 to lr over this many steps (0 = none).
     warmup_steps: int = 0,
     # Adam beta1, beta2 and epsilon.
@@ -214,6 +226,15 @@ def eval_group(
     num_batches: int,
     # Checkpoint that --mode=eval/sample restore (-1 = newest).
     step: int = -1,
+    # --mode=sample/eval restore this run's checkpoint instead of --workdir's ('' = none): a
+    # sampler-only run, e.g. a sweep over sampler settings (experiments/song2021_ddim).
+    checkpoint_from: str = "",
+    # Sample-quality metrics (FID, KID, precision/recall, classifier confidence, class
+    # coverage) in --mode=eval; an image generator's config adds their fields
+    # (`add_sample_metrics`), any other family keeps False.
+    sample_metrics: bool = False,
+    # ... and every this many training steps (0 = never; needs the classifier before training).
+    sample_metrics_every: int = 0,
 ) -> ml_collections.ConfigDict:
   """`config.eval`; a family adds its own metrics' fields to it."""
   return _group(dict(locals()))
@@ -230,7 +251,7 @@ def sample_group(
     # What --mode=sample writes: 'grid' (one PNG), or 'npz', 'png', 'npz,png': `num` uint8
     # images in resumable shards for external tools (gen_jax/engine/sample_dump.py).
     format: str = "grid",   # pylint: disable=redefined-builtin
-    # Images per compiled sample call of a dump; 0 = eval.sample_batch_size (or 250).
+    # Images per compiled sample call of a dump; 0 = eval.sample_batch_size.
     batch_size: int = 0,
     # Images per shard of a dump (a multiple of batch_size); 0 = about 1,000.
     shard_size: int = 0,
@@ -256,7 +277,7 @@ def apply_smoke(config: ml_collections.ConfigDict, *, train: dict[str, Any] | No
 
   `train`, `eval` and `sample` are the family's own smoke values (fields of its groups);
   they win over the shared ones. Sample-quality metrics are switched off
-  (`disable_sample_metrics_for_smoke`) where the eval group has them.
+  (`disable_sample_metrics_for_smoke`) where the eval group has their fields.
   """
   own = {"train": train or {}, "eval": eval or {}, "sample": sample or {}}
   for name, fields in own.items():
@@ -268,7 +289,7 @@ def apply_smoke(config: ml_collections.ConfigDict, *, train: dict[str, Any] | No
   for name, shared in (("train", SMOKE_TRAIN), ("eval", SMOKE_EVAL), ("sample", SMOKE_SAMPLE)):
     if name in config:
       config[name].update({k: v for k, v in shared.items() if k in config[name]})
-  if "sample_metrics" in config.eval:
+  if "num_samples" in config.eval:   # an image generator's sample-metric fields
     disable_sample_metrics_for_smoke(config.eval)
   for name, fields in own.items():
     if fields:

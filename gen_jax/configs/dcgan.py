@@ -10,7 +10,7 @@
 
 `get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
 `loss=<non_saturating|hinge|wgan_gp>` (`loss=wgan_gp` also sets n_critic=5, Adam betas
-(0, 0.9), lr 1e-4 and a batch of 5 x 32), `conditional` (gan.num_classes=10: conditional
+(0, 0.9), lr 1e-4 and a batch of 5 x 32), `conditional` (model.num_classes=10: conditional
 BatchNorm in G, Miyato & Koyama 2018's projection D; 100 samples, one grid row per digit;
 docs/results.md "Conditional GAN" has its measured run). `--config.gan.loss=wgan_gp` alone
 only swaps the objective (and the critic's normalization, via d_norm='auto').
@@ -28,6 +28,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                    ("smoke", "dataset", "loss", "conditional"))
 
   config = common.base_config("gan", variants.get("dataset", "mnist_5k"))
+
+  config.model = ml_collections.ConfigDict()
+  # Classes to condition on (conditional BN in G, projection D; Miyato & Koyama 2018):
+  # 0 = unconditional, else the number of label values (10 for digits and CIFAR-10).
+  config.model.num_classes = 0
 
   config.gan = ml_collections.ConfigDict()
   # Networks: 'dcgan' (Radford et al.; 28/32/64 px) or 'resnet' (Gulrajani et al.'s 32x32
@@ -64,9 +69,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.gan.alternate_minibatches = False
   # G's update takes this many times the m = batch / n_critic fakes (gan_cifar_resnet: 2).
   config.gan.g_batch_multiple = 1
-  # Classes to condition on (conditional BN in G, projection D; Miyato & Koyama 2018):
-  # 0 = unconditional, else the number of label values (10 for digits and CIFAR-10).
-  config.gan.num_classes = 0
 
   # The batch of real images is split over the mesh and into n_critic slices (one per D
   # update); with grad_accum_steps > 1 each D/G update's images are split into micro-batches
@@ -100,8 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.gan.update(ngf=64, ndf=64)
 
   if "conditional" in variants:
-    config.gan.num_classes = 10
-    config.sample.num = config.gan.num_classes ** 2   # 10 x 10 grid: row r = class r
+    config.model.num_classes = 10
+    config.sample.num = config.model.num_classes ** 2   # 10 x 10 grid: row r = class r
 
   if config.gan.loss == "wgan_gp" and "loss" in variants:
     # Gulrajani et al. 2017, Alg. 1 defaults.

@@ -68,9 +68,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.bpd_timestep_batch = 10   # timesteps per network call (x bpd_batch_size images)
   common.add_sample_metrics(config.eval, config.data.dataset, num_samples=1000,
                             sample_batch_size=250)
-  # --mode=sample/eval restore this run's checkpoint instead of --workdir's ('' = none): a
-  # sampler-only run, e.g. a sweep over sampler settings (experiments/song2021_ddim).
-  config.eval.checkpoint_from = ""
 
   config.sample = common.sample_group(num=64)
   config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
@@ -115,7 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def inpaint_group() -> ml_collections.ConfigDict:
-  """`--mode=inpaint` (gen_jax/methods/inpainting_mode.py); configs/saved_run.py gives these defaults
+  """`--mode=inpaint` (gen_jax/methods/inpainting_mode.py); configs/migration.py gives these defaults
   to diffusion runs saved before the group existed."""
   inpaint = ml_collections.ConfigDict()
   # Pixels to fill: 'center' (a centred box), 'left' / 'right' (half), 'random_pixels',

@@ -29,6 +29,12 @@ def add_inception_metrics(eval_cfg: ml_collections.ConfigDict, *, num_samples: i
   eval_cfg.sample_batch_size = sample_batch_size
   # The real images (all of this split of data.dataset) the samples are compared with.
   eval_cfg.reference_split = reference_split
+  add_inception_fields(eval_cfg)
+
+
+def add_inception_fields(eval_cfg: ml_collections.ConfigDict) -> None:
+  """The Inception network's fields of an eval group (used when eval.feature_extractor is
+  'inception'), at their defaults."""
   # pytorch-fid's weights file (download: docs/evaluation.md); a missing file stops the eval.
   eval_cfg.inception_weights = f"{CACHE_DIR}/{WEIGHTS_FILE}"
   # Its sha256 ('' accepts any file, e.g. the random weights of tools/make_inception_fixture.py).

@@ -90,6 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # num_batches=0: the whole eval split (mnist_5k: 500 images).
   config.eval = common.eval_group(every=6000, batch_size=100, num_batches=0)
+  # Images per compiled sampling call of --mode=sample's dumps (with sample.batch_size=0).
+  config.eval.sample_batch_size = 250
 
   # Prior samples, and reconstructions of the first `num` test images.
   config.sample = common.sample_group(num=64)

@@ -57,13 +57,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ("batch_size", "num_steps", "log_every", "checkpoint_every"):
     if t[name] <= 0:
       raise ConfigError(f"train.{name}={t[name]} must be positive.")
-  K = t.get("steps_per_call", 1)
+  K = t.steps_per_call
   if K < 1:
     raise ConfigError(f"train.steps_per_call={K} must be >= 1.")
   intervals = {"train.num_steps": t.num_steps, "train.log_every": t.log_every,
                "train.checkpoint_every": t.checkpoint_every,
-               "train.sample_every": t.get("sample_every", 0), "eval.every": config.eval.every,
-               "eval.sample_metrics_every": config.eval.get("sample_metrics_every", 0)}
+               "train.sample_every": t.sample_every, "eval.every": config.eval.every,
+               "eval.sample_metrics_every": config.eval.sample_metrics_every}
   misaligned = {k: v for k, v in intervals.items() if v % K}
   if misaligned:
     raise ConfigError(f"With train.steps_per_call={K}, these must be multiples of {K}: "
@@ -74,7 +74,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"dtype={config.dtype!r}; expected 'float32' or 'bfloat16'.")
   if config.resume_from and config.init_from:
     raise ConfigError("Set at most one of resume_from (full state) and init_from (params only).")
-  export_format = config.get("export", {}).get("format", "gen_jax")   # older runs: none
+  export_format = config.export.format
   if export_format != "gen_jax" and export_format not in FORMATS:
     raise ConfigError(f"export.format={export_format!r}: {_export_choices()}.")
 
@@ -90,7 +90,7 @@ def validate_foreign_formats(config: ml_collections.ConfigDict, method: Method) 
   if (name := init_from_format(config.init_from)) and name not in method.init_from_formats():
     raise ConfigError(f"init_from={config.init_from} holds {FORMATS[name].weights} weights; "
                       f"it needs {FORMATS[name].needs}.")
-  export_format = config.get("export", {}).get("format", "gen_jax")   # older runs: none
+  export_format = config.export.format
   if export_format != "gen_jax" and export_format not in method.export_formats():
     raise ConfigError(f"export.format={export_format!r}: {_export_choices()}.")
 
@@ -110,9 +110,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   spec = data.describe(config.data)
   method = build_method(config, spec)
   validate_foreign_formats(config, method)
-  if not method.can_sample and (config.train.get("sample_every", 0)
-                                or config.eval.get("sample_metrics", False)
-                                or config.eval.get("sample_metrics_every", 0)):
+  if not method.can_sample and (config.train.sample_every or config.eval.sample_metrics
+                                or config.eval.sample_metrics_every):
     raise ConfigError(f"config.method={config.method!r} cannot sample: set train.sample_every=0 "
                       "and turn the sample-quality metrics off (eval.sample_metrics=False).")
   abstract_state = jax.eval_shape(method.init, jax.random.key(0), spec.example_batch())

@@ -30,7 +30,7 @@ def trained_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The run whose checkpoint the read modes restore: `eval.checkpoint_from` when a config
   sets it (a sampler-only run, e.g. one member of a sweep over the sampler settings of one
   trained model: experiments/song2021_ddim), otherwise `workdir` itself."""
-  return config.eval.get("checkpoint_from", "") or workdir
+  return config.eval.checkpoint_from or workdir
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
@@ -44,7 +44,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
     raise ConfigError(f"config.method={config.method!r} has nothing to sample; use "
                       "--mode=eval or --mode=train.")
   s = config.sample
-  formats = sample_dump.parse_formats(s.get("format", "grid"))
+  formats = sample_dump.parse_formats(s.format)
   if formats != ("grid",) and exp.spec.kind != data.IMAGE:
     raise ConfigError(f"sample.format={s.format!r} writes images; {config.method!r} samples "
                       "text, which --mode=sample writes as a .txt file (sample.format='grid').")
@@ -65,7 +65,7 @@ def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -
   """`--mode=sample` with sample.format npz/png: resumable uint8 shards (sample_dump.py)."""
   plan = sample_dump.plan_dump(exp.config.sample, step=step, sampler=exp.method.sample_tag,
                                image_shape=exp.spec.image_shape,
-                               default_batch=exp.config.eval.get("sample_batch_size", 250))
+                               default_batch=exp.config.eval.sample_batch_size)
   sharding.validate_global_batch(plan.batch_size, exp.mesh, "sample.batch_size")
   sample_fn = make_sample_fn(exp, plan.batch_size)
 
@@ -98,7 +98,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   """
   exp = build_experiment(config)
   evaluator = None
-  if config.eval.get("sample_metrics", False):   # fail on a missing classifier before work
+  if config.eval.sample_metrics:   # fail on a missing classifier before work
     evaluator = sample_metrics.SampleQualityEvaluator(exp)
   source = trained_workdir(config, workdir)
   state, step = ckpt_lib.load_checkpoint(exp, source, config.eval.step)
@@ -134,7 +134,7 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   Returns the weights file's path."""
   exp = build_experiment(config)
   state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
-  export_format = config.get("export", {}).get("format", "gen_jax")   # older runs: none
+  export_format = config.export.format
   if export_format == "gen_jax":
     path = export_lib.export_state(exp, state, step,
                                    epath.Path(workdir) / "export" / f"step_{step}")
@@ -180,7 +180,7 @@ def compile_report(config: ml_collections.ConfigDict) -> str:
   """
   exp = build_experiment(config)
   t = config.train
-  K = t.get("steps_per_call", 1)
+  K = t.steps_per_call
   state = ckpt_lib.with_shardings(exp.abstract_state, exp.state_sharding)
   stacked = sharding.stacked_batch_sharding(exp.mesh)
   batches = {k: jax.ShapeDtypeStruct((K, t.batch_size, *v.shape[1:]), v.dtype, sharding=stacked)

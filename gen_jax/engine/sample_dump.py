@@ -82,8 +82,8 @@ def parse_formats(value: str) -> tuple[str, ...]:
 def plan_dump(sample_cfg, *, step: int, sampler: str, image_shape, default_batch: int) -> DumpPlan:
   """The plan of `--mode=sample` with a dump format, checked before anything is compiled."""
   num = int(sample_cfg.num)
-  batch = int(sample_cfg.get("batch_size", 0) or min(num, default_batch))
-  shard = int(sample_cfg.get("shard_size", 0) or max(batch, 1000 - 1000 % batch))
+  batch = int(sample_cfg.batch_size or min(num, default_batch))
+  shard = int(sample_cfg.shard_size or max(batch, 1000 - 1000 % batch))
   if num < 1 or batch < 1 or shard < batch or shard % batch:
     raise ValueError(
         f"sample.num={num}, sample.batch_size={batch} and sample.shard_size={shard} must be "

@@ -32,7 +32,6 @@ ones once per weights file, in
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from typing import Callable
@@ -46,6 +45,7 @@ from etils import epath
 from gen_jax import data
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import sharding
+from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import is_main_process
 from gen_jax.engine.preemption import Interrupted, StopRequest
@@ -96,14 +96,14 @@ def load_classifier(workdir: str | epath.Path) -> FeatureExtractor:
   workdir = epath.Path(workdir)
   ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
   step = ckpt.latest_step()
-  if step is None or not (workdir / "config.json").exists():
+  if step is None or not (workdir / workdir_lib.CONFIG).exists():
     ckpt.close()
     raise FileNotFoundError(
         f"No trained classifier in {workdir} (eval.classifier_workdir): the sample-quality "
         "metrics use its features. Train it first (a few minutes on a CPU):\n"
         f"  python launch.py --config=configs/classifier.py --workdir={workdir}\n"
         "or turn the metrics off with --config.eval.sample_metrics=False.")
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config = workdir_lib.load_saved_config(workdir)
   exp = build_experiment(config)
   if not exp.method.can_classify:
     raise ValueError(f"{workdir} holds a {config.method!r} run, not a classifier "
@@ -240,8 +240,7 @@ def inception_reference(extractor: InceptionExtractor, exp: Experiment) -> dict[
   embedded = _embed_split(extractor.apply, exp, exp.config.data, cfg.reference_split)
   features = embedded["features"].astype(np.float32)
   mu, sigma = sample_quality.feature_statistics(features)
-  is_mean, is_std = inception_metrics.inception_score(embedded["logits"],
-                                                      cfg.get("is_splits", 10))
+  is_mean, is_std = inception_metrics.inception_score(embedded["logits"], cfg.is_splits)
   stats = {"features": features, "mu": mu, "sigma": sigma, "is_mean": np.float64(is_mean),
            "is_std": np.float64(is_std)}
   logging.info("Inception reference of %s[%s]: %d images, IS %.3f -> %s",
@@ -303,10 +302,10 @@ class SampleQualityEvaluator:
     if self.num_samples < 2 or self.batch_size < 1:
       raise ValueError(f"eval.num_samples={self.num_samples} must be >= 2 and "
                        f"eval.sample_batch_size={cfg.sample_batch_size} >= 1.")
-    self.kind = cfg.get("feature_extractor", "classifier")
+    self.kind = cfg.feature_extractor
     self.split = cfg.reference_split
     if self.kind == "inception":
-      is_splits = cfg.get("is_splits", 10)
+      is_splits = cfg.is_splits
       if self.num_samples < is_splits:
         raise ValueError(f"eval.num_samples={self.num_samples} < eval.is_splits={is_splits}.")
       self.extractor = load_inception(cfg, exp)    # a missing file stops here, before sampling
@@ -380,8 +379,8 @@ class SampleQualityEvaluator:
     if self.kind == "inception":
       return self._inception_metrics(logits, features)
     metrics = compare_features(self.reference, logits, features,
-                               kid_subsets=cfg.get("kid_subsets", 100),
-                               coverage_min_share=cfg.get("coverage_min_share", 0.05),
+                               kid_subsets=cfg.kid_subsets,
+                               coverage_min_share=cfg.coverage_min_share,
                                seed=self.exp.config.seed)
     if (labels := self.sample_labels()) is not None:
       metrics["label_agreement"] = label_agreement(logits, labels)
@@ -397,8 +396,8 @@ class SampleQualityEvaluator:
   def _inception_metrics(self, logits: np.ndarray, features: np.ndarray) -> dict[str, float]:
     cfg = self.exp.config.eval
     metrics = compare_inception(self.reference, logits, features,
-                                kid_subsets=cfg.get("kid_subsets", 100),
-                                is_splits=cfg.get("is_splits", 10), seed=self.exp.config.seed)
+                                kid_subsets=cfg.kid_subsets,
+                                is_splits=cfg.is_splits, seed=self.exp.config.seed)
     count = count_tag(self.num_samples)
     out = {}
     for name, value in metrics.items():   # IS has no reference: is_inception_50k

@@ -53,7 +53,7 @@ def compile_train_step(exp: Experiment, state, batches):
     counted on one un-fused update, and with `train.grad_accum_steps` > 1 on the
     equivalent whole-batch update (the same arithmetic without the micro-batch loop).
   """
-  K = exp.config.train.get("steps_per_call", 1)
+  K = exp.config.train.steps_per_call
   gather_params = exp.mesh.shape["fsdp"] > 1
 
   def step_fn(state, batch, base_rng, method=exp.method):
@@ -118,7 +118,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                sharding.per_device_bytes(exp.abstract_state, exp.state_sharding) / 2**20,
                sharding.per_device_bytes(exp.abstract_state) / 2**20)
   # Periodic sample-quality metrics load their classifier now: a missing one fails here.
-  sample_quality_every = config.eval.get("sample_metrics_every", 0)
+  sample_quality_every = config.eval.sample_metrics_every
   sample_quality = (sample_metrics.SampleQualityEvaluator(exp) if sample_quality_every
                     else None)
 
@@ -132,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = ckpt_lib.restore_or_init(exp, ckpt, train_iter)
   start_step = int(jax.device_get(state.step))
   last_saved = start_step if ckpt.latest_step() is not None else None
-  K = tcfg.get("steps_per_call", 1)   # updates per compiled call, see "update step"
+  K = tcfg.steps_per_call   # updates per compiled call, see "update step"
   if start_step % K:
     raise ValueError(f"Restored step {start_step} is not a multiple of train.steps_per_call="
                      f"{K}; resume with a steps_per_call that divides it.")
@@ -157,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   logging.info("Compiled train step (%d update(s) per call) in %.1fs (%.3g FLOPs/update)", K,
                time.perf_counter() - t0, flops_per_step)
   eval_fn = jax.jit(exp.method.eval_step)
-  sample_every = tcfg.get("sample_every", 0)
+  sample_every = tcfg.sample_every
   sample_fn = make_sample_fn(exp) if sample_every else None
 
   # ------------------------------------------------------------------------ loop

@@ -40,11 +40,16 @@ import ml_collections
 from absl import logging
 from etils import epath
 
+from gen_jax.configs import migration
 from gen_jax.core.errors import UserError
 from gen_jax.engine import lease
 from gen_jax.engine.outputs import is_main_process
 
-CONFIG, HISTORY, STATUS = "config.json", "config_history", "run_status.json"
+# The config a run in a workdir was (last) started with, migrated to today's fields, or None:
+# the one loader of saved configs (gen_jax/configs/migration.py), used by every engine module.
+load_saved_config = migration.load_saved_config
+
+CONFIG, HISTORY, STATUS = migration.CONFIG_FILE, "config_history", "run_status.json"
 
 # Hardware layout of the same computation; may change whenever a run restarts.
 LAYOUT = ("mesh.*", "data.data_dir", "data.manual_dir", "data.num_workers",
@@ -112,14 +117,6 @@ def format_changes(changes: list[tuple[str, Any, Any]]) -> str:
                    for field, old, new in changes)
 
 
-def load_saved_config(workdir: str | epath.Path) -> ml_collections.ConfigDict | None:
-  """The config a run in `workdir` was (last) started with, or None when there is none."""
-  path = epath.Path(workdir) / CONFIG
-  if not path.exists():
-    return None
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def _write_history(workdir: epath.Path, config_json: str, start_step: int) -> epath.Path:
   history = workdir / HISTORY
   history.mkdir(parents=True, exist_ok=True)
@@ -167,8 +164,8 @@ def claim(config: ml_collections.ConfigDict, workdir: str | epath.Path, start_st
         f"values and record the change (--accept_config_changes).")
   for field, old, new in (c for c in changes if c not in versioned):
     logging.info("Config change on resume: %s: %s -> %s", field, json.dumps(old), json.dumps(new))
-  if (start_step is not None and config.train.get("lr_decay") == "cosine"
-      and not config.train.get("decay_steps", 0)
+  if (start_step is not None and config.train.lr_decay == "cosine"
+      and not config.train.decay_steps
       and any(c[0] == "train.num_steps" for c in changes)):
     logging.warning("train.num_steps changed with a cosine schedule and no train.decay_steps: "
                     "the learning rate from here on follows the new length.")

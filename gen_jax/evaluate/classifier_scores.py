@@ -61,6 +61,6 @@ def label_agreement(logits_NxK, labels_N) -> float:
   K = logits_NxK.shape[1]
   if labels_N.min() < 0 or labels_N.max() >= K:
     raise ValueError(f"Sample labels span [{labels_N.min()}, {labels_N.max()}], outside the "
-                     f"classifier's {K} classes: the generator's gan.num_classes must match "
+                     f"classifier's {K} classes: the generator's model.num_classes must match "
                      "the classifier's dataset.")
   return float(np.mean(np.argmax(logits_NxK, axis=1) == labels_N))

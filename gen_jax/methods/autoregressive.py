@@ -135,11 +135,10 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
     if config.data.seq_len > m.block_size:
       raise ValueError(f"data.seq_len={config.data.seq_len} exceeds model.block_size="
                        f"{m.block_size}: the GPT has no position embedding beyond it.")
-    # A run saved before model.gelu / model.vocab_multiple existed trained with tanh, unpadded.
     return GPT(vocab_size=vocab_size, block_size=m.block_size, n_layer=m.n_layer,
                n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, use_bias=m.use_bias,
-               gelu=m.get("gelu", "tanh"), vocab_multiple=m.get("vocab_multiple", 1),
-               remat=m.get("remat", False), dtype=dtype)
+               gelu=m.gelu, vocab_multiple=m.vocab_multiple, remat=m.remat,
+               dtype=dtype)
   if m.arch == "lstm":
     return LSTMLM(vocab_size=vocab_size, n_layer=m.n_layer, n_embd=m.n_embd,
                   hidden_size=m.hidden_size, dropout=m.dropout, dtype=dtype)

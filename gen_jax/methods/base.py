@@ -373,13 +373,13 @@ def image_shape_of(spec) -> tuple[int, int, int]:
 
 
 def grad_accum_steps(config, rows: int | None = None, rows_desc: str | None = None) -> int:
-  """`train.grad_accum_steps` M (default 1), checked before anything is compiled.
+  """`train.grad_accum_steps` M, checked before anything is compiled.
 
   M micro-batches share one optimizer step (`gen_jax.core.state.accumulated_value_and_grad`),
   so M must divide the rows each accumulated gradient is taken over: `train.batch_size`,
   or `rows` (described by `rows_desc` in the error) when a method splits the batch itself.
   """
-  M = config.train.get("grad_accum_steps", 1)
+  M = config.train.grad_accum_steps
   B = config.train.batch_size if rows is None else rows
   if M < 1 or B % M:
     raise ValueError(f"train.grad_accum_steps={M} must be >= 1 and divide "

@@ -153,7 +153,7 @@ class DiffusionMethod(Method):
     cfg = config.diffusion
     if cfg.target not in TARGETS:
       raise ValueError(f"diffusion.target={cfg.target!r}; expected one of {TARGETS}.")
-    loss, model_variance = cfg.get("loss", "simple"), cfg.get("variance", "fixed")
+    loss, model_variance = cfg.loss, cfg.variance
     if loss not in LOSSES:
       raise ValueError(f"diffusion.loss={loss!r}; expected one of {LOSSES}.")
     if model_variance not in ("fixed", *LEARNED_VARIANCES):
@@ -165,25 +165,25 @@ class DiffusionMethod(Method):
     variance = config.sample.variance if model_variance == "fixed" else model_variance
     _validate_sample_config(config.sample, cfg.num_timesteps)
     e = config.eval
-    if e.get("bpd_num_images", 0) % e.get("bpd_batch_size", 1):
+    if e.bpd_num_images % e.bpd_batch_size:
       raise ValueError(f"eval.bpd_num_images={e.bpd_num_images} must be a multiple of "
                        f"eval.bpd_batch_size={e.bpd_batch_size}.")
     m = config.model
-    K, p_uncond = m.get("num_classes", 0), cfg.get("p_uncond", 0.1)
-    label, guidance = config.sample.get("label", -1), config.sample.get("guidance", 0.0)
+    K, p_uncond = m.num_classes, cfg.p_uncond
+    label, guidance = config.sample.label, config.sample.guidance
     _validate_conditioning(K, p_uncond, label, guidance)
     out_channels = (output_channels(image_shape[-1], variance)
                     if variance in LEARNED_VARIANCES else None)
     model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                  attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                  num_groups=m.num_groups, out_channels=out_channels,
-                 remat=m.get("remat", False), num_classes=K, dtype=jnp.dtype(config.dtype))
+                 remat=m.remat, num_classes=K, dtype=jnp.dtype(config.dtype))
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
                image_shape=tuple(image_shape), target=cfg.target,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
                sample_cfg=config.sample, eval_cfg=config.eval,
                grad_accum_steps=grad_accum_steps(config), loss=loss, variance=variance,
-               hybrid_lambda=cfg.get("hybrid_lambda", 1e-3), num_classes=K,
+               hybrid_lambda=cfg.hybrid_lambda, num_classes=K,
                p_uncond=p_uncond, sample_label=label, guidance=float(guidance))
 
   def init(self, rng, batch) -> TrainState:
@@ -255,7 +255,7 @@ class DiffusionMethod(Method):
     draws from (its reverse variance, `sample.clip_x0`); the terms are described in
     `gen_jax.methods.diffusion_likelihood.bits_per_dim`."""
     cfg = self.eval_cfg
-    if not cfg.get("bpd_num_images", 0):
+    if not cfg.bpd_num_images:
       return None
     batch_fn = lambda state, batch, rng: self.bits_per_dim(
         state.ema_params, batch["image"], rng, timestep_batch=cfg.bpd_timestep_batch)
@@ -338,8 +338,8 @@ class DiffusionMethod(Method):
     else:
       x = ddim_sample(denoise, self.schedule, rng, shape, target=self.target, eta=cfg.eta,
                       num_steps=cfg.steps or self.schedule.num_timesteps, clip_x0=cfg.clip_x0,
-                      timesteps=cfg.get("timesteps", "linspace"),
-                      sigma=cfg.get("ddim_sigma", "eta"), variance=self.variance)
+                      timesteps=cfg.timesteps,
+                      sigma=cfg.ddim_sigma, variance=self.variance)
     return Samples(images=jnp.clip(x, -1.0, 1.0), labels=labels)
 
 
@@ -371,7 +371,7 @@ def _validate_sample_config(cfg: ml_collections.ConfigDict, T: int) -> None:
     raise ValueError(f"sample.steps={cfg.steps} must be in [1, T={T}] (0 means all T).")
   if cfg.variance not in ("beta", "beta_tilde"):
     raise ValueError(f"sample.variance={cfg.variance!r}; expected 'beta' or 'beta_tilde'.")
-  spacing, sigma = cfg.get("timesteps", "linspace"), cfg.get("ddim_sigma", "eta")
+  spacing, sigma = cfg.timesteps, cfg.ddim_sigma
   if spacing not in TIMESTEP_SPACINGS:
     raise ValueError(f"sample.timesteps={spacing!r}; expected one of {TIMESTEP_SPACINGS}.")
   if sigma not in DDIM_SIGMAS:

@@ -79,7 +79,7 @@ Options of the reference codes' loops:
   * `gan.g_batch_multiple` (gan_cifar_resnet.py: GEN_BS_MULTIPLE = 2): the G update takes
     this many times m fakes.
 
-Class conditioning (`gan.num_classes` = K > 0; Miyato & Koyama 2018, "cGANs with Projection
+Class conditioning (`model.num_classes` = K > 0; Miyato & Koyama 2018, "cGANs with Projection
 Discriminator", arXiv:1802.05637). G has conditional BatchNorms and D the projection head
 (gen_jax/models/class_conditioning.py), both archs. Real images come with their labels
 (`batch["label"]`, sliced with the images); every fake is drawn for a label y ~ U{0..K-1},
@@ -166,11 +166,10 @@ class GANMethod(Method):
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "GANMethod":
     image_shape = image_shape_of(spec)
-    config = _with_defaults(config)
     cfg = config.gan
     _validate(config, image_shape)
     dtype = jnp.dtype(config.dtype)
-    K = cfg.num_classes
+    K = config.model.num_classes
     if cfg.arch == "resnet":
       generator = resnet_gan.Generator(image_shape=tuple(image_shape), dim=cfg.ngf,
                                        num_classes=K, dtype=dtype)
@@ -256,7 +255,7 @@ class GANMethod(Method):
     if not self.num_classes:
       return None
     if "label" not in batch:
-      raise ValueError(f"gan.num_classes={self.num_classes} needs class labels: the batch has "
+      raise ValueError(f"model.num_classes={self.num_classes} needs class labels: the batch has "
                        f"only {sorted(batch)}; image datasets give {{'image', 'label'}}.")
     return batch["label"]
 
@@ -451,7 +450,7 @@ class GANMethod(Method):
     if labels is None:
       labels = self.sample_labels(num)
     elif not self.num_classes:
-      raise ValueError("This GAN is unconditional (gan.num_classes=0): it takes no labels.")
+      raise ValueError("This GAN is unconditional (model.num_classes=0): it takes no labels.")
     if labels is not None:
       labels = jnp.asarray(labels, jnp.int32)
     params_g = (state.ema_params if use_ema else state.params)[G]
@@ -471,25 +470,6 @@ class GANMethod(Method):
   def sample_tag(self) -> str:
     """'label<c>' for a conditional model drawing only class c (`sample.label`), else ''."""
     return f"label{self.sample_label}" if self.num_classes and self.sample_label >= 0 else ""
-
-
-# Fields added after runs were saved without them: their values then (a run's config.json
-# lacking `sample.batch_norm` drew its samples with the running averages).
-_FIELD_DEFAULTS = {"arch": "dcgan", "layer_style": "radford", "l2": 0.0,
-                   "alternate_minibatches": False, "g_batch_multiple": 1, "num_classes": 0}
-
-
-def _with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config` with the fields of `_FIELD_DEFAULTS` (and sample.batch_norm) filled in."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  for name, value in _FIELD_DEFAULTS.items():
-    if name not in config.gan:
-      config.gan[name] = value
-  if "batch_norm" not in config.sample:
-    config.sample.batch_norm = "running"
-  if "label" not in config.sample:
-    config.sample.label = -1
-  return config
 
 
 def _slices(cfg) -> int:
@@ -546,14 +526,15 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
                      "or 'auto'.")
   if cfg.gp_weight < 0:
     raise ValueError(f"gan.gp_weight={cfg.gp_weight} must be >= 0.")
-  if not isinstance(cfg.num_classes, int) or cfg.num_classes < 0:
-    raise ValueError(f"gan.num_classes={cfg.num_classes!r}: expected 0 (unconditional) or "
-                     "the number of classes of the dataset's labels (10 for digits).")
-  if config.sample.label != -1 and not cfg.num_classes:
+  K = config.model.num_classes
+  if not isinstance(K, int) or K < 0:
+    raise ValueError(f"model.num_classes={K!r}: expected 0 (unconditional) or the number of "
+                     "classes of the dataset's labels (10 for digits).")
+  if config.sample.label != -1 and not K:
     raise ValueError(f"sample.label={config.sample.label} needs a class-conditional GAN "
-                     "(gan.num_classes > 0); this one is unconditional.")
-  if cfg.num_classes:
-    class_rows(1, cfg.num_classes, config.sample.label)   # ValueError for a label not in [-1, K)
+                     "(model.num_classes > 0); this one is unconditional.")
+  if K:
+    class_rows(1, K, config.sample.label)   # ValueError for a label not in [-1, K)
   if cfg.z_prior not in Z_PRIORS:
     raise ValueError(f"gan.z_prior={cfg.z_prior!r}; expected one of {Z_PRIORS}.")
   if config.sample.interpolation not in ("slerp", "linear"):

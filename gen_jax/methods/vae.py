@@ -286,7 +286,7 @@ class VAEMethod(Method):
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "VAEMethod":
     image_shape = image_shape_of(spec)
     v, m = config.vae, config.model
-    binarize = config.data.get("binarize", "none")
+    binarize = config.data.binarize
     if v.decoder not in DECODERS:
       raise ValueError(f"vae.decoder={v.decoder!r}; expected one of {DECODERS}.")
     if (v.decoder == "bernoulli") != (binarize != "none"):
@@ -296,8 +296,7 @@ class VAEMethod(Method):
           "(data.binarize='none') need vae.decoder='gaussian' or 'discretized_gaussian'.")
     if v.objective not in OBJECTIVES:
       raise ValueError(f"vae.objective={v.objective!r}; expected one of {OBJECTIVES}.")
-    # Runs saved before the field existed trained the analytic-KL ELBO.
-    elbo = v.get("elbo", "analytic_kl")
+    elbo = v.elbo
     if elbo not in ELBOS:
       raise ValueError(f"vae.elbo={elbo!r}; expected one of {ELBOS}.")
     if v.train_k < 1:

@@ -36,11 +36,11 @@ def check_labels(labels_B: jax.Array | None, num_classes: int, batch: int, who: 
   """Raises ValueError unless a conditional net (num_classes > 0) gets labels [batch] and an
   unconditional one gets none."""
   if num_classes and labels_B is None:
-    raise ValueError(f"{who} has num_classes={num_classes} (gan.num_classes): pass the class "
+    raise ValueError(f"{who} has num_classes={num_classes} (model.num_classes): pass the class "
                      "labels [B] (int) of the batch.")
   if not num_classes and labels_B is not None:
     raise ValueError(f"{who} is unconditional (num_classes=0) but got labels; set "
-                     "gan.num_classes to the number of classes to condition on them.")
+                     "model.num_classes to the number of classes to condition on them.")
   if labels_B is not None and labels_B.shape != (batch,):
     raise ValueError(f"{who}: labels must have shape [B]=({batch},); got {labels_B.shape}.")
 

@@ -8,6 +8,8 @@ import importlib
 import ml_collections
 import pytest
 
+from gen_jax.configs import migration
+
 # (module, arg) for every config file and the variants its docstring and get_config name.
 CASES = [
     *[("configs.ddpm", a) for a in (None, "smoke", "dataset=mnist", "dataset=cifar10",
@@ -55,7 +57,9 @@ def test_loads_locks_and_has_the_shared_fields(case):
     assert isinstance(config.train[name], float), name
   for name in INT_TRAIN_FIELDS:
     assert type(config.train[name]) is int, name   # pylint: disable=unidiomatic-typecheck
-  assert set(config.eval) >= {"every", "batch_size", "num_batches", "step"}
+  assert set(config.eval) >= {"every", "batch_size", "num_batches", "step", "checkpoint_from",
+                              "sample_metrics", "sample_metrics_every"}
+  assert config.version == migration.CONFIG_VERSION
   config.lock()
   config.train.lr = 1.0
   config.train.batch_size = 2
@@ -90,7 +94,7 @@ TRAIN = {                 # ddpm    dcgan   vae     classifier gpt     lstm
     "lr":                  (2e-3,   2e-4,   1e-3,   1e-3,     1e-3,   2e-3),
     "lr_decay":            ("constant", "constant", "constant", "cosine", "cosine", "cosine"),
     "min_lr_ratio":        (0.1,    0.1,    0.1,    0.05,     0.1,    0.1),
-    "decay_steps":         (None,   None,   None,   None,     0,      0),
+    "decay_steps":         (0,      0,      0,      0,        0,      0),
     "warmup_steps":        (100,    0,      0,      50,       100,    100),
     "b1":                  (0.9,    0.5,    0.9,    0.9,      0.9,    0.9),
     "b2":                  (0.999,  0.999,  0.999,  0.999,    0.99,   0.99),
@@ -103,13 +107,16 @@ TRAIN = {                 # ddpm    dcgan   vae     classifier gpt     lstm
     "checkpoint_every":    (500,    500,    2000,   500,      500,    500),
     "max_checkpoints":     (3,      3,      3,      1,        3,      3),
     "async_checkpointing": (True,   True,   True,   True,     True,   True),
-    "sample_every":        (500,    250,    2000,   None,     1000,   1000),
+    "sample_every":        (500,    250,    2000,   0,        1000,   1000),
 }
 EVAL = {
     "every":               (500,    500,    6000,   500,      250,    250),
     "batch_size":          (128,    100,    100,    100,      12,     12),
     "num_batches":         (4,      5,      0,      0,        20,     20),
     "step":                (-1,     -1,     -1,     -1,       -1,     -1),
+    "checkpoint_from":     ("",     "",     "",     "",       "",     ""),
+    "sample_metrics":      (True,   True,   False,  False,    False,  False),
+    "sample_metrics_every": (0,     0,      0,      0,        0,      0),
 }
 
 
@@ -170,7 +177,7 @@ def test_vae_values():
   assert (c.eval.every, c.eval.num_batches, c.sample.num) == (6000, 0, 64)
   s = load("configs.vae", "smoke")
   assert (s.train.steps_per_call, s.train.batch_size, s.train.warmup_steps) == (1, 16, 0)
-  assert s.model.latent_dim == 2 and "sample_metrics" not in s.eval
+  assert s.model.latent_dim == 2 and not s.eval.sample_metrics and "num_samples" not in s.eval
   assert load("configs.vae", "latent=2").model.latent_dim == 2
 
 
@@ -185,8 +192,8 @@ def test_classifier_values_and_no_sample_settings():
   assert (s.train.num_steps, s.train.checkpoint_every, s.train.warmup_steps) == (8, 8, 2)
   assert (s.eval.every, s.eval.batch_size, s.eval.num_batches) == (8, 100, 0)
   for config in (c, s):   # the classifier cannot sample: no sample settings at all
-    assert "sample" not in config
-    assert "sample_every" not in config.train and "grad_accum_steps" not in config.train
+    assert "sample" not in config and config.train.sample_every == 0
+    assert not config.eval.sample_metrics and "grad_accum_steps" not in config.train
 
 
 def test_language_model_values():

@@ -40,7 +40,8 @@ FAKE_LAUNCH = textwrap.dedent("""
       print("Traceback (most recent call last):\\nValueError: boom in " + workdir)
       sys.exit(1)
     steps = int(args.get("config.train.num_steps", 10))
-    json.dump({"train": {"num_steps": steps}}, open(os.path.join(workdir, "config.json"), "w"))
+    json.dump({"method": "diffusion", "train": {"num_steps": steps}},
+              open(os.path.join(workdir, "config.json"), "w"))
     json.dump({"status": "done", "step": steps}, open(os.path.join(workdir, "run_status.json"), "w"))
 """)
 
@@ -115,7 +116,8 @@ def test_local_sweep_skips_finished_runs_resumes_others_and_survives_a_failure(t
   for run, status in ((finished, {"status": "done", "step": 10}),
                       (unfinished, {"status": "stopped", "step": 4})):
     (sweep_dir / run.name).mkdir(parents=True)
-    (sweep_dir / run.name / "config.json").write_text(json.dumps({"train": {"num_steps": 10}}))
+    (sweep_dir / run.name / "config.json").write_text(
+        json.dumps({"method": "diffusion", "train": {"num_steps": 10}}))
     (sweep_dir / run.name / "run_status.json").write_text(json.dumps(status))
 
   records = sweep.run_locally(runs, commands, parallel=2, poll_seconds=0.05)

@@ -16,6 +16,7 @@ import pytest
 
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import outputs
+from gen_jax.configs import saved_run
 from gen_jax.engine import train
 from gen_jax.engine import workdir as workdir_lib
 from smoke import REPO_ROOT
@@ -137,11 +138,11 @@ def test_a_run_saved_before_a_sample_or_export_field_existed_takes_it(tmp_path):
                                                  "export.format": "hf_gpt2"})
   assert config.sample.format == "npz" and config.export.format == "hf_gpt2"
   # launch.py --workdir alone reads it through configs/saved_run.py: today's defaults.
-  from gen_jax.configs import saved_run
   filled = saved_run.get_config(str(tmp_path))
   assert filled.sample.format == "grid" and filled.export.format == "gen_jax"
   assert filled.sample.num == saved["sample"]["num"]
-  saved["eval"].update(sample_metrics=False, num_samples=1000)   # an image family's eval group
+  saved["method"] = "diffusion"   # an image generator: it has the sample-metric fields
+  saved["eval"].update(sample_metrics=False, num_samples=1000)
   (tmp_path / "config.json").write_text(json.dumps(saved))
   filled = saved_run.get_config(str(tmp_path))
   assert filled.eval.feature_extractor == "classifier" and filled.eval.num_samples == 1000

@@ -196,7 +196,7 @@ def test_unconditional_train_step_and_samples_are_todays():
 
 def test_conditional_train_step_reads_the_batch_labels_and_samples_one_row_per_class():
   config = load_config("dcgan", "smoke,conditional")
-  assert config.gan.num_classes == 10
+  assert config.model.num_classes == 10
   method = GANMethod.from_config(config, MNIST)
   state = jax.jit(method.init)(jax.random.key(0), None)
   real = jax.random.uniform(jax.random.key(1), (8, *MNIST), minval=-1, maxval=1)
@@ -240,8 +240,8 @@ def test_class_rows_layout():
 
 @pytest.mark.parametrize("overrides,message", [
     ({"sample.label": 3}, "needs a class-conditional GAN"),
-    ({"gan.num_classes": 10, "sample.label": 12}, r"sample.label=12"),
-    ({"gan.num_classes": -1}, "gan.num_classes=-1"),
+    ({"model.num_classes": 10, "sample.label": 12}, r"sample.label=12"),
+    ({"model.num_classes": -1}, "model.num_classes=-1"),
 ])
 def test_invalid_conditional_config_fails_clearly(overrides, message):
   with pytest.raises(ValueError, match=message):
@@ -250,9 +250,9 @@ def test_invalid_conditional_config_fails_clearly(overrides, message):
 
 def test_conditional_config_variant():
   config = load_config("dcgan", "conditional")
-  assert (config.gan.num_classes, config.sample.num, config.sample.label) == (10, 100, -1)
+  assert (config.model.num_classes, config.sample.num, config.sample.label) == (10, 100, -1)
   assert (config.data.dataset, config.train.num_steps) == ("mnist_5k", 3000)
-  assert load_config("dcgan", "").gan.num_classes == 0
+  assert load_config("dcgan", "").model.num_classes == 0
 
 
 def test_networks_reject_missing_or_unexpected_labels():
