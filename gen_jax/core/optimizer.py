@@ -32,12 +32,12 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict,
     after = optax.constant_schedule(cfg.lr)
   elif cfg.lr_decay == "cosine":
     after = optax.cosine_decay_schedule(
-        cfg.lr, max((cfg.get("decay_steps", 0) or cfg.num_steps) * k - warmup_steps, 1),
+        cfg.lr, max((cfg.decay_steps or cfg.num_steps) * k - warmup_steps, 1),
         alpha=cfg.min_lr_ratio)
   elif cfg.lr_decay == "linear":
     after = optax.linear_schedule(
         cfg.lr, cfg.lr * cfg.min_lr_ratio,
-        max((cfg.get("decay_steps", 0) or cfg.num_steps) * k - warmup_steps, 1))
+        max((cfg.decay_steps or cfg.num_steps) * k - warmup_steps, 1))
   else:
     raise ValueError(f"train.lr_decay={cfg.lr_decay!r}; expected 'constant', 'cosine' or "
                      "'linear'.")

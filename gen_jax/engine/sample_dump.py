@@ -124,7 +124,8 @@ def _write_atomic_npz(path: epath.Path, **arrays: np.ndarray) -> None:
   tmp.rename(path)
 
 
-def _read_shard(path: epath.Path) -> dict[str, np.ndarray]:
+def read_shard(path: epath.Path) -> dict[str, np.ndarray]:
+  """The arrays of one written shard (`images`, and `labels` for a conditional family)."""
   with path.open("rb") as f:
     with np.load(f) as shard:
       return {k: shard[k] for k in shard.files}
@@ -142,7 +143,7 @@ def _stream_merged(folder: epath.Path, plan: DumpPlan) -> epath.Path:
   out = folder / MERGED
   tmp = folder / (MERGED + ".tmp")
   with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-    first = _read_shard(_shard_path(folder, 0))
+    first = read_shard(_shard_path(folder, 0))
     for key, name in (("images", "arr_0"), ("labels", "labels")):
       if key not in first:
         continue
@@ -152,7 +153,7 @@ def _stream_merged(folder: epath.Path, plan: DumpPlan) -> epath.Path:
                   "shape": (plan.num, *sample.shape[1:])}
         np.lib.format.write_array_header_1_0(member, header)
         for index in range(plan.num_shards):
-          member.write(np.ascontiguousarray(_read_shard(_shard_path(folder, index))[key]).tobytes())
+          member.write(np.ascontiguousarray(read_shard(_shard_path(folder, index))[key]).tobytes())
   tmp.rename(out)
   return out
 
@@ -230,7 +231,7 @@ class BatchCache:
   def get(self, index: int) -> dict[str, np.ndarray] | None:
     """The arrays of batch `index`, or None when it has not been finished."""
     path = self._path(index)
-    return _read_shard(path) if path.exists() else None
+    return read_shard(path) if path.exists() else None
 
   def put(self, index: int, **arrays: np.ndarray) -> None:
     if is_main_process():

@@ -3,7 +3,7 @@
 The same code runs on 1 CPU, 8 fake CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=8`) and a multi-host pod:
 the batch is split over the `data` and `fsdp` axes, parameters are replicated
-or (when `mesh.fsdp > 1`) split over `fsdp` by the rule of `_fsdp_spec`.
+or (when `mesh.fsdp > 1`) split over `fsdp` by the rule of `fsdp_spec`.
 
 FSDP (fully sharded data parallel): every device stores only 1/fsdp of each weight
 matrix, of its EMA and of its optimizer moments (vectors are replicated). The train step
@@ -86,7 +86,7 @@ def validate_global_batch(global_batch_size: int, mesh: Mesh, name: str = "train
                       f"processes ({jax.process_count()}).")
 
 
-def _fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
+def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
   """The FSDP rule: where one leaf of the train state lives on the `fsdp` axis.
 
   A leaf with at least 2 dims (dense and conv kernels, embeddings, their EMA and Adam
@@ -115,12 +115,12 @@ def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
       silently replicate everything). Matrices it cannot split are logged as a warning.
   """
   fsdp = mesh.shape["fsdp"]
-  specs = jax.tree.map(lambda x: _fsdp_spec(tuple(x.shape), fsdp), abstract_state)
+  specs = jax.tree.map(lambda x: fsdp_spec(tuple(x.shape), fsdp), abstract_state)
   if fsdp > 1:   # checked on the params (EMA and optimizer moments follow their shapes)
     params = getattr(abstract_state, "params", abstract_state)
     named = jax.tree_util.tree_flatten_with_path(params)[0]
     matrices = [(jax.tree_util.keystr(path), tuple(x.shape)) for path, x in named if x.ndim >= 2]
-    unsplit = [f"{name} {shape}" for name, shape in matrices if _fsdp_spec(shape, fsdp) == P()]
+    unsplit = [f"{name} {shape}" for name, shape in matrices if fsdp_spec(shape, fsdp) == P()]
     if matrices and len(unsplit) == len(matrices):
       raise ConfigError(
           f"mesh.fsdp={fsdp} divides no dimension of any parameter, so nothing would be "

@@ -335,10 +335,12 @@ class VAEMethod(Method):
     params = self.model.init(rng, jnp.zeros((1, *self.image_shape), jnp.float32))["params"]
     return TrainState.create(params, self.tx)
 
-  def _encode(self, params, x):
+  def encode(self, params, x):
+    """q(z | x) of images `x` [B, H, W, C]: (mean, log_var), each [B, L]."""
     return self.model.apply({"params": params}, x, method=VAE.encode)
 
-  def _decode_fn(self, params) -> DecodeFn:
+  def decode_fn(self, params) -> DecodeFn:
+    """z [B, L] -> the decoder's output parameters (logits or mean), for `params`."""
     return lambda z: self.model.apply({"params": params}, z, method=VAE.decode)
 
   def _to_display(self, x: jax.Array) -> jax.Array:
@@ -352,8 +354,8 @@ class VAEMethod(Method):
     """(bound [B], recon [B], kl [B]) with k = eps.shape[0] samples per image, z = mu + sigma
     eps: the ELBO (`elbo`: 'analytic_kl', K&W Eq. 10; 'monte_carlo', Eq. 6) or the IWAE
     bound L_k of Burda et al. Eq. 8; recon and KL are Eq. 10's two terms (monitoring)."""
-    mean, log_var = self._encode(params, x)
-    log_px, log_pz, log_qz = sample_log_probs(self._decode_fn(params), self.decoder, x, mean,
+    mean, log_var = self.encode(params, x)
+    log_px, log_pz, log_qz = sample_log_probs(self.decode_fn(params), self.decoder, x, mean,
                                               log_var, eps_KxBxL)
     recon, kl = elbo_terms(log_px, mean, log_var)
     log_w = log_px + log_pz - log_qz
@@ -396,8 +398,8 @@ class VAEMethod(Method):
     metrics = {}
     for name in self.eval_weights:
       params = state.ema_params if name == "ema" else state.params
-      mean, log_var = self._encode(params, x)
-      decode = self._decode_fn(params)
+      mean, log_var = self.encode(params, x)
+      decode = self.decode_fn(params)
       log_px, _, _ = sample_log_probs(
           decode, self.decoder, x, mean, log_var,
           sample_eps(elbo_rng, jnp.arange(1), (x.shape[0], self.latent_dim)))
@@ -420,8 +422,8 @@ class VAEMethod(Method):
 
   def reconstruct(self, params, x: jax.Array) -> jax.Array:
     """Decoder mean at the posterior mean z = mu(x), in the data's range."""
-    mean, _ = self._encode(params, x)
-    return decoder_mean(self.decoder, self._decode_fn(params)(mean))
+    mean, _ = self.encode(params, x)
+    return decoder_mean(self.decoder, self.decode_fn(params)(mean))
 
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True,
              batch=None, labels=None) -> Samples:   # unconditional: labels is always None
@@ -433,7 +435,7 @@ class VAEMethod(Method):
       manifold         (2-D latent) decoder means over the Fig. 4 grid, [S*S, H, W, C]
     """
     params = state.ema_params if use_ema else state.params
-    decode = self._decode_fn(params)
+    decode = self.decode_fn(params)
     z = jax.random.normal(rng, (num, self.latent_dim))
     images = self._to_display(decoder_mean(self.decoder, decode(z)))
     grids = {}

@@ -68,12 +68,6 @@ def test_mesh_from_config_and_errors():
     sharding.make_mesh(ml_collections.ConfigDict({"data": 3, "fsdp": 1}))
 
 
-def test_fsdp_rule_shards_largest_divisible_dim():
-  assert sharding._fsdp_spec((3, 8, 4), 4) == jax.sharding.PartitionSpec(None, "fsdp", None)
-  assert sharding._fsdp_spec((3, 5), 4) == jax.sharding.PartitionSpec()
-  assert sharding._fsdp_spec((16,), 1) == jax.sharding.PartitionSpec()
-
-
 def test_image_grid_layout_and_range():
   imgs = np.stack([np.full((2, 2, 1), -1.0), np.full((2, 2, 1), 1.0), np.zeros((2, 2, 1))])
   grid = image_grid(imgs, ncols=2, pad=1)

@@ -30,7 +30,7 @@ OVERRIDES = {"ddpm": {"model.ch_mult": (1,), "model.attn_resolutions": ()}}
 # ------------------------------------------------------------------ the rule, no devices
 
 def test_rule_splits_matrices_along_their_largest_divisible_dim():
-  rule = sharding._fsdp_spec
+  rule = sharding.fsdp_spec
   assert rule((3, 3, 8, 16), 4) == P(None, None, None, "fsdp")   # conv kernel: Cout
   assert rule((3, 3, 24, 8), 4) == P(None, None, "fsdp", None)   # conv kernel: Cin
   assert rule((65, 16), 4) == P(None, "fsdp")                     # odd vocabulary: D

@@ -66,7 +66,7 @@ def test_sigterm_keeps_finished_shards_and_the_rerun_completes_them_identically(
 
 def test_a_dump_is_bounded_by_the_number_asked_and_rounds_pixels_like_the_grids(tmp_path):
   folder = run(tmp_path / "d", fake_draw([]), formats=("npz",))
-  first = sample_dump._read_shard(epath.Path(folder) / "shards" / "00000.npz")["images"]
+  first = sample_dump.read_shard(epath.Path(folder) / "shards" / "00000.npz")["images"]
   rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(3), 0), 0)
   expected = np.asarray(jax.random.uniform(rng, (2, *SHAPE), minval=-1, maxval=1))
   np.testing.assert_array_equal(first[:2], np.round((expected + 1) * 127.5).astype(np.uint8))

@@ -324,8 +324,8 @@ def test_iwae_objective_trains_and_matches_the_bound():
   def bound_and_mean_log_w(params):
     eps = V.sample_eps(rng, jnp.arange(5), (x.shape[0], method.latent_dim))
     bound, _, _ = method.bound_at_eps(params, x, eps, "iwae")
-    mean, log_var = method._encode(params, x)
-    log_w = V.log_importance_weights(method._decode_fn(params), "bernoulli", x, mean,
+    mean, log_var = method.encode(params, x)
+    log_w = V.log_importance_weights(method.decode_fn(params), "bernoulli", x, mean,
                                      log_var, eps)
     return bound, log_w.mean(0)
 
@@ -348,8 +348,8 @@ def test_monte_carlo_elbo_trains_the_mean_log_weight_and_k1_iwae_equals_it():
 
   @jax.jit
   def bounds(params, eps):
-    mean, log_var = method._encode(params, x)
-    log_w = V.log_importance_weights(method._decode_fn(params), "bernoulli", x, mean, log_var,
+    mean, log_var = method.encode(params, x)
+    log_w = V.log_importance_weights(method.decode_fn(params), "bernoulli", x, mean, log_var,
                                      eps)
     return (method.bound_at_eps(params, x, eps, "elbo", "monte_carlo")[0],
             method.bound_at_eps(params, x, eps, "iwae")[0],
@@ -366,8 +366,8 @@ def test_monte_carlo_elbo_trains_the_mean_log_weight_and_k1_iwae_equals_it():
   eps = V.sample_eps(jax.random.key(3), jnp.arange(4000), shape)
   mc, _, analytic, log_w = bounds(state.params, eps)
   np.testing.assert_allclose(mc, np.asarray(log_w).mean(0), rtol=1e-5)
-  mean, log_var = method._encode(state.params, x)
-  log_px, _, _ = V.sample_log_probs(method._decode_fn(state.params), "bernoulli", x, mean,
+  mean, log_var = method.encode(state.params, x)
+  log_px, _, _ = V.sample_log_probs(method.decode_fn(state.params), "bernoulli", x, mean,
                                     log_var, eps)
   per_sample_analytic = np.asarray(log_px - V.kl_to_standard_normal(mean, log_var))
   se = (np.asarray(log_w) - per_sample_analytic).std(0) / math.sqrt(4000)
