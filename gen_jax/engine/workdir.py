@@ -29,6 +29,7 @@ A run has one writer: training, sample dumps and evaluation hold the workdir's l
 from __future__ import annotations
 
 import datetime
+import errno
 import fnmatch
 import json
 import os
@@ -42,7 +43,7 @@ from etils import epath
 
 from gen_jax.configs import migration
 from gen_jax.core.errors import UserError
-from gen_jax.engine import lease
+from gen_jax.engine import disk_errors, lease
 from gen_jax.engine.outputs import is_main_process
 
 # The config a run in a workdir was (last) started with, migrated to today's fields, or None:
@@ -242,9 +243,21 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
 # ---------------------------------------------------------------------- run status
 
 
+# run_status.json is padded with spaces to this size, so a later record can be written over
+# it in place (no new block) when the disk is full: a failed run still says so.
+STATUS_BYTES = 4096
+
+
 class RunStatus:
   """`run_status.json`: status ('running', 'done', 'failed'), step, wall time over all starts,
-  pid and host of the running process, and the error of a failed run."""
+  pid and host of the running process, and the error of a failed run.
+
+  Each record replaces the file whole (a temporary file, then a rename). When that cannot
+  be written (a full disk), the record is written over the old file in place: the file is
+  padded to `STATUS_BYTES`, so this needs no new block, and an error too long for it is
+  shortened. A "failed" record that cannot be written at all is logged, never raised: the
+  run's own error is what the user must see.
+  """
 
   def __init__(self, workdir: str | epath.Path):
     self.path = epath.Path(workdir) / STATUS
@@ -257,6 +270,12 @@ class RunStatus:
     self._t0 = time.time()
 
   def write(self, status: str, step: int, error: str | None = None) -> None:
+    """Records `status` at `step` (with `error` for a failed run); process 0 only.
+
+    Raises:
+      OutputWriteError: the disk is full or read-only and the record fits nowhere (never
+        for status "failed").
+    """
     if not is_main_process():
       return
     record = {"status": status, "step": int(step),
@@ -266,8 +285,46 @@ class RunStatus:
     if error:
       record["error"] = error
     tmp = self.path.with_name(STATUS + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(self.path)
+    try:
+      tmp.write_text(_padded(record, STATUS_BYTES))
+      tmp.replace(self.path)
+      return
+    except OSError as e:
+      first = e
+    try:
+      self._write_in_place(record)
+    except OSError as e:
+      if status == "failed":
+        logging.error("Could not record the failed status in %s (%s; then %s).", self.path,
+                      first, e)
+        return
+      raise disk_errors.output_write_error(first, "the run's status") or first from e
+    logging.warning("Wrote %s in place (%s).", self.path, first)
+
+  def _write_in_place(self, record: dict) -> None:
+    """Writes `record` over the existing file without growing it (its error shortened to
+    fit)."""
+    size = os.path.getsize(self.path)
+    text = _padded(record, 0)
+    if len(text.encode()) > size and "error" in record:
+      fixed = len(_padded({**record, "error": ""}, 0).encode())
+      room = max(size - fixed - 8, 0)
+      record = {**record, "error": record["error"].encode()[:room].decode(errors="ignore")
+                + "..."}
+      text = _padded(record, 0)
+    data = text.encode()
+    if len(data) > size:
+      raise OSError(errno.ENOSPC, "the status record does not fit the old file", str(self.path))
+    with open(self.path, "r+b") as f:
+      f.write(data + b" " * (size - len(data)))
+      f.flush()
+
+
+def _padded(record: dict, size: int) -> str:
+  """`record` as indented JSON ending in a newline, padded with spaces (JSON whitespace)
+  before it to at least `size` bytes."""
+  text = json.dumps(record, indent=2)
+  return text + " " * max(size - len(text.encode()) - 1, 0) + "\n"
 
 
 class DamagedStatusError(UserError, ValueError):
