@@ -115,6 +115,8 @@ def with_config_argument(argv: list[str]) -> list[str]:
     return argv
   workdir = _flag_value(argv, "workdir")
   if workdir and os.path.isfile(os.path.join(workdir, "config.json")):
+    with user_errors():   # a damaged one: said here, before absl's flag parsing wraps it
+      workdir_lib.load_saved_config(workdir)
     return [argv[0], f"--config={SAVED_RUN_CONFIG}:{workdir}", *argv[1:]]
   if _flag_value(argv, "mode") == "report":
     return argv

@@ -87,7 +87,8 @@ def compile_train_step(exp: Experiment, state, batches):
   return compiled, flops
 
 
-def _record_failure(error: BaseException, status: workdir_lib.RunStatus, workdir: epath.Path,
+def _record_failure(error: BaseException, status: workdir_lib.RunStatus,
+                    workdir: str | epath.Path,
                     start_step: int) -> BaseException:
   """Writes the 'failed' status (at the newest finished checkpoint) and returns the error
   to raise: `error`, or the `OutputWriteError` of a full disk while writing the metrics or

@@ -46,11 +46,32 @@ from gen_jax.core.errors import UserError
 from gen_jax.engine import disk_errors, lease
 from gen_jax.engine.outputs import is_main_process
 
-# The config a run in a workdir was (last) started with, migrated to today's fields, or None:
-# the one loader of saved configs (gen_jax/configs/migration.py), used by every engine module.
-load_saved_config = migration.load_saved_config
-
 CONFIG, HISTORY, STATUS = migration.CONFIG_FILE, "config_history", "run_status.json"
+
+
+class DamagedConfigError(UserError, ValueError):
+  """A run's `config.json` cannot be read as a config (cut short, edited, another file)."""
+
+
+def load_saved_config(workdir: str | epath.Path) -> ml_collections.ConfigDict | None:
+  """The config a run in `workdir` was (last) started with, migrated to today's fields, or
+  None: the one loader of saved configs (gen_jax/configs/migration.py), used by every
+  engine module.
+
+  Raises:
+    DamagedConfigError: config.json is not a gen_jax config (or of a newer version); the
+      message says where a copy is (config_history/).
+  """
+  try:
+    return migration.load_saved_config(workdir)
+  except (ValueError, TypeError, AttributeError) as e:   # JSONDecodeError, UnicodeDecodeError
+    history = epath.Path(workdir) / HISTORY
+    copies = sorted(history.glob("step_*.json"), key=lambda p: os.path.getmtime(p)) if (
+        history.is_dir()) else []
+    where = (f"copy the newest saved copy ({copies[-1]}) over it" if copies
+             else "restore it from a copy of the run")
+    raise DamagedConfigError(f"{epath.Path(workdir) / CONFIG} cannot be read as a gen_jax "
+                             f"config ({type(e).__name__}: {e}): {where}.") from None
 
 # Hardware layout of the same computation; may change whenever a run restarts.
 LAYOUT = ("mesh.*", "data.data_dir", "data.manual_dir", "data.num_workers",
