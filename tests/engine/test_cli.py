@@ -127,8 +127,7 @@ def test_family_modes_and_foreign_formats_are_declared_by_the_method(tmp_path, t
 
 def test_reading_a_run_that_cannot_be_read_is_one_user_error(tmp_path, data_dir):
   """A damaged config.json is named (with the copy to restore) before absl's flag parsing
-  can wrap it; a run without a checkpoint is a UserError; --mode=sample reads a run whose
-  run_status.json is damaged."""
+  can wrap it; a run without a checkpoint is a UserError."""
   run = tmp_path / "run"
   (run / "config_history").mkdir(parents=True)
   (run / "config_history" / "step_0.json").write_text("{}")
