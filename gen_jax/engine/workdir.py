@@ -326,14 +326,18 @@ class RunStatus:
     """Writes `record` over the existing file without growing it (its error shortened to
     fit)."""
     size = os.path.getsize(self.path)
-    text = _padded(record, 0)
-    if len(text.encode()) > size and "error" in record:
-      fixed = len(_padded({**record, "error": ""}, 0).encode())
-      room = max(size - fixed - 8, 0)
-      record = {**record, "error": record["error"].encode()[:room].decode(errors="ignore")
-                + "..."}
-      text = _padded(record, 0)
-    data = text.encode()
+    error = record.get("error", "")
+
+    def fits(text: str) -> bool:
+      return len(_padded({**record, "error": text}, 0).encode()) <= size
+
+    if error and not fits(error):   # the longest start that fits (JSON escapes vary in size)
+      lo, hi = 0, len(error)
+      while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(error[:mid] + "...") else (lo, mid - 1)
+      record = {**record, "error": error[:lo] + "..."}
+    data = _padded(record, 0).encode()
     if len(data) > size:
       raise OSError(errno.ENOSPC, "the status record does not fit the old file", str(self.path))
     with open(self.path, "r+b") as f:
