@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from gen_jax.core.errors import UserError
 
