@@ -17,7 +17,9 @@ What sampling returns, the same for every family:
 
 Nothing is written to the workdir. The state is restored once onto the current devices;
 sampler settings passed as keyword arguments (`config.sample` fields) rebuild only the
-method, which is cheap (shapes, no compile), and each distinct setting compiles once.
+method, which is cheap (shapes, no compile), and each distinct setting compiles once. A
+keyword that is no such field (`UnknownSettingError`), a count below 1 and `generate` on an
+image run (`SamplingRequestError`) are refused before anything is compiled.
 """
 from __future__ import annotations
 
