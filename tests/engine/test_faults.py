@@ -275,7 +275,7 @@ def test_a_really_full_disk_during_training_ends_in_one_error_and_a_failed_statu
                             f"({os.path.join(workdir, 'metrics.jsonl')}): No space left on "
                             "device (ENOSPC). Free space on that disk, then rerun")
   status = read_status(workdir)
-  assert status["status"] == "failed" and status["step"] == 4
+  assert status is not None and status["status"] == "failed" and status["step"] == 4
   assert status["error"] == f"OutputWriteError: {message}"
   assert not os.path.exists(os.path.join(workdir, "run_status.json.tmp"))
 

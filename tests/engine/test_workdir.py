@@ -183,15 +183,17 @@ def test_a_failed_status_is_written_in_place_on_a_full_disk(tmp_path, monkeypatc
   full_disk(monkeypatch)
   status.write("failed", 4, error="OutputWriteError: Could not write ...")
   record = workdir_lib.read_status(tmp_path)
-  assert record["status"] == "failed" and record["step"] == 4
+  assert record is not None and record["status"] == "failed" and record["step"] == 4
   assert record["error"] == "OutputWriteError: Could not write ..."
   # An error longer than the file's room is shortened, never lost whole.
   status.write("failed", 4, error="E" * 10_000)
   record = workdir_lib.read_status(tmp_path)
-  assert record["status"] == "failed" and record["error"].startswith("EEEE")
+  assert record is not None and record["status"] == "failed"
+  assert record["error"].startswith("EEEE")
   assert record["error"].endswith("...")
   status.write("failed", 4, error="\u00e9" * 5000)   # 6 bytes each in JSON (\\u00e9)
-  assert workdir_lib.read_status(tmp_path)["error"].startswith("\u00e9\u00e9")
+  record = workdir_lib.read_status(tmp_path)
+  assert record is not None and record["error"].startswith("\u00e9\u00e9")
   assert os.path.getsize(tmp_path / workdir_lib.STATUS) == workdir_lib.STATUS_BYTES
 
 
