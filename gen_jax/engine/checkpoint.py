@@ -50,6 +50,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from gen_jax.core.errors import UserError
 from gen_jax.core.state import TrainState
 from gen_jax.engine.checkpoint_checks import (  # the run-facing errors are part of this API
     MANIFEST, WRITE_ERRNOS, CheckpointMismatchError, CheckpointWriteError, DamagedCheckpointError, check_fits,
@@ -61,6 +62,10 @@ from gen_jax.interop import init_from_format
 
 STATE, DATA = "state", "data"
 DAMAGED_DIR = "checkpoints_damaged"      # next to checkpoints/: damaged ones, moved aside
+
+
+class NoCheckpointError(UserError, FileNotFoundError):
+  """A mode that reads a trained run finds no checkpoint (or none of the asked step)."""
 
 
 def checkpoint_dir(path: str | epath.Path) -> epath.Path:
@@ -363,18 +368,19 @@ def load_checkpoint(exp: Experiment, workdir: str | epath.Path,
   onto `exp`'s mesh, for the modes that read a trained run and `gen_jax.load_run`.
 
   Raises:
-    FileNotFoundError: no checkpoint there, or none for `step`.
+    NoCheckpointError: no checkpoint there, or none for `step` (a FileNotFoundError).
   """
   ckpt = Checkpointer(checkpoint_dir(workdir), read_only=True)
   try:
     available = ckpt.all_steps()
     if not available:
-      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}. Train first: "
+      raise NoCheckpointError(f"No checkpoint in {ckpt.directory}. Train first: "
                               f"python launch.py --config=... --workdir={workdir}")
     step = max(available) if step in (None, -1) else step
     if step not in available:
-      raise FileNotFoundError(f"No checkpoint for step {step} in {ckpt.directory}; "
-                              f"available: {sorted(available)}")
+      raise NoCheckpointError(f"No checkpoint for step {step} in {ckpt.directory}; "
+                              f"available: {sorted(available)} (set eval.step to one, or -1 "
+                              "for the newest).")
     return ckpt.restore(step, exp.abstract_state, exp.state_sharding), step
   finally:
     ckpt.close()

@@ -21,7 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from gen_jax.core.errors import UserError
-from gen_jax.engine import method_modes, modes, report, sweep, train
+from gen_jax.engine import disk_errors, method_modes, modes, report, sweep, train
 from gen_jax.engine import workdir as workdir_lib
 
 SWEEP_PARALLEL = flags.DEFINE_integer(
@@ -73,11 +73,16 @@ READ_MODES = ("sample", "eval", "export")   # and a method's own modes: they rea
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
   """Ends the process with `launch.py: <message>` (exit code 1, no traceback) on a
-  `UserError`; any other exception is a bug and keeps its traceback."""
+  `UserError` or an OSError of a full or read-only disk; any other exception is a bug and
+  keeps its traceback."""
   try:
     yield
   except UserError as e:
     sys.exit(f"launch.py: {e}")
+  except OSError as e:   # a full or read-only disk wherever the run writes
+    if (error := disk_errors.output_write_error(e, "the run's output")) is None:
+      raise
+    sys.exit(f"launch.py: {error}")
 
 
 def default_workdir(config_arg: str) -> str:
@@ -110,6 +115,8 @@ def with_config_argument(argv: list[str]) -> list[str]:
     return argv
   workdir = _flag_value(argv, "workdir")
   if workdir and os.path.isfile(os.path.join(workdir, "config.json")):
+    with user_errors():   # a damaged one: said here, before absl's flag parsing wraps it
+      workdir_lib.load_saved_config(workdir)
     return [argv[0], f"--config={SAVED_RUN_CONFIG}:{workdir}", *argv[1:]]
   if _flag_value(argv, "mode") == "report":
     return argv

@@ -18,6 +18,7 @@ to `<workdir>/export/step_<N>_<format>/` (`export_foreign`).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import jax
@@ -56,6 +57,11 @@ def unflatten_into(template: Any, flat: dict[str, np.ndarray], prefix: str) -> A
   return jax.tree.unflatten(jax.tree.structure(template), leaves)
 
 
+def readable_by_all(path: epath.Path) -> None:
+  """Mode 0644, like any file written to share: safetensors writes its file 0600."""
+  os.chmod(path, 0o644)
+
+
 def export_state(exp: Experiment, state: TrainState, step: int,
                  out_dir: str | epath.Path) -> epath.Path:
   """Writes the EMA params and model state of `state` and the config into `out_dir`."""
@@ -68,6 +74,7 @@ def export_state(exp: Experiment, state: TrainState, step: int,
     st.save_file(tensors, str(out_dir / WEIGHTS),
                  metadata={"step": str(step), "method": exp.config.method,
                            "format": "gen_jax export: EMA params and model state"})
+    readable_by_all(out_dir / WEIGHTS)
     (out_dir / CONFIG).write_text(exp.config.to_json_best_effort(indent=2) + "\n")
   return out_dir / WEIGHTS
 
@@ -83,6 +90,7 @@ def export_foreign(exp: Experiment, state: TrainState, step: int, export_format:
   if is_main_process():
     out_dir.mkdir(parents=True, exist_ok=True)
     st.save_file(files.tensors, str(out_dir / files.weights_file), metadata=files.metadata)
+    readable_by_all(out_dir / files.weights_file)
     for name, content in files.json_files.items():
       (out_dir / name).write_text(json.dumps(content, indent=2) + "\n")
     (out_dir / files.config_file).write_text(exp.config.to_json_best_effort(indent=2) + "\n")

@@ -15,7 +15,7 @@ from gen_jax.core.errors import ConfigError
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
-from gen_jax.engine import sample_dump, sample_metrics, sharding
+from gen_jax.engine import disk_errors, sample_dump, sample_metrics, sharding
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
@@ -51,10 +51,11 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   state, step = ckpt_lib.load_checkpoint(exp, workdir, config.eval.step)
   name = "_".join(p for p in (f"sample_step_{step}", exp.method.sample_tag,
                               "ema" if s.use_ema else "raw", f"seed{s.seed}") if p)
-  if formats != ("grid",):
-    return _dump(exp, state, step, epath.Path(workdir) / "samples" / name, formats)
-  paths, samples = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
-                                 rng=jax.random.key(s.seed))
+  with disk_errors.writing("the samples"):
+    if formats != ("grid",):
+      return _dump(exp, state, step, epath.Path(workdir) / "samples" / name, formats)
+    paths, samples = write_samples(exp, state, epath.Path(workdir) / "samples" / f"{name}.png",
+                                   rng=jax.random.key(s.seed))
   logging.info("Wrote %d samples to %s", s.num, ", ".join(map(str, paths)))
   if samples.tokens is not None and is_main_process():
     print(format_text_samples(exp.spec.tokenizer, samples.tokens), end="", flush=True)
@@ -114,13 +115,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     stop = StopRequest()
     with stop.installed():
       metrics.update(evaluator(state, cache, stop))
-  save_json(epath.Path(workdir) / "eval" / f"step_{step}.json",
-            {"step": step, **metrics, **details})
-  if evaluator is not None:
-    cache.clear()
-  writer = MetricWriter(workdir, tensorboard=False)
-  writer.write(step, metrics)
-  writer.close()
+  with disk_errors.writing("the evaluation's results"):
+    save_json(epath.Path(workdir) / "eval" / f"step_{step}.json",
+              {"step": step, **metrics, **details})
+    if evaluator is not None:
+      cache.clear()
+    writer = MetricWriter(workdir, tensorboard=False)
+    writer.write(step, metrics)
+    writer.close()
   if source != workdir:
     workdir_lib.RunStatus(workdir).write("done", step)
   return metrics

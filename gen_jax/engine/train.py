@@ -19,7 +19,7 @@ from gen_jax import data
 from gen_jax.core.errors import UserError
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
-from gen_jax.engine import sample_metrics, sharding
+from gen_jax.engine import disk_errors, sample_metrics, sharding
 from gen_jax.engine.evaluation import evaluate_state
 from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine import lease as lease_lib
@@ -86,6 +86,18 @@ def compile_train_step(exp: Experiment, state, batches):
       state, one_batch, exp.base_rng))
   return compiled, flops
 
+
+def _record_failure(error: BaseException, status: workdir_lib.RunStatus,
+                    workdir: str | epath.Path,
+                    start_step: int) -> BaseException:
+  """Writes the 'failed' status (at the newest finished checkpoint) and returns the error
+  to raise: `error`, or the `OutputWriteError` of a full disk while writing the metrics or
+  samples (one line naming the path)."""
+  error = disk_errors.output_write_error(error, "the run's metrics or samples") or error
+  saved = ckpt_lib.latest_step(workdir)
+  status.write("failed", start_step if saved is None else saved,
+               error=f"{type(error).__name__}: {error}")
+  return error
 
 
 @lease_lib.leased("training", ckpt_lib.unwritable_workdir_error)   # one writer per workdir
@@ -161,8 +173,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sample_fn = make_sample_fn(exp) if sample_every else None
 
   # ------------------------------------------------------------------------ loop
-  writer = MetricWriter(workdir, resume_step=start_step)
-  writer.write_config(workdir_lib.flatten(config))
+  try:
+    writer = MetricWriter(workdir, resume_step=start_step)
+    writer.write_config(workdir_lib.flatten(config))
+  except BaseException as e:
+    ckpt.close(after_error=True)
+    error = _record_failure(e, status, workdir, start_step)
+    if error is not e:
+      raise error from e
+    raise
   progress = Progress(start_step, tcfg.num_steps, tcfg.log_every)
   window: list[dict[str, float]] = []
   pending = None   # (last step, device metrics [K]) of the previous call, fetched one call late
@@ -250,9 +269,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   except BaseException as e:
     # Also on a NaN error or a crash: finish the save in flight (the last good checkpoint).
     ckpt.close(after_error=True)
-    saved = ckpt_lib.latest_step(workdir)
-    status.write("failed", start_step if saved is None else saved,
-                 error=f"{type(e).__name__}: {e}")
+    error = _record_failure(e, status, workdir, start_step)
+    if error is not e:
+      raise error from e
     raise
   finally:
     writer.close()

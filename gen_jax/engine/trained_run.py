@@ -17,7 +17,9 @@ What sampling returns, the same for every family:
 
 Nothing is written to the workdir. The state is restored once onto the current devices;
 sampler settings passed as keyword arguments (`config.sample` fields) rebuild only the
-method, which is cheap (shapes, no compile), and each distinct setting compiles once.
+method, which is cheap (shapes, no compile), and each distinct setting compiles once. A
+keyword that is no such field (`UnknownSettingError`), a count below 1 and `generate` on an
+image run (`SamplingRequestError`) are refused before anything is compiled.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from gen_jax import data
+from gen_jax.core.errors import UserError
 from gen_jax.core.state import TrainState
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import export as export_lib
@@ -38,6 +42,31 @@ from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import to_uint8
 from gen_jax.engine.samples import fixed_sample_batch, make_sample_fn
 from gen_jax.methods.base import Samples
+
+
+class UnknownSettingError(UserError, TypeError):
+  """A keyword argument that is no field of the config group it sets (e.g. `stpes=2`)."""
+
+
+class SamplingRequestError(UserError, ValueError):
+  """A request a trained run cannot serve: a sample count below 1, labels it cannot take,
+  or a text prompt to an image model."""
+
+
+def check_settings(group: ml_collections.ConfigDict, name: str, settings: dict[str, Any],
+                   taken: tuple[str, ...] = ()) -> None:
+  """Refuses keyword arguments that are not fields of `config.<name>` (or are set by an
+  argument of their own, `taken`), naming the allowed ones.
+
+  Raises:
+    UnknownSettingError: an unknown or taken keyword.
+  """
+  allowed = sorted(k for k in group.keys() if k not in taken)
+  unknown = sorted(k for k in settings if k not in allowed)
+  if unknown:
+    raise UnknownSettingError(
+        f"Unknown {name} setting(s): {', '.join(unknown)}. The keyword arguments are the "
+        f"fields of config.{name}: {', '.join(allowed)}.")
 
 
 @dataclasses.dataclass
@@ -89,7 +118,9 @@ class TrainedRun:
       GAN's interpolation, are in `draw(...).grids`). Text: a list of `num` strings.
 
     Raises:
-      ValueError: `labels` for an unconditional run, or labels of the wrong shape or range.
+      SamplingRequestError: num < 1; `labels` for an unconditional run, or labels of the
+        wrong shape or range (a ValueError).
+      UnknownSettingError: a keyword that is no field of `config.sample` (a TypeError).
     """
     samples = self.draw(num, seed, use_ema, labels, **sample_overrides)
     if samples.tokens is not None:
@@ -116,8 +147,13 @@ class TrainedRun:
       ids [num, L]; `labels` [num] for a class-conditional run.
 
     Raises:
-      ValueError: `labels` for an unconditional run, or labels of the wrong shape or range.
+      SamplingRequestError: num < 1; `labels` for an unconditional run, or labels of the
+        wrong shape or range (a ValueError).
+      UnknownSettingError: a keyword that is no field of `config.sample` (a TypeError).
     """
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+      raise SamplingRequestError(f"num={num!r}: the number of samples must be an int >= 1.")
+    check_settings(self.config.sample, "sample", sample_overrides, taken=("num", "use_ema"))
     overrides = {f"sample.{k}": v for k, v in sample_overrides.items()}
     overrides.update({"sample.num": num, "sample.use_ema": use_ema})
     exp = self.experiment(**overrides)
@@ -138,23 +174,34 @@ class TrainedRun:
     """`labels` (an int or [num] ints) as int32 [num], checked against the run's classes."""
     K = exp.method.num_classes
     if not K:
-      raise ValueError(f"labels={labels!r}: this {exp.config.method!r} run is unconditional "
-                       "(trained without class labels); sample without labels.")
+      raise SamplingRequestError(
+          f"labels={labels!r}: this {exp.config.method!r} run is unconditional (trained "
+          "without class labels); sample without labels.")
     labels = np.asarray(labels)
     if labels.ndim == 0:
       labels = np.full((num,), labels)
     if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
-      raise ValueError(f"labels must be an int or {num} ints (one per sample); got "
-                       f"{labels.dtype} {labels.shape}.")
+      raise SamplingRequestError(f"labels must be an int or {num} ints (one per sample); "
+                                 f"got {labels.dtype} {labels.shape}.")
     if labels.min() < 0 or labels.max() >= K:
-      raise ValueError(f"labels must be classes in [0, {K}); got [{labels.min()}, "
-                       f"{labels.max()}].")
+      raise SamplingRequestError(f"labels must be classes in [0, {K}); got "
+                                 f"[{labels.min()}, {labels.max()}].")
     return labels.astype(np.int32)
 
   def generate(self, prompt: str, max_new_tokens: int = 200, num: int = 1, seed: int = 0,
                **sample_overrides: Any) -> str | list[str]:
     """A language model's continuation of `prompt` (prompt included): a string, or a
-    list of `num` strings when num > 1. `sample_overrides`: temperature, top_k, top_p."""
+    list of `num` strings when num > 1. `sample_overrides`: temperature, top_k, top_p.
+
+    Raises:
+      SamplingRequestError: the run is not a language model (use `sample`), or num < 1.
+      UnknownSettingError: a keyword that is no field of `config.sample`.
+    """
+    spec = self.experiment().spec
+    if spec.kind != data.TEXT:
+      raise SamplingRequestError(
+          f"generate() continues a text prompt; this {self.config.method!r} run draws "
+          f"{spec.kind} samples: use sample(num) (or draw(num)).")
     texts = self.sample(num, seed, prompt=prompt, max_new_tokens=max_new_tokens,
                         **sample_overrides)
     return texts[0] if num == 1 else texts
@@ -163,6 +210,7 @@ class TrainedRun:
     """The eval metrics of `--mode=eval` (eval_step over the split, and the family's own
     dataset evaluation when configured), computed in memory; `eval_overrides` are fields
     of `config.eval` (e.g. `num_batches=0` for the whole split)."""
+    check_settings(self.config.eval, "eval", eval_overrides)
     exp = self.experiment(**{f"eval.{k}": v for k, v in eval_overrides.items()})
     metrics = evaluate_state(exp, self.state)
     if (family_evaluation := exp.method.dataset_evaluation()) is not None:

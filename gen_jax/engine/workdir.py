@@ -29,6 +29,7 @@ A run has one writer: training, sample dumps and evaluation hold the workdir's l
 from __future__ import annotations
 
 import datetime
+import errno
 import fnmatch
 import json
 import os
@@ -42,14 +43,35 @@ from etils import epath
 
 from gen_jax.configs import migration
 from gen_jax.core.errors import UserError
-from gen_jax.engine import lease
+from gen_jax.engine import disk_errors, lease
 from gen_jax.engine.outputs import is_main_process
 
-# The config a run in a workdir was (last) started with, migrated to today's fields, or None:
-# the one loader of saved configs (gen_jax/configs/migration.py), used by every engine module.
-load_saved_config = migration.load_saved_config
-
 CONFIG, HISTORY, STATUS = migration.CONFIG_FILE, "config_history", "run_status.json"
+
+
+class DamagedConfigError(UserError, ValueError):
+  """A run's `config.json` cannot be read as a config (cut short, edited, another file)."""
+
+
+def load_saved_config(workdir: str | epath.Path) -> ml_collections.ConfigDict | None:
+  """The config a run in `workdir` was (last) started with, migrated to today's fields, or
+  None: the one loader of saved configs (gen_jax/configs/migration.py), used by every
+  engine module.
+
+  Raises:
+    DamagedConfigError: config.json is not a gen_jax config (or of a newer version); the
+      message says where a copy is (config_history/).
+  """
+  try:
+    return migration.load_saved_config(workdir)
+  except (ValueError, TypeError, AttributeError) as e:   # JSONDecodeError, UnicodeDecodeError
+    history = epath.Path(workdir) / HISTORY
+    copies = sorted(history.glob("step_*.json"), key=lambda p: os.path.getmtime(p)) if (
+        history.is_dir()) else []
+    where = (f"copy the newest saved copy ({copies[-1]}) over it" if copies
+             else "restore it from a copy of the run")
+    raise DamagedConfigError(f"{epath.Path(workdir) / CONFIG} cannot be read as a gen_jax "
+                             f"config ({type(e).__name__}: {e}): {where}.") from None
 
 # Hardware layout of the same computation; may change whenever a run restarts.
 LAYOUT = ("mesh.*", "data.data_dir", "data.manual_dir", "data.num_workers",
@@ -242,9 +264,21 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
 # ---------------------------------------------------------------------- run status
 
 
+# run_status.json is padded with spaces to this size, so a later record can be written over
+# it in place (no new block) when the disk is full: a failed run still says so.
+STATUS_BYTES = 4096
+
+
 class RunStatus:
   """`run_status.json`: status ('running', 'done', 'failed'), step, wall time over all starts,
-  pid and host of the running process, and the error of a failed run."""
+  pid and host of the running process, and the error of a failed run.
+
+  Each record replaces the file whole (a temporary file, then a rename). When that cannot
+  be written (a full disk), the record is written over the old file in place: the file is
+  padded to `STATUS_BYTES`, so this needs no new block, and an error too long for it is
+  shortened. A "failed" record that cannot be written at all is logged, never raised: the
+  run's own error is what the user must see.
+  """
 
   def __init__(self, workdir: str | epath.Path):
     self.path = epath.Path(workdir) / STATUS
@@ -257,6 +291,12 @@ class RunStatus:
     self._t0 = time.time()
 
   def write(self, status: str, step: int, error: str | None = None) -> None:
+    """Records `status` at `step` (with `error` for a failed run); process 0 only.
+
+    Raises:
+      OutputWriteError: the disk is full or read-only and the record fits nowhere (never
+        for status "failed").
+    """
     if not is_main_process():
       return
     record = {"status": status, "step": int(step),
@@ -266,8 +306,50 @@ class RunStatus:
     if error:
       record["error"] = error
     tmp = self.path.with_name(STATUS + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(self.path)
+    try:
+      tmp.write_text(_padded(record, STATUS_BYTES))
+      tmp.replace(self.path)
+      return
+    except OSError as e:
+      first = e
+    try:
+      self._write_in_place(record)
+    except OSError as e:
+      if status == "failed":
+        logging.error("Could not record the failed status in %s (%s; then %s).", self.path,
+                      first, e)
+        return
+      raise disk_errors.output_write_error(first, "the run's status") or first from e
+    logging.warning("Wrote %s in place (%s).", self.path, first)
+
+  def _write_in_place(self, record: dict) -> None:
+    """Writes `record` over the existing file without growing it (its error shortened to
+    fit)."""
+    size = os.path.getsize(self.path)
+    error = record.get("error", "")
+
+    def fits(text: str) -> bool:
+      return len(_padded({**record, "error": text}, 0).encode()) <= size
+
+    if error and not fits(error):   # the longest start that fits (JSON escapes vary in size)
+      lo, hi = 0, len(error)
+      while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(error[:mid] + "...") else (lo, mid - 1)
+      record = {**record, "error": error[:lo] + "..."}
+    data = _padded(record, 0).encode()
+    if len(data) > size:
+      raise OSError(errno.ENOSPC, "the status record does not fit the old file", str(self.path))
+    with open(self.path, "r+b") as f:
+      f.write(data + b" " * (size - len(data)))
+      f.flush()
+
+
+def _padded(record: dict, size: int) -> str:
+  """`record` as indented JSON ending in a newline, padded with spaces (JSON whitespace)
+  before it to at least `size` bytes."""
+  text = json.dumps(record, indent=2)
+  return text + " " * max(size - len(text.encode()) - 1, 0) + "\n"
 
 
 class DamagedStatusError(UserError, ValueError):

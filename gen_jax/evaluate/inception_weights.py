@@ -44,14 +44,13 @@ class InceptionWeightsMismatch(UserError, ValueError):
 
 
 def missing_weights_message(path: str, field: str) -> str:
-  """The one message for a missing file: where to get it, where to put it, which field."""
+  """The one message for a missing file, one line: where to get it, where to put it, which
+  field."""
   return (
-      f"The Inception weights for FID/IS/KID are not at {path} ({field}).\n"
-      f"Download pytorch-fid's file (about 92 MB) and put it there:\n"
-      f"  mkdir -p {os.path.dirname(path) or '.'}\n"
-      f"  curl -L -o {path} {FID_WEIGHTS_URL}\n"
-      f"or point --config.{field}=/path/to/{FID_WEIGHTS_FILENAME}; "
-      "--config.eval.sample_metrics=False skips the metrics.")
+      f"The Inception weights for FID/IS/KID are not at {path} ({field}): download "
+      f"pytorch-fid's file (about 92 MB) there (mkdir -p {os.path.dirname(path) or '.'} && "
+      f"curl -L -o {path} {FID_WEIGHTS_URL}), or point --config.{field}=/path/to/"
+      f"{FID_WEIGHTS_FILENAME}; --config.eval.sample_metrics=False skips the metrics.")
 
 
 def check_weights_file(path: str, field: str) -> str:
@@ -84,6 +83,7 @@ def load_state_dict(path: str, expected_sha256: str = FID_WEIGHTS_SHA256,
   Raises:
     InceptionWeightsMissing: no file at `path`.
     InceptionWeightsMismatch: the digest differs from `expected_sha256`.
+    InceptionWeightsMismatch: the file is not a torch state dict, or is damaged.
     pickle_reader.UnsafePickleError: the file is a pickle that names other Python objects.
   """
   path = check_weights_file(path, field)
@@ -101,7 +101,14 @@ def load_state_dict(path: str, expected_sha256: str = FID_WEIGHTS_SHA256,
           return {name: stored[name] for name in stored.files if name != SOURCE_KEY}, sha
     except (OSError, ValueError, zlib.error, EOFError):   # damaged: convert again
       pass
-  state = {name: value for name, value in pickle_reader.load_torch_state_dict(path).items()
+  try:
+    loaded = pickle_reader.load_torch_state_dict(path)
+  except pickle_reader.UnsafePickleError:
+    raise
+  except pickle_reader.TorchFileError as e:
+    raise InceptionWeightsMismatch(f"{e} Download the FID Inception weights again from "
+                                   f"{FID_WEIGHTS_URL}.") from None
+  state = {name: value for name, value in loaded.items()
            if not name.endswith("num_batches_tracked")}
   if SOURCE_KEY in state:
     raise InceptionWeightsMismatch(f"{path} holds a tensor named {SOURCE_KEY}.")

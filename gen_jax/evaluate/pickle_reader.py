@@ -35,6 +35,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from gen_jax.core.errors import UserError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C   # torch/serialization.py MAGIC_NUMBER
 LEGACY_PROTOCOL = 1001
 
@@ -46,7 +48,11 @@ _STORAGE_DTYPES = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class TorchFileError(UserError, pickle.UnpicklingError):
+  """The file is not a torch checkpoint of tensors, or it is damaged (truncated, corrupt)."""
+
+
+class UnsafePickleError(TorchFileError):
   """The file names a global outside the allow-list (it could run code when loaded)."""
 
 
@@ -85,21 +91,21 @@ class _PendingTensor:
     than `max_bytes`."""
     buf = self.storage.data
     if buf is None:
-      raise pickle.UnpicklingError("A tensor refers to a storage whose bytes are missing.")
+      raise TorchFileError("A tensor refers to a storage whose bytes are missing.")
     if any(s < 0 for s in self.size) or any(s < 0 for s in self.stride) or self.offset < 0:
-      raise pickle.UnpicklingError(f"Invalid tensor layout size={self.size} "
+      raise TorchFileError(f"Invalid tensor layout size={self.size} "
                                    f"stride={self.stride} offset={self.offset}.")
     if 0 in self.size:
       return np.zeros(self.size, buf.dtype)
     nbytes = int(np.prod(self.size, dtype=object)) * buf.itemsize
     if nbytes > max_bytes:
-      raise pickle.UnpicklingError(
+      raise TorchFileError(
           f"A tensor of size {self.size}, stride {self.stride} would take {nbytes} bytes, "
           f"more than the {max_bytes} bytes the file can account for: the file is corrupt "
           "or crafted.")
     last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
     if last >= buf.size:
-      raise pickle.UnpicklingError(
+      raise TorchFileError(
           f"A tensor of size {self.size}, stride {self.stride}, offset {self.offset} reads "
           f"past its storage of {buf.size} elements: the file is corrupt.")
     view = np.lib.stride_tricks.as_strided(
@@ -111,14 +117,14 @@ class _PendingTensor:
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
                        backward_hooks=None, metadata=None):  # pylint: disable=unused-argument
   if not isinstance(storage, _Storage):
-    raise pickle.UnpicklingError("_rebuild_tensor_v2 got something that is not a storage.")
+    raise TorchFileError("_rebuild_tensor_v2 got something that is not a storage.")
   return _PendingTensor(storage, int(storage_offset), tuple(int(s) for s in size),
                         tuple(int(s) for s in stride))
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):  # pylint: disable=unused-argument
   if not isinstance(data, _PendingTensor):
-    raise pickle.UnpicklingError("_rebuild_parameter got something that is not a tensor.")
+    raise TorchFileError("_rebuild_parameter got something that is not a tensor.")
   return data
 
 
@@ -225,7 +231,7 @@ def _load_zip(path: str) -> Any:
   with zipfile.ZipFile(path) as archive:
     pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
-      raise pickle.UnpicklingError(f"{path}: not a torch zip checkpoint (no single "
+      raise TorchFileError(f"{path}: not a torch zip checkpoint (no single "
                                    "<archive>/data.pkl).")
     prefix = pickles[0][:-len("data.pkl")]
     order = "little"
@@ -242,9 +248,9 @@ def _load_zip(path: str) -> Any:
         try:
           declared = archive.getinfo(name).file_size
         except KeyError:
-          raise pickle.UnpicklingError(f"{path}: the storage {key} is missing.") from None
+          raise TorchFileError(f"{path}: the storage {key} is missing.") from None
         if declared != int(numel) * kind.dtype.itemsize or declared > file_bytes:
-          raise pickle.UnpicklingError(
+          raise TorchFileError(
               f"{path}: storage {key} declares {numel} elements of {kind.dtype} but holds "
               f"{declared} bytes (the file has {file_bytes}): corrupt or crafted.")
         raw = archive.read(name)
@@ -263,12 +269,12 @@ def _load_legacy(path: str) -> Any:
   with open(path, "rb") as f:
     plain = lambda: RestrictedUnpickler(f, path).load()   # pylint: disable=unnecessary-lambda-assignment
     if plain() != LEGACY_MAGIC:
-      raise pickle.UnpicklingError(f"{path}: not a torch checkpoint (wrong magic number).")
+      raise TorchFileError(f"{path}: not a torch checkpoint (wrong magic number).")
     if plain() != LEGACY_PROTOCOL:
-      raise pickle.UnpicklingError(f"{path}: unsupported legacy torch protocol version.")
+      raise TorchFileError(f"{path}: unsupported legacy torch protocol version.")
     sys_info = plain()
     if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
-      raise pickle.UnpicklingError(f"{path}: big-endian legacy checkpoints are not supported.")
+      raise TorchFileError(f"{path}: big-endian legacy checkpoints are not supported.")
     storages: dict[str, _Storage] = {}
     views = []
 
@@ -292,11 +298,11 @@ def _load_legacy(path: str) -> Any:
       (numel,) = struct.unpack("<q", f.read(8))
       nbytes = numel * storage.dtype.itemsize
       if numel != storage.numel or not 0 <= nbytes <= file_bytes - f.tell():
-        raise pickle.UnpicklingError(f"{path}: storage {key} declares {numel} elements, more "
+        raise TorchFileError(f"{path}: storage {key} declares {numel} elements, more "
                                      "than the file holds: truncated, corrupt or crafted.")
       raw = f.read(nbytes)
       if numel != storage.numel or len(raw) != nbytes:
-        raise pickle.UnpicklingError(f"{path}: storage {key} is truncated or corrupt.")
+        raise TorchFileError(f"{path}: storage {key} is truncated or corrupt.")
       storage.data = np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<")).astype(
           storage.dtype)
     for sub, root, offset in views:
@@ -315,11 +321,19 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
   Raises:
     UnsafePickleError: the pickle names any global outside the allow-list.
-    pickle.UnpicklingError: the file is not a torch checkpoint or is corrupt.
+    TorchFileError: the file is not a torch checkpoint or is corrupt (both are
+      `pickle.UnpicklingError`s and `UserError`s).
   """
   path = os.fspath(path)
-  obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+  try:
+    obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+  except TorchFileError:
+    raise
+  except (pickle.UnpicklingError, EOFError, ValueError, struct.error, zipfile.BadZipFile,
+          KeyError, IndexError, TypeError) as e:   # garbage, or a file cut short
+    raise TorchFileError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
+                         f"{e}).") from None
   if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
-    raise pickle.UnpicklingError(f"{path} holds a {type(obj).__name__}, not a state dict of "
+    raise TorchFileError(f"{path} holds a {type(obj).__name__}, not a state dict of "
                                  "tensors.")
   return dict(obj)

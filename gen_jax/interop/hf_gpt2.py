@@ -28,29 +28,34 @@ from gen_jax.models.gpt import GPT, LN_EPSILON
 PREFIX = "hf_gpt2:"       # init_from='hf_gpt2:/path/to/model.safetensors' (or its folder)
 WEIGHTS, HF_CONFIG, GEN_JAX_CONFIG = "model.safetensors", "config.json", "gen_jax_config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-CONVERT_SNIPPET = """\
-  # in an environment with torch and transformers:
-  from transformers import GPT2LMHeadModel
-  GPT2LMHeadModel.from_pretrained("<folder with the .bin and config.json>").save_pretrained(
-      "<new folder>", safe_serialization=True)   # writes <new folder>/model.safetensors"""
+CONVERT_HINT = ("convert it once, where torch and transformers are installed: "
+                "GPT2LMHeadModel.from_pretrained('<folder with the .bin and config.json>')"
+                ".save_pretrained('<new folder>', safe_serialization=True), which writes "
+                f"<new folder>/{WEIGHTS}; then pass init_from=hf_gpt2:<new folder>")
 
 
 def weights_path(spec: str) -> epath.Path:
   """The safetensors file of `hf_gpt2:<file or folder>` (a folder: its model.safetensors).
 
   Raises:
-    ForeignWeightsError (a ValueError): a pickled checkpoint, or a file that is not
-      .safetensors.
+    ForeignWeightsError (a ValueError): a pickled checkpoint (or a folder holding only
+      one), or a file that is not .safetensors.
     ForeignWeightsNotFoundError (a FileNotFoundError): nothing there.
   """
   path = epath.Path(os.path.expanduser(spec.removeprefix(PREFIX)))
   if path.is_dir():
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not (path / WEIGHTS).exists() and pickled:
+      raise ForeignWeightsError(
+          f"init_from={spec}: the folder holds no {WEIGHTS}, only the pickled PyTorch "
+          f"checkpoint {', '.join(pickled)}; unpickling runs arbitrary code, so gen_jax "
+          f"reads GPT-2 weights from safetensors only: {CONVERT_HINT}.")
     path = path / WEIGHTS
   if path.suffix in PICKLE_SUFFIXES:
     raise ForeignWeightsError(
         f"init_from={spec}: {path.name} is a pickled PyTorch checkpoint, and unpickling "
-        "runs arbitrary code, so gen_jax reads GPT-2 weights from safetensors only. "
-        f"Convert it once:\n{CONVERT_SNIPPET}\nthen pass init_from=hf_gpt2:<new folder>.")
+        f"runs arbitrary code, so gen_jax reads GPT-2 weights from safetensors only: "
+        f"{CONVERT_HINT}.")
   if path.suffix != ".safetensors":
     raise ForeignWeightsError(f"init_from={spec}: expected a .safetensors file or a folder "
                               f"holding {WEIGHTS}, got {path.name!r}.")
@@ -68,8 +73,20 @@ def read(spec: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     raise ForeignWeightsError(
         f"init_from={spec}: {path} is not a readable safetensors file: {e}") from e
   config_path = path.parent / HF_CONFIG
-  hf_config = json.loads(config_path.read_text()) if config_path.exists() else None
-  return gpt_hf.canonical(tensors), hf_config
+  hf_config = None
+  if config_path.exists():
+    try:
+      hf_config = json.loads(config_path.read_text())
+      if not isinstance(hf_config, dict):
+        raise ValueError(f"a JSON {type(hf_config).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+      raise ForeignWeightsError(
+          f"init_from={spec}: {config_path} is not a Hugging Face config ({e}): restore it "
+          "from the model's source, or remove it (the heads are then not checked).") from None
+  try:
+    return gpt_hf.canonical(tensors), hf_config
+  except ValueError as e:   # an untied head
+    raise ForeignWeightsError(f"init_from={spec}: {e}") from None
 
 
 def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model: GPT,
@@ -97,12 +114,12 @@ def check_fits(spec: str, found: gpt_hf.GPT2Shape, hf_config: dict | None, model
   else:
     logging.warning("init_from=%s: no %s beside the file, so model.n_head=%d is not checked.",
                     spec, HF_CONFIG, model.n_head)
-  differ = [f"  {field}: the config has {mine}, the file {theirs}"
+  differ = [f"{field}: the config has {mine}, the file {theirs}"
             for field, mine, theirs in wanted if mine != theirs]
   if differ:
     raise ForeignWeightsError(
-        f"init_from={spec} does not fit the config:\n" + "\n".join(differ)
-        + "\nSet these fields to the file's values (e.g. --config.model.n_layer=...).")
+        f"init_from={spec} does not fit the config: " + "; ".join(differ)
+        + ". Set these fields to the file's values (e.g. --config.model.n_layer=...).")
 
 
 def load_params(spec: str, model: GPT, config: Any, abstract_params: Any) -> Any:
@@ -110,21 +127,49 @@ def load_params(spec: str, model: GPT, config: Any, abstract_params: Any) -> Any
   against the config: host arrays with the structure and dtypes of `abstract_params`.
 
   Raises:
-    ForeignWeightsError (a ValueError): the file is pickled, unreadable, or does not fit.
+    ForeignWeightsError (a ValueError): the file is pickled, unreadable, not a GPT-2, or
+      does not fit (a config field, or any tensor's shape).
     ForeignWeightsNotFoundError (a FileNotFoundError): no file there.
   """
   tensors, hf_config = read(spec)
-  check_fits(spec, gpt_hf.infer_shape(tensors), hf_config, model, config)
+  try:
+    shape = gpt_hf.infer_shape(tensors)
+  except ValueError as e:   # not a GPT-2 state dict
+    raise ForeignWeightsError(f"init_from={spec}: {e}") from None
+  check_fits(spec, shape, hf_config, model, config)
   try:
     params = gpt_hf.from_hf(tensors, n_layer=model.n_layer,
                             padded_vocab_size=model.padded_vocab_size, use_bias=model.use_bias)
+  except KeyError as e:   # a tensor the model needs is missing
+    raise ForeignWeightsError(f"init_from={spec}: {e.args[0]}") from None
   except ValueError as e:
     raise ForeignWeightsError(f"init_from={spec}: {e} (model.use_bias)") from None
   if jax.tree.structure(params) != jax.tree.structure(abstract_params):
     raise ForeignWeightsError(
         f"init_from={spec}: the converted tree {jax.tree.structure(params)} is not the "
         f"model's {jax.tree.structure(abstract_params)}.")
+  check_shapes(spec, params, abstract_params)
   return jax.tree.map(lambda p, a: np.asarray(p, a.dtype), params, abstract_params)
+
+
+def check_shapes(spec: str, params: Any, abstract_params: Any) -> None:
+  """Every converted tensor's shape against the model's, before anything is compiled
+  (the depth and width checks of `check_fits` do not see an inner shape, e.g. an MLP
+  width other than 4 * n_embd).
+
+  Raises:
+    ForeignWeightsError: naming each tensor (up to 5) and both shapes.
+  """
+  wrong = [f"{jax.tree_util.keystr(path, simple=True, separator='/')} is "
+           f"{tuple(np.shape(p))} in the file and {tuple(a.shape)} in the model"
+           for (path, p), a in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                   jax.tree.leaves(abstract_params), strict=True)
+           if tuple(np.shape(p)) != tuple(a.shape)]
+  if wrong:
+    raise ForeignWeightsError(
+        f"init_from={spec} does not fit the model: {'; '.join(wrong[:5])}"
+        f"{f' (and {len(wrong) - 5} more)' if len(wrong) > 5 else ''}. Use a config whose "
+        "model makes these shapes, or a file of this model's.")
 
 
 def export_files(params: Any, model: GPT, step: int) -> tuple[dict[str, np.ndarray],

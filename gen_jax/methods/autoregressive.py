@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from gen_jax.core.errors import ConfigError
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.interop import hf_gpt2
@@ -168,11 +169,15 @@ class AutoregressiveMethod(Method):
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> "AutoregressiveMethod":
     s = config.sample
     if s.temperature < 0 or not 0 < s.top_p <= 1 or s.top_k < 0:
-      raise ValueError(f"sample.temperature={s.temperature} must be >= 0, sample.top_p="
-                       f"{s.top_p} in (0, 1], sample.top_k={s.top_k} >= 0 (0 = off).")
+      raise ConfigError(f"sample.temperature={s.temperature} must be >= 0, sample.top_p="
+                        f"{s.top_p} in (0, 1], sample.top_k={s.top_k} >= 0 (0 = off).")
     if not s.prompt:
-      raise ValueError("sample.prompt is empty; give at least one character, e.g. '\\n'.")
-    prompt = tuple(int(t) for t in spec.tokenizer.encode(s.prompt))
+      raise ConfigError("sample.prompt is empty; give at least one character, e.g. '\\n'.")
+    try:
+      prompt = tuple(int(t) for t in spec.tokenizer.encode(s.prompt))
+    except ValueError as e:   # a character the dataset's text lacks (a char vocabulary)
+      raise ConfigError(f"sample.prompt={s.prompt!r}: {e} Set --config.sample.prompt to "
+                        "text made of the dataset's characters.") from None
     return cls(model=build_model(config, spec.vocab_size), tx=make_optimizer(config.train),
                config=config, seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer],
                prompt=prompt,

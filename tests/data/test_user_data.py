@@ -294,6 +294,10 @@ def test_text_errors_name_the_file_or_folder(tmp_path):
   as_bytes = text_config(tmp_path / "tfds", text_path=str(tmp_path / "l"), tokenizer="byte")
   cut = int(0.9 * len(latin1))   # no characters to count: the cut is in bytes
   assert bytes(data.load_tokens(as_bytes, "train").astype(np.uint8)) == latin1[:cut]
+  # A device (or a pipe): not "does not exist", and nothing read from it.
+  with pytest.raises(UserDataError, match="text_path=/dev/zero is neither a regular file "
+                     "nor a folder"):
+    data.text_tokenizer(text_config(tmp_path / "tfds", text_path="/dev/zero"))
 
 
 # ---------------------------------------------------------------- end to end

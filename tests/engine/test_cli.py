@@ -2,7 +2,9 @@
 class derives from `UserError`; a config error ends launch.py with ONE line
 `launch.py: <message>`, exit code 1 and no traceback; a family's own mode and its foreign
 weight formats are checked against what the run's method declares."""
+import errno
 import os
+import pickle
 import subprocess
 import sys
 
@@ -10,11 +12,12 @@ import pytest
 
 from gen_jax import data
 from gen_jax.core.errors import ConfigError, UserError
-from gen_jax.engine import (checkpoint_checks, lease, method_modes, preemption, report,
-                            sample_dump, train)
+from gen_jax.engine import (checkpoint, checkpoint_checks, cli, disk_errors, lease,
+                            method_modes, modes, preemption, report, sample_dump, train,
+                            trained_run)
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.experiment import build_experiment
-from gen_jax.evaluate import inception_weights
+from gen_jax.evaluate import inception_weights, pickle_reader
 from gen_jax.methods.inpainting import InpaintConfigError
 from smoke import REPO_ROOT, load_config
 
@@ -36,6 +39,14 @@ def test_user_facing_errors_share_one_base_and_keep_their_builtin_types():
       (lease.WorkdirBusyError, RuntimeError),
       (workdir_lib.DamagedStatusError, ValueError),
       (train.NonFiniteLossError, FloatingPointError),
+      (checkpoint.NoCheckpointError, FileNotFoundError),
+      (workdir_lib.DamagedConfigError, ValueError),
+      (disk_errors.OutputWriteError, OSError),
+      (pickle_reader.TorchFileError, pickle.UnpicklingError),
+      (pickle_reader.UnsafePickleError, pickle.UnpicklingError),
+      (inception_weights.InceptionWeightsMismatch, ValueError),
+      (trained_run.UnknownSettingError, TypeError),
+      (trained_run.SamplingRequestError, ValueError),
       (ConfigError, ValueError)]:
     assert issubclass(error, UserError) and issubclass(error, builtin), error
 
@@ -44,6 +55,8 @@ def test_user_facing_errors_share_one_base_and_keep_their_builtin_types():
     ({"train.batch_size": -4}, "train.batch_size=-4 must be positive."),
     ({"train.num_steps": 0}, "train.num_steps=0 must be positive."),
     ({"diffusion.target": "score"}, "diffusion.target='score'; expected one of"),
+    ({"sample.num": 0}, "sample.num=0 must be >= 1"),
+    ({"sample.num": -1}, "sample.num=-1 must be >= 1"),
 ])
 def test_build_experiment_raises_config_errors(overrides, message):
   """Checks of the engine and of a family's `from_config` alike: ConfigError, still a
@@ -107,3 +120,55 @@ def test_family_modes_and_foreign_formats_are_declared_by_the_method(tmp_path, t
     build_experiment(load_config("ddpm", **{"export.format": "hf_gpt2"}))
   with pytest.raises(ConfigError, match="export.format='onnx'"):
     build_experiment(load_config("ddpm", **{"export.format": "onnx"}))
+
+
+# ---------------------------------------------------------- reading a run, full disks
+
+
+def test_reading_a_run_that_cannot_be_read_is_one_user_error(tmp_path, data_dir):
+  """A damaged config.json is named (with the copy to restore) before absl's flag parsing
+  can wrap it; a run without a checkpoint is a UserError."""
+  run = tmp_path / "run"
+  (run / "config_history").mkdir(parents=True)
+  (run / "config_history" / "step_0.json").write_text("{}")
+  (run / "config.json").write_text('{"method": "diff')
+  with pytest.raises(SystemExit) as exit_:
+    cli.with_config_argument(["launch.py", f"--workdir={run}", "--mode=sample"])
+  assert str(exit_.value.code).startswith(
+      f"launch.py: {run}/config.json cannot be read as a gen_jax config (JSONDecodeError: ")
+  assert str(exit_.value.code).endswith(
+      f"copy the newest saved copy ({run}/config_history/step_0.json) over it.")
+  with pytest.raises(workdir_lib.DamagedConfigError):
+    workdir_lib.load_saved_config(run)
+  config = load_config("ddpm", **{"data.data_dir": data_dir})
+  with pytest.raises(checkpoint.NoCheckpointError, match=f"No checkpoint in {tmp_path}") as e:
+    modes.sample(config, str(tmp_path / "untrained"))
+  assert isinstance(e.value, UserError) and isinstance(e.value, FileNotFoundError)
+
+
+def test_a_full_or_read_only_disk_anywhere_is_one_line():
+  """The launcher's last net: an OSError of a full disk that no module turned into a
+  UserError still ends in one line naming the path and what to do."""
+  with pytest.raises(SystemExit) as exit_:
+    with cli.user_errors():
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/export/model.json")
+  assert exit_.value.code == (
+      "launch.py: Could not write the run's output (/runs/x/export/model.json): No space "
+      "left on device (ENOSPC). Free space on that disk, then rerun the same command; what "
+      "was finished before is kept.")
+  with pytest.raises(FileNotFoundError):   # any other OSError is a bug: its traceback stays
+    with cli.user_errors():
+      raise FileNotFoundError(errno.ENOENT, "No such file", "/x")
+
+
+def test_a_prompt_character_the_corpus_lacks_is_named(tmp_path):
+  """A char vocabulary is the corpus's characters: with no newline in the text, the default
+  prompt ('\\n') cannot be encoded, and the error says so in sample.prompt's name."""
+  (tmp_path / "corpus.txt").write_text("abc def " * 200)   # no newline
+  config = load_config("gpt", "smoke", **{"data.dataset": "text_files",
+                                         "data.text_path": str(tmp_path / "corpus.txt"),
+                                         "data.tokenizer": "char",
+                                         "data.data_dir": str(tmp_path / "tfds")})
+  with pytest.raises(ConfigError, match=r"sample.prompt='\\n': 1 character\(s\) '\\n' .* not "
+                     r"in this char vocabulary .* Set --config.sample.prompt to text made of"):
+    build_experiment(config)

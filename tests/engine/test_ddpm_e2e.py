@@ -5,6 +5,7 @@ The three smoke runs share compiled code through the persistent compilation cach
 """
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import gen_jax
 from gen_jax import data
 from gen_jax.engine import modes, outputs, train
 from gen_jax.engine.outputs import read_metrics
+from gen_jax.engine.trained_run import SamplingRequestError, UnknownSettingError
 from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
@@ -113,6 +115,28 @@ def test_python_api_samples_and_evaluates_as_the_modes_do(runs, data_dir):
   metrics = run.evaluate()
   saved = modes.evaluate(load_config("ddpm", **{"data.data_dir": data_dir}), runs["b"])
   assert metrics["eval/ema/loss"] == pytest.approx(saved["eval/ema/loss"], rel=1e-6)
+
+
+def test_python_api_refuses_what_it_cannot_do_before_compiling(runs, tmp_path):
+  """A typo'd sampler setting, a sample count below 1 and a text prompt to an image model
+  are refused, naming what is allowed, before anything is compiled."""
+  run = gen_jax.load_run(runs["b"])
+  for call in (lambda: run.sample(2, stpes=2), lambda: run.draw(2, stpes=2)):
+    with pytest.raises(UnknownSettingError, match=r"Unknown sample setting\(s\): stpes\. "
+                       r"The keyword arguments are the fields of config.sample: .*steps"):
+      call()
+  with pytest.raises(UnknownSettingError, match=r"Unknown eval setting\(s\): num_batchs"):
+    run.evaluate(num_batchs=1)
+  for num in (0, -1):
+    with pytest.raises(SamplingRequestError, match=r"num=.*must be an int >= 1"):
+      run.sample(num)
+  with pytest.raises(SamplingRequestError, match=r"generate\(\) continues a text prompt; "
+                     r"this 'diffusion' run draws image samples: use sample\(num\)"):
+    run.generate("ROMEO:")
+  assert not run._sample_fns   # nothing was compiled
+  # An export is for sharing: readable by all, like any file the user writes.
+  path = modes.export(run.config, runs["b"])
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
 
 
 def test_launcher_samples_a_run_from_its_workdir_alone(runs):

@@ -35,10 +35,12 @@ import chex
 import pytest
 
 from gen_jax import data
+from gen_jax.core.errors import UserError
 from gen_jax.data.errors import DamagedDatasetError
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import train
+from gen_jax.engine.disk_errors import OutputWriteError
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics
 from gen_jax.engine.workdir import read_status
@@ -103,15 +105,19 @@ def failing_writes(monkeypatch):
   containing `only`, if given), as a full or read-only disk does."""
   real_open, real_mkdir = builtins.open, os.mkdir
 
-  def install(under, code, only=None):
+  def install(under, code, only=None, overwrite=False):
+    """`only`: a substring or a tuple of them. `overwrite`: a really full disk, on which
+    writing over a file's existing bytes (mode 'r+') still works."""
     under = os.fspath(under)
+    parts = (only,) if isinstance(only, str) else only
 
     def hit(path):
       path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
-      return path.startswith(under) and (only is None or only in path)
+      return path.startswith(under) and (parts is None or any(p in path for p in parts))
 
     def fake_open(file, mode="r", *args, **kwargs):
-      if any(c in mode for c in "wax+") and hit(file):
+      writes = any(c in mode for c in "wax") or ("+" in mode and not overwrite)
+      if writes and hit(file):
         raise OSError(code, os.strerror(code), os.fspath(file))
       return real_open(file, mode, *args, **kwargs)
 
@@ -251,6 +257,49 @@ def test_read_only_checkpoints_during_an_async_save_stop_the_run(runs, tmp_path,
                                                    "train.async_checkpointing": True}), workdir)
   assert_same_state(workdir, runs["six"], 6, data_dir)
   assert_each_step_once(workdir, 6)
+
+
+def test_a_really_full_disk_during_training_ends_in_one_error_and_a_failed_status(
+    runs, tmp_path, data_dir, failing_writes):
+  """metrics.jsonl cannot grow and run_status.json cannot be replaced: the error names the
+  metrics file and what to do, and the status, written over the old one in place, says
+  failed with that error."""
+  workdir = copy_run(runs, tmp_path)
+  failing_writes(workdir, errno.ENOSPC, only=("metrics.jsonl", "run_status.json"),
+                 overwrite=True)
+  with pytest.raises(OutputWriteError) as error:
+    train.train_and_evaluate(vae_config(data_dir, **{"train.num_steps": 6}), workdir)
+  message = str(error.value)
+  assert error.value.errno == errno.ENOSPC and isinstance(error.value, UserError)
+  assert message.startswith(f"Could not write the run's metrics or samples "
+                            f"({os.path.join(workdir, 'metrics.jsonl')}): No space left on "
+                            "device (ENOSPC). Free space on that disk, then rerun")
+  status = read_status(workdir)
+  assert status is not None and status["status"] == "failed" and status["step"] == 4
+  assert status["error"] == f"OutputWriteError: {message}"
+  assert not os.path.exists(os.path.join(workdir, "run_status.json.tmp"))
+
+
+def test_sample_mode_on_a_full_disk_is_one_line(runs, tmp_path, data_dir):
+  """launch.py --mode=sample whose PNG cannot be written (stubbed ENOSPC in the process)."""
+  workdir = copy_run(runs, tmp_path)
+  stub = (
+      "import builtins, errno, os, runpy, sys\n"
+      "real_open = builtins.open\n"
+      "def fake_open(file, mode='r', *args, **kwargs):\n"
+      "  if isinstance(file, str) and '/samples/' in file and any(c in mode for c in 'wa+'):\n"
+      "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), file)\n"
+      "  return real_open(file, mode, *args, **kwargs)\n"
+      "builtins.open = fake_open\n"
+      f"sys.argv = ['launch.py', '--workdir={workdir}', '--mode=sample',\n"
+      f"            '--config.data.data_dir={data_dir}']\n"
+      f"runpy.run_path({os.path.join(REPO_ROOT, 'launch.py')!r}, run_name='__main__')\n")
+  out = subprocess.run([sys.executable, "-c", stub], capture_output=True, text=True,
+                       timeout=300, cwd=REPO_ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+  last = out.stderr.rstrip("\n").splitlines()[-1]
+  assert last.startswith(f"launch.py: Could not write the samples ({workdir}/samples/"), last
+  assert "No space left on device (ENOSPC). Free space on that disk, then rerun" in last
 
 
 # ---------------------------------------------------------------- 6. unwritable workdir

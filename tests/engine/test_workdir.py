@@ -1,6 +1,7 @@
 """A workdir is one run: the config guard, the config history, the saved config that
 sample/eval read, its one writer (the lease) and its metrics rows. No training here: the
 guard needs only a checkpoint directory's name."""
+import builtins
 import errno
 import json
 import logging
@@ -19,6 +20,7 @@ from gen_jax.engine import outputs
 from gen_jax.configs import saved_run
 from gen_jax.engine import train
 from gen_jax.engine import workdir as workdir_lib
+from gen_jax.engine.disk_errors import OutputWriteError
 from smoke import REPO_ROOT
 
 
@@ -160,6 +162,50 @@ def test_status_of_a_dead_process_reads_as_stopped(tmp_path):
   later = workdir_lib.RunStatus(tmp_path)   # wall time adds up over starts
   later.write("done", 8)
   assert workdir_lib.read_status(tmp_path)["wall_seconds"] >= record["wall_seconds"]
+
+
+def full_disk(monkeypatch):
+  """Python's open() can no longer create or grow a file; writing over a file's existing
+  bytes (mode 'r+') still works, as on a really full disk."""
+  real_open = builtins.open
+
+  def fake_open(file, mode="r", *args, **kwargs):
+    if any(c in mode for c in "wax"):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+    return real_open(file, mode, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def test_a_failed_status_is_written_in_place_on_a_full_disk(tmp_path, monkeypatch):
+  status = workdir_lib.RunStatus(tmp_path)
+  status.write("running", 4)
+  full_disk(monkeypatch)
+  status.write("failed", 4, error="OutputWriteError: Could not write ...")
+  record = workdir_lib.read_status(tmp_path)
+  assert record is not None and record["status"] == "failed" and record["step"] == 4
+  assert record["error"] == "OutputWriteError: Could not write ..."
+  # An error longer than the file's room is shortened, never lost whole.
+  status.write("failed", 4, error="E" * 10_000)
+  record = workdir_lib.read_status(tmp_path)
+  assert record is not None and record["status"] == "failed"
+  assert record["error"].startswith("EEEE")
+  assert record["error"].endswith("...")
+  status.write("failed", 4, error="\u00e9" * 5000)   # 6 bytes each in JSON (\\u00e9)
+  record = workdir_lib.read_status(tmp_path)
+  assert record is not None and record["error"].startswith("\u00e9\u00e9")
+  assert os.path.getsize(tmp_path / workdir_lib.STATUS) == workdir_lib.STATUS_BYTES
+
+
+def test_a_status_that_fits_nowhere_never_masks_a_failure(tmp_path, monkeypatch):
+  """No status file yet and a full disk: 'failed' is only logged (the run's own error is
+  raised by the caller); any other status is an OutputWriteError naming the file."""
+  status = workdir_lib.RunStatus(tmp_path)
+  full_disk(monkeypatch)
+  status.write("failed", 0, error="the run's own error")
+  with pytest.raises(OutputWriteError, match=r"Could not write the run's status \(.*"
+                     r"run_status.json.tmp\): No space left on device \(ENOSPC\)"):
+    status.write("running", 0)
 
 
 # --------------------------------------------------------------------- one writer

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gen_jax.core.errors import UserError
 from gen_jax.evaluate import (inception, inception_metrics, inception_weights, pickle_reader,
                               sample_quality)
 
@@ -154,6 +155,23 @@ def test_missing_weights_message(tmp_path):
   assert inception_weights.FID_WEIGHTS_URL in message       # where to download it
   assert path in message                                    # where to put it
   assert "eval.inception_weights" in message                # which field names it
+  assert "\n" not in message                                # launch.py prints one line
+
+
+def test_a_file_that_is_no_torch_checkpoint_is_one_user_error(tmp_path):
+  """Garbage, or a file cut short: an InceptionWeightsMismatch saying to download it again,
+  not the unpickler's own error."""
+  src = os.path.join(FIXTURES, "inception_tiny_zip.pth")
+  for name, payload in (("garbage.pth", bytes(range(256)) * 8),
+                        ("short.pth", open(src, "rb").read()[:300])):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    with pytest.raises(pickle_reader.TorchFileError, match=f"{path}"):
+      pickle_reader.load_torch_state_dict(path)
+    with pytest.raises(inception_weights.InceptionWeightsMismatch,
+                       match=f"{path}.*Download the FID Inception weights again from https"):
+      inception_weights.load_state_dict(str(path), "", cache_dir=str(tmp_path))
+  assert issubclass(pickle_reader.UnsafePickleError, UserError)   # launch.py: one line
 
 
 def test_weights_file_sha_check_and_cache(tmp_path):

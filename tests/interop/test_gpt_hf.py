@@ -14,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from gen_jax.engine import modes, train
-from gen_jax.interop import hf_gpt2
+from gen_jax.engine.experiment import build_experiment
+from gen_jax.interop import ForeignWeightsError, hf_gpt2
 from gen_jax.methods import autoregressive as ar
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, MLP, CausalSelfAttention
@@ -102,6 +103,55 @@ def test_pickled_checkpoints_are_refused_with_the_conversion(tmp_path, name):
   assert "save_pretrained(" in message and "safe_serialization=True" in message
 
 
+def test_a_folder_with_only_a_pickled_checkpoint_says_so_and_how_to_convert(tmp_path):
+  (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not unpickled")
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(ForeignWeightsError) as e:
+    hf_gpt2.read(f"hf_gpt2:{tmp_path}")
+  message = str(e.value)
+  assert message.startswith(f"init_from=hf_gpt2:{tmp_path}: the folder holds no "
+                            "model.safetensors, only the pickled PyTorch checkpoint "
+                            "pytorch_model.bin")
+  assert "save_pretrained('<new folder>', safe_serialization=True)" in message
+  assert "\n" not in message and "does not exist" not in message
+
+
+def test_a_damaged_or_foreign_file_is_a_foreign_weights_error(tmp_path):
+  local = tmp_path / "gpt2"
+  shutil.copytree(FIXTURE, local)
+  (local / "config.json").write_text('{"n_layer": ')
+  with pytest.raises(ForeignWeightsError, match=r"config.json is not a Hugging Face config "
+                     r"\(.*\): restore it"):
+    hf_gpt2.read(f"hf_gpt2:{local}")
+
+
+def test_a_tensor_of_another_inner_shape_is_named_before_compiling(fixture, tmp_path,
+                                                                  text_data_dir):
+  """Depth and width fit, the MLP does not (48 units, not 4 * 24): each tensor is checked
+  against the model's abstract params, naming it and both shapes (not flax's
+  ScopeParamShapeError at compile)."""
+  tensors = dict(fixture[0])
+  for i in range(2):
+    h = f"transformer.h.{i}.mlp."
+    tensors[h + "c_fc.weight"] = tensors[h + "c_fc.weight"][:, :48]
+    tensors[h + "c_fc.bias"] = tensors[h + "c_fc.bias"][:48]
+    tensors[h + "c_proj.weight"] = tensors[h + "c_proj.weight"][:48]
+  (tmp_path / "narrow").mkdir()
+  save_file(tensors, str(tmp_path / "narrow" / "model.safetensors"))
+  shutil.copy(os.path.join(FIXTURE, "config.json"), tmp_path / "narrow")
+  config = load_config("gpt", "smoke,tokenizer=byte", **{
+      "data.data_dir": text_data_dir, "model.n_embd": 24, "model.n_head": 3,
+      "model.gelu": "tanh", "model.use_bias": True})
+  exp = build_experiment(config)
+  with pytest.raises(ForeignWeightsError) as e:
+    exp.method.load_foreign_params(f"hf_gpt2:{tmp_path / 'narrow'}",
+                                   exp.abstract_state.params)
+  message = str(e.value)
+  assert "h_0/mlp/c_fc/kernel is (24, 48) in the file and (24, 96) in the model" in message
+  assert "h_0/mlp/c_proj/kernel is (48, 24) in the file and (96, 24) in the model" in message
+  assert message.count(" in the file and ") == 5 and "(and 1 more)" in message   # 6 tensors
+
+
 def test_a_file_that_does_not_fit_names_the_config_fields(fixture):
   config = load_config("gpt", "smoke,tokenizer=byte", **{"model.n_embd": 24, "model.n_layer": 3,
                                                          "model.n_head": 4})
@@ -109,10 +159,11 @@ def test_a_file_that_does_not_fit_names_the_config_fields(fixture):
   model = ar.build_model(config, vocab_size=256)
   with pytest.raises(ValueError) as e:
     hf_gpt2.check_fits("hf_gpt2:x", gpt_hf.infer_shape(tensors), hf_config, model, config)
-  lines = str(e.value).splitlines()
-  assert "  model.n_layer: the config has 3, the file 2" in lines
-  assert "  model.n_head: the config has 4, the file 3" in lines
-  assert not any("n_embd" in l or "block_size" in l or "vocab" in l for l in lines)
+  message = str(e.value)
+  assert "\n" not in message   # launch.py prints it as one line
+  assert "model.n_layer: the config has 3, the file 2" in message
+  assert "model.n_head: the config has 4, the file 3" in message
+  assert not any(field in message for field in ("n_embd", "block_size", "vocab"))
   char_model = ar.build_model(config, vocab_size=65)   # a character vocabulary
   with pytest.raises(ValueError, match=r"data.tokenizer='byte' .*: the config has 65, the file"):
     hf_gpt2.check_fits("hf_gpt2:x", gpt_hf.infer_shape(tensors), hf_config, char_model, config)

@@ -41,8 +41,8 @@ def scan_text_path(text_path: str) -> TextFilesConfig:
     The builder config, named as `user_files.config_name` says (path and contents).
 
   Raises:
-    UserDataError: the path is not set or does not exist, the folder holds no .txt file,
-      or a file is empty.
+    UserDataError: the path is not set, does not exist or is no regular file or folder
+      (e.g. /dev/zero), the folder holds no .txt file, or a file is empty.
   """
   if not text_path:
     raise UserDataError("data.dataset='text_files' reads --config.data.text_path=/path/to/"
@@ -60,6 +60,9 @@ def scan_text_path(text_path: str) -> TextFilesConfig:
                       os.path.join(root, alias.relpath), os.path.join(root, alias.original))
     if not files:
       raise UserDataError(f"text_files: {path} holds no .txt file (in it or its subfolders).")
+  elif os.path.exists(path):   # a device, a pipe, a socket: no end to read up to
+    raise UserDataError(f"text_files: data.text_path={text_path} is neither a regular file "
+                        "nor a folder; give a .txt file or a folder of them.")
   else:
     raise UserDataError(f"text_files: data.text_path={text_path} does not exist.")
   for entry in files:
