@@ -34,7 +34,7 @@ def test_apply_gradients_steps_and_reports_norms():
 def _train_cfg(**kw):
   cfg = ml_collections.ConfigDict(dict(
       optimizer="adam", lr=1e-3, lr_decay="cosine", min_lr_ratio=0.1, warmup_steps=10,
-      num_steps=110, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0))
+      num_steps=110, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0, decay_steps=0))
   cfg.update(kw)
   return cfg
 
