@@ -54,7 +54,7 @@ def time_to_new_step(workdir: str, cache: str) -> float:
   """Starts (or resumes) the run; seconds until it logs one more train step; then SIGTERM."""
   before = _train_rows(workdir)
   t0 = time.perf_counter()
-  import gen_jax   # pylint: disable=import-outside-toplevel
+  import gen_jax  # pylint: disable=import-outside-toplevel
   first_log = gen_jax.load_config(_CONFIG.value).train.get("steps_per_call", 1)
   proc = _launch([f"--config={_CONFIG.value}", f"--workdir={workdir}",
                   f"--config.compilation_cache={cache}", f"--config.train.log_every={first_log}"])

@@ -63,7 +63,7 @@ def machine() -> str:
 
 
 def load_family(family: str, **overrides):
-  from tests.smoke import load_config   # configs/ import each other as a package
+  from tests.smoke import load_config  # configs/ import each other as a package
   config = load_config(family, "", **{
       "data.data_dir": FLAGS.data_dir, "train.sample_every": 0, "eval.every": 0,
       "train.checkpoint_every": 10**9, **overrides})
@@ -97,6 +97,7 @@ class CompiledStep:
   def __init__(self, config):
     import jax
     import numpy as np
+
     from gen_jax import data
     from gen_jax.engine import sharding
     from gen_jax.engine.experiment import build_experiment
@@ -168,6 +169,7 @@ def main(argv):
   del argv
   xla_flags = launcher_xla_flags()   # launch.py's, before JAX starts: steps run as launched
   from absl import logging
+
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)

@@ -85,10 +85,11 @@ def throughput(config, calls: int, peak_size: int) -> dict:
   """
   import jax
   import numpy as np
+
   from gen_jax import data
+  from gen_jax.core.state import count_params
   from gen_jax.engine import sharding
   from gen_jax.engine.experiment import build_experiment
-  from gen_jax.core.state import count_params
   from gen_jax.engine.train import xla_flops as count_xla_flops
 
   exp = build_experiment(config)
@@ -178,9 +179,10 @@ def main(argv):
   del argv
   xla_flags = launcher_xla_flags()   # before JAX starts a backend, as launch.py does
   from absl import logging
+
   from gen_jax import data
   from gen_jax.engine.outputs import quiet_library_logs
-  from tests.smoke import load_config   # configs/ import each other as a package
+  from tests.smoke import load_config  # configs/ import each other as a package
 
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)

@@ -181,6 +181,7 @@ def unfinished_saves(workdir: str) -> list[str]:
 
 def final_state(workdir: str):
   import ml_collections
+
   from gen_jax.engine import checkpoint as ckpt_lib
   from gen_jax.engine.experiment import build_experiment
   with open(os.path.join(workdir, "config.json")) as f:
@@ -199,6 +200,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   import numpy as np
+
   from gen_jax.engine import checkpoint as ckpt_lib
 
   reference, soak = os.path.join(FLAGS.root, "reference"), os.path.join(FLAGS.root, "soak")

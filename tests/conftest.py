@@ -60,6 +60,7 @@ def text_data_dir(tmp_path_factory):
   while preparing (the check itself still runs). Later loads read the prepared files.
   """
   import hashlib
+
   from gen_jax import data
   from gen_jax.data.builders import tiny_shakespeare
   root = tmp_path_factory.mktemp("text")
@@ -77,6 +78,7 @@ def text_data_dir(tmp_path_factory):
 def no_downloads(monkeypatch):
   """Host names resolve, but every download fails; records the attempted URLs."""
   import socket
+
   import tensorflow_datasets as tfds
   attempts = []
 

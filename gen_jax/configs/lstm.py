@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gen_jax.configs import common
-from gen_jax.configs import gpt
+from gen_jax.configs import common, gpt
 
 VARIANTS = ("smoke", "tokenizer", "dataset")
 

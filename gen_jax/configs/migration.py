@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
-from etils import epath   # workdirs may be cloud paths (gs://...)
+from etils import epath  # workdirs may be cloud paths (gs://...)
 
 from gen_jax.configs import classifier, common, dcgan, ddpm, gpt, lstm, vae
 

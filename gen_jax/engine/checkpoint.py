@@ -40,7 +40,8 @@ import dataclasses
 import errno
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import jax
@@ -52,9 +53,17 @@ from jax.experimental import multihost_utils
 
 from gen_jax.core.state import TrainState
 from gen_jax.engine.checkpoint_checks import (  # the run-facing errors are part of this API
-    MANIFEST, WRITE_ERRNOS, CheckpointMismatchError, CheckpointWriteError, DamagedCheckpointError, check_fits,
-    check_manifest, ensure_writable, finished_steps, unwritable_workdir_error, write_errno,
-    write_manifest)
+  WRITE_ERRNOS,
+  CheckpointMismatchError,
+  CheckpointWriteError,
+  DamagedCheckpointError,
+  check_fits,
+  check_manifest,
+  ensure_writable,
+  finished_steps,
+  write_errno,
+  write_manifest,
+)
 from gen_jax.engine.experiment import Experiment
 from gen_jax.engine.outputs import is_main_process
 from gen_jax.interop import init_from_format

@@ -9,7 +9,6 @@ from typing import Any
 
 import ml_collections
 
-
 # The folders of config files. They live inside the package (gen_jax/configs,
 # gen_jax/experiments), so an install adds no top-level `configs` or `experiments` package;
 # `configs/` and `experiments/` at the repository root are links to them.

@@ -25,7 +25,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from absl import logging
 from etils import epath
@@ -143,7 +144,7 @@ class RunLease:
     tmp.write_text(payload)
     tmp.replace(path)
 
-  def acquire(self) -> "RunLease":
+  def acquire(self) -> RunLease:
     """Takes the lease.
 
     Raises:
@@ -226,7 +227,7 @@ class RunLease:
       self._record = None
     self._unlock()
 
-  def __enter__(self) -> "RunLease":
+  def __enter__(self) -> RunLease:
     return self.acquire()
 
   def __exit__(self, *exc) -> None:

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -90,7 +90,7 @@ class MetricWriter:
     """The run's config as TensorBoard hyperparameters (HPARAMS tab), so runs compare."""
     if self._tb is None:
       return
-    from tensorboardX.summary import hparams   # with SummaryWriter: imported lazily
+    from tensorboardX.summary import hparams  # with SummaryWriter: imported lazily
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
               for k, v in flat_config.items()}
     for summary in hparams(values, {}):

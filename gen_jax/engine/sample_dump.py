@@ -25,13 +25,14 @@ import dataclasses
 import json
 import math
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from etils import epath
+from jax.experimental import multihost_utils
 from PIL import Image
 
 from gen_jax.core.errors import UserError

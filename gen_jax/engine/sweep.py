@@ -39,7 +39,8 @@ import subprocess
 import sys
 import time
 import unicodedata
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from etils import epath
 

@@ -19,11 +19,12 @@ from gen_jax import data
 from gen_jax.core.errors import UserError
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import sample_metrics, sharding
+from gen_jax.engine import workdir as workdir_lib
+from gen_jax.engine.checkpoint_checks import unwritable_workdir_error
 from gen_jax.engine.evaluation import evaluate_state
 from gen_jax.engine.experiment import Experiment, build_experiment
-from gen_jax.engine import lease as lease_lib
-from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.outputs import MetricWriter, Progress
 from gen_jax.engine.preemption import StopRequest
 from gen_jax.engine.samples import format_text_samples, make_sample_fn, write_samples
@@ -88,7 +89,7 @@ def compile_train_step(exp: Experiment, state, batches):
 
 
 
-@lease_lib.leased("training", ckpt_lib.unwritable_workdir_error)   # one writer per workdir
+@lease_lib.leased("training", unwritable_workdir_error)   # one writer per workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        accept_config_changes: bool = False) -> dict[str, float]:
   """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.
@@ -108,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   except OSError as e:   # an unwritable or full disk: one clear line
     if ckpt_lib.write_errno(e) is None:
       raise
-    raise ckpt_lib.unwritable_workdir_error(e, workdir) from None
+    raise unwritable_workdir_error(e, workdir) from None
   tcfg = config.train
 
   # ------------------------------------------------- mesh, method, shapes, shardings

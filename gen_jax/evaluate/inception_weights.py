@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

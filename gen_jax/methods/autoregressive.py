@@ -165,7 +165,7 @@ class AutoregressiveMethod(Method):
   grad_accum_steps: int         # micro-batches per update (one optimizer step per batch)
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "AutoregressiveMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> AutoregressiveMethod:
     s = config.sample
     if s.temperature < 0 or not 0 < s.top_p <= 1 or s.top_k < 0:
       raise ValueError(f"sample.temperature={s.temperature} must be >= 0, sample.top_p="

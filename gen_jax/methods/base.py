@@ -11,7 +11,8 @@ never asks a method what it can do.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -333,7 +334,7 @@ class Method:
     """(logits [B, K], features [B, D]) of images [B, H, W, C] in [-1, 1]."""
     raise NotImplementedError(f"{type(self).__name__} does not classify (can_classify=False).")
 
-  def without_grad_accumulation(self) -> "Method":
+  def without_grad_accumulation(self) -> Method:
     """The same method taking each batch whole: the engine counts FLOPs per update on it
     (XLA counts a micro-batch loop's body once)."""
     if self.grad_accum_steps == 1:

@@ -38,7 +38,7 @@ class ClassifierMethod(Method):
   ema_warmup: bool
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "ClassifierMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> ClassifierMethod:
     m = config.model
     if m.num_classes < 2:
       raise ValueError(f"model.num_classes={m.num_classes} must be >= 2.")

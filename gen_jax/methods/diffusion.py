@@ -24,21 +24,40 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods import diffusion_likelihood, inpainting, inpainting_mode
-from gen_jax.methods.base import (DatasetEvaluation, Method, MethodMode, Samples, class_rows,
-                                  grad_accum_steps, image_shape_of)
-from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, TARGETS, Schedule,
-                                               output_channels, q_sample,
-                                               schedule_from_config, split_output,
-                                               training_target)
-from gen_jax.methods.diffusion_sampling import (DDIM_SIGMAS, TIMESTEP_SPACINGS,  # noqa: F401
-                                                DenoiseFn, ddim_sample, ddim_sigma,
-                                                ddim_timesteps, ddpm_sample, guided_denoise)
+from gen_jax.methods.base import (
+  DatasetEvaluation,
+  Method,
+  MethodMode,
+  Samples,
+  class_rows,
+  grad_accum_steps,
+  image_shape_of,
+)
+from gen_jax.methods.diffusion_process import (
+  LEARNED_VARIANCES,
+  TARGETS,
+  Schedule,
+  output_channels,
+  q_sample,
+  schedule_from_config,
+  split_output,
+  training_target,
+)
+from gen_jax.methods.diffusion_sampling import (  # noqa: F401
+  DDIM_SIGMAS,
+  TIMESTEP_SPACINGS,
+  DenoiseFn,
+  ddim_sample,
+  ddim_sigma,
+  ddim_timesteps,
+  ddpm_sample,
+  guided_denoise,
+)
 from gen_jax.models.unet import UNet
 
 # What the network is trained on: 'simple' (Ho et al. Eq. 14: the squared error of its
@@ -148,7 +167,7 @@ class DiffusionMethod(Method):
   guidance: float = 0.0         # sample.guidance: w of Alg. 2
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "DiffusionMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
     image_shape = image_shape_of(spec)
     cfg = config.diffusion
     if cfg.target not in TARGETS:

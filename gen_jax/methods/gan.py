@@ -105,15 +105,10 @@ import numpy as np
 import optax
 
 from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
-from gen_jax.core.state import (TrainState, accumulated_value_and_grad, finish_step,
-                                optimizer_step)
+from gen_jax.core.state import TrainState, accumulated_value_and_grad, finish_step, optimizer_step
 from gen_jax.methods.base import Method, Samples, class_rows, grad_accum_steps, image_shape_of
-# The objectives and latents live in their own modules; their names are re-exported here.
-from gen_jax.methods.gan_latents import interpolation_latents, sample_latents, slerp
-from gen_jax.methods.gan_objectives import (OBJECTIVES, d_loss_hinge, d_loss_non_saturating,
-                                            d_loss_wasserstein, g_loss_hinge,
-                                            g_loss_non_saturating, g_loss_wasserstein,
-                                            gradient_penalty)
+from gen_jax.methods.gan_latents import interpolation_latents, sample_latents
+from gen_jax.methods.gan_objectives import OBJECTIVES, gradient_penalty
 from gen_jax.models import dcgan, resnet_gan
 
 LOSSES = tuple(OBJECTIVES)
@@ -164,7 +159,7 @@ class GANMethod(Method):
   sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "GANMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> GANMethod:
     image_shape = image_shape_of(spec)
     cfg = config.gan
     _validate(config, image_shape)

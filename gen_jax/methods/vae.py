@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import dm_pix
 import jax
@@ -283,7 +283,7 @@ class VAEMethod(Method):
   sample_uses_batch = True
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "VAEMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> VAEMethod:
     image_shape = image_shape_of(spec)
     v, m = config.vae, config.model
     binarize = config.data.binarize

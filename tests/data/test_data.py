@@ -442,6 +442,7 @@ def test_stream_order_is_grains_seeded_shuffle():
   """The vectorized shuffle equals grain's index_shuffle (C++) and grain's
   `source.seed(s).shuffle().repeat()` stream, a new permutation every epoch."""
   from grain._src.python.experimental.index_shuffle.python import index_shuffle_module
+
   from gen_jax.data import stream
   for n, seed in [(1, 0), (2, 5), (500, 3), (4500, 2**32 - 1), (70_000, 11)]:
     probe = np.unique(np.random.default_rng(n).integers(0, n, 200))

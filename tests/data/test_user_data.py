@@ -15,13 +15,13 @@ import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import load_config
 
 from gen_jax import data
 from gen_jax.data import sources
 from gen_jax.data.builders import image_folder, tiny_shakespeare
 from gen_jax.data.errors import DatasetUnavailableError, UserDataError
 from gen_jax.engine.outputs import read_metrics
-from smoke import load_config
 
 
 def write_image(path, array, mode=None):

@@ -7,16 +7,23 @@ import subprocess
 import sys
 
 import pytest
+from smoke import REPO_ROOT, load_config
 
 from gen_jax import data
 from gen_jax.core.errors import ConfigError, UserError
-from gen_jax.engine import (checkpoint_checks, lease, method_modes, preemption, report,
-                            sample_dump, train)
+from gen_jax.engine import (
+  checkpoint_checks,
+  lease,
+  method_modes,
+  preemption,
+  report,
+  sample_dump,
+  train,
+)
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.evaluate import inception_weights
 from gen_jax.methods.inpainting import InpaintConfigError
-from smoke import REPO_ROOT, load_config
 
 
 def test_user_facing_errors_share_one_base_and_keep_their_builtin_types():

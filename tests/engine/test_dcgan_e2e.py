@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import load_config, run_on_fake_devices
 
 import gen_jax
 from gen_jax.engine import checkpoint as ckpt_lib
@@ -19,7 +20,6 @@ from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics, to_uint8
 from gen_jax.methods.gan import D, G
-from smoke import load_config, run_on_fake_devices
 
 
 def _series(workdir, key):

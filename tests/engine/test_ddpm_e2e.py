@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 import gen_jax
 from gen_jax import data
 from gen_jax.engine import modes, outputs, train
 from gen_jax.engine.outputs import read_metrics
-from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ import os
 import jax
 import numpy as np
 import pytest
-from jax.sharding import AbstractMesh, PartitionSpec as P
+from jax.sharding import AbstractMesh
+from jax.sharding import PartitionSpec as P
+from smoke import run_on_fake_devices
 
 from gen_jax.engine import sharding
-from smoke import run_on_fake_devices
 
 FAMILIES = ("ddpm", "dcgan", "vae", "gpt", "lstm")
 TEXT_FAMILIES = ("gpt", "lstm")

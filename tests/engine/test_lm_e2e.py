@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 import gen_jax
 from gen_jax import data
 from gen_jax.engine import modes, train
 from gen_jax.engine.outputs import read_metrics
-from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
 def lm_config(text_data_dir, name="gpt", arg="smoke", **overrides):

@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 import pytest
+from smoke import REPO_ROOT, train_losses
 
 from gen_jax.engine.outputs import read_metrics
-from smoke import REPO_ROOT, train_losses
 
 STEPS, MORE_STEPS = 4, 6
 

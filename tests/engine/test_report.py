@@ -17,7 +17,7 @@ def make_run(path, lr, target, eval_losses, fid, status, grid_value):
   (path / "config.json").write_text(json.dumps(config))
   rows = [{"step": s, "train/loss": 1.0 / s} for s in (100, 200, 300)]
   rows += [{"step": s, "eval/ema/loss": v} for s, v in zip((100, 200, 300), eval_losses)]
-  rows += [{"step": 300, f"eval/ema/fid_mnist5kclf_1k_test": fid,
+  rows += [{"step": 300, "eval/ema/fid_mnist5kclf_1k_test": fid,
             "eval/ema/precision_mnist5kclf_1k_test": 0.5 + fid / 100,
             "eval/ref/clf_accuracy_mnist5kclf_test": 0.97}]   # the same for every run
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

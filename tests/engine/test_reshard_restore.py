@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from smoke import train_losses
 from test_multihost import finish, launch_args, run_single_process, single_process
 

@@ -10,12 +10,12 @@ import textwrap
 import time
 
 import pytest
+from smoke import REPO_ROOT
 
 from gen_jax.configs import common
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import sweep
 from gen_jax.engine import workdir as workdir_lib
-from smoke import REPO_ROOT
 
 SWEEP_CONFIG = textwrap.dedent("""
     from gen_jax.configs import common

@@ -13,13 +13,12 @@ import time
 
 import ml_collections
 import pytest
-
-from gen_jax.engine import lease as lease_lib
-from gen_jax.engine import outputs
-from gen_jax.configs import saved_run
-from gen_jax.engine import train
-from gen_jax.engine import workdir as workdir_lib
 from smoke import REPO_ROOT
+
+from gen_jax.configs import saved_run
+from gen_jax.engine import lease as lease_lib
+from gen_jax.engine import outputs, train
+from gen_jax.engine import workdir as workdir_lib
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:

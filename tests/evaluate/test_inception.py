@@ -16,11 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from gen_jax.evaluate import (inception, inception_metrics, inception_weights, pickle_reader,
-                              sample_quality)
-
 from smoke import FIXTURES
+
+from gen_jax.evaluate import (
+  inception,
+  inception_metrics,
+  inception_weights,
+  pickle_reader,
+  sample_quality,
+)
 
 
 @pytest.fixture(scope="module")
@@ -249,10 +253,10 @@ def test_fid_and_kid_on_inception_features(parity, tmp_path):
 def test_experiment_configs_use_the_paper_protocol():
   """The CIFAR-10 experiments evaluate with Inception FID/IS by default: 50,000 samples
   against the train split, the real file's name and digest (pinned here)."""
-  from gen_jax.configs import inception_eval   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.gulrajani2017_wgan_gp import cifar10 as wgan_gp   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.ho2020_ddpm import cifar10 as ddpm   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.radford2016_dcgan import cifar10 as dcgan   # pylint: disable=import-outside-toplevel
+  from gen_jax.configs import inception_eval  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.gulrajani2017_wgan_gp import cifar10 as wgan_gp  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.ho2020_ddpm import cifar10 as ddpm  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.radford2016_dcgan import cifar10 as dcgan  # pylint: disable=import-outside-toplevel
   assert inception_eval.WEIGHTS_SHA256 == inception_weights.FID_WEIGHTS_SHA256
   assert inception_eval.WEIGHTS_FILE == inception_weights.FID_WEIGHTS_FILENAME
   assert inception_weights.FID_WEIGHTS_URL.endswith(inception_weights.FID_WEIGHTS_FILENAME)
@@ -267,8 +271,8 @@ def test_experiment_configs_use_the_paper_protocol():
 def test_eval_stops_before_sampling_without_the_weights(tmp_path, monkeypatch):
   """--mode=eval of the DDPM CIFAR-10 experiment without the weights file: one message,
   raised while the evaluator is built, before any checkpoint is read or image sampled."""
-  from gen_jax.engine import modes   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.ho2020_ddpm import cifar10   # pylint: disable=import-outside-toplevel
+  from gen_jax.engine import modes  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.ho2020_ddpm import cifar10  # pylint: disable=import-outside-toplevel
   config = cifar10.get_config()
   config.data.dataset = "mnist_5k"     # shipped with gen_jax; CIFAR-10 needs a download
   config.model.update(ch=16, ch_mult=(1, 2), attn_resolutions=(), num_groups=8)

@@ -215,6 +215,7 @@ def test_flips_never_touch_eval_streams():
   # Random flips are training augmentation: the in-order eval stream (shuffle=False) reads
   # the same images with and without data.random_flip; the training stream flips some.
   import ml_collections
+
   from gen_jax.data import pipeline
   cfg = lambda flip: ml_collections.ConfigDict(dict(dataset="mnist_5k", data_dir="",
                                                     manual_dir="", random_flip=flip))
@@ -233,7 +234,8 @@ def test_paper_configs_pin_the_authors_choices():
   # trained checkpoint (sampler fields only). Defaults of configs/ddpm.py are unchanged.
   from gen_jax.configs import ddpm
   from gen_jax.experiments.ho2020_ddpm import cifar10 as ho
-  from gen_jax.experiments.song2021_ddim import cifar10 as song, mnist as song_mnist
+  from gen_jax.experiments.song2021_ddim import cifar10 as song
+  from gen_jax.experiments.song2021_ddim import mnist as song_mnist
   base = ddpm.get_config()
   assert (base.sample.timesteps, base.sample.ddim_sigma, base.sample.clip_x0) == (
       "linspace", "eta", True)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.core.state import count_params
 from gen_jax.engine.sample_metrics import SampleQualityEvaluator
@@ -16,7 +17,6 @@ from gen_jax.evaluate.classifier_scores import label_agreement
 from gen_jax.methods.base import class_rows
 from gen_jax.methods.gan import GANMethod
 from gen_jax.models import class_conditioning, dcgan, resnet_gan
-from smoke import load_config
 
 MNIST = (28, 28, 1)
 CIFAR = (32, 32, 3)

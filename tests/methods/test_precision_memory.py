@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.data import CharTokenizer, DataSpec
 from gen_jax.methods import build_method
 from gen_jax.methods.gan import D, G
 from gen_jax.models.unet import UNet
-from smoke import load_config
 
 SMALL = (8, 8, 1)       # images for the families that take any size
 # RBG keys: XLA:CPU compiles threefry random bits (for every initializer, dropout mask and

@@ -8,12 +8,12 @@ import ml_collections
 import numpy as np
 import pytest
 import scipy.stats
+from smoke import load_config
 
 from gen_jax import data
 from gen_jax.core.state import count_params
 from gen_jax.methods import vae as V
 from gen_jax.models.vae import build_vae
-from smoke import load_config
 
 IMAGE = (28, 28, 1)
 

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.data import CharTokenizer, DataSpec
 from gen_jax.methods import autoregressive as ar
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
-from smoke import load_config
 
 V = 11
 

@@ -67,8 +67,7 @@ updates fused per call), on a 2-core CPU (wall times are upper bounds):
   python launch.py --config=experiments/burda2016_iwae/mnist.py:stages=4 \
       --workdir=runs/burda2016_vae_s4 --config.data.manual_dir=../shared/data/mnist --mode=eval
 """
-from gen_jax.configs import common
-from gen_jax.configs import vae
+from gen_jax.configs import common, vae
 
 STAGES_DEFAULT = 8   # the paper's i = 0..7
 MNIST_TRAIN = 60_000

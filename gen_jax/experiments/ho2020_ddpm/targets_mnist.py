@@ -15,8 +15,7 @@ so it is comparable only between runs with the same target.
 Sized for a 2-core CPU: the whole sweep is measured in docs/results.md ("DDPM prediction
 targets"), with the report table and the learning curves.
 """
-from gen_jax.configs import common
-from gen_jax.configs import ddpm
+from gen_jax.configs import common, ddpm
 
 
 def get_config(arg: str | None = None):

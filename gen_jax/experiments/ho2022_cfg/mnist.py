@@ -18,8 +18,7 @@ experiments/ho2020_ddpm/table2_mnist.py, p_uncond = 0.1). Samples: ancestral ste
 
 Measured in docs/results.md ("Classifier-free guidance").
 """
-from gen_jax.configs import common
-from gen_jax.configs import ddpm
+from gen_jax.configs import common, ddpm
 
 # Guidance weights w of the sweep (Ho & Salimans Alg. 2; w = 0 is the conditional model).
 GUIDANCE = [0.0, 1.0, 3.0, 5.0]

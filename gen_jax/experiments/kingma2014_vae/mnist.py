@@ -25,8 +25,7 @@ images/s, i.e. 20-25 updates/s (measured over 1,200 updates): 11-14 hours. An ac
 needs grain workers (data.num_workers) to keep up.
 Our measured number: not run (only 1,200 updates as a check: train -ELBO 203 -> ~170 nats).
 """
-from gen_jax.configs import common
-from gen_jax.configs import vae
+from gen_jax.configs import common, vae
 
 MNIST_TRAIN = 60_000
 

@@ -41,8 +41,7 @@ KID and precision/recall on the features of a classifier trained on full MNIST c
 comparable with Inception-feature FIDs. (configs/dcgan.py's ~10-minute CPU default is this model
 at half width, ngf = ndf = 32, batch 32, normal latents, 3,000 steps on mnist_5k.)
 """
-from gen_jax.configs import common
-from gen_jax.configs import dcgan
+from gen_jax.configs import common, dcgan
 
 NAME = "mnist"
 TRAIN_EXAMPLES = 60_000
