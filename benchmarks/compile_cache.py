@@ -30,7 +30,7 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from benchmarks.machine import cpu_description, launcher_xla_flags  # pylint: disable=wrong-import-position
+from benchmarks.machine import cpu_description, launcher_xla_flags  # noqa: E402  (after sys.path)
 
 _CONFIG = flags.DEFINE_string("config", "configs/ddpm.py", "Config file[:variant] to time.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Cold/warm pairs per measurement.")

@@ -25,6 +25,7 @@ the absolute rates drift, the ratios of one run less so.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -193,10 +194,10 @@ def main(argv):
       steps.append(compiled.rate(FLAGS.step_seconds))
     del compiled
     # Round i's step rate: the mean of the timings just before and just after its loop.
-    step_rates = [(a[0] + b[0]) / 2 for a, b in zip(steps, steps[1:])]
-    step_cpus = [(a[1] + b[1]) / 2 for a, b in zip(steps, steps[1:])]
-    ratios = [l["steps_per_s"] / r for l, r in zip(loops, step_rates)]
-    cpu_ratios = [c / l["cpu_per_step"] for l, c in zip(loops, step_cpus)]
+    step_rates = [(a[0] + b[0]) / 2 for a, b in itertools.pairwise(steps)]
+    step_cpus = [(a[1] + b[1]) / 2 for a, b in itertools.pairwise(steps)]
+    ratios = [loop["steps_per_s"] / r for loop, r in zip(loops, step_rates, strict=True)]
+    cpu_ratios = [c / loop["cpu_per_step"] for loop, c in zip(loops, step_cpus, strict=True)]
     row = {"K": config.train.get("steps_per_call", 1), "step": median(step_rates),
            "loop": median([l["steps_per_s"] for l in loops]), "ratio": median(ratios),
            "ratio_range": (min(ratios), max(ratios)), "cpu_ratio": median(cpu_ratios)}

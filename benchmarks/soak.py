@@ -258,7 +258,7 @@ def main(argv):
   if code == 0:
     a = jax.tree_util.tree_flatten_with_path(final_state(soak))[0]
     b = jax.tree.leaves(final_state(reference))
-    for (path, x), y in zip(a, b):
+    for (path, x), y in zip(a, b, strict=False):
       leaves += 1
       if not np.array_equal(np.asarray(x), np.asarray(y)):
         failures.append(f"final state differs at {jax.tree_util.keystr(path)}")

@@ -59,7 +59,7 @@ def zipped(axes: dict[str, list]) -> list[dict[str, Any]]:
   lengths = {field: len(values) for field, values in axes.items()}
   if len(set(lengths.values())) > 1:
     raise ValueError(f"zipped: every field needs as many values; got {lengths}.")
-  return [dict(zip(axes, values)) for values in zip(*axes.values())]
+  return [dict(zip(axes, values, strict=True)) for values in zip(*axes.values(), strict=True)]
 
 
 def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:

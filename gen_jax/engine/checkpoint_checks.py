@@ -226,11 +226,11 @@ def likely_fields(stored: tuple[int, ...] | None, wanted: tuple[int, ...] | None
             "width, depth or latent size) most likely differs.")
   dims = set()
   if stored is not None and wanted is not None and len(stored) == len(wanted):
-    dims = {(a, b) for a, b in zip(stored, wanted) if a != b}
+    dims = {(a, b) for a, b in zip(stored, wanted, strict=True) if a != b}
 
   def pairs(old, new):   # integer value pairs of a field: 2 -> 3, or (32, 32) -> (32, 64)
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
-      both = zip(old, new)
+      both = zip(old, new, strict=True)
     else:
       both = [(old, new)]
     return {(a, b) for a, b in both if type(a) is int and type(b) is int}

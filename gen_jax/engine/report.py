@@ -101,7 +101,7 @@ def metric_names(runs: list[RunRecord]) -> list[str]:
 def series(run: RunRecord, metric: str) -> tuple[np.ndarray, np.ndarray]:
   pts = [(row["step"], row[metric]) for row in run.rows
          if metric in row and isinstance(row[metric], (int, float)) and math.isfinite(row[metric])]
-  steps, values = zip(*pts) if pts else ((), ())
+  steps, values = zip(*pts, strict=True) if pts else ((), ())
   return np.asarray(steps), np.asarray(values, np.float64)
 
 
@@ -144,14 +144,14 @@ def table(runs: list[RunRecord], fields: list[str], metrics: list[str]) -> tuple
   and a best-value one (with its step) when some run logged it more than once."""
   header = ["run", *workdir_lib.short_names(fields), "status", "steps", "wall"]
   with_best = [any(len(series(r, m)[1]) > 1 for r in runs) for m in metrics]
-  for m, best in zip(metrics, with_best):
+  for m, best in zip(metrics, with_best, strict=True):
     name = m.removeprefix("eval/")
     header += [f"{name} final", f"{name} best (step)"] if best else [name]
   rows = []
   for r in runs:
     row = [r.name, *(_fmt(r.config.get(f)) for f in fields), r.status, str(r.steps),
            _duration(r.wall_seconds)]
-    for m, best in zip(metrics, with_best):
+    for m, best in zip(metrics, with_best, strict=True):
       fb = final_and_best(r, m)
       row.append(_fmt(fb.get("final")))
       if best:
@@ -168,13 +168,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def plain_table(header: list[str], rows: list[list[str]]) -> str:
   widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-  fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+  fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
   return "\n".join([fmt(header)] + [fmt(row) for row in rows])
 
 
 def label(run: RunRecord, fields: list[str]) -> str:
   return ",".join(f"{short}={_fmt(run.config.get(f))}"
-                  for f, short in zip(fields, workdir_lib.short_names(fields))) or run.name
+                  for f, short in zip(fields, workdir_lib.short_names(fields), strict=True)) or run.name
 
 
 def plot_curves(runs: list[RunRecord], fields: list[str], metrics: list[str],
@@ -224,7 +224,7 @@ def sample_sheet(runs: list[RunRecord], fields: list[str], out_dir: epath.Path) 
   fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
   for ax in axes.ravel():
     ax.axis("off")
-  for ax, (r, g) in zip(axes.ravel(), grids):
+  for ax, (r, g) in zip(axes.ravel(), grids, strict=False):
     image = np.asarray(Image.open(str(g)))
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
     ax.set_title(f"{label(r, fields)}\n{g.stem}", fontsize=7)

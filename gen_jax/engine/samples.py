@@ -85,6 +85,6 @@ def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_f
   paths = [path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
            for name in grids]
   if is_main_process():
-    for out, batch in zip(paths, grids.values()):
+    for out, batch in zip(paths, grids.values(), strict=True):
       save_image_grid(np.asarray(batch), out)
   return paths, samples

@@ -93,7 +93,7 @@ def short_names(fields: list[str]) -> list[str]:
   """Each dotted field by its last component, or whole where that is ambiguous among
   `fields`: ['train.lr', 'diffusion.target'] -> ['lr', 'target']."""
   last = [f.rsplit(".", 1)[-1] for f in fields]
-  return [short if last.count(short) == 1 else f for f, short in zip(fields, last)]
+  return [short if last.count(short) == 1 else f for f, short in zip(fields, last, strict=True)]
 
 
 def config_changes(saved: Any, new: Any) -> list[tuple[str, Any, Any]]:

@@ -97,7 +97,7 @@ class _PendingTensor:
           f"A tensor of size {self.size}, stride {self.stride} would take {nbytes} bytes, "
           f"more than the {max_bytes} bytes the file can account for: the file is corrupt "
           "or crafted.")
-    last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+    last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True))
     if last >= buf.size:
       raise pickle.UnpicklingError(
           f"A tensor of size {self.size}, stride {self.stride}, offset {self.offset} reads "

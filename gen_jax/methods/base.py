@@ -136,7 +136,7 @@ def _flatten_samples(samples: Samples):
 
 def _unflatten_samples(_, children) -> Samples:
   samples = object.__new__(Samples)
-  for name, value in zip(_SAMPLES_FIELDS, children):
+  for name, value in zip(_SAMPLES_FIELDS, children, strict=True):
     object.__setattr__(samples, name, value)
   return samples
 

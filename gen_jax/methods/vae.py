@@ -19,6 +19,7 @@ All log-probabilities are in nats per image, summed over pixels; `loss` is -boun
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -404,7 +405,7 @@ class VAEMethod(Method):
           decode, self.decoder, x, mean, log_var,
           sample_eps(elbo_rng, jnp.arange(1), (x.shape[0], self.latent_dim)))
       recon, kl = elbo_terms(log_px, mean, log_var)
-      log_w_fn = lambda eps: log_importance_weights(decode, self.decoder, x, mean, log_var, eps)
+      log_w_fn = functools.partial(log_importance_weights, decode, self.decoder, x, mean, log_var)
       l_k, mean_log_w = iwae_log_likelihood(log_w_fn, iwae_rng, self.eval_k, self.eval_chunk,
                                             (x.shape[0], self.latent_dim))
       metrics.update({f"{name}/elbo": jnp.mean(recon - kl), f"{name}/recon": jnp.mean(recon),

@@ -74,7 +74,7 @@ def take(iterator, n):
 
 def assert_batches_equal(a, b):
   assert len(a) == len(b)
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     np.testing.assert_array_equal(x["image"], y["image"])
     np.testing.assert_array_equal(x["label"], y["label"])
 
@@ -337,7 +337,7 @@ def test_iterator_state_resumes_exactly(modality, request, tmp_path):
 
   def assert_same(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
       assert x.keys() == y.keys()
       for key in x:
         np.testing.assert_array_equal(x[key], y[key])
@@ -360,7 +360,7 @@ def test_iterator_state_resumes_exactly(modality, request, tmp_path):
   manager.close()
   fresh = take(new_iterator(), 2)
   assert any(not np.array_equal(x[key], y[key])  # the position mattered
-             for x, y in zip(fresh, expected) for key in x)
+             for x, y in zip(fresh, expected, strict=True) for key in x)
 
 
 def test_random_flip_flips_some_images_deterministically(data_dir):
@@ -371,8 +371,8 @@ def test_random_flip_flips_some_images_deterministically(data_dir):
 
   plain, flipped = first_batch(False), first_batch(True)
   mirrored = np.array([np.array_equal(f, p[:, ::-1]) and not np.array_equal(f, p)
-                       for f, p in zip(flipped, plain)])
-  unchanged = np.array([np.array_equal(f, p) for f, p in zip(flipped, plain)])
+                       for f, p in zip(flipped, plain, strict=True)])
+  unchanged = np.array([np.array_equal(f, p) for f, p in zip(flipped, plain, strict=True)])
   assert np.all(mirrored | unchanged)
   assert 10 < mirrored.sum() < 54  # about half of 64
   np.testing.assert_array_equal(first_batch(True), flipped)
@@ -394,7 +394,7 @@ def test_processes_read_their_rows_of_the_single_process_batch(data_dir, monkeyp
   single, single_state = batches(0, 1)
   (first, state0), (second, state1) = batches(0, 2), batches(1, 2)
   assert all(b["image"].shape[0] == 25 for b in first + second)  # the local batch
-  assembled = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(first, second)]
+  assembled = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(first, second, strict=True)]
   assert_batches_equal(assembled, single)
   assert state0 == state1 == single_state
   # A position saved by 2 processes resumes a single process (and vice versa).

@@ -91,11 +91,11 @@ def test_checkpoint_restores_both_optimizer_states(data_dir, tmp_path):
   for net in (G, D):
     saved, back = jax.tree.leaves(state.opt_state[net]), jax.tree.leaves(restored.opt_state[net])
     assert len(saved) == len(back) > 2
-    for x, y in zip(saved, back):
+    for x, y in zip(saved, back, strict=True):
       np.testing.assert_array_equal(x, y)
     # Not trivially equal: the first moments moved off zero.
     assert any(np.abs(np.asarray(x)).max() > 0 for x in saved if np.ndim(x) > 0)
-  for x, y in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(restored.model_state)):
+  for x, y in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(restored.model_state), strict=True):
     np.testing.assert_array_equal(x, y)
 
 

@@ -55,7 +55,7 @@ def finish(procs) -> list[tuple[str, str]]:
   finally:
     for p in procs:
       p.kill()
-  for p, (_, err) in zip(procs, outputs):
+  for p, (_, err) in zip(procs, outputs, strict=True):
     assert p.returncode == 0, err[-3000:]
   return outputs
 

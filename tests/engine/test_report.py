@@ -16,7 +16,7 @@ def make_run(path, lr, target, eval_losses, fid, status, grid_value):
             "data": {"data_dir": str(path)}}   # layout fields never count as varied
   (path / "config.json").write_text(json.dumps(config))
   rows = [{"step": s, "train/loss": 1.0 / s} for s in (100, 200, 300)]
-  rows += [{"step": s, "eval/ema/loss": v} for s, v in zip((100, 200, 300), eval_losses)]
+  rows += [{"step": s, "eval/ema/loss": v} for s, v in zip((100, 200, 300), eval_losses, strict=True)]
   rows += [{"step": 300, "eval/ema/fid_mnist5kclf_1k_test": fid,
             "eval/ema/precision_mnist5kclf_1k_test": 0.5 + fid / 100,
             "eval/ref/clf_accuracy_mnist5kclf_test": 0.97}]   # the same for every run

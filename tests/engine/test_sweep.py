@@ -169,7 +169,7 @@ def test_dry_run_prints_exactly_one_shell_quoted_command_per_line(tmp_path, caps
   lines = capsys.readouterr().out.splitlines()
   runs = sweep.expand(sweep.load_sweep(str(config_file)), str(tmp_path / "runs"))
   assert len(lines) == len(values) == len(runs)
-  for line, run in zip(lines, runs):
+  for line, run in zip(lines, runs, strict=True):
     assert shlex.split(line) == sweep.command(run, str(config_file))
   assert all(len(os.path.basename(r.workdir).encode()) <= sweep.MAX_NAME_BYTES for r in runs)
 

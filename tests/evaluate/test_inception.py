@@ -35,7 +35,7 @@ def parity():
 def test_state_dict_names_and_shapes_match_pytorch_fid(parity):
   """Every tensor of pytorch-fid's FID Inception has our name and (torch) shape."""
   theirs = {str(n): tuple(int(d) for d in str(s).split(",")) if str(s) else ()
-            for n, s in zip(parity["names"], parity["shapes"])}
+            for n, s in zip(parity["names"], parity["shapes"], strict=True)}
   ours = inception.torch_shapes()
   assert {k: v for k, v in theirs.items() if k != "fc.bias"} == ours
   assert sum(int(np.prod(s)) for s in ours.values()) == 23_884_384   # conv+BN 21.8M, fc 2.06M

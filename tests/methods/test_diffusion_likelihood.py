@@ -81,7 +81,7 @@ def test_decoder_log_likelihood_matches_scipy_including_deep_tails():
       (GRID[191], 0.0, 0.01, log_mass((GRID[191] - w) / 0.01, (GRID[191] + w) / 0.01)),
       (GRID[64], 0.0, 0.01, log_mass((GRID[64] - w) / 0.01, (GRID[64] + w) / 0.01)),
   ]
-  x, mean, scale, expected = (np.array(c, np.float32) for c in zip(*cases))
+  x, mean, scale, expected = (np.array(c, np.float32) for c in zip(*cases, strict=True))
   got = probability.discretized_gaussian_log_likelihood(x, mean, np.log(scale))
   assert np.all(np.isfinite(got))
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -126,8 +126,8 @@ def _reference_bound(params, x0, rng, target, variance, clip_x0):
       p = scipy.stats.norm.cdf((hi - x0_hat) / s) - scipy.stats.norm.cdf((lo - x0_hat) / s)
       terms[:, 0] = -np.log(p).reshape(B, -1).sum(1)
     else:
-      post_mean = lambda x0_: post_var[t] * (np.sqrt(abar_prev[t]) * x0_ / (1 - abar_prev[t])
-                                              + np.sqrt(alphas[t]) * xt / BETAS[t])
+      post_mean = lambda x0_, t=t, xt=xt: post_var[t] * (
+          np.sqrt(abar_prev[t]) * x0_ / (1 - abar_prev[t]) + np.sqrt(alphas[t]) * xt / BETAS[t])
       v1, v2 = post_var[t], model_var[t]
       kl = 0.5 * (np.log(v2 / v1) + (v1 + (post_mean(x0) - post_mean(x0_hat)) ** 2) / v2 - 1)
       terms[:, t] = kl.reshape(B, -1).sum(1)

@@ -214,7 +214,7 @@ def method_and_state():
 
 
 def _same(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def test_train_step_is_algorithm_1_and_each_update_changes_only_its_player():
@@ -278,7 +278,7 @@ def test_train_step_updates_both_nets_ema_and_sampling_uses_ema(method_and_state
                              rtol=1e-4)
   # ema = 0.5 old + 0.5 new with ema_decay=0.5, no warmup.
   for e, p0, p1 in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(state.params),
-                       jax.tree.leaves(new.params)):
+                       jax.tree.leaves(new.params), strict=True):
     np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p1, rtol=1e-6, atol=1e-7)
   sample = jax.jit(method.sample, static_argnums=(2, 3))
   ema, raw = sample(new, jax.random.key(5), 4, True), sample(new, jax.random.key(5), 4, False)

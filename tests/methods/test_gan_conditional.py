@@ -208,7 +208,7 @@ def test_conditional_train_step_reads_the_batch_labels_and_samples_one_row_per_c
   # D scores real images with their labels (the fakes' labels come from the key).
   assert float(ma["d_real"]) != float(mb["d_real"])
   assert float(ma["d_fake"]) == float(mb["d_fake"])
-  for x, y in zip(jax.tree.leaves(again.params), jax.tree.leaves(a.params)):
+  for x, y in zip(jax.tree.leaves(again.params), jax.tree.leaves(a.params), strict=True):
     np.testing.assert_array_equal(x, y)
   # Sampling: blocks of classes (sample.label=-1), or one class; explicit labels override.
   sample = jax.jit(method.sample, static_argnums=(2, 3))
