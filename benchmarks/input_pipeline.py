@@ -199,14 +199,14 @@ def main(argv):
     ratios = [loop["steps_per_s"] / r for loop, r in zip(loops, step_rates, strict=True)]
     cpu_ratios = [c / loop["cpu_per_step"] for loop, c in zip(loops, step_cpus, strict=True)]
     row = {"K": config.train.get("steps_per_call", 1), "step": median(step_rates),
-           "loop": median([l["steps_per_s"] for l in loops]), "ratio": median(ratios),
+           "loop": median([loop["steps_per_s"] for loop in loops]), "ratio": median(ratios),
            "ratio_range": (min(ratios), max(ratios)), "cpu_ratio": median(cpu_ratios)}
     rows.append((family, config, loader, row))
     listed = lambda values, digits: ", ".join(f"{v:.{digits}f}" for v in values)
-    loop_cpu = median([l["cpu_per_step"] for l in loops])
+    loop_cpu = median([loop["cpu_per_step"] for loop in loops])
     print(f"  {family}: loader {loader['batches_per_s']:.0f} batches/s; step/s "
           f"{listed([r for r, _ in steps], 1)} and loop/s "
-          f"{listed([l['steps_per_s'] for l in loops], 1)}, alternating "
+          f"{listed([loop['steps_per_s'] for loop in loops], 1)}, alternating "
           f"({loops[0]['steps']} updates a loop); loop / step per round "
           f"{listed(ratios, 2)}; CPU ms/update: step {1e3 * median(step_cpus):.1f}, loop "
           f"{1e3 * loop_cpu:.1f} (load {os.getloadavg()[0]:.1f})", flush=True)

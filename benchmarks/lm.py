@@ -43,7 +43,8 @@ flags.DEFINE_integer("peak_size", 2048, "n of the n x n matmul that measures the
 flags.DEFINE_integer("throughput_calls", 30, "Timed calls of the train step (each "
                      "after a peak measurement).")
 flags.DEFINE_bool("time_to_loss", True, "Also run the full training for the time to loss.")
-flags.DEFINE_integer("seed", 0, "config.seed: initialization and the order of the training windows.")
+flags.DEFINE_integer("seed", 0,
+                     "config.seed: initialization and the order of the training windows.")
 flags.DEFINE_integer("steps_per_call", 0, "Override train.steps_per_call (0 = the config's).")
 flags.DEFINE_integer("max_steps", 5000, "Longest run for the time to loss (the config's "
                      "schedule, then its final learning rate).")
@@ -171,7 +172,7 @@ def time_to_loss(config, target: float, max_steps: int) -> dict:
       total = time.perf_counter() - start
   finally:
     train.MetricWriter.write = write
-  reached = next(((t, s, l) for t, s, l in evals if l <= target), None)
+  reached = next(((t, s, loss) for t, s, loss in evals if loss <= target), None)
   return {"evals": evals, "total_s": total, "reached": reached}
 
 
@@ -220,7 +221,7 @@ def main(argv):
             f"{seconds:.1f} s at step {step} (loss {loss:.4f})")
     else:
       print(f"val loss never reached {FLAGS.target_loss} in {FLAGS.max_steps} steps (best "
-            f"{min(l for _, _, l in t['evals']):.4f}); whole run {t['total_s']:.1f} s")
+            f"{min(loss for _, _, loss in t['evals']):.4f}); whole run {t['total_s']:.1f} s")
   print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

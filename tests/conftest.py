@@ -36,7 +36,8 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-  """A TFDS data dir with mnist_5k prepared once (from the digits packaged in gen_jax/data/assets)."""
+  """A TFDS data dir with mnist_5k prepared once (from the digits packaged in
+  gen_jax/data/assets)."""
   path = str(tmp_path_factory.mktemp("tfds"))
   from gen_jax import data
   data.prepare_builder("mnist_5k", data_dir=path)

@@ -22,7 +22,8 @@ from gen_jax.configs import inception_eval
 CONFIG_VERSION = 2
 
 
-def parse_variants(config_file: str, arg: str | None, known: tuple[str, ...]) -> dict[str, str | bool]:
+def parse_variants(config_file: str, arg: str | None,
+                   known: tuple[str, ...]) -> dict[str, str | bool]:
   """'smoke,dataset=mnist' -> {'smoke': True, 'dataset': 'mnist'}; unknown names fail clearly."""
   variants = dict(part.split("=", 1) if "=" in part else (part, True)
                   for part in (arg or "").split(",") if part)

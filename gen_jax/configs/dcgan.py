@@ -1,6 +1,6 @@
 """DCGAN (Radford et al. 2016) on MNIST-sized images; hinge and WGAN-GP objectives by switch.
 
-  python launch.py --config=configs/dcgan.py                  # embedded mnist_5k, ~10 min on 2 CPU cores
+  python launch.py --config=configs/dcgan.py                  # mnist_5k, ~10 min on 2 CPU cores
   python launch.py --config=configs/dcgan.py:smoke            # seconds; what the tests run
   python launch.py --config=configs/dcgan.py --config.gan.loss=hinge
   python launch.py --config=configs/dcgan.py:loss=wgan_gp     # + Gulrajani et al.'s n_critic/Adam

@@ -1,9 +1,9 @@
 """VAE (Kingma & Welling 2014) with IWAE evaluation (Burda et al. 2016) on binarized digits.
 
-  python launch.py --config=configs/vae.py                   # embedded mnist_5k, ~7 min on 2 CPU cores
-  python launch.py --config=configs/vae.py --mode=eval       # test ELBO and -L_5000 -> eval/step_N.json
+  python launch.py --config=configs/vae.py                   # mnist_5k, ~7 min on 2 CPU cores
+  python launch.py --config=configs/vae.py --mode=eval       # ELBO, -L_5000 -> eval/step_N.json
   python launch.py --config=configs/vae.py:smoke             # seconds; what the tests run
-  python launch.py --config=configs/vae.py:latent=2          # + the latent manifold grid (K&W Fig. 4)
+  python launch.py --config=configs/vae.py:latent=2          # + the latent manifold (K&W Fig. 4)
   python launch.py --config=configs/vae.py:dataset=mnist --config.data.manual_dir=/path/to/mnist
   python launch.py --config=configs/vae.py:continuous,conv   # [-1, 1] images, discretized Gaussian
 

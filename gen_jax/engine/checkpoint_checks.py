@@ -190,9 +190,9 @@ def check_fits(stored: Any, abstract_state: Any, directory: epath.Path, step: in
     what = f"{leaf} is {have[leaf]} there and {want[leaf]} here"
     guess = likely_fields(have[leaf], want[leaf], changes, run_dir)
   else:
-    parts = [f"{len(l)} leaves {side} (e.g. {_first(l)})"
-             for l, side in ((missing, "of this config are not in the checkpoint"),
-                             (extra, "of the checkpoint are not in this config")) if l]
+    parts = [f"{len(leaves)} leaves {side} (e.g. {_first(leaves)})"
+             for leaves, side in ((missing, "of this config are not in the checkpoint"),
+                                  (extra, "of the checkpoint are not in this config")) if leaves]
     what = " and ".join(parts)
     guess = likely_fields(None, None, changes, run_dir)
   raise CheckpointMismatchError(

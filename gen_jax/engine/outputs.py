@@ -249,10 +249,12 @@ def image_grid(images_NxHxWxC: np.ndarray, ncols: int | None = None, pad: int = 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """Images in [-1, 1] -> uint8 in [0, 255]: round((clip(x) + 1) * 127.5)."""
-  return np.round((np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+  clipped = np.clip(np.asarray(images, np.float32), -1.0, 1.0)
+  return np.round((clipped + 1.0) * 127.5).astype(np.uint8)
 
 
-def save_image_grid(images_NxHxWxC: np.ndarray, path: str | epath.Path, ncols: int | None = None) -> epath.Path:
+def save_image_grid(images_NxHxWxC: np.ndarray, path: str | epath.Path,
+                    ncols: int | None = None) -> epath.Path:
   """Writes a PNG grid of images in [-1, 1]; returns the path."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,7 +269,8 @@ class _HideLibraryInfo(std_logging.Filter):
   NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in self.NOISY)
+    return (record.levelno >= std_logging.WARNING
+            or not any(p in record.pathname for p in self.NOISY))
 
 
 def quiet_library_logs() -> None:

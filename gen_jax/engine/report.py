@@ -139,7 +139,8 @@ def table_metrics(runs: list[RunRecord], metrics: list[str]) -> list[str]:
           if len({_fmt(final_and_best(r, m).get("final")) for r in runs}) > 1]
 
 
-def table(runs: list[RunRecord], fields: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+def table(runs: list[RunRecord], fields: list[str],
+          metrics: list[str]) -> tuple[list[str], list[list[str]]]:
   """Header and rows of the report table (strings). A metric gets a final-value column,
   and a best-value one (with its step) when some run logged it more than once."""
   header = ["run", *workdir_lib.short_names(fields), "status", "steps", "wall"]
@@ -173,8 +174,9 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def label(run: RunRecord, fields: list[str]) -> str:
+  shorts = workdir_lib.short_names(fields)
   return ",".join(f"{short}={_fmt(run.config.get(f))}"
-                  for f, short in zip(fields, workdir_lib.short_names(fields), strict=True)) or run.name
+                  for f, short in zip(fields, shorts, strict=True)) or run.name
 
 
 def plot_curves(runs: list[RunRecord], fields: list[str], metrics: list[str],
@@ -214,7 +216,8 @@ def last_sample_grid(run: RunRecord) -> epath.Path | None:
   return max(grids)[1] if grids else None
 
 
-def sample_sheet(runs: list[RunRecord], fields: list[str], out_dir: epath.Path) -> epath.Path | None:
+def sample_sheet(runs: list[RunRecord], fields: list[str],
+                 out_dir: epath.Path) -> epath.Path | None:
   """The runs' last sample grids side by side, each titled by its run and step."""
   grids = [(r, g) for r in runs if (g := last_sample_grid(r)) is not None]
   if not grids:

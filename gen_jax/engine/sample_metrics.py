@@ -1,4 +1,5 @@
-"""Sample quality of an image generator, on one of two feature extractors (`eval.feature_extractor`):
+"""Sample quality of an image generator, on one of two feature extractors
+(`eval.feature_extractor`):
 
 'classifier' (default): a classifier trained by this engine, in `eval.classifier_workdir`
 (`python launch.py --config=configs/classifier.py`), for digits:

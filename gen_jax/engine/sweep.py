@@ -210,9 +210,9 @@ def _last_error_line(log: epath.Path) -> str:
   if not log.exists():
     return "(no log)"
   with open(log, errors="replace") as f:
-    lines = [l for l in f.read().splitlines() if l.strip()]
-  errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b", l)
-            or l.startswith("launch.py:")]
+    lines = [line for line in f.read().splitlines() if line.strip()]
+  errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b", line)
+            or line.startswith("launch.py:")]
   return (errors or lines or ["(no output)"])[-1].strip()
 
 

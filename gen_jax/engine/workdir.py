@@ -212,8 +212,8 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
     raise ConfigMismatchError(
         f"This mode reads the run in {workdir} with the config it was trained with; only "
         "sample.*, eval.*, export.*, inpaint.*, data.eval_split and the hardware layout (mesh.*, "
-        f"data dirs) may be overridden, not: {', '.join(not_allowed)}. To train with other values, use "
-        "--mode=train with a new --workdir.")
+        f"data dirs) may be overridden, not: {', '.join(not_allowed)}. To train with other "
+        "values, use --mode=train with a new --workdir.")
   saved = load_saved_config(workdir)
   if saved is None:
     if given is None:

@@ -28,7 +28,8 @@ def cross_entropy_and_accuracy(logits_BxK: jax.Array, labels_B: jax.Array):
 class ClassifierMethod(Method):
   """A `Classifier` trained with cross-entropy on {"image", "label"} batches."""
 
-  can_sample = False    # discriminative: nothing to sample (configs/classifier.py has no sample group)
+  # Discriminative: nothing to sample (configs/classifier.py has no sample group).
+  can_sample = False
   can_classify = True   # its runs are the sample metrics' feature extractor (`classify`)
 
   model: Classifier

@@ -215,7 +215,8 @@ class GPT(nn.Module):
     if self.vocab_multiple < 1:
       raise ValueError(f"vocab_multiple={self.vocab_multiple} must be >= 1.")
     if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}.")
+      raise ValueError(f"attention_impl={self.attention_impl!r}; "
+                       f"expected one of {ATTENTION_IMPLS}.")
     self.wte = nn.Embed(self.padded_vocab_size, self.n_embd,
                         embedding_init=nn.initializers.normal(_STD))
     self.wpe = nn.Embed(self.block_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))

@@ -394,7 +394,8 @@ def test_processes_read_their_rows_of_the_single_process_batch(data_dir, monkeyp
   single, single_state = batches(0, 1)
   (first, state0), (second, state1) = batches(0, 2), batches(1, 2)
   assert all(b["image"].shape[0] == 25 for b in first + second)  # the local batch
-  assembled = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(first, second, strict=True)]
+  assembled = [{k: np.concatenate([a[k], b[k]]) for k in a}
+               for a, b in zip(first, second, strict=True)]
   assert_batches_equal(assembled, single)
   assert state0 == state1 == single_state
   # A position saved by 2 processes resumes a single process (and vice versa).
@@ -428,8 +429,8 @@ def test_global_batch_must_divide_over_processes(data_dir, monkeypatch):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a core for the worker")
 def test_worker_processes_yield_the_same_batches(data_dir):
   def first_batches(num_workers):
-    loader = data.make_image_loader(data_config(data_dir, num_workers=num_workers, random_flip=True),
-                                    split="train", global_batch_size=16, seed=1)
+    config = data_config(data_dir, num_workers=num_workers, random_flip=True)
+    loader = data.make_image_loader(config, split="train", global_batch_size=16, seed=1)
     iterator = iter(loader)
     return take(iterator, 3)
 

@@ -142,7 +142,7 @@ def test_resize_keeps_colours_and_channels_convert(tmp_path):
   np.testing.assert_array_equal(image_folder.load_image(str(tmp_path / "g.png"), 5, 3), 77)
 
 
-# ---------------------------------------------------------------- one copy per folder, size, contents
+# -------------------------------------------------------- one copy per folder, size, contents
 
 def test_copies_are_keyed_by_folder_size_and_contents(tmp_path, caplog):
   for parent in ("one", "two"):

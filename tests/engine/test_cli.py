@@ -70,7 +70,7 @@ def _one_line_error(out: subprocess.CompletedProcess) -> str:
   """The `launch.py:` line of a run that must have stopped on a user error."""
   assert out.returncode == 1, out.stderr[-2000:]
   assert "Traceback" not in out.stderr, out.stderr[-2000:]
-  lines = [l for l in out.stderr.splitlines() if l.startswith("launch.py:")]
+  lines = [line for line in out.stderr.splitlines() if line.startswith("launch.py:")]
   assert len(lines) == 1, out.stderr[-2000:]
   assert out.stderr.rstrip("\n").splitlines()[-1] == lines[0]   # the last thing printed
   return lines[0]

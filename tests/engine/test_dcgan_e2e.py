@@ -95,7 +95,8 @@ def test_checkpoint_restores_both_optimizer_states(data_dir, tmp_path):
       np.testing.assert_array_equal(x, y)
     # Not trivially equal: the first moments moved off zero.
     assert any(np.abs(np.asarray(x)).max() > 0 for x in saved if np.ndim(x) > 0)
-  for x, y in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(restored.model_state), strict=True):
+  for x, y in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(restored.model_state),
+                  strict=True):
     np.testing.assert_array_equal(x, y)
 
 

@@ -100,7 +100,8 @@ def test_metric_writer_drops_rows_past_the_resumed_step(tmp_path):
   w = MetricWriter(tmp_path, tensorboard=False, resume_step=2)   # crashed after step 4, ckpt at 2
   w.write(3, {"train/loss": 30.0})
   w.close()
-  assert [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+  assert ([(r["step"], r["train/loss"]) for r in read_metrics(tmp_path)]
+          == [(1, 1.0), (2, 2.0), (3, 30.0)])
 
 
 def test_metric_writer_puts_sample_grids_text_and_config_in_tensorboard(tmp_path):

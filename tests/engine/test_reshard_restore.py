@@ -30,7 +30,8 @@ def runs(tmp_path_factory, text_data_dir):
     procs.append(single_process(launch_args(CONFIG, workdirs[devices], overrides, STEPS),
                                 devices=devices))
   logs = [err for _, err in finish(procs)]
-  return written, {devices: (workdirs[devices], log) for devices, log in zip((4, 1), logs, strict=True)}
+  return written, {devices: (workdirs[devices], log)
+                   for devices, log in zip((4, 1), logs, strict=True)}
 
 
 @pytest.mark.parametrize("devices", [4, 1])

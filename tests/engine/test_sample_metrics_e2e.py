@@ -83,7 +83,8 @@ def test_ddpm_eval_writes_sample_metrics_and_bits_per_dim(runs):
   terms = np.asarray(saved["eval/ema/bpd_terms"])
   assert terms.shape == (20,) and np.all(terms >= 0)     # smoke T = 20; KLs and -log p >= 0
   assert saved["eval/bpd_num_images"] == 16
-  parts = saved["eval/ema/bpd_prior"] + saved["eval/ema/bpd_decoder"] + saved["eval/ema/bpd_diffusion"]
+  parts = (saved["eval/ema/bpd_prior"] + saved["eval/ema/bpd_decoder"]
+           + saved["eval/ema/bpd_diffusion"])
   assert saved["eval/ema/bpd"] == pytest.approx(parts, rel=1e-5)
   assert saved["eval/ema/bpd_decoder"] == pytest.approx(terms[0], rel=1e-5)
   assert saved["eval/ema/bpd_diffusion"] == pytest.approx(terms[1:].sum(), rel=1e-5)

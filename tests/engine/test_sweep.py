@@ -42,7 +42,8 @@ FAKE_LAUNCH = textwrap.dedent("""
     steps = int(args.get("config.train.num_steps", 10))
     json.dump({"method": "diffusion", "train": {"num_steps": steps}},
               open(os.path.join(workdir, "config.json"), "w"))
-    json.dump({"status": "done", "step": steps}, open(os.path.join(workdir, "run_status.json"), "w"))
+    json.dump({"status": "done", "step": steps},
+              open(os.path.join(workdir, "run_status.json"), "w"))
 """)
 
 

@@ -112,7 +112,7 @@ def test_a_file_that_does_not_fit_names_the_config_fields(fixture):
   lines = str(e.value).splitlines()
   assert "  model.n_layer: the config has 3, the file 2" in lines
   assert "  model.n_head: the config has 4, the file 3" in lines
-  assert not any("n_embd" in l or "block_size" in l or "vocab" in l for l in lines)
+  assert not any("n_embd" in line or "block_size" in line or "vocab" in line for line in lines)
   char_model = ar.build_model(config, vocab_size=65)   # a character vocabulary
   with pytest.raises(ValueError, match=r"data.tokenizer='byte' .*: the config has 65, the file"):
     hf_gpt2.check_fits("hf_gpt2:x", gpt_hf.infer_shape(tensors), hf_config, char_model, config)

@@ -44,7 +44,8 @@ def test_q_sample_statistics_match_composed_chain(sched):
   x0 = jnp.full((n, 1, 1, 1), 0.8)
   x = x0
   for s, key in enumerate(jax.random.split(jax.random.key(0), t + 1)):
-    x = jnp.sqrt(1 - sched.betas[s]) * x + jnp.sqrt(sched.betas[s]) * jax.random.normal(key, x.shape)
+    noise = jax.random.normal(key, x.shape)
+    x = jnp.sqrt(1 - sched.betas[s]) * x + jnp.sqrt(sched.betas[s]) * noise
   closed = dp.q_sample(sched, x0, jnp.full((n,), t), jax.random.normal(jax.random.key(1), x0.shape))
   se = float(jnp.std(closed)) / np.sqrt(n)
   assert abs(float(x.mean() - closed.mean())) < 5 * np.sqrt(2) * se
@@ -52,7 +53,8 @@ def test_q_sample_statistics_match_composed_chain(sched):
 
 
 def test_posterior_coefficients_equal_gaussian_conditioning(sched):
-  # q(x_{t-1}|x_0) = N(sqrt(abar_{t-1}) x_0, 1-abar_{t-1}), q(x_t|x_{t-1}) = N(sqrt(a_t) x_{t-1}, b_t).
+  # q(x_{t-1}|x_0) = N(sqrt(abar_{t-1}) x_0, 1-abar_{t-1}),
+  # q(x_t|x_{t-1}) = N(sqrt(a_t) x_{t-1}, b_t).
   # Bayes' rule for Gaussians gives the posterior of Eq. 6-7 independently of its closed form.
   betas = BETAS
   abar = np.cumprod(1 - betas)

@@ -25,8 +25,8 @@ REAL = jnp.array([0.5, 2.0, -1.0])
 FAKE = jnp.array([-2.0, 0.0, 1.0])
 
 
-def _log_sigmoid(l):
-  return np.log(1.0 / (1.0 + np.exp(-np.asarray(l, np.float64))))
+def _log_sigmoid(logits):
+  return np.log(1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64))))
 
 
 def test_non_saturating_losses_match_cross_entropy():
@@ -37,7 +37,8 @@ def test_non_saturating_losses_match_cross_entropy():
   np.testing.assert_allclose(gan_objectives.g_loss_non_saturating(FAKE), want_g, rtol=1e-6)
   # D undecided (all logits 0): 2 log 2 and log 2.
   zeros = jnp.zeros(4)
-  np.testing.assert_allclose(gan_objectives.d_loss_non_saturating(zeros, zeros), 2 * np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.d_loss_non_saturating(zeros, zeros), 2 * np.log(2),
+                             rtol=1e-6)
   np.testing.assert_allclose(gan_objectives.g_loss_non_saturating(zeros), np.log(2), rtol=1e-6)
   # Stable at extreme logits (softplus, not log(sigmoid)).
   assert np.isfinite(gan_objectives.d_loss_non_saturating(jnp.array([-200.0]), jnp.array([200.0])))
@@ -51,7 +52,8 @@ def test_hinge_losses():
 
 def test_wasserstein_losses():
   # E D(fake) - E D(real) = -1/3 - 1.5/3; G: -E D(fake).
-  np.testing.assert_allclose(gan_objectives.d_loss_wasserstein(REAL, FAKE), -1.0 / 3 - 0.5, rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.d_loss_wasserstein(REAL, FAKE), -1.0 / 3 - 0.5,
+                             rtol=1e-6)
   np.testing.assert_allclose(gan_objectives.g_loss_wasserstein(FAKE), 1.0 / 3, rtol=1e-6)
 
 
@@ -80,9 +82,11 @@ def test_gradient_penalty_uses_the_interpolate():
   real, fake = jnp.full((2, 1, 1, 1), 3.0), jnp.full((2, 1, 1, 1), -1.0)
   eps = jnp.array([0.0, 0.5])   # x^ = -1 and 1: norms 1 and 1 -> GP 0
   critic = lambda x: 0.5 * jnp.sum(x**2, axis=(1, 2, 3))
-  np.testing.assert_allclose(gan_objectives.gradient_penalty(critic, real, fake, eps), 0.0, atol=1e-6)
+  np.testing.assert_allclose(gan_objectives.gradient_penalty(critic, real, fake, eps), 0.0,
+                             atol=1e-6)
   eps = jnp.array([1.0, 1.0])   # x^ = 3: (3 - 1)^2 * 10
-  np.testing.assert_allclose(gan_objectives.gradient_penalty(critic, real, fake, eps), 40.0, rtol=1e-5)
+  np.testing.assert_allclose(gan_objectives.gradient_penalty(critic, real, fake, eps), 40.0,
+                             rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------ latents
@@ -214,7 +218,8 @@ def method_and_state():
 
 
 def _same(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+  return all(np.array_equal(x, y)
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def test_train_step_is_algorithm_1_and_each_update_changes_only_its_player():

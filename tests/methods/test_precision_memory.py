@@ -209,8 +209,9 @@ def test_gan_accumulation_averages_the_micro_batch_gradients_and_statistics():
   both_players = jax.jit(both_players, static_argnums=4)
   params, stats = state.params, state.model_state
   accumulated = both_players(params, stats, rows, z, four)
-  per_micro_batch = [both_players(params, stats, *jax.tree.map(lambda x, m=m: x[m::4], (rows, z)), one)
-                     for m in range(4)]
+  per_micro_batch = [
+      both_players(params, stats, *jax.tree.map(lambda x, m=m: x[m::4], (rows, z)), one)
+      for m in range(4)]
   mean = jax.tree.map(lambda *xs: sum(xs) / 4, *per_micro_batch)
 
   ((_, (d_stats, d_metrics)), _), ((_, g_stats), _) = accumulated

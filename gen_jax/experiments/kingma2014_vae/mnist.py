@@ -17,7 +17,8 @@ report the k = 5000 IWAE NLL (Burda et al. 2016), which the paper predates.
   python launch.py --config=experiments/kingma2014_vae/mnist.py --workdir=runs/kw_vae \
       --config.data.manual_dir=/path/with/mnist-idx-files
   python launch.py --config=experiments/kingma2014_vae/mnist.py:latent=2 ...   # Fig. 4a manifold
-  python launch.py --config=experiments/kingma2014_vae/mnist.py --mode=summary  # params: 815824 (N_z=20)
+  python launch.py --config=experiments/kingma2014_vae/mnist.py --mode=summary
+  # params: 815824 (N_z=20)
 
 Hardware/time: 10^6 updates at batch 100 (~5 MFLOPs per image and update, 5e14 FLOPs in
 all). On a 2-core CPU the input pipeline delivered at least ~2,000-2,500

@@ -33,7 +33,8 @@ Inception features).
 
   python launch.py --config=experiments/radford2016_dcgan/mnist.py --workdir=runs/dcgan_mnist \
       --config.data.manual_dir=/path/with/mnist-idx-files
-  python launch.py --config=experiments/radford2016_dcgan/mnist.py --mode=summary   # params: 1046978
+  python launch.py --config=experiments/radford2016_dcgan/mnist.py --mode=summary
+  # params: 1046978
 
 Our measured number: not measured yet, nor the wall time on an accelerator. Its FID,
 KID and precision/recall on the features of a classifier trained on full MNIST come from
