@@ -219,6 +219,16 @@ def test_a_dead_holders_lease_is_taken_over_with_a_warning(tmp_path, caplog):
   assert lease_lib.read_lease(tmp_path) is None   # released
 
 
+def test_an_unreadable_lease_file_is_replaced_with_a_warning(tmp_path, caplog):
+  """A lease file that is not JSON (damaged) under a free OS lock: the new run replaces it."""
+  (tmp_path / lease_lib.LEASE).write_text("{not json")
+  assert lease_lib.read_lease(tmp_path) is None
+  with caplog.at_level(logging.WARNING), lease_lib.RunLease(tmp_path, "training"):
+    assert lease_lib.read_lease(tmp_path)["pid"] == os.getpid()
+  assert "Replacing the unreadable lease file" in caplog.text
+  assert not (tmp_path / lease_lib.LEASE).exists()   # released
+
+
 def test_an_exception_releases_the_lease(tmp_path):
   @lease_lib.leased("evaluation")
   def fails(workdir):
