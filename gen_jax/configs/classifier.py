@@ -22,7 +22,7 @@ from gen_jax.configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/classifier.py", arg, ("smoke", "dataset"))
 
-  config = common.base_config("classifier", variants.get("dataset", "mnist_5k"))
+  config = common.base_config("classifier", common.variant_value(variants, "dataset", "mnist_5k"))
 
   config.model = ml_collections.ConfigDict()
   config.model.num_classes = 10

@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/ddpm.py", arg, ("smoke", "dataset",
                                                                   "conditional"))
 
-  config = common.base_config("diffusion", variants.get("dataset", "mnist_5k"))
+  config = common.base_config("diffusion", common.variant_value(variants, "dataset", "mnist_5k"))
 
   # U-Net of Ho et al. App. B, scaled down for 28x28 digits on a CPU.
   config.model = ml_collections.ConfigDict()

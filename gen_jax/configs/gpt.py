@@ -48,8 +48,9 @@ VARIANTS = ("smoke", "baby", "shakespeare_char", "tokenizer", "dataset")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/gpt.py", arg, VARIANTS)
 
-  config = common.base_config("autoregressive", variants.get("dataset", "tiny_shakespeare"))
-  text_data(config, tokenizer=variants.get("tokenizer", "char"))
+  dataset = common.variant_value(variants, "dataset", "tiny_shakespeare")
+  config = common.base_config("autoregressive", dataset)
+  text_data(config, tokenizer=common.variant_value(variants, "tokenizer", "char"))
 
   config.model = ml_collections.ConfigDict()
   config.model.arch = "gpt"

@@ -29,7 +29,7 @@ VARIANTS = ("smoke", "dataset", "latent", "conv", "continuous")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/vae.py", arg, VARIANTS)
 
-  config = common.base_config("vae", variants.get("dataset", "mnist_5k"))
+  config = common.base_config("vae", common.variant_value(variants, "dataset", "mnist_5k"))
   # 'dynamic': each pixel ~ Bernoulli(intensity/255), redrawn every time an image is read
   # (Burda et al. 2016); 'fixed': one draw per image (seeded by binarize_seed and the index);
   # 'none': continuous images in [-1, 1]. Binarized images are in {0, 1}.

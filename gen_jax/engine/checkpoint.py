@@ -107,13 +107,15 @@ class DataIteratorHandler(grain.checkpoint.CheckpointHandler):
     return item
 
 
-@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+# grain's handler implements orbax's CheckpointHandler protocol without subclassing orbax's
+# class, which orbax's annotations ask for (the `pyright: ignore`s below).
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)  # pyright: ignore[reportArgumentType]
 @dataclasses.dataclass
 class DataIteratorSave(ocp.args.CheckpointArgs):
   item: Any
 
 
-@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)  # pyright: ignore[reportArgumentType]
 @dataclasses.dataclass
 class DataIteratorRestore(ocp.args.CheckpointArgs):
   item: Any
@@ -135,8 +137,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_names=(STATE, DATA),
-        item_handlers={STATE: ocp.StandardCheckpointHandler(),
-                       DATA: DataIteratorHandler()},
+        item_handlers={STATE: ocp.StandardCheckpointHandler(),  # pyright: ignore[reportArgumentType]
+                       DATA: DataIteratorHandler()},   # grain's handler: see DataIteratorSave
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             enable_async_checkpointing=async_save,
@@ -157,7 +159,7 @@ class Checkpointer:
     """Starts saving `step`; raises `CheckpointWriteError` if this save or the previous
     (asynchronous) one could not be written."""
     self._record_finished()
-    items = {STATE: ocp.args.StandardSave(state)}
+    items: dict[str, ocp.args.CheckpointArgs] = {STATE: ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items[DATA] = DataIteratorSave(data_iterator)
     with self._write_errors(step):
@@ -214,7 +216,8 @@ class Checkpointer:
     """
     stored = self._manager.item_metadata(step)[STATE]
     check_fits(stored, abstract_state, self.directory, step, config)
-    items = {STATE: ocp.args.StandardRestore(with_shardings(abstract_state, shardings))}
+    items: dict[str, ocp.args.CheckpointArgs] = {
+        STATE: ocp.args.StandardRestore(with_shardings(abstract_state, shardings))}
     has_data = (self.directory / str(step) / DATA).exists()
     if data_iterator is not None and has_data:
       items[DATA] = DataIteratorRestore(data_iterator)

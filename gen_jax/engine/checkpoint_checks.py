@@ -59,17 +59,18 @@ _STRERRORS = {os.strerror(code): code for code in WRITE_ERRNOS}
 def write_errno(error: BaseException) -> int | None:
   """The errno of a storage error in `error` or its causes (None: not one of
   WRITE_ERRNOS). TensorStore reports them inside its ValueError's text."""
+  cause: BaseException | None = error
   seen = 0
-  while error is not None and seen < 8:
-    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
-      return error.errno
-    text = str(error)
+  while cause is not None and seen < 8:
+    if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+      return cause.errno
+    text = str(cause)
     if (m := re.search(r"os_error_code='?(\d+)", text)) and int(m.group(1)) in WRITE_ERRNOS:
       return int(m.group(1))
     for message, code in _STRERRORS.items():
       if message in text:
         return code
-    error, seen = error.__cause__ or error.__context__, seen + 1
+    cause, seen = cause.__cause__ or cause.__context__, seen + 1
   return None
 
 

@@ -190,6 +190,8 @@ def compile_report(config: ml_collections.ConfigDict) -> str:
   compiled, flops = compile_train_step(exp, state, batches)
   seconds = time.perf_counter() - t0
   mem = compiled.memory_analysis()
+  if mem is None:
+    raise RuntimeError(f"XLA gives no memory analysis on {jax.devices()[0].platform}.")
   state_bytes = sharding.per_device_bytes(exp.abstract_state, exp.state_sharding)
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
           + mem.temp_size_in_bytes)

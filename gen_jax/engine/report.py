@@ -69,7 +69,7 @@ def load_run(path: epath.Path, root: epath.Path) -> RunRecord:
   config = workdir_lib.flatten(workdir_lib.load_saved_config(path))
   rows = read_metrics(path)
   try:
-    status = workdir_lib.read_status(path) or {}
+    status: dict[str, Any] = workdir_lib.read_status(path) or {}
   except workdir_lib.DamagedStatusError as e:   # that run is listed as such; the others go on
     status = {"status": "damaged", "error": str(e)}
   steps = max([r["step"] for r in rows] + [int(status.get("step", 0))])

@@ -104,7 +104,7 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
     return P()
   for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):   # largest first, stable
     if shape[dim] % fsdp == 0:
-      spec = [None] * len(shape)
+      spec: list[str | None] = [None] * len(shape)
       spec[dim] = "fsdp"
       return P(*spec)
   return P()

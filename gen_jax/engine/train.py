@@ -90,7 +90,7 @@ def compile_train_step(exp: Experiment, state, batches):
 
 
 @lease_lib.leased("training", unwritable_workdir_error)   # one writer per workdir
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path, *,
                        accept_config_changes: bool = False) -> dict[str, float]:
   """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.
 
@@ -229,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           eval_metrics = evaluate_state(exp, state, eval_fn)
           writer.write(step, eval_metrics)
           progress.report(step, eval_metrics)
-        if measure_quality:
+        if measure_quality and sample_quality is not None:
           writer.write(step, sample_quality(state))
         if draw_samples:
           _, samples = write_samples(exp, state, workdir / "samples" / f"step_{step}.png",
@@ -257,6 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise
   finally:
     writer.close()
+  assert last_saved is not None   # the loop's last step saves
   status.write("done" if last_saved == tcfg.num_steps else "stopped", last_saved)
   logging.info("Done at step %d: checkpoints in %s, samples in %s, metrics in %s", last_saved,
                ckpt.directory, workdir / "samples", workdir / "metrics.jsonl")

@@ -110,7 +110,8 @@ def load_state_dict(path: str, expected_sha256: str = FID_WEIGHTS_SHA256,
                                    "it is complete.")
   os.makedirs(os.path.dirname(cache), exist_ok=True)
   tmp = cache + f".tmp{os.getpid()}.npz"
-  np.savez(tmp, **state, **{SOURCE_KEY: np.asarray(sha)})
+  # numpy's stub reads the ** arrays as its allow_pickle keyword.
+  np.savez(tmp, **state, **{SOURCE_KEY: np.asarray(sha)})  # pyright: ignore[reportArgumentType]
   os.replace(tmp, cache)    # complete files only
   return state, sha
 

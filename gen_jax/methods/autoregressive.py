@@ -110,7 +110,7 @@ def generate(model, params, prompt_P: jax.Array, rng: jax.Array, num: int,
   first_rng, rng = jax.random.split(rng)
   new = _decode_chunk(model, params, context, first_rng, first_new, sample_fn)
   remaining = max_new_tokens - first_new
-  if remaining > 0:
+  if remaining > 0 and L is not None:   # with no context limit, the first chunk is all
     keep = L // 2
     per_chunk = L - keep
     num_chunks = math.ceil(remaining / per_chunk)

@@ -46,7 +46,7 @@ class ClassifierMethod(Method):
     model = Classifier(num_classes=m.num_classes, features=m.features,
                        feature_dim=m.feature_dim, dtype=jnp.dtype(config.dtype))
     return cls(model=model, tx=make_optimizer(config.train),
-               image_shape=tuple(image_shape_of(spec)), ema_decay=config.train.ema_decay,
+               image_shape=image_shape_of(spec), ema_decay=config.train.ema_decay,
                ema_warmup=config.train.ema_warmup)
 
   def init(self, rng, batch) -> TrainState:
@@ -55,9 +55,12 @@ class ClassifierMethod(Method):
 
   def apply(self, params, images_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(logits [B, K], features [B, D]) of images in [-1, 1]."""
-    return self.model.apply({"params": params}, images_BxHxWxC)
+    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+    return self.model.apply({"params": params}, images_BxHxWxC)  # pyright: ignore[reportReturnType]
 
-  classify = apply
+  def classify(self, params, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`apply`: the sample metrics' features come from this classifier."""
+    return self.apply(params, images)
 
   def train_step(self, state: TrainState, batch, rng):
     def loss_fn(params):

@@ -81,7 +81,8 @@ def get_config(arg: str | None = None):
   config.data.binarize = "dynamic"
   config.model.update(arch="mlp", hidden=(200, 200), latent_dim=50, activation="tanh",
                       init_std=0.0)
-  config.vae.update(decoder="bernoulli", objective=variants.get("objective", "elbo"),
+  config.vae.update(decoder="bernoulli",
+                    objective=common.variant_value(variants, "objective", "elbo"),
                     elbo="monte_carlo",
                     train_k=int(variants.get("k", 1)), eval_k=5000, eval_chunk=500,
                     lr_schedule="burda2016", lr_stages=stages, train_examples=MNIST_TRAIN,
