@@ -30,7 +30,7 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from benchmarks.machine import cpu_description, launcher_xla_flags  # pylint: disable=wrong-import-position
+from benchmarks.machine import cpu_description, launcher_xla_flags  # noqa: E402  (after sys.path)
 
 _CONFIG = flags.DEFINE_string("config", "configs/ddpm.py", "Config file[:variant] to time.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Cold/warm pairs per measurement.")
@@ -54,7 +54,7 @@ def time_to_new_step(workdir: str, cache: str) -> float:
   """Starts (or resumes) the run; seconds until it logs one more train step; then SIGTERM."""
   before = _train_rows(workdir)
   t0 = time.perf_counter()
-  import gen_jax   # pylint: disable=import-outside-toplevel
+  import gen_jax  # pylint: disable=import-outside-toplevel
   first_log = gen_jax.load_config(_CONFIG.value).train.get("steps_per_call", 1)
   proc = _launch([f"--config={_CONFIG.value}", f"--workdir={workdir}",
                   f"--config.compilation_cache={cache}", f"--config.train.log_every={first_log}"])

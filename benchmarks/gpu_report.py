@@ -61,7 +61,7 @@ def mfu(flops_per_step: float, steps_per_s: float, peak_tflops_per_device: float
 def cuda_versions() -> dict[str, int] | None:
   """CUDA runtime, driver and cuDNN versions as jaxlib's CUDA plugin reports them (None
   without one). The plugin's version module is private to JAX; what it lacks is left out."""
-  from jax._src.lib import cuda_versions as versions   # None without a CUDA plugin
+  from jax._src.lib import cuda_versions as versions  # None without a CUDA plugin
   if versions is None:
     return None
   found = {}
@@ -78,7 +78,7 @@ def environment(peak_override: float) -> dict[str, Any]:
   device = jax.devices()[0]
   table_peak = peak_tflops(device.device_kind)
   return {
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "platform": device.platform, "device_kind": device.device_kind,
       "device_count": jax.device_count(), "jax": jax.__version__,
       "jaxlib": jaxlib.version.__version__, "cuda": cuda_versions(),

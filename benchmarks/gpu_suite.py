@@ -65,6 +65,7 @@ The launcher's XLA options (gen_jax/engine/cpu_flags.py) are applied first and p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import sys
@@ -325,7 +326,7 @@ def inception_features(ctx: Context) -> dict:
     start = time.perf_counter()
     jax.block_until_ready(apply(images))
     first_s = time.perf_counter() - start
-    rate = gpu_report.steady_rate(lambda: apply(images), ctx.timing_seconds)
+    rate = gpu_report.steady_rate(functools.partial(apply, images), ctx.timing_seconds)
     figures[precision] = {"first_call_s": first_s, "features_per_s": rate["per_s"] * batch}
     del apply
     gpu_report.released()

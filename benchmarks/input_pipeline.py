@@ -25,6 +25,7 @@ the absolute rates drift, the ratios of one run less so.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -63,7 +64,7 @@ def machine() -> str:
 
 
 def load_family(family: str, **overrides):
-  from tests.smoke import load_config   # configs/ import each other as a package
+  from tests.smoke import load_config  # configs/ import each other as a package
   config = load_config(family, "", **{
       "data.data_dir": FLAGS.data_dir, "train.sample_every": 0, "eval.every": 0,
       "train.checkpoint_every": 10**9, **overrides})
@@ -97,6 +98,7 @@ class CompiledStep:
   def __init__(self, config):
     import jax
     import numpy as np
+
     from gen_jax import data
     from gen_jax.engine import sharding
     from gen_jax.engine.experiment import build_experiment
@@ -168,6 +170,7 @@ def main(argv):
   del argv
   xla_flags = launcher_xla_flags()   # launch.py's, before JAX starts: steps run as launched
   from absl import logging
+
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
@@ -191,19 +194,19 @@ def main(argv):
       steps.append(compiled.rate(FLAGS.step_seconds))
     del compiled
     # Round i's step rate: the mean of the timings just before and just after its loop.
-    step_rates = [(a[0] + b[0]) / 2 for a, b in zip(steps, steps[1:])]
-    step_cpus = [(a[1] + b[1]) / 2 for a, b in zip(steps, steps[1:])]
-    ratios = [l["steps_per_s"] / r for l, r in zip(loops, step_rates)]
-    cpu_ratios = [c / l["cpu_per_step"] for l, c in zip(loops, step_cpus)]
+    step_rates = [(a[0] + b[0]) / 2 for a, b in itertools.pairwise(steps)]
+    step_cpus = [(a[1] + b[1]) / 2 for a, b in itertools.pairwise(steps)]
+    ratios = [loop["steps_per_s"] / r for loop, r in zip(loops, step_rates, strict=True)]
+    cpu_ratios = [c / loop["cpu_per_step"] for loop, c in zip(loops, step_cpus, strict=True)]
     row = {"K": config.train.get("steps_per_call", 1), "step": median(step_rates),
-           "loop": median([l["steps_per_s"] for l in loops]), "ratio": median(ratios),
+           "loop": median([loop["steps_per_s"] for loop in loops]), "ratio": median(ratios),
            "ratio_range": (min(ratios), max(ratios)), "cpu_ratio": median(cpu_ratios)}
     rows.append((family, config, loader, row))
     listed = lambda values, digits: ", ".join(f"{v:.{digits}f}" for v in values)
-    loop_cpu = median([l["cpu_per_step"] for l in loops])
+    loop_cpu = median([loop["cpu_per_step"] for loop in loops])
     print(f"  {family}: loader {loader['batches_per_s']:.0f} batches/s; step/s "
           f"{listed([r for r, _ in steps], 1)} and loop/s "
-          f"{listed([l['steps_per_s'] for l in loops], 1)}, alternating "
+          f"{listed([loop['steps_per_s'] for loop in loops], 1)}, alternating "
           f"({loops[0]['steps']} updates a loop); loop / step per round "
           f"{listed(ratios, 2)}; CPU ms/update: step {1e3 * median(step_cpus):.1f}, loop "
           f"{1e3 * loop_cpu:.1f} (load {os.getloadavg()[0]:.1f})", flush=True)

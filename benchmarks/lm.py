@@ -43,7 +43,8 @@ flags.DEFINE_integer("peak_size", 2048, "n of the n x n matmul that measures the
 flags.DEFINE_integer("throughput_calls", 30, "Timed calls of the train step (each "
                      "after a peak measurement).")
 flags.DEFINE_bool("time_to_loss", True, "Also run the full training for the time to loss.")
-flags.DEFINE_integer("seed", 0, "config.seed: initialization and the order of the training windows.")
+flags.DEFINE_integer("seed", 0,
+                     "config.seed: initialization and the order of the training windows.")
 flags.DEFINE_integer("steps_per_call", 0, "Override train.steps_per_call (0 = the config's).")
 flags.DEFINE_integer("max_steps", 5000, "Longest run for the time to loss (the config's "
                      "schedule, then its final learning rate).")
@@ -85,10 +86,11 @@ def throughput(config, calls: int, peak_size: int) -> dict:
   """
   import jax
   import numpy as np
+
   from gen_jax import data
+  from gen_jax.core.state import count_params
   from gen_jax.engine import sharding
   from gen_jax.engine.experiment import build_experiment
-  from gen_jax.core.state import count_params
   from gen_jax.engine.train import xla_flops as count_xla_flops
 
   exp = build_experiment(config)
@@ -170,7 +172,7 @@ def time_to_loss(config, target: float, max_steps: int) -> dict:
       total = time.perf_counter() - start
   finally:
     train.MetricWriter.write = write
-  reached = next(((t, s, l) for t, s, l in evals if l <= target), None)
+  reached = next(((t, s, loss) for t, s, loss in evals if loss <= target), None)
   return {"evals": evals, "total_s": total, "reached": reached}
 
 
@@ -178,9 +180,10 @@ def main(argv):
   del argv
   xla_flags = launcher_xla_flags()   # before JAX starts a backend, as launch.py does
   from absl import logging
+
   from gen_jax import data
   from gen_jax.engine.outputs import quiet_library_logs
-  from tests.smoke import load_config   # configs/ import each other as a package
+  from tests.smoke import load_config  # configs/ import each other as a package
 
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
@@ -218,7 +221,7 @@ def main(argv):
             f"{seconds:.1f} s at step {step} (loss {loss:.4f})")
     else:
       print(f"val loss never reached {FLAGS.target_loss} in {FLAGS.max_steps} steps (best "
-            f"{min(l for _, _, l in t['evals']):.4f}); whole run {t['total_s']:.1f} s")
+            f"{min(loss for _, _, loss in t['evals']):.4f}); whole run {t['total_s']:.1f} s")
   print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

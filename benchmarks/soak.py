@@ -181,6 +181,7 @@ def unfinished_saves(workdir: str) -> list[str]:
 
 def final_state(workdir: str):
   import ml_collections
+
   from gen_jax.engine import checkpoint as ckpt_lib
   from gen_jax.engine.experiment import build_experiment
   with open(os.path.join(workdir, "config.json")) as f:
@@ -199,6 +200,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   import numpy as np
+
   from gen_jax.engine import checkpoint as ckpt_lib
 
   reference, soak = os.path.join(FLAGS.root, "reference"), os.path.join(FLAGS.root, "soak")
@@ -256,7 +258,7 @@ def main(argv):
   if code == 0:
     a = jax.tree_util.tree_flatten_with_path(final_state(soak))[0]
     b = jax.tree.leaves(final_state(reference))
-    for (path, x), y in zip(a, b):
+    for (path, x), y in zip(a, b, strict=False):
       leaves += 1
       if not np.array_equal(np.asarray(x), np.asarray(y)):
         failures.append(f"final state differs at {jax.tree_util.keystr(path)}")

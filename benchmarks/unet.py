@@ -85,6 +85,7 @@ def setup(name: str, cifar_batch: int):
   import numpy as np
   import torch
   import torch_unet
+
   from gen_jax.core.state import count_params
   from gen_jax.engine import sharding
   from gen_jax.engine.config_files import load_config
@@ -175,6 +176,7 @@ def main(argv):
   if FLAGS.launcher_xla_flags:   # before JAX starts its backend, as launch.py does
     launcher_xla_flags()
   from absl import logging
+
   from gen_jax.engine.outputs import quiet_library_logs
   quiet_library_logs()
   logging.set_verbosity(logging.WARNING)

@@ -36,7 +36,8 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-  """A TFDS data dir with mnist_5k prepared once (from the digits packaged in gen_jax/data/assets)."""
+  """A TFDS data dir with mnist_5k prepared once (from the digits packaged in
+  gen_jax/data/assets)."""
   path = str(tmp_path_factory.mktemp("tfds"))
   from gen_jax import data
   data.prepare_builder("mnist_5k", data_dir=path)
@@ -60,6 +61,7 @@ def text_data_dir(tmp_path_factory):
   while preparing (the check itself still runs). Later loads read the prepared files.
   """
   import hashlib
+
   from gen_jax import data
   from gen_jax.data.builders import tiny_shakespeare
   root = tmp_path_factory.mktemp("text")
@@ -77,6 +79,7 @@ def text_data_dir(tmp_path_factory):
 def no_downloads(monkeypatch):
   """Host names resolve, but every download fails; records the attempted URLs."""
   import socket
+
   import tensorflow_datasets as tfds
   attempts = []
 

@@ -11,7 +11,8 @@ if REPO_ROOT not in sys.path:   # gen_jax (and its configs) from this checkout
 
 def load_config(name: str, arg: str = "smoke", **overrides):
   """configs/<name>.py:get_config(arg) with dotted-key overrides, e.g. {'train.num_steps': 6}."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "configs", f"{name}.py"))
+  config_path = os.path.join(REPO_ROOT, "configs", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, config_path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(arg)

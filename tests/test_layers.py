@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import pytest
-
 from gen_jax.methods import METHODS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "gen_jax"

@@ -1,9 +1,9 @@
 """A small MNIST classifier: the feature extractor of the sample-quality metrics.
 
-  python launch.py --config=configs/classifier.py          # embedded mnist_5k, a few minutes on 2 CPU cores
-  python launch.py --config=configs/classifier.py:smoke    # seconds; what the tests run
-  python launch.py --config=configs/classifier.py:dataset=mnist --config.data.manual_dir=/path/to/mnist \
-      --workdir=runs/classifier_mnist
+  python launch.py --config=configs/classifier.py        # mnist_5k, a few minutes on 2 CPU cores
+  python launch.py --config=configs/classifier.py:smoke  # seconds; what the tests run
+  python launch.py --config=configs/classifier.py:dataset=mnist \
+      --config.data.manual_dir=/path/to/mnist --workdir=runs/classifier_mnist
 
 Its workdir (default runs/classifier) is what `eval.classifier_workdir` of the ddpm/dcgan
 configs points at: `--mode=eval` of a generator restores the newest checkpoint there (with
@@ -22,7 +22,7 @@ from gen_jax.configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/classifier.py", arg, ("smoke", "dataset"))
 
-  config = common.base_config("classifier", variants.get("dataset", "mnist_5k"))
+  config = common.base_config("classifier", common.variant_value(variants, "dataset", "mnist_5k"))
 
   config.model = ml_collections.ConfigDict()
   config.model.num_classes = 10

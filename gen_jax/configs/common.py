@@ -22,15 +22,31 @@ from gen_jax.configs import inception_eval
 CONFIG_VERSION = 2
 
 
-def parse_variants(config_file: str, arg: str | None, known: tuple[str, ...]) -> dict[str, str | bool]:
+def parse_variants(config_file: str, arg: str | None,
+                   known: tuple[str, ...]) -> dict[str, str | bool]:
   """'smoke,dataset=mnist' -> {'smoke': True, 'dataset': 'mnist'}; unknown names fail clearly."""
-  variants = dict(part.split("=", 1) if "=" in part else (part, True)
-                  for part in (arg or "").split(",") if part)
+  variants: dict[str, str | bool] = {}
+  for part in (arg or "").split(","):
+    if part:
+      name, has_value, value = part.partition("=")
+      variants[name] = value if has_value else True
   unknown = set(variants) - set(known)
   if unknown:
     raise ValueError(f"{config_file}: unknown variant(s) {sorted(unknown)}; known: "
                      f"{', '.join(known)}.")
   return variants
+
+
+def variant_value(variants: dict[str, str | bool], name: str, default: str) -> str:
+  """The value of a `name=<value>` variant, `default` when it is absent.
+
+  Raises:
+    ValueError: `name` was given as a bare flag, without `=<value>`.
+  """
+  value = variants.get(name, default)
+  if not isinstance(value, str):
+    raise ValueError(f"The variant {name!r} needs a value: {name}=<value>.")
+  return value
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -59,7 +75,7 @@ def zipped(axes: dict[str, list]) -> list[dict[str, Any]]:
   lengths = {field: len(values) for field, values in axes.items()}
   if len(set(lengths.values())) > 1:
     raise ValueError(f"zipped: every field needs as many values; got {lengths}.")
-  return [dict(zip(axes, values)) for values in zip(*axes.values())]
+  return [dict(zip(axes, values, strict=True)) for values in zip(*axes.values(), strict=True)]
 
 
 def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:

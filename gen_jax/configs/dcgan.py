@@ -1,6 +1,6 @@
 """DCGAN (Radford et al. 2016) on MNIST-sized images; hinge and WGAN-GP objectives by switch.
 
-  python launch.py --config=configs/dcgan.py                  # embedded mnist_5k, ~10 min on 2 CPU cores
+  python launch.py --config=configs/dcgan.py                  # mnist_5k, ~10 min on 2 CPU cores
   python launch.py --config=configs/dcgan.py:smoke            # seconds; what the tests run
   python launch.py --config=configs/dcgan.py --config.gan.loss=hinge
   python launch.py --config=configs/dcgan.py:loss=wgan_gp     # + Gulrajani et al.'s n_critic/Adam
@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/dcgan.py", arg,
                                    ("smoke", "dataset", "loss", "conditional"))
 
-  config = common.base_config("gan", variants.get("dataset", "mnist_5k"))
+  config = common.base_config("gan", common.variant_value(variants, "dataset", "mnist_5k"))
 
   config.model = ml_collections.ConfigDict()
   # Classes to condition on (conditional BN in G, projection D; Miyato & Koyama 2018):
@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.gan.layer_style = "radford"
   # Objective: 'non_saturating' (Goodfellow et al. 2014 §3; DCGAN's), 'hinge', or
   # 'wgan_gp' (Gulrajani et al. 2017, Eq. 3).
-  config.gan.loss = variants.get("loss", "non_saturating")
+  config.gan.loss = common.variant_value(variants, "loss", "non_saturating")
   # D (critic) updates per G update; each takes train.batch_size / n_critic real images.
   config.gan.n_critic = 1
   # lambda of the WGAN-GP gradient penalty (wgan_gp only).

@@ -1,10 +1,11 @@
 """DDPM (Ho et al. 2020) on MNIST-sized images.
 
-  python launch.py --config=configs/ddpm.py                  # embedded mnist_5k, ~10 min on 2 CPU cores
+  python launch.py --config=configs/ddpm.py                  # mnist_5k, ~10 min on 2 CPU cores
   python launch.py --config=configs/ddpm.py:smoke            # seconds; what the tests run
   python launch.py --config=configs/ddpm.py:dataset=mnist --config.data.manual_dir=/path/to/mnist
-  python launch.py --config=configs/ddpm.py:conditional       # class-conditional, guided (Ho & Salimans 2022)
-  python launch.py --workdir=<run> --mode=sample --config.sample.label=7 --config.sample.guidance=3.0
+  python launch.py --config=configs/ddpm.py:conditional      # guided by class (Ho & Salimans 2022)
+  python launch.py --workdir=<run> --mode=sample --config.sample.label=7 \
+      --config.sample.guidance=3.0
 
 `get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
 `conditional` (model.num_classes=10, labels dropped with p_uncond=0.1, classifier-free
@@ -23,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/ddpm.py", arg, ("smoke", "dataset",
                                                                   "conditional"))
 
-  config = common.base_config("diffusion", variants.get("dataset", "mnist_5k"))
+  config = common.base_config("diffusion", common.variant_value(variants, "dataset", "mnist_5k"))
 
   # U-Net of Ho et al. App. B, scaled down for 28x28 digits on a CPU.
   config.model = ml_collections.ConfigDict()
@@ -112,8 +113,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def inpaint_group() -> ml_collections.ConfigDict:
-  """`--mode=inpaint` (gen_jax/methods/inpainting_mode.py); configs/migration.py gives these defaults
-  to diffusion runs saved before the group existed."""
+  """`--mode=inpaint` (gen_jax/methods/inpainting_mode.py); configs/migration.py gives these
+  defaults to diffusion runs saved before the group existed."""
   inpaint = ml_collections.ConfigDict()
   # Pixels to fill: 'center' (a centred box), 'left' / 'right' (half), 'random_pixels',
   # 'strokes' (random brush strokes), or the path of a mask image (white: known, black: fill).

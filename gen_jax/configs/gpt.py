@@ -14,7 +14,8 @@
       loss of only 1.88".
   `shakespeare_char` - nanoGPT's GPU config: 6 layers, 6 heads, 384 wide, context 256,
       batch 64, dropout 0.2 (embeddings, attention probabilities and residual branches, as
-      nanoGPT), 5000 iterations (10.65M parameters without position embeddings). nanoGPT's README: best validation loss 1.4697 ("about 3 minutes" on one A100).
+      nanoGPT), 5000 iterations (10.65M parameters without position embeddings). nanoGPT's
+      README: best validation loss 1.4697 ("about 3 minutes" on one A100).
   `smoke` - a tiny model for tests.
   `tokenizer=byte` - UTF-8 bytes (vocabulary 256) instead of characters.
   `dataset=<name>` - another text dataset (a TFDS dataset with a `text` feature).
@@ -47,8 +48,9 @@ VARIANTS = ("smoke", "baby", "shakespeare_char", "tokenizer", "dataset")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/gpt.py", arg, VARIANTS)
 
-  config = common.base_config("autoregressive", variants.get("dataset", "tiny_shakespeare"))
-  text_data(config, tokenizer=variants.get("tokenizer", "char"))
+  dataset = common.variant_value(variants, "dataset", "tiny_shakespeare")
+  config = common.base_config("autoregressive", dataset)
+  text_data(config, tokenizer=common.variant_value(variants, "tokenizer", "char"))
 
   config.model = ml_collections.ConfigDict()
   config.model.arch = "gpt"

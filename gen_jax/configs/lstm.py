@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gen_jax.configs import common
-from gen_jax.configs import gpt
+from gen_jax.configs import common, gpt
 
 VARIANTS = ("smoke", "tokenizer", "dataset")
 
@@ -25,8 +24,9 @@ VARIANTS = ("smoke", "tokenizer", "dataset")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/lstm.py", arg, VARIANTS)
 
-  config = common.base_config("autoregressive", variants.get("dataset", "tiny_shakespeare"))
-  gpt.text_data(config, tokenizer=variants.get("tokenizer", "char"))
+  dataset = common.variant_value(variants, "dataset", "tiny_shakespeare")
+  config = common.base_config("autoregressive", dataset)
+  gpt.text_data(config, tokenizer=common.variant_value(variants, "tokenizer", "char"))
 
   config.model = ml_collections.ConfigDict()
   config.model.arch = "lstm"

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
-from etils import epath   # workdirs may be cloud paths (gs://...)
+from etils import epath  # workdirs may be cloud paths (gs://...)
 
 from gen_jax.configs import classifier, common, dcgan, ddpm, gpt, lstm, vae
 
@@ -61,11 +62,12 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _has(tree: dict[str, Any], field: str) -> bool:
   *groups, name = field.split(".")
+  node: Any = tree
   for group in groups:
-    tree = tree.get(group)
-    if not isinstance(tree, dict):
+    node = node.get(group)
+    if not isinstance(node, dict):
       return False
-  return name in tree
+  return name in node
 
 
 def _set(tree: dict[str, Any], field: str, value: Any) -> None:

@@ -1,9 +1,9 @@
 """VAE (Kingma & Welling 2014) with IWAE evaluation (Burda et al. 2016) on binarized digits.
 
-  python launch.py --config=configs/vae.py                   # embedded mnist_5k, ~7 min on 2 CPU cores
-  python launch.py --config=configs/vae.py --mode=eval       # test ELBO and -L_5000 -> eval/step_N.json
+  python launch.py --config=configs/vae.py                   # mnist_5k, ~7 min on 2 CPU cores
+  python launch.py --config=configs/vae.py --mode=eval       # ELBO, -L_5000 -> eval/step_N.json
   python launch.py --config=configs/vae.py:smoke             # seconds; what the tests run
-  python launch.py --config=configs/vae.py:latent=2          # + the latent manifold grid (K&W Fig. 4)
+  python launch.py --config=configs/vae.py:latent=2          # + the latent manifold (K&W Fig. 4)
   python launch.py --config=configs/vae.py:dataset=mnist --config.data.manual_dir=/path/to/mnist
   python launch.py --config=configs/vae.py:continuous,conv   # [-1, 1] images, discretized Gaussian
 
@@ -29,7 +29,7 @@ VARIANTS = ("smoke", "dataset", "latent", "conv", "continuous")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/vae.py", arg, VARIANTS)
 
-  config = common.base_config("vae", variants.get("dataset", "mnist_5k"))
+  config = common.base_config("vae", common.variant_value(variants, "dataset", "mnist_5k"))
   # 'dynamic': each pixel ~ Bernoulli(intensity/255), redrawn every time an image is read
   # (Burda et al. 2016); 'fixed': one draw per image (seeded by binarize_seed and the index);
   # 'none': continuous images in [-1, 1]. Binarized images are in {0, 1}.

@@ -40,7 +40,8 @@ import dataclasses
 import errno
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import jax
@@ -53,9 +54,17 @@ from jax.experimental import multihost_utils
 from gen_jax.core.errors import UserError
 from gen_jax.core.state import TrainState
 from gen_jax.engine.checkpoint_checks import (  # the run-facing errors are part of this API
-    MANIFEST, WRITE_ERRNOS, CheckpointMismatchError, CheckpointWriteError, DamagedCheckpointError, check_fits,
-    check_manifest, ensure_writable, finished_steps, unwritable_workdir_error, write_errno,
-    write_manifest)
+  WRITE_ERRNOS,
+  CheckpointMismatchError,
+  CheckpointWriteError,
+  DamagedCheckpointError,
+  check_fits,
+  check_manifest,
+  ensure_writable,
+  finished_steps,
+  write_errno,
+  write_manifest,
+)
 from gen_jax.engine.experiment import Experiment
 from gen_jax.engine.outputs import is_main_process
 from gen_jax.interop import init_from_format
@@ -103,13 +112,15 @@ class DataIteratorHandler(grain.checkpoint.CheckpointHandler):
     return item
 
 
-@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+# grain's handler implements orbax's CheckpointHandler protocol without subclassing orbax's
+# class, which orbax's annotations ask for (the `pyright: ignore`s below).
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)  # pyright: ignore[reportArgumentType]
 @dataclasses.dataclass
 class DataIteratorSave(ocp.args.CheckpointArgs):
   item: Any
 
 
-@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)  # pyright: ignore[reportArgumentType]
 @dataclasses.dataclass
 class DataIteratorRestore(ocp.args.CheckpointArgs):
   item: Any
@@ -131,8 +142,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_names=(STATE, DATA),
-        item_handlers={STATE: ocp.StandardCheckpointHandler(),
-                       DATA: DataIteratorHandler()},
+        item_handlers={STATE: ocp.StandardCheckpointHandler(),  # pyright: ignore[reportArgumentType]
+                       DATA: DataIteratorHandler()},   # grain's handler: see DataIteratorSave
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             enable_async_checkpointing=async_save,
@@ -153,7 +164,7 @@ class Checkpointer:
     """Starts saving `step`; raises `CheckpointWriteError` if this save or the previous
     (asynchronous) one could not be written."""
     self._record_finished()
-    items = {STATE: ocp.args.StandardSave(state)}
+    items: dict[str, ocp.args.CheckpointArgs] = {STATE: ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items[DATA] = DataIteratorSave(data_iterator)
     with self._write_errors(step):
@@ -210,7 +221,8 @@ class Checkpointer:
     """
     stored = self._manager.item_metadata(step)[STATE]
     check_fits(stored, abstract_state, self.directory, step, config)
-    items = {STATE: ocp.args.StandardRestore(with_shardings(abstract_state, shardings))}
+    items: dict[str, ocp.args.CheckpointArgs] = {
+        STATE: ocp.args.StandardRestore(with_shardings(abstract_state, shardings))}
     has_data = (self.directory / str(step) / DATA).exists()
     if data_iterator is not None and has_data:
       items[DATA] = DataIteratorRestore(data_iterator)

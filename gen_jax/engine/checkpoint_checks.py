@@ -59,17 +59,18 @@ _STRERRORS = {os.strerror(code): code for code in WRITE_ERRNOS}
 def write_errno(error: BaseException) -> int | None:
   """The errno of a storage error in `error` or its causes (None: not one of
   WRITE_ERRNOS). TensorStore reports them inside its ValueError's text."""
+  cause: BaseException | None = error
   seen = 0
-  while error is not None and seen < 8:
-    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
-      return error.errno
-    text = str(error)
+  while cause is not None and seen < 8:
+    if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+      return cause.errno
+    text = str(cause)
     if (m := re.search(r"os_error_code='?(\d+)", text)) and int(m.group(1)) in WRITE_ERRNOS:
       return int(m.group(1))
     for message, code in _STRERRORS.items():
       if message in text:
         return code
-    error, seen = error.__cause__ or error.__context__, seen + 1
+    cause, seen = cause.__cause__ or cause.__context__, seen + 1
   return None
 
 
@@ -190,9 +191,9 @@ def check_fits(stored: Any, abstract_state: Any, directory: epath.Path, step: in
     what = f"{leaf} is {have[leaf]} there and {want[leaf]} here"
     guess = likely_fields(have[leaf], want[leaf], changes, run_dir)
   else:
-    parts = [f"{len(l)} leaves {side} (e.g. {_first(l)})"
-             for l, side in ((missing, "of this config are not in the checkpoint"),
-                             (extra, "of the checkpoint are not in this config")) if l]
+    parts = [f"{len(leaves)} leaves {side} (e.g. {_first(leaves)})"
+             for leaves, side in ((missing, "of this config are not in the checkpoint"),
+                                  (extra, "of the checkpoint are not in this config")) if leaves]
     what = " and ".join(parts)
     guess = likely_fields(None, None, changes, run_dir)
   raise CheckpointMismatchError(
@@ -226,11 +227,11 @@ def likely_fields(stored: tuple[int, ...] | None, wanted: tuple[int, ...] | None
             "width, depth or latent size) most likely differs.")
   dims = set()
   if stored is not None and wanted is not None and len(stored) == len(wanted):
-    dims = {(a, b) for a, b in zip(stored, wanted) if a != b}
+    dims = {(a, b) for a, b in zip(stored, wanted, strict=True) if a != b}
 
   def pairs(old, new):   # integer value pairs of a field: 2 -> 3, or (32, 32) -> (32, 64)
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
-      both = zip(old, new)
+      both = zip(old, new, strict=True)
     else:
       both = [(old, new)]
     return {(a, b) for a, b in both if type(a) is int and type(b) is int}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -130,7 +130,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(with_config_argument(argv))
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     text = str(e).replace("\\n", "\n").replace("\\'", "")
-    lines = [l.strip().strip("'") for l in text.splitlines() if l.strip()]
+    lines = [line.strip().strip("'") for line in text.splitlines() if line.strip()]
     message = lines[-1] if "Traceback" in text else " ".join(lines)
     sys.exit(f"launch.py: invalid --config override or variant: {message}\n"
              "Every field is listed, with a comment, in the config file you passed.")

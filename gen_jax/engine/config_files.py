@@ -9,7 +9,6 @@ from typing import Any
 
 import ml_collections
 
-
 # The folders of config files. They live inside the package (gen_jax/configs,
 # gen_jax/experiments), so an install adds no top-level `configs` or `experiments` package;
 # `configs/` and `experiments/` at the repository root are links to them.
@@ -40,6 +39,8 @@ def load_module(path: str) -> types.ModuleType:
   path = resolve_path(path)
   name = "_gen_jax_config_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:   # not a .py file
+    raise ImportError(f"{path} cannot be imported as a Python module.")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

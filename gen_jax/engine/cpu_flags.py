@@ -37,7 +37,8 @@ def cpu_xla_flags(xla_flags: str, jaxlib_version: tuple[int, ...]) -> str:
   Returns:
     The new XLA_FLAGS value.
   """
-  if not (0, 10) <= jaxlib_version[:2] < (0, 11) or "--xla_cpu_experimental_ynn_fusion_type" in xla_flags:
+  if (not (0, 10) <= jaxlib_version[:2] < (0, 11)
+      or "--xla_cpu_experimental_ynn_fusion_type" in xla_flags):
     return xla_flags
   return f"{xla_flags} {YNN_FUSION_FLAG}".strip()
 

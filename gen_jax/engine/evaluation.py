@@ -65,7 +65,7 @@ def run_dataset_evaluation(exp: Experiment, state: TrainState,
   batch_fn = jax.jit(evaluation.batch_fn, out_shardings=exp.replicated)
   rng = jax.random.fold_in(exp.base_rng, 0xB9D)
   outputs = []
-  for i, local in zip(range(n // bs), loader):
+  for i, local in zip(range(n // bs), loader, strict=False):
     logging.info("%s: batch %d/%d (%d images)", evaluation.name, i + 1, n // bs, bs)
     outputs.append(jax.device_get(batch_fn(state, sharding.global_batch(local, exp.batch_sharding),
                                            jax.random.fold_in(rng, i))))

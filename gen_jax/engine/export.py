@@ -47,7 +47,7 @@ def unflatten_into(template: Any, flat: dict[str, np.ndarray], prefix: str) -> A
   """The arrays of `flat` placed into `template`'s structure (shapes checked)."""
   names = flatten_tree(jax.tree.map(lambda x: np.zeros((), np.int8), template), prefix)
   leaves = []
-  for (name, _), shaped in zip(names.items(), jax.tree.leaves(template)):
+  for (name, _), shaped in zip(names.items(), jax.tree.leaves(template), strict=True):
     if name not in flat:
       raise ValueError(f"The export has no tensor {name!r}: it is not from this config.")
     if tuple(flat[name].shape) != tuple(shaped.shape):

@@ -25,7 +25,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from absl import logging
 from etils import epath
@@ -125,7 +126,7 @@ class RunLease:
     self.purpose = purpose
     self._fd: int | None = None
     self._token = uuid.uuid4().hex
-    self._record: dict | None = None
+    self._record: dict = {}   # the lease record while held; empty otherwise
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
 
@@ -143,7 +144,7 @@ class RunLease:
     tmp.write_text(payload)
     tmp.replace(path)
 
-  def acquire(self) -> "RunLease":
+  def acquire(self) -> RunLease:
     """Takes the lease.
 
     Raises:
@@ -178,7 +179,7 @@ class RunLease:
                         previous.get("heartbeat"))
         (self.workdir / LEASE).unlink(missing_ok=True)
       elif (self.workdir / LEASE).exists():   # unreadable: being written, or damaged
-        age = time.time() - (self.workdir / LEASE).stat().st_mtime
+        age = time.time() - (self.workdir / LEASE).stat().mtime   # epath's StatResult
         if not locked and age < LEASE_TIMEOUT_SECONDS:
           raise WorkdirBusyError(busy_message(self.workdir, {}))
         logging.warning("Replacing the unreadable lease file %s.", self.workdir / LEASE)
@@ -219,14 +220,14 @@ class RunLease:
     if self._thread is not None:
       self._thread.join(timeout=5)
       self._thread = None
-    if self._record is not None:
+    if self._record:
       if (read_lease(self.workdir) or {}).get("token") == self._token:
         with contextlib.suppress(OSError):
           (self.workdir / LEASE).unlink()
-      self._record = None
+      self._record = {}
     self._unlock()
 
-  def __enter__(self) -> "RunLease":
+  def __enter__(self) -> RunLease:
     return self.acquire()
 
   def __exit__(self, *exc) -> None:

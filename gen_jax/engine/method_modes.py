@@ -10,7 +10,8 @@ for the mesh, and files under `<workdir>/<mode>/` (the `ModeContext` a method se
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import ml_collections

@@ -14,10 +14,11 @@ from gen_jax import data
 from gen_jax.core.errors import ConfigError
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
-from gen_jax.engine import export as export_lib
 from gen_jax.engine import disk_errors, sample_dump, sample_metrics, sharding
+from gen_jax.engine import export as export_lib
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import workdir as workdir_lib
+from gen_jax.engine.checkpoint_checks import unwritable_workdir_error
 from gen_jax.engine.evaluation import evaluate_state, run_dataset_evaluation
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import MetricWriter, is_main_process, save_json
@@ -85,7 +86,7 @@ def _dump(exp, state, step: int, folder: epath.Path, formats: tuple[str, ...]) -
   return folder
 
 
-@lease_lib.leased("evaluation", ckpt_lib.unwritable_workdir_error)
+@lease_lib.leased("evaluation", unwritable_workdir_error)
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Evaluates a checkpoint; writes `eval/step_<N>.json` and a line in metrics.jsonl.
 
@@ -191,6 +192,8 @@ def compile_report(config: ml_collections.ConfigDict) -> str:
   compiled, flops = compile_train_step(exp, state, batches)
   seconds = time.perf_counter() - t0
   mem = compiled.memory_analysis()
+  if mem is None:
+    raise RuntimeError(f"XLA gives no memory analysis on {jax.devices()[0].platform}.")
   state_bytes = sharding.per_device_bytes(exp.abstract_state, exp.state_sharding)
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
           + mem.temp_size_in_bytes)

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -60,7 +60,7 @@ class MetricWriter:
       self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
-    if not self._enabled:
+    if self._jsonl is None:   # not the main process
       return
     row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
     self._jsonl.write(json.dumps(row) + "\n")
@@ -70,7 +70,7 @@ class MetricWriter:
         self._tb.add_scalar(name, float(value), int(step))
       self._tb.flush()
 
-  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+  def write_images(self, step: int, images: Mapping[str, np.ndarray | jax.Array]) -> None:
     """Each named batch of images in [-1, 1] [N, H, W, C] as one grid image in TensorBoard
     (`samples/<name>`); the PNG files are written by the caller."""
     if self._tb is None:
@@ -90,11 +90,13 @@ class MetricWriter:
     """The run's config as TensorBoard hyperparameters (HPARAMS tab), so runs compare."""
     if self._tb is None:
       return
-    from tensorboardX.summary import hparams   # with SummaryWriter: imported lazily
+    from tensorboardX.summary import hparams  # with SummaryWriter: imported lazily
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
               for k, v in flat_config.items()}
+    file_writer = self._tb.file_writer
+    assert file_writer is not None   # SummaryWriter opens it; only close() drops it
     for summary in hparams(values, {}):
-      self._tb.file_writer.add_summary(summary)
+      file_writer.add_summary(summary)
     self._tb.flush()
 
   def close(self) -> None:
@@ -233,7 +235,8 @@ class Progress:
       print(f"[{step:>7d}/{self._total}] sample:\n{text}", file=self._stream, flush=True)
 
 
-def image_grid(images_NxHxWxC: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+def image_grid(images_NxHxWxC: np.ndarray | jax.Array, ncols: int | None = None,
+               pad: int = 2) -> np.ndarray:
   """Tiles images in [-1, 1] into one uint8 HxWxC grid (gray images stay 1 channel)."""
   images = np.asarray(images_NxHxWxC, dtype=np.float32)
   n, h, w, c = images.shape
@@ -247,12 +250,14 @@ def image_grid(images_NxHxWxC: np.ndarray, ncols: int | None = None, pad: int = 
   return to_uint8(grid)
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
+def to_uint8(images: np.ndarray | jax.Array) -> np.ndarray:
   """Images in [-1, 1] -> uint8 in [0, 255]: round((clip(x) + 1) * 127.5)."""
-  return np.round((np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+  clipped = np.clip(np.asarray(images, np.float32), -1.0, 1.0)
+  return np.round((clipped + 1.0) * 127.5).astype(np.uint8)
 
 
-def save_image_grid(images_NxHxWxC: np.ndarray, path: str | epath.Path, ncols: int | None = None) -> epath.Path:
+def save_image_grid(images_NxHxWxC: np.ndarray, path: str | epath.Path,
+                    ncols: int | None = None) -> epath.Path:
   """Writes a PNG grid of images in [-1, 1]; returns the path."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,7 +272,8 @@ class _HideLibraryInfo(std_logging.Filter):
   NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in self.NOISY)
+    return (record.levelno >= std_logging.WARNING
+            or not any(p in record.pathname for p in self.NOISY))
 
 
 def quiet_library_logs() -> None:

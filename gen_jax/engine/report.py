@@ -69,7 +69,7 @@ def load_run(path: epath.Path, root: epath.Path) -> RunRecord:
   config = workdir_lib.flatten(workdir_lib.load_saved_config(path))
   rows = read_metrics(path)
   try:
-    status = workdir_lib.read_status(path) or {}
+    status: dict[str, Any] = workdir_lib.read_status(path) or {}
   except workdir_lib.DamagedStatusError as e:   # that run is listed as such; the others go on
     status = {"status": "damaged", "error": str(e)}
   steps = max([r["step"] for r in rows] + [int(status.get("step", 0))])
@@ -101,7 +101,7 @@ def metric_names(runs: list[RunRecord]) -> list[str]:
 def series(run: RunRecord, metric: str) -> tuple[np.ndarray, np.ndarray]:
   pts = [(row["step"], row[metric]) for row in run.rows
          if metric in row and isinstance(row[metric], (int, float)) and math.isfinite(row[metric])]
-  steps, values = zip(*pts) if pts else ((), ())
+  steps, values = zip(*pts, strict=True) if pts else ((), ())
   return np.asarray(steps), np.asarray(values, np.float64)
 
 
@@ -139,19 +139,20 @@ def table_metrics(runs: list[RunRecord], metrics: list[str]) -> list[str]:
           if len({_fmt(final_and_best(r, m).get("final")) for r in runs}) > 1]
 
 
-def table(runs: list[RunRecord], fields: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+def table(runs: list[RunRecord], fields: list[str],
+          metrics: list[str]) -> tuple[list[str], list[list[str]]]:
   """Header and rows of the report table (strings). A metric gets a final-value column,
   and a best-value one (with its step) when some run logged it more than once."""
   header = ["run", *workdir_lib.short_names(fields), "status", "steps", "wall"]
   with_best = [any(len(series(r, m)[1]) > 1 for r in runs) for m in metrics]
-  for m, best in zip(metrics, with_best):
+  for m, best in zip(metrics, with_best, strict=True):
     name = m.removeprefix("eval/")
     header += [f"{name} final", f"{name} best (step)"] if best else [name]
   rows = []
   for r in runs:
     row = [r.name, *(_fmt(r.config.get(f)) for f in fields), r.status, str(r.steps),
            _duration(r.wall_seconds)]
-    for m, best in zip(metrics, with_best):
+    for m, best in zip(metrics, with_best, strict=True):
       fb = final_and_best(r, m)
       row.append(_fmt(fb.get("final")))
       if best:
@@ -168,13 +169,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def plain_table(header: list[str], rows: list[list[str]]) -> str:
   widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-  fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+  fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
   return "\n".join([fmt(header)] + [fmt(row) for row in rows])
 
 
 def label(run: RunRecord, fields: list[str]) -> str:
+  shorts = workdir_lib.short_names(fields)
   return ",".join(f"{short}={_fmt(run.config.get(f))}"
-                  for f, short in zip(fields, workdir_lib.short_names(fields))) or run.name
+                  for f, short in zip(fields, shorts, strict=True)) or run.name
 
 
 def plot_curves(runs: list[RunRecord], fields: list[str], metrics: list[str],
@@ -214,7 +216,8 @@ def last_sample_grid(run: RunRecord) -> epath.Path | None:
   return max(grids)[1] if grids else None
 
 
-def sample_sheet(runs: list[RunRecord], fields: list[str], out_dir: epath.Path) -> epath.Path | None:
+def sample_sheet(runs: list[RunRecord], fields: list[str],
+                 out_dir: epath.Path) -> epath.Path | None:
   """The runs' last sample grids side by side, each titled by its run and step."""
   grids = [(r, g) for r in runs if (g := last_sample_grid(r)) is not None]
   if not grids:
@@ -224,7 +227,7 @@ def sample_sheet(runs: list[RunRecord], fields: list[str], out_dir: epath.Path) 
   fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
   for ax in axes.ravel():
     ax.axis("off")
-  for ax, (r, g) in zip(axes.ravel(), grids):
+  for ax, (r, g) in zip(axes.ravel(), grids, strict=False):
     image = np.asarray(Image.open(str(g)))
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
     ax.set_title(f"{label(r, fields)}\n{g.stem}", fontsize=7)

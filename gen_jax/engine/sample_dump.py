@@ -25,13 +25,14 @@ import dataclasses
 import json
 import math
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from etils import epath
+from jax.experimental import multihost_utils
 from PIL import Image
 
 from gen_jax.core.errors import UserError
@@ -81,6 +82,7 @@ def parse_formats(value: str) -> tuple[str, ...]:
 
 def plan_dump(sample_cfg, *, step: int, sampler: str, image_shape, default_batch: int) -> DumpPlan:
   """The plan of `--mode=sample` with a dump format, checked before anything is compiled."""
+  height, width, channels = image_shape
   num = int(sample_cfg.num)
   batch = int(sample_cfg.batch_size or min(num, default_batch))
   shard = int(sample_cfg.shard_size or max(batch, 1000 - 1000 % batch))
@@ -90,7 +92,7 @@ def plan_dump(sample_cfg, *, step: int, sampler: str, image_shape, default_batch
         "positive, with shard_size a multiple of batch_size.")
   return DumpPlan(step=step, sampler=sampler, weights="ema" if sample_cfg.use_ema else "raw",
                   seed=int(sample_cfg.seed), num=num, shard_size=shard, batch_size=batch,
-                  image_shape=tuple(int(d) for d in image_shape))
+                  image_shape=(int(height), int(width), int(channels)))
 
 
 def _check_manifest(folder: epath.Path, plan: DumpPlan) -> None:
@@ -120,7 +122,8 @@ def _write_atomic_npz(path: epath.Path, **arrays: np.ndarray) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp")
   with tmp.open("wb") as f:
-    np.savez(f, **arrays)
+    # numpy's stub reads the ** arrays as its allow_pickle keyword.
+    np.savez(f, **arrays)  # pyright: ignore[reportArgumentType]
   tmp.rename(path)
 
 

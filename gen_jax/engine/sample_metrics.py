@@ -1,4 +1,5 @@
-"""Sample quality of an image generator, on one of two feature extractors (`eval.feature_extractor`):
+"""Sample quality of an image generator, on one of two feature extractors
+(`eval.feature_extractor`):
 
 'classifier' (default): a classifier trained by this engine, in `eval.classifier_workdir`
 (`python launch.py --config=configs/classifier.py`), for digits:
@@ -34,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -53,6 +54,7 @@ from gen_jax.engine.sample_dump import BatchCache
 from gen_jax.engine.samples import make_sample_fn
 from gen_jax.evaluate import inception, inception_metrics, sample_quality
 from gen_jax.evaluate.classifier_scores import class_scores, label_agreement
+from gen_jax.methods.base import image_shape_of
 
 KID_SUBSET_SIZE = 1000      # Bińkowski et al. 2018, App. D (clipped to the smaller set)
 PR_NEIGHBOURS = 3           # Kynkäänniemi et al. 2019, §2
@@ -96,14 +98,14 @@ def load_classifier(workdir: str | epath.Path) -> FeatureExtractor:
   workdir = epath.Path(workdir)
   ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(workdir), read_only=True)
   step = ckpt.latest_step()
-  if step is None or not (workdir / workdir_lib.CONFIG).exists():
+  config = workdir_lib.load_saved_config(workdir) if step is not None else None
+  if step is None or config is None:
     ckpt.close()
     raise FileNotFoundError(
         f"No trained classifier in {workdir} (eval.classifier_workdir): the sample-quality "
         "metrics use its features. Train it first (a few minutes on a CPU):\n"
         f"  python launch.py --config=configs/classifier.py --workdir={workdir}\n"
         "or turn the metrics off with --config.eval.sample_metrics=False.")
-  config = workdir_lib.load_saved_config(workdir)
   exp = build_experiment(config)
   if not exp.method.can_classify:
     raise ValueError(f"{workdir} holds a {config.method!r} run, not a classifier "
@@ -115,7 +117,7 @@ def load_classifier(workdir: str | epath.Path) -> FeatureExtractor:
                   out_shardings=exp.replicated)
   logging.info("Feature extractor: classifier %s step %d", workdir, step)
   return FeatureExtractor(name=extractor_name(config.data.dataset), workdir=workdir, step=step,
-                          image_shape=tuple(exp.spec.image_shape), apply=apply, exp=exp)
+                          image_shape=image_shape_of(exp.spec), apply=apply, exp=exp)
 
 
 def _reference_batch_size(num_images: int, num_devices: int, largest: int = 500) -> int:
@@ -143,7 +145,8 @@ def _embed_split(apply: Callable, exp: Experiment, data_config: ml_collections.C
   for local in loader:
     batch = sharding.global_batch(local, exp.batch_sharding)
     logits_B, features_B = jax.device_get(apply(batch["image"]))
-    logits.append(logits_B), features.append(features_B)
+    logits.append(logits_B)
+    features.append(features_B)
     labels.append(jax.device_get(replicate(batch["label"])))
   return {"logits": np.concatenate(logits), "features": np.concatenate(features),
           "labels": np.concatenate(labels)}
@@ -155,7 +158,8 @@ def _save_npz_atomic(path: epath.Path, stats: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
-      np.savez(f, **stats)
+      # numpy's stub reads the ** arrays as its allow_pickle keyword.
+      np.savez(f, **stats)  # pyright: ignore[reportArgumentType]
     tmp.rename(path)
 
 
@@ -315,7 +319,7 @@ class SampleQualityEvaluator:
       self.tag = f"inception_{count_tag(self.num_samples)}_{reference}"
     elif self.kind == "classifier":
       self.extractor = load_classifier(cfg.classifier_workdir)
-      shape = tuple(exp.spec.image_shape)
+      shape = image_shape_of(exp.spec)
       if shape != self.extractor.image_shape:
         raise ValueError(f"The classifier in {cfg.classifier_workdir} takes images of shape "
                          f"{self.extractor.image_shape}, the generator makes {shape}: train a "
@@ -353,7 +357,8 @@ class SampleQualityEvaluator:
         done = {"logits": logits_B[:keep], "features": features_B[:keep]}
         if cache is not None:
           cache.put(i, **done)
-      logits.append(done["logits"]), features.append(done["features"])
+      logits.append(done["logits"])
+      features.append(done["features"])
     return np.concatenate(logits), np.concatenate(features)
 
   def sample_labels(self) -> np.ndarray | None:
@@ -387,6 +392,7 @@ class SampleQualityEvaluator:
     out = {f"{self.prefix}{name}_{self.tag}": value for name, value in metrics.items()}
     # The classifier on the real reference images, for scale: its accuracy and confidence.
     ref = self.reference
+    assert isinstance(self.extractor, FeatureExtractor)   # kind 'classifier'
     ref_tag = f"{self.extractor.name}_{self.split}"
     out[f"eval/ref/clf_accuracy_{ref_tag}"] = float(
         np.mean(np.argmax(ref["logits"], axis=1) == ref["labels"]))

@@ -24,7 +24,7 @@ def fixed_sample_batch(exp: Experiment, num: int | None = None) -> dict[str, jax
   """The first `num` (default `sample.num`) images of the eval split (unshuffled), as a
   global batch."""
   cfg = exp.config
-  num = cfg.sample.num if num is None else num
+  num = int(cfg.sample.num) if num is None else num
   sharding.validate_global_batch(num, exp.mesh, "sample.num")
   loader = data.make_loader(cfg.data, split=cfg.data.eval_split,
                             global_batch_size=num, seed=cfg.seed,
@@ -48,7 +48,7 @@ def make_sample_fn(exp: Experiment, num: int | None = None):
   if not exp.method.can_sample:
     raise ValueError(f"config.method={exp.config.method!r} cannot sample.")
   cfg = exp.config.sample
-  num = cfg.num if num is None else num
+  num = int(cfg.num) if num is None else num
   batch = fixed_sample_batch(exp, num) if exp.method.sample_uses_batch else None
   sample = jax.jit(lambda state, rng, batch: exp.method.sample(state, rng, num, cfg.use_ema,
                                                                batch=batch),
@@ -56,7 +56,7 @@ def make_sample_fn(exp: Experiment, num: int | None = None):
   return lambda state, rng: sample(state, rng, batch)
 
 
-def format_text_samples(tokenizer, tokens_NxT: np.ndarray) -> str:
+def format_text_samples(tokenizer, tokens_NxT: np.ndarray | jax.Array) -> str:
   """Decoded samples, one after another, each followed by a separator line."""
   return "".join(f"{tokenizer.decode(row)}\n{TEXT_SEPARATOR}\n" for row in np.asarray(tokens_NxT))
 
@@ -85,6 +85,6 @@ def write_samples(exp: Experiment, state: TrainState, path: epath.Path, sample_f
   paths = [path.with_name(f"{path.stem}_{name}{path.suffix}") if name else path
            for name in grids]
   if is_main_process():
-    for out, batch in zip(paths, grids.values()):
+    for out, batch in zip(paths, grids.values(), strict=True):
       save_image_grid(np.asarray(batch), out)
   return paths, samples

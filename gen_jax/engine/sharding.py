@@ -9,8 +9,9 @@ FSDP (fully sharded data parallel): every device stores only 1/fsdp of each weig
 matrix, of its EMA and of its optimizer moments (vectors are replicated). The train step
 (`gen_jax/engine/train.py`, `compile_train_step`) all-gathers the weights at its start,
 computes on the batch shards, and the optimizer update works on the sharded gradients
-(reduce-scattered), so the state stays sharded between steps. Results equal the replicated run up to float reduction order, and
-`per_device_bytes` is what each device stores (tests/engine/test_fsdp.py). A `tensor` axis
+(reduce-scattered), so the state stays sharded between steps. Results equal the replicated
+run up to float reduction order, and `per_device_bytes` is what each device stores
+(tests/engine/test_fsdp.py). A `tensor` axis
 (Megatron-style split matmuls) would be a third mesh axis plus per-kernel annotations
 in the models; there is none yet.
 """
@@ -22,7 +23,8 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from gen_jax.core.errors import ConfigError
 
@@ -73,7 +75,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def validate_global_batch(global_batch_size: int, mesh: Mesh, name: str = "train.batch_size") -> None:
+def validate_global_batch(global_batch_size: int, mesh: Mesh,
+                          name: str = "train.batch_size") -> None:
   """Clear error, before any compile, when the batch cannot be split evenly."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if global_batch_size % shards:
@@ -101,7 +104,7 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
     return P()
   for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):   # largest first, stable
     if shape[dim] % fsdp == 0:
-      spec = [None] * len(shape)
+      spec: list[str | None] = [None] * len(shape)
       spec[dim] = "fsdp"
       return P(*spec)
   return P()
@@ -154,6 +157,7 @@ def per_device_bytes(tree: Any, shardings: Any = None) -> int:
   return sum(jax.tree.leaves(jax.tree.map(leaf_bytes, tree, shardings)))
 
 
-def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+def global_batch(local_batch: dict[str, np.ndarray],
+                 sharding: NamedSharding) -> dict[str, jax.Array]:
   """Assembles this process's slice of the batch into global arrays on the mesh."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)

@@ -39,7 +39,8 @@ import subprocess
 import sys
 import time
 import unicodedata
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from etils import epath
 
@@ -105,7 +106,7 @@ def run_name(overrides: Overrides, all_fields: Sequence[str] = ()) -> str:
   hex digits of the sha256 of the whole name.
   """
   fields = list(all_fields or overrides)
-  names = dict(zip(fields, workdir_lib.short_names(fields)))
+  names = dict(zip(fields, workdir_lib.short_names(fields), strict=True))
   parts = [f"{names.get(field, field)}={_name_value(value)}" for field, value in overrides.items()]
   full = ",".join(parts)
   name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", full) or "base"
@@ -209,9 +210,9 @@ def _last_error_line(log: epath.Path) -> str:
   if not log.exists():
     return "(no log)"
   with open(log, errors="replace") as f:
-    lines = [l for l in f.read().splitlines() if l.strip()]
-  errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b", l)
-            or l.startswith("launch.py:")]
+    lines = [line for line in f.read().splitlines() if line.strip()]
+  errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b", line)
+            or line.startswith("launch.py:")]
   return (errors or lines or ["(no output)"])[-1].strip()
 
 
@@ -260,7 +261,7 @@ def run_locally(runs: list[Run], commands: list[list[str]], parallel: int = 1,
   """
   slots = device_slots(max(1, parallel))
   free = list(range(len(slots)))
-  pending = list(zip(runs, commands))
+  pending = list(zip(runs, commands, strict=True))
   active: dict[int, tuple[Run, subprocess.Popen, float, Any]] = {}
   results: dict[str, dict] = {}
   for run, _ in pending:
@@ -376,7 +377,7 @@ def main(config_arg: str, sweep_workdir: str, extra_args: Sequence[str], *, para
   """
   runs = expand(load_sweep(config_arg), sweep_workdir)
   for run, cmd in zip(runs, (command(r, config_arg, extra_args, launcher=launcher)
-                             for r in runs)):
+                             for r in runs), strict=True):
     bad = next((a for a in cmd if _control_character(a)), None)
     if bad is not None:
       raise ValueError(f"Sweep run {run.name}: the argument {bad!r:.120} holds the control "

@@ -20,10 +20,11 @@ from gen_jax.core.errors import UserError
 from gen_jax.core.state import count_params
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import disk_errors, sample_metrics, sharding
-from gen_jax.engine.evaluation import evaluate_state
-from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import workdir as workdir_lib
+from gen_jax.engine.checkpoint_checks import unwritable_workdir_error
+from gen_jax.engine.evaluation import evaluate_state
+from gen_jax.engine.experiment import Experiment, build_experiment
 from gen_jax.engine.outputs import MetricWriter, Progress
 from gen_jax.engine.preemption import StopRequest
 from gen_jax.engine.samples import format_text_samples, make_sample_fn, write_samples
@@ -100,8 +101,8 @@ def _record_failure(error: BaseException, status: workdir_lib.RunStatus,
   return error
 
 
-@lease_lib.leased("training", ckpt_lib.unwritable_workdir_error)   # one writer per workdir
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+@lease_lib.leased("training", unwritable_workdir_error)   # one writer per workdir
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path, *,
                        accept_config_changes: bool = False) -> dict[str, float]:
   """Trains (resuming if `workdir` has a checkpoint), evaluating and sampling periodically.
 
@@ -120,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   except OSError as e:   # an unwritable or full disk: one clear line
     if ckpt_lib.write_errno(e) is None:
       raise
-    raise ckpt_lib.unwritable_workdir_error(e, workdir) from None
+    raise unwritable_workdir_error(e, workdir) from None
   tcfg = config.train
 
   # ------------------------------------------------- mesh, method, shapes, shardings
@@ -247,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           eval_metrics = evaluate_state(exp, state, eval_fn)
           writer.write(step, eval_metrics)
           progress.report(step, eval_metrics)
-        if measure_quality:
+        if measure_quality and sample_quality is not None:
           writer.write(step, sample_quality(state))
         if draw_samples:
           _, samples = write_samples(exp, state, workdir / "samples" / f"step_{step}.png",
@@ -275,6 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise
   finally:
     writer.close()
+  assert last_saved is not None   # the loop's last step saves
   status.write("done" if last_saved == tcfg.num_steps else "stopped", last_saved)
   logging.info("Done at step %d: checkpoints in %s, samples in %s, metrics in %s", last_saved,
                ckpt.directory, workdir / "samples", workdir / "metrics.jsonl")

@@ -126,6 +126,7 @@ class TrainedRun:
     if samples.tokens is not None:
       tokenizer = self.experiment().spec.tokenizer
       return [tokenizer.decode(row) for row in samples.tokens]
+    assert samples.images is not None   # Samples holds images or tokens
     return to_uint8(samples.images)
 
   def draw(self, num: int, seed: int = 0, use_ema: bool = True, labels=None,
@@ -204,6 +205,8 @@ class TrainedRun:
           f"{spec.kind} samples: use sample(num) (or draw(num)).")
     texts = self.sample(num, seed, prompt=prompt, max_new_tokens=max_new_tokens,
                         **sample_overrides)
+    if not isinstance(texts, list):
+      raise TypeError("generate() continues text; this run makes images (use sample()).")
     return texts[0] if num == 1 else texts
 
   def evaluate(self, **eval_overrides: Any) -> dict[str, float]:

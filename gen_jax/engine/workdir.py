@@ -115,7 +115,7 @@ def short_names(fields: list[str]) -> list[str]:
   """Each dotted field by its last component, or whole where that is ambiguous among
   `fields`: ['train.lr', 'diffusion.target'] -> ['lr', 'target']."""
   last = [f.rsplit(".", 1)[-1] for f in fields]
-  return [short if last.count(short) == 1 else f for f, short in zip(fields, last)]
+  return [short if last.count(short) == 1 else f for f, short in zip(fields, last, strict=True)]
 
 
 def config_changes(saved: Any, new: Any) -> list[tuple[str, Any, Any]]:
@@ -234,8 +234,8 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
     raise ConfigMismatchError(
         f"This mode reads the run in {workdir} with the config it was trained with; only "
         "sample.*, eval.*, export.*, inpaint.*, data.eval_split and the hardware layout (mesh.*, "
-        f"data dirs) may be overridden, not: {', '.join(not_allowed)}. To train with other values, use "
-        "--mode=train with a new --workdir.")
+        f"data dirs) may be overridden, not: {', '.join(not_allowed)}. To train with other "
+        "values, use --mode=train with a new --workdir.")
   saved = load_saved_config(workdir)
   if saved is None:
     if given is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -117,7 +117,8 @@ def load_state_dict(path: str, expected_sha256: str = FID_WEIGHTS_SHA256,
                                    "it is complete.")
   os.makedirs(os.path.dirname(cache), exist_ok=True)
   tmp = cache + f".tmp{os.getpid()}.npz"
-  np.savez(tmp, **state, **{SOURCE_KEY: np.asarray(sha)})
+  # numpy's stub reads the ** arrays as its allow_pickle keyword.
+  np.savez(tmp, **state, **{SOURCE_KEY: np.asarray(sha)})  # pyright: ignore[reportArgumentType]
   os.replace(tmp, cache)    # complete files only
   return state, sha
 

@@ -103,7 +103,7 @@ class _PendingTensor:
           f"A tensor of size {self.size}, stride {self.stride} would take {nbytes} bytes, "
           f"more than the {max_bytes} bytes the file can account for: the file is corrupt "
           "or crafted.")
-    last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+    last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True))
     if last >= buf.size:
       raise TorchFileError(
           f"A tensor of size {self.size}, stride {self.stride}, offset {self.offset} reads "
@@ -179,8 +179,9 @@ class RestrictedUnpickler(pickle._Unpickler):   # pylint: disable=protected-acce
   def load_build(self) -> None:
     """BUILD: sets the state (attributes) of the object on the stack; only a dict of this
     load may get plain attributes (torch's `_metadata`)."""
-    state = self.stack.pop()
-    target = self.stack[-1]
+    # typeshed leaves out the pure-Python Unpickler's `stack`.
+    state = self.stack.pop()  # pyright: ignore[reportAttributeAccessIssue]
+    target = self.stack[-1]  # pyright: ignore[reportAttributeAccessIssue]
     if (type(target) is not _LoadedOrderedDict or not isinstance(state, dict)
         or not all(isinstance(k, str) and not k.startswith("__") for k in state)):
       raise UnsafePickleError(
@@ -189,7 +190,8 @@ class RestrictedUnpickler(pickle._Unpickler):   # pylint: disable=protected-acce
           "dict's metadata, so it is not loaded.")
     target.__dict__.update(state)
 
-  dispatch[pickle.BUILD[0]] = load_build
+  # typeshed types the dispatch table's entries as taking any Unpickler.
+  dispatch[pickle.BUILD[0]] = load_build  # pyright: ignore[reportArgumentType]
 
 
 # The arrays of one file may hold at most this many times its size in all (tensors that

@@ -111,7 +111,7 @@ def generate(model, params, prompt_P: jax.Array, rng: jax.Array, num: int,
   first_rng, rng = jax.random.split(rng)
   new = _decode_chunk(model, params, context, first_rng, first_new, sample_fn)
   remaining = max_new_tokens - first_new
-  if remaining > 0:
+  if remaining > 0 and L is not None:   # with no context limit, the first chunk is all
     keep = L // 2
     per_chunk = L - keep
     num_chunks = math.ceil(remaining / per_chunk)
@@ -166,7 +166,7 @@ class AutoregressiveMethod(Method):
   grad_accum_steps: int         # micro-batches per update (one optimizer step per batch)
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "AutoregressiveMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> AutoregressiveMethod:
     s = config.sample
     if s.temperature < 0 or not 0 < s.top_p <= 1 or s.top_k < 0:
       raise ConfigError(f"sample.temperature={s.temperature} must be >= 0, sample.top_p="

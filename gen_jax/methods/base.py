@@ -11,7 +11,8 @@ never asks a method what it can do.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +86,10 @@ class Samples:
   @property
   def num(self) -> int:
     """N, the number of samples."""
-    return (self.images if self.tokens is None else self.tokens).shape[0]
+    if self.tokens is not None:
+      return self.tokens.shape[0]
+    assert self.images is not None   # one of the two (`_check_samples`)
+    return self.images.shape[0]
 
   def image_grids(self) -> dict[str, jax.Array]:
     """{'samples': images, **grids}, samples first: what the engine writes as image grids."""
@@ -135,7 +139,7 @@ def _flatten_samples(samples: Samples):
 
 def _unflatten_samples(_, children) -> Samples:
   samples = object.__new__(Samples)
-  for name, value in zip(_SAMPLES_FIELDS, children):
+  for name, value in zip(_SAMPLES_FIELDS, children, strict=True):
     object.__setattr__(samples, name, value)
   return samples
 
@@ -154,17 +158,23 @@ class ModeContext(Protocol):
     config: the run's config (its saved config with the command's overrides).
     workdir: the run directory (for messages; outputs go through `write_*`).
   """
-  config: Any
-  workdir: str
+  @property
+  def config(self) -> Any: ...
+
+  @property
+  def workdir(self) -> str: ...
 
   def restore(self) -> tuple[Any, int]:
     """(TrainState, step) of the run's newest (or `eval.step`) checkpoint, on the mesh."""
+    ...
 
   def eval_images(self, num: int) -> Batch:
     """The first `num` examples of the eval split, in order, as a global batch."""
+    ...
 
   def jit(self, fn: Callable) -> Callable:
     """`fn` compiled for the mesh, its outputs replicated (readable on every process)."""
+    ...
 
   def read_grayscale_image(self, path: str) -> np.ndarray:
     """The image file at `path` as uint8 [H, W] (grayscale).
@@ -172,13 +182,16 @@ class ModeContext(Protocol):
     Raises:
       OSError, ValueError: no such file, or not an image.
     """
+    ...
 
   def write_image_grid(self, name: str, images: np.ndarray, ncols: int) -> str:
     """Writes images [N, H, W, C] in [-1, 1] as one grid, `ncols` per row, to
     `<workdir>/<mode>/<name>.png`; returns the path."""
+    ...
 
   def write_json(self, name: str, content: Mapping[str, Any]) -> str:
     """Writes `<workdir>/<mode>/<name>.json`; returns the path."""
+    ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,11 +346,14 @@ class Method:
     """(logits [B, K], features [B, D]) of images [B, H, W, C] in [-1, 1]."""
     raise NotImplementedError(f"{type(self).__name__} does not classify (can_classify=False).")
 
-  def without_grad_accumulation(self) -> "Method":
+  def without_grad_accumulation(self) -> Method:
     """The same method taking each batch whole: the engine counts FLOPs per update on it
     (XLA counts a micro-batch loop's body once)."""
     if self.grad_accum_steps == 1:
       return self
+    if not dataclasses.is_dataclass(self):
+      raise TypeError(f"{type(self).__name__} accumulates gradients: it must be a dataclass "
+                      "with a grad_accum_steps field.")
     return dataclasses.replace(self, grad_accum_steps=1)
 
 
@@ -369,7 +385,8 @@ def image_shape_of(spec) -> tuple[int, int, int]:
   if not isinstance(spec, (tuple, list)) and spec.kind != "image":
     raise ValueError(f"This method models images, but the dataset is {spec.kind}; use "
                      "--config=configs/gpt.py or configs/lstm.py for text.")
-  return tuple(int(d) for d in (spec if isinstance(spec, (tuple, list)) else spec.image_shape))
+  height, width, channels = spec if isinstance(spec, (tuple, list)) else spec.image_shape
+  return int(height), int(width), int(channels)
 
 
 def grad_accum_steps(config, rows: int | None = None, rows_desc: str | None = None) -> int:

@@ -28,7 +28,8 @@ def cross_entropy_and_accuracy(logits_BxK: jax.Array, labels_B: jax.Array):
 class ClassifierMethod(Method):
   """A `Classifier` trained with cross-entropy on {"image", "label"} batches."""
 
-  can_sample = False    # discriminative: nothing to sample (configs/classifier.py has no sample group)
+  # Discriminative: nothing to sample (configs/classifier.py has no sample group).
+  can_sample = False
   can_classify = True   # its runs are the sample metrics' feature extractor (`classify`)
 
   model: Classifier
@@ -38,14 +39,14 @@ class ClassifierMethod(Method):
   ema_warmup: bool
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "ClassifierMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> ClassifierMethod:
     m = config.model
     if m.num_classes < 2:
       raise ValueError(f"model.num_classes={m.num_classes} must be >= 2.")
     model = Classifier(num_classes=m.num_classes, features=m.features,
                        feature_dim=m.feature_dim, dtype=jnp.dtype(config.dtype))
     return cls(model=model, tx=make_optimizer(config.train),
-               image_shape=tuple(image_shape_of(spec)), ema_decay=config.train.ema_decay,
+               image_shape=image_shape_of(spec), ema_decay=config.train.ema_decay,
                ema_warmup=config.train.ema_warmup)
 
   def init(self, rng, batch) -> TrainState:
@@ -54,9 +55,12 @@ class ClassifierMethod(Method):
 
   def apply(self, params, images_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(logits [B, K], features [B, D]) of images in [-1, 1]."""
-    return self.model.apply({"params": params}, images_BxHxWxC)
+    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+    return self.model.apply({"params": params}, images_BxHxWxC)  # pyright: ignore[reportReturnType]
 
-  classify = apply
+  def classify(self, params, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`apply`: the sample metrics' features come from this classifier."""
+    return self.apply(params, images)
 
   def train_step(self, state: TrainState, batch, rng):
     def loss_fn(params):

@@ -24,21 +24,41 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.methods import diffusion_likelihood, inpainting, inpainting_mode
-from gen_jax.methods.base import (DatasetEvaluation, Method, MethodMode, Samples, class_rows,
-                                  grad_accum_steps, image_shape_of)
-from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, TARGETS, Schedule,
-                                               output_channels, q_sample,
-                                               schedule_from_config, split_output,
-                                               training_target)
-from gen_jax.methods.diffusion_sampling import (DDIM_SIGMAS, TIMESTEP_SPACINGS,  # noqa: F401
-                                                DenoiseFn, ddim_sample, ddim_sigma,
-                                                ddim_timesteps, ddpm_sample, guided_denoise)
+from gen_jax.methods.base import (
+  DatasetEvaluation,
+  Method,
+  MethodMode,
+  Samples,
+  class_rows,
+  grad_accum_steps,
+  image_shape_of,
+)
+from gen_jax.methods.diffusion_process import (
+  LEARNED_VARIANCES,
+  TARGETS,
+  Schedule,
+  output_channels,
+  q_sample,
+  schedule_from_config,
+  split_output,
+  training_target,
+)
+from gen_jax.methods.diffusion_sampling import (  # noqa: F401
+  DDIM_SIGMAS,
+  TIMESTEP_SPACINGS,
+  DenoiseFn,
+  LabelledDenoiseFn,
+  ddim_sample,
+  ddim_sigma,
+  ddim_timesteps,
+  ddpm_sample,
+  guided_denoise,
+)
 from gen_jax.models.unet import UNet
 
 # What the network is trained on: 'simple' (Ho et al. Eq. 14: the squared error of its
@@ -148,7 +168,7 @@ class DiffusionMethod(Method):
   guidance: float = 0.0         # sample.guidance: w of Alg. 2
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "DiffusionMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
     image_shape = image_shape_of(spec)
     cfg = config.diffusion
     if cfg.target not in TARGETS:
@@ -179,7 +199,7 @@ class DiffusionMethod(Method):
                  num_groups=m.num_groups, out_channels=out_channels,
                  remat=m.remat, num_classes=K, dtype=jnp.dtype(config.dtype))
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
-               image_shape=tuple(image_shape), target=cfg.target,
+               image_shape=image_shape, target=cfg.target,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
                sample_cfg=config.sample, eval_cfg=config.eval,
                grad_accum_steps=grad_accum_steps(config), loss=loss, variance=variance,
@@ -191,11 +211,14 @@ class DiffusionMethod(Method):
     params = self.model.init(rng, x, jnp.zeros((1,), jnp.int32), train=False)["params"]
     return TrainState.create(params, self.tx)
 
-  def _denoise_fn(self, params, train: bool, dropout_rng=None, labels=None) -> DenoiseFn:
+  def _denoise_fn(self, params, train: bool, dropout_rng: jax.Array | None = None,
+                  labels=None) -> DenoiseFn:
     """(x_t, t_B) -> output; a conditional model's for `labels` [B] (None: the null class)."""
-    rngs = {"dropout": dropout_rng} if train else None
-    return lambda x, t: self.model.apply({"params": params}, x, t, labels, train=train,
-                                         rngs=rngs)
+    rngs = {"dropout": dropout_rng} if train and dropout_rng is not None else None
+    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+    denoise: DenoiseFn = lambda x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
+        {"params": params}, x, t, labels, train=train, rngs=rngs)
+    return denoise
 
   def _labels(self, batch) -> jax.Array | None:
     """The batch's class labels for a conditional model (None when unconditional)."""
@@ -228,8 +251,9 @@ class DiffusionMethod(Method):
     loss_rng, dropout_rng = jax.random.split(rng)
     t_B, noise = sample_t_and_noise(self.schedule, loss_rng, batch["image"].shape)
     rows = (batch["image"], t_B, noise)
-    if self.num_classes:
-      rows += (self.drop_labels(self._labels(batch), jax.random.fold_in(rng, 1)),)
+    labels = self._labels(batch)   # None when unconditional
+    if labels is not None:
+      rows += (self.drop_labels(labels, jax.random.fold_in(rng, 1)),)
 
     def loss_fn(params, rows, key):
       x0, t, eps, *labels = rows
@@ -269,7 +293,9 @@ class DiffusionMethod(Method):
     mode (no dropout), its target, its reverse variance (learned, or `sample.variance`) and
     `sample.clip_x0`, so the bound is for the model the DDPM sampler draws from. Pass
     `state.ema_params` (the default for evaluation) or `state.params`."""
-    apply_fn = lambda p, x, t: self.model.apply({"params": p}, x, t, train=False)
+    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+    apply_fn: diffusion_likelihood.ApplyFn = lambda p, x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
+        {"params": p}, x, t, train=False)
     return diffusion_likelihood.bits_per_dim(
         apply_fn, params, self.schedule, x0, rng, target=self.target, variance=self.variance,
         clip_x0=self.sample_cfg.clip_x0, timestep_batch=timestep_batch)
@@ -284,7 +310,9 @@ class DiffusionMethod(Method):
     Returns:
       [B, H, W, C] repaired images clipped to [-1, 1] (the known pixels are x0's).
     """
-    denoise = lambda x, t: self.model.apply({"params": params}, x, t, train=False)
+    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+    denoise: DenoiseFn = lambda x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
+        {"params": params}, x, t, train=False)
     return inpainting.repair(denoise, self.schedule, x0, known, rng, target=self.target,
                              variance=self.variance, clip_x0=self.sample_cfg.clip_x0,
                              sampler=sampler, jump_length=jump_length,
@@ -325,7 +353,9 @@ class DiffusionMethod(Method):
     params = state.ema_params if use_ema else state.params
     if self.num_classes:
       labels = jnp.asarray(self.sample_labels(num) if labels is None else labels, jnp.int32)
-      apply = lambda x, t, y: self.model.apply({"params": params}, x, t, y, train=False)
+      # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+      apply: LabelledDenoiseFn = lambda x, t, y: self.model.apply(  # pyright: ignore[reportAssignmentType]
+          {"params": params}, x, t, y, train=False)
       denoise = guided_denoise(apply, labels, self.num_classes, self.guidance, self.variance)
     elif labels is not None:
       raise ValueError("This DDPM is unconditional (model.num_classes=0): it takes no labels.")

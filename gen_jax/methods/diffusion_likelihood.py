@@ -17,18 +17,25 @@ is the paper's t+1, so the term at index t is the paper's L_t (index 0: the deco
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.core.probability import discretized_gaussian_log_likelihood, normal_kl
-from gen_jax.methods.diffusion_process import (TARGETS, VARIANCES, Schedule,
-                                               clipped_log_posterior_variance,
-                                               model_log_variance, predict_x0_eps,
-                                               q_posterior_mean_variance, q_sample,
-                                               split_output)
+from gen_jax.methods.diffusion_process import (
+  TARGETS,
+  VARIANCES,
+  Schedule,
+  clipped_log_posterior_variance,
+  model_log_variance,
+  predict_x0_eps,
+  q_posterior_mean_variance,
+  q_sample,
+  split_output,
+)
 
 # (params, x_t [B, H, W, C], t [B]) -> the network output for the method's target.
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]

@@ -13,16 +13,23 @@ Timesteps are 0-based: index t in [0, T) is the paper's t+1.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.methods.diffusion_process import (LEARNED_VARIANCES, VARIANCES, Schedule,
-                                               eps_from_x0, interpolated_log_variance,
-                                               model_log_variance, predict_x0_eps,
-                                               q_posterior_mean_variance, split_output)
+from gen_jax.methods.diffusion_process import (
+  LEARNED_VARIANCES,
+  VARIANCES,
+  Schedule,
+  eps_from_x0,
+  interpolated_log_variance,
+  model_log_variance,
+  predict_x0_eps,
+  q_posterior_mean_variance,
+  split_output,
+)
 
 # (x_t [B,H,W,C], t [B]) -> network output [B,H,W,C], or [B,H,W,2C] with a learned variance.
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]

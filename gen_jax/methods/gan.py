@@ -97,6 +97,7 @@ whose sample metrics then report the classifier's agreement with the drawn label
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -105,15 +106,10 @@ import numpy as np
 import optax
 
 from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
-from gen_jax.core.state import (TrainState, accumulated_value_and_grad, finish_step,
-                                optimizer_step)
+from gen_jax.core.state import TrainState, accumulated_value_and_grad, finish_step, optimizer_step
 from gen_jax.methods.base import Method, Samples, class_rows, grad_accum_steps, image_shape_of
-# The objectives and latents live in their own modules; their names are re-exported here.
-from gen_jax.methods.gan_latents import interpolation_latents, sample_latents, slerp
-from gen_jax.methods.gan_objectives import (OBJECTIVES, d_loss_hinge, d_loss_non_saturating,
-                                            d_loss_wasserstein, g_loss_hinge,
-                                            g_loss_non_saturating, g_loss_wasserstein,
-                                            gradient_penalty)
+from gen_jax.methods.gan_latents import interpolation_latents, sample_latents
+from gen_jax.methods.gan_objectives import OBJECTIVES, gradient_penalty
 from gen_jax.models import dcgan, resnet_gan
 
 LOSSES = tuple(OBJECTIVES)
@@ -164,19 +160,19 @@ class GANMethod(Method):
   sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "GANMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> GANMethod:
     image_shape = image_shape_of(spec)
     cfg = config.gan
     _validate(config, image_shape)
     dtype = jnp.dtype(config.dtype)
     K = config.model.num_classes
     if cfg.arch == "resnet":
-      generator = resnet_gan.Generator(image_shape=tuple(image_shape), dim=cfg.ngf,
+      generator = resnet_gan.Generator(image_shape=image_shape, dim=cfg.ngf,
                                        num_classes=K, dtype=dtype)
       discriminator = resnet_gan.Discriminator(dim=cfg.ndf, norm=_d_norm(cfg), num_classes=K,
                                                dtype=dtype)
     else:
-      generator = dcgan.Generator(image_shape=tuple(image_shape), ngf=cfg.ngf,
+      generator = dcgan.Generator(image_shape=image_shape, ngf=cfg.ngf,
                                   kernel_size=cfg.kernel_size, style=cfg.layer_style,
                                   num_classes=K, dtype=dtype)
       discriminator = dcgan.Discriminator(ndf=cfg.ndf, norm=_d_norm(cfg),
@@ -190,7 +186,7 @@ class GANMethod(Method):
         generator=generator, discriminator=discriminator,
         tx_g=l2(make_optimizer(config.train)),
         tx_d=l2(make_optimizer(config.train, schedule=d_schedule)),
-        image_shape=tuple(image_shape), loss=cfg.loss, n_critic=cfg.n_critic,
+        image_shape=image_shape, loss=cfg.loss, n_critic=cfg.n_critic,
         gp_weight=cfg.gp_weight, z_dim=cfg.z_dim, z_prior=cfg.z_prior,
         ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
         interpolation=config.sample.interpolation,
@@ -215,12 +211,15 @@ class GANMethod(Method):
         {G: g_vars["params"], D: d_vars["params"]}, {G: self.tx_g, D: self.tx_d},
         model_state={G: g_vars.get("batch_stats", {}), D: d_vars.get("batch_stats", {})})
 
-  def generate(self, params_g, stats_g, z_BxZ, train: bool, labels_B=None):
+  def generate(self, params_g, stats_g, z_BxZ, train: bool,
+               labels_B=None) -> tuple[jax.Array, Any]:
     """G(z) (G(z, y) for a conditional G, `labels_B` [B]); in training mode (BatchNorm on
     batch statistics) also returns G's updated running averages."""
     variables = {"params": params_g, "batch_stats": stats_g}
     if not train:
-      return self.generator.apply(variables, z_BxZ, train=False, labels_B=labels_B), stats_g
+      # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+      x = self.generator.apply(variables, z_BxZ, train=False, labels_B=labels_B)
+      return x, stats_g  # pyright: ignore[reportReturnType]
     x, updated = self.generator.apply(variables, z_BxZ, train=True, labels_B=labels_B,
                                       mutable=["batch_stats"])
     return x, updated["batch_stats"]

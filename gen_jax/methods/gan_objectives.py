@@ -10,7 +10,7 @@ critic loss with gradient penalty (Eq. 3, Algorithm 1).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -28,8 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.core.errors import ConfigError
-from gen_jax.methods.diffusion_process import (Schedule, make_schedule, predict_x0_eps,
-                                               split_output)
+from gen_jax.methods.diffusion_process import Schedule, make_schedule, predict_x0_eps, split_output
 from gen_jax.methods.diffusion_sampling import DenoiseFn, ddim_timesteps, ddpm_step
 
 # The region to fill: a centred box of `fraction` of the area, the left or right half,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -25,8 +25,14 @@ from absl import logging
 
 from gen_jax.evaluate.masked_metrics import masked_psnr, masked_ssim
 from gen_jax.methods.base import ModeContext
-from gen_jax.methods.inpainting import (MASKS, InpaintConfigError, chain_times, make_masks,
-                                        validate_masks, validate_options)
+from gen_jax.methods.inpainting import (
+  MASKS,
+  InpaintConfigError,
+  chain_times,
+  make_masks,
+  validate_masks,
+  validate_options,
+)
 
 # (params, x0 [B, H, W, C], known [B, H, W, 1], rng, **chain options) -> repaired images.
 RepairFn = Callable[..., jax.Array]

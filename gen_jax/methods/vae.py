@@ -19,8 +19,9 @@ All log-probabilities are in nats per image, summed over pixels; `loss` is -boun
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import dm_pix
 import jax
@@ -116,6 +117,7 @@ def data_log_prob(decoder: str, x: jax.Array, out: jax.Array) -> jax.Array:
   loc, log_var = split_decoder_output(decoder, out)
   if decoder == "bernoulli":
     return bernoulli_log_prob(x, loc)
+  assert log_var is not None   # the Gaussian decoders' second parameter
   if decoder == "gaussian":
     return gaussian_log_prob(x, loc, log_var)
   return jnp.sum(discretized_gaussian_log_likelihood(x, loc, 0.5 * log_var), axis=(-3, -2, -1))
@@ -283,7 +285,7 @@ class VAEMethod(Method):
   sample_uses_batch = True
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict, spec) -> "VAEMethod":
+  def from_config(cls, config: ml_collections.ConfigDict, spec) -> VAEMethod:
     image_shape = image_shape_of(spec)
     v, m = config.vae, config.model
     binarize = config.data.binarize
@@ -318,11 +320,11 @@ class VAEMethod(Method):
           t.lr, max(v.train_examples // t.batch_size, 1), v.lr_stages))
     else:
       tx = make_optimizer(t)
-    model = build_vae(arch=m.arch, image_shape=tuple(image_shape), latent_dim=m.latent_dim,
+    model = build_vae(arch=m.arch, image_shape=image_shape, latent_dim=m.latent_dim,
                       hidden=tuple(m.hidden), params_per_value=1 if v.decoder == "bernoulli" else 2,
                       activation=m.activation, conv_channels=tuple(m.conv_channels),
                       init_std=m.init_std, dtype=jnp.dtype(config.dtype))
-    return cls(model=model, tx=tx, image_shape=tuple(image_shape),
+    return cls(model=model, tx=tx, image_shape=image_shape,
                latent_dim=m.latent_dim, decoder=v.decoder, binarized=binarize != "none",
                objective=v.objective, elbo=elbo, train_k=v.train_k, eval_k=v.eval_k,
                eval_chunk=v.eval_chunk, eval_weights=weights, manifold_size=v.manifold_size,
@@ -335,13 +337,17 @@ class VAEMethod(Method):
     params = self.model.init(rng, jnp.zeros((1, *self.image_shape), jnp.float32))["params"]
     return TrainState.create(params, self.tx)
 
-  def encode(self, params, x):
+  def encode(self, params, x) -> tuple[jax.Array, jax.Array]:
     """q(z | x) of images `x` [B, H, W, C]: (mean, log_var), each [B, L]."""
-    return self.model.apply({"params": params}, x, method=VAE.encode)
+    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+    return self.model.apply({"params": params}, x, method=VAE.encode)  # pyright: ignore[reportReturnType]
 
   def decode_fn(self, params) -> DecodeFn:
     """z [B, L] -> the decoder's output parameters (logits or mean), for `params`."""
-    return lambda z: self.model.apply({"params": params}, z, method=VAE.decode)
+    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+    decode: DecodeFn = lambda z: self.model.apply(  # pyright: ignore[reportAssignmentType]
+        {"params": params}, z, method=VAE.decode)
+    return decode
 
   def _to_display(self, x: jax.Array) -> jax.Array:
     """Data-range images (or decoder means) -> [-1, 1] for the PNG grids."""
@@ -404,7 +410,7 @@ class VAEMethod(Method):
           decode, self.decoder, x, mean, log_var,
           sample_eps(elbo_rng, jnp.arange(1), (x.shape[0], self.latent_dim)))
       recon, kl = elbo_terms(log_px, mean, log_var)
-      log_w_fn = lambda eps: log_importance_weights(decode, self.decoder, x, mean, log_var, eps)
+      log_w_fn = functools.partial(log_importance_weights, decode, self.decoder, x, mean, log_var)
       l_k, mean_log_w = iwae_log_likelihood(log_w_fn, iwae_rng, self.eval_k, self.eval_chunk,
                                             (x.shape[0], self.latent_dim))
       metrics.update({f"{name}/elbo": jnp.mean(recon - kl), f"{name}/recon": jnp.mean(recon),
@@ -444,6 +450,6 @@ class VAEMethod(Method):
       pair = jnp.concatenate([x, self.reconstruct(params, x)], axis=2)
       grids["reconstructions"] = self._to_display(pair)
     if self.latent_dim == 2 and self.manifold_size > 0:
-      grid = decode(manifold_latents(self.manifold_size))
+      grid = decode(jnp.asarray(manifold_latents(self.manifold_size)))
       grids["manifold"] = self._to_display(decoder_mean(self.decoder, grid))
     return Samples(images=images, grids=grids)

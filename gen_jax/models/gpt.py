@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import flax.struct
@@ -57,6 +57,7 @@ _STD = 0.02
 LN_EPSILON = 1e-5
 GELU_FORMS = ("exact", "tanh")
 ATTENTION_IMPLS = (None, "xla", "cudnn")   # jax.nn.dot_product_attention's implementations
+AttentionImpl = Literal["xla", "cudnn"] | None
 
 
 class KVCache(flax.struct.PyTreeNode):
@@ -87,7 +88,7 @@ class BlockPart(nn.Module):
 
 class CausalSelfAttention(BlockPart):
   n_head: int
-  attention_impl: str | None = None   # jax.nn.dot_product_attention's `implementation`
+  attention_impl: AttentionImpl = None   # jax.nn.dot_product_attention's `implementation`
 
   @nn.compact
   def __call__(self, x_BxTxD: jax.Array, *, train: bool, mask=None,
@@ -155,14 +156,14 @@ class Block(BlockPart):
   """Pre-LayerNorm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
   n_head: int
   gelu: str = "tanh"
-  attention_impl: str | None = None
+  attention_impl: AttentionImpl = None
 
   @nn.compact
   def __call__(self, x_BxTxD, train: bool, mask=None, kv=None):
     ln = lambda name: nn.LayerNorm(epsilon=LN_EPSILON, use_bias=self.use_bias, name=name,
                                    dtype=jnp.float32)
-    common = dict(dropout=self.dropout, use_bias=self.use_bias,
-                  residual_std=self.residual_std, dtype=self.dtype)
+    common: dict[str, Any] = dict(dropout=self.dropout, use_bias=self.use_bias,
+                                  residual_std=self.residual_std, dtype=self.dtype)
     y, new_kv = CausalSelfAttention(self.n_head, self.attention_impl, name="attn", **common)(
         ln("ln_1")(x_BxTxD), train=train, mask=mask, kv=kv)
     x_BxTxD = x_BxTxD + y
@@ -200,7 +201,7 @@ class GPT(nn.Module):
   vocab_multiple: int = 1
   remat: bool = False
   dtype: Any = jnp.float32
-  attention_impl: str | None = None
+  attention_impl: AttentionImpl = None
 
   @property
   def padded_vocab_size(self) -> int:
@@ -215,7 +216,8 @@ class GPT(nn.Module):
     if self.vocab_multiple < 1:
       raise ValueError(f"vocab_multiple={self.vocab_multiple} must be >= 1.")
     if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}.")
+      raise ValueError(f"attention_impl={self.attention_impl!r}; "
+                       f"expected one of {ATTENTION_IMPLS}.")
     self.wte = nn.Embed(self.padded_vocab_size, self.n_embd,
                         embedding_init=nn.initializers.normal(_STD))
     self.wpe = nn.Embed(self.block_size, self.n_embd, embedding_init=nn.initializers.normal(_STD))
@@ -267,7 +269,9 @@ class GPT(nn.Module):
     x = (self.wte(tokens_BxT) + self.wpe(positions_T)).astype(self.dtype)
     ks, vs = [], []
     for i, block in enumerate(self.h):
-      x, (k, v) = block(x, False, mask, (cache.k[i], cache.v[i], cache.index))
+      x, new_kv = block(x, False, mask, (cache.k[i], cache.v[i], cache.index))
+      assert new_kv is not None   # given a cache, a block returns it updated
+      k, v = new_kv
       ks.append(k)
       vs.append(v)
     return self._logits(x), KVCache(k=jnp.stack(ks), v=jnp.stack(vs), index=cache.index + T)

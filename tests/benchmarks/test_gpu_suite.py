@@ -11,13 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import REPO_ROOT
 
 from benchmarks import gpu_report
 from benchmarks.gpu_suite import PARTS
 from gen_jax.engine.preemption import StopRequest
 from gen_jax.models.gpt import GPT
-
-from smoke import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

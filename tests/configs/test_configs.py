@@ -79,7 +79,7 @@ def test_unknown_variant_fails(module):
 @pytest.mark.parametrize("module", ["experiments.kingma2014_vae.mnist",
                                     "experiments.burda2016_iwae.mnist"])
 def test_experiment_variants_are_parsed_by_common(module):
-  with pytest.raises(ValueError, match=f"experiments/.*unknown variant.*'nonsense'"):
+  with pytest.raises(ValueError, match="experiments/.*unknown variant.*'nonsense'"):
     load(module, "nonsense=1")
 
 

@@ -9,10 +9,10 @@ import json
 import os
 
 import pytest
+from smoke import FIXTURES
 
 from gen_jax.configs import classifier, dcgan, ddpm, gpt, lstm, migration, saved_run, vae
 from gen_jax.engine import workdir as workdir_lib
-from smoke import FIXTURES
 
 LEGACY = os.path.join(FIXTURES, "legacy_runs")
 # Each legacy run and today's config file and variant it was trained with.

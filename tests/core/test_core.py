@@ -6,9 +6,9 @@ import numpy as np
 import optax
 import pytest
 import scipy.stats
+from smoke import load_config
 
 from gen_jax.core import optimizer, probability, state
-from smoke import load_config
 
 LEVELS = np.arange(256) / 127.5 - 1.0    # the 8-bit pixel levels in [-1, 1]
 

@@ -74,7 +74,7 @@ def take(iterator, n):
 
 def assert_batches_equal(a, b):
   assert len(a) == len(b)
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     np.testing.assert_array_equal(x["image"], y["image"])
     np.testing.assert_array_equal(x["label"], y["label"])
 
@@ -337,7 +337,7 @@ def test_iterator_state_resumes_exactly(modality, request, tmp_path):
 
   def assert_same(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
       assert x.keys() == y.keys()
       for key in x:
         np.testing.assert_array_equal(x[key], y[key])
@@ -360,7 +360,7 @@ def test_iterator_state_resumes_exactly(modality, request, tmp_path):
   manager.close()
   fresh = take(new_iterator(), 2)
   assert any(not np.array_equal(x[key], y[key])  # the position mattered
-             for x, y in zip(fresh, expected) for key in x)
+             for x, y in zip(fresh, expected, strict=True) for key in x)
 
 
 def test_random_flip_flips_some_images_deterministically(data_dir):
@@ -371,8 +371,8 @@ def test_random_flip_flips_some_images_deterministically(data_dir):
 
   plain, flipped = first_batch(False), first_batch(True)
   mirrored = np.array([np.array_equal(f, p[:, ::-1]) and not np.array_equal(f, p)
-                       for f, p in zip(flipped, plain)])
-  unchanged = np.array([np.array_equal(f, p) for f, p in zip(flipped, plain)])
+                       for f, p in zip(flipped, plain, strict=True)])
+  unchanged = np.array([np.array_equal(f, p) for f, p in zip(flipped, plain, strict=True)])
   assert np.all(mirrored | unchanged)
   assert 10 < mirrored.sum() < 54  # about half of 64
   np.testing.assert_array_equal(first_batch(True), flipped)
@@ -394,7 +394,8 @@ def test_processes_read_their_rows_of_the_single_process_batch(data_dir, monkeyp
   single, single_state = batches(0, 1)
   (first, state0), (second, state1) = batches(0, 2), batches(1, 2)
   assert all(b["image"].shape[0] == 25 for b in first + second)  # the local batch
-  assembled = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(first, second)]
+  assembled = [{k: np.concatenate([a[k], b[k]]) for k in a}
+               for a, b in zip(first, second, strict=True)]
   assert_batches_equal(assembled, single)
   assert state0 == state1 == single_state
   # A position saved by 2 processes resumes a single process (and vice versa).
@@ -428,8 +429,8 @@ def test_global_batch_must_divide_over_processes(data_dir, monkeypatch):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a core for the worker")
 def test_worker_processes_yield_the_same_batches(data_dir):
   def first_batches(num_workers):
-    loader = data.make_image_loader(data_config(data_dir, num_workers=num_workers, random_flip=True),
-                                    split="train", global_batch_size=16, seed=1)
+    config = data_config(data_dir, num_workers=num_workers, random_flip=True)
+    loader = data.make_image_loader(config, split="train", global_batch_size=16, seed=1)
     iterator = iter(loader)
     return take(iterator, 3)
 
@@ -442,6 +443,7 @@ def test_stream_order_is_grains_seeded_shuffle():
   """The vectorized shuffle equals grain's index_shuffle (C++) and grain's
   `source.seed(s).shuffle().repeat()` stream, a new permutation every epoch."""
   from grain._src.python.experimental.index_shuffle.python import index_shuffle_module
+
   from gen_jax.data import stream
   for n, seed in [(1, 0), (2, 5), (500, 3), (4500, 2**32 - 1), (70_000, 11)]:
     probe = np.unique(np.random.default_rng(n).integers(0, n, 200))

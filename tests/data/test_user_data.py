@@ -15,13 +15,13 @@ import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import load_config
 
 from gen_jax import data
 from gen_jax.data import sources
 from gen_jax.data.builders import image_folder, tiny_shakespeare
 from gen_jax.data.errors import DatasetUnavailableError, UserDataError
 from gen_jax.engine.outputs import read_metrics
-from smoke import load_config
 
 
 def write_image(path, array, mode=None):
@@ -142,7 +142,7 @@ def test_resize_keeps_colours_and_channels_convert(tmp_path):
   np.testing.assert_array_equal(image_folder.load_image(str(tmp_path / "g.png"), 5, 3), 77)
 
 
-# ---------------------------------------------------------------- one copy per folder, size, contents
+# -------------------------------------------------------- one copy per folder, size, contents
 
 def test_copies_are_keyed_by_folder_size_and_contents(tmp_path, caplog):
   for parent in ("one", "two"):

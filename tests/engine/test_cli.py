@@ -9,17 +9,28 @@ import subprocess
 import sys
 
 import pytest
+from smoke import REPO_ROOT, load_config
 
 from gen_jax import data
 from gen_jax.core.errors import ConfigError, UserError
-from gen_jax.engine import (checkpoint, checkpoint_checks, cli, disk_errors, lease,
-                            method_modes, modes, preemption, report, sample_dump, train,
-                            trained_run)
+from gen_jax.engine import (
+  checkpoint,
+  checkpoint_checks,
+  cli,
+  disk_errors,
+  lease,
+  method_modes,
+  modes,
+  preemption,
+  report,
+  sample_dump,
+  train,
+  trained_run,
+)
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.evaluate import inception_weights, pickle_reader
 from gen_jax.methods.inpainting import InpaintConfigError
-from smoke import REPO_ROOT, load_config
 
 
 def test_user_facing_errors_share_one_base_and_keep_their_builtin_types():
@@ -76,7 +87,7 @@ def _one_line_error(out: subprocess.CompletedProcess) -> str:
   """The `launch.py:` line of a run that must have stopped on a user error."""
   assert out.returncode == 1, out.stderr[-2000:]
   assert "Traceback" not in out.stderr, out.stderr[-2000:]
-  lines = [l for l in out.stderr.splitlines() if l.startswith("launch.py:")]
+  lines = [line for line in out.stderr.splitlines() if line.startswith("launch.py:")]
   assert len(lines) == 1, out.stderr[-2000:]
   assert out.stderr.rstrip("\n").splitlines()[-1] == lines[0]   # the last thing printed
   return lines[0]

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import load_config, run_on_fake_devices
 
 import gen_jax
 from gen_jax.engine import checkpoint as ckpt_lib
@@ -19,7 +20,6 @@ from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics, to_uint8
 from gen_jax.methods.gan import D, G
-from smoke import load_config, run_on_fake_devices
 
 
 def _series(workdir, key):
@@ -91,11 +91,12 @@ def test_checkpoint_restores_both_optimizer_states(data_dir, tmp_path):
   for net in (G, D):
     saved, back = jax.tree.leaves(state.opt_state[net]), jax.tree.leaves(restored.opt_state[net])
     assert len(saved) == len(back) > 2
-    for x, y in zip(saved, back):
+    for x, y in zip(saved, back, strict=True):
       np.testing.assert_array_equal(x, y)
     # Not trivially equal: the first moments moved off zero.
     assert any(np.abs(np.asarray(x)).max() > 0 for x in saved if np.ndim(x) > 0)
-  for x, y in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(restored.model_state)):
+  for x, y in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(restored.model_state),
+                  strict=True):
     np.testing.assert_array_equal(x, y)
 
 

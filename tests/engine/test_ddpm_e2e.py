@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 import gen_jax
 from gen_jax import data
 from gen_jax.engine import modes, outputs, train
 from gen_jax.engine.outputs import read_metrics
 from gen_jax.engine.trained_run import SamplingRequestError, UnknownSettingError
-from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,9 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(runs, data_dir,
   with pytest.raises(train.NonFiniteLossError, match=r"at step 7.*last good checkpoint is step 6"):
     # A NaN learning rate on resume: a change of the run's identity, accepted explicitly.
     train.train_and_evaluate(config, workdir, accept_config_changes=True)
-  assert sorted(int(c) for c in os.listdir(os.path.join(workdir, "checkpoints")) if c.isdigit())[-1] == 6
+  saved_steps = sorted(int(c) for c in os.listdir(os.path.join(workdir, "checkpoints"))
+                       if c.isdigit())
+  assert saved_steps[-1] == 6
   path = modes.sample(load_config("ddpm", **{"data.data_dir": data_dir}), workdir)
   assert "step_6" in os.path.basename(path)   # the last good checkpoint still restores
 

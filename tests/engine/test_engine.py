@@ -100,12 +100,15 @@ def test_metric_writer_drops_rows_past_the_resumed_step(tmp_path):
   w = MetricWriter(tmp_path, tensorboard=False, resume_step=2)   # crashed after step 4, ckpt at 2
   w.write(3, {"train/loss": 30.0})
   w.close()
-  assert [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+  assert ([(r["step"], r["train/loss"]) for r in read_metrics(tmp_path)]
+          == [(1, 1.0), (2, 2.0), (3, 30.0)])
 
 
 def test_metric_writer_puts_sample_grids_text_and_config_in_tensorboard(tmp_path):
   import struct
+
   from tensorboardX.proto import event_pb2
+
   from gen_jax.engine.outputs import MetricWriter, image_grid
   w = MetricWriter(tmp_path)
   w.write_config({"train.lr": 1e-3, "model.ch_mult": [1, 2], "method": "diffusion"})
@@ -141,10 +144,11 @@ def test_a_metrics_line_cut_short_is_dropped_on_resume(tmp_path):
 
 def test_an_eval_split_smaller_than_one_batch_is_one_clear_error(data_dir):
   # mnist_5k's test split holds 500 images: nothing is compiled before the error.
+  from smoke import load_config
+
   from gen_jax.data.errors import DatasetTooSmallError
   from gen_jax.engine.evaluation import evaluate_state
   from gen_jax.engine.experiment import build_experiment
-  from smoke import load_config
   exp = build_experiment(load_config("vae", **{"data.data_dir": data_dir,
                                                "eval.batch_size": 1000}))
   with pytest.raises(DatasetTooSmallError, match="lower it, e.g. --config.eval.batch_size=16"):

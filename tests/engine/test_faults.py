@@ -33,18 +33,18 @@ import time
 
 import chex
 import pytest
+from smoke import REPO_ROOT, load_config
 
 from gen_jax import data
 from gen_jax.core.errors import UserError
 from gen_jax.data.errors import DamagedDatasetError
 from gen_jax.engine import checkpoint as ckpt_lib
+from gen_jax.engine import checkpoint_checks, train
 from gen_jax.engine import lease as lease_lib
-from gen_jax.engine import train
 from gen_jax.engine.disk_errors import OutputWriteError
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics
 from gen_jax.engine.workdir import read_status
-from smoke import REPO_ROOT, load_config
 
 QUIET = {"train.sample_every": 0, "eval.every": 0}   # checkpoints and losses only
 
@@ -138,7 +138,7 @@ def failing_writes(monkeypatch):
 def test_damaged_newest_checkpoint_is_moved_aside_and_the_run_continues(runs, tmp_path,
                                                                         data_dir):
   workdir = copy_run(runs, tmp_path)
-  manifest = json.load(open(os.path.join(workdir, "checkpoints", "4", ckpt_lib.MANIFEST)))
+  manifest = json.load(open(os.path.join(workdir, "checkpoints", "4", checkpoint_checks.MANIFEST)))
   assert manifest["files"]   # written once the save had finished
   victim = largest_file(os.path.join(workdir, "checkpoints", "4", "state"))
   with open(victim, "r+b") as f:   # an interrupted copy: the file ends early

@@ -11,10 +11,11 @@ import os
 import jax
 import numpy as np
 import pytest
-from jax.sharding import AbstractMesh, PartitionSpec as P
+from jax.sharding import AbstractMesh
+from jax.sharding import PartitionSpec as P
+from smoke import run_on_fake_devices
 
 from gen_jax.engine import sharding
-from smoke import run_on_fake_devices
 
 FAMILIES = ("ddpm", "dcgan", "vae", "gpt", "lstm")
 TEXT_FAMILIES = ("gpt", "lstm")
@@ -179,7 +180,8 @@ def test_fsdp_training_equals_replicated_training(runs, family):
   # The same losses and health metrics at every step, up to float reduction order.
   steps = NUM_CALLS * (2 if family in TEXT_FAMILIES else 1)
   assert len(metrics["fsdp"]["metrics"]) == len(metrics["replicated"]["metrics"]) == steps
-  for step, (a, b) in enumerate(zip(metrics["fsdp"]["metrics"], metrics["replicated"]["metrics"])):
+  for step, (a, b) in enumerate(zip(metrics["fsdp"]["metrics"], metrics["replicated"]["metrics"],
+                                    strict=True)):
     assert a.keys() == b.keys()
     for k in a:
       assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (step, k)

@@ -15,12 +15,12 @@ import shutil
 
 import numpy as np
 import pytest
+from smoke import FIXTURES, load_config, train_losses
 
 import gen_jax
 from gen_jax.configs import migration
 from gen_jax.engine import modes, train
 from gen_jax.engine import workdir as workdir_lib
-from smoke import FIXTURES, load_config, train_losses
 
 LEGACY = os.path.join(FIXTURES, "legacy_runs")
 # name: (config file, variant, its checkpoint's step, text data?)

@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 import gen_jax
 from gen_jax import data
 from gen_jax.engine import modes, train
 from gen_jax.engine.outputs import read_metrics
-from smoke import REPO_ROOT, load_config, run_on_fake_devices, train_losses
 
 
 def lm_config(text_data_dir, name="gpt", arg="smoke", **overrides):
@@ -102,7 +102,8 @@ def test_lstm_trains_resumes_and_samples(text_data_dir, tmp_path):
   assert sorted(train_losses(workdir)) == [2, 4, 6]
   assert os.path.exists(os.path.join(workdir, "samples", "step_6.txt"))
   evals = [r for r in read_metrics(workdir) if "eval/raw/loss" in r]
-  assert [r["step"] for r in evals] == [4, 6] and all(np.isfinite(r["eval/raw/loss"]) for r in evals)
+  assert [r["step"] for r in evals] == [4, 6]
+  assert all(np.isfinite(r["eval/raw/loss"]) for r in evals)
 
 
 EIGHT_DEVICES = """

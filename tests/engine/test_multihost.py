@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 import pytest
+from smoke import REPO_ROOT, train_losses
 
 from gen_jax.engine.outputs import read_metrics
-from smoke import REPO_ROOT, train_losses
 
 STEPS, MORE_STEPS = 4, 6
 
@@ -55,7 +55,7 @@ def finish(procs) -> list[tuple[str, str]]:
   finally:
     for p in procs:
       p.kill()
-  for p, (_, err) in zip(procs, outputs):
+  for p, (_, err) in zip(procs, outputs, strict=True):
     assert p.returncode == 0, err[-3000:]
   return outputs
 

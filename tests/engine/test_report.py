@@ -16,8 +16,9 @@ def make_run(path, lr, target, eval_losses, fid, status, grid_value):
             "data": {"data_dir": str(path)}}   # layout fields never count as varied
   (path / "config.json").write_text(json.dumps(config))
   rows = [{"step": s, "train/loss": 1.0 / s} for s in (100, 200, 300)]
-  rows += [{"step": s, "eval/ema/loss": v} for s, v in zip((100, 200, 300), eval_losses)]
-  rows += [{"step": 300, f"eval/ema/fid_mnist5kclf_1k_test": fid,
+  rows += [{"step": s, "eval/ema/loss": v}
+           for s, v in zip((100, 200, 300), eval_losses, strict=True)]
+  rows += [{"step": 300, "eval/ema/fid_mnist5kclf_1k_test": fid,
             "eval/ema/precision_mnist5kclf_1k_test": 0.5 + fid / 100,
             "eval/ref/clf_accuracy_mnist5kclf_test": 0.97}]   # the same for every run
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -58,8 +59,8 @@ def test_report_table_values_and_figures(tmp_path):
     assert f"]({name})" in md
   assert Image.open(tmp_path / "samples.png").size[0] > 100
   # The sheet shows each run's newest grid (step 300), not the first one.
-  assert report.last_sample_grid(report.load_run(tmp_path / "lr=0.001,target=v", tmp_path)).name == (
-      "step_300.png")
+  run = report.load_run(tmp_path / "lr=0.001,target=v", tmp_path)
+  assert report.last_sample_grid(run).name == "step_300.png"
 
 
 def test_the_sample_sheet_takes_a_family_s_samples_grid_beside_its_extra_grids(tmp_path):

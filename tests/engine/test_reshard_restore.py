@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from smoke import train_losses
 from test_multihost import finish, launch_args, run_single_process, single_process
 
@@ -31,7 +30,8 @@ def runs(tmp_path_factory, text_data_dir):
     procs.append(single_process(launch_args(CONFIG, workdirs[devices], overrides, STEPS),
                                 devices=devices))
   logs = [err for _, err in finish(procs)]
-  return written, {devices: (workdirs[devices], log) for devices, log in zip((4, 1), logs)}
+  return written, {devices: (workdirs[devices], log)
+                   for devices, log in zip((4, 1), logs, strict=True)}
 
 
 @pytest.mark.parametrize("devices", [4, 1])

@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import modes, sample_metrics, train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics
-from smoke import load_config
 
 TAG = "mnist5kclf_32_test"          # smoke: 32 samples against the test split
 SAMPLE_METRICS = ("fid", "kid", "kid_std", "precision", "recall", "clf_confidence",
@@ -83,7 +83,8 @@ def test_ddpm_eval_writes_sample_metrics_and_bits_per_dim(runs):
   terms = np.asarray(saved["eval/ema/bpd_terms"])
   assert terms.shape == (20,) and np.all(terms >= 0)     # smoke T = 20; KLs and -log p >= 0
   assert saved["eval/bpd_num_images"] == 16
-  parts = saved["eval/ema/bpd_prior"] + saved["eval/ema/bpd_decoder"] + saved["eval/ema/bpd_diffusion"]
+  parts = (saved["eval/ema/bpd_prior"] + saved["eval/ema/bpd_decoder"]
+           + saved["eval/ema/bpd_diffusion"])
   assert saved["eval/ema/bpd"] == pytest.approx(parts, rel=1e-5)
   assert saved["eval/ema/bpd_decoder"] == pytest.approx(terms[0], rel=1e-5)
   assert saved["eval/ema/bpd_diffusion"] == pytest.approx(terms[1:].sum(), rel=1e-5)
@@ -134,6 +135,7 @@ def test_missing_classifier_fails_with_the_command_to_run(runs, data_dir, tmp_pa
 def test_a_stopped_evaluation_keeps_its_finished_batches_and_the_rerun_draws_the_rest(
     runs, data_dir, tmp_path):
   import signal
+
   from gen_jax.engine.preemption import Interrupted, StopRequest
   from gen_jax.engine.sample_dump import BatchCache
   config = _with_metrics("dcgan", data_dir, runs["clf"], **{"eval.sample_batch_size": 8})

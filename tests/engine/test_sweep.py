@@ -10,12 +10,12 @@ import textwrap
 import time
 
 import pytest
+from smoke import REPO_ROOT
 
 from gen_jax.configs import common
 from gen_jax.engine import lease as lease_lib
 from gen_jax.engine import sweep
 from gen_jax.engine import workdir as workdir_lib
-from smoke import REPO_ROOT
 
 SWEEP_CONFIG = textwrap.dedent("""
     from gen_jax.configs import common
@@ -42,7 +42,8 @@ FAKE_LAUNCH = textwrap.dedent("""
     steps = int(args.get("config.train.num_steps", 10))
     json.dump({"method": "diffusion", "train": {"num_steps": steps}},
               open(os.path.join(workdir, "config.json"), "w"))
-    json.dump({"status": "done", "step": steps}, open(os.path.join(workdir, "run_status.json"), "w"))
+    json.dump({"status": "done", "step": steps},
+              open(os.path.join(workdir, "run_status.json"), "w"))
 """)
 
 
@@ -169,7 +170,7 @@ def test_dry_run_prints_exactly_one_shell_quoted_command_per_line(tmp_path, caps
   lines = capsys.readouterr().out.splitlines()
   runs = sweep.expand(sweep.load_sweep(str(config_file)), str(tmp_path / "runs"))
   assert len(lines) == len(values) == len(runs)
-  for line, run in zip(lines, runs):
+  for line, run in zip(lines, runs, strict=True):
     assert shlex.split(line) == sweep.command(run, str(config_file))
   assert all(len(os.path.basename(r.workdir).encode()) <= sweep.MAX_NAME_BYTES for r in runs)
 

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import load_config, run_on_fake_devices, train_losses
 
 from gen_jax.engine import modes, train
 from gen_jax.engine.outputs import read_metrics
-from smoke import load_config, run_on_fake_devices, train_losses
 
 
 def vae_config(data_dir, arg="smoke", **overrides):

@@ -14,14 +14,13 @@ import time
 
 import ml_collections
 import pytest
+from smoke import REPO_ROOT
 
-from gen_jax.engine import lease as lease_lib
-from gen_jax.engine import outputs
 from gen_jax.configs import saved_run
-from gen_jax.engine import train
+from gen_jax.engine import lease as lease_lib
+from gen_jax.engine import outputs, train
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.disk_errors import OutputWriteError
-from smoke import REPO_ROOT
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
@@ -264,6 +263,16 @@ def test_a_dead_holders_lease_is_taken_over_with_a_warning(tmp_path, caplog):
     assert lease_lib.read_lease(tmp_path)["pid"] == os.getpid()
   assert f"pid {holder.pid}" in caplog.text and "stale" in caplog.text
   assert lease_lib.read_lease(tmp_path) is None   # released
+
+
+def test_an_unreadable_lease_file_is_replaced_with_a_warning(tmp_path, caplog):
+  """A lease file that is not JSON (damaged) under a free OS lock: the new run replaces it."""
+  (tmp_path / lease_lib.LEASE).write_text("{not json")
+  assert lease_lib.read_lease(tmp_path) is None
+  with caplog.at_level(logging.WARNING), lease_lib.RunLease(tmp_path, "training"):
+    assert lease_lib.read_lease(tmp_path)["pid"] == os.getpid()
+  assert "Replacing the unreadable lease file" in caplog.text
+  assert not (tmp_path / lease_lib.LEASE).exists()   # released
 
 
 def test_an_exception_releases_the_lease(tmp_path):

@@ -16,12 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import FIXTURES
 
 from gen_jax.core.errors import UserError
-from gen_jax.evaluate import (inception, inception_metrics, inception_weights, pickle_reader,
-                              sample_quality)
-
-from smoke import FIXTURES
+from gen_jax.evaluate import (
+  inception,
+  inception_metrics,
+  inception_weights,
+  pickle_reader,
+  sample_quality,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def parity():
 def test_state_dict_names_and_shapes_match_pytorch_fid(parity):
   """Every tensor of pytorch-fid's FID Inception has our name and (torch) shape."""
   theirs = {str(n): tuple(int(d) for d in str(s).split(",")) if str(s) else ()
-            for n, s in zip(parity["names"], parity["shapes"])}
+            for n, s in zip(parity["names"], parity["shapes"], strict=True)}
   ours = inception.torch_shapes()
   assert {k: v for k, v in theirs.items() if k != "fc.bias"} == ours
   assert sum(int(np.prod(s)) for s in ours.values()) == 23_884_384   # conv+BN 21.8M, fc 2.06M
@@ -267,10 +271,10 @@ def test_fid_and_kid_on_inception_features(parity, tmp_path):
 def test_experiment_configs_use_the_paper_protocol():
   """The CIFAR-10 experiments evaluate with Inception FID/IS by default: 50,000 samples
   against the train split, the real file's name and digest (pinned here)."""
-  from gen_jax.configs import inception_eval   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.gulrajani2017_wgan_gp import cifar10 as wgan_gp   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.ho2020_ddpm import cifar10 as ddpm   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.radford2016_dcgan import cifar10 as dcgan   # pylint: disable=import-outside-toplevel
+  from gen_jax.configs import inception_eval  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.gulrajani2017_wgan_gp import cifar10 as wgan_gp  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.ho2020_ddpm import cifar10 as ddpm  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.radford2016_dcgan import cifar10 as dcgan  # pylint: disable=import-outside-toplevel
   assert inception_eval.WEIGHTS_SHA256 == inception_weights.FID_WEIGHTS_SHA256
   assert inception_eval.WEIGHTS_FILE == inception_weights.FID_WEIGHTS_FILENAME
   assert inception_weights.FID_WEIGHTS_URL.endswith(inception_weights.FID_WEIGHTS_FILENAME)
@@ -285,8 +289,8 @@ def test_experiment_configs_use_the_paper_protocol():
 def test_eval_stops_before_sampling_without_the_weights(tmp_path, monkeypatch):
   """--mode=eval of the DDPM CIFAR-10 experiment without the weights file: one message,
   raised while the evaluator is built, before any checkpoint is read or image sampled."""
-  from gen_jax.engine import modes   # pylint: disable=import-outside-toplevel
-  from gen_jax.experiments.ho2020_ddpm import cifar10   # pylint: disable=import-outside-toplevel
+  from gen_jax.engine import modes  # pylint: disable=import-outside-toplevel
+  from gen_jax.experiments.ho2020_ddpm import cifar10  # pylint: disable=import-outside-toplevel
   config = cifar10.get_config()
   config.data.dataset = "mnist_5k"     # shipped with gen_jax; CIFAR-10 needs a download
   config.model.update(ch=16, ch_mult=(1, 2), attn_resolutions=(), num_groups=8)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from smoke import FIXTURES, load_config
 
 from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
@@ -22,7 +23,6 @@ from gen_jax.interop import ForeignWeightsError, hf_gpt2
 from gen_jax.methods import autoregressive as ar
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, MLP, CausalSelfAttention
-from smoke import FIXTURES, REPO_ROOT, load_config
 
 FIXTURE = os.path.join(FIXTURES, "gpt2_tiny")
 # The fixture's GPT2Config (tools/make_gpt2_fixture.py).

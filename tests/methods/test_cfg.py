@@ -55,7 +55,7 @@ def net():
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     return jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape)
-                                     for p, k in zip(leaves, keys)])
+                                     for p, k in zip(leaves, keys, strict=True)])
 
   params = perturbed_params()
   calls = []

@@ -44,7 +44,8 @@ def test_q_sample_statistics_match_composed_chain(sched):
   x0 = jnp.full((n, 1, 1, 1), 0.8)
   x = x0
   for s, key in enumerate(jax.random.split(jax.random.key(0), t + 1)):
-    x = jnp.sqrt(1 - sched.betas[s]) * x + jnp.sqrt(sched.betas[s]) * jax.random.normal(key, x.shape)
+    noise = jax.random.normal(key, x.shape)
+    x = jnp.sqrt(1 - sched.betas[s]) * x + jnp.sqrt(sched.betas[s]) * noise
   closed = dp.q_sample(sched, x0, jnp.full((n,), t), jax.random.normal(jax.random.key(1), x0.shape))
   se = float(jnp.std(closed)) / np.sqrt(n)
   assert abs(float(x.mean() - closed.mean())) < 5 * np.sqrt(2) * se
@@ -52,7 +53,8 @@ def test_q_sample_statistics_match_composed_chain(sched):
 
 
 def test_posterior_coefficients_equal_gaussian_conditioning(sched):
-  # q(x_{t-1}|x_0) = N(sqrt(abar_{t-1}) x_0, 1-abar_{t-1}), q(x_t|x_{t-1}) = N(sqrt(a_t) x_{t-1}, b_t).
+  # q(x_{t-1}|x_0) = N(sqrt(abar_{t-1}) x_0, 1-abar_{t-1}),
+  # q(x_t|x_{t-1}) = N(sqrt(a_t) x_{t-1}, b_t).
   # Bayes' rule for Gaussians gives the posterior of Eq. 6-7 independently of its closed form.
   betas = BETAS
   abar = np.cumprod(1 - betas)
@@ -215,6 +217,7 @@ def test_flips_never_touch_eval_streams():
   # Random flips are training augmentation: the in-order eval stream (shuffle=False) reads
   # the same images with and without data.random_flip; the training stream flips some.
   import ml_collections
+
   from gen_jax.data import pipeline
   cfg = lambda flip: ml_collections.ConfigDict(dict(dataset="mnist_5k", data_dir="",
                                                     manual_dir="", random_flip=flip))
@@ -233,7 +236,8 @@ def test_paper_configs_pin_the_authors_choices():
   # trained checkpoint (sampler fields only). Defaults of configs/ddpm.py are unchanged.
   from gen_jax.configs import ddpm
   from gen_jax.experiments.ho2020_ddpm import cifar10 as ho
-  from gen_jax.experiments.song2021_ddim import cifar10 as song, mnist as song_mnist
+  from gen_jax.experiments.song2021_ddim import cifar10 as song
+  from gen_jax.experiments.song2021_ddim import mnist as song_mnist
   base = ddpm.get_config()
   assert (base.sample.timesteps, base.sample.ddim_sigma, base.sample.clip_x0) == (
       "linspace", "eta", True)

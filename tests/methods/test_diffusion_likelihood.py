@@ -11,8 +11,8 @@ import pytest
 import scipy.stats
 
 from gen_jax.core import probability
-from gen_jax.methods import diffusion_likelihood as dl
 from gen_jax.methods import diffusion as d
+from gen_jax.methods import diffusion_likelihood as dl
 from gen_jax.methods import diffusion_process as dp
 from gen_jax.models.unet import UNet
 
@@ -81,7 +81,7 @@ def test_decoder_log_likelihood_matches_scipy_including_deep_tails():
       (GRID[191], 0.0, 0.01, log_mass((GRID[191] - w) / 0.01, (GRID[191] + w) / 0.01)),
       (GRID[64], 0.0, 0.01, log_mass((GRID[64] - w) / 0.01, (GRID[64] + w) / 0.01)),
   ]
-  x, mean, scale, expected = (np.array(c, np.float32) for c in zip(*cases))
+  x, mean, scale, expected = (np.array(c, np.float32) for c in zip(*cases, strict=True))
   got = probability.discretized_gaussian_log_likelihood(x, mean, np.log(scale))
   assert np.all(np.isfinite(got))
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -94,7 +94,8 @@ def test_normal_kl_is_zero_for_equal_gaussians_and_matches_closed_form():
   expected = 0.5 * (np.log(0.5 / 2.0) + (2.0 + 1.5**2) / 0.5 - 1.0)
   got = probability.normal_kl(1.0, np.log(2.0), -0.5, np.log(0.5))
   assert float(got) == pytest.approx(expected, rel=1e-6)
-  assert float(probability.normal_kl(-0.5, np.log(0.5), 1.0, np.log(2.0))) != pytest.approx(expected)
+  swapped = probability.normal_kl(-0.5, np.log(0.5), 1.0, np.log(2.0))
+  assert float(swapped) != pytest.approx(expected)
 
 
 # ------------------------------------------------------------------------------ the bound
@@ -126,8 +127,8 @@ def _reference_bound(params, x0, rng, target, variance, clip_x0):
       p = scipy.stats.norm.cdf((hi - x0_hat) / s) - scipy.stats.norm.cdf((lo - x0_hat) / s)
       terms[:, 0] = -np.log(p).reshape(B, -1).sum(1)
     else:
-      post_mean = lambda x0_: post_var[t] * (np.sqrt(abar_prev[t]) * x0_ / (1 - abar_prev[t])
-                                              + np.sqrt(alphas[t]) * xt / BETAS[t])
+      post_mean = lambda x0_, t=t, xt=xt: post_var[t] * (
+          np.sqrt(abar_prev[t]) * x0_ / (1 - abar_prev[t]) + np.sqrt(alphas[t]) * xt / BETAS[t])
       v1, v2 = post_var[t], model_var[t]
       kl = 0.5 * (np.log(v2 / v1) + (v1 + (post_mean(x0) - post_mean(x0_hat)) ** 2) / v2 - 1)
       terms[:, t] = kl.reshape(B, -1).sum(1)
@@ -243,8 +244,8 @@ def test_bad_arguments_raise_clear_errors(sched):
 
 def two_channel_stand_in(params, x, t_B):
   """A stand-in whose output has a target half and a variance half (in [-1, 1])."""
-  return jnp.concatenate([stand_in(params, x, t_B), jnp.tanh(0.5 * x - 0.1 * t_B[:, None, None, None])],
-                         axis=-1)
+  variance_half = jnp.tanh(0.5 * x - 0.1 * t_B[:, None, None, None])
+  return jnp.concatenate([stand_in(params, x, t_B), variance_half], axis=-1)
 
 
 @pytest.mark.parametrize("target,variance", [

@@ -4,18 +4,17 @@ when sampling, the DCGAN code's alternating minibatches and L2 (the ResNet and t
 recipes: tests/methods/test_gan_resnet.py)."""
 import importlib
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from smoke import load_config
 
 from gen_jax.core.state import count_params
-from gen_jax.methods import gan
+from gen_jax.methods import gan, gan_latents, gan_objectives
 from gen_jax.methods.gan import D, G, GANMethod
 from gen_jax.models import dcgan
-from smoke import load_config
 
 MNIST = (28, 28, 1)
 
@@ -26,34 +25,36 @@ REAL = jnp.array([0.5, 2.0, -1.0])
 FAKE = jnp.array([-2.0, 0.0, 1.0])
 
 
-def _log_sigmoid(l):
-  return np.log(1.0 / (1.0 + np.exp(-np.asarray(l, np.float64))))
+def _log_sigmoid(logits):
+  return np.log(1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64))))
 
 
 def test_non_saturating_losses_match_cross_entropy():
   # -E log D(x) - E log(1 - D(G(z))) and -E log D(G(z)), D = sigmoid(logit).
   want_d = -_log_sigmoid(REAL).mean() - np.log(1.0 - np.exp(_log_sigmoid(FAKE))).mean()
   want_g = -_log_sigmoid(FAKE).mean()
-  np.testing.assert_allclose(gan.d_loss_non_saturating(REAL, FAKE), want_d, rtol=1e-6)
-  np.testing.assert_allclose(gan.g_loss_non_saturating(FAKE), want_g, rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.d_loss_non_saturating(REAL, FAKE), want_d, rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.g_loss_non_saturating(FAKE), want_g, rtol=1e-6)
   # D undecided (all logits 0): 2 log 2 and log 2.
   zeros = jnp.zeros(4)
-  np.testing.assert_allclose(gan.d_loss_non_saturating(zeros, zeros), 2 * np.log(2), rtol=1e-6)
-  np.testing.assert_allclose(gan.g_loss_non_saturating(zeros), np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.d_loss_non_saturating(zeros, zeros), 2 * np.log(2),
+                             rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.g_loss_non_saturating(zeros), np.log(2), rtol=1e-6)
   # Stable at extreme logits (softplus, not log(sigmoid)).
-  assert np.isfinite(gan.d_loss_non_saturating(jnp.array([-200.0]), jnp.array([200.0])))
+  assert np.isfinite(gan_objectives.d_loss_non_saturating(jnp.array([-200.0]), jnp.array([200.0])))
 
 
 def test_hinge_losses():
   # max(0, 1 - [0.5, 2, -1]) = [0.5, 0, 2]; max(0, 1 + [-2, 0, 1]) = [0, 1, 2].
-  np.testing.assert_allclose(gan.d_loss_hinge(REAL, FAKE), 2.5 / 3 + 1.0, rtol=1e-6)
-  np.testing.assert_allclose(gan.g_loss_hinge(FAKE), 1.0 / 3, rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.d_loss_hinge(REAL, FAKE), 2.5 / 3 + 1.0, rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.g_loss_hinge(FAKE), 1.0 / 3, rtol=1e-6)
 
 
 def test_wasserstein_losses():
   # E D(fake) - E D(real) = -1/3 - 1.5/3; G: -E D(fake).
-  np.testing.assert_allclose(gan.d_loss_wasserstein(REAL, FAKE), -1.0 / 3 - 0.5, rtol=1e-6)
-  np.testing.assert_allclose(gan.g_loss_wasserstein(FAKE), 1.0 / 3, rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.d_loss_wasserstein(REAL, FAKE), -1.0 / 3 - 0.5,
+                             rtol=1e-6)
+  np.testing.assert_allclose(gan_objectives.g_loss_wasserstein(FAKE), 1.0 / 3, rtol=1e-6)
 
 
 @pytest.mark.parametrize("w_norm", [0.3, 2.5])
@@ -69,7 +70,7 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form(w_norm):
 
   def gp_of(w):
     critic = lambda x: jnp.sum(x * w, axis=(1, 2, 3)) + 0.7
-    return gan.gradient_penalty(critic, real, fake, eps, weight=10.0)
+    return gan_objectives.gradient_penalty(critic, real, fake, eps, weight=10.0)
 
   gp, grad_w = jax.value_and_grad(gp_of)(w)
   np.testing.assert_allclose(gp, 10.0 * (w_norm - 1.0) ** 2, rtol=1e-5)
@@ -81,9 +82,11 @@ def test_gradient_penalty_uses_the_interpolate():
   real, fake = jnp.full((2, 1, 1, 1), 3.0), jnp.full((2, 1, 1, 1), -1.0)
   eps = jnp.array([0.0, 0.5])   # x^ = -1 and 1: norms 1 and 1 -> GP 0
   critic = lambda x: 0.5 * jnp.sum(x**2, axis=(1, 2, 3))
-  np.testing.assert_allclose(gan.gradient_penalty(critic, real, fake, eps), 0.0, atol=1e-6)
+  np.testing.assert_allclose(gan_objectives.gradient_penalty(critic, real, fake, eps), 0.0,
+                             atol=1e-6)
   eps = jnp.array([1.0, 1.0])   # x^ = 3: (3 - 1)^2 * 10
-  np.testing.assert_allclose(gan.gradient_penalty(critic, real, fake, eps), 40.0, rtol=1e-5)
+  np.testing.assert_allclose(gan_objectives.gradient_penalty(critic, real, fake, eps), 40.0,
+                             rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------ latents
@@ -93,12 +96,12 @@ def test_slerp_endpoints_and_norm():
   z0 = jnp.array([[3.0, 0.0, 0.0]])
   z1 = jnp.array([[0.0, 3.0, 0.0]])
   t = jnp.linspace(0, 1, 5)[:, None]
-  path = gan.slerp(z0, z1, t)
+  path = gan_latents.slerp(z0, z1, t)
   np.testing.assert_allclose(path[0], z0[0], atol=1e-6)
   np.testing.assert_allclose(path[-1], z1[0], atol=1e-6)
   np.testing.assert_allclose(jnp.linalg.norm(path, axis=-1), 3.0, rtol=1e-5)   # on the sphere
   # Parallel vectors fall back to linear interpolation (no 0/0).
-  np.testing.assert_allclose(gan.slerp(z0, 2 * z0, jnp.array([[0.5]])), 1.5 * z0, rtol=1e-6)
+  np.testing.assert_allclose(gan_latents.slerp(z0, 2 * z0, jnp.array([[0.5]])), 1.5 * z0, rtol=1e-6)
 
 
 def test_critic_slices_take_every_n_critic_th_row():
@@ -215,7 +218,8 @@ def method_and_state():
 
 
 def _same(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return all(np.array_equal(x, y)
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def test_train_step_is_algorithm_1_and_each_update_changes_only_its_player():
@@ -279,7 +283,7 @@ def test_train_step_updates_both_nets_ema_and_sampling_uses_ema(method_and_state
                              rtol=1e-4)
   # ema = 0.5 old + 0.5 new with ema_decay=0.5, no warmup.
   for e, p0, p1 in zip(jax.tree.leaves(new.ema_params), jax.tree.leaves(state.params),
-                       jax.tree.leaves(new.params)):
+                       jax.tree.leaves(new.params), strict=True):
     np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p1, rtol=1e-6, atol=1e-7)
   sample = jax.jit(method.sample, static_argnums=(2, 3))
   ema, raw = sample(new, jax.random.key(5), 4, True), sample(new, jax.random.key(5), 4, False)

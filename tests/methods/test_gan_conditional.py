@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.core.state import count_params
 from gen_jax.engine.sample_metrics import SampleQualityEvaluator
@@ -16,7 +17,6 @@ from gen_jax.evaluate.classifier_scores import label_agreement
 from gen_jax.methods.base import class_rows
 from gen_jax.methods.gan import GANMethod
 from gen_jax.models import class_conditioning, dcgan, resnet_gan
-from smoke import load_config
 
 MNIST = (28, 28, 1)
 CIFAR = (32, 32, 3)
@@ -208,7 +208,7 @@ def test_conditional_train_step_reads_the_batch_labels_and_samples_one_row_per_c
   # D scores real images with their labels (the fakes' labels come from the key).
   assert float(ma["d_real"]) != float(mb["d_real"])
   assert float(ma["d_fake"]) == float(mb["d_fake"])
-  for x, y in zip(jax.tree.leaves(again.params), jax.tree.leaves(a.params)):
+  for x, y in zip(jax.tree.leaves(again.params), jax.tree.leaves(a.params), strict=True):
     np.testing.assert_array_equal(x, y)
   # Sampling: blocks of classes (sample.label=-1), or one class; explicit labels override.
   sample = jax.jit(method.sample, static_argnums=(2, 3))

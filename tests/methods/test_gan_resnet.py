@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.core.optimizer import learning_rate_schedule
 from gen_jax.core.state import count_params
 from gen_jax.methods.gan import D, G, GANMethod
 from gen_jax.models import dcgan, resnet_gan
-from smoke import load_config
 
 CIFAR = (32, 32, 3)
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from smoke import load_config
 
 from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import method_modes
@@ -19,7 +20,6 @@ from gen_jax.evaluate.masked_metrics import masked_psnr, masked_ssim
 from gen_jax.methods import inpainting, inpainting_mode
 from gen_jax.methods.diffusion_process import linear_betas, make_schedule
 from gen_jax.methods.inpainting import InpaintConfigError
-from smoke import load_config
 
 # The config group's defaults (configs/ddpm.py: inpaint_group), pinned here.
 INPAINT_DEFAULTS = dict(mask="center", fraction=0.25, mask_seed=0, sampler="repaint",

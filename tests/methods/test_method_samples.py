@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.data.spec import DataSpec
 from gen_jax.data.text import CharTokenizer
 from gen_jax.methods import build_method
 from gen_jax.methods.base import Samples
-from smoke import load_config
 
 MNIST = (28, 28, 1)
 N = 4

@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.data import CharTokenizer, DataSpec
 from gen_jax.methods import build_method
 from gen_jax.methods.gan import D, G
 from gen_jax.models.unet import UNet
-from smoke import load_config
 
 SMALL = (8, 8, 1)       # images for the families that take any size
 # RBG keys: XLA:CPU compiles threefry random bits (for every initializer, dropout mask and
@@ -180,7 +180,7 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(family, overr
   step_four = jax.tree.map(jnp.subtract, four.params, before.params)
   size = max(float(jnp.abs(x).max()) for x in jax.tree.leaves(step_one))
   assert size > 0
-  for a, b in zip(jax.tree.leaves(step_four), jax.tree.leaves(step_one)):
+  for a, b in zip(jax.tree.leaves(step_four), jax.tree.leaves(step_one), strict=True):
     # Adam's first step is ~lr sign(g): agree to 0.1% of the step size.
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3 * size)
 
@@ -209,14 +209,15 @@ def test_gan_accumulation_averages_the_micro_batch_gradients_and_statistics():
   both_players = jax.jit(both_players, static_argnums=4)
   params, stats = state.params, state.model_state
   accumulated = both_players(params, stats, rows, z, four)
-  per_micro_batch = [both_players(params, stats, *jax.tree.map(lambda x: x[m::4], (rows, z)), one)
-                     for m in range(4)]
+  per_micro_batch = [
+      both_players(params, stats, *jax.tree.map(lambda x, m=m: x[m::4], (rows, z)), one)
+      for m in range(4)]
   mean = jax.tree.map(lambda *xs: sum(xs) / 4, *per_micro_batch)
 
   ((_, (d_stats, d_metrics)), _), ((_, g_stats), _) = accumulated
   assert set(d_metrics) == {"d_real", "d_fake", "gp"}
   assert jax.tree.leaves(d_stats[G]) and jax.tree.leaves(g_stats)   # G's BatchNorm averages
-  for a, b in zip(jax.tree.leaves(accumulated), jax.tree.leaves(mean)):
+  for a, b in zip(jax.tree.leaves(accumulated), jax.tree.leaves(mean), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(1.0, float(jnp.abs(b).max())))
 
 
@@ -241,7 +242,7 @@ def test_unet_remat_keeps_params_and_gradients_and_recomputes_every_block():
   plain, remat = UNet(**kw), UNet(**kw, remat=True)
   x = jax.random.normal(rbg_key(5), (2, *SMALL))
   t = jnp.array([3, 17])
-  shapes = [jax.eval_shape(lambda k: m.init(k, x, t, train=False), INIT_KEY)
+  shapes = [jax.eval_shape(lambda k, m=m: m.init(k, x, t, train=False), INIT_KEY)
             for m in (plain, remat)]
   assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])   # same names
   assert jax.tree.leaves(shapes[0]) == jax.tree.leaves(shapes[1])         # same shapes
@@ -260,5 +261,5 @@ def test_unet_remat_keeps_params_and_gradients_and_recomputes_every_block():
                         for e in _equations(jax.make_jaxpr(loss(m))(params)))
   assert (count(plain), count(remat)) == (0, 6)
   g_plain, g_remat = (jax.jit(jax.grad(loss(m)))(params) for m in (plain, remat))
-  for a, b in zip(jax.tree.leaves(g_remat), jax.tree.leaves(g_plain)):
+  for a, b in zip(jax.tree.leaves(g_remat), jax.tree.leaves(g_plain), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -8,12 +8,12 @@ import ml_collections
 import numpy as np
 import pytest
 import scipy.stats
+from smoke import load_config
 
 from gen_jax import data
 from gen_jax.core.state import count_params
 from gen_jax.methods import vae as V
 from gen_jax.models.vae import build_vae
-from smoke import load_config
 
 IMAGE = (28, 28, 1)
 
@@ -25,7 +25,8 @@ def tiny_problem(seed=0, batch=3, latent=4, hidden=(16,)):
   k_init, k_x = jax.random.split(jax.random.key(seed))
   x = (jax.random.uniform(k_x, (batch, *IMAGE)) < 0.3).astype(jnp.float32)
   params = jax.jit(model.init)(k_init, x)["params"]
-  mean, log_var = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))(params, x)
+  encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))
+  mean, log_var = encode(params, x)
   decode = lambda z: model.apply({"params": params}, z, method=model.decode)
   return decode, x, mean, log_var
 

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from smoke import load_config
 
 from gen_jax.data import CharTokenizer, DataSpec
 from gen_jax.methods import autoregressive as ar
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
-from smoke import load_config
 
 V = 11
 
@@ -186,7 +186,7 @@ def test_gradient_accumulation_equals_the_full_batch_gradient(gpt):
   full = jax.value_and_grad(loss_fn)(params, tokens, jax.random.key(0))
   accumulated = accumulated_value_and_grad(loss_fn, params, tokens, jax.random.key(0), 4)
   np.testing.assert_allclose(accumulated[0], full[0], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(accumulated[1]), jax.tree.leaves(full[1])):
+  for a, b in zip(jax.tree.leaves(accumulated[1]), jax.tree.leaves(full[1]), strict=True):
     # float32 sums in another order (the 8x-scaled params amplify rounding)
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(np.abs(b).max()))
   with pytest.raises(ValueError, match="grad_accum_steps=3 must be >= 1 and divide"):

@@ -283,6 +283,8 @@ def files_channels(root: str, files: tuple[user_files.FileEntry, ...]) -> int:
           f"image_folder: the images have different channel counts: {first[0]} has "
           f"{first[1]} ({first[2]}), {path} has {count} ({mode}). Set "
           "--config.data.channels to convert every image: 3 (RGB), 1 (grey) or 4 (RGBA).")
+  if first is None:
+    raise UserDataError(f"image_folder: no images in {root}.")
   return first[1]
 
 
@@ -341,8 +343,16 @@ class ImageFolder(user_files.UserFilesBuilder, skip_registration=True):
     _check_settings(options.get("image_folder", ""), size, channels)
     return (size, size, channels) if channels else None
 
-  def _info(self) -> tfds.core.DatasetInfo:
+  @property
+  def folder_config(self) -> ImageFolderConfig:
+    """`builder_config`, which tfds types as any BuilderConfig or None."""
     config = self.builder_config
+    if not isinstance(config, ImageFolderConfig):
+      raise TypeError(f"image_folder is built from an ImageFolderConfig, not {config!r}.")
+    return config
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.folder_config
     shape = (config.image_size, config.image_size, config.channels)
     return tfds.core.DatasetInfo(
         builder=self,
@@ -359,7 +369,7 @@ class ImageFolder(user_files.UserFilesBuilder, skip_registration=True):
 
   def _generate_examples(self, split: str) -> Iterator:
     """Example i of the split: its i-th image in hash order, decoded by a few threads."""
-    config = self.builder_config
+    config = self.folder_config
     rows = [(relpath, label) for relpath, label, s in config.examples if s == split]
     decode = functools.partial(_load_relpath, config.root, config.image_size, config.channels)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:

@@ -67,8 +67,7 @@ updates fused per call), on a 2-core CPU (wall times are upper bounds):
   python launch.py --config=experiments/burda2016_iwae/mnist.py:stages=4 \
       --workdir=runs/burda2016_vae_s4 --config.data.manual_dir=../shared/data/mnist --mode=eval
 """
-from gen_jax.configs import common
-from gen_jax.configs import vae
+from gen_jax.configs import common, vae
 
 STAGES_DEFAULT = 8   # the paper's i = 0..7
 MNIST_TRAIN = 60_000
@@ -82,7 +81,8 @@ def get_config(arg: str | None = None):
   config.data.binarize = "dynamic"
   config.model.update(arch="mlp", hidden=(200, 200), latent_dim=50, activation="tanh",
                       init_std=0.0)
-  config.vae.update(decoder="bernoulli", objective=variants.get("objective", "elbo"),
+  config.vae.update(decoder="bernoulli",
+                    objective=common.variant_value(variants, "objective", "elbo"),
                     elbo="monte_carlo",
                     train_k=int(variants.get("k", 1)), eval_k=5000, eval_chunk=500,
                     lr_schedule="burda2016", lr_stages=stages, train_examples=MNIST_TRAIN,

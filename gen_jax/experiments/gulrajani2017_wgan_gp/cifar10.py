@@ -26,8 +26,8 @@ with the paper's ResNet networks, not this DCGAN architecture (in the same table
 scores 6.16±.07). The CIFAR-10 FID of WGAN-GP cited by Song & Ermon 2019 (NCSN, arXiv:1907.05600) is
 36.4; Lee & Town 2020 (Mimicry, arXiv:2005.02494), ResNet WGAN-GP: FID 26.08±0.12.
 
-  python launch.py --config=experiments/gulrajani2017_wgan_gp/cifar10.py --workdir=runs/wgan_gp_cifar10 \
-      --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
+  python launch.py --config=experiments/gulrajani2017_wgan_gp/cifar10.py \
+      --workdir=runs/wgan_gp_cifar10 --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
   python launch.py --config=experiments/gulrajani2017_wgan_gp/cifar10.py --mode=summary
 
 Metrics (--mode=eval, configs/inception_eval.py): Table 3's Inception score with Salimans

@@ -36,7 +36,8 @@ Paper numbers (Table 3, CIFAR-10 Inception score, unsupervised): WGAN-GP ResNet
 arXiv:2005.02494) 26.08 ± 0.12 (100k steps: 23.13).
 
   python launch.py --config=experiments/gulrajani2017_wgan_gp/cifar10_resnet.py \
-      --workdir=runs/wgan_gp_resnet_cifar10 --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
+      --workdir=runs/wgan_gp_resnet_cifar10 \
+      --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
   python launch.py --config=experiments/gulrajani2017_wgan_gp/cifar10_resnet.py --mode=summary
 
 Our measured number: not measured yet (100k steps of this model need an accelerator).

@@ -4,8 +4,8 @@ Paper (Table 1, L_simple, eps-prediction): FID 3.17, IS 9.46 +- 0.11, NLL <= 3.7
 (test). Recipe (App. B, and the authors' code): 35.7M-param U-Net (ch 128, mult
 (1,2,2,2), 2 res blocks, attention at 16x16, dropout 0.1), T=1000, linear betas
 1e-4 -> 0.02, Adam lr 2e-4 with 5000 warmup steps, grad clip 1, batch 128, EMA 0.9999,
-random horizontal flips (training data only), 800k steps. The paper trained on a TPU v3-8 at 21 steps/s
-(~10.6 h); on 8 modern GPUs expect a similar order of time.
+random horizontal flips (training data only), 800k steps. The paper trained on a TPU v3-8 at
+21 steps/s (~10.6 h); on 8 modern GPUs expect a similar order of time.
 
   python launch.py --config=experiments/ho2020_ddpm/cifar10.py --workdir=runs/ddpm_cifar10 \
       --config.data.manual_dir=/path/with/cifar-10-binary.tar.gz
@@ -42,7 +42,8 @@ def get_config(arg: str | None = None):
   config.data.random_flip = True
   config.train.update(batch_size=128, num_steps=800_000, optimizer="adam", lr=2e-4,
                       lr_decay="constant", warmup_steps=5000, grad_clip=1.0,
-                      ema_decay=0.9999, ema_warmup=False, log_every=100, checkpoint_every=10_000, sample_every=50_000)
+                      ema_decay=0.9999, ema_warmup=False, log_every=100, checkpoint_every=10_000,
+                      sample_every=50_000)
   config.eval.update(every=50_000, batch_size=128, num_batches=20)
   # Bits/dim over the whole test set (10,000 images), as the paper's NLL (--mode=eval).
   config.eval.update(bpd_num_images=10_000, bpd_batch_size=50)

@@ -24,7 +24,8 @@ paper's CIFAR-10 choice). Sample quality from 200 samples on the classifier's fe
 own variance (sample.ddim_sigma='model', Nichol & Dhariwal §4); bits/dim (the bound, Eq. 5,
 all T terms) on the first 50 test digits, in --mode=eval.
 
-  python launch.py --config=experiments/ho2020_ddpm/table2_mnist.py --sweep --workdir=runs/table2_mnist
+  python launch.py --config=experiments/ho2020_ddpm/table2_mnist.py --sweep \
+      --workdir=runs/table2_mnist
   for r in runs/table2_mnist/*/; do python launch.py --workdir=$r --mode=eval; done
   python launch.py --workdir=runs/table2_mnist --mode=report
 

@@ -2,8 +2,8 @@
 
 Ho et al. 2020 (§3.2, §4.2) predict the noise eps and report that predicting the mean
 directly works worse; Salimans & Ho 2022 (§4) introduce v = sqrt(abar) eps - sqrt(1-abar) x0.
-This sweep trains configs/ddpm.py's U-Net briefly with each target at lr 2e-3 and 5e-4 (6 runs) on the
-embedded 5,000 digits and compares sample quality on the engine-trained classifier's
+This sweep trains configs/ddpm.py's U-Net briefly with each target at lr 2e-3 and 5e-4 (6 runs)
+on the embedded 5,000 digits and compares sample quality on the engine-trained classifier's
 features (FID, KID, precision/recall; docs/evaluation.md), measured on 250 DDIM samples at
 the end of each run. The eval loss (`eval/*/loss`) is each target's own regression error,
 so it is comparable only between runs with the same target.
@@ -15,8 +15,7 @@ so it is comparable only between runs with the same target.
 Sized for a 2-core CPU: the whole sweep is measured in docs/results.md ("DDPM prediction
 targets"), with the report table and the learning curves.
 """
-from gen_jax.configs import common
-from gen_jax.configs import ddpm
+from gen_jax.configs import common, ddpm
 
 
 def get_config(arg: str | None = None):

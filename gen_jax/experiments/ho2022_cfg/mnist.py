@@ -12,14 +12,15 @@ experiments/ho2020_ddpm/table2_mnist.py, p_uncond = 0.1). Samples: ancestral ste
 20-step strided chain (sample.ddim_sigma='model', beta), one row per digit.
 
   python launch.py --config=experiments/ho2022_cfg/mnist.py:train --workdir=runs/cfg_mnist_train
-  python launch.py --config=experiments/ho2022_cfg/mnist.py --sweep --mode=eval --workdir=runs/cfg_mnist
+  python launch.py --config=experiments/ho2022_cfg/mnist.py --sweep --mode=eval \
+      --workdir=runs/cfg_mnist
   python launch.py --workdir=runs/cfg_mnist --mode=report
-  python launch.py --workdir=runs/cfg_mnist_train --mode=sample --config.sample.label=7 --config.sample.guidance=3.0
+  python launch.py --workdir=runs/cfg_mnist_train --mode=sample --config.sample.label=7 \
+      --config.sample.guidance=3.0
 
 Measured in docs/results.md ("Classifier-free guidance").
 """
-from gen_jax.configs import common
-from gen_jax.configs import ddpm
+from gen_jax.configs import common, ddpm
 
 # Guidance weights w of the sweep (Ho & Salimans Alg. 2; w = 0 is the conditional model).
 GUIDANCE = [0.0, 1.0, 3.0, 5.0]

@@ -17,7 +17,8 @@ report the k = 5000 IWAE NLL (Burda et al. 2016), which the paper predates.
   python launch.py --config=experiments/kingma2014_vae/mnist.py --workdir=runs/kw_vae \
       --config.data.manual_dir=/path/with/mnist-idx-files
   python launch.py --config=experiments/kingma2014_vae/mnist.py:latent=2 ...   # Fig. 4a manifold
-  python launch.py --config=experiments/kingma2014_vae/mnist.py --mode=summary  # params: 815824 (N_z=20)
+  python launch.py --config=experiments/kingma2014_vae/mnist.py --mode=summary
+  # params: 815824 (N_z=20)
 
 Hardware/time: 10^6 updates at batch 100 (~5 MFLOPs per image and update, 5e14 FLOPs in
 all). On a 2-core CPU the input pipeline delivered at least ~2,000-2,500
@@ -25,8 +26,7 @@ images/s, i.e. 20-25 updates/s (measured over 1,200 updates): 11-14 hours. An ac
 needs grain workers (data.num_workers) to keep up.
 Our measured number: not run (only 1,200 updates as a check: train -ELBO 203 -> ~170 nats).
 """
-from gen_jax.configs import common
-from gen_jax.configs import vae
+from gen_jax.configs import common, vae
 
 MNIST_TRAIN = 60_000
 

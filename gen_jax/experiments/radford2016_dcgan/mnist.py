@@ -33,7 +33,8 @@ Inception features).
 
   python launch.py --config=experiments/radford2016_dcgan/mnist.py --workdir=runs/dcgan_mnist \
       --config.data.manual_dir=/path/with/mnist-idx-files
-  python launch.py --config=experiments/radford2016_dcgan/mnist.py --mode=summary   # params: 1046978
+  python launch.py --config=experiments/radford2016_dcgan/mnist.py --mode=summary
+  # params: 1046978
 
 Our measured number: not measured yet, nor the wall time on an accelerator. Its FID,
 KID and precision/recall on the features of a classifier trained on full MNIST come from
@@ -41,8 +42,7 @@ KID and precision/recall on the features of a classifier trained on full MNIST c
 comparable with Inception-feature FIDs. (configs/dcgan.py's ~10-minute CPU default is this model
 at half width, ngf = ndf = 32, batch 32, normal latents, 3,000 steps on mnist_5k.)
 """
-from gen_jax.configs import common
-from gen_jax.configs import dcgan
+from gen_jax.configs import common, dcgan
 
 NAME = "mnist"
 TRAIN_EXAMPLES = 60_000

@@ -7,10 +7,13 @@ mnist_5k). With T = 100 the step counts are 10 / 20 / 50 / 100 (S = T is the tab
 S = 1000 column). Sample quality (FID, KID, precision/recall) from `eval.num_samples` samples
 on the MNIST classifier's features (runs/classifier).
 
-  python launch.py --config=experiments/ho2020_ddpm/table2_mnist.py --sweep --workdir=runs/table2_mnist
-  python launch.py --config=experiments/song2021_ddim/mnist.py --sweep --mode=eval --workdir=runs/ddim_mnist
+  python launch.py --config=experiments/ho2020_ddpm/table2_mnist.py --sweep \
+      --workdir=runs/table2_mnist
+  python launch.py --config=experiments/song2021_ddim/mnist.py --sweep --mode=eval \
+      --workdir=runs/ddim_mnist
   # or only the first and last columns (S = 10 and S = T), 10 of the 20 runs:
-  python launch.py --config=experiments/song2021_ddim/mnist.py:quick --sweep --mode=eval --workdir=runs/ddim_mnist
+  python launch.py --config=experiments/song2021_ddim/mnist.py:quick --sweep --mode=eval \
+      --workdir=runs/ddim_mnist
   python launch.py --workdir=runs/ddim_mnist --mode=report
 
 Measured in docs/results.md ("DDIM, Song et al. Table 1's grid on MNIST").
