@@ -22,6 +22,7 @@ import ml_collections
 from etils import epath  # workdirs may be cloud paths (gs://...)
 
 from gen_jax.configs import classifier, common, dcgan, ddpm, gpt, lstm, vae
+from gen_jax.core.errors import UserError
 
 CONFIG_VERSION = common.CONFIG_VERSION
 CONFIG_FILE = "config.json"
@@ -46,7 +47,7 @@ _ABSENT_IN_VERSION_1 = {
 }
 
 
-class ConfigVersionError(ValueError):
+class ConfigVersionError(UserError, ValueError):
   """A saved config written by a newer gen_jax than this one."""
 
 

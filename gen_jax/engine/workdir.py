@@ -59,11 +59,14 @@ def load_saved_config(workdir: str | epath.Path) -> ml_collections.ConfigDict | 
   engine module.
 
   Raises:
-    DamagedConfigError: config.json is not a gen_jax config (or of a newer version); the
-      message says where a copy is (config_history/).
+    DamagedConfigError: config.json is not a gen_jax config; the message says where a copy
+      is (config_history/).
+    ConfigVersionError: config.json was written by a newer gen_jax.
   """
   try:
     return migration.load_saved_config(workdir)
+  except migration.ConfigVersionError:   # a newer gen_jax's run, not a damaged file
+    raise
   except (ValueError, TypeError, AttributeError) as e:   # JSONDecodeError, UnicodeDecodeError
     history = epath.Path(workdir) / HISTORY
     copies = sorted(history.glob("step_*.json"), key=lambda p: os.path.getmtime(p)) if (

@@ -5,9 +5,9 @@ import os
 import tomllib
 
 import setuptools
+from smoke import REPO_ROOT
 
 import gen_jax
-from smoke import REPO_ROOT
 
 
 def test_an_install_ships_only_the_gen_jax_package():

@@ -12,6 +12,7 @@ import pytest
 from smoke import REPO_ROOT, load_config
 
 from gen_jax import data
+from gen_jax.configs import migration
 from gen_jax.core.errors import ConfigError, UserError
 from gen_jax.engine import (
   checkpoint,
@@ -58,6 +59,7 @@ def test_user_facing_errors_share_one_base_and_keep_their_builtin_types():
       (inception_weights.InceptionWeightsMismatch, ValueError),
       (trained_run.UnknownSettingError, TypeError),
       (trained_run.SamplingRequestError, ValueError),
+      (migration.ConfigVersionError, ValueError),
       (ConfigError, ValueError)]:
     assert issubclass(error, UserError) and issubclass(error, builtin), error
 
