@@ -77,7 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   export_format = config.export.format
   if export_format != "gen_jax" and export_format not in FORMATS:
     raise ConfigError(f"export.format={export_format!r}: {_export_choices()}.")
-  if "sample" in config and config.sample.get("num", 1) < 1:
+  if "sample" in config and config.sample.num < 1:
     raise ConfigError(f"sample.num={config.sample.num} must be >= 1 (the number of samples).")
 
 
