@@ -2,12 +2,12 @@
 
 tests/fixtures/legacy_runs/<name>/ holds each run's config.json (version 1: no `version`,
 a GAN's class count still under gan.num_classes), run_status.json and its newest
-checkpoint (step 4; the classifier's 8), trained by `launch.py --config=configs/<family>.py:smoke`
+checkpoint (step 4; the classifier's 8; ddpm_cond keeps no checkpoint), trained by `launch.py --config=configs/<family>.py:smoke`
 on mnist_5k or, for gpt and lstm, on the tiny_shakespeare text of conftest's
 `python_source_text()`. For each, copied to a temporary workdir (its data_dir pointed at
 this session's prepared data): `load_run(...).sample` and `--mode=eval` read the saved
 config through `migrate`, and training with today's config file resumes from the checkpoint
-without a config-mismatch error (one more compiled call; a conditional run only restores).
+without a config-mismatch error (one more compiled call; the conditional GAN only restores).
 """
 import json
 import os
@@ -24,8 +24,9 @@ from gen_jax.engine import workdir as workdir_lib
 
 LEGACY = os.path.join(FIXTURES, "legacy_runs")
 # name: (config file, variant, its checkpoint's step, text data?)
+# (ddpm_cond keeps only its config.json, which tests/configs/test_migration.py migrates:
+# its class count did not move, and the suite's time is better spent on dcgan_cond's.)
 RUNS = {"ddpm": ("ddpm", "smoke", 4, False),
-        "ddpm_cond": ("ddpm", "smoke,conditional", 4, False),
         "dcgan": ("dcgan", "smoke", 4, False),
         "dcgan_cond": ("dcgan", "smoke,conditional", 4, False),
         "vae": ("vae", "smoke", 4, False),
@@ -64,7 +65,7 @@ def test_a_legacy_run_samples_evaluates_and_resumes(name, tmp_path, request):
     if text:
       assert len(samples) == 2 and all(isinstance(s, str) and s for s in samples)
     else:
-      images = samples["samples"] if isinstance(samples, dict) else samples
+      images = samples
       assert images.dtype == np.uint8 and images.shape == (2, 28, 28, 1)
       assert len(np.unique(images)) > 2   # drawn images, not a constant
   if name.endswith("_cond"):   # the class count survived the move to model.num_classes
