@@ -2,12 +2,13 @@
 
 tests/fixtures/legacy_runs/<name>/ holds each run's config.json (version 1: no `version`,
 a GAN's class count still under gan.num_classes), run_status.json and its newest
-checkpoint (step 4; the classifier's 8; ddpm_cond keeps no checkpoint), trained by `launch.py --config=configs/<family>.py:smoke`
-on mnist_5k or, for gpt and lstm, on the tiny_shakespeare text of conftest's
-`python_source_text()`. For each, copied to a temporary workdir (its data_dir pointed at
-this session's prepared data): `load_run(...).sample` and `--mode=eval` read the saved
-config through `migrate`, and training with today's config file resumes from the checkpoint
-without a config-mismatch error (one more compiled call; the conditional GAN only restores).
+checkpoint (step 4; the classifier's 8; ddpm_cond keeps no checkpoint), trained by
+`launch.py --config=configs/<family>.py:smoke` on mnist_5k or, for gpt and lstm, on the
+tiny_shakespeare text of conftest's `python_source_text()`. For each, copied to a
+temporary workdir (its data_dir pointed at this session's prepared data):
+`load_run(...).sample` and `--mode=eval` read the saved config through `migrate`, and
+training with today's config file resumes from the checkpoint without a config-mismatch
+error (one more compiled call; the conditional GAN only restores).
 """
 import json
 import os
