@@ -29,8 +29,9 @@ training continues at the final lr, reached in 158.5 s with compile and evaluati
 `python benchmarks/lm.py`; docs/results.md for three seeds against PyTorch). These runs
 predate `model.gelu` and used the tanh GELU; the exact one trains at the same speed (a
 round-robin A/B of the two compiled baby steps in one process: 4.00 vs 3.93 steps/s median
-on the shared, loaded machine). Attention dropout (`shakespeare_char`) leaves the fused
-attention: 0.10 vs 0.13 steps/s without it (batch 8, same A/B), the cost of matching nanoGPT.
+on the shared, loaded machine). Attention dropout (`shakespeare_char`) leaves
+`jax.nn.dot_product_attention` for the explicit path: 0.10 vs 0.13 steps/s without it
+(batch 8, same A/B), the cost of matching nanoGPT.
 Against nanoGPT's own CPU command, with the exact GELU (idle 2-core AMD EPYC without AVX-512,
 2026-11-30, three alternating pairs): 133.3, 130.7 (empty compilation cache) and 110.1 s
 (warm cache) from start to exit against nanoGPT's 131.6, 114.0 and 117.3 s; whole-split
@@ -60,7 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Longest context (learned position embeddings); training windows are data.seq_len.
   config.model.block_size = 64
   # Dropout on the embeddings, the attention probabilities and each residual branch, as
-  # nanoGPT's `dropout` (training only; > 0 leaves the fused attention kernel).
+  # nanoGPT's `dropout` (training only; > 0 trains attention on the explicit path, since
+  # jax.nn.dot_product_attention has no dropout: gen_jax/models/gpt.py).
   config.model.dropout = 0.0
   # Biases in dense layers and LayerNorms (GPT-2: True; nanoGPT's default: False).
   config.model.use_bias = False
