@@ -113,8 +113,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def inpaint_group() -> ml_collections.ConfigDict:
-  """`--mode=inpaint` (gen_jax/methods/inpainting_mode.py); configs/migration.py gives these
-  defaults to diffusion runs saved before the group existed."""
+  """`--mode=inpaint` (gen_jax/methods/diffusion/inpainting_mode.py); configs/migration.py
+  gives these defaults to diffusion runs saved before the group existed."""
   inpaint = ml_collections.ConfigDict()
   # Pixels to fill: 'center' (a centred box), 'left' / 'right' (half), 'random_pixels',
   # 'strokes' (random brush strokes), or the path of a mask image (white: known, black: fill).

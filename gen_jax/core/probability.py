@@ -1,6 +1,6 @@
 """Probability helpers shared by the families: Gaussian KL divergences and the
 discretized Gaussian likelihood of 8-bit images (Ho et al. 2020, Eq. 13), used by DDPM's
-bound (`gen_jax/methods/diffusion_likelihood.py`) and the VAE decoder (`gen_jax/methods/vae.py`).
+bound (`gen_jax/methods/diffusion/likelihood.py`) and the VAE decoder (`gen_jax/methods/vae.py`).
 """
 from __future__ import annotations
 

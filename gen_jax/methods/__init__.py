@@ -13,7 +13,7 @@ from gen_jax.methods.base import Method
 METHODS = {
     "autoregressive": "gen_jax.methods.autoregressive:AutoregressiveMethod",
     "classifier": "gen_jax.methods.classifier:ClassifierMethod",
-    "diffusion": "gen_jax.methods.diffusion:DiffusionMethod",
+    "diffusion": "gen_jax.methods.diffusion.method:DiffusionMethod",
     "gan": "gen_jax.methods.gan:GANMethod",
     "vae": "gen_jax.methods.vae:VAEMethod",
 }

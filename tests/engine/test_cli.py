@@ -31,7 +31,7 @@ from gen_jax.engine import (
 from gen_jax.engine import workdir as workdir_lib
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.evaluate import inception_weights, pickle_reader
-from gen_jax.methods.inpainting import InpaintConfigError
+from gen_jax.methods.diffusion.inpainting import InpaintConfigError
 
 
 def test_user_facing_errors_share_one_base_and_keep_their_builtin_types():

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from gen_jax.configs import ddpm as ddpm_config
-from gen_jax.methods.diffusion import DiffusionMethod
-from gen_jax.methods.diffusion_process import linear_betas, make_schedule
-from gen_jax.methods.diffusion_sampling import ddim_sample, ddpm_sample, guided_denoise
+from gen_jax.methods.diffusion.method import DiffusionMethod
+from gen_jax.methods.diffusion.process import linear_betas, make_schedule
+from gen_jax.methods.diffusion.sampling import ddim_sample, ddpm_sample, guided_denoise
 from gen_jax.models.unet import UNet
 
 K, B, SHAPE = 10, 4, (4, 8, 8, 1)

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gen_jax.methods import diffusion as d
-from gen_jax.methods import diffusion_process as dp
+from gen_jax.methods.diffusion import method as d
+from gen_jax.methods.diffusion import process as dp
 
 T = 50
 BETAS = dp.linear_betas(T, 1e-3, 0.2)   # float64
@@ -171,7 +171,7 @@ def test_mu_prediction_of_the_true_posterior_mean_has_zero_mean_loss(sched):
   loss = lambda kind, var: float(d.diffusion_loss(sched, true_mean, x0, t_B, noise,
                                                   target="mu", loss=kind, variance=var))
   assert loss("simple", "beta") == pytest.approx(0.0, abs=1e-10)
-  from gen_jax.methods import diffusion_likelihood as dl
+  from gen_jax.methods.diffusion import likelihood as dl
   kl = dl.vlb_terms(lambda p, x, t: true_mean(x, t), None, sched, x0, t_B, noise, target="mu",
                     variance="beta_tilde", clip_x0=False)
   np.testing.assert_allclose(kl[1:], 0.0, atol=1e-3)

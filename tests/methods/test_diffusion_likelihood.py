@@ -11,9 +11,9 @@ import pytest
 import scipy.stats
 
 from gen_jax.core import probability
-from gen_jax.methods import diffusion as d
-from gen_jax.methods import diffusion_likelihood as dl
-from gen_jax.methods import diffusion_process as dp
+from gen_jax.methods.diffusion import likelihood as dl
+from gen_jax.methods.diffusion import method as d
+from gen_jax.methods.diffusion import process as dp
 from gen_jax.models.unet import UNet
 
 T = 5

@@ -1,4 +1,4 @@
-"""Inpainting with a trained DDPM (gen_jax/methods/inpainting.py, inpainting_mode.py):
+"""Inpainting with a trained DDPM (gen_jax/methods/diffusion/inpainting.py, inpainting_mode.py):
 RePaint's schedule against the authors' code, the chain's exactness on the known pixels
 and on a closed-form model, one compiled loop, masks and their errors, and the masked
 PSNR/SSIM in closed form; one end-to-end `--mode=inpaint` on an untrained smoke DDPM.
@@ -17,9 +17,9 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import method_modes
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.evaluate.masked_metrics import masked_psnr, masked_ssim
-from gen_jax.methods import inpainting, inpainting_mode
-from gen_jax.methods.diffusion_process import linear_betas, make_schedule
-from gen_jax.methods.inpainting import InpaintConfigError
+from gen_jax.methods.diffusion import inpainting, inpainting_mode
+from gen_jax.methods.diffusion.inpainting import InpaintConfigError
+from gen_jax.methods.diffusion.process import linear_betas, make_schedule
 
 # The config group's defaults (configs/ddpm.py: inpaint_group), pinned here.
 INPAINT_DEFAULTS = dict(mask="center", fraction=0.25, mask_seed=0, sampler="repaint",

@@ -7,7 +7,7 @@
 The diffusion family offers it (`DiffusionMethod.modes`); the engine hands it the trained
 run and writes its files (`gen_jax.methods.base.ModeContext`). The first
 `inpaint.num_images` images of the eval split (in order) get the mask of `config.inpaint`
-and are repaired in one compiled call (gen_jax/methods/inpainting.py). Writes
+and are repaired in one compiled call (gen_jax/methods/diffusion/inpainting.py). Writes
 `<workdir>/inpaint/<name>.png` (rows: masked input, repaired, original) and `<name>.json`
 with PSNR and SSIM on the filled pixels (gen_jax/evaluate/masked_metrics.py), next to the
 same metrics for filling with the mean of each image's known pixels.
@@ -25,7 +25,7 @@ from absl import logging
 
 from gen_jax.evaluate.masked_metrics import masked_psnr, masked_ssim
 from gen_jax.methods.base import ModeContext
-from gen_jax.methods.inpainting import (
+from gen_jax.methods.diffusion.inpainting import (
   MASKS,
   InpaintConfigError,
   chain_times,

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.methods.diffusion_process import (
+from gen_jax.methods.diffusion.process import (
   LEARNED_VARIANCES,
   VARIANCES,
   Schedule,
@@ -147,7 +147,7 @@ def ddpm_sample(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, shape: tupl
   equals Alg. 2's 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta).
   `variance`: 'beta' (sigma_t^2 = beta_t) or 'beta_tilde' (sigma_t^2 = beta~_t, Eq. 7; the
   paper, §3.2, reports similar results for both), or the network's learned one ('learned',
-  'learned_range'; `diffusion_process.model_log_variance`). No noise at the last step.
+  'learned_range'; `process.model_log_variance`). No noise at the last step.
   """
   if variance not in VARIANCES:
     raise ValueError(f"variance={variance!r}; expected one of {VARIANCES}.")

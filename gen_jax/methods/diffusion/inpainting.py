@@ -17,7 +17,7 @@ steps, `jump_n_sample - 1` times. jump_n_sample = 1 is the replacement method.
 
 A mask is True where a pixel is known (kept) and False where it is to be filled, as
 RePaint's `gt_keep_mask`. Timesteps are 0-based: index t in [0, T) is the paper's t+1;
-level -1 is x_0. `--mode=inpaint` is in gen_jax/methods/inpainting_mode.py.
+level -1 is x_0. `--mode=inpaint` is in gen_jax/methods/diffusion/inpainting_mode.py.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.core.errors import ConfigError
-from gen_jax.methods.diffusion_process import Schedule, make_schedule, predict_x0_eps, split_output
-from gen_jax.methods.diffusion_sampling import DenoiseFn, ddim_timesteps, ddpm_step
+from gen_jax.methods.diffusion.process import Schedule, make_schedule, predict_x0_eps, split_output
+from gen_jax.methods.diffusion.sampling import DenoiseFn, ddim_timesteps, ddpm_step
 
 # The region to fill: a centred box of `fraction` of the area, the left or right half,
 # `fraction` of the pixels at random, or random brush strokes covering about `fraction`.

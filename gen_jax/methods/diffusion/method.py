@@ -7,12 +7,12 @@ L_simple + lambda L_vlb (§3.1, Eq. 16) and the learned-range variance (Eq. 15).
 Ho & Salimans 2022, "Classifier-Free Diffusion Guidance" (arXiv:2207.12598): with
 `model.num_classes` = K > 0 the U-Net is class-conditional, training replaces each label
 by the null class with probability `diffusion.p_uncond` (Alg. 1), and samples are drawn
-with guidance weight `sample.guidance` (Alg. 2, `diffusion_sampling.guided_denoise`) for
+with guidance weight `sample.guidance` (Alg. 2, `sampling.guided_denoise`) for
 the labels `sample.label` names (`base.class_rows`). Bits/dim and inpainting use the
 unconditional model eps(x, null).
-The forward process and variances are in `gen_jax/methods/diffusion_process.py`, the
-samplers in `gen_jax/methods/diffusion_sampling.py`, the bound (bits/dim) in
-`gen_jax/methods/diffusion_likelihood.py`.
+The forward process and variances are in `gen_jax/methods/diffusion/process.py`, the
+samplers in `gen_jax/methods/diffusion/sampling.py`, the bound (bits/dim) in
+`gen_jax/methods/diffusion/likelihood.py`.
 
 Timesteps are 0-based: index t in [0, T) is the paper's t+1.
 """
@@ -28,7 +28,6 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
-from gen_jax.methods import diffusion_likelihood, inpainting, inpainting_mode
 from gen_jax.methods.base import (
   DatasetEvaluation,
   Method,
@@ -38,7 +37,8 @@ from gen_jax.methods.base import (
   grad_accum_steps,
   image_shape_of,
 )
-from gen_jax.methods.diffusion_process import (
+from gen_jax.methods.diffusion import inpainting, inpainting_mode, likelihood
+from gen_jax.methods.diffusion.process import (
   LEARNED_VARIANCES,
   TARGETS,
   Schedule,
@@ -48,7 +48,7 @@ from gen_jax.methods.diffusion_process import (
   split_output,
   training_target,
 )
-from gen_jax.methods.diffusion_sampling import (  # noqa: F401
+from gen_jax.methods.diffusion.sampling import (  # noqa: F401
   DDIM_SIGMAS,
   TIMESTEP_SPACINGS,
   DenoiseFn,
@@ -87,7 +87,7 @@ def diffusion_loss(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, t_B: jax.
 
     simple: mean over examples and pixels of (target - prediction)^2 (Ho et al. Eq. 14).
     kl:     mean over examples of the bound's term L_t at each example's t, in bits/dim
-            (`diffusion_likelihood.vlb_terms_from_output`, the terms bits/dim sums): an
+            (`likelihood.vlb_terms_from_output`, the terms bits/dim sums): an
             unbiased estimate of (L - L_T) / T, as the authors' code trains 'kl'; x0_hat
             is not clipped (as there).
     hybrid: simple + hybrid_lambda * T * (the kl term with the mean's output under
@@ -98,7 +98,7 @@ def diffusion_loss(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, t_B: jax.
     denoise: (x_t, t_B) -> output [B, H, W, C] (the target), with C more channels for a
       learned `variance`.
     x0: [B, H, W, C] data; t_B: [B] timesteps; noise: [B, H, W, C].
-    target, variance: the parameterization (diffusion_process.TARGETS, VARIANCES).
+    target, variance: the parameterization (process.TARGETS, VARIANCES).
   """
   if loss not in LOSSES:
     raise ValueError(f"diffusion.loss={loss!r}; expected one of {LOSSES}.")
@@ -110,7 +110,7 @@ def diffusion_loss(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, t_B: jax.
   if loss == "hybrid":
     mean_out = jax.lax.stop_gradient(mean_out)
   vlb_output = mean_out if var_out is None else jnp.concatenate([mean_out, var_out], axis=-1)
-  terms_B = diffusion_likelihood.vlb_terms_from_output(
+  terms_B = likelihood.vlb_terms_from_output(
       sched, vlb_output, x0, t_B, noise, target=target, variance=variance, clip_x0=False)
   vlb_bpd = jnp.mean(terms_B) / (math.prod(x0.shape[1:]) * math.log(2.0))
   if loss == "kl":
@@ -277,7 +277,7 @@ class DiffusionMethod(Method):
     """Bits/dim of the first `eval.bpd_num_images` eval images (0: none) with the EMA
     weights: the variational bound (Ho et al. 2020, Eq. 5) of the model the DDPM sampler
     draws from (its reverse variance, `sample.clip_x0`); the terms are described in
-    `gen_jax.methods.diffusion_likelihood.bits_per_dim`."""
+    `gen_jax.methods.diffusion.likelihood.bits_per_dim`."""
     cfg = self.eval_cfg
     if not cfg.bpd_num_images:
       return None
@@ -285,18 +285,18 @@ class DiffusionMethod(Method):
         state.ema_params, batch["image"], rng, timestep_batch=cfg.bpd_timestep_batch)
     return DatasetEvaluation(name="bits/dim", num_examples=cfg.bpd_num_images,
                              batch_size=cfg.bpd_batch_size, batch_fn=batch_fn,
-                             summarize=diffusion_likelihood.summarize_bits_per_dim)
+                             summarize=likelihood.summarize_bits_per_dim)
 
   def bits_per_dim(self, params, x0: jax.Array, rng: jax.Array, *,
                    timestep_batch: int = 10) -> dict[str, jax.Array]:
-    """`diffusion_likelihood.bits_per_dim` of images x0 [B, H, W, C] with this U-Net in eval
+    """`likelihood.bits_per_dim` of images x0 [B, H, W, C] with this U-Net in eval
     mode (no dropout), its target, its reverse variance (learned, or `sample.variance`) and
     `sample.clip_x0`, so the bound is for the model the DDPM sampler draws from. Pass
     `state.ema_params` (the default for evaluation) or `state.params`."""
     # flax annotates apply's result as (output, state) too; without `mutable` it is output.
-    apply_fn: diffusion_likelihood.ApplyFn = lambda p, x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
+    apply_fn: likelihood.ApplyFn = lambda p, x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
         {"params": p}, x, t, train=False)
-    return diffusion_likelihood.bits_per_dim(
+    return likelihood.bits_per_dim(
         apply_fn, params, self.schedule, x0, rng, target=self.target, variance=self.variance,
         clip_x0=self.sample_cfg.clip_x0, timestep_batch=timestep_batch)
 

@@ -11,7 +11,7 @@ E_q[L] >= -log p_theta(x_0), so bits/dim = L / (D ln 2) is an upper bound on the
 estimated, as in the authors' code (`calc_bpd_loop`), with one x_t ~ q(x_t | x_0) per t.
 
 Data are 8-bit images scaled to [-1, 1] (gen_jax.data's `scale_to_symmetric_range`, x / 127.5 - 1):
-256 bins of width 2/255. Timesteps are 0-based as in `gen_jax.methods.diffusion`: index t
+256 bins of width 2/255. Timesteps are 0-based as in `gen_jax.methods.diffusion.method`: index t
 is the paper's t+1, so the term at index t is the paper's L_t (index 0: the decoder L_0).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.core.probability import discretized_gaussian_log_likelihood, normal_kl
-from gen_jax.methods.diffusion_process import (
+from gen_jax.methods.diffusion.process import (
   TARGETS,
   VARIANCES,
   Schedule,
@@ -64,21 +64,21 @@ def vlb_terms_from_output(sched: Schedule, output: jax.Array, x0: jax.Array, t_B
   output at x_t = q_sample(x_0, t, noise) (Eq. 4).
 
   The model mean mu_theta(x_t, t) is the posterior mean (Eq. 7) at the predicted x_0, as in
-  the samplers, and sigma_t^2 is `diffusion_process.model_log_variance` (fixed, or the
+  the samplers, and sigma_t^2 is `process.model_log_variance` (fixed, or the
   network's learned one). In the paper's 1-based notation, index t gives L_t:
     t >= 1: KL(q(x_t | x_{t+1}, x_0) || N(mu_theta, sigma^2 I))  (Eq. 5-7);
     t == 0: -log p_theta(x_0 | x_1), the discretized Gaussian decoder (Eq. 13) with mean
             mu_theta (= x0_hat) and standard deviation sigma.
   q's variance at index 0 is 0 (log -inf); it is replaced by beta~ at index 1 there, where
   the KL is computed but not used. The same terms are the training objective 'kl' and the
-  L_vlb part of 'hybrid' (`gen_jax.methods.diffusion.diffusion_loss`).
+  L_vlb part of 'hybrid' (`gen_jax.methods.diffusion.method.diffusion_loss`).
 
   Args:
     output: [B, H, W, C] network output for `target` ('eps', 'x0', 'v' or 'mu'), with a
       learned variance's C more channels after it ([B, H, W, 2C]).
     x0: [B, H, W, C] data in [-1, 1] on the 8-bit grid; t_B: [B] int timesteps in [0, T).
     noise: [B, H, W, C] standard normal noise of x_t.
-    variance: one of `diffusion_process.VARIANCES`.
+    variance: one of `process.VARIANCES`.
     clip_x0: clip the predicted x_0 to [-1, 1], as the sampler and the authors' bpd code do.
   """
   if target not in TARGETS:

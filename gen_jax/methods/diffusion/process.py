@@ -6,7 +6,7 @@ Eq. 17): the cosine schedule. Salimans & Ho 2022 (arXiv:2202.00512, §4): the v 
 The reverse process's variances: fixed beta or beta~ (Ho et al. §3.2), learned diagonal
 (Ho et al. Table 2) and Nichol & Dhariwal's learned interpolation (Eq. 15).
 The training loss, the samplers and the bound build on these
-(`gen_jax/methods/diffusion.py`, `gen_jax/methods/diffusion_likelihood.py`).
+(`gen_jax/methods/diffusion/method.py`, `gen_jax/methods/diffusion/likelihood.py`).
 
 Timesteps are 0-based: index t in [0, T) is the paper's t+1.
 """
