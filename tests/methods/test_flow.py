@@ -1,0 +1,115 @@
+"""Flow matching (gen_jax/methods/diffusion/flow.py): parity with SiT and torchcfm.
+
+The fixture tests/fixtures/diffusion_parity/flow.npz was written by
+tools/make_diffusion_parity.py (torch 2.13 CPU) from willisma/SiT (transport/path.py,
+transport/transport.py) and atong01/conditional-flow-matching (torchcfm) at the commits it
+stores. Both run time with the data at t = 1: their t is 1 - t here, their velocity -v.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from smoke import FIXTURES
+
+from gen_jax.methods.diffusion import flow
+
+
+def assert_close(actual, desired, rtol=2e-5, atol=2e-5, err_msg=""):
+  """float32 against the references' float32."""
+  np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+@pytest.fixture(scope="module")
+def ref():
+  return {k: (jnp.asarray(v) if v.dtype.kind == "f" else v)
+          for k, v in np.load(os.path.join(FIXTURES, "diffusion_parity", "flow.npz")).items()}
+
+
+@pytest.mark.parametrize("path", flow.PATHS)
+def test_path_matches_sit_plan(ref, path):
+  """alpha, sigma, their derivatives, x_t, the target u_t and compute_drift of ICPlan /
+  GVPCPlan, at SiT's t = 1 - t."""
+  t = 1.0 - ref["t"]
+  c = flow.coefficients(path, t[:, None, None, None])
+  for name in ("alpha", "sigma"):
+    assert_close(c._asdict()[name], ref[f"sit_{path}_{name}"])
+    assert_close(-c._asdict()["d_" + name], ref[f"sit_{path}_d_{name}"])
+  x, eps = ref["x1"], ref["x0"]
+  x_t = flow.interpolate(path, x, eps, t)
+  assert_close(x_t, ref[f"sit_{path}_xt"])
+  assert_close(-flow.training_target(path, "velocity", x, eps, t),
+                             ref[f"sit_{path}_ut"])
+  f, g2 = flow.sde_coefficients(path, t[:, None, None, None])
+  assert_close(f * x_t, ref[f"sit_{path}_minus_drift"])
+  assert_close(g2 / 2, ref[f"sit_{path}_diffusion"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", flow.PATHS)
+def test_conversions_and_ode_drift_match_sit(ref, path):
+  """get_score_from_velocity, get_noise_from_velocity, get_velocity_from_score, and the
+  probability-flow drift of noise / score / velocity models (`Transport.get_drift`)."""
+  t, x_t, out = 1.0 - ref["t"], ref[f"sit_{path}_xt"], ref["model_out"]
+  assert_close(flow.score_from("velocity", path, -out, x_t, t),
+                             ref[f"sit_{path}_score_from_velocity"], rtol=1e-4, atol=1e-4)
+  assert_close(flow.noise_from("velocity", path, -out, x_t, t),
+                             ref[f"sit_{path}_noise_from_velocity"], rtol=1e-4, atol=1e-4)
+  assert_close(-flow.velocity_from("score", path, out, x_t, t),
+                             ref[f"sit_{path}_velocity_from_score"], rtol=1e-4, atol=1e-4)
+  for prediction in flow.PREDICTIONS:
+    ours = -flow.velocity_from(prediction, path, -out if prediction == "velocity" else out,
+                               x_t, t)
+    assert_close(ours, ref[f"sit_{path}_{prediction}_ode_drift"], rtol=1e-4,
+                               atol=1e-4, err_msg=prediction)
+
+
+@pytest.mark.parametrize("path", flow.PATHS)
+def test_losses_match_sit_training_losses(ref, path):
+  """`Transport.training_losses` (mean over pixels) for every prediction x loss weight."""
+  t, x, eps, out = 1.0 - ref["t"], ref["x1"], ref["x0"], ref["model_out"]
+  for prediction in flow.PREDICTIONS:
+    for weighting in flow.LOSS_WEIGHTS:
+      output = -out if prediction == "velocity" else out
+      loss = flow.loss(path, prediction, output, x, eps, t, weighting).mean(axis=(1, 2, 3))
+      assert_close(loss, ref[f"sit_{path}_{prediction}_{weighting}_loss"],
+                                 rtol=1e-4, err_msg=f"{prediction} {weighting}")
+
+
+def test_paths_match_torchcfm(ref):
+  """torchcfm's ConditionalFlowMatcher (rectified flow), TargetConditionalFlowMatcher
+  (Lipman et al.'s OT path, sigma_min = 0.1) and VariancePreservingConditionalFlowMatcher
+  (GVP): sample_xt and compute_conditional_flow."""
+  t, x, x0, eps = 1.0 - ref["t"], ref["x1"], ref["x0"], ref["eps"]
+  for name, path, noise, sigma_min in (("cfm", "linear", x0, 0.0),
+                                       ("lipman", "linear", eps, 0.1),
+                                       ("vp", "gvp", x0, 0.0)):
+    assert_close(flow.interpolate(path, x, noise, t, sigma_min),
+                               ref[f"cfm_{name}_xt"], err_msg=name)
+    assert_close(
+        -flow.training_target(path, "velocity", x, noise, t, sigma_min),
+        ref[f"cfm_{name}_ut"], err_msg=name)
+
+
+def test_straight_paths_of_one_point_are_exact_in_one_euler_step():
+  """For data concentrated at y the ideal velocity of the linear path is (x_t - y) / t, so
+  x_t moves on a straight line and one Euler step from t = 1 lands on y (Liu et al. §2.2);
+  the conversions agree with it: E[x | x_t] = y, E[eps | x_t] = (x_t - y) / t."""
+  y = jnp.asarray([[0.5, -1.0, 2.0]])
+  noise = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+  velocity = lambda x, t_B: (x - y) / t_B[:, None]
+  assert_close(flow.euler_sample(velocity, noise, 1), jnp.tile(y, (4, 1)),
+                             atol=1e-6)
+  assert_close(flow.euler_sample(velocity, noise, 7), jnp.tile(y, (4, 1)),
+                             atol=1e-5)
+  t = jnp.full((4,), 0.3)
+  x_t = flow.interpolate("linear", y, noise, t)
+  v = velocity(x_t, t)
+  assert_close(flow.data_from("velocity", "linear", v, x_t, t),
+                             jnp.tile(y, (4, 1)), atol=1e-5)
+  assert_close(flow.noise_from("velocity", "linear", v, x_t, t), noise,
+                             atol=1e-5)
+  assert flow.time_interval("linear", "velocity") == (0.0, 1.0)
+  assert flow.time_interval("gvp", "score") == (1e-3, 1.0 - 1e-3)
