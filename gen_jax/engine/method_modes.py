@@ -81,6 +81,14 @@ class RunContext:
     save_json(path, dict(content))
     return str(path)
 
+  def write_arrays(self, name: str, arrays: Mapping[str, np.ndarray]) -> str:
+    path = self._path(name, ".npz")
+    if is_main_process():
+      path.parent.mkdir(parents=True, exist_ok=True)
+      with path.open("wb") as f:
+        np.savez(f, **dict(arrays))  # pyright: ignore[reportArgumentType]
+    return str(path)
+
 
 def run_method_mode(config: ml_collections.ConfigDict, workdir: str, name: str,
                     file_config: ml_collections.ConfigDict | None = None

@@ -193,6 +193,11 @@ class ModeContext(Protocol):
     """Writes `<workdir>/<mode>/<name>.json`; returns the path."""
     ...
 
+  def write_arrays(self, name: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """Writes host arrays as `<workdir>/<mode>/<name>.npz` (on the main process); returns
+    the path."""
+    ...
+
 
 @dataclasses.dataclass(frozen=True)
 class MethodMode:

@@ -4,18 +4,25 @@ The fixture tests/fixtures/diffusion_parity/flow.npz was written by
 tools/make_diffusion_parity.py (torch 2.13 CPU) from willisma/SiT (transport/path.py,
 transport/transport.py) and atong01/conditional-flow-matching (torchcfm) at the commits it
 stores. Both run time with the data at t = 1: their t is 1 - t here, their velocity -v.
+Reflow (gen_jax/methods/diffusion/reflow.py) is checked against the closed form of Gaussian
+data, and its pairs against the couplings loader (gen_jax/data/couplings.py).
 """
 from __future__ import annotations
 
 import os
+import types
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+from scipy import integrate
 from smoke import FIXTURES
 
-from gen_jax.methods.diffusion import flow
+from gen_jax import data
+from gen_jax.core.errors import ConfigError
+from gen_jax.methods.diffusion import flow, reflow, rk45
 
 
 def assert_close(actual, desired, rtol=2e-5, atol=2e-5, err_msg=""):
@@ -113,3 +120,81 @@ def test_straight_paths_of_one_point_are_exact_in_one_euler_step():
                              atol=1e-5)
   assert flow.time_interval("linear", "velocity") == (0.0, 1.0)
   assert flow.time_interval("gvp", "score") == (1e-3, 1.0 - 1e-3)
+
+
+class _FakeRun:
+  """The `ModeContext` of a trained flow whose params are the Gaussian data's std."""
+
+  def __init__(self, tmp_path):
+    self.tmp_path = tmp_path
+
+  def restore(self):
+    return types.SimpleNamespace(ema_params=jnp.float32(0.3), params=None), 7
+
+  def jit(self, fn):
+    return jax.jit(fn)
+
+  def write_arrays(self, name, arrays):
+    path = str(self.tmp_path / f"{name}.npz")
+    np.savez(path, **arrays)
+    return path
+
+  def write_image_grid(self, name, images, ncols):
+    return str(self.tmp_path / f"{name}.png")
+
+  def write_json(self, name, content):
+    return str(self.tmp_path / f"{name}.json")
+
+
+def gaussian_velocity(s):
+  """The exact velocity of the linear path for data ~ N(0, s^2): x_t ~ N(0, var_t) with
+  var_t = (1 - t)^2 s^2 + t^2, and x_t = x_1 sqrt(var_t) moves as d log sqrt(var_t)/dt x_t;
+  its ODE maps noise z at t = 1 to s z at t = 0."""
+  def velocity(x, t_B):
+    t = t_B.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (t - (1 - t) * s ** 2) / ((1 - t) ** 2 * s ** 2 + t ** 2) * x
+  return velocity
+
+
+def test_reflow_writes_ode_endpoints_that_training_reads_as_couplings(tmp_path):
+  """--mode=reflow's pairs are (z, ODE(z)) (the RK45 solution; for Gaussian data s z),
+  and a run with data.pairs reads them back as couplings: each batch row's image is its own
+  noise's endpoint, shuffled, whatever the batch."""
+  cfg = ml_collections.ConfigDict(dict(num_pairs=12, batch_size=6, seed=3, solver="rk45",
+                                       steps=0, rtol=1e-5, atol=1e-5))
+  result = reflow.run_reflow_mode(_FakeRun(tmp_path), cfg, velocity_of=gaussian_velocity,
+                                  image_shape=(2, 2, 1), use_ema=True)
+  pairs = np.load(result["pairs"])
+  assert pairs["noise"].shape == (12, 2, 2, 1) and result["step"] == 7
+  direct, _ = rk45.sample(gaussian_velocity(0.3), jnp.asarray(pairs["noise"][6:]))
+  np.testing.assert_allclose(pairs["image"][6:], direct, atol=1e-6)
+  np.testing.assert_allclose(pairs["image"], 0.3 * pairs["noise"], atol=1e-3)
+  assert np.abs(pairs["noise"][:6] - pairs["noise"][6:]).min() > 0   # a new draw per batch
+
+  data_cfg = ml_collections.ConfigDict(dict(dataset="mnist_5k", pairs=str(tmp_path)))
+  assert data.describe(data_cfg).image_shape == (2, 2, 1)
+  batches = iter(data.make_loader(data_cfg, split="train", global_batch_size=5, seed=0))
+  seen = np.concatenate([next(batches)["noise"] for _ in range(2)])
+  batch = next(batches)
+  np.testing.assert_allclose(batch["image"], 0.3 * batch["noise"], atol=1e-3)
+  assert {tuple(r.ravel()) for r in seen} <= {tuple(r.ravel()) for r in pairs["noise"]}
+  assert not np.array_equal(seen[:5], pairs["noise"][:5])   # shuffled
+  with pytest.raises(ConfigError, match="multiple"):
+    reflow.validate(ml_collections.ConfigDict({**cfg.to_dict(), "num_pairs": 13}))
+
+
+def test_rk45_takes_scipys_steps():
+  """rk45.sample takes the steps of scipy's solve_ivp(method='RK45') (the rectified-flow
+  code's sampler) on the Gaussian flow: the same evaluations count, the same result to
+  float32 precision, and the closed form s z to the tolerance."""
+  velocity = gaussian_velocity(0.3)
+  z = jax.random.normal(jax.random.PRNGKey(0), (6, 2, 2, 1))
+  x, nfe = jax.jit(lambda z: rk45.sample(velocity, z))(z)
+  shape = z.shape
+  ref = integrate.solve_ivp(
+      lambda s, y: -np.asarray(velocity(jnp.asarray(y.reshape(shape), jnp.float32),
+                                        jnp.full((6,), 1 - s, jnp.float32))).ravel(),
+      (0.0, 1.0), np.asarray(z, np.float64).ravel(), rtol=1e-5, atol=1e-5, method="RK45")
+  assert int(nfe) == ref.nfev
+  np.testing.assert_allclose(np.asarray(x).ravel(), ref.y[:, -1], atol=1e-6)
+  np.testing.assert_allclose(x, 0.3 * z, atol=2e-5)
