@@ -43,6 +43,8 @@ import math
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
 PROCESSES = ("ddpm", "vp", "edm", "linear", "gvp")
 CONTINUOUS_PROCESSES = ("vp", "edm", "linear", "gvp")
@@ -201,3 +203,94 @@ def sde_drift_and_diffusion(x_t: jax.Array, eps: jax.Array,
   f = c.d_alpha / c.alpha
   g2 = 2.0 * c.sigma * c.d_sigma - 2.0 * f * c.sigma**2
   return f * x_t + g2 * eps / c.sigma, jnp.sqrt(jnp.maximum(g2, 0.0))
+
+
+# ================================================================= the discrete DDPM process
+# Ho, Jain, Abbeel 2020 (arXiv:2006.11239): the linear schedule (§4), q(x_t|x_0) (Eq. 4) and
+# the posterior q(x_{t-1}|x_t,x_0) (Eq. 6-7); Nichol & Dhariwal 2021 (arXiv:2102.09672,
+# Eq. 17): the cosine schedule. Timesteps are 0-based: index t in [0, T) is the paper's t+1.
+
+def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+  """Ho et al. 2020 §4: betas increase linearly from 1e-4 to 0.02 over T=1000."""
+  return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+
+
+def cosine_alpha_bar(t_over_T: np.ndarray, s: float = 0.008) -> np.ndarray:
+  """Nichol & Dhariwal 2021, Eq. 17: f(t) = cos^2(((t/T + s) / (1 + s)) * pi/2)."""
+  return np.cos((t_over_T + s) / (1 + s) * np.pi / 2) ** 2
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+  """Nichol & Dhariwal 2021, Eq. 17: beta_t = min(1 - abar_t / abar_{t-1}, 0.999)."""
+  steps = np.arange(T + 1, dtype=np.float64) / T
+  abar = cosine_alpha_bar(steps, s) / cosine_alpha_bar(np.zeros(()), s)
+  return np.minimum(1.0 - abar[1:] / abar[:-1], max_beta)
+
+
+class Schedule(flax.struct.PyTreeNode):
+  """Per-timestep constants of the forward process and its posterior, shape [T] each."""
+
+  betas: jax.Array
+  alphas_cumprod: jax.Array        # abar_t = prod_{s<=t} (1 - beta_s)
+  alphas_cumprod_prev: jax.Array   # abar_{t-1}, with abar_{-1} = 1
+  posterior_variance: jax.Array    # beta~_t, Eq. 7
+  posterior_mean_coef_x0: jax.Array  # Eq. 7: sqrt(abar_{t-1}) beta_t / (1 - abar_t)
+  posterior_mean_coef_xt: jax.Array  # Eq. 7: sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
+
+  @property
+  def num_timesteps(self) -> int:
+    return self.betas.shape[0]
+
+
+def make_schedule(betas: np.ndarray) -> Schedule:
+  """Derives every constant in float64 and stores float32 (as the original code does)."""
+  betas = np.asarray(betas, np.float64)
+  alphas = 1.0 - betas
+  abar = np.cumprod(alphas)
+  abar_prev = np.append(1.0, abar[:-1])
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  return Schedule(
+      betas=f32(betas),
+      alphas_cumprod=f32(abar),
+      alphas_cumprod_prev=f32(abar_prev),
+      posterior_variance=f32(betas * (1.0 - abar_prev) / (1.0 - abar)),
+      posterior_mean_coef_x0=f32(np.sqrt(abar_prev) * betas / (1.0 - abar)),
+      posterior_mean_coef_xt=f32(np.sqrt(alphas) * (1.0 - abar_prev) / (1.0 - abar)),
+  )
+
+
+def schedule_from_config(cfg: ml_collections.ConfigDict) -> Schedule:
+  if cfg.schedule == "linear":
+    return make_schedule(linear_betas(cfg.num_timesteps, cfg.beta_start, cfg.beta_end))
+  if cfg.schedule == "cosine":
+    return make_schedule(cosine_betas(cfg.num_timesteps))
+  raise ValueError(f"diffusion.schedule={cfg.schedule!r}; expected 'linear' or 'cosine'.")
+
+
+def at_timesteps(values_T: jax.Array, t_B: jax.Array) -> jax.Array:
+  """values[t] broadcastable against images [B, H, W, C]."""
+  return values_T[t_B][:, None, None, None]
+
+
+# ----------------------------------------------------------------------- forward process
+
+
+def q_sample(sched: Schedule, x0: jax.Array, t_B: jax.Array, noise: jax.Array) -> jax.Array:
+  """Ho et al. 2020, Eq. 4: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
+  abar = at_timesteps(sched.alphas_cumprod, t_B)
+  return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * noise
+
+
+def q_posterior_mean_variance(sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array):
+  """Ho et al. 2020, Eq. 6-7: q(x_{t-1} | x_t, x_0) = N(mu~_t(x_t, x_0), beta~_t I)."""
+  mean = (at_timesteps(sched.posterior_mean_coef_x0, t_B) * x0
+          + at_timesteps(sched.posterior_mean_coef_xt, t_B) * xt)
+  return mean, at_timesteps(sched.posterior_variance, t_B)
+
+
+def ddpm_coefficients(sched: Schedule, t_B: jax.Array) -> Coefficients:
+  """alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) at timesteps t [B], shaped
+  [B, 1, 1, 1]; a discrete process has no time derivatives (NaN)."""
+  abar = at_timesteps(sched.alphas_cumprod, t_B)
+  nan = jnp.full_like(abar, jnp.nan)
+  return Coefficients(jnp.sqrt(abar), jnp.sqrt(1.0 - abar), nan, nan)
