@@ -18,7 +18,6 @@ from gen_jax.methods.diffusion.core import Schedule
 from gen_jax.methods.diffusion.ddpm import NetworkFn, reverse_scan, x0_and_eps_at_step
 from gen_jax.methods.diffusion.variances import interpolated_log_variance
 
-
 # DDIM subsequences: 'linspace' (round(linspace(0, T-1, S)), always ends at T-1), and Song
 # et al.'s released code's 'uniform' (range(0, T, T // S)) and 'quad'
 # (int(linspace(0, sqrt(0.8 T), S)^2), their CIFAR-10 choice, App. D.2).
