@@ -1,4 +1,4 @@
-"""DDPM (Ho et al. 2020) on MNIST-sized images.
+"""Diffusion on MNIST-sized images: DDPM (Ho et al. 2020) and the continuous processes.
 
   python launch.py --config=configs/ddpm.py                  # mnist_5k, ~10 min on 2 CPU cores
   python launch.py --config=configs/ddpm.py:smoke            # seconds; what the tests run
@@ -10,7 +10,8 @@
 `get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
 `conditional` (model.num_classes=10, labels dropped with p_uncond=0.1, classifier-free
 guidance w=1, 100 samples: one grid row per digit; docs/results.md "Classifier-free
-guidance").
+guidance"), and one per continuous process (`PROCESS_VARIANTS`): `vp`, `edm`, `flow`, `sit`,
+`gvp`, e.g. `python launch.py --config=configs/ddpm.py:edm,smoke`.
 Paper-exact recipes live in experiments/ (e.g. experiments/ho2020_ddpm/cifar10.py).
 """
 from __future__ import annotations
@@ -19,15 +20,33 @@ import ml_collections
 
 from gen_jax.configs import common
 
+# Variants that train a continuous process: (process, prediction, sampler, sample steps).
+PROCESS_VARIANTS = {
+    "vp": ("vp", "eps", "euler_maruyama", 100),        # Song et al. 2021, VP SDE
+    "edm": ("edm", "edm", "edm_heun", 18),             # Karras et al. 2022, Alg. 1 (35 NFE)
+    "flow": ("linear", "velocity", "euler", 50),       # rectified flow (Liu et al. 2023)
+    "sit": ("linear", "velocity", "heun", 50),         # SiT's linear interpolant, ODE
+    "gvp": ("gvp", "velocity", "heun", 50),            # SiT's GVP interpolant, ODE
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants("configs/ddpm.py", arg, ("smoke", "dataset",
-                                                                  "conditional"))
+  variants = common.parse_variants("configs/ddpm.py", arg, ("smoke", "dataset", "conditional",
+                                                            *PROCESS_VARIANTS))
 
   config = common.base_config("diffusion", common.variant_value(variants, "dataset", "mnist_5k"))
 
-  # U-Net of Ho et al. App. B, scaled down for 28x28 digits on a CPU.
+  # Training augmentation: 'none', or 'edm' (Karras et al. 2022, App. C.4: geometric,
+  # non-leaking; the network is told the augmentation through its augment labels) with
+  # probability augment_p per transformation (EDM's CIFAR-10: 0.12).
+  config.data.augment = "none"
+  config.data.augment_p = 0.12
+
   config.model = ml_collections.ConfigDict()
+  # 'unet' (Ho et al. App. B; the fields below) or 'ddpmpp' (Song et al.'s DDPM++ as EDM
+  # configures it for CIFAR-10: gen_jax/models/song_unet.py, ddpmpp_cifar10_kwargs).
+  config.model.architecture = "unet"
+  # U-Net of Ho et al. App. B, scaled down for 28x28 digits on a CPU.
   config.model.ch = 16
   config.model.ch_mult = (1, 2, 2)
   config.model.num_res_blocks = 1
@@ -40,6 +59,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_classes = 0
 
   config.diffusion = ml_collections.ConfigDict()
+  # The noise process x_t = alpha(t) x_0 + sigma(t) eps (gen_jax/methods/diffusion/core.py):
+  # 'ddpm' (Ho et al.'s discrete T steps: num_timesteps, schedule, target, loss, variance
+  # below), or the continuous 'vp' (Song et al. 2021), 'edm' (Karras et al. 2022,
+  # sigma = t), 'linear' (rectified flow / SiT, x_t = (1 - t) x_0 + t eps) or 'gvp' (SiT).
+  config.diffusion.process = "ddpm"
+  # What the network predicts for a continuous process: 'eps', 'x0', 'v', 'score',
+  # 'velocity' (dx_t/dt) or 'edm' (Karras et al.'s preconditioned D(x; sigma)).
+  config.diffusion.prediction = "eps"
+  # EDM (Karras et al. Table 1): sigma_data, and ln(sigma) ~ N(p_mean, p_std^2) in training.
+  config.diffusion.edm = ml_collections.ConfigDict()
+  config.diffusion.edm.sigma_data = 0.5
+  config.diffusion.edm.p_mean = -1.2
+  config.diffusion.edm.p_std = 1.2
   # T: number of diffusion steps.
   config.diffusion.num_timesteps = 1000
   # 'linear' (Ho et al.) or 'cosine' (Nichol & Dhariwal).
@@ -48,7 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diffusion.beta_end = 0.02
   # What the network predicts: 'eps' (Eq. 14), 'x0', 'v' or 'mu' (the posterior mean, Eq. 7).
   config.diffusion.target = "eps"
-  # Objective: 'simple' (Eq. 14), 'kl' (the bound L, Eq. 5) or 'hybrid' (Nichol & Dhariwal).
+  # Objective: 'simple' (Eq. 14), 'kl' (the bound's term L_t in bits/dim, as Ho et al.'s
+  # code), 'rescaled_kl' (T times it, improved-diffusion's use_kl) or 'hybrid' (Nichol &
+  # Dhariwal).
   config.diffusion.loss = "simple"
   # Reverse variance: 'fixed' (sample.variance), 'learned' (diagonal) or 'learned_range'.
   config.diffusion.variance = "fixed"
@@ -67,12 +101,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.bpd_num_images = 100
   config.eval.bpd_batch_size = 50       # images per compiled call
   config.eval.bpd_timestep_batch = 10   # timesteps per network call (x bpd_batch_size images)
+  # A continuous process's bits/dim: Heun steps of the probability-flow ODE, and its
+  # divergence: 'hutchinson' (one probe per image) or 'exact' (D products: small images).
+  config.eval.bpd_ode_steps = 100
+  config.eval.bpd_trace = "hutchinson"
   common.add_sample_metrics(config.eval, config.data.dataset, num_samples=1000,
                             sample_batch_size=250)
 
   config.sample = common.sample_group(num=64)
-  config.sample.sampler = "ddim"        # 'ddpm' (Alg. 2, all T steps) or 'ddim'
-  config.sample.steps = 100             # DDIM steps (0 = all T)
+  # 'ddpm' (Alg. 2, all T steps) or 'ddim' for process='ddpm'; for the continuous
+  # processes 'ancestral', 'ddim', 'euler' and 'heun' (the probability-flow ODE),
+  # 'euler_maruyama' (the reverse SDE) or 'edm_heun' (Karras et al. Alg. 2, process='edm').
+  config.sample.sampler = "ddim"
+  config.sample.steps = 100             # sampler steps (0 = all T for process='ddpm')
+  # edm_heun's stochasticity (Karras et al. Alg. 2; 0 churn = deterministic Alg. 1).
+  config.sample.s_churn = 0.0
+  config.sample.s_tmin = 0.0
+  config.sample.s_tmax = float("inf")
+  config.sample.s_noise = 1.0
   # DDIM subsequence: 'linspace' (ends at T-1), or Song et al.'s code's 'uniform' or 'quad'.
   config.sample.timesteps = "linspace"
   # DDIM noise: 'eta' (Eq. 16), 'model' (ancestral, the model's variance; beta: sigma-hat).
@@ -89,6 +135,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.label = -1
   # Classifier-free guidance weight w (Ho & Salimans Alg. 2); 0 = the conditional model.
   config.sample.guidance = 0.0
+  # Guidance only at noise levels sigma / alpha in (lo, hi] (Kynkaanniemi et al. 2024);
+  # the whole chain by default.
+  config.sample.guidance_interval = (0.0, float("inf"))
 
   config.inpaint = inpaint_group()
 
@@ -101,12 +150,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sample.num = config.model.num_classes ** 2   # 10 x 10 grid: row r = class r
     config.sample.guidance = 1.0
 
+  for name in PROCESS_VARIANTS:
+    if name in variants:
+      config.diffusion.process, config.diffusion.prediction = PROCESS_VARIANTS[name][:2]
+      config.sample.sampler, config.sample.steps = PROCESS_VARIANTS[name][2:]
+
   if "smoke" in variants:
     config.model.ch = 8
     config.model.ch_mult = (1, 2)
     config.model.attn_resolutions = (14,)
     config.model.num_groups = 4
     config.diffusion.num_timesteps = 20
+    config.inpaint.steps = 0              # all T = 20
     common.apply_smoke(config, eval=dict(bpd_num_images=0, bpd_batch_size=8,
                                          bpd_timestep_batch=5), sample=dict(steps=5))
   return config
@@ -129,8 +184,9 @@ def inpaint_group() -> ml_collections.ConfigDict:
   inpaint.jump_length = 10
   # RePaint: passes through each jump interval (r; 10 in the paper); 1 = replacement.
   inpaint.jump_n_sample = 10
-  # Reverse steps: 0 = all T; S < T strides the chain over S timesteps (RePaint: 250 of 1000).
-  inpaint.steps = 0
+  # Reverse steps: S < T strides the chain over S timesteps, as RePaint runs its 1000-step
+  # models on 250 (its confs' timestep_respacing); 0 = all T.
+  inpaint.steps = 250
   # Images repaired: the first N of the eval split, in order (one compiled call).
   inpaint.num_images = 8
   # Seed of the chain's noise.

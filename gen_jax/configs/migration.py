@@ -9,7 +9,10 @@ meant the old behaviour), renamed fields are under their new names, and `version
 today's. The code then reads `config.x` directly everywhere.
 
 A change that renames or removes a field, or adds one whose absence meant something other
-than its default, raises `common.CONFIG_VERSION` and appends one step to `_STEPS`.
+than its default, raises `common.CONFIG_VERSION` and appends one step to `_STEPS`. A field
+added with a default that reproduces what runs did before it existed (e.g.
+`diffusion.process='ddpm'`) needs no new version: `migrate` gives every saved config, of
+any version, the fields of today's family config it lacks (`_add_absent_fields`).
 """
 from __future__ import annotations
 
@@ -94,16 +97,24 @@ def _family_defaults(saved: dict[str, Any]) -> dict[str, Any]:
   return json.loads(module.get_config().to_json_best_effort())
 
 
+def _add_absent_fields(saved: dict[str, Any],
+                       absent_meant: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Adds each field of today's family config that `saved` lacks, with the value in
+  `absent_meant` where leaving it out meant something else, else today's default."""
+  absent_meant = absent_meant or {}
+  for field, default in _flatten(_family_defaults(saved)).items():
+    if not _has(saved, field):
+      _set(saved, field, absent_meant.get(field, default))
+  return saved
+
+
 def _to_version_2(saved: dict[str, Any]) -> dict[str, Any]:
   """Version 1 -> 2: a GAN's class count moves to model.num_classes (where every conditional
   family keeps it), and every field a version-1 config may lack is added."""
   gan = saved.get("gan", {})
   if saved.get("method") == "gan" and "num_classes" in gan:
     _set(saved, "model.num_classes", gan.pop("num_classes"))
-  for field, default in _flatten(_family_defaults(saved)).items():
-    if not _has(saved, field):
-      _set(saved, field, _ABSENT_IN_VERSION_1.get(field, default))
-  return saved
+  return _add_absent_fields(saved, _ABSENT_IN_VERSION_1)
 
 
 # _STEPS[v - 1] brings a config of version v to version v + 1.
@@ -136,6 +147,7 @@ def migrate(saved: dict[str, Any], source: str = "The saved config") -> dict[str
   migrated = copy.deepcopy(saved)
   for step in _STEPS[version - 1:]:
     migrated = step(migrated)
+  migrated = _add_absent_fields(migrated)
   migrated["version"] = CONFIG_VERSION
   return migrated
 

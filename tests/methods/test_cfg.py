@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from gen_jax.configs import ddpm as ddpm_config
+from gen_jax.methods.diffusion.core import linear_betas, make_schedule
+from gen_jax.methods.diffusion.ddim import ddim_sample
+from gen_jax.methods.diffusion.ddpm import ddpm_sample
+from gen_jax.methods.diffusion.guidance import guided_network
 from gen_jax.methods.diffusion.method import DiffusionMethod
-from gen_jax.methods.diffusion.process import linear_betas, make_schedule
-from gen_jax.methods.diffusion.sampling import ddim_sample, ddpm_sample, guided_denoise
 from gen_jax.models.unet import UNet
 
 K, B, SHAPE = 10, 4, (4, 8, 8, 1)
@@ -78,14 +80,14 @@ def test_guidance_limits_are_the_conditional_and_unconditional_samplers(net, sam
   draw, key = _samplers(sched)[sampler], jax.random.key(3)
   labels = jnp.array([0, 3, 7, 9])
   del calls[:]
-  w0 = draw(guided_denoise(apply, labels, K, 0.0), key)
+  w0 = draw(guided_network(apply, labels, K, 0.0), key)
   # One network call per step (the scan's body is traced once) on the 2B-row batch.
   assert calls == [2 * B]
   conditional = draw(lambda x, t: apply(x, t, labels), key)
   np.testing.assert_allclose(w0, conditional, atol=1e-5)
   if sampler == "ddim":
     return   # the null-label limit is the wrapper's algebra, checked once on DDPM below
-  null = draw(guided_denoise(apply, jnp.full((B,), K), K, 3.0), key)
+  null = draw(guided_network(apply, jnp.full((B,), K), K, 3.0), key)
   unconditional = draw(lambda x, t: apply(x, t), key)   # no labels: the null class
   np.testing.assert_allclose(null, unconditional, atol=1e-4)
   # The labels matter (else both limits would hold trivially).
@@ -99,7 +101,7 @@ def test_guidance_combines_the_target_and_keeps_the_conditional_variance():
     return jnp.concatenate([y + t[:, None, None, None], 10.0 * y], axis=-1)
 
   x, t = jnp.zeros((2, 2, 2, 1)), jnp.array([5, 5])
-  out = guided_denoise(denoise, jnp.array([1, 2]), 4, 2.0, variance="learned_range")(x, t)
+  out = guided_network(denoise, jnp.array([1, 2]), 4, 2.0, variance="learned_range")(x, t)
   # (1 + w) (c + t) - w (null + t) = 3 (c + 5) - 2 (4 + 5); variance: 10 c.
   np.testing.assert_allclose(out[..., 0], np.broadcast_to([[[0.0]], [[3.0]]], (2, 2, 2)))
   np.testing.assert_allclose(out[..., 1], np.broadcast_to([[[10.0]], [[20.0]]], (2, 2, 2)))
@@ -128,9 +130,9 @@ def test_conditional_config_and_sample_labels():
   assert ddpm_config.get_config().model.num_classes == 0
   method = _method(label=-1)
   np.testing.assert_array_equal(method.sample_labels(100), np.repeat(np.arange(10), 10))
-  assert method.sample_tag == "ddim5_w1"
+  assert method.sample_tag == "ddim5_w1_nfe10"   # a guided step is two evaluations
   sevens = _method(label=7, guidance=3.0)
-  assert (sevens.sample_labels(3) == 7).all() and sevens.sample_tag == "ddim5_label7_w3"
+  assert (sevens.sample_labels(3) == 7).all() and sevens.sample_tag == "ddim5_label7_w3_nfe10"
 
 
 def test_guidance_without_classes_is_a_clear_error():

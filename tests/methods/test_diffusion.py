@@ -4,16 +4,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gen_jax.methods.diffusion import core as dc
+from gen_jax.methods.diffusion import ddim as dd
+from gen_jax.methods.diffusion import ddpm as dp
 from gen_jax.methods.diffusion import method as d
-from gen_jax.methods.diffusion import process as dp
+from gen_jax.methods.diffusion import variances as dv
 
 T = 50
-BETAS = dp.linear_betas(T, 1e-3, 0.2)   # float64
+BETAS = dc.linear_betas(T, 1e-3, 0.2)   # float64
 
 
 @pytest.fixture(scope="module")
 def sched():
-  return dp.make_schedule(BETAS)
+  return dc.make_schedule(BETAS)
+
+
+def l_simple(sched, network, x0, rng, target):
+  """Ho et al. 2020, Eq. 14 (for target='eps') at a t ~ U{0..T-1} and eps ~ N(0, I) per
+  example: the 'simple' objective of `ddpm_objective` (Alg. 1)."""
+  t_B, noise = dp.sample_t_and_noise(sched, rng, x0.shape)
+  return dp.ddpm_objective(sched, network, x0, t_B, noise, target=target)
 
 
 def toy_denoiser(x, t_B):
@@ -22,7 +32,7 @@ def toy_denoiser(x, t_B):
 
 
 def test_linear_schedule_matches_paper_endpoints():
-  betas = dp.linear_betas(1000)
+  betas = dc.linear_betas(1000)
   assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02)
   assert np.all(np.diff(betas) > 0)
 
@@ -46,7 +56,7 @@ def test_q_sample_statistics_match_composed_chain(sched):
   for s, key in enumerate(jax.random.split(jax.random.key(0), t + 1)):
     noise = jax.random.normal(key, x.shape)
     x = jnp.sqrt(1 - sched.betas[s]) * x + jnp.sqrt(sched.betas[s]) * noise
-  closed = dp.q_sample(sched, x0, jnp.full((n,), t), jax.random.normal(jax.random.key(1), x0.shape))
+  closed = dc.q_sample(sched, x0, jnp.full((n,), t), jax.random.normal(jax.random.key(1), x0.shape))
   se = float(jnp.std(closed)) / np.sqrt(n)
   assert abs(float(x.mean() - closed.mean())) < 5 * np.sqrt(2) * se
   assert float(x.var()) == pytest.approx(float(closed.var()), rel=0.05)
@@ -71,14 +81,14 @@ def test_posterior_coefficients_equal_gaussian_conditioning(sched):
 
 def test_cosine_schedule_matches_its_formula():
   n = 1000
-  sched = dp.make_schedule(dp.cosine_betas(n))
+  sched = dc.make_schedule(dc.cosine_betas(n))
   f = lambda t: np.cos(((t / n + 0.008) / 1.008) * np.pi / 2) ** 2
   t = np.arange(1, n + 1)
   expected = f(t) / f(0)
-  unclipped = dp.cosine_betas(n) < 0.999
+  unclipped = dc.cosine_betas(n) < 0.999
   np.testing.assert_allclose(np.asarray(sched.alphas_cumprod)[unclipped][:-1],
                              expected[unclipped][:-1], rtol=2e-5, atol=1e-7)
-  assert dp.cosine_betas(n).max() == pytest.approx(0.999)
+  assert dc.cosine_betas(n).max() == pytest.approx(0.999)
 
 
 @pytest.mark.parametrize("target", dp.TARGETS)
@@ -87,9 +97,9 @@ def test_targets_invert_and_oracle_has_zero_loss(sched, target):
   x0 = jax.random.uniform(key, (6, 4, 4, 1), minval=-1, maxval=1)
   noise = jax.random.normal(jax.random.key(4), x0.shape)
   t_B = jnp.arange(6) * 9
-  xt = dp.q_sample(sched, x0, t_B, noise)
+  xt = dc.q_sample(sched, x0, t_B, noise)
   out = dp.training_target(sched, x0, noise, t_B, target)
-  x0_hat, eps_hat = dp.predict_x0_eps(sched, out, xt, t_B, target)
+  x0_hat, eps_hat = dp.x0_and_eps(sched, out, xt, t_B, target)
   np.testing.assert_allclose(x0_hat, x0, atol=2e-4)
   np.testing.assert_allclose(eps_hat, noise, atol=2e-4)
 
@@ -97,16 +107,16 @@ def test_targets_invert_and_oracle_has_zero_loss(sched, target):
   def oracle(x_t, t):
     eps = dp.eps_from_x0(sched, x0, x_t, t)
     return dp.training_target(sched, x0, eps, t, target)
-  assert float(d.l_simple(sched, oracle, x0, key, target)) < 1e-8
-  assert float(d.l_simple(sched, lambda x, t: jnp.zeros_like(x), x0, key, target)) > 1e-2
+  assert float(l_simple(sched, oracle, x0, key, target)) < 1e-8
+  assert float(l_simple(sched, lambda x, t: jnp.zeros_like(x), x0, key, target)) > 1e-2
 
 
 def test_posterior_mean_at_predicted_x0_is_algorithm_2(sched):
   x = jax.random.normal(jax.random.key(5), (4, 3, 3, 1))
   t_B = jnp.array([1, 10, 25, 49])
   eps = toy_denoiser(x, t_B)
-  x0, _ = dp.predict_x0_eps(sched, eps, x, t_B, "eps")
-  mean, _ = dp.q_posterior_mean_variance(sched, x0, x, t_B)
+  x0, _ = dp.x0_and_eps(sched, eps, x, t_B, "eps")
+  mean, _ = dc.q_posterior_mean_variance(sched, x0, x, t_B)
   beta, abar = sched.betas[t_B][:, None, None, None], sched.alphas_cumprod[t_B][:, None, None, None]
   alg2 = (x - beta / jnp.sqrt(1 - abar) * eps) / jnp.sqrt(1 - beta)
   np.testing.assert_allclose(mean, alg2, rtol=1e-4, atol=1e-5)
@@ -114,37 +124,37 @@ def test_posterior_mean_at_predicted_x0_is_algorithm_2(sched):
 
 def test_ddim_eta1_all_steps_uses_ddpm_posterior_variance(sched):
   t = jnp.arange(1, T)
-  np.testing.assert_allclose(d.ddim_sigma(sched, t, t - 1, 1.0) ** 2,
+  np.testing.assert_allclose(dd.ddim_sigma(sched, t, t - 1, 1.0) ** 2,
                              sched.posterior_variance[1:], rtol=1e-4)
-  assert float(d.ddim_sigma(sched, jnp.array(0), jnp.array(-1), 1.0)) == 0.0
+  assert float(dd.ddim_sigma(sched, jnp.array(0), jnp.array(-1), 1.0)) == 0.0
 
 
 @pytest.mark.parametrize("clip_x0", [False, True])
 def test_ddim_eta1_over_all_steps_is_the_ddpm_sampler(sched, clip_x0):
   key, shape = jax.random.key(7), (3, 4, 4, 1)
-  ddpm = d.ddpm_sample(toy_denoiser, sched, key, shape, variance="beta_tilde", clip_x0=clip_x0)
-  ddim = d.ddim_sample(toy_denoiser, sched, key, shape, num_steps=T, eta=1.0, clip_x0=clip_x0)
+  ddpm = dp.ddpm_sample(toy_denoiser, sched, key, shape, variance="beta_tilde", clip_x0=clip_x0)
+  ddim = dd.ddim_sample(toy_denoiser, sched, key, shape, num_steps=T, eta=1.0, clip_x0=clip_x0)
   np.testing.assert_allclose(ddim, ddpm, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_samplers_are_pure_functions_of_their_key(sched, sampler):
   shape = (2, 4, 4, 1)
-  run = jax.jit(lambda key: d.ddpm_sample(toy_denoiser, sched, key, shape) if sampler == "ddpm"
-                else d.ddim_sample(toy_denoiser, sched, key, shape, num_steps=10, eta=0.5))
+  run = jax.jit(lambda key: dp.ddpm_sample(toy_denoiser, sched, key, shape) if sampler == "ddpm"
+                else dd.ddim_sample(toy_denoiser, sched, key, shape, num_steps=10, eta=0.5))
   a, b, c = run(jax.random.key(0)), run(jax.random.key(0)), run(jax.random.key(1))
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
 
 
 def test_ddim_timesteps():
-  np.testing.assert_array_equal(d.ddim_timesteps(1000, 1000), np.arange(1000))
-  ts = d.ddim_timesteps(1000, 50)
+  np.testing.assert_array_equal(dd.ddim_timesteps(1000, 1000), np.arange(1000))
+  ts = dd.ddim_timesteps(1000, 50)
   assert len(ts) == 50 and ts[0] == 0 and ts[-1] == 999 and np.all(np.diff(ts) > 0)
   with pytest.raises(ValueError, match="sample.steps"):
-    d.ddim_timesteps(10, 11)
+    dd.ddim_timesteps(10, 11)
   with pytest.raises(ValueError, match="sample.timesteps='cubic'"):
-    d.ddim_timesteps(10, 5, "cubic")
+    dd.ddim_timesteps(10, 5, "cubic")
 
 
 @pytest.mark.parametrize("T_,S", [(1000, 10), (1000, 20), (1000, 50), (1000, 100),
@@ -154,9 +164,9 @@ def test_ddim_timesteps_are_song_et_al_released_code_formulas(T_, S):
   # range(0, T, T // S); 'quad' is [int(s) for s in linspace(0, sqrt(0.8 T), S) ** 2].
   uniform = list(range(0, T_, T_ // S))
   quad = [int(s) for s in list(np.linspace(0, np.sqrt(T_ * 0.8), S) ** 2)]
-  np.testing.assert_array_equal(d.ddim_timesteps(T_, S, "uniform"), uniform)
-  np.testing.assert_array_equal(d.ddim_timesteps(T_, S, "quad"), quad)
-  assert d.ddim_timesteps(T_, S, "linspace")[-1] == T_ - 1
+  np.testing.assert_array_equal(dd.ddim_timesteps(T_, S, "uniform"), uniform)
+  np.testing.assert_array_equal(dd.ddim_timesteps(T_, S, "quad"), quad)
+  assert dd.ddim_timesteps(T_, S, "linspace")[-1] == T_ - 1
   if S == 30:   # 1000 // 30 = 33: 31 steps, as the authors' code runs
     assert len(uniform) == 31
 
@@ -167,15 +177,15 @@ def test_mu_prediction_of_the_true_posterior_mean_has_zero_mean_loss(sched):
   # zero with sigma^2 = beta~.
   x0 = jax.random.uniform(jax.random.key(2), (T, 4, 4, 1), minval=-1, maxval=1)
   t_B, noise = jnp.arange(T), jax.random.normal(jax.random.key(3), (T, 4, 4, 1))
-  true_mean = lambda x_t, t: dp.q_posterior_mean_variance(sched, x0, x_t, t)[0]
-  loss = lambda kind, var: float(d.diffusion_loss(sched, true_mean, x0, t_B, noise,
+  true_mean = lambda x_t, t: dc.q_posterior_mean_variance(sched, x0, x_t, t)[0]
+  loss = lambda kind, var: float(dp.ddpm_objective(sched, true_mean, x0, t_B, noise,
                                                   target="mu", loss=kind, variance=var))
   assert loss("simple", "beta") == pytest.approx(0.0, abs=1e-10)
   from gen_jax.methods.diffusion import likelihood as dl
   kl = dl.vlb_terms(lambda p, x, t: true_mean(x, t), None, sched, x0, t_B, noise, target="mu",
                     variance="beta_tilde", clip_x0=False)
   np.testing.assert_allclose(kl[1:], 0.0, atol=1e-3)
-  assert float(d.diffusion_loss(sched, lambda x, t: 0 * x, x0, t_B, noise, target="mu")) > 0.1
+  assert float(dp.ddpm_objective(sched, lambda x, t: 0 * x, x0, t_B, noise, target="mu")) > 0.1
 
 
 def test_learned_range_variance_reduces_to_beta_and_beta_tilde_at_its_endpoints(sched):
@@ -183,15 +193,15 @@ def test_learned_range_variance_reduces_to_beta_and_beta_tilde_at_its_endpoints(
   # output o in [-1, 1] is v = (o + 1) / 2, so o = 1 gives beta_t and o = -1 beta~_t.
   t_B = jnp.arange(1, T)
   ones = jnp.ones((T - 1, 2, 2, 1))
-  at = lambda o: np.exp(np.asarray(dp.model_log_variance(sched, "learned_range", o * ones, t_B)))
+  at = lambda o: np.exp(np.asarray(dv.model_log_variance(sched, "learned_range", o * ones, t_B)))
   np.testing.assert_allclose(at(1.0)[:, 0, 0, 0], sched.betas[1:], rtol=1e-5)
   np.testing.assert_allclose(at(-1.0)[:, 0, 0, 0], sched.posterior_variance[1:], rtol=1e-5)
-  np.testing.assert_allclose(dp.interpolated_log_variance(-3.0, -5.0, 0.25), -4.5)
+  np.testing.assert_allclose(dv.interpolated_log_variance(-3.0, -5.0, 0.25), -4.5)
   mid = at(0.0)[:, 0, 0, 0]
   assert np.all(mid < sched.betas[1:]) and np.all(mid > sched.posterior_variance[1:])
   # 'learned' is the network's log variance itself; fixed ones ignore the output.
-  np.testing.assert_allclose(dp.model_log_variance(sched, "learned", -2.0 * ones, t_B), -2.0)
-  assert dp.output_channels(3, "learned_range") == 6 and dp.output_channels(3, "beta") == 3
+  np.testing.assert_allclose(dv.model_log_variance(sched, "learned", -2.0 * ones, t_B), -2.0)
+  assert dv.output_channels(3, "learned_range") == 6 and dv.output_channels(3, "beta") == 3
 
 
 def learned_range_denoiser(x, t_B):
@@ -204,12 +214,12 @@ def test_ddim_model_sigma_over_all_steps_is_the_ddpm_sampler(sched, variance):
   # steps are Alg. 2 with that variance (learned: from the network's second half).
   key, shape = jax.random.key(8), (3, 4, 4, 1)
   net = learned_range_denoiser if variance == "learned_range" else toy_denoiser
-  ddpm = d.ddpm_sample(net, sched, key, shape, variance=variance, clip_x0=False)
-  ddim = d.ddim_sample(net, sched, key, shape, num_steps=T, sigma="model", variance=variance,
+  ddpm = dp.ddpm_sample(net, sched, key, shape, variance=variance, clip_x0=False)
+  ddim = dd.ddim_sample(net, sched, key, shape, num_steps=T, sigma="model", variance=variance,
                        clip_x0=False)
   np.testing.assert_allclose(ddim, ddpm, rtol=1e-4, atol=1e-4)
   mean_half = lambda x, t: net(x, t)[..., :1]
-  other = d.ddpm_sample(mean_half, sched, key, shape, variance="beta_tilde", clip_x0=False)
+  other = dp.ddpm_sample(mean_half, sched, key, shape, variance="beta_tilde", clip_x0=False)
   assert not np.allclose(ddpm, other, atol=1e-3)
 
 

@@ -11,20 +11,21 @@ import pytest
 import scipy.stats
 
 from gen_jax.core import probability
+from gen_jax.methods.diffusion import core as dc
+from gen_jax.methods.diffusion import ddpm as dp
 from gen_jax.methods.diffusion import likelihood as dl
 from gen_jax.methods.diffusion import method as d
-from gen_jax.methods.diffusion import process as dp
 from gen_jax.models.unet import UNet
 
 T = 5
-BETAS = dp.linear_betas(T, 0.01, 0.5)   # float64; few steps, so abar_T ~ 0.2 (a real prior term)
+BETAS = dc.linear_betas(T, 0.01, 0.5)   # float64; few steps, so abar_T ~ 0.2 (a real prior term)
 SHAPE = (3, 4, 4, 1)
 GRID = np.arange(256) / 127.5 - 1.0    # the 8-bit data grid in [-1, 1]
 
 
 @pytest.fixture(scope="module")
 def sched():
-  return dp.make_schedule(BETAS)
+  return dc.make_schedule(BETAS)
 
 
 def _images(seed=0, shape=SHAPE):
@@ -162,7 +163,7 @@ def test_bits_per_dim_matches_float64_reference(sched, target, variance, clip_x0
 
 def test_every_term_is_non_negative_and_t_can_differ_per_image():
   T10 = 10
-  sched = dp.make_schedule(dp.linear_betas(T10, 1e-3, 0.3))
+  sched = dc.make_schedule(dc.linear_betas(T10, 1e-3, 0.3))
   x0 = jnp.asarray(_images(1, (T10, 4, 4, 1)))
   t_B = jnp.arange(T10)   # image i at timestep i: all T terms in one call
   noise = jax.random.normal(jax.random.key(2), x0.shape)
@@ -262,7 +263,7 @@ def test_kl_and_hybrid_objectives_equal_the_bits_per_dim_terms(sched, target, va
   terms = dl.vlb_terms(net, params, sched, x0, t_B, noise, target=target, variance=variance,
                        clip_x0=False)
   terms_bpd = np.asarray(terms) / (16 * np.log(2.0))
-  loss = lambda kind, lam=1e-3: float(d.diffusion_loss(
+  loss = lambda kind, lam=1e-3: float(dp.ddpm_objective(
       sched, lambda x, t: net(params, x, t), x0, t_B, noise, target=target, loss=kind,
       variance=variance, hybrid_lambda=lam))
   assert loss("kl") == pytest.approx(terms_bpd.mean(), rel=1e-5)
@@ -274,7 +275,7 @@ def test_kl_and_hybrid_objectives_equal_the_bits_per_dim_terms(sched, target, va
                         variance=variance, clip_x0=False)
   noise_t = jnp.stack([jax.random.normal(jax.random.fold_in(jax.random.key(9), t), x0[:1].shape)[0]
                        for t in range(T)])
-  per_t = d.diffusion_loss(sched, lambda x, t: net(params, x, t),
+  per_t = dp.ddpm_objective(sched, lambda x, t: net(params, x, t),
                            jnp.repeat(x0[:1], T, axis=0), t_B, noise_t, target=target,
                            loss="kl", variance=variance)
   assert float(per_t) * T == pytest.approx(float(out["bpd"] - out["prior_bpd"]), rel=1e-4)
@@ -288,7 +289,7 @@ def test_hybrid_trains_the_mean_only_through_l_simple(sched):
   def grads(kind):
     def f(mean_scale, var_shift):
       net = lambda x, t: jnp.concatenate([mean_scale * jnp.tanh(x), 0 * x + var_shift], -1)
-      return d.diffusion_loss(sched, net, x0, t_B, noise, loss=kind, variance="learned_range")
+      return dp.ddpm_objective(sched, net, x0, t_B, noise, loss=kind, variance="learned_range")
     return jax.grad(f, argnums=(0, 1))(0.5, 0.1)
   (g_mean_h, g_var_h), (g_mean_s, g_var_s) = grads("hybrid"), grads("simple")
   assert float(g_mean_h) == pytest.approx(float(g_mean_s), rel=1e-6)

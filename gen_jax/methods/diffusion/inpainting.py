@@ -1,11 +1,10 @@
 """Inpainting with a trained unconditional DDPM, no retraining: masks, chains, samplers.
 
 Replacement (Song et al. 2021, "Score-Based Generative Modeling through SDEs", App. I.2;
-Sohl-Dickstein et al. 2015, §5): each reverse step draws the unknown pixels of x_{t-1}
-from the model, p_theta(x_{t-1} | x_t) (Ho et al. 2020, Alg. 2), and the known pixels from
-the forward process, q(x_{t-1} | x_0) = N(sqrt(abar_{t-1}) x_0, (1 - abar_{t-1}) I) (Ho et
-al. Eq. 4), then pastes them together. At the last step abar_{-1} = 1, so the known pixels
-are the input's exactly.
+Sohl-Dickstein et al. 2015, §5): before each reverse step the known pixels of x_t are drawn
+from the forward process, q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (Ho et al.
+Eq. 4), and the model then steps the whole image, p_theta(x_{t-1} | x_t) (Ho et al. 2020,
+Alg. 2). The output is the model's last step, as RePaint's code returns it.
 
 RePaint (Lugmayr et al. 2022, arXiv:2201.09865, Alg. 1 and §4.2's jump schedule): the same
 step, but the chain goes back up now and then, x_t ~ q(x_t | x_{t-1}) =
@@ -28,8 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.core.errors import ConfigError
-from gen_jax.methods.diffusion.process import Schedule, make_schedule, predict_x0_eps, split_output
-from gen_jax.methods.diffusion.sampling import DenoiseFn, ddim_timesteps, ddpm_step
+from gen_jax.methods.diffusion.core import Schedule, make_schedule
+from gen_jax.methods.diffusion.ddim import ddim_timesteps
+from gen_jax.methods.diffusion.ddpm import NetworkFn, ddpm_step, x0_and_eps
+from gen_jax.methods.diffusion.variances import split_output
 
 # The region to fill: a centred box of `fraction` of the area, the left or right half,
 # `fraction` of the pixels at random, or random brush strokes covering about `fraction`.
@@ -185,47 +186,53 @@ def validate_options(sampler: str, jump_length: int, jump_n_sample: int, steps: 
                              f"{jump_n_sample} must be >= 1 (jump_n_sample=1: no resampling).")
 
 
-def respaced(denoise: DenoiseFn, sched: Schedule, num_steps: int, target: str,
-             variance: str) -> tuple[DenoiseFn, Schedule]:
+def respaced(network: NetworkFn, sched: Schedule, num_steps: int, target: str,
+             variance: str) -> tuple[NetworkFn, Schedule]:
   """A T-step model as a chain over `num_steps` evenly spaced timesteps s_0 < ... < s_{S-1}
-  (`ddim_timesteps` 'linspace'), as RePaint runs its 1000-step models on 250 (Nichol &
+  (`ddim_timesteps` 'linspace', improved-diffusion's `space_timesteps(T, "S")`), as RePaint
+  runs its 1000-step models on 250 (`timestep_respacing: '250'` in its confs; Nichol &
   Dhariwal 2021, §4: beta_i = 1 - abar_{s_i} / abar_{s_{i-1}}).
 
   Returns:
-    (denoise on the strided index i, whose output is x0_hat, converted from `target` at s_i,
-    followed by the variance channels of a learned variance; the strided Schedule). Run it
-    with target='x0'. A 'learned' log variance is taken as it is (`strided_log_variance`).
+    (the network on the strided index i, whose output is x0_hat, converted from `target` at
+    s_i, followed by the variance channels of a learned variance; the strided Schedule). Run
+    it with target='x0'. A 'learned' log variance is taken as it is (`strided_log_variance`).
   """
   seq = ddim_timesteps(sched.num_timesteps, num_steps, "linspace")
   abar = np.asarray(sched.alphas_cumprod, np.float64)[seq]
   strided = make_schedule(1.0 - abar / np.append(1.0, abar[:-1]))
   seq_S = jnp.asarray(seq)
 
-  def denoise_strided(x, i_B):
+  def network_on_strided_index(x, i_B):
     t_B = seq_S[i_B]
-    mean_out, var_out = split_output(denoise(x, t_B).astype(jnp.float32), variance)
-    x0, _ = predict_x0_eps(sched, mean_out, x, t_B, target)
+    mean_out, var_out = split_output(network(x, t_B).astype(jnp.float32), variance)
+    x0, _ = x0_and_eps(sched, mean_out, x, t_B, target)
     return x0 if var_out is None else jnp.concatenate([x0, var_out], axis=-1)
 
-  return denoise_strided, strided
+  return network_on_strided_index, strided
 
 
 # -------------------------------------------------------------------------------- chain
 
 
-def inpaint(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, x0: jax.Array,
+def inpaint(network: NetworkFn, sched: Schedule, rng: jax.Array, x0: jax.Array,
             known: jax.Array, times: np.ndarray, *, target: str = "eps",
             variance: str = "beta", clip_x0: bool = True) -> jax.Array:
   """Fills the unknown pixels of `x0` by running the chain through `times` (module doc).
 
-  Down, t -> t-1 (Lugmayr et al. Alg. 1, lines 4-8):
-    x_{t-1} = known ? sqrt(abar_{t-1}) x_0 + sqrt(1 - abar_{t-1}) eps : ddpm_step(x_t, t)
+  Down, t -> t-1 (Lugmayr et al. Alg. 1, lines 4-8), as the authors' `p_sample` does it:
+  the known pixels of x_t are replaced by a fresh draw of q(x_t | x_0) (Eq. 4; on every
+  down step but the chain's first, which starts from pure noise), then the whole image
+  takes the model's step,
+    x_{t-1} = ddpm_step(known ? sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps : x_t, t).
   Up, t-1 -> t (Alg. 1, line 10): x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z.
+  The result is the model's last step on the whole image, as the authors' sampler returns
+  it: its known pixels are the model's reconstruction of them, not x_0 pasted back.
   One `lax.scan` over the transitions (a `lax.cond` picks down or up when the schedule
   goes up at all), so the whole chain is one compiled loop.
 
   Args:
-    denoise, sched, target, variance, clip_x0: the model, as for `ddpm_step`.
+    network, sched, target, variance, clip_x0: the model, as for `ddpm_step`.
     rng: the chain's noise: x_T, then one key per transition.
     x0: [B, H, W, C] images in [-1, 1]; only their known pixels are read.
     known: bool [B, H, W, 1] (or broadcastable), True where the pixel is kept.
@@ -233,7 +240,7 @@ def inpaint(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, x0: jax.Array,
       (`chain_times`).
 
   Returns:
-    [B, H, W, C]: x0's known pixels exactly, the model's fill elsewhere (not clipped).
+    [B, H, W, C] samples (not clipped).
   """
   times = np.asarray(times, np.int32)
   t_from, t_to = times[:-1], times[1:]
@@ -243,53 +250,55 @@ def inpaint(denoise: DenoiseFn, sched: Schedule, rng: jax.Array, x0: jax.Array,
   init_rng, steps_rng = jax.random.split(rng)
   x_T = jax.random.normal(init_rng, x0.shape, jnp.float32)
   keys = jax.random.split(steps_rng, len(t_from))
+  first = np.arange(len(t_from)) == 0
 
-  def down(x, t, key):
+  def down(x, t, key, is_first):
     step_key, known_key = jax.random.split(key)
-    unknown = ddpm_step(denoise, sched, x, t, step_key, target=target, variance=variance,
-                        clip_x0=clip_x0)
-    abar_prev = sched.alphas_cumprod_prev[t]   # abar_{t-1}; exactly 1 at t = 0
-    noised = (jnp.sqrt(abar_prev) * x0
-              + jnp.sqrt(1.0 - abar_prev) * jax.random.normal(known_key, x0.shape, jnp.float32))
-    return jnp.where(known, noised, unknown)
+    abar = sched.alphas_cumprod[t]
+    noised = (jnp.sqrt(abar) * x0
+              + jnp.sqrt(1.0 - abar) * jax.random.normal(known_key, x0.shape, jnp.float32))
+    x = jnp.where(known & ~is_first, noised, x)
+    return ddpm_step(network, sched, x, t, step_key, target=target, variance=variance,
+                     clip_x0=clip_x0)
 
   def up(x, t, key):
     beta = sched.betas[t]
     return jnp.sqrt(1.0 - beta) * x + jnp.sqrt(beta) * jax.random.normal(key, x.shape, jnp.float32)
 
   def transition(x, inp):
-    t, t_next, key = inp
+    t, t_next, key, is_first = inp
     if not goes_up:
-      return down(x, t, key), None
-    return jax.lax.cond(t_next < t, lambda x: down(x, t, key), lambda x: up(x, t_next, key),
-                        x), None
+      return down(x, t, key, is_first), None
+    return jax.lax.cond(t_next < t, lambda x: down(x, t, key, is_first),
+                        lambda x: up(x, t_next, key), x), None
 
-  x, _ = jax.lax.scan(transition, x_T, (t_from, t_to, keys))
+  x, _ = jax.lax.scan(transition, x_T, (t_from, t_to, keys, first))
   return x
 
 
-def repair(denoise: DenoiseFn, sched: Schedule, x0: jax.Array, known: jax.Array,
+def repair(network: NetworkFn, sched: Schedule, x0: jax.Array, known: jax.Array,
            rng: jax.Array, *, target: str, variance: str, clip_x0: bool,
            sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
            steps: int = 0) -> jax.Array:
   """`inpaint` with a T-step model run over all T steps or, with `steps` < T, on a strided
-  schedule (`respaced`); `DiffusionMethod.inpaint` calls it with its U-Net.
+  schedule (`respaced`; RePaint's 250 of 1000 is `config.inpaint.steps`' default);
+  `DiffusionMethod.inpaint` calls it with its network.
 
   Args:
-    denoise, sched, target, variance, clip_x0: the model, as for `ddpm_step`.
+    network, sched, target, variance, clip_x0: the model, as for `ddpm_step`.
     x0, known, rng: as for `inpaint`.
     sampler, jump_length, jump_n_sample: `chain_times`.
     steps: reverse steps, 0 = all T.
 
   Returns:
-    [B, H, W, C] repaired images clipped to [-1, 1] (the known pixels are x0's).
+    [B, H, W, C] repaired images clipped to [-1, 1].
   """
   T = sched.num_timesteps
   validate_options(sampler, jump_length, jump_n_sample, steps, T)
   S = steps or T
   if S != T:
-    denoise, sched = respaced(denoise, sched, S, target, variance)
+    network, sched = respaced(network, sched, S, target, variance)
     target = "x0"
-  out = inpaint(denoise, sched, rng, x0, known, chain_times(sampler, S, jump_length, jump_n_sample),
+  out = inpaint(network, sched, rng, x0, known, chain_times(sampler, S, jump_length, jump_n_sample),
                 target=target, variance=variance, clip_x0=clip_x0)
   return jnp.clip(out, -1.0, 1.0)

@@ -1,4 +1,5 @@
-"""DDPM negative log-likelihood in bits/dim from the variational bound.
+"""Likelihoods in bits/dim: DDPM's variational bound, and the probability-flow ODE of the
+continuous processes (`ode_log_likelihood`, at the end).
 
 Ho, Jain, Abbeel 2020 (arXiv:2006.11239), Eq. 5 and §3.3:
 
@@ -11,7 +12,7 @@ E_q[L] >= -log p_theta(x_0), so bits/dim = L / (D ln 2) is an upper bound on the
 estimated, as in the authors' code (`calc_bpd_loop`), with one x_t ~ q(x_t | x_0) per t.
 
 Data are 8-bit images scaled to [-1, 1] (gen_jax.data's `scale_to_symmetric_range`, x / 127.5 - 1):
-256 bins of width 2/255. Timesteps are 0-based as in `gen_jax.methods.diffusion.method`: index t
+256 bins of width 2/255. Timesteps are 0-based as in `gen_jax.methods.diffusion.ddpm`: index t
 is the paper's t+1, so the term at index t is the paper's L_t (index 0: the decoder L_0).
 """
 from __future__ import annotations
@@ -24,26 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.core.probability import discretized_gaussian_log_likelihood, normal_kl
-from gen_jax.methods.diffusion.process import (
-  TARGETS,
-  VARIANCES,
-  Schedule,
-  clipped_log_posterior_variance,
-  model_log_variance,
-  predict_x0_eps,
-  q_posterior_mean_variance,
-  q_sample,
-  split_output,
-)
+from gen_jax.core.probability import normal_kl
+from gen_jax.methods.diffusion import core
+from gen_jax.methods.diffusion.core import Schedule, q_sample
+from gen_jax.methods.diffusion.ddpm import TARGETS, vlb_terms_from_output
+from gen_jax.methods.diffusion.variances import VARIANCES
 
 # (params, x_t [B, H, W, C], t [B]) -> the network output for the method's target.
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-def _per_image(values_T: jax.Array, t_B: jax.Array, ndim: int) -> jax.Array:
-  """values[t] for each image, shaped to broadcast against [B, ...] arrays of rank ndim."""
-  return values_T[t_B].reshape((-1,) + (1,) * (ndim - 1))
 
 
 def _sum_per_image(a: jax.Array) -> jax.Array:
@@ -55,51 +44,6 @@ def prior_kl(sched: Schedule, x0: jax.Array) -> jax.Array:
   abar_T = sched.alphas_cumprod[-1]
   kl = normal_kl(jnp.sqrt(abar_T) * x0, jnp.log1p(-abar_T), 0.0, 0.0)
   return _sum_per_image(kl)
-
-
-def vlb_terms_from_output(sched: Schedule, output: jax.Array, x0: jax.Array, t_B: jax.Array,
-                          noise: jax.Array, *, target: str = "eps", variance: str = "beta",
-                          clip_x0: bool = True) -> jax.Array:
-  """The bound's term at each image's timestep, per image [B], in nats, from the network
-  output at x_t = q_sample(x_0, t, noise) (Eq. 4).
-
-  The model mean mu_theta(x_t, t) is the posterior mean (Eq. 7) at the predicted x_0, as in
-  the samplers, and sigma_t^2 is `process.model_log_variance` (fixed, or the
-  network's learned one). In the paper's 1-based notation, index t gives L_t:
-    t >= 1: KL(q(x_t | x_{t+1}, x_0) || N(mu_theta, sigma^2 I))  (Eq. 5-7);
-    t == 0: -log p_theta(x_0 | x_1), the discretized Gaussian decoder (Eq. 13) with mean
-            mu_theta (= x0_hat) and standard deviation sigma.
-  q's variance at index 0 is 0 (log -inf); it is replaced by beta~ at index 1 there, where
-  the KL is computed but not used. The same terms are the training objective 'kl' and the
-  L_vlb part of 'hybrid' (`gen_jax.methods.diffusion.method.diffusion_loss`).
-
-  Args:
-    output: [B, H, W, C] network output for `target` ('eps', 'x0', 'v' or 'mu'), with a
-      learned variance's C more channels after it ([B, H, W, 2C]).
-    x0: [B, H, W, C] data in [-1, 1] on the 8-bit grid; t_B: [B] int timesteps in [0, T).
-    noise: [B, H, W, C] standard normal noise of x_t.
-    variance: one of `process.VARIANCES`.
-    clip_x0: clip the predicted x_0 to [-1, 1], as the sampler and the authors' bpd code do.
-  """
-  if target not in TARGETS:
-    raise ValueError(f"target={target!r}; expected one of {TARGETS}.")
-  if variance not in VARIANCES:
-    raise ValueError(f"variance={variance!r}; expected one of {VARIANCES}.")
-  xt = q_sample(sched, x0, t_B, noise)
-  mean_out, var_out = split_output(output.astype(jnp.float32), variance)
-  x0_hat, _ = predict_x0_eps(sched, mean_out, xt, t_B, target)
-  if clip_x0:
-    x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
-  model_mean, _ = q_posterior_mean_variance(sched, x0_hat, xt, t_B)
-  model_logvar = model_log_variance(sched, variance, var_out, t_B, x0.ndim)
-
-  true_mean, _ = q_posterior_mean_variance(sched, x0, xt, t_B)
-  true_logvar = _per_image(clipped_log_posterior_variance(sched), t_B, x0.ndim)
-
-  kl = _sum_per_image(normal_kl(true_mean, true_logvar, model_mean, model_logvar))
-  decoder_nll = -_sum_per_image(
-      discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar))
-  return jnp.where(t_B == 0, decoder_nll, kl)
 
 
 def vlb_terms(apply_fn: ApplyFn, params, sched: Schedule, x0: jax.Array, t_B: jax.Array,
@@ -197,3 +141,121 @@ def summarize_bits_per_dim(batches: list[dict[str, np.ndarray]]) -> tuple[dict[s
   breakdown = {"ema/bpd_terms": [float(v) for v in mean["terms_bpd"]],
                "bpd_num_images": int(len(per_image))}
   return metrics, breakdown
+
+
+# ------------------------------------------------- continuous processes: the ODE likelihood
+
+# (x_t [B, H, W, C], t_B [B]) -> (x0_hat, eps_hat): the model of a continuous process.
+X0EpsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+TRACES = ("hutchinson", "exact")
+
+
+def likelihood_times(process: str, steps: int, prediction: str) -> np.ndarray:
+  """The ascending times the likelihood ODE is integrated over: `steps` intervals from
+  t_min to t_max (`core.time_range`), on EDM's sigma grid (Karras et al. Eq. 5) for 'edm'
+  and uniform in t otherwise."""
+  t_min, t_max = core.time_range(process, prediction)
+  if process == "edm":
+    i = np.arange(steps + 1, dtype=np.float64) / steps
+    lo, hi = t_min ** (1.0 / 7.0), t_max ** (1.0 / 7.0)
+    return (lo + i * (hi - lo)) ** 7.0
+  return np.linspace(t_min, t_max, steps + 1)
+
+
+def ode_log_likelihood(x0_eps: X0EpsFn, process: str, x: jax.Array, rng: jax.Array, *,
+                       steps: int, prediction: str, trace: str = "hutchinson") -> jax.Array:
+  """log p_{t_min}(x) per image [B], in nats, through the probability-flow ODE.
+
+  Song et al. 2021 (arXiv:2011.13456), App. D.2 (Eq. 39-40), from the instantaneous change
+  of variables (Chen et al. 2018): d log p_t(x(t)) / dt = -div u(x(t), t) along
+  dx/dt = u = alpha' x0_hat + sigma' eps_hat (`core.ode_velocity`), so
+
+    log p_{t_min}(x) = log N(x(t_max); 0, sigma(t_max)^2 I) + int div u(x(t), t) dt,
+
+  integrated from t_min to t_max with Heun's method on `likelihood_times`. The divergence
+  is Hutchinson's estimate eps^T (du/dx) eps with one Rademacher eps per image for the
+  whole path (Grathwohl et al. 2019, as Song et al.), or with trace='exact' the sum over
+  all D basis vectors (D Jacobian-vector products per evaluation: small images only).
+
+  Args:
+    x0_eps: the model as (x_t, t_B) -> (x0_hat, eps_hat).
+    process: one of `core.CONTINUOUS_PROCESSES`; prediction: what the network predicts.
+    x: [B, H, W, C] data (already dequantized, for bits/dim).
+    rng: Hutchinson's probe vectors.
+    steps: Heun steps (each two network evaluations, each with its Jacobian-vector product).
+    trace: one of `TRACES`.
+
+  Returns:
+    [B] float32 log-densities.
+
+  Raises:
+    ValueError: an unknown trace.
+  """
+  if trace not in TRACES:
+    raise ValueError(f"eval.bpd_trace={trace!r}; expected one of {TRACES}.")
+  B, D = x.shape[0], math.prod(x.shape[1:])
+  x = x.astype(jnp.float32)
+
+  def velocity(x, t):
+    c = core.coefficients(process, jnp.full((B, 1, 1, 1), t, jnp.float32))
+    x0, eps = x0_eps(x, jnp.full((B,), t, jnp.float32))
+    return core.ode_velocity(x0, eps, c)
+
+  probe = jax.random.rademacher(rng, x.shape, jnp.float32)
+  basis = jnp.eye(D, dtype=jnp.float32).reshape((D, 1, *x.shape[1:]))
+
+  def velocity_and_divergence(x, t):
+    u = lambda y: velocity(y, t)
+    if trace == "hutchinson":
+      u_x, jvp = jax.jvp(u, (x,), (probe,))
+      return u_x, _sum_per_image(jvp * probe)
+    u_x, linear = jax.linearize(u, x)
+    diag = jax.lax.map(lambda e: _sum_per_image(linear(jnp.broadcast_to(e, x.shape)) * e), basis)
+    return u_x, diag.sum(axis=0)
+
+  def heun_step(carry, ts):
+    x, delta = carry
+    t, t_next = ts
+    h = t_next - t
+    u1, div1 = velocity_and_divergence(x, t)
+    u2, div2 = velocity_and_divergence(x + h * u1, t_next)
+    return (x + 0.5 * h * (u1 + u2), delta + 0.5 * h * (div1 + div2)), None
+
+  times = likelihood_times(process, steps, prediction)
+  ts = (jnp.asarray(times[:-1], jnp.float32), jnp.asarray(times[1:], jnp.float32))
+  (x_T, delta), _ = jax.lax.scan(heun_step, (x, jnp.zeros((B,), jnp.float32)), ts)
+  sigma_T = float(core.coefficients(process, jnp.float32(times[-1])).sigma)
+  prior = -0.5 * _sum_per_image((x_T / sigma_T) ** 2) - D * (math.log(sigma_T)
+                                                            + 0.5 * math.log(2 * math.pi))
+  return prior + delta
+
+
+def ode_bits_per_dim(x0_eps: X0EpsFn, process: str, x: jax.Array, rng: jax.Array, *,
+                     steps: int, prediction: str, trace: str = "hutchinson"
+                     ) -> dict[str, jax.Array]:
+  """Bits/dim of 8-bit images x [B, H, W, C] in [-1, 1] under the ODE model, with uniform
+  dequantization over each pixel's bin of width 2/255 (Song et al. 2021, App. D.2; Ho et
+  al.'s bins): -log P(bin) <= E_u[-log p(x + u)] - D log(2/255), so
+
+    bpd = -log p(x + u) / (D ln 2) + log2(127.5)      (one u per image).
+
+  Returns:
+    {'bpd': the batch mean, 'bpd_per_image': [B]}, float32, as `summarize_ode_bits_per_dim`
+    reads them.
+  """
+  deq_rng, probe_rng = jax.random.split(rng)
+  u = jax.random.uniform(deq_rng, x.shape, jnp.float32, -1.0 / 255.0, 1.0 / 255.0)
+  log_p = ode_log_likelihood(x0_eps, process, x + u, probe_rng, steps=steps,
+                             prediction=prediction, trace=trace)
+  D = math.prod(x.shape[1:])
+  bpd_B = -log_p / (D * math.log(2.0)) + math.log2(127.5)
+  return {"bpd": jnp.mean(bpd_B), "bpd_per_image": bpd_B}
+
+
+def summarize_ode_bits_per_dim(batches: list[dict[str, np.ndarray]]
+                               ) -> tuple[dict[str, float], dict]:
+  """Combines `ode_bits_per_dim` outputs on the host: `ema/bpd` and its standard error."""
+  per_image = np.concatenate([b["bpd_per_image"] for b in batches])
+  return ({"ema/bpd": float(per_image.mean()),
+           "ema/bpd_stderr": float(per_image.std(ddof=1) / np.sqrt(len(per_image)))},
+          {"bpd_num_images": int(len(per_image))})

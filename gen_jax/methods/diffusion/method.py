@@ -1,29 +1,28 @@
-"""Denoising diffusion probabilistic models: the training objectives and the method.
+"""The diffusion family's Method: one network, the process, prediction and sampler from the config.
 
-Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (arXiv:2006.11239): the
-simplified objective L_simple (Eq. 14), the true bound L (Eq. 5) and Table 2's
-parameterizations. Nichol & Dhariwal 2021 (arXiv:2102.09672): the hybrid objective
-L_simple + lambda L_vlb (§3.1, Eq. 16) and the learned-range variance (Eq. 15).
+`diffusion.process='ddpm'` trains and samples as Ho et al. 2020 (gen_jax/methods/diffusion/
+ddpm.py: Alg. 1 with Table 2's targets and objectives, Alg. 2; ddim.py), with its bound as
+bits/dim. The continuous processes of core.py ('vp', 'edm', 'linear', 'gvp') regress
+`diffusion.prediction` at x_t = alpha(t) x_0 + sigma(t) eps, with t drawn as each paper
+does (uniform on the process's time range; EDM: ln sigma ~ N(P_mean, P_std^2) and the
+weight lambda(sigma), edm.py), and sample with samplers.py; their bits/dim come from the
+probability-flow ODE (likelihood.py).
+
 Ho & Salimans 2022, "Classifier-Free Diffusion Guidance" (arXiv:2207.12598): with
-`model.num_classes` = K > 0 the U-Net is class-conditional, training replaces each label
+`model.num_classes` = K > 0 the network is class-conditional, training replaces each label
 by the null class with probability `diffusion.p_uncond` (Alg. 1), and samples are drawn
-with guidance weight `sample.guidance` (Alg. 2, `sampling.guided_denoise`) for
-the labels `sample.label` names (`base.class_rows`). Bits/dim and inpainting use the
-unconditional model eps(x, null).
-The forward process and variances are in `gen_jax/methods/diffusion/process.py`, the
-samplers in `gen_jax/methods/diffusion/sampling.py`, the bound (bits/dim) in
-`gen_jax/methods/diffusion/likelihood.py`.
-
-Timesteps are 0-based: index t in [0, T) is the paper's t+1.
+with guidance weight `sample.guidance` (Alg. 2, `guidance.guided_network`) inside
+`sample.guidance_interval` for the labels `sample.label` names (`base.class_rows`). Bits/dim
+and inpainting use the unconditional model.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from gen_jax.core.optimizer import make_optimizer
@@ -33,120 +32,32 @@ from gen_jax.methods.base import (
   Method,
   MethodMode,
   Samples,
-  class_rows,
   grad_accum_steps,
   image_shape_of,
 )
-from gen_jax.methods.diffusion import inpainting, inpainting_mode, likelihood
-from gen_jax.methods.diffusion.process import (
-  LEARNED_VARIANCES,
-  TARGETS,
-  Schedule,
-  output_channels,
-  q_sample,
-  schedule_from_config,
-  split_output,
-  training_target,
-)
-from gen_jax.methods.diffusion.sampling import (  # noqa: F401
-  DDIM_SIGMAS,
-  TIMESTEP_SPACINGS,
-  DenoiseFn,
-  LabelledDenoiseFn,
-  ddim_sample,
-  ddim_sigma,
-  ddim_timesteps,
+from gen_jax.methods.diffusion import core, edm, inpainting, inpainting_mode, likelihood, samplers
+from gen_jax.methods.diffusion.config_checks import validate_config
+from gen_jax.methods.diffusion.core import Schedule, schedule_from_config
+from gen_jax.methods.diffusion.ddim import ddim_sample, ddim_timesteps
+from gen_jax.methods.diffusion.ddpm import (
+  LabelledNetworkFn,
+  NetworkFn,
+  ddpm_objective,
   ddpm_sample,
-  guided_denoise,
+  sample_t_and_noise,
 )
+from gen_jax.methods.diffusion.guidance import guided_network, guided_steps
+from gen_jax.methods.diffusion.variances import LEARNED_VARIANCES, output_channels
 from gen_jax.models.unet import UNet
-
-# What the network is trained on: 'simple' (Ho et al. Eq. 14: the squared error of its
-# target; for target 'mu', Table 2's ||mu~ - mu_theta||^2), 'kl' (the true bound L, Eq. 5:
-# the per-timestep KL with the discretized decoder at t = 0) or 'hybrid' (Nichol & Dhariwal
-# Eq. 16: L_simple + lambda L_vlb, the mean held fixed in L_vlb).
-LOSSES = ("simple", "kl", "hybrid")
-
-
-# ---------------------------------------------------------------------------------- loss
-
-
-def sample_t_and_noise(sched: Schedule, rng: jax.Array,
-                       shape_BxHxWxC: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-  """Per-example t ~ U{0, ..., T-1} [B] and eps ~ N(0, I) [B, H, W, C] (Ho et al., Alg. 1)."""
-  t_rng, noise_rng = jax.random.split(rng)
-  t_B = jax.random.randint(t_rng, (shape_BxHxWxC[0],), 0, sched.num_timesteps)
-  return t_B, jax.random.normal(noise_rng, shape_BxHxWxC, jnp.float32)
-
-
-def diffusion_loss(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, t_B: jax.Array,
-                   noise: jax.Array, *, target: str = "eps", loss: str = "simple",
-                   variance: str = "beta", hybrid_lambda: float = 1e-3) -> jax.Array:
-  """The training objective at given t and eps, a scalar in float32 (a bfloat16 network's
-  output is cast first). One network call at x_t = q_sample(x0, t, noise) (Eq. 4).
-
-    simple: mean over examples and pixels of (target - prediction)^2 (Ho et al. Eq. 14).
-    kl:     mean over examples of the bound's term L_t at each example's t, in bits/dim
-            (`likelihood.vlb_terms_from_output`, the terms bits/dim sums): an
-            unbiased estimate of (L - L_T) / T, as the authors' code trains 'kl'; x0_hat
-            is not clipped (as there).
-    hybrid: simple + hybrid_lambda * T * (the kl term with the mean's output under
-            stop_gradient, so L_vlb trains only the variance): Nichol & Dhariwal Eq. 16,
-            lambda = 0.001, with L_vlb = sum_t L_t estimated as T L_t.
-
-  Args:
-    denoise: (x_t, t_B) -> output [B, H, W, C] (the target), with C more channels for a
-      learned `variance`.
-    x0: [B, H, W, C] data; t_B: [B] timesteps; noise: [B, H, W, C].
-    target, variance: the parameterization (process.TARGETS, VARIANCES).
-  """
-  if loss not in LOSSES:
-    raise ValueError(f"diffusion.loss={loss!r}; expected one of {LOSSES}.")
-  output = denoise(q_sample(sched, x0, t_B, noise), t_B).astype(jnp.float32)
-  mean_out, var_out = split_output(output, variance)
-  mse = jnp.mean((training_target(sched, x0, noise, t_B, target) - mean_out) ** 2)
-  if loss == "simple":
-    return mse
-  if loss == "hybrid":
-    mean_out = jax.lax.stop_gradient(mean_out)
-  vlb_output = mean_out if var_out is None else jnp.concatenate([mean_out, var_out], axis=-1)
-  terms_B = likelihood.vlb_terms_from_output(
-      sched, vlb_output, x0, t_B, noise, target=target, variance=variance, clip_x0=False)
-  vlb_bpd = jnp.mean(terms_B) / (math.prod(x0.shape[1:]) * math.log(2.0))
-  if loss == "kl":
-    return vlb_bpd
-  return mse + hybrid_lambda * sched.num_timesteps * vlb_bpd
-
-
-def denoising_loss(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, t_B: jax.Array,
-                   noise: jax.Array, target: str = "eps") -> jax.Array:
-  """The squared error of `l_simple` at given t and eps, averaged over examples and pixels,
-  in float32 (a bfloat16 network's output is cast before the subtraction)."""
-  return diffusion_loss(sched, denoise, x0, t_B, noise, target=target)
-
-
-def l_simple(sched: Schedule, denoise: DenoiseFn, x0: jax.Array, rng: jax.Array,
-             target: str = "eps") -> jax.Array:
-  """Ho et al. 2020, Eq. 14 (for target='eps'):
-
-    L_simple = E_{t, x_0, eps} || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1-abar_t) eps, t) ||^2
-
-  with t uniform over the T steps; the squared error is averaged over pixels.
-  """
-  t_B, noise = sample_t_and_noise(sched, rng, x0.shape)
-  return denoising_loss(sched, denoise, x0, t_B, noise, target)
-
-
-# ------------------------------------------------------------------------------- method
 
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionMethod(Method):
-  """DDPM training (L_simple, the bound L or the hybrid) on a U-Net, with ancestral or DDIM
-  sampling.
+  """Diffusion training and sampling on a U-Net (module docstring).
 
-  `variance` is the reverse process's: 'learned' / 'learned_range' (`diffusion.variance`,
-  the U-Net outputs twice the channels), else the fixed `sample.variance`.
+  `variance` is the DDPM reverse process's: 'learned' / 'learned_range'
+  (`diffusion.variance`, the U-Net outputs twice the channels), else the fixed
+  `sample.variance`.
   """
 
   model: UNet
@@ -166,59 +77,83 @@ class DiffusionMethod(Method):
   p_uncond: float = 0.1         # probability of training on the null label (Alg. 1)
   sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
   guidance: float = 0.0         # sample.guidance: w of Alg. 2
+  process: str = "ddpm"         # diffusion.process (core.PROCESSES)
+  prediction: str = "eps"       # diffusion.prediction of a continuous process
+  edm_cfg: ml_collections.ConfigDict | None = None   # diffusion.edm
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
     image_shape = image_shape_of(spec)
-    cfg = config.diffusion
-    if cfg.target not in TARGETS:
-      raise ValueError(f"diffusion.target={cfg.target!r}; expected one of {TARGETS}.")
-    loss, model_variance = cfg.loss, cfg.variance
-    if loss not in LOSSES:
-      raise ValueError(f"diffusion.loss={loss!r}; expected one of {LOSSES}.")
-    if model_variance not in ("fixed", *LEARNED_VARIANCES):
-      raise ValueError(f"diffusion.variance={model_variance!r}; expected 'fixed' or one of "
-                       f"{LEARNED_VARIANCES}.")
-    if loss == "hybrid" and model_variance == "fixed":
-      raise ValueError("diffusion.loss='hybrid' trains a learned variance with L_vlb; set "
-                       "diffusion.variance='learned_range' (Nichol & Dhariwal) or 'learned'.")
-    variance = config.sample.variance if model_variance == "fixed" else model_variance
-    _validate_sample_config(config.sample, cfg.num_timesteps)
-    e = config.eval
-    if e.bpd_num_images % e.bpd_batch_size:
-      raise ValueError(f"eval.bpd_num_images={e.bpd_num_images} must be a multiple of "
-                       f"eval.bpd_batch_size={e.bpd_batch_size}.")
-    m = config.model
-    K, p_uncond = m.num_classes, cfg.p_uncond
-    label, guidance = config.sample.label, config.sample.guidance
-    _validate_conditioning(K, p_uncond, label, guidance)
+    validate_config(config)
+    cfg, m = config.diffusion, config.model
+    variance = config.sample.variance if cfg.variance == "fixed" else cfg.variance
     out_channels = (output_channels(image_shape[-1], variance)
                     if variance in LEARNED_VARIANCES else None)
     model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                  attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                  num_groups=m.num_groups, out_channels=out_channels,
-                 remat=m.remat, num_classes=K, dtype=jnp.dtype(config.dtype))
+                 remat=m.remat, num_classes=m.num_classes, dtype=jnp.dtype(config.dtype))
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
                image_shape=image_shape, target=cfg.target,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
                sample_cfg=config.sample, eval_cfg=config.eval,
-               grad_accum_steps=grad_accum_steps(config), loss=loss, variance=variance,
-               hybrid_lambda=cfg.hybrid_lambda, num_classes=K,
-               p_uncond=p_uncond, sample_label=label, guidance=float(guidance))
+               grad_accum_steps=grad_accum_steps(config), loss=cfg.loss, variance=variance,
+               hybrid_lambda=cfg.hybrid_lambda, num_classes=m.num_classes,
+               p_uncond=cfg.p_uncond, sample_label=config.sample.label,
+               guidance=float(config.sample.guidance), process=cfg.process,
+               prediction=cfg.prediction, edm_cfg=cfg.edm)
+
+  @property
+  def continuous(self) -> bool:
+    return self.process != "ddpm"
 
   def init(self, rng, batch) -> TrainState:
     x = jnp.zeros((1, *self.image_shape), jnp.float32)
     params = self.model.init(rng, x, jnp.zeros((1,), jnp.int32), train=False)["params"]
     return TrainState.create(params, self.tx)
 
-  def _denoise_fn(self, params, train: bool, dropout_rng: jax.Array | None = None,
-                  labels=None) -> DenoiseFn:
-    """(x_t, t_B) -> output; a conditional model's for `labels` [B] (None: the null class)."""
+  # ------------------------------------------------------------------- the network
+
+  def _network_with_labels(self, params, train: bool,
+                           dropout_rng: jax.Array | None = None) -> LabelledNetworkFn:
+    """(x_t, t_B, labels_B or None) -> what the network predicts at x_t: for 'ddpm' its raw
+    output at timesteps t; for a continuous process at times t, its output for
+    `prediction`, EDM's D(x; sigma) (`edm.denoised`) for 'edm'."""
     rngs = {"dropout": dropout_rng} if train and dropout_rng is not None else None
-    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
-    denoise: DenoiseFn = lambda x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
-        {"params": params}, x, t, labels, train=train, rngs=rngs)
-    return denoise
+
+    def raw(x, time_input_B, labels):
+      # flax annotates apply's result as (output, state) too; without `mutable` it is output.
+      return self.model.apply({"params": params}, x, time_input_B, labels, train=train,
+                              rngs=rngs)
+
+    if not self.continuous:
+      return raw  # pyright: ignore[reportReturnType]
+    if self.prediction == "edm":
+      sigma_data = self.edm_cfg.sigma_data
+      return lambda x, sigma_B, labels: edm.denoised(
+          lambda x_in, c_noise_B: raw(x_in, c_noise_B, labels), x, sigma_B, sigma_data)
+    return lambda x, t_B, labels: raw(x, core.noise_labels(self.process, t_B), labels)
+
+  def _network(self, params, train: bool, dropout_rng: jax.Array | None = None,
+               labels=None) -> NetworkFn:
+    """(x_t, t_B) -> the network's prediction; a conditional model's for `labels` [B]
+    (None: the null class)."""
+    network = self._network_with_labels(params, train, dropout_rng)
+    return lambda x, t_B: network(x, t_B, labels)
+
+  def _x0_and_eps_fn(self, network: NetworkFn) -> samplers.X0EpsFn:
+    """A continuous process's network as (x_t, t_B) -> (x0_hat, eps_hat) (`core.x0_and_eps`)."""
+    def x0_eps(x, t_B):
+      c = core.coefficients(self.process, t_B.reshape(-1, 1, 1, 1))
+      return core.x0_and_eps(self.prediction, network(x, t_B).astype(jnp.float32), x, c)
+    return x0_eps
+
+  def _noise_levels(self, t_B: jax.Array) -> jax.Array:
+    """sigma / alpha of x_t at times (or DDPM timesteps) t [B]: the guidance interval's scale."""
+    if self.continuous:
+      return core.coefficients(self.process, t_B).noise_level
+    abar = self.schedule.alphas_cumprod[t_B]
+    return jnp.sqrt((1.0 - abar) / abar)
 
   def _labels(self, batch) -> jax.Array | None:
     """The batch's class labels for a conditional model (None when unconditional)."""
@@ -235,13 +170,42 @@ class DiffusionMethod(Method):
     drop_B = jax.random.bernoulli(rng, self.p_uncond, labels_B.shape)
     return jnp.where(drop_B, self.num_classes, labels_B)
 
-  def _loss(self, denoise: DenoiseFn, x0, t_B, noise) -> jax.Array:
-    return diffusion_loss(self.schedule, denoise, x0, t_B, noise, target=self.target,
-                          loss=self.loss, variance=self.variance,
-                          hybrid_lambda=self.hybrid_lambda)
+  # --------------------------------------------------------------------- training
+
+  def _draw_t_and_noise(self, rng: jax.Array, shape: tuple[int, ...]):
+    """Per-example times [B] and eps ~ N(0, I): DDPM's t ~ U{0..T-1} (Alg. 1); EDM's
+    ln sigma ~ N(P_mean, P_std^2) (Table 1); otherwise t ~ U(t_min, t_max) of the process
+    (a score prediction starts at 1e-3, where its target -eps / sigma is finite)."""
+    if not self.continuous:
+      return sample_t_and_noise(self.schedule, rng, shape)
+    t_rng, noise_rng = jax.random.split(rng)
+    noise = jax.random.normal(noise_rng, shape, jnp.float32)
+    if self.process == "edm":
+      t_B = edm.training_sigma(t_rng, shape[0], p_mean=self.edm_cfg.p_mean,
+                               p_std=self.edm_cfg.p_std)
+      return t_B, noise
+    t_min, t_max = core.time_range(self.process, self.prediction)
+    if self.prediction == "score":
+      t_min = max(t_min, 1e-3)
+    return jax.random.uniform(t_rng, (shape[0],), jnp.float32, t_min, t_max), noise
+
+  def _loss(self, network: NetworkFn, x0, t_B, noise) -> jax.Array:
+    """The objective at given times and noise, a float32 scalar: `ddpm.ddpm_objective` for
+    'ddpm'; for a continuous process the mean squared error of the prediction's target
+    (`core.prediction_target`), weighted by lambda(sigma) for EDM's D (Eq. 8, `edm.loss`)."""
+    if not self.continuous:
+      return ddpm_objective(self.schedule, network, x0, t_B, noise, target=self.target,
+                            loss=self.loss, variance=self.variance,
+                            hybrid_lambda=self.hybrid_lambda)
+    if self.prediction == "edm":
+      denoise = lambda x, sigma_B: network(x, sigma_B).astype(jnp.float32)
+      return jnp.mean(edm.loss(denoise, x0, t_B, noise, self.edm_cfg.sigma_data))
+    c = core.coefficients(self.process, t_B.reshape(-1, 1, 1, 1))
+    output = network(c.alpha * x0 + c.sigma * noise, t_B).astype(jnp.float32)
+    return jnp.mean((core.prediction_target(self.prediction, x0, noise, c) - output) ** 2)
 
   def train_step(self, state: TrainState, batch, rng):
-    """One update on `diffusion.loss` (L_simple, Eq. 14, by default).
+    """One update on the objective (`_loss`; L_simple, Eq. 14, by default).
 
     t and eps are drawn for the whole batch before it is split into `grad_accum_steps`
     micro-batches, so without dropout the update does not depend on the split; dropout
@@ -249,7 +213,7 @@ class DiffusionMethod(Method):
     null class (`drop_labels`) from fold_in(rng, 1), also before the split.
     """
     loss_rng, dropout_rng = jax.random.split(rng)
-    t_B, noise = sample_t_and_noise(self.schedule, loss_rng, batch["image"].shape)
+    t_B, noise = self._draw_t_and_noise(loss_rng, batch["image"].shape)
     rows = (batch["image"], t_B, noise)
     labels = self._labels(batch)   # None when unconditional
     if labels is not None:
@@ -257,7 +221,7 @@ class DiffusionMethod(Method):
 
     def loss_fn(params, rows, key):
       x0, t, eps, *labels = rows
-      return self._loss(self._denoise_fn(params, True, key, *labels), x0, t, eps)
+      return self._loss(self._network(params, True, key, *labels), x0, t, eps)
 
     loss, grads = accumulated_value_and_grad(loss_fn, state.params, rows,
                                              dropout_rng, self.grad_accum_steps)
@@ -267,38 +231,49 @@ class DiffusionMethod(Method):
   def eval_step(self, state: TrainState, batch, rng):
     """The training objective on held-out images with EMA and raw weights (same t and
     noise for both; a conditional model's with the batch's labels)."""
-    t_B, noise = sample_t_and_noise(self.schedule, rng, batch["image"].shape)
+    t_B, noise = self._draw_t_and_noise(rng, batch["image"].shape)
     labels = self._labels(batch)
-    return {f"{name}/loss": self._loss(self._denoise_fn(params, False, labels=labels),
+    return {f"{name}/loss": self._loss(self._network(params, False, labels=labels),
                                        batch["image"], t_B, noise)
             for name, params in (("ema", state.ema_params), ("raw", state.params))}
 
+  # ------------------------------------------------------------------- likelihood
+
   def dataset_evaluation(self) -> DatasetEvaluation | None:
     """Bits/dim of the first `eval.bpd_num_images` eval images (0: none) with the EMA
-    weights: the variational bound (Ho et al. 2020, Eq. 5) of the model the DDPM sampler
-    draws from (its reverse variance, `sample.clip_x0`); the terms are described in
-    `gen_jax.methods.diffusion.likelihood.bits_per_dim`."""
+    weights: for 'ddpm' the variational bound (Ho et al. 2020, Eq. 5) of the model the DDPM
+    sampler draws from (`likelihood.bits_per_dim`); for a continuous process the
+    probability-flow ODE's (`likelihood.ode_bits_per_dim`, `eval.bpd_ode_steps` Heun steps,
+    `eval.bpd_trace`)."""
     cfg = self.eval_cfg
     if not cfg.bpd_num_images:
       return None
-    batch_fn = lambda state, batch, rng: self.bits_per_dim(
-        state.ema_params, batch["image"], rng, timestep_batch=cfg.bpd_timestep_batch)
+    if self.continuous:
+      batch_fn = lambda state, batch, rng: likelihood.ode_bits_per_dim(
+          self._x0_and_eps_fn(self._network(state.ema_params, False)), self.process,
+          batch["image"], rng, steps=cfg.bpd_ode_steps, prediction=self.prediction,
+          trace=cfg.bpd_trace)
+      summarize = likelihood.summarize_ode_bits_per_dim
+    else:
+      batch_fn = lambda state, batch, rng: self.bits_per_dim(
+          state.ema_params, batch["image"], rng, timestep_batch=cfg.bpd_timestep_batch)
+      summarize = likelihood.summarize_bits_per_dim
     return DatasetEvaluation(name="bits/dim", num_examples=cfg.bpd_num_images,
                              batch_size=cfg.bpd_batch_size, batch_fn=batch_fn,
-                             summarize=likelihood.summarize_bits_per_dim)
+                             summarize=summarize)
 
   def bits_per_dim(self, params, x0: jax.Array, rng: jax.Array, *,
                    timestep_batch: int = 10) -> dict[str, jax.Array]:
-    """`likelihood.bits_per_dim` of images x0 [B, H, W, C] with this U-Net in eval
+    """`likelihood.bits_per_dim` of images x0 [B, H, W, C] with this DDPM's U-Net in eval
     mode (no dropout), its target, its reverse variance (learned, or `sample.variance`) and
     `sample.clip_x0`, so the bound is for the model the DDPM sampler draws from. Pass
     `state.ema_params` (the default for evaluation) or `state.params`."""
-    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
-    apply_fn: likelihood.ApplyFn = lambda p, x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
-        {"params": p}, x, t, train=False)
+    apply_fn: likelihood.ApplyFn = lambda p, x, t: self._network(p, False)(x, t)
     return likelihood.bits_per_dim(
         apply_fn, params, self.schedule, x0, rng, target=self.target, variance=self.variance,
         clip_x0=self.sample_cfg.clip_x0, timestep_batch=timestep_batch)
+
+  # ------------------------------------------------------------------- inpainting
 
   def inpaint(self, params, x0: jax.Array, known: jax.Array, rng: jax.Array, *,
               sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
@@ -308,18 +283,17 @@ class DiffusionMethod(Method):
     (`inpainting.repair`: replacement or RePaint, over all T steps or `steps`).
 
     Returns:
-      [B, H, W, C] repaired images clipped to [-1, 1] (the known pixels are x0's).
+      [B, H, W, C] repaired images clipped to [-1, 1].
     """
-    # flax annotates apply's result as (output, state) too; without `mutable` it is output.
-    denoise: DenoiseFn = lambda x, t: self.model.apply(  # pyright: ignore[reportAssignmentType]
-        {"params": params}, x, t, train=False)
-    return inpainting.repair(denoise, self.schedule, x0, known, rng, target=self.target,
-                             variance=self.variance, clip_x0=self.sample_cfg.clip_x0,
-                             sampler=sampler, jump_length=jump_length,
-                             jump_n_sample=jump_n_sample, steps=steps)
+    return inpainting.repair(self._network(params, False), self.schedule, x0, known, rng,
+                             target=self.target, variance=self.variance,
+                             clip_x0=self.sample_cfg.clip_x0, sampler=sampler,
+                             jump_length=jump_length, jump_n_sample=jump_n_sample, steps=steps)
 
   def modes(self) -> dict[str, MethodMode]:
     """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group)."""
+    if self.continuous:
+      return {}
     run = lambda ctx, cfg: inpainting_mode.run_inpaint_mode(
         ctx, cfg, repair_fn=self.inpaint, num_timesteps=self.schedule.num_timesteps,
         image_shape=self.image_shape, use_ema=self.sample_cfg.use_ema)
@@ -328,23 +302,59 @@ class DiffusionMethod(Method):
              "PSNR/SSIM of the filled pixels in <workdir>/inpaint/",
         config_group="inpaint", run=run, report=inpainting_mode.format_report)}
 
+  # --------------------------------------------------------------------- sampling
+
+  def _sampler_noise_levels(self) -> np.ndarray:
+    """The noise levels sigma / alpha at which the sampler calls the network, in order."""
+    cfg = self.sample_cfg
+    if not self.continuous:
+      T = self.schedule.num_timesteps
+      t = (np.arange(T) if cfg.sampler == "ddpm"
+           else ddim_timesteps(T, cfg.steps or T, cfg.timesteps))[::-1]
+      abar = np.asarray(self.schedule.alphas_cumprod, np.float64)[t]
+      return np.sqrt((1.0 - abar) / abar)
+    if cfg.sampler == "edm_heun":
+      sigmas = edm.sampling_sigmas(cfg.steps, core.EDM_SIGMA_MIN, core.EDM_SIGMA_MAX,
+                                   samplers.EDM_RHO)
+      # Alg. 2: the step from sigma_i evaluates at sigma_i (raised by churn) and sigma_{i+1}.
+      return np.asarray([sigmas[0], *(s for s in sigmas[1:-1] for _ in (0, 1))])
+    times = samplers.time_grid(self.process, cfg.steps, self.prediction, cfg.sampler)
+    calls = [times[0]] + [t for t in times[1:-1] for _ in range(2 if cfg.sampler == "heun" else 1)]
+    if cfg.sampler == "heun" and times[-1] > 0:
+      calls.append(times[-1])
+    levels = core.coefficients(self.process, jnp.asarray(np.asarray(calls), jnp.float32))
+    return np.asarray(levels.noise_level, np.float64)
+
+  @property
+  def nfe(self) -> int:
+    """Network evaluations per sample of `config.sample` (a guided step counts two)."""
+    levels = self._sampler_noise_levels()
+    guided = 0
+    if self.num_classes:
+      guided = guided_steps(levels, tuple(self.sample_cfg.guidance_interval))
+    return len(levels) + guided
+
   @property
   def sample_tag(self) -> str:
-    """'<sampler><steps>', plus a conditional model's '_label<c>' (one class) and '_w<w>'."""
+    """'<sampler><steps>', then '_nfe<N>' where the NFE differs from the steps (Heun,
+    guidance), plus a conditional model's '_label<c>' (one class) and '_w<w>'."""
     cfg = self.sample_cfg
-    tag = f"{cfg.sampler}{cfg.steps or self.schedule.num_timesteps}"
+    steps = cfg.steps or self.schedule.num_timesteps
+    tag = f"{cfg.sampler}{steps}"
     if self.num_classes:
       tag += (f"_label{self.sample_label}" if self.sample_label >= 0 else "") + \
              f"_w{self.guidance:g}"
+    if self.nfe != steps:
+      tag += f"_nfe{self.nfe}"
     return tag
 
   def sample(self, state: TrainState, rng, num: int, use_ema: bool = True, batch=None,
              labels=None) -> Samples:
-    """`num` images with `config.sample`: sampler 'ddpm' (Alg. 2) or 'ddim' (Eq. 12), with
-    the model's reverse variance where the sampler uses one. A conditional model draws
-    them for `labels` [num] (None: `sample_labels(num)`) with classifier-free guidance of
-    weight `sample.guidance` (Ho & Salimans 2022, Alg. 2; `guided_denoise`: one network
-    call on 2 num rows per step).
+    """`num` images with `config.sample`: for 'ddpm', sampler 'ddpm' (Alg. 2) or 'ddim'
+    (Eq. 12), with the model's reverse variance where the sampler uses one; for a
+    continuous process, `samplers.sample`. A conditional model draws them for `labels`
+    [num] (None: `sample_labels(num)`) with classifier-free guidance of weight
+    `sample.guidance` in `sample.guidance_interval` (`guidance.guided_network`).
 
     Returns:
       `Samples`: images [num, H, W, C] clipped to [-1, 1]; labels [num] when conditional.
@@ -353,56 +363,25 @@ class DiffusionMethod(Method):
     params = state.ema_params if use_ema else state.params
     if self.num_classes:
       labels = jnp.asarray(self.sample_labels(num) if labels is None else labels, jnp.int32)
-      # flax annotates apply's result as (output, state) too; without `mutable` it is output.
-      apply: LabelledDenoiseFn = lambda x, t, y: self.model.apply(  # pyright: ignore[reportAssignmentType]
-          {"params": params}, x, t, y, train=False)
-      denoise = guided_denoise(apply, labels, self.num_classes, self.guidance, self.variance)
+      network = guided_network(self._network_with_labels(params, False), labels,
+                               self.num_classes, self.guidance, self.variance,
+                               noise_level=self._noise_levels,
+                               interval=tuple(cfg.guidance_interval))
     elif labels is not None:
-      raise ValueError("This DDPM is unconditional (model.num_classes=0): it takes no labels.")
+      raise ValueError("This model is unconditional (model.num_classes=0): it takes no labels.")
     else:
-      denoise = self._denoise_fn(params, False)
-    _validate_sample_config(cfg, self.schedule.num_timesteps)
-    if cfg.sampler == "ddpm":
-      x = ddpm_sample(denoise, self.schedule, rng, shape, target=self.target,
+      network = self._network(params, False)
+    if self.continuous:
+      edm_options = dict(s_churn=cfg.s_churn, s_tmin=cfg.s_tmin, s_tmax=cfg.s_tmax,
+                         s_noise=cfg.s_noise)
+      x = samplers.sample(self._x0_and_eps_fn(network), self.process, rng, shape,
+                          sampler=cfg.sampler, steps=cfg.steps, prediction=self.prediction,
+                          eta=cfg.eta, edm_options=edm_options)
+    elif cfg.sampler == "ddpm":
+      x = ddpm_sample(network, self.schedule, rng, shape, target=self.target,
                       variance=self.variance, clip_x0=cfg.clip_x0)
     else:
-      x = ddim_sample(denoise, self.schedule, rng, shape, target=self.target, eta=cfg.eta,
+      x = ddim_sample(network, self.schedule, rng, shape, target=self.target, eta=cfg.eta,
                       num_steps=cfg.steps or self.schedule.num_timesteps, clip_x0=cfg.clip_x0,
-                      timesteps=cfg.timesteps,
-                      sigma=cfg.ddim_sigma, variance=self.variance)
+                      timesteps=cfg.timesteps, sigma=cfg.ddim_sigma, variance=self.variance)
     return Samples(images=jnp.clip(x, -1.0, 1.0), labels=labels)
-
-
-def _validate_conditioning(num_classes, p_uncond, label, guidance) -> None:
-  """Clear errors for the class-conditioning fields before anything is compiled."""
-  if not isinstance(num_classes, int) or num_classes < 0:
-    raise ValueError(f"model.num_classes={num_classes!r}: expected 0 (unconditional) or the "
-                     "number of classes of the dataset's labels (10 for digits).")
-  if not 0.0 <= p_uncond <= 1.0:
-    raise ValueError(f"diffusion.p_uncond={p_uncond} must be a probability in [0, 1] "
-                     "(Ho & Salimans 2022 use 0.1 or 0.2).")
-  if not num_classes and (label != -1 or guidance != 0.0):
-    raise ValueError(f"sample.label={label} / sample.guidance={guidance} need a "
-                     "class-conditional model: train with model.num_classes > 0 "
-                     "(configs/ddpm.py:conditional).")
-  if num_classes:
-    class_rows(1, num_classes, label)   # raises for a label outside [-1, K)
-
-
-def _validate_sample_config(cfg: ml_collections.ConfigDict, T: int) -> None:
-  """Clear errors for `config.sample` before anything is compiled."""
-  if cfg.sampler not in ("ddpm", "ddim"):
-    raise ValueError(f"sample.sampler={cfg.sampler!r}; expected 'ddpm' or 'ddim'.")
-  if cfg.sampler == "ddpm" and cfg.steps not in (0, T):
-    raise ValueError(f"sample.sampler='ddpm' runs all T={T} steps; for sample.steps={cfg.steps} "
-                     "use --config.sample.sampler=ddim (with sample.eta=1 for a stochastic chain,"
-                     " or sample.ddim_sigma=model for ancestral steps with the model's variance).")
-  if cfg.sampler == "ddim" and not 0 <= cfg.steps <= T:
-    raise ValueError(f"sample.steps={cfg.steps} must be in [1, T={T}] (0 means all T).")
-  if cfg.variance not in ("beta", "beta_tilde"):
-    raise ValueError(f"sample.variance={cfg.variance!r}; expected 'beta' or 'beta_tilde'.")
-  spacing, sigma = cfg.timesteps, cfg.ddim_sigma
-  if spacing not in TIMESTEP_SPACINGS:
-    raise ValueError(f"sample.timesteps={spacing!r}; expected one of {TIMESTEP_SPACINGS}.")
-  if sigma not in DDIM_SIGMAS:
-    raise ValueError(f"sample.ddim_sigma={sigma!r}; expected one of {DDIM_SIGMAS}.")

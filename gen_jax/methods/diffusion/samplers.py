@@ -1,0 +1,148 @@
+"""Samplers shared by the continuous processes of `core.py` (VP, EDM, linear, GVP).
+
+Each integrates from noise at t_max down to t_min on a grid of `steps` intervals
+(`time_grid`), calling the network once per evaluation through an `X0EpsFn` (the network's
+prediction converted to (x0_hat, eps_hat) by `core.x0_and_eps`):
+
+  'euler', 'heun'    the probability-flow ODE dx/dt = alpha' x0_hat + sigma' eps_hat
+                     (`core.ode_velocity`; Song et al. 2021, Eq. 13; Karras et al. 2022,
+                     Alg. 1 for Heun's second-order correction, skipped on a last step that
+                     ends at t = 0, as there);
+  'euler_maruyama'   the reverse SDE (Song et al. 2021, Eq. 6; `core.sde_drift_and_diffusion`),
+                     no noise on the last step;
+  'ddim', 'ancestral'  Song, Meng, Ermon 2021, Eq. 12 on the process's (alpha, sigma):
+                     x_s = alpha_s x0_hat + sqrt(sigma_s^2 - s^2) eps_hat + s z, with
+                     s^2 = eta^2 sigma_s^2 (1 - (alpha_t sigma_s / (alpha_s sigma_t))^2), the
+                     posterior variance of q(x_s | x_t, x_0) times eta^2 (eta = 0: DDIM; the
+                     ancestral sampler is eta = 1);
+  'edm_heun'         Karras et al. 2022, Alg. 2 (`edm.heun_sample`) on process 'edm'.
+
+The discrete DDPM process keeps its own samplers (`ddpm.ddpm_sample`, `ddim.ddim_sample`).
+Every sampler's NFE (network evaluations per sample) is `num_evaluations`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen_jax.methods.diffusion import core, edm
+
+# (x_t [B, H, W, C], t_B [B] float times) -> (x0_hat, eps_hat), each [B, H, W, C].
+X0EpsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+SAMPLERS = ("ancestral", "ddim", "euler", "heun", "euler_maruyama", "edm_heun")
+# Karras et al. 2022, Eq. 5: the exponent of the sigma grid (their choice for every process).
+EDM_RHO = 7.0
+
+
+def time_grid(process: str, steps: int, prediction: str, sampler: str = "euler") -> np.ndarray:
+  """The descending times a sampler visits: `steps` + 1 of them, from t_max to t_min.
+
+  'edm': Karras et al.'s sigma grid (Eq. 5, rho = 7) from 80 to 0.002, then 0 (as their
+  Alg. 1). The other processes: uniform in t over `core.time_range`; 'euler_maruyama' stops
+  short of alpha = 0 (t = 1 on 'linear' and 'gvp', where the SDE's drift alpha'/alpha is
+  infinite) by starting at 1 - 1e-3.
+
+  Returns:
+    float64 [steps + 1].
+  """
+  if steps < 1:
+    raise ValueError(f"sample.steps={steps} must be >= 1 for a continuous process.")
+  if process == "edm":
+    return np.asarray(edm.sampling_sigmas(steps, core.EDM_SIGMA_MIN, core.EDM_SIGMA_MAX,
+                                          EDM_RHO), np.float64)
+  t_min, t_max = core.time_range(process, prediction)
+  if sampler == "euler_maruyama":
+    t_max = min(t_max, 1.0 - 1e-3)
+  return np.linspace(t_max, t_min, steps + 1)
+
+
+def num_evaluations(sampler: str, times: np.ndarray) -> int:
+  """Network evaluations per sample of `sampler` on the grid `times` (NFE): one per step;
+  Heun two, less one where the last step ends at t = 0 (Karras et al. count 35 for 18
+  steps)."""
+  steps = len(times) - 1
+  if sampler in ("heun", "edm_heun"):
+    return 2 * steps - int(times[-1] == 0.0)
+  return steps
+
+
+def _step_fn(sampler: str, process: str, x0_eps: X0EpsFn, eta: float):
+  """(x, (t, t_next, key, is_last)) -> x at t_next, for the scan of `sample`."""
+
+  def coeffs(t, x):
+    return core.coefficients(process, jnp.full((x.shape[0], 1, 1, 1), t, jnp.float32))
+
+  def velocity(x, t):
+    x0, eps = x0_eps(x, jnp.full((x.shape[0],), t, jnp.float32))
+    return core.ode_velocity(x0, eps, coeffs(t, x))
+
+  def step(x, inp):
+    t, t_next, key, is_last = inp
+    h = t_next - t
+    if sampler == "euler":
+      return x + h * velocity(x, t)
+    if sampler == "heun":
+      d = velocity(x, t)
+      x_euler = x + h * d
+      corrected = lambda: x + 0.5 * h * (d + velocity(x_euler, t_next))
+      return jax.lax.cond(t_next > 0, corrected, lambda: x_euler)
+    x0, eps = x0_eps(x, jnp.full((x.shape[0],), t, jnp.float32))
+    z = jax.random.normal(key, x.shape, jnp.float32)
+    if sampler == "euler_maruyama":
+      drift, g = core.sde_drift_and_diffusion(x, eps, coeffs(t, x))
+      return x + h * drift + jnp.where(is_last, 0.0, g * jnp.sqrt(-h)) * z
+    c, s = coeffs(t, x), coeffs(t_next, x)
+    ratio = jnp.where(s.sigma > 0, c.alpha * s.sigma / (s.alpha * c.sigma), 0.0)
+    s_eta = eta * s.sigma * jnp.sqrt(jnp.maximum(1.0 - ratio**2, 0.0))
+    return (s.alpha * x0 + jnp.sqrt(jnp.maximum(s.sigma**2 - s_eta**2, 0.0)) * eps
+            + s_eta * z)
+
+  return step
+
+
+def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...], *,
+           sampler: str, steps: int, prediction: str, eta: float = 0.0,
+           edm_options: dict | None = None) -> jax.Array:
+  """Draws samples with a continuous process's sampler (module docstring).
+
+  Args:
+    x0_eps: the model as (x_t, t_B) -> (x0_hat, eps_hat).
+    process: one of `core.CONTINUOUS_PROCESSES`.
+    rng: x at t_max from its first split, the steps' noise from the second.
+    shape: [B, H, W, C] of the samples.
+    sampler: one of `SAMPLERS` ('edm_heun' needs process 'edm').
+    steps: the number of steps.
+    prediction: what the network predicts (it sets where 'linear' and 'gvp' start).
+    eta: 'ddim''s noise scale (the ancestral sampler sets 1).
+    edm_options: `edm.heun_sample`'s s_churn, s_tmin, s_tmax, s_noise for 'edm_heun'.
+
+  Returns:
+    [*shape] samples at t_min (not clipped).
+
+  Raises:
+    ValueError: an unknown sampler, or 'edm_heun' on another process.
+  """
+  if sampler not in SAMPLERS:
+    raise ValueError(f"sample.sampler={sampler!r}; expected one of {SAMPLERS}.")
+  init_rng, steps_rng = jax.random.split(rng)
+  if sampler == "edm_heun":
+    if process != "edm":
+      raise ValueError("sample.sampler='edm_heun' is Karras et al.'s Alg. 2 on process 'edm'; "
+                       "use 'heun' for the probability-flow ODE of another process.")
+    denoise_fn = lambda x, sigma_B: x0_eps(x, sigma_B)[0]
+    latents = jax.random.normal(init_rng, shape, jnp.float32)
+    return edm.heun_sample(denoise_fn, latents, steps_rng, num_steps=steps,
+                           sigma_min=core.EDM_SIGMA_MIN, sigma_max=core.EDM_SIGMA_MAX,
+                           rho=EDM_RHO, **(edm_options or {}))
+  times = time_grid(process, steps, prediction, sampler)
+  x = core.prior_sample(process, init_rng, shape, float(times[0]))
+  is_last = np.arange(steps) == steps - 1
+  inputs = (jnp.asarray(times[:-1], jnp.float32), jnp.asarray(times[1:], jnp.float32),
+            jax.random.split(steps_rng, steps), jnp.asarray(is_last))
+  step = _step_fn(sampler, process, x0_eps, 1.0 if sampler == "ancestral" else eta)
+  x, _ = jax.lax.scan(lambda x, inp: (step(x, inp), None), x, inputs)
+  return x
