@@ -161,8 +161,8 @@ class Conv2d(nn.Module):
 
   Upsampling is a transposed depthwise convolution with 4 * filter at stride 2, downsampling
   a depthwise convolution with the filter at stride 2, each before the kernel-sized
-  convolution; `fused_resample` applies the kernel first when downsampling (after when
-  upsampling) with the authors' paddings. kernel_size 0 is the resampling alone (no
+  convolution; `fused_resample` (downsampling only, the NCSN++ residual encoder's) applies
+  the kernel first, with the authors' paddings. kernel_size 0 is the resampling alone (no
   parameters).
   """
   features: int
@@ -196,10 +196,9 @@ class Conv2d(nn.Module):
       return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad), (pad, pad)],
                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    if self.fused_resample and self.up and kernel is not None:
-      x = _depthwise(x, f_LxL, stride=2, padding=max(f_pad - w_pad, 0), transpose=True)
-      x = conv(x, max(w_pad - f_pad, 0))
-    elif self.fused_resample and self.down and kernel is not None:
+    if self.fused_resample and self.up:
+      raise ValueError("fused_resample is implemented for downsampling only (all SongUNet uses).")
+    if self.fused_resample and self.down and kernel is not None:
       x = conv(x, w_pad + f_pad)
       x = _depthwise(x, f_LxL, stride=2, padding=0, transpose=False)
     else:
@@ -266,27 +265,24 @@ class FourierEmbedding(nn.Module):
 
 
 class UNetBlock(nn.Module):
-  """The authors' unified residual block with optional resampling and self-attention.
+  """The authors' residual block with optional resampling and self-attention, as SongUNet
+  uses it (NVlabs/edm `UNetBlock` with adaptive_scale=False; the ADM-only options are left out):
 
-  NVlabs/edm `UNetBlock` (the union of the DDPM++, NCSN++ and ADM blocks):
-  h = conv1(dropout(silu(GN1(conv0(silu(GN0(x))) + affine(emb)))))   (adaptive_scale False)
-  h = conv1(dropout(silu(shift + GN1(conv0(...)) * (scale + 1))))      (adaptive_scale True)
+  h = conv1(dropout(silu(GN1(conv0(silu(GN0(x))) + affine(emb)))));
   x = (h + skip(x)) * skip_scale, skip a 1x1 (or resample-only) projection when the width or
-  resolution changes; then, with attention, x = (proj(attn(GN2(x))) + x) * skip_scale with
-  single-pass softmax(q k / sqrt(d)) in float32.
+  resolution changes; then, with attention, x = (proj(attn(GN2(x))) + x) * skip_scale, the
+  attention softmax(q k / sqrt(d)) v over all H * W positions, in float32.
   """
   out_channels: int
   up: bool = False
   down: bool = False
   attention: bool = False
-  num_heads: int | None = None
-  channels_per_head: int = 64
+  num_heads: int = 1
   dropout: float = 0.0
   skip_scale: float = 1.0
   eps: float = 1e-5
   resample_filter: tuple[float, ...] = (1, 1)
   resample_proj: bool = False
-  adaptive_scale: bool = True
   init: InitScheme = InitScheme()
   init_zero: InitScheme = InitScheme(init_weight=0.0)
   init_attn: InitScheme | None = None
@@ -302,13 +298,9 @@ class UNetBlock(nn.Module):
     orig = x_BxHxWxC
     x = resampling_conv(3, "conv0")(nn.silu(group_norm(x_BxHxWxC, self.eps, "norm0")))
 
-    params_BxP = Linear(out * (2 if self.adaptive_scale else 1), init=self.init, dtype=self.dtype,
-                        name="affine")(emb_BxE)[:, None, None, :].astype(x.dtype)
-    if self.adaptive_scale:
-      scale, shift = jnp.split(params_BxP, 2, axis=-1)
-      x = nn.silu(shift + group_norm(x, self.eps, "norm1").astype(x.dtype) * (scale + 1))
-    else:
-      x = nn.silu(group_norm(x + params_BxP, self.eps, "norm1").astype(x.dtype))
+    emb_Bx1x1xO = Linear(out, init=self.init, dtype=self.dtype, name="affine")(emb_BxE)
+    x = x + emb_Bx1x1xO[:, None, None, :].astype(x.dtype)
+    x = nn.silu(group_norm(x, self.eps, "norm1").astype(x.dtype))
 
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = Conv2d(out, 3, init=self.init_zero, dtype=self.dtype, name="conv1")(x)
@@ -317,10 +309,9 @@ class UNetBlock(nn.Module):
       orig = resampling_conv(kernel, "skip")(orig)
     x = (x + orig.astype(x.dtype)) * self.skip_scale
 
-    num_heads = (0 if not self.attention else self.num_heads if self.num_heads is not None
-                 else out // self.channels_per_head)
-    if num_heads:
+    if self.attention:
       B, H, W, _ = x.shape
+      num_heads = self.num_heads
       d = out // num_heads
       qkv = Conv2d(out * 3, 1, init=self.init_attn if self.init_attn is not None else self.init,
                    dtype=self.dtype, name="qkv")(group_norm(x, self.eps, "norm2"))
@@ -449,7 +440,7 @@ class SongUNet(nn.Module):
     block_cls = nn.remat(UNetBlock, static_argnums=(3,)) if self.remat else UNetBlock
     block = lambda out, name, **kw: block_cls(
         out, num_heads=1, dropout=self.dropout, skip_scale=math.sqrt(0.5), eps=1e-6,
-        resample_filter=self.resample_filter, resample_proj=True, adaptive_scale=False,
+        resample_filter=self.resample_filter, resample_proj=True,
         init=init, init_zero=init_zero, init_attn=init_attn, dtype=self.dtype, name=name, **kw)
     conv = lambda out, k, name, init=init, **kw: Conv2d(
         out, k, resample_filter=self.resample_filter, init=init, dtype=self.dtype, name=name,
