@@ -6,13 +6,15 @@ flow's ODE produced, instead of independent noise and data. `--mode=reflow` of a
 flow run writes such pairs (gen_jax/methods/diffusion/reflow.py) as `.npz` files with
 arrays `noise` and `image` (float32 [N, H, W, C]) and `label` (int32 [N]); `data.pairs`
 names one such file or a folder of them (all read, in name order, as the authors' code
-reads its folder of per-seed `z0.npy` / `z1.npy`).
+reads its folder of per-seed `z0.npy` / `z1.npy`), and `data.train_split='pairs'` trains on
+them; the other splits (evaluation, the FID reference) stay `data.dataset`'s, whose image
+shape the pairs must have.
 
 Batches are {"image": float32 [B, H, W, C], "label": int32 [B], "noise": float32 [B, H, W,
 C]}: the image is the ODE's endpoint, as written (not clipped or quantized), and "noise"
-its own starting point. Every split reads the same pairs. The stream is the image
-pipeline's (gen_jax/data/pipeline.py): a seeded global shuffle, a new order every epoch,
-each process reading its rows of every global batch, checkpointable as a grain dataset.
+its own starting point. The stream is the image pipeline's (gen_jax/data/pipeline.py): a
+seeded global shuffle, a new order every epoch, each process reading its rows of every
+global batch, checkpointable as a grain dataset.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from gen_jax.data.errors import UserDataError
 
 # The arrays of a pairs file.
 PAIR_ARRAYS = ("noise", "image", "label")
+# The split name that reads the pairs of `data.pairs`.
+PAIRS_SPLIT = "pairs"
 
 
 def pair_files(path: str) -> list[str]:
@@ -78,12 +82,6 @@ def load_pairs(path: str) -> dict[str, np.ndarray]:
   return {k: np.concatenate([p[k] for p in parts]) for k in PAIR_ARRAYS}
 
 
-def image_shape(data_config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  """(H, W, C) of the pairs' images."""
-  height, width, channels = load_pairs(data_config.pairs)["image"].shape[1:]
-  return int(height), int(width), int(channels)
-
-
 @dataclasses.dataclass
 class _PairBatches:
   """Global batch k -> this process's rows of it, as a function of k alone."""
@@ -104,10 +102,11 @@ class _PairBatches:
 
 
 def make_pairs_loader(data_config: ml_collections.ConfigDict, **kwargs) -> grain.IterDataset:
-  """The loader of the couplings under `data_config.pairs` (any split: the same pairs).
+  """The loader of the couplings under `data_config.pairs` (split 'pairs').
 
   Args:
-    data_config: `config.data` with `pairs` (a pairs file or folder).
+    data_config: `config.data` with `pairs` (a pairs file or folder) and the `dataset`
+      whose image shape the pairs have.
     **kwargs: the `pipeline.LoaderArgs` fields (split, global_batch_size, seed, shuffle,
       num_epochs); `seed` seeds the shuffle order.
 
@@ -115,12 +114,21 @@ def make_pairs_loader(data_config: ml_collections.ConfigDict, **kwargs) -> grain
     A checkpointable `grain.IterDataset` of {"image", "label", "noise"} batches.
 
   Raises:
-    UserDataError: unreadable pairs (see `load_pairs`).
+    UserDataError: no `data.pairs`, unreadable pairs (see `load_pairs`), or pairs of
+      another image shape than the dataset's.
     ValueError: a global batch size not divisible by the process count.
   """
   args = pipeline.LoaderArgs(**kwargs)
   first_row, rows = args.process_rows()
-  n = len(load_pairs(data_config.pairs)["image"])
+  if not data_config.get("pairs"):
+    raise UserDataError("data.train_split='pairs' reads the (noise, image) pairs that "
+                        "data.pairs names; set it to a pairs file or folder (--mode=reflow).")
+  images = load_pairs(data_config.pairs)["image"]
+  expected = pipeline.image_shape(data_config)
+  if images.shape[1:] != expected:
+    raise UserDataError(f"data.pairs={data_config.pairs!r} holds {images.shape[1:]} images; "
+                        f"data.dataset={data_config.dataset!r} has {expected}.")
+  n = len(images)
   B = args.global_batch_size
   num_batches = sys.maxsize // B if args.num_epochs is None else args.num_epochs * n // B
   make_batch = _PairBatches(

@@ -5,8 +5,8 @@
 
 Images: batches {"image": float32 [B, H, W, C], "label": int32 [B]} (gen_jax.data.pipeline).
 Text:   batches {"tokens": int32 [B, seq_len + 1]}, random windows (gen_jax.data.text).
-Couplings (`data.pairs`): image batches with their "noise" [B, H, W, C] too
-(gen_jax.data.couplings, what a reflowed flow trains on).
+Couplings (split 'pairs': the files `data.pairs` names): image batches with their "noise"
+[B, H, W, C] too (gen_jax.data.couplings, what a reflowed flow trains on).
 """
 from __future__ import annotations
 
@@ -67,8 +67,6 @@ def describe(data_config: ml_collections.ConfigDict) -> DataSpec:
     if not data_config.get("seq_len"):
       raise ValueError("data.seq_len must be set for a text dataset (tokens per window).")
     return DataSpec.for_text(text.text_tokenizer(data_config), data_config.seq_len)
-  if data_config.get("pairs"):
-    return DataSpec.for_images(couplings.image_shape(data_config))
   return DataSpec.for_images(pipeline.image_shape(data_config))
 
 
@@ -81,6 +79,6 @@ def make_loader(data_config: ml_collections.ConfigDict, **kwargs):
   """
   if text.is_text_dataset(data_config):
     return text.make_text_loader(data_config, **kwargs)
-  if data_config.get("pairs"):
+  if kwargs.get("split") == couplings.PAIRS_SPLIT:
     return couplings.make_pairs_loader(data_config, **kwargs)
   return pipeline.make_image_loader(data_config, **kwargs)

@@ -22,6 +22,7 @@ from smoke import FIXTURES
 
 from gen_jax import data
 from gen_jax.core.errors import ConfigError
+from gen_jax.data.errors import DatasetUnavailableError
 from gen_jax.methods.diffusion import flow, reflow, rk45
 
 
@@ -157,28 +158,32 @@ def gaussian_velocity(s):
 
 
 def test_reflow_writes_ode_endpoints_that_training_reads_as_couplings(tmp_path):
-  """--mode=reflow's pairs are (z, ODE(z)) (the RK45 solution; for Gaussian data s z),
-  and a run with data.pairs reads them back as couplings: each batch row's image is its own
-  noise's endpoint, shuffled, whatever the batch."""
-  cfg = ml_collections.ConfigDict(dict(num_pairs=12, batch_size=6, seed=3, solver="rk45",
-                                       steps=0, rtol=1e-5, atol=1e-5))
+  """--mode=reflow's pairs are (z, ODE(z)): with 8 Euler steps on the Gaussian flow each
+  step multiplies x by 1 + dt (t - (1 - t) s^2) / var_t, so ODE(z) is z times their product.
+  The split 'pairs' of data.pairs reads them back as couplings: each batch row's image is
+  its own noise's endpoint, shuffled; pairs of another shape than the dataset's fail."""
+  cfg = ml_collections.ConfigDict(dict(num_pairs=12, batch_size=6, seed=3, solver="euler",
+                                       steps=8, rtol=0.0, atol=0.0))
   result = reflow.run_reflow_mode(_FakeRun(tmp_path), cfg, velocity_of=gaussian_velocity,
-                                  image_shape=(2, 2, 1), use_ema=True)
+                                  image_shape=(28, 28, 1), use_ema=True)
   pairs = np.load(result["pairs"])
-  assert pairs["noise"].shape == (12, 2, 2, 1) and result["step"] == 7
-  direct, _ = rk45.sample(gaussian_velocity(0.3), jnp.asarray(pairs["noise"][6:]))
-  np.testing.assert_allclose(pairs["image"][6:], direct, atol=1e-6)
-  np.testing.assert_allclose(pairs["image"], 0.3 * pairs["noise"], atol=1e-3)
+  assert pairs["noise"].shape == (12, 28, 28, 1) and result["step"] == 7
+  t = np.linspace(1.0, 0.0, 9)[:-1]
+  factor = np.prod(1 - 1 / 8 * (t - (1 - t) * 0.09) / ((1 - t) ** 2 * 0.09 + t ** 2))
+  np.testing.assert_allclose(pairs["image"], factor * pairs["noise"], rtol=1e-5, atol=1e-6)
+  assert abs(factor - 0.3) < 0.1   # near the exact flow's s (8 coarse steps)
   assert np.abs(pairs["noise"][:6] - pairs["noise"][6:]).min() > 0   # a new draw per batch
 
   data_cfg = ml_collections.ConfigDict(dict(dataset="mnist_5k", pairs=str(tmp_path)))
-  assert data.describe(data_cfg).image_shape == (2, 2, 1)
-  batches = iter(data.make_loader(data_cfg, split="train", global_batch_size=5, seed=0))
+  batches = iter(data.make_loader(data_cfg, split="pairs", global_batch_size=5, seed=0))
   seen = np.concatenate([next(batches)["noise"] for _ in range(2)])
   batch = next(batches)
-  np.testing.assert_allclose(batch["image"], 0.3 * batch["noise"], atol=1e-3)
+  np.testing.assert_allclose(batch["image"], factor * batch["noise"], rtol=1e-5, atol=1e-6)
   assert {tuple(r.ravel()) for r in seen} <= {tuple(r.ravel()) for r in pairs["noise"]}
   assert not np.array_equal(seen[:5], pairs["noise"][:5])   # shuffled
+  data_cfg.dataset = "cifar10"
+  with pytest.raises(DatasetUnavailableError, match="has \\(32, 32, 3\\)"):
+    data.make_loader(data_cfg, split="pairs", global_batch_size=5, seed=0)
   with pytest.raises(ConfigError, match="multiple"):
     reflow.validate(ml_collections.ConfigDict({**cfg.to_dict(), "num_pairs": 13}))
 
