@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from smoke import FIXTURES
 
+from gen_jax.experiments.karras2022_edm import cifar10
 from gen_jax.methods.diffusion import edm
 
 
@@ -102,3 +103,21 @@ def test_heun_is_second_order_on_gaussian_data():
       lambda x, sigma_B: s2 / (s2 + sigma_B[:, None] ** 2) * x, latents, None,
       num_steps=n) - exact).max()) for n in (16, 32)]
   assert errors[0] / errors[1] > 3.5, errors
+
+
+def test_cifar10_experiment_is_the_authors_recipe():
+  """experiments/karras2022_edm/cifar10.py: train.py's CIFAR-10 defaults in steps of 512
+  (200 Mimg, lr ramp-up over 10 Mimg, EMA half-life 0.5 Mimg), DDPM++ with EDM's
+  preconditioning and augmentation, Alg. 1 with 18 steps; the sweep is Table 2's two
+  models."""
+  config = cifar10.get_config()
+  assert (config.train.batch_size, config.train.num_steps, config.train.warmup_steps) == (
+      512, 390_625, 19_531)
+  np.testing.assert_allclose(config.train.ema_decay ** (500_000 / 512), 0.5, rtol=1e-12)
+  assert (config.model.architecture, config.diffusion.process, config.diffusion.prediction,
+          config.data.augment, config.data.random_flip) == ("ddpmpp", "edm", "edm", "edm",
+                                                            False)
+  assert (config.sample.sampler, config.sample.steps, config.sample.s_churn) == (
+      "edm_heun", 18, 0.0)
+  assert cifar10.get_config("cond").model.num_classes == 10
+  assert cifar10.get_sweep() == [{"model.num_classes": 0}, {"model.num_classes": 10}]

@@ -23,6 +23,8 @@ from smoke import FIXTURES
 from gen_jax import data
 from gen_jax.core.errors import ConfigError
 from gen_jax.data.errors import DatasetUnavailableError
+from gen_jax.experiments.liu2023_rectified_flow import cifar10 as rf_cifar10
+from gen_jax.experiments.ma2024_sit import mnist as sit_mnist
 from gen_jax.methods.diffusion import flow, reflow, rk45
 
 
@@ -203,3 +205,21 @@ def test_rk45_takes_scipys_steps():
   assert int(nfe) == ref.nfev
   np.testing.assert_allclose(np.asarray(x).ravel(), ref.y[:, -1], atol=1e-6)
   np.testing.assert_allclose(x, 0.3 * z, atol=2e-5)
+
+
+def test_rectified_flow_and_sit_experiments():
+  """experiments/liu2023_rectified_flow/cifar10.py: the released 1-rectified flow (RK45
+  sampling) and its reflow variant (trains on the first flow's pairs from its params, one
+  Euler step); experiments/ma2024_sit/mnist.py: SiT's 2 x 3 x 2 grid, every run distinct."""
+  first, second = rf_cifar10.get_config(), rf_cifar10.get_config("reflow")
+  assert (first.diffusion.process, first.diffusion.prediction, first.sample.sampler) == (
+      "linear", "velocity", "rk45")
+  assert (first.train.batch_size, first.train.lr, first.train.ema_decay) == (128, 2e-4,
+                                                                              0.999999)
+  assert first.data.train_split == "train" and second.data.train_split == "pairs"
+  assert second.data.pairs == f"{second.init_from}/reflow" == "runs/rf_cifar10/reflow"
+  assert (second.sample.sampler, second.sample.steps) == ("euler", 1)
+  reflow.validate(first.reflow)
+  sweep = sit_mnist.get_sweep()
+  assert len({tuple(sorted(o.items())) for o in sweep}) == len(sweep) == 12
+  assert {o["diffusion.prediction"] for o in sweep} == {"velocity", "score", "eps"}
