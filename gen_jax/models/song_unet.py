@@ -7,7 +7,7 @@ Diffusion-Based Generative Models" (arXiv:2206.00364): NVlabs/edm `training/netw
 class `SongUNet` and the layers under it (`Linear`, `Conv2d` with resampling filters,
 `GroupNorm`, `UNetBlock`, `PositionalEmbedding`, `FourierEmbedding`, `weight_init`).
 
-EDM's CIFAR-10 network (Table 7, "DDPM++ cont. (VP)" column; `ddpmpp_cifar10_kwargs()`):
+EDM's CIFAR-10 network (NVlabs/edm train.py `--arch=ddpmpp`; `ddpmpp_cifar10_kwargs()`):
 positional noise embedding, standard encoder and decoder, box resampling filter [1, 1],
 model_channels 128, channel_mult (2, 2, 2), 4 blocks per resolution, attention at 16x16,
 dropout 0.13, and augment_dim 9 for the non-leaky augmentation labels
@@ -520,7 +520,7 @@ class SongUNet(nn.Module):
 def ddpmpp_cifar10_kwargs(label_dim: int = 0) -> dict[str, Any]:
   """EDM's DDPM++ settings for CIFAR-10 (NVlabs/edm train.py `--arch=ddpmpp`, `--augment`).
 
-  Karras et al. 2022, Table 7 / Appendix F.2: model_channels 128, channel_mult (2, 2, 2),
+  The authors' train.py defaults with --arch=ddpmpp: model_channels 128, channel_mult (2, 2, 2),
   positional embedding, standard encoder and decoder, resample filter (1, 1), dropout 0.13,
   augment_dim 9 (the non-leaky augmentation at p = 0.12); 55,733,891 parameters
   unconditional.
