@@ -18,8 +18,8 @@ from gen_jax.engine import method_modes
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.evaluate.masked_metrics import masked_psnr, masked_ssim
 from gen_jax.methods.diffusion import inpainting, inpainting_mode
-from gen_jax.methods.diffusion.inpainting import InpaintConfigError
 from gen_jax.methods.diffusion.core import linear_betas, make_schedule
+from gen_jax.methods.diffusion.inpainting import InpaintConfigError
 
 # The config group's defaults (configs/ddpm.py: inpaint_group), pinned here.
 INPAINT_DEFAULTS = dict(mask="center", fraction=0.25, mask_seed=0, sampler="repaint",

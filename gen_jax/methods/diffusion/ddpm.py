@@ -43,8 +43,9 @@ from gen_jax.methods.diffusion.variances import (
 # (x_t [B,H,W,C], t [B]) -> network output [B,H,W,C], or [B,H,W,2C] with a learned variance.
 NetworkFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-# (x_t [B,H,W,C], t [B], labels [B]) -> network output: a class-conditional network.
-LabelledNetworkFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+# (x_t [B,H,W,C], t [B], labels [B] or None: the null class) -> network output: a
+# class-conditional network.
+LabelledNetworkFn = Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array]
 
 # What the network predicts: the noise (Ho et al. Eq. 14), the clean image,
 # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022), or the posterior mean

@@ -79,7 +79,9 @@ class DiffusionMethod(Method):
   guidance: float = 0.0         # sample.guidance: w of Alg. 2
   process: str = "ddpm"         # diffusion.process (core.PROCESSES)
   prediction: str = "eps"       # diffusion.prediction of a continuous process
-  edm_cfg: ml_collections.ConfigDict | None = None   # diffusion.edm
+  sigma_data: float = 0.5       # diffusion.edm: Karras et al. Table 1
+  p_mean: float = -1.2
+  p_std: float = 1.2
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
@@ -101,7 +103,8 @@ class DiffusionMethod(Method):
                hybrid_lambda=cfg.hybrid_lambda, num_classes=m.num_classes,
                p_uncond=cfg.p_uncond, sample_label=config.sample.label,
                guidance=float(config.sample.guidance), process=cfg.process,
-               prediction=cfg.prediction, edm_cfg=cfg.edm)
+               prediction=cfg.prediction, sigma_data=cfg.edm.sigma_data,
+               p_mean=cfg.edm.p_mean, p_std=cfg.edm.p_std)
 
   @property
   def continuous(self) -> bool:
@@ -121,15 +124,15 @@ class DiffusionMethod(Method):
     `prediction`, EDM's D(x; sigma) (`edm.denoised`) for 'edm'."""
     rngs = {"dropout": dropout_rng} if train and dropout_rng is not None else None
 
-    def raw(x, time_input_B, labels):
+    def raw(x, time_input_B, labels) -> jax.Array:
       # flax annotates apply's result as (output, state) too; without `mutable` it is output.
-      return self.model.apply({"params": params}, x, time_input_B, labels, train=train,
-                              rngs=rngs)
+      return self.model.apply({"params": params}, x, time_input_B, labels,  # pyright: ignore[reportReturnType]
+                              train=train, rngs=rngs)
 
     if not self.continuous:
-      return raw  # pyright: ignore[reportReturnType]
+      return raw
     if self.prediction == "edm":
-      sigma_data = self.edm_cfg.sigma_data
+      sigma_data = self.sigma_data
       return lambda x, sigma_B, labels: edm.denoised(
           lambda x_in, c_noise_B: raw(x_in, c_noise_B, labels), x, sigma_B, sigma_data)
     return lambda x, t_B, labels: raw(x, core.noise_labels(self.process, t_B), labels)
@@ -181,8 +184,8 @@ class DiffusionMethod(Method):
     t_rng, noise_rng = jax.random.split(rng)
     noise = jax.random.normal(noise_rng, shape, jnp.float32)
     if self.process == "edm":
-      t_B = edm.training_sigma(t_rng, shape[0], p_mean=self.edm_cfg.p_mean,
-                               p_std=self.edm_cfg.p_std)
+      t_B = edm.training_sigma(t_rng, shape[0], p_mean=self.p_mean,
+                               p_std=self.p_std)
       return t_B, noise
     t_min, t_max = core.time_range(self.process, self.prediction)
     if self.prediction == "score":
@@ -199,7 +202,7 @@ class DiffusionMethod(Method):
                             hybrid_lambda=self.hybrid_lambda)
     if self.prediction == "edm":
       denoise = lambda x, sigma_B: network(x, sigma_B).astype(jnp.float32)
-      return jnp.mean(edm.loss(denoise, x0, t_B, noise, self.edm_cfg.sigma_data))
+      return jnp.mean(edm.loss(denoise, x0, t_B, noise, self.sigma_data))
     c = core.coefficients(self.process, t_B.reshape(-1, 1, 1, 1))
     output = network(c.alpha * x0 + c.sigma * noise, t_B).astype(jnp.float32)
     return jnp.mean((core.prediction_target(self.prediction, x0, noise, c) - output) ** 2)
