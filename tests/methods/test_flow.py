@@ -9,23 +9,27 @@ data, and its pairs against the couplings loader (gen_jax/data/couplings.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import types
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 from scipy import integrate
-from smoke import FIXTURES
+from smoke import FIXTURES, load_config
 
 from gen_jax import data
 from gen_jax.core.errors import ConfigError
 from gen_jax.data.errors import DatasetUnavailableError
+from gen_jax.data.spec import DataSpec
 from gen_jax.experiments.liu2023_rectified_flow import cifar10 as rf_cifar10
 from gen_jax.experiments.ma2024_sit import mnist as sit_mnist
-from gen_jax.methods.diffusion import flow, reflow, rk45
+from gen_jax.methods.diffusion import core, flow, reflow, rk45, samplers
+from gen_jax.methods.diffusion.method import DiffusionMethod
 
 
 def assert_close(actual, desired, rtol=2e-5, atol=2e-5, err_msg=""):
@@ -193,7 +197,7 @@ def test_reflow_writes_ode_endpoints_that_training_reads_as_couplings(tmp_path):
 def test_rk45_takes_scipys_steps():
   """rk45.sample takes the steps of scipy's solve_ivp(method='RK45') (the rectified-flow
   code's sampler) on the Gaussian flow: the same evaluations count, the same result to
-  float32 precision, and the closed form s z to the tolerance."""
+  float32 precision, and the closed form s z to the tolerance; so does sampler 'rk45'."""
   velocity = gaussian_velocity(0.3)
   z = jax.random.normal(jax.random.PRNGKey(0), (6, 2, 2, 1))
   x, nfe = jax.jit(lambda z: rk45.sample(velocity, z))(z)
@@ -205,6 +209,15 @@ def test_rk45_takes_scipys_steps():
   assert int(nfe) == ref.nfev
   np.testing.assert_allclose(np.asarray(x).ravel(), ref.y[:, -1], atol=1e-6)
   np.testing.assert_allclose(x, 0.3 * z, atol=2e-5)
+  # sample.sampler='rk45' of a velocity model on the linear process: from its prior draw
+  # at t = 1 to t = 0 (samplers.sample draws x_1 from the first split of its key).
+  x0_eps = lambda x, t_B: core.x0_and_eps("velocity", velocity(x, t_B), x, core.coefficients(
+      "linear", t_B[:, None, None, None]))
+  rng = jax.random.key(4)
+  sampled = samplers.sample(x0_eps, "linear", rng, z.shape, sampler="rk45", steps=0,
+                            prediction="velocity")
+  prior = core.prior_sample("linear", jax.random.split(rng)[0], z.shape, 1.0)
+  np.testing.assert_allclose(sampled, 0.3 * prior, atol=1e-3)   # RK45 at 1e-5: global error
 
 
 def test_rectified_flow_and_sit_experiments():
@@ -223,3 +236,35 @@ def test_rectified_flow_and_sit_experiments():
   sweep = sit_mnist.get_sweep()
   assert len({tuple(sorted(o.items())) for o in sweep}) == len(sweep) == 12
   assert {o["diffusion.prediction"] for o in sweep} == {"velocity", "score", "eps"}
+
+
+class _TinyFlowNet(nn.Module):
+  """A per-pixel affine map of x_t and t: the cheapest network DiffusionMethod can train."""
+
+  @nn.compact
+  def __call__(self, x, t_B, labels=None, train=False):
+    del labels, train
+    w = self.param("w", nn.initializers.constant(0.5), (2,))
+    return w[0] * x + w[1] * t_B[:, None, None, None] / 999.0
+
+
+def test_reflowed_training_regresses_on_each_images_own_noise():
+  """With data.train_split='pairs' the train step's x_t and target use the batch's "noise"
+  (the image's coupling), not a fresh draw: its loss is the flow loss at that noise; the
+  trained flow offers --mode=reflow."""
+  config = load_config("ddpm", "flow,smoke", **{"data.train_split": "pairs"})
+  method = DiffusionMethod.from_config(config, DataSpec.for_images((8, 8, 1)))
+  method = dataclasses.replace(method, model=_TinyFlowNet())
+  assert method.couplings and "reflow" in method.modes()
+  state = method.init(jax.random.key(0), None)
+  gen = np.random.default_rng(0)
+  batch = {"image": gen.uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32),
+           "label": np.zeros((4,), np.int32),
+           "noise": gen.standard_normal((4, 8, 8, 1)).astype(np.float32)}
+  rng = jax.random.key(1)
+  _, metrics = jax.jit(method.train_step)(state, batch, rng)
+  t_B, _ = method._draw_t_and_noise(jax.random.split(rng)[0], (4, 8, 8, 1))
+  x_t = flow.interpolate("linear", batch["image"], batch["noise"], t_B)
+  target = flow.training_target("linear", "velocity", batch["image"], batch["noise"], t_B)
+  expected = jnp.mean((0.5 * x_t + 0.5 * t_B[:, None, None, None] - target) ** 2)
+  np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)

@@ -74,7 +74,7 @@ def _validate_continuous(config: ml_collections.ConfigDict) -> None:
   if s.sampler == "edm_heun" and cfg.process != "edm":
     raise ConfigError("sample.sampler='edm_heun' is Karras et al.'s Alg. 2 on process 'edm'; "
                       "use 'heun' for the probability-flow ODE of another process.")
-  if s.steps < (2 if s.sampler == "edm_heun" else 1):
+  if s.sampler != "rk45" and s.steps < (2 if s.sampler == "edm_heun" else 1):
     raise ConfigError(f"sample.steps={s.steps}: a continuous process's sampler needs "
                       f"{'at least 2' if s.sampler == 'edm_heun' else 'at least 1'} steps.")
   if config.eval.bpd_num_images and config.eval.bpd_ode_steps < 1:

@@ -27,6 +27,7 @@ import optax
 
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.data.couplings import PAIRS_SPLIT
 from gen_jax.methods.base import (
   DatasetEvaluation,
   Method,
@@ -35,7 +36,15 @@ from gen_jax.methods.base import (
   grad_accum_steps,
   image_shape_of,
 )
-from gen_jax.methods.diffusion import core, edm, inpainting, inpainting_mode, likelihood, samplers
+from gen_jax.methods.diffusion import (
+  core,
+  edm,
+  inpainting,
+  inpainting_mode,
+  likelihood,
+  reflow,
+  samplers,
+)
 from gen_jax.methods.diffusion.config_checks import validate_config
 from gen_jax.methods.diffusion.core import Schedule, schedule_from_config
 from gen_jax.methods.diffusion.ddim import ddim_sample, ddim_timesteps
@@ -82,6 +91,7 @@ class DiffusionMethod(Method):
   sigma_data: float = 0.5       # diffusion.edm: Karras et al. Table 1
   p_mean: float = -1.2
   p_std: float = 1.2
+  couplings: bool = False       # data.train_split='pairs': train on each image's own noise
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
@@ -104,7 +114,8 @@ class DiffusionMethod(Method):
                p_uncond=cfg.p_uncond, sample_label=config.sample.label,
                guidance=float(config.sample.guidance), process=cfg.process,
                prediction=cfg.prediction, sigma_data=cfg.edm.sigma_data,
-               p_mean=cfg.edm.p_mean, p_std=cfg.edm.p_std)
+               p_mean=cfg.edm.p_mean, p_std=cfg.edm.p_std,
+               couplings=config.data.train_split == PAIRS_SPLIT)
 
   @property
   def continuous(self) -> bool:
@@ -217,6 +228,8 @@ class DiffusionMethod(Method):
     """
     loss_rng, dropout_rng = jax.random.split(rng)
     t_B, noise = self._draw_t_and_noise(loss_rng, batch["image"].shape)
+    if self.couplings:   # reflow (reflow.py): x_t between each image and its own noise
+      noise = batch["noise"]
     rows = (batch["image"], t_B, noise)
     labels = self._labels(batch)   # None when unconditional
     if labels is not None:
@@ -293,8 +306,19 @@ class DiffusionMethod(Method):
                              clip_x0=self.sample_cfg.clip_x0, sampler=sampler,
                              jump_length=jump_length, jump_n_sample=jump_n_sample, steps=steps)
 
+  def _ode_velocity_fn(self, params) -> reflow.VelocityFn:
+    """(x_t, t_B) -> the probability-flow velocity dx/dt of the network (unconditional)."""
+    x0_eps = self._x0_and_eps_fn(self._network(params, False))
+    return lambda x, t_B: core.ode_velocity(
+        *x0_eps(x, t_B), core.coefficients(self.process, t_B.reshape(-1, 1, 1, 1)))
+
   def modes(self) -> dict[str, MethodMode]:
-    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group)."""
+    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group);
+    for 'linear' and 'gvp', `--mode=reflow` (`reflow.reflow_mode`, the `reflow` group)."""
+    if self.process in ("linear", "gvp"):
+      return {"reflow": reflow.reflow_mode(self._ode_velocity_fn, self.image_shape,
+                                           self.sample_cfg.use_ema,
+                                           core.time_range(self.process, self.prediction))}
     if self.continuous:
       return {}
     run = lambda ctx, cfg: inpainting_mode.run_inpaint_mode(
@@ -316,6 +340,8 @@ class DiffusionMethod(Method):
            else ddim_timesteps(T, cfg.steps or T, cfg.timesteps))[::-1]
       abar = np.asarray(self.schedule.alphas_cumprod, np.float64)[t]
       return np.sqrt((1.0 - abar) / abar)
+    if cfg.sampler == "rk45":   # adaptive: its evaluations vary with the batch
+      return np.zeros((0,))
     if cfg.sampler == "edm_heun":
       sigmas = edm.sampling_sigmas(cfg.steps, core.EDM_SIGMA_MIN, core.EDM_SIGMA_MAX,
                                    samplers.EDM_RHO)
@@ -330,7 +356,8 @@ class DiffusionMethod(Method):
 
   @property
   def nfe(self) -> int:
-    """Network evaluations per sample of `config.sample` (a guided step counts two)."""
+    """Network evaluations per sample of `config.sample` (a guided step counts two); 0 for
+    the adaptive 'rk45'."""
     levels = self._sampler_noise_levels()
     guided = 0
     if self.num_classes:
@@ -343,11 +370,11 @@ class DiffusionMethod(Method):
     guidance), plus a conditional model's '_label<c>' (one class) and '_w<w>'."""
     cfg = self.sample_cfg
     steps = cfg.steps or self.schedule.num_timesteps
-    tag = f"{cfg.sampler}{steps}"
+    tag = cfg.sampler if cfg.sampler == "rk45" else f"{cfg.sampler}{steps}"
     if self.num_classes:
       tag += (f"_label{self.sample_label}" if self.sample_label >= 0 else "") + \
              f"_w{self.guidance:g}"
-    if self.nfe != steps:
+    if self.nfe != steps and cfg.sampler != "rk45":
       tag += f"_nfe{self.nfe}"
     return tag
 

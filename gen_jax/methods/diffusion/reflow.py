@@ -86,7 +86,8 @@ def validate(cfg) -> None:
 
 
 def run_reflow_mode(ctx: ModeContext, cfg, *, velocity_of: Callable[[Any], VelocityFn],
-                    image_shape: tuple[int, int, int], use_ema: bool) -> dict[str, Any]:
+                    image_shape: tuple[int, int, int], use_ema: bool,
+                    time_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
   """`--mode=reflow`: writes `reflow.num_pairs` pairs (Z_0, ODE(Z_0)) of the trained flow.
 
   Z_0 of batch i is N(0, I) drawn from fold_in(key(reflow.seed), i), so a run with another
@@ -101,6 +102,8 @@ def run_reflow_mode(ctx: ModeContext, cfg, *, velocity_of: Callable[[Any], Veloc
       velocity, whatever its prediction).
     image_shape: (H, W, C).
     use_ema: integrate with the EMA params (`sample.use_ema`), else the raw ones.
+    time_range: (t_min, t_max) of the flow: the ODE runs from t_max (where Z_0 is drawn)
+      down to t_min (`core.time_range`: 1 - 1e-3 for a score or noise prediction).
 
   Returns:
     The JSON's contents: the file, the counts and settings, the mean network evaluations
@@ -113,7 +116,8 @@ def run_reflow_mode(ctx: ModeContext, cfg, *, velocity_of: Callable[[Any], Veloc
   state, step = ctx.restore()
   params = state.ema_params if use_ema else state.params
   endpoints = ctx.jit(lambda p, z: ode_endpoints(
-      velocity_of(p), z, solver=cfg.solver, steps=cfg.steps, rtol=cfg.rtol, atol=cfg.atol))
+      velocity_of(p), z, solver=cfg.solver, steps=cfg.steps, rtol=cfg.rtol, atol=cfg.atol,
+      t_start=time_range[1], t_end=time_range[0]))
   key = jax.random.key(cfg.seed)
   noises, images, nfes = [], [], []
   t0 = time.perf_counter()
@@ -155,11 +159,12 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def reflow_mode(velocity_of: Callable[[Any], VelocityFn], image_shape: tuple[int, int, int],
-                use_ema: bool) -> MethodMode:
-  """The `--mode=reflow` a flow's method offers (`Method.modes`)."""
+                use_ema: bool, time_range: tuple[float, float] = (0.0, 1.0)) -> MethodMode:
+  """The `--mode=reflow` a flow's method offers (`Method.modes`; Args as
+  `run_reflow_mode`)."""
   return MethodMode(
       help="write (noise, ODE(noise)) pairs of this flow for a reflowed run (data.pairs)",
       config_group="reflow",
       run=functools.partial(run_reflow_mode, velocity_of=velocity_of, image_shape=image_shape,
-                            use_ema=use_ema),
+                            use_ema=use_ema, time_range=time_range),
       report=format_report)

@@ -15,7 +15,10 @@ prediction converted to (x0_hat, eps_hat) by `core.x0_and_eps`):
                      s^2 = eta^2 sigma_s^2 (1 - (alpha_t sigma_s / (alpha_s sigma_t))^2), the
                      posterior variance of q(x_s | x_t, x_0) times eta^2 (eta = 0: DDIM; the
                      ancestral sampler is eta = 1);
-  'edm_heun'         Karras et al. 2022, Alg. 2 (`edm.heun_sample`) on process 'edm'.
+  'edm_heun'         Karras et al. 2022, Alg. 2 (`edm.heun_sample`) on process 'edm';
+  'rk45'             the probability-flow ODE with adaptive Dormand-Prince steps at
+                     rtol = atol = 1e-5 (`rk45.sample`, the rectified-flow code's sampler);
+                     `steps` is unused and the NFE varies with the batch.
 
 The discrete DDPM process keeps its own samplers (`ddpm.ddpm_sample`, `ddim.ddim_sample`).
 Every sampler's NFE (network evaluations per sample) is `num_evaluations`.
@@ -28,12 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen_jax.methods.diffusion import core, edm
+from gen_jax.methods.diffusion import core, edm, rk45
 
 # (x_t [B, H, W, C], t_B [B] float times) -> (x0_hat, eps_hat), each [B, H, W, C].
 X0EpsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
-SAMPLERS = ("ancestral", "ddim", "euler", "heun", "euler_maruyama", "edm_heun")
+SAMPLERS = ("ancestral", "ddim", "euler", "heun", "euler_maruyama", "edm_heun", "rk45")
 # Karras et al. 2022, Eq. 5: the exponent of the sigma grid (their choice for every process).
 EDM_RHO = 7.0
 
@@ -138,6 +141,12 @@ def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...]
     return edm.heun_sample(denoise_fn, latents, steps_rng, num_steps=steps,
                            sigma_min=core.EDM_SIGMA_MIN, sigma_max=core.EDM_SIGMA_MAX,
                            rho=EDM_RHO, **(edm_options or {}))
+  if sampler == "rk45":
+    t_min, t_max = core.time_range(process, prediction)
+    velocity = lambda x, t_B: core.ode_velocity(
+        *x0_eps(x, t_B), core.coefficients(process, t_B.reshape(-1, 1, 1, 1)))
+    x = core.prior_sample(process, init_rng, shape, t_max)
+    return rk45.sample(velocity, x, t_start=t_max, t_end=t_min)[0]
   times = time_grid(process, steps, prediction, sampler)
   x = core.prior_sample(process, init_rng, shape, float(times[0]))
   is_last = np.arange(steps) == steps - 1
