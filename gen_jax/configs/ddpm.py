@@ -41,6 +41,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # probability augment_p per transformation (EDM's CIFAR-10: 0.12).
   config.data.augment = "none"
   config.data.augment_p = 0.12
+  # Reflow (Liu et al. 2023): the (noise, image) pairs files (or their folder) that a flow's
+  # --mode=reflow wrote; data.train_split='pairs' trains on them as couplings
+  # (gen_jax/data/couplings.py). '' = none.
+  config.data.pairs = ""
 
   config.model = ml_collections.ConfigDict()
   # 'unet' (Ho et al. App. B; the fields below) or 'ddpmpp' (Song et al.'s DDPM++ as EDM
@@ -140,6 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.guidance_interval = (0.0, float("inf"))
 
   config.inpaint = inpaint_group()
+  config.reflow = reflow_group()
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True
@@ -192,3 +197,20 @@ def inpaint_group() -> ml_collections.ConfigDict:
   # Seed of the chain's noise.
   inpaint.seed = 0
   return inpaint
+
+
+def reflow_group() -> ml_collections.ConfigDict:
+  """`--mode=reflow` of a flow ('linear' or 'gvp'; gen_jax/methods/diffusion/reflow.py): the
+  (noise, ODE(noise)) pairs it writes for a reflowed run (Liu et al. 2023, Alg. 1)."""
+  reflow = ml_collections.ConfigDict()
+  # Pairs per call, drawn in batches of batch_size from `seed` (another seed adds new pairs,
+  # as the authors' data generation per seed).
+  reflow.num_pairs = 1000
+  reflow.batch_size = 250
+  reflow.seed = 0
+  # The ODE: 'rk45' (adaptive, rtol / atol below: the authors') or 'euler' (`steps` steps).
+  reflow.solver = "rk45"
+  reflow.steps = 100
+  reflow.rtol = 1e-5
+  reflow.atol = 1e-5
+  return reflow

@@ -83,9 +83,11 @@ LAYOUT = ("mesh.*", "data.data_dir", "data.manual_dir", "data.num_workers",
 RESUMABLE = LAYOUT + ("train.num_steps", "train.log_every", "train.checkpoint_every",
                       "train.max_checkpoints", "train.sample_every",
                       "train.async_checkpointing", "eval.*", "sample.*", "data.eval_split",
-                      "export.*", "inpaint.*")
-# What `--mode=sample` / `eval` / `export` / `inpaint` may override in a run's saved config.
-READ_MODE_FIELDS = LAYOUT + ("eval.*", "sample.*", "data.eval_split", "export.*", "inpaint.*")
+                      "export.*", "inpaint.*", "reflow.*")
+# What `--mode=sample` / `eval` / `export` / `inpaint` / `reflow` may override in a run's
+# saved config.
+READ_MODE_FIELDS = LAYOUT + ("eval.*", "sample.*", "data.eval_split", "export.*", "inpaint.*",
+                             "reflow.*")
 
 
 class ConfigMismatchError(UserError, ValueError):
@@ -236,8 +238,9 @@ def reading_config(workdir: str | epath.Path, overrides: dict[str, Any],
   if not_allowed:
     raise ConfigMismatchError(
         f"This mode reads the run in {workdir} with the config it was trained with; only "
-        "sample.*, eval.*, export.*, inpaint.*, data.eval_split and the hardware layout (mesh.*, "
-        f"data dirs) may be overridden, not: {', '.join(not_allowed)}. To train with other "
+        "sample.*, eval.*, export.*, inpaint.*, reflow.*, data.eval_split and the hardware "
+        f"layout (mesh.*, data dirs) may be overridden, not: {', '.join(not_allowed)}. To "
+        "train with other "
         "values, use --mode=train with a new --workdir.")
   saved = load_saved_config(workdir)
   if saved is None:

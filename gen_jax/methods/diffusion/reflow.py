@@ -152,8 +152,8 @@ def format_report(result: dict[str, Any]) -> str:
       f"reflow: {result['num_pairs']} (noise, image) pairs of step {result['step']} "
       f"(seed {result['seed']}, {solver}, {result['nfe_mean']:.1f} network evaluations per "
       f"batch) in {result['seconds']:.1f}s",
-      f"pairs: {result['pairs']} (train on them with --config.data.pairs=<this file or its "
-      "folder>)",
+      f"pairs: {result['pairs']} (train on them: --config.data.train_split=pairs "
+      "--config.data.pairs=<this file or its folder>)",
       f"grid: {result['grid']}",
   ])
 
