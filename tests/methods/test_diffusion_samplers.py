@@ -50,7 +50,9 @@ def test_predictions_convert_back_and_velocity_is_the_time_derivative(process, p
   np.testing.assert_allclose(eps_hat, eps, atol=2e-5)
   # d x_t / dt by central differences equals alpha' x0 + sigma' eps (the velocity).
   h = 1e-3
-  x_at = lambda s: core.coefficients(process, s).alpha * x0 + core.coefficients(process, s).sigma * eps
+  def x_at(s):
+    c_s = core.coefficients(process, s)
+    return c_s.alpha * x0 + c_s.sigma * eps
   np.testing.assert_allclose((x_at(t + h) - x_at(t - h)) / (2 * h),
                              core.ode_velocity(x0, eps, c), rtol=2e-3, atol=2e-3)
 

@@ -109,7 +109,7 @@ def test_known_pixels_are_fresh_forward_draws_before_each_step():
   assert 0.2 < residual.std() < 3.0 and not np.allclose(out[kb], 0.5)
 
 
-def smoke_method(data_dir, variance="fixed"):data_dir, variance="fixed"):
+def smoke_method(data_dir, variance="fixed"):
   config = load_config("ddpm", **{"data.data_dir": data_dir, "diffusion.variance": variance})
   exp = build_experiment(config)
   return exp.method, exp.method.init(jax.random.key(0), None)
