@@ -122,3 +122,28 @@ def test_guidance_interval_guides_only_inside_it():
     np.testing.assert_allclose(guided(x, jnp.array([t, t])), 3.0)
   assert guidance.guided_steps([3.0, 2.0, 1.0, 0.5, 0.1], (0.5, 2.0)) == 2
   assert samplers.num_evaluations("heun", samplers.time_grid("edm", 18, "edm")) == 35
+
+
+def test_ddpmpp_with_edm_augmentation_trains_on_the_augment_labels():
+  # configs/ddpm.py:edm,smoke with model.architecture='ddpmpp' and data.augment='edm': the
+  # train step augments the images and feeds their 9 labels to SongUNet's map_augment
+  # (Karras et al. 2022, App. C.4), whose weights the update then moves; sampling passes
+  # no augment labels.
+  from smoke import load_config
+
+  from gen_jax.methods.diffusion.method import DiffusionMethod
+  from gen_jax.models.song_unet import SongUNet
+  config = load_config("ddpm", "edm,smoke", **{
+      "model.architecture": "ddpmpp", "data.augment": "edm", "data.augment_p": 1.0,
+      "model.ch": 8, "model.ch_mult": (1,), "model.num_res_blocks": 1,
+      "model.attn_resolutions": (), "train.warmup_steps": 0})
+  method = DiffusionMethod.from_config(config, (8, 8, 1))
+  assert isinstance(method.model, SongUNet) and method.model.augment_dim == 9
+  state = method.init(jax.random.key(0), None)
+  batch = {"image": jnp.linspace(-1, 1, 4 * 64).reshape(4, 8, 8, 1)}
+  new_state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+  assert np.isfinite(float(metrics["loss"]))
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                       state.params["map_augment"], new_state.params["map_augment"])
+  assert max(jax.tree.leaves(moved)) > 0
+  assert method.sample_tag == "edm_heun5_nfe9"
