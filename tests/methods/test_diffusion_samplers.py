@@ -139,8 +139,8 @@ def test_ddpmpp_with_edm_augmentation_trains_on_the_augment_labels():
       "model.attn_resolutions": (), "train.warmup_steps": 0})
   method = DiffusionMethod.from_config(config, (8, 8, 1))
   assert isinstance(method.model, SongUNet) and method.model.augment_dim == 9
-  state = method.init(jax.random.key(0), None)
   batch = {"image": jnp.linspace(-1, 1, 4 * 64).reshape(4, 8, 8, 1)}
+  state = method.init(jax.random.key(0), batch)
   new_state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
   assert np.isfinite(float(metrics["loss"]))
   moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
