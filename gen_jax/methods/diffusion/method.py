@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from gen_jax.core.errors import ConfigError
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.data import edm_augment
@@ -331,19 +332,37 @@ class DiffusionMethod(Method):
               sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
               steps: int = 0) -> jax.Array:
     """Fills the unknown pixels of x0 [B, H, W, C] (`known` [B, H, W, 1] True where kept)
-    with this U-Net (eval mode), target, reverse variance and `sample.clip_x0`
-    (`inpainting.repair`: replacement or RePaint, over all T steps or `steps`).
+    with this network in eval mode. 'ddpm': its target, reverse variance and
+    `sample.clip_x0` (`inpainting.repair`: replacement or RePaint, over all T steps or
+    `steps`). A continuous process: replacement only, with `sample.sampler` over `steps`
+    (0: `sample.steps`) steps (`samplers.known_pixels_replaced`).
 
     Returns:
       [B, H, W, C] repaired images clipped to [-1, 1].
+
+    Raises:
+      ConfigError: RePaint, or 'edm_heun', asked of a continuous process.
     """
-    return inpainting.repair(self._network(params, False), self.schedule, x0, known, rng,
-                             target=self.target, variance=self.variance,
-                             clip_x0=self.sample_cfg.clip_x0, sampler=sampler,
-                             jump_length=jump_length, jump_n_sample=jump_n_sample, steps=steps)
+    network = self._network(params, False)
+    if not self.continuous:
+      return inpainting.repair(network, self.schedule, x0, known, rng, target=self.target,
+                               variance=self.variance, clip_x0=self.sample_cfg.clip_x0,
+                               sampler=sampler, jump_length=jump_length,
+                               jump_n_sample=jump_n_sample, steps=steps)
+    cfg = self.sample_cfg
+    if sampler != "replacement" or cfg.sampler == "edm_heun":
+      raise ConfigError(f"Inpainting with process={self.process!r} is the replacement method "
+                        f"(inpaint.sampler='replacement'; got {sampler!r}) with a sampler other "
+                        f"than 'edm_heun' (sample.sampler={cfg.sampler!r}); RePaint is DDPM's.")
+    x = samplers.sample(self._x0_and_eps_fn(network), self.process, rng, x0.shape,
+                        sampler=cfg.sampler, steps=steps or cfg.steps,
+                        prediction=self.prediction, eta=cfg.eta,
+                        replace=samplers.known_pixels_replaced(self.process, x0, known))
+    return jnp.clip(x, -1.0, 1.0)
 
   def modes(self) -> dict[str, MethodMode]:
-    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group)."""
+    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group) of
+    the DDPM process (a continuous process inpaints from Python: `inpaint`)."""
     if self.continuous:
       return {}
     run = lambda ctx, cfg: inpainting_mode.run_inpaint_mode(
