@@ -267,6 +267,8 @@ def test_kl_and_hybrid_objectives_equal_the_bits_per_dim_terms(sched, target, va
       sched, lambda x, t: net(params, x, t), x0, t_B, noise, target=target, loss=kind,
       variance=variance, hybrid_lambda=lam))
   assert loss("kl") == pytest.approx(terms_bpd.mean(), rel=1e-5)
+  # improved-diffusion's LossType.RESCALED_KL (use_kl=True): the same term times T.
+  assert loss("rescaled_kl") == pytest.approx(T * loss("kl"), rel=1e-6)
   if variance in dp.LEARNED_VARIANCES:
     assert loss("hybrid", 0.02) == pytest.approx(loss("simple") + 0.02 * T * terms_bpd.mean(),
                                                  rel=1e-5)

@@ -23,10 +23,12 @@ from gen_jax.methods.diffusion.inpainting import InpaintConfigError
 
 # The config group's defaults (configs/ddpm.py: inpaint_group), pinned here.
 INPAINT_DEFAULTS = dict(mask="center", fraction=0.25, mask_seed=0, sampler="repaint",
-                        jump_length=10, jump_n_sample=10, steps=0, num_images=8, seed=0)
+                        jump_length=10, jump_n_sample=10, steps=250, num_images=8, seed=0)
 
 
 def test_inpaint_config_defaults():
+  # RePaint's confs run the 1000-step models on 250 respaced steps (timestep_respacing:
+  # '250', schedule_jump_params t_T: 250, jump_length: 10, jump_n_sample: 10).
   config = load_config("ddpm", None)
   assert config.inpaint.to_dict() == INPAINT_DEFAULTS
 
@@ -69,48 +71,48 @@ def point_mass_denoiser(sched, x_star):
 
 
 @pytest.mark.parametrize("sampler,steps", [("replacement", 0), ("repaint", 0), ("repaint", 7)])
-def test_chain_on_a_point_mass_model(sampler, steps):
-  """With a model that knows the data is x_star, every chain ends at x_star in the filled
-  pixels (x0_hat = x_star at each step; the last step adds no noise), while the known
-  pixels are the input's exactly, whatever the ups and downs before."""
+def test_chain_on_a_point_mass_model_returns_the_models_last_step(sampler, steps):
+  """With a model that knows the data is x_star, every chain ends at x_star (x0_hat =
+  x_star at each step; the last step adds no noise), in the known pixels too: as RePaint's
+  p_sample_loop, the output is the model's last step on the whole image (the known pixels
+  of x_t are replaced before each step), not x_0 pasted over it."""
   T = 20
   sched = make_schedule(linear_betas(T, 1e-3, 0.2))
   x_star = jnp.linspace(-0.8, 0.8, 2 * 6 * 6).reshape(2, 6, 6, 1)
   x0 = -x_star   # the known pixels differ from what the model would draw
   known = inpainting.make_masks("random_pixels", 2, 6, 6, fraction=0.5, seed=1)
-  denoise, run_sched, target = point_mass_denoiser(sched, x_star), sched, "eps"
+  network, run_sched, target = point_mass_denoiser(sched, x_star), sched, "eps"
   if steps:
-    denoise, run_sched = inpainting.respaced(denoise, sched, steps, "eps", "beta")
+    network, run_sched = inpainting.respaced(network, sched, steps, "eps", "beta")
     target = "x0"
   times = inpainting.chain_times(sampler, steps or T, jump_length=3, jump_n_sample=3)
-  out = np.asarray(inpainting.inpaint(denoise, run_sched, jax.random.key(0), x0, known, times,
+  out = np.asarray(inpainting.inpaint(network, run_sched, jax.random.key(0), x0, known, times,
                                       target=target, variance="beta", clip_x0=True))
-  known_b = np.broadcast_to(known, out.shape)
-  np.testing.assert_array_equal(out[known_b], np.asarray(x0)[known_b])
-  np.testing.assert_allclose(out[~known_b], np.asarray(x_star)[~known_b], atol=2e-5)
+  np.testing.assert_allclose(out, np.asarray(x_star), atol=2e-5)
+
+
+def test_known_pixels_are_fresh_forward_draws_before_each_step():
+  """Lugmayr et al.'s p_sample: before the step from level t, the known pixels are
+  sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps. A network that returns its input as x0_hat
+  (target 'x0') makes the step from t = 0 return its input, so a 1-step chain from the
+  second level shows what the model was given: x_0 + sqrt(1 - abar_0) eps in the known
+  pixels (not x_0 itself, not the chain's x)."""
+  sched = make_schedule(linear_betas(2, 0.1, 0.2))
+  x0 = jnp.full((1, 4, 4, 1), 0.5)
+  known = inpainting.make_masks("left", 1, 4, 4)
+  identity = lambda x, t_B: x
+  out = np.asarray(inpainting.inpaint(identity, sched, jax.random.key(1), x0, known,
+                                      np.array([1, 0, -1]), target="x0", clip_x0=False))
+  kb = np.broadcast_to(known, out.shape)
+  abar0 = float(sched.alphas_cumprod[0])
+  residual = (out[kb] - np.sqrt(abar0) * 0.5) / np.sqrt(1.0 - abar0)
+  assert 0.2 < residual.std() < 3.0 and not np.allclose(out[kb], 0.5)
 
 
 def smoke_method(data_dir, variance="fixed"):
   config = load_config("ddpm", **{"data.data_dir": data_dir, "diffusion.variance": variance})
   exp = build_experiment(config)
   return exp.method, exp.method.init(jax.random.key(0), None)
-
-
-def test_replacement_keeps_known_pixels_and_returns_an_all_known_input(data_dir):
-  """A U-Net with a learned variance (random weights): the last step's known pixels are the
-  input's bit for bit, the filled ones are not; a mask with no unknown pixel gives the
-  input back (the library returns it; --mode=inpaint refuses such a mask, see below)."""
-  method, state = smoke_method(data_dir, "learned_range")
-  assert method.variance == "learned_range"
-  x0 = jnp.linspace(-1.0, 1.0, 2 * 28 * 28).reshape(2, 28, 28, 1)
-  run = jax.jit(lambda known: method.inpaint(
-      state.params, x0, known, jax.random.key(3), sampler="replacement"))
-  known = inpainting.make_masks("center", 2, 28, 28, fraction=0.25)
-  out = np.asarray(run(known))
-  kb = np.broadcast_to(known, out.shape)
-  np.testing.assert_array_equal(out[kb], np.asarray(x0)[kb])
-  assert np.abs(out[~kb] - np.asarray(x0)[~kb]).mean() > 0.05
-  np.testing.assert_array_equal(np.asarray(run(np.ones_like(known))), np.asarray(x0))
 
 
 def test_repaint_chain_is_one_compiled_loop(data_dir):
@@ -226,15 +228,16 @@ def test_inpaint_mode_end_to_end(tmp_path, data_dir):
   """--mode=inpaint's function on an untrained smoke DDPM saved as a step-0 checkpoint
   (compiling the U-Net's gradient would dominate; the mode does not care whether it was
   trained): RePaint on the left halves of the first 4 eval digits; the grid's rows are
-  masked input | repaired | original, the repaired row keeps the known half of the
-  original exactly, and the JSON has the metrics."""
+  masked input | repaired | original, the repaired row's known half is the model's last
+  step (close to the original: the untrained U-Net predicts eps near 0, so x0_hat is the
+  known half re-noised to t = 0), and the JSON has the metrics."""
   workdir = str(tmp_path / "run")
   config = load_config("ddpm", **{"data.data_dir": data_dir})
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   ckpt.save(0, build_experiment(config).init_state(), None)
   ckpt.close()
   config.inpaint.update(mask="left", sampler="repaint", jump_length=3, jump_n_sample=2,
-                        num_images=4)
+                        num_images=4, steps=0)
   result, _ = method_modes.run_method_mode(config, workdir, "inpaint")
   T = config.diffusion.num_timesteps
   assert result["model_calls"] == int(np.sum(np.diff(inpainting.repaint_times(T, 3, 2)) < 0))
@@ -247,7 +250,7 @@ def test_inpaint_mode_end_to_end(tmp_path, data_dir):
   assert grid.shape == (3 * 30 + 2, 4 * 30 + 2)
   tile = lambda row, col: grid[2 + 30 * row:30 * row + 30, 2 + 30 * col:30 * col + 30]
   for col in range(4):
-    np.testing.assert_array_equal(tile(1, col)[:, 14:], tile(2, col)[:, 14:])
+    assert np.abs(tile(1, col)[:, 14:].astype(int) - tile(2, col)[:, 14:]).mean() < 3
     np.testing.assert_array_equal(tile(0, col)[:, 14:], tile(2, col)[:, 14:])
     assert (tile(0, col)[:, :14] == 128).all()   # the hole, mid-gray
   assert "PSNR" in inpainting_mode.format_report(result)

@@ -14,8 +14,8 @@ from gen_jax.methods.diffusion.ddim import DDIM_SIGMAS, TIMESTEP_SPACINGS
 from gen_jax.methods.diffusion.ddpm import LOSSES, TARGETS
 from gen_jax.methods.diffusion.variances import LEARNED_VARIANCES
 
-ARCHITECTURES = ("unet",)
-AUGMENTS = ("none",)
+ARCHITECTURES = ("unet", "ddpmpp")
+AUGMENTS = ("none", "edm")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -46,6 +46,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"model.architecture={m.architecture!r}; expected one of {ARCHITECTURES}.")
   if d.augment not in AUGMENTS:
     raise ConfigError(f"data.augment={d.augment!r}; expected one of {AUGMENTS}.")
+  if d.augment == "edm" and m.architecture != "ddpmpp":
+    raise ConfigError("data.augment='edm' conditions the network on the augmentation labels, "
+                      "which only model.architecture='ddpmpp' takes.")
+  if d.augment == "edm" and not 0.0 <= d.augment_p <= 1.0:
+    raise ConfigError(f"data.augment_p={d.augment_p} must be a probability in [0, 1].")
   e = config.eval
   if e.bpd_num_images % e.bpd_batch_size:
     raise ConfigError(f"eval.bpd_num_images={e.bpd_num_images} must be a multiple of "

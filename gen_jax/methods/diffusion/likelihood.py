@@ -152,8 +152,8 @@ TRACES = ("hutchinson", "exact")
 
 def likelihood_times(process: str, steps: int, prediction: str) -> np.ndarray:
   """The ascending times the likelihood ODE is integrated over: `steps` intervals from
-  t_min to t_max (`core.time_range`), on EDM's sigma grid (Karras et al. Eq. 5) for 'edm'
-  and uniform in t otherwise."""
+  t_min to t_max (`core.time_range`), on EDM's sigma grid (Karras et al. Eq. 5, rho = 7)
+  for 'edm' and uniform in t otherwise."""
   t_min, t_max = core.time_range(process, prediction)
   if process == "edm":
     i = np.arange(steps + 1, dtype=np.float64) / steps

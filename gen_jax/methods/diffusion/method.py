@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from gen_jax.core.errors import ConfigError
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
+from gen_jax.data import edm_augment
 from gen_jax.data.couplings import PAIRS_SPLIT
 from gen_jax.methods.base import (
   DatasetEvaluation,
@@ -57,7 +60,36 @@ from gen_jax.methods.diffusion.ddpm import (
 )
 from gen_jax.methods.diffusion.guidance import guided_network, guided_steps
 from gen_jax.methods.diffusion.variances import LEARNED_VARIANCES, output_channels
+from gen_jax.models.song_unet import SongUNet, ddpmpp_cifar10_kwargs
 from gen_jax.models.unet import UNet
+
+# Width of EDM's augmentation labels (gen_jax/data/edm_augment.py).
+AUGMENT_DIM = 9
+
+
+def build_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+                  out_channels: int | None) -> nn.Module:
+  """The network of `model.architecture`: Ho et al.'s U-Net, or DDPM++ (`SongUNet` with
+  `ddpmpp_cifar10_kwargs`, EDM's settings) whose widths, depth, attention resolutions and
+  dropout are the U-Net's fields (model.ch, ch_mult, num_res_blocks, attn_resolutions,
+  dropout) and which takes EDM's augmentation labels when `data.augment='edm'`.
+
+  Args:
+    out_channels: output channels (None: the image's).
+  """
+  m = config.model
+  if m.architecture == "unet":
+    return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                num_groups=m.num_groups, out_channels=out_channels,
+                remat=m.remat, num_classes=m.num_classes, dtype=jnp.dtype(config.dtype))
+  H, _, C = image_shape
+  kwargs = ddpmpp_cifar10_kwargs(label_dim=m.num_classes)
+  kwargs.update(img_resolution=H, in_channels=C, out_channels=out_channels or C,
+                augment_dim=AUGMENT_DIM if config.data.augment == "edm" else 0,
+                model_channels=m.ch, channel_mult=tuple(m.ch_mult), num_blocks=m.num_res_blocks,
+                attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout)
+  return SongUNet(**kwargs, remat=m.remat, dtype=jnp.dtype(config.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +101,7 @@ class DiffusionMethod(Method):
   `sample.variance`.
   """
 
-  model: UNet
+  model: nn.Module              # UNet or SongUNet (`build_network`)
   schedule: Schedule
   tx: optax.GradientTransformation
   image_shape: tuple[int, int, int]
@@ -91,6 +123,7 @@ class DiffusionMethod(Method):
   sigma_data: float = 0.5       # diffusion.edm: Karras et al. Table 1
   p_mean: float = -1.2
   p_std: float = 1.2
+  augment_p: float = 0.0        # data.augment='edm': EDM's augmentation probability, else 0
   couplings: bool = False       # data.train_split='pairs': train on each image's own noise
 
   @classmethod
@@ -101,10 +134,7 @@ class DiffusionMethod(Method):
     variance = config.sample.variance if cfg.variance == "fixed" else cfg.variance
     out_channels = (output_channels(image_shape[-1], variance)
                     if variance in LEARNED_VARIANCES else None)
-    model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                 num_groups=m.num_groups, out_channels=out_channels,
-                 remat=m.remat, num_classes=m.num_classes, dtype=jnp.dtype(config.dtype))
+    model = build_network(config, image_shape, out_channels)
     return cls(model=model, schedule=schedule_from_config(cfg), tx=make_optimizer(config.train),
                image_shape=image_shape, target=cfg.target,
                ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
@@ -115,29 +145,42 @@ class DiffusionMethod(Method):
                guidance=float(config.sample.guidance), process=cfg.process,
                prediction=cfg.prediction, sigma_data=cfg.edm.sigma_data,
                p_mean=cfg.edm.p_mean, p_std=cfg.edm.p_std,
+               augment_p=config.data.augment_p if config.data.augment == "edm" else 0.0,
                couplings=config.data.train_split == PAIRS_SPLIT)
 
   @property
   def continuous(self) -> bool:
     return self.process != "ddpm"
 
+  @property
+  def augments(self) -> bool:
+    """Whether training augments images with EDM's pipeline (data.augment='edm')."""
+    return isinstance(self.model, SongUNet) and self.model.augment_dim > 0
+
   def init(self, rng, batch) -> TrainState:
     x = jnp.zeros((1, *self.image_shape), jnp.float32)
-    params = self.model.init(rng, x, jnp.zeros((1,), jnp.int32), train=False)["params"]
+    if isinstance(self.model, UNet):
+      params = self.model.init(rng, x, jnp.zeros((1,), jnp.int32), train=False)["params"]
+    else:
+      augment_labels = jnp.zeros((1, AUGMENT_DIM), jnp.float32) if self.augments else None
+      params = self.model.init(rng, x, jnp.zeros((1,), jnp.float32), None, augment_labels,
+                               train=False)["params"]
     return TrainState.create(params, self.tx)
 
   # ------------------------------------------------------------------- the network
 
-  def _network_with_labels(self, params, train: bool,
-                           dropout_rng: jax.Array | None = None) -> LabelledNetworkFn:
+  def _network_with_labels(self, params, train: bool, dropout_rng: jax.Array | None = None,
+                           augment_labels: jax.Array | None = None) -> LabelledNetworkFn:
     """(x_t, t_B, labels_B or None) -> what the network predicts at x_t: for 'ddpm' its raw
     output at timesteps t; for a continuous process at times t, its output for
-    `prediction`, EDM's D(x; sigma) (`edm.denoised`) for 'edm'."""
+    `prediction`, EDM's D(x; sigma) (`edm.denoised`) for 'edm'. `augment_labels` [B, 9]:
+    EDM's augmentation of the training images (None: none, as at sampling)."""
     rngs = {"dropout": dropout_rng} if train and dropout_rng is not None else None
+    extra = () if augment_labels is None else (augment_labels,)
 
     def raw(x, time_input_B, labels) -> jax.Array:
       # flax annotates apply's result as (output, state) too; without `mutable` it is output.
-      return self.model.apply({"params": params}, x, time_input_B, labels,  # pyright: ignore[reportReturnType]
+      return self.model.apply({"params": params}, x, time_input_B, labels, *extra,  # pyright: ignore[reportReturnType]
                               train=train, rngs=rngs)
 
     if not self.continuous:
@@ -149,10 +192,10 @@ class DiffusionMethod(Method):
     return lambda x, t_B, labels: raw(x, core.noise_labels(self.process, t_B), labels)
 
   def _network(self, params, train: bool, dropout_rng: jax.Array | None = None,
-               labels=None) -> NetworkFn:
+               labels=None, augment_labels=None) -> NetworkFn:
     """(x_t, t_B) -> the network's prediction; a conditional model's for `labels` [B]
     (None: the null class)."""
-    network = self._network_with_labels(params, train, dropout_rng)
+    network = self._network_with_labels(params, train, dropout_rng, augment_labels)
     return lambda x, t_B: network(x, t_B, labels)
 
   def _x0_and_eps_fn(self, network: NetworkFn) -> samplers.X0EpsFn:
@@ -224,20 +267,27 @@ class DiffusionMethod(Method):
     t and eps are drawn for the whole batch before it is split into `grad_accum_steps`
     micro-batches, so without dropout the update does not depend on the split; dropout
     masks come from per-micro-batch keys. A conditional model's labels are dropped to the
-    null class (`drop_labels`) from fold_in(rng, 1), also before the split.
+    null class (`drop_labels`) from fold_in(rng, 1), also before the split. With
+    data.augment='edm' the images are augmented (`edm_augment.augment`, key fold_in(rng, 2))
+    and the network is given their augmentation labels (Karras et al. 2022, App. C.4).
     """
     loss_rng, dropout_rng = jax.random.split(rng)
-    t_B, noise = self._draw_t_and_noise(loss_rng, batch["image"].shape)
+    images = batch["image"]
+    augment_labels = None
+    if self.augments:
+      images, augment_labels = edm_augment.augment(jax.random.fold_in(rng, 2), images,
+                                                   self.augment_p)
+    t_B, noise = self._draw_t_and_noise(loss_rng, images.shape)
     if self.couplings:   # reflow (reflow.py): x_t between each image and its own noise
       noise = batch["noise"]
-    rows = (batch["image"], t_B, noise)
-    labels = self._labels(batch)   # None when unconditional
-    if labels is not None:
-      rows += (self.drop_labels(labels, jax.random.fold_in(rng, 1)),)
+    rows = {"x0": images, "t": t_B, "eps": noise, "augment_labels": augment_labels,
+            "labels": self._labels(batch)}   # labels None when unconditional
+    if rows["labels"] is not None:
+      rows["labels"] = self.drop_labels(rows["labels"], jax.random.fold_in(rng, 1))
 
     def loss_fn(params, rows, key):
-      x0, t, eps, *labels = rows
-      return self._loss(self._network(params, True, key, *labels), x0, t, eps)
+      network = self._network(params, True, key, rows["labels"], rows["augment_labels"])
+      return self._loss(network, rows["x0"], rows["t"], rows["eps"])
 
     loss, grads = accumulated_value_and_grad(loss_fn, state.params, rows,
                                              dropout_rng, self.grad_accum_steps)
@@ -295,16 +345,33 @@ class DiffusionMethod(Method):
               sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
               steps: int = 0) -> jax.Array:
     """Fills the unknown pixels of x0 [B, H, W, C] (`known` [B, H, W, 1] True where kept)
-    with this U-Net (eval mode), target, reverse variance and `sample.clip_x0`
-    (`inpainting.repair`: replacement or RePaint, over all T steps or `steps`).
+    with this network in eval mode. 'ddpm': its target, reverse variance and
+    `sample.clip_x0` (`inpainting.repair`: replacement or RePaint, over all T steps or
+    `steps`). A continuous process: replacement only, with `sample.sampler` over `steps`
+    (0: `sample.steps`) steps (`samplers.known_pixels_replaced`).
 
     Returns:
       [B, H, W, C] repaired images clipped to [-1, 1].
+
+    Raises:
+      ConfigError: RePaint, or 'edm_heun', asked of a continuous process.
     """
-    return inpainting.repair(self._network(params, False), self.schedule, x0, known, rng,
-                             target=self.target, variance=self.variance,
-                             clip_x0=self.sample_cfg.clip_x0, sampler=sampler,
-                             jump_length=jump_length, jump_n_sample=jump_n_sample, steps=steps)
+    network = self._network(params, False)
+    if not self.continuous:
+      return inpainting.repair(network, self.schedule, x0, known, rng, target=self.target,
+                               variance=self.variance, clip_x0=self.sample_cfg.clip_x0,
+                               sampler=sampler, jump_length=jump_length,
+                               jump_n_sample=jump_n_sample, steps=steps)
+    cfg = self.sample_cfg
+    if sampler != "replacement" or cfg.sampler == "edm_heun":
+      raise ConfigError(f"Inpainting with process={self.process!r} is the replacement method "
+                        f"(inpaint.sampler='replacement'; got {sampler!r}) with a sampler other "
+                        f"than 'edm_heun' (sample.sampler={cfg.sampler!r}); RePaint is DDPM's.")
+    x = samplers.sample(self._x0_and_eps_fn(network), self.process, rng, x0.shape,
+                        sampler=cfg.sampler, steps=steps or cfg.steps,
+                        prediction=self.prediction, eta=cfg.eta,
+                        replace=samplers.known_pixels_replaced(self.process, x0, known))
+    return jnp.clip(x, -1.0, 1.0)
 
   def _ode_velocity_fn(self, params) -> reflow.VelocityFn:
     """(x_t, t_B) -> the probability-flow velocity dx/dt of the network (unconditional)."""
@@ -313,8 +380,9 @@ class DiffusionMethod(Method):
         *x0_eps(x, t_B), core.coefficients(self.process, t_B.reshape(-1, 1, 1, 1)))
 
   def modes(self) -> dict[str, MethodMode]:
-    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group);
-    for 'linear' and 'gvp', `--mode=reflow` (`reflow.reflow_mode`, the `reflow` group)."""
+    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group) of
+    the DDPM process (a continuous process inpaints from Python: `inpaint`); for 'linear'
+    and 'gvp', `--mode=reflow` (`reflow.reflow_mode`, the `reflow` group)."""
     if self.process in ("linear", "gvp"):
       return {"reflow": reflow.reflow_mode(self._ode_velocity_fn, self.image_shape,
                                            self.sample_cfg.use_ema,

@@ -73,6 +73,26 @@ def num_evaluations(sampler: str, times: np.ndarray) -> int:
   return steps
 
 
+# (x_t, t, key) -> x_t with its known pixels replaced (inpainting; `known_pixels_replaced`).
+ReplaceFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def known_pixels_replaced(process: str, x0: jax.Array, known: jax.Array) -> ReplaceFn:
+  """The replacement method of inpainting on a continuous process (Song et al. 2021,
+  App. I.2): before each step the known pixels of x_t are a fresh draw of
+  q(x_t | x_0) = N(alpha(t) x_0, sigma(t)^2 I), the model then steps the whole image.
+
+  Args:
+    x0: [B, H, W, C] images; only their known pixels are read.
+    known: bool [B, H, W, 1] (or broadcastable), True where the pixel is kept.
+  """
+  def replace(x, t, key):
+    c = core.coefficients(process, t)
+    noised = c.alpha * x0 + c.sigma * jax.random.normal(key, x.shape, jnp.float32)
+    return jnp.where(known, noised, x)
+  return replace
+
+
 def _step_fn(sampler: str, process: str, x0_eps: X0EpsFn, eta: float):
   """(x, (t, t_next, key, is_last)) -> x at t_next, for the scan of `sample`."""
 
@@ -109,7 +129,7 @@ def _step_fn(sampler: str, process: str, x0_eps: X0EpsFn, eta: float):
 
 def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...], *,
            sampler: str, steps: int, prediction: str, eta: float = 0.0,
-           edm_options: dict | None = None) -> jax.Array:
+           edm_options: dict | None = None, replace: ReplaceFn | None = None) -> jax.Array:
   """Draws samples with a continuous process's sampler (module docstring).
 
   Args:
@@ -122,6 +142,7 @@ def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...]
     prediction: what the network predicts (it sets where 'linear' and 'gvp' start).
     eta: 'ddim''s noise scale (the ancestral sampler sets 1).
     edm_options: `edm.heun_sample`'s s_churn, s_tmin, s_tmax, s_noise for 'edm_heun'.
+    replace: applied to x before each step (`known_pixels_replaced`; not with 'edm_heun').
 
   Returns:
     [*shape] samples at t_min (not clipped).
@@ -133,6 +154,9 @@ def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...]
     raise ValueError(f"sample.sampler={sampler!r}; expected one of {SAMPLERS}.")
   init_rng, steps_rng = jax.random.split(rng)
   if sampler == "edm_heun":
+    if replace is not None:
+      raise ValueError("Inpainting by replacement takes the 'euler', 'heun', 'ddim', "
+                       "'ancestral' or 'euler_maruyama' sampler, not 'edm_heun'.")
     if process != "edm":
       raise ValueError("sample.sampler='edm_heun' is Karras et al.'s Alg. 2 on process 'edm'; "
                        "use 'heun' for the probability-flow ODE of another process.")
@@ -153,5 +177,13 @@ def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...]
   inputs = (jnp.asarray(times[:-1], jnp.float32), jnp.asarray(times[1:], jnp.float32),
             jax.random.split(steps_rng, steps), jnp.asarray(is_last))
   step = _step_fn(sampler, process, x0_eps, 1.0 if sampler == "ancestral" else eta)
-  x, _ = jax.lax.scan(lambda x, inp: (step(x, inp), None), x, inputs)
+
+  def replaced_step(x, inp):
+    if replace is None:
+      return step(x, inp)
+    t, _, key, _ = inp
+    replace_key, step_key = jax.random.split(key)
+    return step(replace(x, t, replace_key), (inp[0], inp[1], step_key, inp[3]))
+
+  x, _ = jax.lax.scan(lambda x, inp: (replaced_step(x, inp), None), x, inputs)
   return x
