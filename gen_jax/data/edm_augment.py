@@ -188,18 +188,28 @@ def labels_and_inverse_transform(
 
 def _filter_1d(x: jax.Array, taps: np.ndarray, axis: int, *, stride: int = 1,
                dilation: int = 1, padding: int) -> jax.Array:
-  """Correlates every channel of NHWC `x` with `taps` along `axis` (1 = H, 2 = W), with zero
-  padding, an output stride, and an input dilation (zeros stuffed between the samples)."""
-  C = x.shape[-1]
-  L = len(taps)
-  shape = (L, 1, 1, C) if axis == 1 else (1, L, 1, C)
-  kernel = jnp.broadcast_to(jnp.asarray(taps, x.dtype).reshape(shape[:2] + (1, 1)), shape)
-  pads = [(padding, padding), (0, 0)] if axis == 1 else [(0, 0), (padding, padding)]
-  strides = (stride, 1) if axis == 1 else (1, stride)
-  dilations = (dilation, 1) if axis == 1 else (1, dilation)
-  return jax.lax.conv_general_dilated(
-      x, kernel, strides, pads, lhs_dilation=dilations,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=C)
+  """Correlates every channel of `x` with `taps` along `axis`, as torch's conv2d with
+  `padding` zeros on each side and an output `stride`, after stuffing `dilation - 1` zeros
+  between the input samples (2 = the upsampler's zero insertion).
+
+  Written as a sum of shifted slices, which XLA fuses: XLA:CPU ran the equivalent dilated
+  depthwise convolution 27 times slower (2-core AMD EPYC, AVX2, shared with other jobs;
+  the upsampling of a batch of 64 padded 32x32 images)."""
+  if dilation > 1:
+    n = x.shape[axis]
+    zeros = jnp.zeros_like(x)
+    x = jnp.stack([x] + [zeros] * (dilation - 1), axis=axis + 1)
+    x = x.reshape(x.shape[:axis] + (n * dilation,) + x.shape[axis + 2:])
+    x = jax.lax.slice_in_dim(x, 0, (n - 1) * dilation + 1, axis=axis)
+  pads = [(0, 0)] * x.ndim
+  pads[axis] = (padding, padding)
+  x = jnp.pad(x, pads)
+  out_len = (x.shape[axis] - len(taps)) // stride + 1
+  out = 0
+  for t, tap in enumerate(taps):
+    window = jax.lax.slice_in_dim(x, t, t + stride * (out_len - 1) + 1, stride, axis=axis)
+    out = out + float(tap) * window
+  return out
 
 
 def _bilinear(images_BxHxWxC: jax.Array, x_BxHoxWo: jax.Array,
