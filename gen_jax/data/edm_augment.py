@@ -205,10 +205,10 @@ def _filter_1d(x: jax.Array, taps: np.ndarray, axis: int, *, stride: int = 1,
   pads[axis] = (padding, padding)
   x = jnp.pad(x, pads)
   out_len = (x.shape[axis] - len(taps)) // stride + 1
-  out = 0
-  for t, tap in enumerate(taps):
-    window = jax.lax.slice_in_dim(x, t, t + stride * (out_len - 1) + 1, stride, axis=axis)
-    out = out + float(tap) * window
+  window = lambda t: jax.lax.slice_in_dim(x, t, t + stride * (out_len - 1) + 1, stride, axis)
+  out = float(taps[0]) * window(0)
+  for t in range(1, len(taps)):
+    out = out + float(taps[t]) * window(t)
   return out
 
 

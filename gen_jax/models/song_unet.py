@@ -153,10 +153,10 @@ def _resample_1d(x: jax.Array, taps_L: np.ndarray, axis: int, *, up: bool,
   pads[axis] = (padding, padding)
   x = jnp.pad(x, pads)
   out_len = (x.shape[axis] - L) // stride + 1
-  out = 0
-  for t, tap in enumerate(taps_L):
-    window = jax.lax.slice_in_dim(x, t, t + stride * (out_len - 1) + 1, stride, axis=axis)
-    out = out + jnp.asarray(tap, x.dtype) * window
+  window = lambda t: jax.lax.slice_in_dim(x, t, t + stride * (out_len - 1) + 1, stride, axis)
+  out = jnp.asarray(taps_L[0], x.dtype) * window(0)
+  for t in range(1, len(taps_L)):
+    out = out + jnp.asarray(taps_L[t], x.dtype) * window(t)
   return out
 
 
