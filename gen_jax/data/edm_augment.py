@@ -10,7 +10,7 @@ the arguments their train.py `--augment=0.12` sets: xflip=1e8, yflip=1, scale=1,
 rotate_frac=1, aniso=1, translate_frac=1 and the default strengths.
 
 Per image, in the authors' order (u ~ U(0, 1) a fresh draw for each gate):
-  x-flip with probability 1/2 (xflip * p >= 1, so the gate always opens), y-flip with
+  x-flip with probability 1/2 (xflip * p >= 1 for p >= 1e-8: the gate opens), y-flip with
   probability p / 2; isotropic scaling 2^(0.2 z), z ~ N(0, 1); rotation by an angle
   ~ U(-pi, pi); anisotropic scaling 2^(0.2 z) along an axis at an angle ~ U(-pi, pi) (that
   angle itself kept with probability 1/2, whatever p); translation by 0.125 * (W, H) * z,
@@ -26,8 +26,9 @@ sampling, sym6 downsampling (tests/data/test_edm_augment.py checks images and la
 against their code for fixed random draws). Their padding is as wide as the batch's largest
 transformed image needs (its size is data dependent); here every image is padded by the
 largest width their code can choose (W - 1, H - 1) and the pixels beyond the batch's margin
-are masked to zero, which gives the same values with static shapes (so it jits). As in their
-code, that margin is shared by the batch.
+are masked to zero, which gives the same values with static shapes (so it jits), at the
+cost of upsampling a larger image (94x94 for 32x32 images). As in their code, that margin is
+shared by the batch.
 
 Layout NHWC; images are returned in their input dtype, labels in float32.
 """
