@@ -1,8 +1,8 @@
 """Tests for the DDPM++ / NCSN++ SongUNet (NVlabs/edm `training/networks.py`).
 
 The CIFAR-10 networks are only traced with `jax.eval_shape` (nothing allocated or compiled);
-the forward pass is checked on a tiny network against the authors' PyTorch code through the
-fixture tools/make_song_unet_fixture.py writes.
+the forward pass is checked on three tiny networks against the authors' PyTorch code through
+the fixture tools/make_song_unet_fixture.py writes.
 """
 
 import functools
@@ -71,7 +71,7 @@ def test_forward_matches_the_authors_code(name):
   fixture = np.load(os.path.join(FIXTURES, "song_unet", "parity.npz"))
   get = lambda key: fixture[f"{name}/{key}"] if f"{name}/{key}" in fixture else None
   kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-            for k, v in json.loads(str(get("kwargs"))).items()}
+                            for k, v in json.loads(str(get("kwargs"))).items()}
   model = SongUNet(**kwargs)
   x, noise_labels = get("x"), get("noise_labels")
   class_labels, augment_labels = get("class_labels"), get("augment_labels")
@@ -124,7 +124,7 @@ def test_layers_get_the_authors_init_schemes():
   weights = {"conv1": 1e-5, "proj": 1e-5, "qkv": math.sqrt(0.2)}
   seen = 0
   for path, module in modules.items():
-    if isinstance(module, Linear | Conv2d) and getattr(module, "kernel_size", 1):
+    if isinstance(module, Linear) or (isinstance(module, Conv2d) and module.kernel_size):
       name = path.rsplit("/", 1)[-1]
       weight = 1e-5 if name.endswith("aux_conv") else weights.get(name, 1.0)
       assert module.init == InitScheme("xavier_uniform", weight, 0.0), path
