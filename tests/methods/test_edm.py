@@ -114,6 +114,8 @@ def test_cifar10_experiment_is_the_authors_recipe():
   assert (config.train.batch_size, config.train.num_steps, config.train.warmup_steps) == (
       512, 390_625, 19_531)
   np.testing.assert_allclose(config.train.ema_decay ** (500_000 / 512), 0.5, rtol=1e-12)
+  assert (config.model.ch, tuple(config.model.ch_mult), config.model.num_res_blocks,
+          config.model.dropout) == (128, (2, 2, 2), 4, 0.13)
   assert (config.model.architecture, config.diffusion.process, config.diffusion.prediction,
           config.data.augment, config.data.random_flip) == ("ddpmpp", "edm", "edm", "edm",
                                                             False)

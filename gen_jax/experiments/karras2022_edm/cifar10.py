@@ -28,7 +28,7 @@ Recipe, as the authors' train.py (`--arch=ddpmpp --precond=edm`, CIFAR-10 defaul
   python launch.py --config=experiments/karras2022_edm/cifar10.py:cond \
       --workdir=runs/edm_cifar10_cond --config.data.manual_dir=...
   python launch.py --config=experiments/karras2022_edm/cifar10.py --mode=summary
-  # -> params: 55,733,891 (the authors' count; tests/models/test_song_unet.py pins it)
+  # -> params: 55733891 (:cond 55735299), the authors' counts (tests/models/test_song_unet.py)
   python launch.py --config=experiments/karras2022_edm/cifar10.py --sweep --dry_run \
       --workdir=runs/edm_cifar10_sweep   # both models, one command each
 
@@ -53,8 +53,10 @@ def get_config(arg: str | None = None):
   """Unconditional DDPM++ (FID 1.97); variant `cond`: class-conditional (FID 1.79)."""
   variants = common.parse_variants("experiments/karras2022_edm/cifar10.py", arg, ("cond",))
   config = ddpm.get_config("dataset=cifar10,edm")
-  config.model.architecture = "ddpmpp"
-  config.model.dropout = 0.13
+  # DDPM++ as train.py's --arch=ddpmpp: 128 channels x (2, 2, 2), 4 blocks per resolution,
+  # attention at 16x16, dropout 0.13 (SongUNet reads the U-Net's fields).
+  config.model.update(architecture="ddpmpp", ch=128, ch_mult=(2, 2, 2), num_res_blocks=4,
+                      attn_resolutions=(16,), dropout=0.13)
   # EDM's class-conditional model has no label dropout and samples without guidance.
   config.model.num_classes = 10 if "cond" in variants else 0
   config.diffusion.p_uncond = 0.0
