@@ -268,3 +268,19 @@ def test_reflowed_training_regresses_on_each_images_own_noise():
   target = flow.training_target("linear", "velocity", batch["image"], batch["noise"], t_B)
   expected = jnp.mean((0.5 * x_t + 0.5 * t_B[:, None, None, None] - target) ** 2)
   np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", flow.PATHS)
+def test_method_trains_sits_losses(ref, path):
+  """DiffusionMethod's objective on SiT's interpolants is `Transport.training_losses`
+  (no weighting) for velocity, score (||sigma s + eps||^2) and noise ('eps') models."""
+  t, x, eps, out = 1.0 - ref["t"], ref["x1"], ref["x0"], ref["model_out"]
+  for prediction, theirs in (("velocity", "velocity"), ("score", "score"), ("eps", "noise")):
+    config = load_config("ddpm", "smoke", **{"diffusion.process": path,
+                                             "diffusion.prediction": prediction,
+                                             "sample.sampler": "heun"})
+    method = DiffusionMethod.from_config(config, DataSpec.for_images((2, 2, 3)))
+    output = -out if prediction == "velocity" else out
+    loss = method._loss(lambda x_t, t_B, output=output: output, x, t, eps)
+    assert_close(loss, ref[f"sit_{path}_{theirs}_none_loss"].mean(), rtol=1e-4,
+                 err_msg=prediction)

@@ -37,9 +37,10 @@ def get_config(arg: str | None = None):
   variants = common.parse_variants("experiments/ma2024_sit/mnist.py", arg, ("smoke",))
   config = ddpm.get_config("sit,smoke" if "smoke" in variants else "sit")
   config.diffusion.update(process="linear", prediction="velocity")
-  config.sample.update(sampler="heun", steps=50)
+  config.sample.sampler = "heun"
   if "smoke" in variants:
     return config
+  config.sample.steps = 50
   # 1,000 updates of 64 digits with the U-Net of configs/ddpm.py.
   config.train.update(num_steps=1000, warmup_steps=100, log_every=50, checkpoint_every=500,
                       sample_every=500)

@@ -42,6 +42,7 @@ from gen_jax.methods.base import (
 from gen_jax.methods.diffusion import (
   core,
   edm,
+  flow,
   inpainting,
   inpainting_mode,
   likelihood,
@@ -249,7 +250,8 @@ class DiffusionMethod(Method):
   def _loss(self, network: NetworkFn, x0, t_B, noise) -> jax.Array:
     """The objective at given times and noise, a float32 scalar: `ddpm.ddpm_objective` for
     'ddpm'; for a continuous process the mean squared error of the prediction's target
-    (`core.prediction_target`), weighted by lambda(sigma) for EDM's D (Eq. 8, `edm.loss`)."""
+    (`core.prediction_target`), weighted by lambda(sigma) for EDM's D (Eq. 8, `edm.loss`)
+    and by sigma(t)^2 for a score on SiT's interpolants (`flow.loss`)."""
     if not self.continuous:
       return ddpm_objective(self.schedule, network, x0, t_B, noise, target=self.target,
                             loss=self.loss, variance=self.variance,
@@ -259,6 +261,9 @@ class DiffusionMethod(Method):
       return jnp.mean(edm.loss(denoise, x0, t_B, noise, self.sigma_data))
     c = core.coefficients(self.process, t_B.reshape(-1, 1, 1, 1))
     output = network(c.alpha * x0 + c.sigma * noise, t_B).astype(jnp.float32)
+    if self.process in ("linear", "gvp") and self.prediction == "score":
+      # SiT's score loss (flow.loss): ||sigma s + eps||^2, the error scaled by sigma(t).
+      return jnp.mean(flow.loss(self.process, "score", output, x0, noise, t_B))
     return jnp.mean((core.prediction_target(self.prediction, x0, noise, c) - output) ** 2)
 
   def train_step(self, state: TrainState, batch, rng):

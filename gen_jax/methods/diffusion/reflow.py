@@ -9,9 +9,10 @@ Algorithm 1: straighten a trained flow by training a new one on its own coupling
        python launch.py --workdir=runs/rf_cifar10 --mode=reflow \
            --config=experiments/liu2023_rectified_flow/cifar10.py
 
-  3. Train the 2-rectified flow on those pairs: `data.pairs` names the file or the folder
-     (gen_jax/data/couplings.py); each batch carries its "noise", which the flow loss uses
-     in place of fresh draws, so x_t = (1 - t) Z_1 + t Z_0.
+  3. Train the 2-rectified flow on those pairs: `data.train_split='pairs'` with
+     `data.pairs` naming the file or the folder (gen_jax/data/couplings.py); each batch
+     carries its "noise", which the train step uses in place of fresh draws
+     (`DiffusionMethod.couplings`), so x_t = (1 - t) Z_1 + t Z_0.
   4. Sample it with few Euler steps, down to one: x_0 = x_1 - v(x_1, 1)
      (`sample.sampler='euler'`, `sample.steps=1`).
 
