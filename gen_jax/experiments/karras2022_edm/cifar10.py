@@ -12,9 +12,9 @@ Recipe, as the authors' train.py (`--arch=ddpmpp --precond=edm`, CIFAR-10 defaul
   labels; 55,733,891 parameters unconditional), wrapped by D(x; sigma) of Eq. 7
   (gen_jax/methods/diffusion/edm.py: c_skip, c_out, c_in, c_noise with sigma_data = 0.5);
 - loss: Eq. 8 with lambda(sigma) = 1 / c_out^2 and ln sigma ~ N(-1.2, 1.2^2) (Table 1);
-- data: the non-leaky geometric augmentation with p = 0.12 (App. C.4, `data.augment='edm'`:
-  x-flips, integer translation, isotropic and anisotropic scaling, rotation; the network
-  sees the augment labels), no dataset x-flips;
+- data: the non-leaky geometric augmentation with p = 0.12 (App. C.4, `data.augment='edm'`,
+  gen_jax/data/edm_augment.py: x- and y-flips, isotropic and anisotropic scaling, rotation
+  and translation; the network sees the augment labels), no dataset x-flips;
 - optimizer: Adam (0.9, 0.999, 1e-8), lr 1e-3 ramped up linearly over the first 10 Mimg
   (19,531 steps of 512), batch 512, 200 Mimg (390,625 steps), no gradient clipping, fp32;
 - EMA: half-life 0.5 Mimg, i.e. decay 0.5^(512 / 500,000) = 0.99929 per step. The authors
