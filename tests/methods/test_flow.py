@@ -242,8 +242,8 @@ class _TinyFlowNet(nn.Module):
   """A per-pixel affine map of x_t and t: the cheapest network DiffusionMethod can train."""
 
   @nn.compact
-  def __call__(self, x, t_B, labels=None, train=False):
-    del labels, train
+  def __call__(self, x, t_B, labels=None, augment_labels=None, *, train=False):
+    del labels, augment_labels, train
     w = self.param("w", nn.initializers.constant(0.5), (2,))
     return w[0] * x + w[1] * t_B[:, None, None, None] / 999.0
 
