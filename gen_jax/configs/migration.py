@@ -9,7 +9,10 @@ meant the old behaviour), renamed fields are under their new names, and `version
 today's. The code then reads `config.x` directly everywhere.
 
 A change that renames or removes a field, or adds one whose absence meant something other
-than its default, raises `common.CONFIG_VERSION` and appends one step to `_STEPS`.
+than its default, raises `common.CONFIG_VERSION` and appends one step to `_STEPS`. A field
+added with a default that reproduces what runs without it did (an option that is off, or
+only read by a new choice of another field) needs no step: `migrate` gives every field a
+saved config lacks today's default (`_with_added_fields`).
 """
 from __future__ import annotations
 
@@ -106,6 +109,15 @@ def _to_version_2(saved: dict[str, Any]) -> dict[str, Any]:
   return saved
 
 
+def _with_added_fields(saved: dict[str, Any]) -> dict[str, Any]:
+  """`saved` with every field of today's family config it lacks, at today's default (the
+  fields added within its version; see the module docstring)."""
+  for field, default in _flatten(_family_defaults(saved)).items():
+    if not _has(saved, field):
+      _set(saved, field, default)
+  return saved
+
+
 # _STEPS[v - 1] brings a config of version v to version v + 1.
 _STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2,)
 assert len(_STEPS) == CONFIG_VERSION - 1, "one migration step per version"
@@ -136,6 +148,7 @@ def migrate(saved: dict[str, Any], source: str = "The saved config") -> dict[str
   migrated = copy.deepcopy(saved)
   for step in _STEPS[version - 1:]:
     migrated = step(migrated)
+  migrated = _with_added_fields(migrated)
   migrated["version"] = CONFIG_VERSION
   return migrated
 

@@ -8,6 +8,9 @@ Lim & Ye 2017 "Geometric GAN" (arXiv:1705.02894); Miyato et al. 2018 (arXiv:1802
 the hinge objective.
 Gulrajani et al. 2017, "Improved Training of Wasserstein GANs" (arXiv:1704.00028): the
 critic loss with gradient penalty (Eq. 3) and its training loop (Algorithm 1).
+Huang et al. 2024, "The GAN is dead; long live the GAN! A Modern GAN Baseline" (R3GAN,
+arXiv:2501.05441): the relativistic pairing loss with R1 and R2 penalties (§2) and the
+ConvNet of gen_jax/models/r3gan.py (§3).
 The objectives are in gan_objectives.py, the latents in gan_latents.py.
 
 State. The engine sees one `TrainState`:
@@ -32,8 +35,10 @@ that batch, so a sample depends on the other latents of its batch and on the bat
 (the interpolation grid is its own batch). 'running' uses the running averages: each image
 depends only on its latent.
 
-Architectures (`gan.arch`): 'dcgan' (gen_jax/models/dcgan.py, any loss) or 'resnet'
-(Gulrajani et al.'s 32x32 CIFAR-10 ResNet, gen_jax/models/resnet_gan.py). `gan.layer_style`
+Architectures (`gan.arch`): 'dcgan' (gen_jax/models/dcgan.py, any loss), 'resnet'
+(Gulrajani et al.'s 32x32 CIFAR-10 ResNet, gen_jax/models/resnet_gan.py) or 'r3gan' (Huang
+et al.'s ConvNet, gen_jax/models/r3gan.py: stages from `gan.r3gan`, no normalization, G's
+output not squashed by a tanh). `gan.layer_style`
 picks DCGAN's layer conventions: 'radford' or 'tflib' (the WGAN-GP release's init, biases
 and first BatchNorm; the ResNet always uses tflib's).
 
@@ -79,6 +84,20 @@ Options of the reference codes' loops:
   * `gan.g_batch_multiple` (gan_cifar_resnet.py: GEN_BS_MULTIPLE = 2): the G update takes
     this many times m fakes.
 
+RpGAN + R1 + R2 (`gan.loss` = 'rpgan'; Huang et al. 2024, §2; the authors' Trainer.py). D
+minimizes E softplus(D(G(z_b)) - D(x_b)) + gamma/2 (E ||grad D(x)||^2 + E ||grad D(G(z))||^2)
+over pairs (real b, fake b); G minimizes E softplus(D(x_b) - D(G(z_b))), so G's update scores
+real images too. With `alternate_minibatches` these are slice 0's images (G's own minibatch,
+as the authors' loop draws a second batch of reals for G's phase; their order is D then G,
+here G's update comes first in a step, so the runs differ by where the alternation starts);
+otherwise G reuses the last critic slice's images. gamma follows a cosine from `gan.gamma`
+to gamma x `gan.gamma_final_ratio` at train.decay_steps (or num_steps) and stays there (the
+release's gamma_scheduler); a conditional model's fakes take their real partner's label
+(the authors' loss passes the real batch's conditions to G and D alike). D must have no
+BatchNorm (the penalties are per example). `gan.ema_halflife_steps` > 0 replaces
+train.ema_decay by the release's EMA: decay 0.5^(1 / h(t)), the half-life h rising from 0 to
+that many steps along the same cosine (their ema_scheduler, in images / batch).
+
 Class conditioning (`model.num_classes` = K > 0; Miyato & Koyama 2018, "cGANs with Projection
 Discriminator", arXiv:1802.05637). G has conditional BatchNorms and D the projection head
 (gen_jax/models/class_conditioning.py), both archs. Real images come with their labels
@@ -106,15 +125,26 @@ import numpy as np
 import optax
 
 from gen_jax.core.optimizer import learning_rate_schedule, make_optimizer
-from gen_jax.core.state import TrainState, accumulated_value_and_grad, finish_step, optimizer_step
+from gen_jax.core.state import (
+  TrainState,
+  accumulated_value_and_grad,
+  ema_update,
+  finish_step,
+  optimizer_step,
+)
 from gen_jax.methods.base import Method, Samples, class_rows, grad_accum_steps, image_shape_of
 from gen_jax.methods.gan_latents import interpolation_latents, sample_latents
-from gen_jax.methods.gan_objectives import OBJECTIVES, gradient_penalty
-from gen_jax.models import dcgan, resnet_gan
+from gen_jax.methods.gan_objectives import (
+  OBJECTIVES,
+  PAIRED_OBJECTIVES,
+  gradient_penalty,
+  zero_centered_gradient_penalty,
+)
+from gen_jax.models import dcgan, r3gan, resnet_gan
 
-LOSSES = tuple(OBJECTIVES)
+LOSSES = (*OBJECTIVES, *PAIRED_OBJECTIVES)
 Z_PRIORS = ("normal", "uniform")
-ARCHS = ("dcgan", "resnet")
+ARCHS = ("dcgan", "resnet", "r3gan")
 SAMPLE_BATCH_NORMS = ("batch", "running")
 G, D = "generator", "discriminator"
 
@@ -136,10 +166,11 @@ def critic_slices(x_BxHxWxC: jax.Array, n_critic: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class GANMethod(Method):
-  """DCGAN or ResNet networks trained with a non-saturating, hinge or WGAN-GP objective."""
+  """DCGAN, ResNet or R3GAN networks trained with a non-saturating, hinge, WGAN-GP or
+  RpGAN + R1 + R2 objective."""
 
-  generator: dcgan.Generator | resnet_gan.Generator
-  discriminator: dcgan.Discriminator | resnet_gan.Discriminator
+  generator: dcgan.Generator | resnet_gan.Generator | r3gan.Generator
+  discriminator: dcgan.Discriminator | resnet_gan.Discriminator | r3gan.Discriminator
   tx_g: optax.GradientTransformation
   tx_d: optax.GradientTransformation
   image_shape: tuple[int, int, int]
@@ -158,6 +189,10 @@ class GANMethod(Method):
   grad_accum_steps: int = 1     # micro-batches per D or G update (see the module docstring)
   num_classes: int = 0          # K > 0: class-conditional G and projection D
   sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
+  gamma: float = 0.0            # rpgan: the R1/R2 weight at step 0 ...
+  gamma_final_ratio: float = 1.0   # ... times this at `schedule_steps` (cosine)
+  schedule_steps: int = 1       # train.decay_steps or num_steps: gamma's and the EMA's horizon
+  ema_halflife_steps: float = 0.0  # > 0: the release's EMA half-life (module docstring)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> GANMethod:
@@ -171,6 +206,17 @@ class GANMethod(Method):
                                        num_classes=K, dtype=dtype)
       discriminator = resnet_gan.Discriminator(dim=cfg.ndf, norm=_d_norm(cfg), num_classes=K,
                                                dtype=dtype)
+    elif cfg.arch == "r3gan":
+      # The release's D mirrors G: the same stages, listed from full resolution down.
+      net = cfg.r3gan
+      generator = r3gan.Generator(image_shape=image_shape, widths=tuple(net.widths),
+                                  blocks=tuple(net.blocks), cardinality=tuple(net.cardinality),
+                                  expansion=net.expansion, num_classes=K,
+                                  embed_dim=cfg.z_dim if K else 0, dtype=dtype)
+      discriminator = r3gan.Discriminator(widths=tuple(reversed(net.widths)),
+                                          blocks=tuple(reversed(net.blocks)),
+                                          cardinality=tuple(reversed(net.cardinality)),
+                                          expansion=net.expansion, num_classes=K, dtype=dtype)
     else:
       generator = dcgan.Generator(image_shape=image_shape, ngf=cfg.ngf,
                                   kernel_size=cfg.kernel_size, style=cfg.layer_style,
@@ -194,6 +240,9 @@ class GANMethod(Method):
         sample_batch_stats=config.sample.batch_norm == "batch",
         alternate_minibatches=cfg.alternate_minibatches, g_batch_multiple=cfg.g_batch_multiple,
         num_classes=K, sample_label=config.sample.label,
+        gamma=cfg.gamma, gamma_final_ratio=cfg.gamma_final_ratio,
+        schedule_steps=config.train.decay_steps or config.train.num_steps,
+        ema_halflife_steps=cfg.ema_halflife_steps,
         grad_accum_steps=grad_accum_steps(
             config, config.train.batch_size // _slices(cfg),
             f"the {config.train.batch_size // _slices(cfg)} real images of each critic update "
@@ -261,18 +310,28 @@ class GANMethod(Method):
   # ------------------------------------------------------------------------ training
 
   def discriminator_loss(self, params_d, stats_d, real, fake, gp_eps_B, real_labels=None,
-                         fake_labels=None):
+                         fake_labels=None, gamma: float | jax.Array = 0.0):
     """The D objective of `config.gan.loss`; returns (loss, (stats, metrics)).
 
     `gp_eps_B`: the interpolation weights of the gradient penalty (used by wgan_gp only).
     `real_labels`, `fake_labels` [B]: the classes of a conditional model's real and fake
     images (None when unconditional); the penalty's interpolates take the real ones.
+    `gamma`: the weight of rpgan's R1 and R2 penalties at this step.
     """
-    d_loss_fn, _ = OBJECTIVES[self.loss]
+    d_loss_fn, _ = self.objective
     real_logits, stats_d = self.discriminate(params_d, stats_d, real, real_labels)
     fake_logits, stats_d = self.discriminate(params_d, stats_d, fake, fake_labels)
     loss = d_loss_fn(real_logits, fake_logits)
     metrics = {"d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits)}
+    if self.loss == "rpgan":
+      # Huang et al. 2024, §2: + gamma/2 E||grad D(x)||^2 (R1) + gamma/2 E||grad D(G(z))||^2
+      # (R2), each on its own images and labels. D has no BatchNorm (checked in from_config).
+      r1 = zero_centered_gradient_penalty(
+          lambda x: self.discriminate(params_d, stats_d, x, real_labels)[0], real, gamma)
+      r2 = zero_centered_gradient_penalty(
+          lambda x: self.discriminate(params_d, stats_d, x, fake_labels)[0], fake, gamma)
+      metrics.update(r1=r1, r2=r2, gamma=jnp.asarray(gamma, jnp.float32))
+      loss = loss + r1 + r2
     if self.loss == "wgan_gp":
       # Alg. 1 line 7: L = D(x~) - D(x) + lambda (||grad D(x^)|| - 1)^2. The critic has no
       # BatchNorm (checked in `from_config`), so its stats do not change here.
@@ -282,7 +341,7 @@ class GANMethod(Method):
       loss = loss + gp
     return loss, (stats_d, metrics)
 
-  def discriminator_grads(self, params_d, params_g, stats, rows):
+  def discriminator_grads(self, params_d, params_g, stats, rows, gamma: float | jax.Array = 0.0):
     """D's loss and gradient on one critic slice, averaged over `grad_accum_steps` micro-batches.
 
     Args:
@@ -292,6 +351,7 @@ class GANMethod(Method):
         latents of its fakes (made by G in training mode, per micro-batch) and the
         penalty's interpolation weights; a conditional model's rows add (real_labels [m],
         fake_labels [m]), the classes of the real images and of the fakes.
+      gamma: rpgan's R1/R2 weight at this step.
 
     Returns:
       ((loss, (stats, metrics)), grads): stats and metrics averaged over micro-batches.
@@ -303,51 +363,69 @@ class GANMethod(Method):
       fake, stats_g = self.generate(params_g, stats[G], z, True, fake_labels)
       loss, (stats_d, metrics) = self.discriminator_loss(
           params_d, stats[D], real, jax.lax.stop_gradient(fake), gp_eps, real_labels,
-          fake_labels)
+          fake_labels, gamma)
       return loss, ({G: stats_g, D: stats_d}, metrics)
 
     return accumulated_value_and_grad(loss_fn, params_d, rows, None, self.grad_accum_steps,
                                       has_aux=True)
 
-  def generator_grads(self, params_g, params_d, stats, z_BxZ, labels_B=None):
+  def generator_grads(self, params_g, params_d, stats, z_BxZ, labels_B=None, real=None):
     """G's loss and gradient on the fakes G(z) (G(z, y) scored as D(G(z, y), y) for a
     conditional model, `labels_B` [B]), averaged over `grad_accum_steps` micro-batches.
+
+    `real` [B, H, W, C]: a paired objective's real images, row b the partner of fake b (and
+    of label b); None for the others.
 
     Returns ((loss, G's running averages), grads); D runs on batch statistics and its
     running averages are not updated here.
     """
-    _, g_loss_fn = OBJECTIVES[self.loss]
+    _, g_loss_fn = self.objective
 
     def loss_fn(params_g, rows, _):
-      z, labels = rows
+      z, labels, real = rows
       fake, stats_g = self.generate(params_g, stats[G], z, True, labels)
       fake_logits, _ = self.discriminate(params_d, stats[D], fake, labels)
-      return g_loss_fn(fake_logits), stats_g
+      if real is None:
+        return g_loss_fn(fake_logits), stats_g
+      real_logits, _ = self.discriminate(params_d, stats[D], real, labels)
+      return g_loss_fn(real_logits, fake_logits), stats_g
 
-    return accumulated_value_and_grad(loss_fn, params_g, (z_BxZ, labels_B), None,
+    return accumulated_value_and_grad(loss_fn, params_g, (z_BxZ, labels_B, real), None,
                                       self.grad_accum_steps, has_aux=True)
 
-  def critic_update(self, params, opt_state, stats, rows):
+  @property
+  def objective(self):
+    """(D's loss, G's loss) of `config.gan.loss`; a paired objective's G loss also takes the
+    real logits (`PAIRED_OBJECTIVES`)."""
+    return {**OBJECTIVES, **PAIRED_OBJECTIVES}[self.loss]
+
+  @property
+  def paired(self) -> bool:
+    """Whether the objective scores (real, fake) pairs, so that G's update needs reals."""
+    return self.loss in PAIRED_OBJECTIVES
+
+  def critic_update(self, params, opt_state, stats, rows, gamma: float | jax.Array = 0.0):
     """One D (critic) optimizer step on `rows` (see `discriminator_grads`).
 
     Returns:
       (D params, D optimizer state, running averages {G, D}, metrics).
     """
     (d_loss, (stats, metrics)), grads = self.discriminator_grads(params[D], params[G], stats,
-                                                                 rows)
+                                                                 rows, gamma)
     params_d, opt_d, norms = optimizer_step(self.tx_d, params[D], opt_state[D], grads)
     return params_d, opt_d, stats, {"d_loss": d_loss, **metrics,
                                     "d_grad_norm": norms["grad_norm"],
                                     "d_update_norm": norms["update_norm"]}
 
-  def generator_update(self, params, opt_state, stats, z_BxZ, labels_B=None):
-    """One G optimizer step on the fakes G(z) (or G(z, y)) (Alg. 1, lines 10-11).
+  def generator_update(self, params, opt_state, stats, z_BxZ, labels_B=None, real=None):
+    """One G optimizer step on the fakes G(z) (or G(z, y)) (Alg. 1, lines 10-11); `real`:
+    a paired objective's real partners.
 
     Returns:
       (G params, G optimizer state, G's running averages, metrics).
     """
     (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats, z_BxZ,
-                                                    labels_B)
+                                                    labels_B, real)
     params_g, opt_g, norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
     return params_g, opt_g, stats_g, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
                                       "g_update_norm": norms["update_norm"]}
@@ -360,53 +438,83 @@ class GANMethod(Method):
 
     Keys: D update k draws its latents and penalty weights from key k of
     split(d_rng, n_critic), the G update from g_rng, (d_rng, g_rng) = split(rng); a
-    conditional model's fake labels from the latents' keys (`_fake_labels`).
+    conditional model's fake labels from the latents' keys (`_fake_labels`), or for a paired
+    objective (rpgan) the labels of their real partners.
     """
     slices = self.n_critic + self.alternate_minibatches
     real_NxMxHxWxC = critic_slices(batch["image"], slices)
     real_labels = self._real_labels(batch)
     labels_NxM = None if real_labels is None else critic_slices(real_labels, slices)
-    if self.alternate_minibatches:   # slice 0 is G's turn; its images go unused
+    # A paired objective's G update scores reals: G's own slice 0 with alternate_minibatches,
+    # else the last critic slice (see the module docstring); the others use none.
+    g_slice = 0 if self.alternate_minibatches else slices - 1
+    real_g = real_NxMxHxWxC[g_slice] if self.paired else None
+    if self.alternate_minibatches:   # slice 0 is G's turn (its images unused but by rpgan)
       real_NxMxHxWxC = real_NxMxHxWxC[1:]
-      labels_NxM = None if labels_NxM is None else labels_NxM[1:]
     m = real_NxMxHxWxC.shape[1]
     d_rng, g_rng = jax.random.split(rng)
     d_keys = jax.random.split(d_rng, self.n_critic)
     params, opt_state, stats = dict(state.params), dict(state.opt_state), state.model_state
     z_g = self._latents(g_rng, m * self.g_batch_multiple)
     y_g = self._fake_labels(g_rng, m * self.g_batch_multiple)
+    if self.paired and labels_NxM is not None:
+      y_g = labels_NxM[g_slice]
+    if self.alternate_minibatches:
+      labels_NxM = None if labels_NxM is None else labels_NxM[1:]
+    gamma = self.gamma_at(state.step)
 
     if self.alternate_minibatches:
-      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(params, opt_state,
-                                                                          stats, z_g, y_g)
+      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(
+          params, opt_state, stats, z_g, y_g, real_g)
       stats = {**stats, G: stats_g}
     d_metrics = []
     # A Python loop (unrolled when traced), not lax.scan: XLA:CPU runs convolutions inside
     # a while loop many times slower.
     for k in range(self.n_critic):
       z_key, gp_key = jax.random.split(d_keys[k])
+      y_real = None if labels_NxM is None else labels_NxM[k]
+      y_fake = y_real if self.paired else self._fake_labels(z_key, m)
       rows = (real_NxMxHxWxC[k], self._latents(z_key, m), jax.random.uniform(gp_key, (m,)),
-              None if labels_NxM is None else labels_NxM[k], self._fake_labels(z_key, m))
+              y_real, y_fake)
       params[D], opt_state[D], stats, metrics = self.critic_update(params, opt_state, stats,
-                                                                   rows)
+                                                                   rows, gamma)
       d_metrics.append(metrics)
     if not self.alternate_minibatches:
-      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(params, opt_state,
-                                                                          stats, z_g, y_g)
+      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(
+          params, opt_state, stats, z_g, y_g, real_g)
       stats = {**stats, G: stats_g}
 
     new = finish_step(state, self.ema_decay, self.ema_warmup, params=params,
                       opt_state=opt_state, model_state=stats)
+    if self.ema_halflife_steps > 0:
+      new = new.replace(ema_params=ema_update(state.ema_params, new.params,
+                                              self.ema_decay_at(state.step)))
     d_metrics = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *d_metrics)
     metrics = {"loss": d_metrics["d_loss"], **d_metrics, **g_metrics,
                "g_param_norm": optax.tree.norm(params[G]),
                "d_param_norm": optax.tree.norm(params[D])}
     return new, metrics
 
+  def gamma_at(self, step: jax.Array) -> jax.Array:
+    """rpgan's R1/R2 weight at `step`: a cosine from `gamma` to gamma x gamma_final_ratio at
+    `schedule_steps`, constant after (R3GAN train.py's gamma_scheduler)."""
+    return jnp.asarray(optax.cosine_decay_schedule(self.gamma, self.schedule_steps,
+                                                   alpha=self.gamma_final_ratio)(step))
+
+  def ema_decay_at(self, step: jax.Array) -> jax.Array:
+    """The release's EMA decay at `step` (`gan.ema_halflife_steps` > 0): 0.5^(1 / h), the
+    half-life h rising from 0 to ema_halflife_steps along a cosine over `schedule_steps`
+    (R3GAN training_loop.py: ema_beta = 0.5^(batch / ema_nimg), ema_nimg cosine-scheduled);
+    0 at step 0, where the average is the weights themselves."""
+    H = self.ema_halflife_steps
+    halflife = H - optax.cosine_decay_schedule(H, self.schedule_steps)(step)
+    return jnp.power(0.5, 1.0 / jnp.maximum(halflife, 1e-8))
+
   # ---------------------------------------------------------------------- evaluation
 
   def eval_step(self, state: TrainState, batch, rng):
-    """D and G objectives on held-out real images and fresh noise, for EMA and raw G.
+    """D and G objectives on held-out real images and fresh noise, for EMA and raw G (rpgan:
+    without the R1/R2 penalties; a conditional model's fakes paired with the reals' labels).
 
     G draws its fakes as samples are drawn (`draw`). D, like in training, on batch
     statistics of the real batch and of the fake batch (its running averages mix both and
@@ -414,18 +522,20 @@ class GANMethod(Method):
     critic's Wasserstein estimate. The same noise (and, conditional, the same uniformly
     drawn fake labels; the real images keep theirs) serves both generators.
     """
-    d_loss_fn, g_loss_fn = OBJECTIVES[self.loss]
+    d_loss_fn, g_loss_fn = self.objective
     x = batch["image"]
     z = self._latents(rng, x.shape[0])
-    y_fake = self._fake_labels(rng, x.shape[0])
+    y_real = self._real_labels(batch)
+    y_fake = y_real if self.paired else self._fake_labels(rng, x.shape[0])
     params_d, stats_d = state.params[D], state.model_state[D]
-    real_logits, _ = self.discriminate(params_d, stats_d, x, self._real_labels(batch))
+    real_logits, _ = self.discriminate(params_d, stats_d, x, y_real)
     metrics = {"raw/d_real": jnp.mean(real_logits)}
     for name, params in (("ema", state.ema_params), ("raw", state.params)):
       fake = self.draw(params[G], state.model_state[G], z, y_fake)
       fake_logits, _ = self.discriminate(params_d, stats_d, fake, y_fake)
       metrics[f"{name}/d_loss"] = d_loss_fn(real_logits, fake_logits)
-      metrics[f"{name}/g_loss"] = g_loss_fn(fake_logits)
+      metrics[f"{name}/g_loss"] = (g_loss_fn(real_logits, fake_logits) if self.paired
+                                   else g_loss_fn(fake_logits))
       metrics[f"{name}/d_fake"] = jnp.mean(fake_logits)
     return metrics
 
@@ -483,12 +593,33 @@ def _slices_desc(cfg) -> str:
 
 def _d_norm(cfg) -> str:
   """gan.d_norm with 'auto' resolved: the ResNet critic 'none' (gan_cifar_resnet.py), the
-  DCGAN critic 'layer' for wgan_gp (Gulrajani et al. §4), else 'batch'."""
+  DCGAN critic 'layer' for wgan_gp (Gulrajani et al. §4), 'none' for rpgan (Huang et al.
+  2024, §3: no normalization), else 'batch'."""
   if cfg.d_norm != "auto":
     return cfg.d_norm
-  if cfg.arch == "resnet":
+  if cfg.arch in ("resnet", "r3gan") or cfg.loss == "rpgan":
     return "none"
   return "layer" if cfg.loss == "wgan_gp" else "batch"
+
+
+def _validate_r3gan(cfg, image_shape) -> None:
+  """Clear errors for `gan.r3gan` (the stages of gan.arch='r3gan')."""
+  net = cfg.r3gan
+  stages = (len(net.widths), len(net.blocks), len(net.cardinality))
+  if len(set(stages)) != 1 or not stages[0]:
+    raise ValueError(f"gan.r3gan.widths, blocks and cardinality need one entry per stage; got "
+                     f"{stages[0]}, {stages[1]} and {stages[2]} entries.")
+  if net.expansion < 1:
+    raise ValueError(f"gan.r3gan.expansion={net.expansion} must be >= 1.")
+  for width, groups in zip(net.widths, net.cardinality, strict=True):
+    if groups < 1 or (width * net.expansion) % groups:
+      raise ValueError(f"gan.r3gan.cardinality={tuple(net.cardinality)}: each stage's groups "
+                       f"must divide its expanded width (width x expansion = "
+                       f"{width} x {net.expansion}).")
+  if cfg.d_norm not in ("auto", "none"):
+    raise ValueError(f"gan.d_norm={cfg.d_norm!r} with gan.arch='r3gan', which has no "
+                     "normalization; use 'auto'.")
+  r3gan.check_image_shape(image_shape, len(net.widths))
 
 
 def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
@@ -515,7 +646,9 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
   if config.sample.batch_norm not in SAMPLE_BATCH_NORMS:
     raise ValueError(f"sample.batch_norm={config.sample.batch_norm!r}; expected one of "
                      f"{SAMPLE_BATCH_NORMS}.")
-  norms = resnet_gan.CRITIC_NORMS if cfg.arch == "resnet" else dcgan.NORMS
+  if cfg.arch == "r3gan":
+    _validate_r3gan(cfg, image_shape)
+  norms = {"resnet": resnet_gan.CRITIC_NORMS, "r3gan": ("none",)}.get(cfg.arch, dcgan.NORMS)
   if cfg.d_norm not in ("auto", *norms):
     raise ValueError(f"gan.d_norm={cfg.d_norm!r} with gan.arch={cfg.arch!r}; expected 'auto' "
                      f"or one of {norms}.")
@@ -525,6 +658,18 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
                      "or 'auto'.")
   if cfg.gp_weight < 0:
     raise ValueError(f"gan.gp_weight={cfg.gp_weight} must be >= 0.")
+  if cfg.loss == "rpgan" and cfg.d_norm == "batch":
+    raise ValueError("gan.loss='rpgan' needs a discriminator without BatchNorm (the R1/R2 "
+                     "penalties are per example); set gan.d_norm to 'none', 'layer' or 'auto'.")
+  if cfg.loss == "rpgan" and cfg.g_batch_multiple != 1:
+    raise ValueError(f"gan.g_batch_multiple={cfg.g_batch_multiple} with gan.loss='rpgan': each "
+                     "fake of G's update is paired with one real image; set it to 1.")
+  if cfg.gamma < 0 or cfg.gamma_final_ratio < 0:
+    raise ValueError(f"gan.gamma={cfg.gamma} and gan.gamma_final_ratio={cfg.gamma_final_ratio} "
+                     "must be >= 0.")
+  if cfg.ema_halflife_steps < 0:
+    raise ValueError(f"gan.ema_halflife_steps={cfg.ema_halflife_steps} must be >= 0 (0 = "
+                     "train.ema_decay).")
   K = config.model.num_classes
   if not isinstance(K, int) or K < 0:
     raise ValueError(f"model.num_classes={K!r}: expected 0 (unconditional) or the number of "
@@ -541,5 +686,5 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
                      "expected 'slerp' or 'linear'.")
   if cfg.arch == "resnet":
     resnet_gan.check_image_shape(image_shape)
-  else:
+  elif cfg.arch == "dcgan":
     dcgan.layout(image_shape)   # ValueError for unsupported image sizes
