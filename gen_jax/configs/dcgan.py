@@ -59,6 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # > 0: the R3GAN release's EMA of G, decay 0.5^(1 / half-life), the half-life rising from 0
   # to this many steps along a cosine to train.decay_steps (or num_steps); 0 = ema_decay.
   config.gan.ema_halflife_steps = 0.0
+  # > 0: Adam's beta2 of both nets follows a cosine from train.b2 to this at
+  # train.decay_steps (or num_steps), then stays (the R3GAN release: 0.9 -> 0.99); 0 = b2.
+  config.gan.b2_final = 0.0
   # gan.arch='r3gan': per stage from 4x4 up (D mirrors them), the width, residual blocks and
   # groups of the 3x3 conv; each block's inverted bottleneck widens by `expansion`. The
   # default is the release's CIFAR-10 model (train.py preset CIFAR10).

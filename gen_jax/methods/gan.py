@@ -96,7 +96,9 @@ release's gamma_scheduler); a conditional model's fakes take their real partner'
 (the authors' loss passes the real batch's conditions to G and D alike). D must have no
 BatchNorm (the penalties are per example). `gan.ema_halflife_steps` > 0 replaces
 train.ema_decay by the release's EMA: decay 0.5^(1 / h(t)), the half-life h rising from 0 to
-that many steps along the same cosine (their ema_scheduler, in images / batch).
+that many steps along the same cosine (their ema_scheduler, in images / batch), and
+`gan.b2_final` > 0 moves Adam's beta2 from train.b2 to it along that cosine (their
+beta2_scheduler).
 
 Class conditioning (`model.num_classes` = K > 0; Miyato & Koyama 2018, "cGANs with Projection
 Discriminator", arXiv:1802.05637). G has conditional BatchNorms and D the projection head
@@ -230,8 +232,9 @@ class GANMethod(Method):
     l2 = lambda tx: optax.chain(optax.add_decayed_weights(cfg.l2), tx) if cfg.l2 > 0 else tx
     return cls(
         generator=generator, discriminator=discriminator,
-        tx_g=l2(make_optimizer(config.train)),
-        tx_d=l2(make_optimizer(config.train, schedule=d_schedule)),
+        tx_g=l2(make_optimizer(config.train, b2_schedule=adam_b2_schedule(config, 1))),
+        tx_d=l2(make_optimizer(config.train, schedule=d_schedule,
+                               b2_schedule=adam_b2_schedule(config, cfg.n_critic))),
         image_shape=image_shape, loss=cfg.loss, n_critic=cfg.n_critic,
         gp_weight=cfg.gp_weight, z_dim=cfg.z_dim, z_prior=cfg.z_prior,
         ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup,
@@ -581,6 +584,18 @@ class GANMethod(Method):
     return f"label{self.sample_label}" if self.num_classes and self.sample_label >= 0 else ""
 
 
+def adam_b2_schedule(config: ml_collections.ConfigDict, updates_per_step: int):
+  """Adam's beta2 along a cosine from train.b2 to gan.b2_final at train.decay_steps (or
+  num_steps) train steps, constant after (R3GAN's beta2_scheduler); None when b2_final is 0
+  (a constant train.b2). `updates_per_step` stretches it over D's n_critic updates."""
+  b2, b2_final = config.train.b2, config.gan.b2_final
+  if not b2_final:
+    return None
+  steps = (config.train.decay_steps or config.train.num_steps) * updates_per_step
+  rise = optax.cosine_decay_schedule(b2 - b2_final, steps)
+  return lambda count: b2_final + rise(count)
+
+
 def _slices(cfg) -> int:
   """Slices of m real images a train step's batch is cut into (see the module docstring)."""
   return cfg.n_critic + int(cfg.alternate_minibatches)
@@ -667,6 +682,9 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
   if cfg.gamma < 0 or cfg.gamma_final_ratio < 0:
     raise ValueError(f"gan.gamma={cfg.gamma} and gan.gamma_final_ratio={cfg.gamma_final_ratio} "
                      "must be >= 0.")
+  if not 0 <= cfg.b2_final < 1 or (cfg.b2_final and config.train.optimizer != "adam"):
+    raise ValueError(f"gan.b2_final={cfg.b2_final}: Adam's final beta2 in (0, 1) with "
+                     "train.optimizer='adam', or 0 (a constant train.b2).")
   if cfg.ema_halflife_steps < 0:
     raise ValueError(f"gan.ema_halflife_steps={cfg.ema_halflife_steps} must be >= 0 (0 = "
                      "train.ema_decay).")

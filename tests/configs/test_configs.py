@@ -32,6 +32,8 @@ CASES = [
     ("experiments.radford2019_gpt2.openwebtext", None),
     ("experiments.burda2016_iwae.mnist", None),
     ("experiments.burda2016_iwae.mnist", "stages=4,objective=iwae,k=5"),
+    ("experiments.huang2024_r3gan.cifar10", None),
+    ("experiments.gan_objectives.mnist_5k", None),
 ]
 
 FLOAT_TRAIN_FIELDS = ("lr", "min_lr_ratio", "b1", "b2", "eps", "weight_decay", "grad_clip",

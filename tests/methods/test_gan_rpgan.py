@@ -9,8 +9,13 @@ import pytest
 from smoke import load_config
 
 from gen_jax.core.errors import ConfigError
+from gen_jax.core.optimizer import learning_rate_schedule
+from gen_jax.core.state import count_params
 from gen_jax.data.spec import DataSpec
+from gen_jax.experiments.huang2024_r3gan import cifar10 as r3gan_cifar10
 from gen_jax.methods import build_method, gan_objectives
+from gen_jax.methods.gan import D, G, adam_b2_schedule
+from gen_jax.models import r3gan
 
 REAL = np.array([1.0, 0.0, -2.0, 3.0], np.float32)
 FAKE = np.array([0.5, 0.0, 1.0, -1.0], np.float32)
@@ -105,3 +110,26 @@ def test_bad_rpgan_settings_are_config_errors(overrides, match):
   config = load_config("dcgan", "smoke,loss=rpgan", **overrides)
   with pytest.raises(ConfigError, match=match):
     build_method(config, DataSpec.for_images((28, 28, 1)))
+
+
+def test_r3gan_cifar10_experiment_is_the_released_configuration():
+  # train.py's CIFAR10 preset with --batch=512 --cond=1 --mirror=1 (the experiment's
+  # docstring); the networks by shapes only.
+  config = r3gan_cifar10.get_config()
+  assert (config.gan.arch, config.gan.loss, config.model.num_classes) == ("r3gan", "rpgan", 10)
+  assert config.train.batch_size == 2 * 512 and config.gan.alternate_minibatches
+  assert config.train.decay_steps == 39_063 and config.data.random_flip
+  assert config.gan.ema_halflife_steps == 5e6 / 512
+  method = build_method(config, DataSpec.for_images((32, 32, 3)))
+  state = jax.eval_shape(method.init, jax.random.key(0),
+                         {"image": jnp.zeros((2, 32, 32, 3)), "label": jnp.zeros((2,), int)})
+  counts = (count_params(state.params[G]), count_params(state.params[D]))
+  assert counts == r3gan.CIFAR10_PARAM_COUNTS["conditional"]
+  # Schedules: gamma 0.05 -> 0.005; G's Adam lr 2e-4 -> 5e-5 and beta2 0.9 -> 0.99 (D's
+  # the same over its updates).
+  np.testing.assert_allclose(float(method.gamma_at(jnp.asarray(39_063))), 0.005, rtol=1e-5)
+  for step, lr, b2 in ((0, 2e-4, 0.9), (39_063, 5e-5, 0.99)):
+    np.testing.assert_allclose([float(learning_rate_schedule(config.train)(step)),
+                                float(adam_b2_schedule(config, 1)(step))], [lr, b2], rtol=1e-5)
+  # G's Adam takes its beta2 from the schedule.
+  assert float(method.tx_g.init({"w": jnp.zeros(2)}).hyperparams["b2"]) == pytest.approx(0.9)
