@@ -131,3 +131,13 @@ def test_resuming_a_legacy_run_with_todays_config_finds_no_difference(tmp_path):
   config.model.num_classes = 5
   with pytest.raises(workdir_lib.ConfigMismatchError, match="model.num_classes: 10 -> 5"):
     workdir_lib.claim(config, tmp_path, start_step=4)
+
+
+def test_a_version_2_config_saved_before_a_new_field_gets_its_default():
+  # A GAN run saved at version 2 before the RpGAN fields existed: they take today's
+  # defaults, which reproduce what the run did (loss and arch unchanged).
+  current = today(dcgan)
+  old = drop(current, "gan.gamma", "gan.gamma_final_ratio", "gan.ema_halflife_steps",
+             "gan.b2_final", "gan.r3gan")
+  old["version"] = 2
+  assert migration.migrate(old) == current

@@ -133,3 +133,4 @@ def test_r3gan_cifar10_experiment_is_the_released_configuration():
                                 float(adam_b2_schedule(config, 1)(step))], [lr, b2], rtol=1e-5)
   # G's Adam takes its beta2 from the schedule.
   assert float(method.tx_g.init({"w": jnp.zeros(2)}).hyperparams["b2"]) == pytest.approx(0.9)
+

@@ -29,8 +29,8 @@ Measured in docs/results.md ("GAN objectives on mnist_5k").
 """
 from gen_jax.configs import common, dcgan
 
-NUM_STEPS = 1000      # generator updates per run
-EVAL_EVERY = 250
+NUM_STEPS = 600       # generator updates per run
+EVAL_EVERY = 200
 BATCH = 32            # real images per D update
 
 
