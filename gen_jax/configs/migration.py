@@ -106,8 +106,25 @@ def _to_version_2(saved: dict[str, Any]) -> dict[str, Any]:
   return saved
 
 
+# Fields a GAN config gained in version 3, with the value that reproduces a run without them.
+_GAN_FIELDS_OF_VERSION_3 = {
+    "gan.d_spectral_norm": False,       # no spectral normalization in D
+    "data.dequantize": "none",          # real images x / 127.5 - 1, no noise
+}
+
+
+def _to_version_3(saved: dict[str, Any]) -> dict[str, Any]:
+  """Version 2 -> 3: a GAN config gains spectral normalization and the real images'
+  dequantization, both off as before."""
+  if saved.get("method") == "gan":
+    for field, value in _GAN_FIELDS_OF_VERSION_3.items():
+      if not _has(saved, field):
+        _set(saved, field, value)
+  return saved
+
+
 # _STEPS[v - 1] brings a config of version v to version v + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2,)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2, _to_version_3)
 assert len(_STEPS) == CONFIG_VERSION - 1, "one migration step per version"
 
 
