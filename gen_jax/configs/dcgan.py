@@ -40,7 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # al. 2024's ConvNet, stages from gan.r3gan; 4 x 2^(stages - 1) px).
   config.gan.arch = "dcgan"
   # DCGAN layer conventions: 'radford' (N(0, 0.02) init, no bias before a norm) or 'tflib'
-  # (the WGAN-GP release: Glorot/'he' uniform init, biases, per-feature first BN in G).
+  # (the WGAN-GP release: Glorot/'he' uniform init, biases, per-feature first BN in G); the
+  # ResNet takes tflib's with either, or 'sngan' (Miyato et al.'s release: D sums its
+  # features over H, W, no bias in D's read-out, G's BatchNorm eps 2e-5).
   config.gan.layer_style = "radford"
   # Objective: 'non_saturating' (Goodfellow et al. 2014 §3; DCGAN's), 'hinge',
   # 'wgan_gp' (Gulrajani et al. 2017, Eq. 3) or 'rpgan' (Huang et al. 2024: relativistic
@@ -83,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # D normalization: 'batch' (DCGAN), 'layer' or 'none' (a WGAN-GP critic must not use
   # BatchNorm); 'auto' = 'none' for arch='resnet', 'layer' for wgan_gp, else 'batch'.
   config.gan.d_norm = "auto"
+  # Spectral normalization of every D weight (Miyato et al. 2018): W / sigma(W), one power
+  # iteration per training pass of D, its u vectors kept in the train state.
+  config.gan.d_spectral_norm = False
   # Coupled L2 penalty l2 * theta added to every gradient of both nets before Adam
   # (dcgan_code: l2 = 1e-5); 0 = none.
   config.gan.l2 = 0.0
@@ -118,6 +123,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Class of a conditional model's samples: -1 = all classes, one grid row each (at num =
   # num_classes^2), or a class c in [0, num_classes) for every sample.
   config.sample.label = -1
+
+  # Real images: 'none' (x / 127.5 - 1) or 'uniform' (Gulrajani et al.'s ResNet script:
+  # (x + U(0, 1)) / 128 - 1, fresh noise in every train step).
+  config.data.dequantize = "none"
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True

@@ -9,10 +9,7 @@ meant the old behaviour), renamed fields are under their new names, and `version
 today's. The code then reads `config.x` directly everywhere.
 
 A change that renames or removes a field, or adds one whose absence meant something other
-than its default, raises `common.CONFIG_VERSION` and appends one step to `_STEPS`. A field
-added with a default that reproduces what runs without it did (an option that is off, or
-only read by a new choice of another field) needs no step: `migrate` gives every field a
-saved config lacks today's default (`_with_added_fields`).
+than its default, raises `common.CONFIG_VERSION` and appends one step to `_STEPS`.
 """
 from __future__ import annotations
 
@@ -109,17 +106,33 @@ def _to_version_2(saved: dict[str, Any]) -> dict[str, Any]:
   return saved
 
 
-def _with_added_fields(saved: dict[str, Any]) -> dict[str, Any]:
-  """`saved` with every field of today's family config it lacks, at today's default (the
-  fields added within its version; see the module docstring)."""
-  for field, default in _flatten(_family_defaults(saved)).items():
-    if not _has(saved, field):
-      _set(saved, field, default)
+# Fields a GAN config gained in version 3, with the value that reproduces a run without them.
+_GAN_FIELDS_OF_VERSION_3 = {
+    "gan.d_spectral_norm": False,       # no spectral normalization in D
+    "data.dequantize": "none",          # real images x / 127.5 - 1, no noise
+    # RpGAN (Huang et al. 2024) and R3GAN's schedules: only read with gan.loss='rpgan' or
+    # gan.arch='r3gan', or switched off (a constant beta2, train.ema_decay's EMA).
+    "gan.gamma": 0.05,
+    "gan.gamma_final_ratio": 1.0,
+    "gan.ema_halflife_steps": 0.0,
+    "gan.b2_final": 0.0,
+    "gan.r3gan": {"widths": [768, 768, 768, 768], "blocks": [2, 2, 2, 2],
+                  "cardinality": [96, 96, 96, 96], "expansion": 2},
+}
+
+
+def _to_version_3(saved: dict[str, Any]) -> dict[str, Any]:
+  """Version 2 -> 3: a GAN config gains spectral normalization and the real images'
+  dequantization, both off as before, and the RpGAN / R3GAN fields."""
+  if saved.get("method") == "gan":
+    for field, value in _GAN_FIELDS_OF_VERSION_3.items():
+      if not _has(saved, field):
+        _set(saved, field, value)
   return saved
 
 
 # _STEPS[v - 1] brings a config of version v to version v + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2,)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2, _to_version_3)
 assert len(_STEPS) == CONFIG_VERSION - 1, "one migration step per version"
 
 
@@ -148,7 +161,6 @@ def migrate(saved: dict[str, Any], source: str = "The saved config") -> dict[str
   migrated = copy.deepcopy(saved)
   for step in _STEPS[version - 1:]:
     migrated = step(migrated)
-  migrated = _with_added_fields(migrated)
   migrated["version"] = CONFIG_VERSION
   return migrated
 

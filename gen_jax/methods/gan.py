@@ -16,7 +16,9 @@ The objectives are in gan_objectives.py, the latents in gan_latents.py.
 State. The engine sees one `TrainState`:
   params       = {"generator": G params, "discriminator": D params}
   opt_state    = {"generator": G's Adam state, "discriminator": D's Adam state}
-  model_state  = {"generator": G batch_stats, "discriminator": D batch_stats ({} without BN)}
+  model_state  = {"generator": G batch_stats, "discriminator": D batch_stats ({} without BN)},
+                 and with a spectrally normalized D (`gan.d_spectral_norm`) also
+                 "discriminator_spectral_norm": the power iteration's u vectors of D's layers
   ema_params   = EMA of `params` (same structure, so the engine's `init_from` works); only
                  the generator's average is used: for sampling and the `ema/` eval metrics.
 BatchNorm runs on batch statistics in every training forward pass; under `jax.jit` on
@@ -40,7 +42,23 @@ Architectures (`gan.arch`): 'dcgan' (gen_jax/models/dcgan.py, any loss), 'resnet
 et al.'s ConvNet, gen_jax/models/r3gan.py: stages from `gan.r3gan`, no normalization, G's
 output not squashed by a tanh). `gan.layer_style`
 picks DCGAN's layer conventions: 'radford' or 'tflib' (the WGAN-GP release's init, biases
-and first BatchNorm; the ResNet always uses tflib's).
+and first BatchNorm; the ResNet uses tflib's with either), or for the ResNet 'sngan':
+Miyato et al.'s release (sngan_projection): D's features summed over H, W, no bias in its
+read-out, G's BatchNorm eps 2e-5.
+
+Spectral normalization (`gan.d_spectral_norm`; Miyato et al. 2018, arXiv:1802.05957,
+gen_jax/models/spectral_norm.py): every weight of D (convolutions, read-out, class
+embedding) computes as W / sigma(W). The power iteration's u vectors are model state
+(checkpointed). As in the authors' chainer links, every training forward pass of D takes
+one power iteration and keeps its u: a D update has two (the real batch, then the fakes,
+on the u the real pass left), the G update one (D on G's fakes); the WGAN-GP penalty's
+pass on the interpolates and `eval_step`'s passes iterate without keeping u. With
+gradient accumulation the micro-batches' u (equal: the iteration reads no data) are
+averaged like BatchNorm's running averages.
+
+Real images (`data.dequantize`, gan_real_images.py): 'uniform' replaces the pipeline's
+x / 127.5 - 1 by Gulrajani et al.'s (x + U(0, 1)) / 128 - 1 in the train step (noise from
+fold_in(rng, 2), so the other draws stay those of 'none'); 'none' keeps them.
 
 Batch split. `train.batch_size` (B) real images feed one `train_step`: `n_critic` D
 updates, then one G update (Gulrajani et al. 2017, Alg. 1; DCGAN is n_critic = 1). The
@@ -142,13 +160,16 @@ from gen_jax.methods.gan_objectives import (
   gradient_penalty,
   zero_centered_gradient_penalty,
 )
-from gen_jax.models import dcgan, r3gan, resnet_gan
+from gen_jax.methods.gan_real_images import DEQUANTIZATIONS, dequantize_uniform
+from gen_jax.models import dcgan, r3gan, resnet_gan, spectral_norm
 
 LOSSES = (*OBJECTIVES, *PAIRED_OBJECTIVES)
 Z_PRIORS = ("normal", "uniform")
 ARCHS = ("dcgan", "resnet", "r3gan")
+LAYER_STYLES = (*dcgan.STYLES, "sngan")    # 'sngan': the ResNet only
 SAMPLE_BATCH_NORMS = ("batch", "running")
 G, D = "generator", "discriminator"
+D_SN = "discriminator_spectral_norm"   # model_state key of D's spectral-norm u vectors
 
 
 def critic_slices(x_BxHxWxC: jax.Array, n_critic: int) -> jax.Array:
@@ -191,6 +212,8 @@ class GANMethod(Method):
   grad_accum_steps: int = 1     # micro-batches per D or G update (see the module docstring)
   num_classes: int = 0          # K > 0: class-conditional G and projection D
   sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
+  d_spectral_norm: bool = False  # gan.d_spectral_norm: u vectors in model_state[D_SN]
+  dequantize: str = "none"      # data.dequantize of the real images in train_step
   gamma: float = 0.0            # rpgan: the R1/R2 weight at step 0 ...
   gamma_final_ratio: float = 1.0   # ... times this at `schedule_steps` (cosine)
   schedule_steps: int = 1       # train.decay_steps or num_steps: gamma's and the EMA's horizon
@@ -203,11 +226,16 @@ class GANMethod(Method):
     _validate(config, image_shape)
     dtype = jnp.dtype(config.dtype)
     K = config.model.num_classes
+    sn = cfg.d_spectral_norm
     if cfg.arch == "resnet":
+      sngan = cfg.layer_style == "sngan"    # Miyato et al.'s release (module docstring)
       generator = resnet_gan.Generator(image_shape=image_shape, dim=cfg.ngf,
-                                       num_classes=K, dtype=dtype)
+                                       num_classes=K, dtype=dtype,
+                                       bn_epsilon=2e-5 if sngan else 1e-5)
       discriminator = resnet_gan.Discriminator(dim=cfg.ndf, norm=_d_norm(cfg), num_classes=K,
-                                               dtype=dtype)
+                                               dtype=dtype, spectral_norm=sn,
+                                               pooling="sum" if sngan else "mean",
+                                               readout_bias=not sngan)
     elif cfg.arch == "r3gan":
       # The release's D mirrors G: the same stages, listed from full resolution down.
       net = cfg.r3gan
@@ -225,7 +253,7 @@ class GANMethod(Method):
                                   num_classes=K, dtype=dtype)
       discriminator = dcgan.Discriminator(ndf=cfg.ndf, norm=_d_norm(cfg),
                                           kernel_size=cfg.kernel_size, style=cfg.layer_style,
-                                          num_classes=K, dtype=dtype)
+                                          num_classes=K, dtype=dtype, spectral_norm=sn)
     # D takes n_critic optimizer steps per train step: stretch its schedule to match G's.
     d_schedule = learning_rate_schedule(config.train, updates_per_step=cfg.n_critic)
     # dcgan_code's coupled L2: g + l2 * theta goes into Adam (the module docstring).
@@ -242,7 +270,8 @@ class GANMethod(Method):
         interpolation_steps=config.sample.interpolation_steps,
         sample_batch_stats=config.sample.batch_norm == "batch",
         alternate_minibatches=cfg.alternate_minibatches, g_batch_multiple=cfg.g_batch_multiple,
-        num_classes=K, sample_label=config.sample.label,
+        num_classes=K, sample_label=config.sample.label, d_spectral_norm=sn,
+        dequantize=config.data.dequantize,
         gamma=cfg.gamma, gamma_final_ratio=cfg.gamma_final_ratio,
         schedule_steps=config.train.decay_steps or config.train.num_steps,
         ema_halflife_steps=cfg.ema_halflife_steps,
@@ -259,9 +288,12 @@ class GANMethod(Method):
     g_vars = self.generator.init(g_rng, jnp.zeros((1, self.z_dim)), train=False, labels_B=y)
     d_vars = self.discriminator.init(d_rng, jnp.zeros((1, *self.image_shape)), train=False,
                                      labels_B=y)
+    model_state = {G: g_vars.get("batch_stats", {}), D: d_vars.get("batch_stats", {})}
+    if self.d_spectral_norm:
+      model_state[D_SN] = d_vars[spectral_norm.COLLECTION]
     return TrainState.create(
         {G: g_vars["params"], D: d_vars["params"]}, {G: self.tx_g, D: self.tx_d},
-        model_state={G: g_vars.get("batch_stats", {}), D: d_vars.get("batch_stats", {})})
+        model_state=model_state)
 
   def generate(self, params_g, stats_g, z_BxZ, train: bool,
                labels_B=None) -> tuple[jax.Array, Any]:
@@ -276,13 +308,29 @@ class GANMethod(Method):
                                       mutable=["batch_stats"])
     return x, updated["batch_stats"]
 
-  def discriminate(self, params_d, stats_d, x_BxHxWxC, labels_B=None):
-    """D(x) (D(x, y) with the projection term for a conditional D) logits with batch
-    statistics (how D is always used; see `eval_step`)."""
-    variables = {"params": params_d, "batch_stats": stats_d}
-    logits, updated = self.discriminator.apply(variables, x_BxHxWxC, train=True,
-                                               labels_B=labels_B, mutable=["batch_stats"])
-    return logits, updated.get("batch_stats", stats_d)
+  def discriminate(self, params_d, stats, x_BxHxWxC, labels_B=None):
+    """D(x) (D(x, y) with the projection term for a conditional D) logits in training mode:
+    BatchNorm on batch statistics (how D is always used; see `eval_step`) and one power
+    iteration of spectral normalization.
+
+    Args:
+      params_d: D's params.
+      stats: the model state {G, D[, D_SN]} (module docstring).
+
+    Returns:
+      (logits [B], stats with D's entries as this pass leaves them: BatchNorm running
+      averages and spectral-norm u vectors).
+    """
+    collections = {"batch_stats": stats[D]}
+    if self.d_spectral_norm:
+      collections[spectral_norm.COLLECTION] = stats[D_SN]
+    logits, updated = self.discriminator.apply({"params": params_d, **collections}, x_BxHxWxC,
+                                               train=True, labels_B=labels_B,
+                                               mutable=list(collections))
+    new = {**stats, D: updated.get("batch_stats", stats[D])}
+    if self.d_spectral_norm:
+      new[D_SN] = updated[spectral_norm.COLLECTION]
+    return logits, new
 
   def draw(self, params_g, stats_g, z_BxZ, labels_B=None) -> jax.Array:
     """Images G(z) (or G(z, y)) as samples are drawn (`sample.batch_norm`): BatchNorm on the
@@ -312,44 +360,45 @@ class GANMethod(Method):
 
   # ------------------------------------------------------------------------ training
 
-  def discriminator_loss(self, params_d, stats_d, real, fake, gp_eps_B, real_labels=None,
+  def discriminator_loss(self, params_d, stats, real, fake, gp_eps_B, real_labels=None,
                          fake_labels=None, gamma: float | jax.Array = 0.0):
     """The D objective of `config.gan.loss`; returns (loss, (stats, metrics)).
 
-    `gp_eps_B`: the interpolation weights of the gradient penalty (used by wgan_gp only).
-    `real_labels`, `fake_labels` [B]: the classes of a conditional model's real and fake
-    images (None when unconditional); the penalty's interpolates take the real ones.
-    `gamma`: the weight of rpgan's R1 and R2 penalties at this step.
+    `stats`: the model state (`discriminate`), returned with D's entries after the real
+    and the fake pass. `gp_eps_B`: the interpolation weights of the gradient penalty (used
+    by wgan_gp only). `real_labels`, `fake_labels` [B]: the classes of a conditional
+    model's real and fake images (None when unconditional); the penalty's interpolates
+    take the real ones. `gamma`: the weight of rpgan's R1 and R2 penalties at this step.
     """
     d_loss_fn, _ = self.objective
-    real_logits, stats_d = self.discriminate(params_d, stats_d, real, real_labels)
-    fake_logits, stats_d = self.discriminate(params_d, stats_d, fake, fake_labels)
+    real_logits, stats = self.discriminate(params_d, stats, real, real_labels)
+    fake_logits, stats = self.discriminate(params_d, stats, fake, fake_labels)
     loss = d_loss_fn(real_logits, fake_logits)
     metrics = {"d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits)}
     if self.loss == "rpgan":
       # Huang et al. 2024, §2: + gamma/2 E||grad D(x)||^2 (R1) + gamma/2 E||grad D(G(z))||^2
       # (R2), each on its own images and labels. D has no BatchNorm (checked in from_config).
       r1 = zero_centered_gradient_penalty(
-          lambda x: self.discriminate(params_d, stats_d, x, real_labels)[0], real, gamma)
+          lambda x: self.discriminate(params_d, stats, x, real_labels)[0], real, gamma)
       r2 = zero_centered_gradient_penalty(
-          lambda x: self.discriminate(params_d, stats_d, x, fake_labels)[0], fake, gamma)
+          lambda x: self.discriminate(params_d, stats, x, fake_labels)[0], fake, gamma)
       metrics.update(r1=r1, r2=r2, gamma=jnp.asarray(gamma, jnp.float32))
       loss = loss + r1 + r2
     if self.loss == "wgan_gp":
       # Alg. 1 line 7: L = D(x~) - D(x) + lambda (||grad D(x^)|| - 1)^2. The critic has no
-      # BatchNorm (checked in `from_config`), so its stats do not change here.
-      critic = lambda x: self.discriminate(params_d, stats_d, x, real_labels)[0]
+      # BatchNorm (checked in `from_config`); this pass's spectral-norm u is not kept.
+      critic = lambda x: self.discriminate(params_d, stats, x, real_labels)[0]
       gp = gradient_penalty(critic, real, fake, gp_eps_B, self.gp_weight)
       metrics["gp"] = gp
       loss = loss + gp
-    return loss, (stats_d, metrics)
+    return loss, (stats, metrics)
 
   def discriminator_grads(self, params_d, params_g, stats, rows, gamma: float | jax.Array = 0.0):
     """D's loss and gradient on one critic slice, averaged over `grad_accum_steps` micro-batches.
 
     Args:
       params_d, params_g: the two nets' params (only D's are differentiated).
-      stats: {G: ..., D: ...} BatchNorm running averages.
+      stats: the model state {G, D[, D_SN]}: BatchNorm running averages (and u vectors).
       rows: (real [m, H, W, C], z [m, Z], gp_eps [m]) -- the slice's real images, the
         latents of its fakes (made by G in training mode, per micro-batch) and the
         penalty's interpolation weights; a conditional model's rows add (real_labels [m],
@@ -364,10 +413,9 @@ class GANMethod(Method):
       real_labels, fake_labels = labels or (None, None)
       # G makes the fakes in training mode, so its running averages move in D's updates too.
       fake, stats_g = self.generate(params_g, stats[G], z, True, fake_labels)
-      loss, (stats_d, metrics) = self.discriminator_loss(
-          params_d, stats[D], real, jax.lax.stop_gradient(fake), gp_eps, real_labels,
-          fake_labels, gamma)
-      return loss, ({G: stats_g, D: stats_d}, metrics)
+      return self.discriminator_loss(params_d, {**stats, G: stats_g}, real,
+                                     jax.lax.stop_gradient(fake), gp_eps, real_labels,
+                                     fake_labels, gamma)
 
     return accumulated_value_and_grad(loss_fn, params_d, rows, None, self.grad_accum_steps,
                                       has_aux=True)
@@ -379,22 +427,27 @@ class GANMethod(Method):
     `real` [B, H, W, C]: a paired objective's real images, row b the partner of fake b (and
     of label b); None for the others.
 
-    Returns ((loss, G's running averages), grads); D runs on batch statistics and its
-    running averages are not updated here.
+    Returns ((loss, stats), grads): stats the model state with G's running averages moved
+    and, with spectral normalization, D's u moved by this pass (the authors' chainer links
+    keep it); D runs on batch statistics and its running averages are not updated here.
     """
     _, g_loss_fn = self.objective
 
     def loss_fn(params_g, rows, _):
       z, labels, real = rows
       fake, stats_g = self.generate(params_g, stats[G], z, True, labels)
-      fake_logits, _ = self.discriminate(params_d, stats[D], fake, labels)
+      fake_logits, after_d = self.discriminate(params_d, stats, fake, labels)
       if real is None:
-        return g_loss_fn(fake_logits), stats_g
-      real_logits, _ = self.discriminate(params_d, stats[D], real, labels)
-      return g_loss_fn(real_logits, fake_logits), stats_g
+        loss = g_loss_fn(fake_logits)
+      else:
+        real_logits, after_d = self.discriminate(params_d, after_d, real, labels)
+        loss = g_loss_fn(real_logits, fake_logits)
+      moved = {G: stats_g, **({D_SN: after_d[D_SN]} if self.d_spectral_norm else {})}
+      return loss, moved
 
-    return accumulated_value_and_grad(loss_fn, params_g, (z_BxZ, labels_B, real), None,
-                                      self.grad_accum_steps, has_aux=True)
+    (loss, moved), grads = accumulated_value_and_grad(
+        loss_fn, params_g, (z_BxZ, labels_B, real), None, self.grad_accum_steps, has_aux=True)
+    return (loss, {**stats, **moved}), grads
 
   @property
   def objective(self):
@@ -425,12 +478,12 @@ class GANMethod(Method):
     a paired objective's real partners.
 
     Returns:
-      (G params, G optimizer state, G's running averages, metrics).
+      (G params, G optimizer state, the model state after it (`generator_grads`), metrics).
     """
-    (g_loss, stats_g), grads = self.generator_grads(params[G], params[D], stats, z_BxZ,
-                                                    labels_B, real)
+    (g_loss, stats), grads = self.generator_grads(params[G], params[D], stats, z_BxZ,
+                                                  labels_B, real)
     params_g, opt_g, norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
-    return params_g, opt_g, stats_g, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
+    return params_g, opt_g, stats, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
                                       "g_update_norm": norms["update_norm"]}
 
   def train_step(self, state: TrainState, batch, rng):
@@ -445,7 +498,10 @@ class GANMethod(Method):
     objective (rpgan) the labels of their real partners.
     """
     slices = self.n_critic + self.alternate_minibatches
-    real_NxMxHxWxC = critic_slices(batch["image"], slices)
+    real = batch["image"]
+    if self.dequantize == "uniform":
+      real = dequantize_uniform(real, jax.random.fold_in(rng, 2))
+    real_NxMxHxWxC = critic_slices(real, slices)
     real_labels = self._real_labels(batch)
     labels_NxM = None if real_labels is None else critic_slices(real_labels, slices)
     # A paired objective's G update scores reals: G's own slice 0 with alternate_minibatches,
@@ -467,9 +523,8 @@ class GANMethod(Method):
     gamma = self.gamma_at(state.step)
 
     if self.alternate_minibatches:
-      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(
+      params[G], opt_state[G], stats, g_metrics = self.generator_update(
           params, opt_state, stats, z_g, y_g, real_g)
-      stats = {**stats, G: stats_g}
     d_metrics = []
     # A Python loop (unrolled when traced), not lax.scan: XLA:CPU runs convolutions inside
     # a while loop many times slower.
@@ -483,9 +538,8 @@ class GANMethod(Method):
                                                                    rows, gamma)
       d_metrics.append(metrics)
     if not self.alternate_minibatches:
-      params[G], opt_state[G], stats_g, g_metrics = self.generator_update(
+      params[G], opt_state[G], stats, g_metrics = self.generator_update(
           params, opt_state, stats, z_g, y_g, real_g)
-      stats = {**stats, G: stats_g}
 
     new = finish_step(state, self.ema_decay, self.ema_warmup, params=params,
                       opt_state=opt_state, model_state=stats)
@@ -530,12 +584,12 @@ class GANMethod(Method):
     z = self._latents(rng, x.shape[0])
     y_real = self._real_labels(batch)
     y_fake = y_real if self.paired else self._fake_labels(rng, x.shape[0])
-    params_d, stats_d = state.params[D], state.model_state[D]
-    real_logits, _ = self.discriminate(params_d, stats_d, x, y_real)
+    params_d, stats = state.params[D], state.model_state
+    real_logits, _ = self.discriminate(params_d, stats, x, y_real)
     metrics = {"raw/d_real": jnp.mean(real_logits)}
     for name, params in (("ema", state.ema_params), ("raw", state.params)):
       fake = self.draw(params[G], state.model_state[G], z, y_fake)
-      fake_logits, _ = self.discriminate(params_d, stats_d, fake, y_fake)
+      fake_logits, _ = self.discriminate(params_d, stats, fake, y_fake)
       metrics[f"{name}/d_loss"] = d_loss_fn(real_logits, fake_logits)
       metrics[f"{name}/g_loss"] = (g_loss_fn(real_logits, fake_logits) if self.paired
                                    else g_loss_fn(fake_logits))
@@ -634,6 +688,9 @@ def _validate_r3gan(cfg, image_shape) -> None:
   if cfg.d_norm not in ("auto", "none"):
     raise ValueError(f"gan.d_norm={cfg.d_norm!r} with gan.arch='r3gan', which has no "
                      "normalization; use 'auto'.")
+  if cfg.d_spectral_norm:
+    raise ValueError("gan.d_spectral_norm with gan.arch='r3gan': R3GAN's discriminator has no "
+                     "normalization (Huang et al. 2024, §3); set it to False.")
   r3gan.check_image_shape(image_shape, len(net.widths))
 
 
@@ -644,8 +701,14 @@ def _validate(config: ml_collections.ConfigDict, image_shape) -> None:
     raise ValueError(f"gan.loss={cfg.loss!r}; expected one of {LOSSES}.")
   if cfg.arch not in ARCHS:
     raise ValueError(f"gan.arch={cfg.arch!r}; expected one of {ARCHS}.")
-  if cfg.layer_style not in dcgan.STYLES:
-    raise ValueError(f"gan.layer_style={cfg.layer_style!r}; expected one of {dcgan.STYLES}.")
+  if cfg.layer_style not in LAYER_STYLES:
+    raise ValueError(f"gan.layer_style={cfg.layer_style!r}; expected one of {LAYER_STYLES}.")
+  if cfg.layer_style == "sngan" and cfg.arch != "resnet":
+    raise ValueError("gan.layer_style='sngan' (Miyato et al.'s ResNet conventions) needs "
+                     "gan.arch='resnet'; the DCGAN takes 'radford' or 'tflib'.")
+  if config.data.dequantize not in DEQUANTIZATIONS:
+    raise ValueError(f"data.dequantize={config.data.dequantize!r}; expected one of "
+                     f"{DEQUANTIZATIONS}.")
   if cfg.n_critic < 1:
     raise ValueError(f"gan.n_critic={cfg.n_critic} must be >= 1.")
   if config.train.batch_size % _slices(cfg):

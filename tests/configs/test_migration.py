@@ -92,6 +92,15 @@ def test_fields_missing_from_version_1_mean_the_old_behaviour():
   assert kept["model"]["gelu"] == "exact"
 
 
+def test_a_version_2_gan_config_gains_spectral_norm_and_dequantization_switched_off():
+  current = today(dcgan, None)
+  saved = {**drop(current, "gan.d_spectral_norm", "data.dequantize"), "version": 2}
+  migrated = migration.migrate(saved)
+  assert migrated == current
+  assert (migrated["gan"]["d_spectral_norm"], migrated["data"]["dequantize"]) == (False, "none")
+  assert migration.migrate(drop(today(vae, None), "version")) == today(vae, None)
+
+
 def test_a_gans_class_count_moves_to_model_num_classes():
   saved = legacy_config("dcgan_cond")
   assert saved["gan"]["num_classes"] == 10 and "model" not in saved
@@ -103,7 +112,8 @@ def test_a_gans_class_count_moves_to_model_num_classes():
 
 def test_a_future_version_is_refused_with_one_clear_message(tmp_path):
   future = {**today(vae), "version": migration.CONFIG_VERSION + 1}
-  with pytest.raises(migration.ConfigVersionError, match=r"version 3, written by a newer gen_jax"):
+  with pytest.raises(migration.ConfigVersionError,
+                     match=rf"version {migration.CONFIG_VERSION + 1}, written by a newer gen_jax"):
     migration.migrate(future)
   (tmp_path / "config.json").write_text(json.dumps(future))
   with pytest.raises(migration.ConfigVersionError, match=str(tmp_path / "config.json")):

@@ -54,4 +54,5 @@ def get_sweep(arg: str | None = None):
        "train.batch_size": 5 * BATCH, "train.lr": 1e-4, "train.b1": 0.0, "train.b2": 0.9},
       {"gan.loss": "rpgan", "gan.gamma": 0.05, "gan.d_norm": "none", "train.b1": 0.0,
        "train.b2": 0.9},
+      {"gan.loss": "hinge", "gan.d_spectral_norm": True, "gan.d_norm": "none"},
   ]
