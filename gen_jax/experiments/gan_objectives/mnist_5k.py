@@ -16,13 +16,18 @@ and discriminator its paper pairs it with, and nothing else changed:
                   release's CIFAR-10 start value, constant here), D without normalization,
                   Adam 2e-4, betas (0, 0.9) (the release's start values)
 
-Evaluated every EVAL_EVERY steps on 1,000 EMA samples against the 500 test digits, on the
-features of the classifier of configs/classifier.py (runs/classifier: train it first);
-not Inception FIDs (docs/evaluation.md).
+The eval losses are logged every EVAL_EVERY steps; the sample metrics (FID, KID,
+precision/recall, class coverage) of the final checkpoint come from --mode=eval: 1,000 EMA
+samples against the 500 test digits, on the features of the classifier of
+configs/classifier.py (runs/classifier: train it first); not Inception FIDs
+(docs/evaluation.md).
 
   python launch.py --config=configs/classifier.py --workdir=runs/classifier
   python launch.py --config=experiments/gan_objectives/mnist_5k.py --sweep \
       --workdir=runs/gan_objectives
+  for run in runs/gan_objectives/loss=*; do
+    python launch.py --workdir="$run" --mode=eval
+  done
   python launch.py --workdir=runs/gan_objectives --mode=report
 
 Measured in docs/results.md ("GAN objectives on mnist_5k").
