@@ -99,7 +99,9 @@ Options of the reference codes' loops:
 
 Class conditioning (`model.num_classes` = K > 0; Miyato & Koyama 2018, "cGANs with Projection
 Discriminator", arXiv:1802.05637). G has conditional BatchNorms and D the projection head
-(gen_jax/models/class_conditioning.py), both archs. Real images come with their labels
+(gen_jax/models/class_conditioning.py), both archs; the authors' layer conventions and
+spectral normalization of D are gan.layer_style='sngan' (ResNet) and gan.d_spectral_norm
+(experiments/miyato2018_projection/cifar10.py). Real images come with their labels
 (`batch["label"]`, sliced with the images); every fake is drawn for a label y ~ U{0..K-1},
 in D's updates and in G's alike, as the authors' updater does (sngan_projection
 updater.py: `sample_categorical(n_classes, ...)` for both; gan_cifar_resnet.py instead

@@ -19,7 +19,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics, to_uint8
-from gen_jax.methods.gan import D, D_SN, G
+from gen_jax.methods.gan import D_SN, D, G
 
 
 def _series(workdir, key):
