@@ -404,7 +404,7 @@ class GANMethod(Method):
                                                   labels_B)
     params_g, opt_g, norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
     return params_g, opt_g, stats, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
-                                      "g_update_norm": norms["update_norm"]}
+                                    "g_update_norm": norms["update_norm"]}
 
   def train_step(self, state: TrainState, batch, rng):
     """One iteration of Gulrajani et al. 2017, Alg. 1: n_critic D updates, update k on real
