@@ -120,7 +120,9 @@ beta2_scheduler).
 
 Class conditioning (`model.num_classes` = K > 0; Miyato & Koyama 2018, "cGANs with Projection
 Discriminator", arXiv:1802.05637). G has conditional BatchNorms and D the projection head
-(gen_jax/models/class_conditioning.py), both archs. Real images come with their labels
+(gen_jax/models/class_conditioning.py), both archs; the authors' layer conventions and
+spectral normalization of D are gan.layer_style='sngan' (ResNet) and gan.d_spectral_norm
+(experiments/miyato2018_projection/cifar10.py). Real images come with their labels
 (`batch["label"]`, sliced with the images); every fake is drawn for a label y ~ U{0..K-1},
 in D's updates and in G's alike, as the authors' updater does (sngan_projection
 updater.py: `sample_categorical(n_classes, ...)` for both; gan_cifar_resnet.py instead
@@ -484,7 +486,7 @@ class GANMethod(Method):
                                                   labels_B, real)
     params_g, opt_g, norms = optimizer_step(self.tx_g, params[G], opt_state[G], grads)
     return params_g, opt_g, stats, {"g_loss": g_loss, "g_grad_norm": norms["grad_norm"],
-                                      "g_update_norm": norms["update_norm"]}
+                                    "g_update_norm": norms["update_norm"]}
 
   def train_step(self, state: TrainState, batch, rng):
     """One iteration of Gulrajani et al. 2017, Alg. 1: n_critic D updates, update k on real

@@ -49,7 +49,10 @@ gain and offset tables [K, C] from 1 and 0, in place of the plain scale and offs
 adds the projection term embed(y) . phi(x) to its logit, phi(x) the flattened last feature
 map the read-out `logit` sees (Eq. 3; the table `embed` [K, F] initialised as the
 read-out's kernel). With num_classes = 0 (the default) both nets are exactly the
-unconditional ones: same parameters, same outputs.
+unconditional ones: same parameters, same outputs. The authors have no DCGAN-shaped
+projection D to follow: here the conditional layers keep this module's conventions (a bias in
+the read-out, BatchNorm eps 1e-5); their ResNet's (no read-out bias, eps 2e-5, features
+summed) are gen_jax/models/resnet_gan.py's 'sngan' knobs.
 
 Spectral normalization (`spectral_norm`; Miyato et al. 2018, gen_jax/models/spectral_norm.py):
 every convolution of D, its read-out and (conditional) its class embedding compute with

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from smoke import load_config
 
 from gen_jax.core.state import count_params
@@ -128,3 +129,12 @@ def test_the_train_step_feeds_the_dequantized_images():
                got.params, want.params)
   untouched, _ = plain_step(state, {"image": image}, rng)
   assert not np.allclose(untouched.params[D]["logit"]["kernel"], got.params[D]["logit"]["kernel"])
+
+
+def test_sngan_style_and_dequantization_are_checked_before_compiling():
+  with pytest.raises(ValueError, match="layer_style='sngan'.*needs gan.arch='resnet'"):
+    GANMethod.from_config(load_config("dcgan", "smoke", **{"gan.layer_style": "sngan"}),
+                          (28, 28, 1))
+  with pytest.raises(ValueError, match="data.dequantize='gaussian'; expected one of"):
+    GANMethod.from_config(load_config("dcgan", "smoke", **{"data.dequantize": "gaussian"}),
+                          (28, 28, 1))
