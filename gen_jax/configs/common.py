@@ -19,7 +19,7 @@ from gen_jax.configs import inception_eval
 # gen_jax/configs/migration.py when it is loaded; raise this when a field is renamed,
 # removed, or added with a value that differs from what its absence meant, and add the step
 # there.
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 def parse_variants(config_file: str, arg: str | None,

@@ -9,7 +9,7 @@
   python launch.py --workdir=runs/dcgan_conditional --mode=sample --config.sample.label=7
 
 `get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
-`loss=<non_saturating|hinge|wgan_gp>` (`loss=wgan_gp` also sets n_critic=5, Adam betas
+`loss=<non_saturating|hinge|wgan_gp|rpgan>` (`loss=wgan_gp` also sets n_critic=5, Adam betas
 (0, 0.9), lr 1e-4 and a batch of 5 x 32), `conditional` (model.num_classes=10: conditional
 BatchNorm in G, Miyato & Koyama 2018's projection D; 100 samples, one grid row per digit;
 docs/results.md "Conditional GAN" has its measured run). `--config.gan.loss=wgan_gp` alone
@@ -35,19 +35,43 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_classes = 0
 
   config.gan = ml_collections.ConfigDict()
-  # Networks: 'dcgan' (Radford et al.; 28/32/64 px) or 'resnet' (Gulrajani et al.'s 32x32
-  # CIFAR-10 ResNet, gan_cifar_resnet.py; ngf/ndf are its DIM_G/DIM_D).
+  # Networks: 'dcgan' (Radford et al.; 28/32/64 px), 'resnet' (Gulrajani et al.'s 32x32
+  # CIFAR-10 ResNet, gan_cifar_resnet.py; ngf/ndf are its DIM_G/DIM_D) or 'r3gan' (Huang et
+  # al. 2024's ConvNet, stages from gan.r3gan; 4 x 2^(stages - 1) px).
   config.gan.arch = "dcgan"
   # DCGAN layer conventions: 'radford' (N(0, 0.02) init, no bias before a norm) or 'tflib'
-  # (the WGAN-GP release: Glorot/'he' uniform init, biases, per-feature first BN in G).
+  # (the WGAN-GP release: Glorot/'he' uniform init, biases, per-feature first BN in G); the
+  # ResNet takes tflib's with either, or 'sngan' (Miyato et al.'s release: D sums its
+  # features over H, W, no bias in D's read-out, G's BatchNorm eps 2e-5).
   config.gan.layer_style = "radford"
-  # Objective: 'non_saturating' (Goodfellow et al. 2014 §3; DCGAN's), 'hinge', or
-  # 'wgan_gp' (Gulrajani et al. 2017, Eq. 3).
+  # Objective: 'non_saturating' (Goodfellow et al. 2014 §3; DCGAN's), 'hinge',
+  # 'wgan_gp' (Gulrajani et al. 2017, Eq. 3) or 'rpgan' (Huang et al. 2024: relativistic
+  # pairing with the R1 and R2 penalties).
   config.gan.loss = common.variant_value(variants, "loss", "non_saturating")
   # D (critic) updates per G update; each takes train.batch_size / n_critic real images.
   config.gan.n_critic = 1
   # lambda of the WGAN-GP gradient penalty (wgan_gp only).
   config.gan.gp_weight = 10.0
+  # gamma of rpgan's R1 and R2 penalties, gamma/2 E||grad_x D(x)||^2 on real and on fake
+  # images (Huang et al. 2024; their CIFAR-10 release starts at 0.05).
+  config.gan.gamma = 0.05
+  # gamma follows a cosine to gamma x this at train.decay_steps (or num_steps), then stays
+  # (the release: 0.1); 1 = constant.
+  config.gan.gamma_final_ratio = 1.0
+  # > 0: the R3GAN release's EMA of G, decay 0.5^(1 / half-life), the half-life rising from 0
+  # to this many steps along a cosine to train.decay_steps (or num_steps); 0 = ema_decay.
+  config.gan.ema_halflife_steps = 0.0
+  # > 0: Adam's beta2 of both nets follows a cosine from train.b2 to this at
+  # train.decay_steps (or num_steps), then stays (the R3GAN release: 0.9 -> 0.99); 0 = b2.
+  config.gan.b2_final = 0.0
+  # gan.arch='r3gan': per stage from 4x4 up (D mirrors them), the width, residual blocks and
+  # groups of the 3x3 conv; each block's inverted bottleneck widens by `expansion`. The
+  # default is the release's CIFAR-10 model (train.py preset CIFAR10).
+  config.gan.r3gan = ml_collections.ConfigDict()
+  config.gan.r3gan.widths = (768, 768, 768, 768)
+  config.gan.r3gan.blocks = (2, 2, 2, 2)
+  config.gan.r3gan.cardinality = (96, 96, 96, 96)
+  config.gan.r3gan.expansion = 2
   # Latent dimension Z (DCGAN: 100).
   config.gan.z_dim = 100
   # Latent prior: 'normal' N(0, I) or 'uniform' U(-1, 1) (the DCGAN authors' code).
@@ -61,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # D normalization: 'batch' (DCGAN), 'layer' or 'none' (a WGAN-GP critic must not use
   # BatchNorm); 'auto' = 'none' for arch='resnet', 'layer' for wgan_gp, else 'batch'.
   config.gan.d_norm = "auto"
+  # Spectral normalization of every D weight (Miyato et al. 2018): W / sigma(W), one power
+  # iteration per training pass of D, its u vectors kept in the train state.
+  config.gan.d_spectral_norm = False
   # Coupled L2 penalty l2 * theta added to every gradient of both nets before Adam
   # (dcgan_code: l2 = 1e-5); 0 = none.
   config.gan.l2 = 0.0
@@ -96,6 +123,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Class of a conditional model's samples: -1 = all classes, one grid row each (at num =
   # num_classes^2), or a class c in [0, num_classes) for every sample.
   config.sample.label = -1
+
+  # Real images: 'none' (x / 127.5 - 1) or 'uniform' (Gulrajani et al.'s ResNet script:
+  # (x + U(0, 1)) / 128 - 1, fresh noise in every train step).
+  config.data.dequantize = "none"
 
   if config.data.dataset == "cifar10":
     config.data.random_flip = True

@@ -117,8 +117,33 @@ def _to_version_2(saved: dict[str, Any]) -> dict[str, Any]:
   return _add_absent_fields(saved, _ABSENT_IN_VERSION_1)
 
 
+# Fields a GAN config gained in version 3, with the value that reproduces a run without them.
+_GAN_FIELDS_OF_VERSION_3 = {
+    "gan.d_spectral_norm": False,       # no spectral normalization in D
+    "data.dequantize": "none",          # real images x / 127.5 - 1, no noise
+    # RpGAN (Huang et al. 2024) and R3GAN's schedules: only read with gan.loss='rpgan' or
+    # gan.arch='r3gan', or switched off (a constant beta2, train.ema_decay's EMA).
+    "gan.gamma": 0.05,
+    "gan.gamma_final_ratio": 1.0,
+    "gan.ema_halflife_steps": 0.0,
+    "gan.b2_final": 0.0,
+    "gan.r3gan": {"widths": [768, 768, 768, 768], "blocks": [2, 2, 2, 2],
+                  "cardinality": [96, 96, 96, 96], "expansion": 2},
+}
+
+
+def _to_version_3(saved: dict[str, Any]) -> dict[str, Any]:
+  """Version 2 -> 3: a GAN config gains spectral normalization and the real images'
+  dequantization, both off as before, and the RpGAN / R3GAN fields."""
+  if saved.get("method") == "gan":
+    for field, value in _GAN_FIELDS_OF_VERSION_3.items():
+      if not _has(saved, field):
+        _set(saved, field, value)
+  return saved
+
+
 # _STEPS[v - 1] brings a config of version v to version v + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2,)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2, _to_version_3)
 assert len(_STEPS) == CONFIG_VERSION - 1, "one migration step per version"
 
 

@@ -51,8 +51,8 @@ def _matrices_only(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict,
-                   schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule | None = None,
+                   b2_schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
   """Builds the optax chain described by the `train` config group.
 
   Fields used: optimizer, lr, lr_decay, warmup_steps, num_steps, min_lr_ratio, b1, b2, eps,
@@ -66,10 +66,15 @@ def make_optimizer(cfg: ml_collections.ConfigDict,
     cfg: the `train` config group.
     schedule: a learning-rate schedule that replaces `learning_rate_schedule(cfg)` (then
       lr_decay, warmup_steps, num_steps and min_lr_ratio are unused).
+    b2_schedule: Adam's beta2 as a function of the update count, replacing `b2` ('adam'
+      only; R3GAN's release schedules it).
   """
   if schedule is None:
     schedule = learning_rate_schedule(cfg)
-  if cfg.optimizer == "adam":
+  if cfg.optimizer == "adam" and b2_schedule is not None:
+    opt = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=cfg.b1,
+                                               b2=b2_schedule, eps=cfg.eps)
+  elif cfg.optimizer == "adam":
     opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
   elif cfg.optimizer == "adamw":
     opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,

@@ -1,5 +1,5 @@
-"""The objectives of the GAN family (gen_jax/methods/gan.py): each player's loss and the
-WGAN-GP gradient penalty.
+"""The objectives of the GAN family (gen_jax/methods/gan.py): each player's loss, the
+WGAN-GP gradient penalty and the zero-centered R1/R2 penalties.
 
 Goodfellow et al. 2014, "Generative Adversarial Nets" (arXiv:1406.2661): the minimax game
 (Eq. 1) and the non-saturating generator objective (§3).
@@ -7,6 +7,10 @@ Lim & Ye 2017 "Geometric GAN" (arXiv:1705.02894); Miyato et al. 2018 (arXiv:1802
 the hinge objective.
 Gulrajani et al. 2017, "Improved Training of Wasserstein GANs" (arXiv:1704.00028): the
 critic loss with gradient penalty (Eq. 3, Algorithm 1).
+Huang, Gokaslan, Kuleshov, Tompkin 2024, "The GAN is dead; long live the GAN! A Modern GAN
+Baseline" (R3GAN, NeurIPS 2024, arXiv:2501.05441), §2: the relativistic pairing loss (RpGAN)
+with the zero-centered gradient penalties R1 on real and R2 on fake data (Mescheder et al.
+2018, "Which Training Methods for GANs do actually Converge?", arXiv:1801.04406, Eq. 9).
 """
 from __future__ import annotations
 
@@ -89,8 +93,55 @@ def gradient_penalty(critic: CriticFn, real_BxHxWxC: jax.Array, fake_BxHxWxC: ja
   return weight * jnp.mean((norms_B - 1.0) ** 2)
 
 
+def d_loss_relativistic_pairing(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
+  """Huang et al. 2024, §2, D's side of RpGAN: E_{x, z} f(D(G(z)) - D(x)), f = softplus.
+
+  Real example b is paired with fake example b (the authors' trainer forms one relativistic
+  logit D(x_b) - D(G(z_b)) per row): the loss is E_b softplus(D(G(z_b)) - D(x_b)), i.e.
+  -E log sigmoid(D(x) - D(G(z))), the probability that the real is more real than its fake.
+  """
+  return jnp.mean(jax.nn.softplus(fake_logits_B - real_logits_B))
+
+
+def g_loss_relativistic_pairing(real_logits_B: jax.Array, fake_logits_B: jax.Array) -> jax.Array:
+  """Huang et al. 2024, §2, G's side of RpGAN: E_b softplus(D(x_b) - D(G(z_b))).
+
+  G minimizes the same pairing with the roles swapped; its gradient w.r.t. the fake logit
+  of row b is -sigmoid(D(x_b) - D(G(z_b))) / B: large while the fake scores below its real
+  partner, so G is pushed until every fake outscores the real it is paired with.
+  """
+  return jnp.mean(jax.nn.softplus(real_logits_B - fake_logits_B))
+
+
+def zero_centered_gradient_penalty(critic: CriticFn, x_BxHxWxC: jax.Array,
+                                   gamma: float | jax.Array) -> jax.Array:
+  """Mescheder et al. 2018, Eq. 9; Huang et al. 2024, §2: gamma / 2 E_x ||grad_x D(x)||_2^2.
+
+  On real images this is R1, on generated images R2 (the fakes as data: no gradient flows
+  into G through this term). `critic` must treat examples independently (no BatchNorm), so
+  the gradient of sum_b D(x_b) w.r.t. x is the per-example gradient; the penalty is
+  differentiable w.r.t. the critic's parameters (closed over by `critic`).
+
+  Args:
+    critic: images -> logits [B].
+    x_BxHxWxC: the points where the gradient is penalized.
+    gamma: the penalty's weight (R3GAN's released CIFAR-10 setting: 0.05, decayed to 0.005).
+
+  Returns:
+    The scalar penalty gamma / 2 E ||grad_x D(x)||^2.
+  """
+  grads_BxHxWxC = jax.grad(lambda x: jnp.sum(critic(x)))(x_BxHxWxC)
+  return 0.5 * gamma * jnp.mean(jnp.sum(grads_BxHxWxC ** 2, axis=(1, 2, 3)))
+
+
 OBJECTIVES = {  # loss -> (discriminator loss, generator loss)
     "non_saturating": (d_loss_non_saturating, g_loss_non_saturating),
     "hinge": (d_loss_hinge, g_loss_hinge),
     "wgan_gp": (d_loss_wasserstein, g_loss_wasserstein),
+}
+
+# Relativistic objectives score (real, fake) pairs on both sides, so G's update needs real
+# images too: loss -> (discriminator loss, generator loss), each f(real_logits, fake_logits).
+PAIRED_OBJECTIVES = {
+    "rpgan": (d_loss_relativistic_pairing, g_loss_relativistic_pairing),
 }

@@ -18,7 +18,14 @@ Miyato & Koyama 2018, "cGANs with Projection Discriminator" (arXiv:1802.05637):
       D(x, y) = psi(phi(x)) + embed(y) . phi(x),
 
     phi(x) [B, F] the features the final linear read-out psi sees, embed a [K, F] table
-    (V in the paper). The unconditional D is the first term alone.
+    (V in the paper). The unconditional D is the first term alone. With spectral
+    normalization (gen_jax/models/spectral_norm.py) psi's kernel and the table are both
+    normalized, as the authors' `SNLinear` l5 and `SNEmbedID` l_y; their psi has no bias
+    (`nobias=True`), which `readout_bias=False` gives.
+
+The conditional BatchNorm's eps is the authors' (`CategoricalConditionalBatchNormalization`:
+2e-5, chainer's default) only where a network asks for it (`epsilon`); the networks pass
+their family's (1e-5 for Radford's and Gulrajani's layers, 2e-5 for the 'sngan' ResNet).
 """
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from gen_jax.models import spectral_norm
 
 Initializer = Callable[..., jax.Array]
 
@@ -81,44 +90,53 @@ class ConditionalBatchNorm(nn.Module):
 
 
 def batch_norm(num_classes: int, labels_B: jax.Array | None, train: bool, name: str,
-               scale_init: Initializer = nn.initializers.ones) -> Callable[[jax.Array], jax.Array]:
-  """The generator's BatchNorm (momentum 0.9, eps 1e-5, float32): plain `nn.BatchNorm`
-  (same parameters as before conditioning existed) when num_classes = 0, else
-  `ConditionalBatchNorm` on `labels_B`. Call it inside a compact module."""
+               scale_init: Initializer = nn.initializers.ones,
+               epsilon: float = 1e-5) -> Callable[[jax.Array], jax.Array]:
+  """The generator's BatchNorm (momentum 0.9, float32): plain `nn.BatchNorm` (same
+  parameters as before conditioning existed) when num_classes = 0, else
+  `ConditionalBatchNorm` on `labels_B`; `epsilon` added to the variance (tflib and flax:
+  1e-5, chainer: 2e-5). Call it inside a compact module."""
   if not num_classes:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
                         dtype=jnp.float32, scale_init=scale_init, name=name)
   if labels_B is None:
     raise ValueError(f"{name}: a class-conditional BatchNorm (num_classes={num_classes}) "
                      "needs the labels [B] of the batch.")
-  cbn = ConditionalBatchNorm(num_classes, name=name)
+  cbn = ConditionalBatchNorm(num_classes, epsilon=epsilon, name=name)
   return lambda h: cbn(h, labels_B, train)
 
 
 def projection(phi_BxF: jax.Array, labels_B: jax.Array, num_classes: int,
-               embedding_init: Initializer, name: str = "embed") -> jax.Array:
+               embedding_init: Initializer, name: str = "embed", normalize: bool = False,
+               train: bool = False) -> jax.Array:
   """Miyato & Koyama 2018, Eq. 3's projection term embed(y) . phi(x) -> [B] (float32).
 
-  Call it inside a compact module; it creates the [K, F] table `name`.
+  Call it inside a compact module; it creates the [K, F] table `name`, spectrally
+  normalized when `normalize` (its u moves when `train`).
   """
-  embed_BxF = nn.Embed(num_classes, phi_BxF.shape[-1], embedding_init=embedding_init,
-                       name=name)(labels_B)
+  table = nn.Embed(num_classes, phi_BxF.shape[-1], embedding_init=embedding_init, name=name)
+  embed_BxF = spectral_norm.wrap(table, normalize, train)(labels_B)
   return jnp.sum(embed_BxF.astype(jnp.float32) * phi_BxF.astype(jnp.float32), axis=-1)
 
 
 def discriminator_logits(phi_BxF: jax.Array, labels_B: jax.Array | None, num_classes: int,
-                         readout_init: Initializer, dtype: Any) -> jax.Array:
+                         readout_init: Initializer, dtype: Any, readout_bias: bool = True,
+                         normalize: bool = False, train: bool = False) -> jax.Array:
   """The discriminator's output D(x, y) -> [B] (float32) from its features phi(x) [B, F].
 
-  The linear read-out psi(phi(x)) (a Dense(1) named `logit`), plus for a class-conditional
-  D (num_classes > 0) Miyato & Koyama 2018, Eq. 3's projection term embed(y) . phi(x),
-  whose table is initialised like the read-out. Call it inside a compact module.
+  The linear read-out psi(phi(x)) (a Dense(1) named `logit`, with a bias when
+  `readout_bias`), plus for a class-conditional D (num_classes > 0) Miyato & Koyama 2018,
+  Eq. 3's projection term embed(y) . phi(x), whose table is initialised like the read-out.
+  `normalize`: spectral normalization of psi and the table (u moves when `train`). Call it
+  inside a compact module.
   """
-  logits_B = nn.Dense(1, kernel_init=readout_init, dtype=dtype,
-                      name="logit")(phi_BxF)[:, 0].astype(jnp.float32)
+  readout = nn.Dense(1, use_bias=readout_bias, kernel_init=readout_init, dtype=dtype,
+                     name="logit")
+  logits_B = spectral_norm.wrap(readout, normalize, train)(phi_BxF)[:, 0].astype(jnp.float32)
   if num_classes:
     if labels_B is None:
       raise ValueError(f"a class-conditional discriminator (num_classes={num_classes}) needs "
                        "the labels [B] of the batch.")
-    logits_B = logits_B + projection(phi_BxF, labels_B, num_classes, readout_init)
+    logits_B = logits_B + projection(phi_BxF, labels_B, num_classes, readout_init,
+                                     normalize=normalize, train=train)
   return logits_B

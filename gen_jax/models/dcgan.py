@@ -49,7 +49,14 @@ gain and offset tables [K, C] from 1 and 0, in place of the plain scale and offs
 adds the projection term embed(y) . phi(x) to its logit, phi(x) the flattened last feature
 map the read-out `logit` sees (Eq. 3; the table `embed` [K, F] initialised as the
 read-out's kernel). With num_classes = 0 (the default) both nets are exactly the
-unconditional ones: same parameters, same outputs.
+unconditional ones: same parameters, same outputs. The authors have no DCGAN-shaped
+projection D to follow: here the conditional layers keep this module's conventions (a bias in
+the read-out, BatchNorm eps 1e-5); their ResNet's (no read-out bias, eps 2e-5, features
+summed) are gen_jax/models/resnet_gan.py's 'sngan' knobs.
+
+Spectral normalization (`spectral_norm`; Miyato et al. 2018, gen_jax/models/spectral_norm.py):
+every convolution of D, its read-out and (conditional) its class embedding compute with
+W / sigma(W); the parameters are the same.
 
 Mixed precision: convolutions run in `dtype`, parameters and normalizations are float32,
 outputs are float32.
@@ -63,7 +70,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.models import class_conditioning
+from gen_jax.models import class_conditioning, spectral_norm
 
 # Radford et al. 2016, §4: "All weights were initialized from a zero-centered Normal
 # distribution with standard deviation 0.02."
@@ -202,6 +209,8 @@ class Discriminator(nn.Module):
     style: 'radford' or 'tflib' (Gulrajani et al.'s layers; see the module docstring).
     num_classes: K > 0 adds the projection term (Miyato & Koyama 2018, Eq. 3); 0 = none.
     dtype: compute dtype of dense/conv layers.
+    spectral_norm: every convolution, the read-out and the class embedding spectrally
+      normalized (Miyato et al. 2018).
   """
 
   ndf: int = 64
@@ -210,6 +219,7 @@ class Discriminator(nn.Module):
   style: str = "radford"
   num_classes: int = 0
   dtype: Any = jnp.float32
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, train: bool,
@@ -227,10 +237,11 @@ class Discriminator(nn.Module):
     for i in range(num_down):
       # Input layer: no normalization (and a bias instead).
       normed = i > 0 and self.norm != "none"
-      h = nn.Conv(self.ndf * 2 ** i, k, strides=(2, 2), padding="SAME",
-                  use_bias=tflib or not normed,
-                  kernel_init=tflib_uniform(2.0, stride=2) if tflib else _kernel_init,
-                  dtype=self.dtype, name=f"conv{i}")(h)
+      conv = nn.Conv(self.ndf * 2 ** i, k, strides=(2, 2), padding="SAME",
+                     use_bias=tflib or not normed,
+                     kernel_init=tflib_uniform(2.0, stride=2) if tflib else _kernel_init,
+                     dtype=self.dtype, name=f"conv{i}")
+      h = spectral_norm.wrap(conv, self.spectral_norm, train)(h)
       if normed and self.norm == "batch":
         h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          scale_init=scale_init, dtype=jnp.float32, name=f"conv{i}_bn")(h)
@@ -243,4 +254,4 @@ class Discriminator(nn.Module):
     # psi(phi(x)), plus embed(y) . phi(x) when conditional (Miyato & Koyama 2018, Eq. 3).
     return class_conditioning.discriminator_logits(
         phi_BxF, labels_B, self.num_classes, tflib_uniform() if tflib else _kernel_init,
-        self.dtype)
+        self.dtype, normalize=self.spectral_norm, train=train)

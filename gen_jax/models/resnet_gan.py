@@ -40,13 +40,24 @@ and the output BatchNorm stays plain, as in both gan_cifar_resnet.py (CONDITIONA
 `Normalize('Generator.OutputN', output)` takes no labels) and Miyato & Koyama's
 `ResNetGenerator` (`b5 = L.BatchNormalization`). D: the authors' conditional critic is an
 AC-GAN (ACGAN=True: a 10-way classifier head and its cross-entropy added to both losses);
-here it is Miyato & Koyama 2018's projection discriminator instead (Eq. 3; issue 18 asks for
-it): D(x, y) = psi(phi(x)) + embed(y) . phi(x), phi(x) the [B, D] mean-pooled ReLU features
-the read-out sees (their SNResNetDiscriminator32 sums over H, W; the unconditional critic
-here averages, as gan_cifar_resnet.py does), `embed` a [K, D] table with Glorot init
-(their `SNEmbedID(initialW=GlorotUniform())`). With K = 10 and D = 128, G's six block
+here it is Miyato & Koyama 2018's projection discriminator instead (Eq. 3): D(x, y) =
+psi(phi(x)) + embed(y) . phi(x), phi(x) the [B, D] pooled ReLU features the read-out sees
+(averaged over H, W as gan_cifar_resnet.py's critic; Miyato & Koyama's
+SNResNetProjectionDiscriminator sums: `pooling='sum'`, below), `embed` a [K, D] table with
+Glorot init (their `SNEmbedID(initialW=GlorotUniform())`). With K = 10 and D = 128, G's six block
 BatchNorms trade their scale and offset (6 x 2 x 128) for the tables (6 x 2 x 10 x 128):
 +13,824 parameters; D gains the 10 x 128 table: +1,280. K = 0 is the unconditional model.
+
+Miyato et al.'s ResNets (SN-GAN, arXiv:1802.05957, and the projection discriminator; their
+release pfnet-research/sngan_projection, gen_models/resnet_32.py and
+dis_models/snresnet_32.py) are these blocks with the same initializers (chainer's
+GlorotUniform(sqrt 2) is tflib's 'he' rule, GlorotUniform its Glorot) and three
+differences, the knobs below: D sums phi over H, W (`pooling='sum'`: "Global average
+pooling" in their comment, `F.sum` in their code), D's read-out psi has no bias
+(`readout_bias=False`: `SNLinear(..., nobias=True)`), and G's BatchNorms, plain and
+conditional, add eps 2e-5 to the variance (`bn_epsilon`, chainer's default). Their D is
+spectrally normalized throughout (`spectral_norm=True`: every convolution, psi and the
+class embedding; gen_jax/models/spectral_norm.py); their G has DIM_G = 256.
 """
 from __future__ import annotations
 
@@ -56,11 +67,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.models import class_conditioning
+from gen_jax.models import class_conditioning, spectral_norm
 from gen_jax.models.dcgan import tflib_uniform
 
 IMAGE_SIZE = 32        # the 4x4 start and three 2x upsamplings of gan_cifar_resnet.py
 CRITIC_NORMS = ("none", "layer")
+POOLINGS = ("mean", "sum")      # of phi over H, W: Gulrajani et al.'s, Miyato et al.'s
 _HE = tflib_uniform(2.0)        # tflib conv2d.py he_init=True
 _GLOROT = tflib_uniform(1.0)    # he_init=False, and linear.py's default
 
@@ -93,6 +105,8 @@ class ResBlock(nn.Module):
     norm: 'batch', 'layer' or 'none', applied before each activation.
     dtype: compute dtype of the convolutions.
     num_classes: K > 0 makes norm='batch' a conditional BatchNorm on the labels.
+    spectral_norm: every convolution spectrally normalized (a critic's blocks).
+    bn_epsilon: eps of norm='batch'.
   """
 
   features: int
@@ -100,11 +114,14 @@ class ResBlock(nn.Module):
   norm: str
   dtype: Any = jnp.float32
   num_classes: int = 0
+  spectral_norm: bool = False
+  bn_epsilon: float = 1e-5
 
   def _norm(self, h: jax.Array, train: bool, name: str,
             labels_B: jax.Array | None) -> jax.Array:
     if self.norm == "batch":
-      return class_conditioning.batch_norm(self.num_classes, labels_B, train, name)(h)
+      return class_conditioning.batch_norm(self.num_classes, labels_B, train, name,
+                                           epsilon=self.bn_epsilon)(h)
     if self.norm == "layer":
       return nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1,
                           dtype=jnp.float32, name=name)(h)
@@ -114,8 +131,9 @@ class ResBlock(nn.Module):
   def __call__(self, x_BxHxWxC: jax.Array, train: bool,
                labels_B: jax.Array | None = None) -> jax.Array:
     C_in, C_out = x_BxHxWxC.shape[-1], self.features
-    conv = lambda c, k, init, name: nn.Conv(c, (k, k), padding="SAME", kernel_init=init,
-                                            dtype=self.dtype, name=name)
+    conv = lambda c, k, init, name: spectral_norm.wrap(
+        nn.Conv(c, (k, k), padding="SAME", kernel_init=init, dtype=self.dtype, name=name),
+        self.spectral_norm, train)
     if self.resample == "up":
       shortcut = conv(C_out, 1, _GLOROT, "shortcut")(upsample(x_BxHxWxC))
     elif self.resample == "down":
@@ -145,12 +163,14 @@ class Generator(nn.Module):
     dim: DIM_G, the channels of every block (128).
     num_classes: K > 0 conditions the blocks' BatchNorms on the label; 0 = unconditional.
     dtype: compute dtype of dense/conv layers.
+    bn_epsilon: eps of every BatchNorm (tflib 1e-5, chainer 2e-5).
   """
 
   image_shape: tuple[int, int, int]
   dim: int = 128
   num_classes: int = 0
   dtype: Any = jnp.float32
+  bn_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, z_BxZ: jax.Array, train: bool,
@@ -161,8 +181,10 @@ class Generator(nn.Module):
     h_BxhxwxD = h.reshape(z_BxZ.shape[0], 4, 4, self.dim)
     for i in range(3):
       h_BxhxwxD = ResBlock(self.dim, "up", "batch", self.dtype, self.num_classes,
-                           name=f"block{i + 1}")(h_BxhxwxD, train, labels_B)
-    h_BxhxwxD = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           bn_epsilon=self.bn_epsilon, name=f"block{i + 1}")(h_BxhxwxD, train,
+                                                                             labels_B)
+    h_BxhxwxD = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                             epsilon=self.bn_epsilon,
                              dtype=jnp.float32, name="out_bn")(h_BxhxwxD)
     x_BxHxWxC = nn.Conv(self.image_shape[-1], (3, 3), padding="SAME", kernel_init=_GLOROT,
                         dtype=self.dtype, name="out_conv")(nn.relu(h_BxhxwxD))
@@ -179,12 +201,19 @@ class Discriminator(nn.Module):
       as the gradient penalty needs.
     num_classes: K > 0 adds the projection term (Miyato & Koyama 2018, Eq. 3); 0 = none.
     dtype: compute dtype of dense/conv layers.
+    spectral_norm: every convolution, psi and the class embedding spectrally normalized.
+    pooling: phi = 'mean' (Gulrajani et al.) or 'sum' (Miyato et al.) of the last ReLU
+      features over H, W.
+    readout_bias: whether psi has a bias (Gulrajani et al.: yes; Miyato et al.: no).
   """
 
   dim: int = 128
   norm: str = "none"
   num_classes: int = 0
   dtype: Any = jnp.float32
+  spectral_norm: bool = False
+  pooling: str = "mean"
+  readout_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, train: bool,
@@ -192,19 +221,25 @@ class Discriminator(nn.Module):
     if self.norm not in CRITIC_NORMS:
       raise ValueError(f"ResNet critic norm={self.norm!r}; expected one of {CRITIC_NORMS}.")
     check_image_shape(x_BxHxWxC.shape[1:])
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"ResNet critic pooling={self.pooling!r}; expected one of {POOLINGS}.")
     class_conditioning.check_labels(labels_B, self.num_classes, x_BxHxWxC.shape[0],
                                     "Discriminator")
-    conv = lambda k, init, name: nn.Conv(self.dim, (k, k), padding="SAME", kernel_init=init,
-                                         dtype=self.dtype, name=name)
+    conv = lambda k, init, name: spectral_norm.wrap(
+        nn.Conv(self.dim, (k, k), padding="SAME", kernel_init=init, dtype=self.dtype,
+                name=name), self.spectral_norm, train)
     x = x_BxHxWxC.astype(self.dtype)
     # OptimizedResBlockDisc1: MeanPoolConv shortcut; conv3x3 -> ReLU -> ConvMeanPool.
     shortcut = conv(1, _GLOROT, "block1_shortcut")(mean_pool(x))
     h = nn.relu(conv(3, _HE, "block1_conv1")(x))
     h = shortcut + mean_pool(conv(3, _HE, "block1_conv2")(h))
     for i, resample in ((2, "down"), (3, None), (4, None)):
-      h = ResBlock(self.dim, resample, self.norm, self.dtype, name=f"block{i}")(h, train)
-    phi_BxD = jnp.mean(nn.relu(h), axis=(1, 2))
+      h = ResBlock(self.dim, resample, self.norm, self.dtype,
+                   spectral_norm=self.spectral_norm, name=f"block{i}")(h, train)
+    pool = jnp.sum if self.pooling == "sum" else jnp.mean
+    phi_BxD = pool(nn.relu(h), axis=(1, 2))
     self.sow("intermediates", "phi", phi_BxD)   # the features psi and the projection read
     # psi(phi(x)), plus embed(y) . phi(x) when conditional (Miyato & Koyama 2018, Eq. 3).
-    return class_conditioning.discriminator_logits(phi_BxD, labels_B, self.num_classes,
-                                                   _GLOROT, self.dtype)
+    return class_conditioning.discriminator_logits(
+        phi_BxD, labels_B, self.num_classes, _GLOROT, self.dtype,
+        readout_bias=self.readout_bias, normalize=self.spectral_norm, train=train)

@@ -24,6 +24,9 @@ CASES = [
                                    "smoke,tokenizer=byte", "dataset=lm1b")],
     *[("configs.lstm", a) for a in (None, "smoke", "tokenizer=byte")],
     ("experiments.gulrajani2017_wgan_gp.cifar10", None),
+    ("experiments.gulrajani2017_wgan_gp.cifar10_resnet", None),
+    ("experiments.miyato2018_sngan.cifar10", None),
+    ("experiments.miyato2018_projection.cifar10", None),
     ("experiments.ho2020_ddpm.cifar10", None),
     ("experiments.radford2016_dcgan.mnist", None),
     ("experiments.radford2016_dcgan.cifar10", None),
@@ -32,6 +35,8 @@ CASES = [
     ("experiments.radford2019_gpt2.openwebtext", None),
     ("experiments.burda2016_iwae.mnist", None),
     ("experiments.burda2016_iwae.mnist", "stages=4,objective=iwae,k=5"),
+    ("experiments.huang2024_r3gan.cifar10", None),
+    ("experiments.gan_objectives.mnist_5k", None),
 ]
 
 FLOAT_TRAIN_FIELDS = ("lr", "min_lr_ratio", "b1", "b2", "eps", "weight_decay", "grad_clip",

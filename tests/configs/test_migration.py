@@ -92,6 +92,15 @@ def test_fields_missing_from_version_1_mean_the_old_behaviour():
   assert kept["model"]["gelu"] == "exact"
 
 
+def test_a_version_2_gan_config_gains_spectral_norm_and_dequantization_switched_off():
+  current = today(dcgan, None)
+  saved = {**drop(current, "gan.d_spectral_norm", "data.dequantize"), "version": 2}
+  migrated = migration.migrate(saved)
+  assert migrated == current
+  assert (migrated["gan"]["d_spectral_norm"], migrated["data"]["dequantize"]) == (False, "none")
+  assert migration.migrate(drop(today(vae, None), "version")) == today(vae, None)
+
+
 def test_a_gans_class_count_moves_to_model_num_classes():
   saved = legacy_config("dcgan_cond")
   assert saved["gan"]["num_classes"] == 10 and "model" not in saved
@@ -103,7 +112,8 @@ def test_a_gans_class_count_moves_to_model_num_classes():
 
 def test_a_future_version_is_refused_with_one_clear_message(tmp_path):
   future = {**today(vae), "version": migration.CONFIG_VERSION + 1}
-  with pytest.raises(migration.ConfigVersionError, match=r"version 3, written by a newer gen_jax"):
+  with pytest.raises(migration.ConfigVersionError,
+                     match=rf"version {migration.CONFIG_VERSION + 1}, written by a newer gen_jax"):
     migration.migrate(future)
   (tmp_path / "config.json").write_text(json.dumps(future))
   with pytest.raises(migration.ConfigVersionError, match=str(tmp_path / "config.json")):
@@ -131,3 +141,13 @@ def test_resuming_a_legacy_run_with_todays_config_finds_no_difference(tmp_path):
   config.model.num_classes = 5
   with pytest.raises(workdir_lib.ConfigMismatchError, match="model.num_classes: 10 -> 5"):
     workdir_lib.claim(config, tmp_path, start_step=4)
+
+
+def test_a_version_2_config_saved_before_a_new_field_gets_its_default():
+  # A GAN run saved at version 2 before the RpGAN fields existed: they take today's
+  # defaults, which reproduce what the run did (loss and arch unchanged).
+  current = today(dcgan)
+  old = drop(current, "gan.gamma", "gan.gamma_final_ratio", "gan.ema_halflife_steps",
+             "gan.b2_final", "gan.r3gan")
+  old["version"] = 2
+  assert migration.migrate(old) == current

@@ -1,6 +1,6 @@
 """DCGAN end to end through the functions `launch.py` calls: train, checkpoint, resume (both
 optimizers), sample (samples + interpolation grids), eval, summary; 1 vs 8 devices with
-BatchNorm; the hinge and WGAN-GP objectives.
+BatchNorm; the WGAN-GP objective; the hinge objective with spectral normalization.
 
 The smoke runs share compiled code through the persistent compilation cache.
 """
@@ -19,7 +19,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics, to_uint8
-from gen_jax.methods.gan import D, G
+from gen_jax.methods.gan import D_SN, D, G
 
 
 def _series(workdir, key):
@@ -172,7 +172,34 @@ def test_eight_devices_match_one_device_with_batchnorm(runs, data_dir, tmp_path)
                                rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-@pytest.mark.parametrize("arg,loss", [("smoke", "hinge"), ("smoke,loss=wgan_gp", "wgan_gp")])
+def test_spectral_norm_hinge_run_resumes_exactly(data_dir, tmp_path):
+  # The hinge objective with a spectrally normalized conditional D (its class table too):
+  # the power iteration's u vectors are checkpointed, so a run resumed at step 2 ends at
+  # step 4 in the state of an uninterrupted one, u included.
+  overrides = {"data.data_dir": data_dir, "gan.loss": "hinge", "gan.d_spectral_norm": True,
+               "train.sample_every": 2, "eval.every": 0}
+  config = lambda steps: load_config("dcgan", "smoke,conditional",
+                                     **{**overrides, "train.num_steps": steps})
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  train.train_and_evaluate(config(2), a)
+  train.train_and_evaluate(config(4), a)
+  train.train_and_evaluate(config(4), b)
+  rows = [r for r in read_metrics(a) if "train/loss" in r]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4] and not any("train/gp" in r for r in rows)
+  exp = build_experiment(config(4))
+  states = []
+  for run in (a, b):
+    ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(run), read_only=True)
+    states.append(ckpt.restore(4, exp.abstract_state, exp.state_sharding))
+    ckpt.close()
+  chex.assert_trees_all_close(states[0], states[1], rtol=1e-6, atol=1e-8)
+  u = states[0].model_state[D_SN]
+  assert sorted(u) == ["conv0_sn", "conv1_sn", "embed_sn", "logit_sn"]
+  u_init = jax.jit(exp.method.init)(jax.random.key(0), None).model_state[D_SN]
+  assert not np.allclose(u["embed_sn"]["u"], u_init["embed_sn"]["u"])   # 12 iterations on
+
+
+@pytest.mark.parametrize("arg,loss", [("smoke,loss=wgan_gp", "wgan_gp")])
 def test_other_objectives_train_checkpoint_and_resume(data_dir, tmp_path, arg, loss):
   # wgan_gp: n_critic = 5, a LayerNorm critic (no D batch_stats: an empty subtree in the
   # checkpoint), resumed at step 2.

@@ -245,10 +245,10 @@ def test_train_step_is_algorithm_1_and_each_update_changes_only_its_player():
       updates, opt_d = method.tx_d.update(grads, opt_d, params_d)
       params_d = optax.apply_updates(params_d, updates)
     z = gan.sample_latents(g_rng, (4, method.z_dim), method.z_prior)
-    (_, stats_g), grads = method.generator_grads(state.params[G], params_d, stats, z)
+    (_, after_g), grads = method.generator_grads(state.params[G], params_d, stats, z)
     updates, opt_g = method.tx_g.update(grads, state.opt_state[G], state.params[G])
     return (params_d, opt_d, stats[D]), (optax.apply_updates(state.params[G], updates), opt_g,
-                                         stats_g)
+                                         after_g[G])
 
   (params_d, opt_d, stats_d), (params_g, opt_g, stats_g) = by_hand(state)
   new, metrics = jax.jit(method.train_step)(state, {"image": real}, rng)

@@ -135,6 +135,8 @@ def test_wgan_gp_cifar10_is_gan_cifar_py():
   assert (t.batch_size, t.num_steps, t.lr, t.b1, t.b2, t.lr_decay) == (320, 200_000, 1e-4, 0.5,
                                                                        0.9, "constant")
   assert c.sample.batch_norm == "batch" and c.gan.g_batch_multiple == 1
+  # `samples_100`; real images 2 (x / 255 - 0.5), no noise, in gan_cifar.py.
+  assert c.eval.sample_batch_size == 100 and c.data.dequantize == "none"
   method = GANMethod.from_config(c, CIFAR)
   state = jax.eval_shape(method.init, jax.random.key(0), None)
   assert count_params(state.params[G]) == 5_179_907
@@ -149,6 +151,14 @@ def test_wgan_gp_cifar10_resnet_is_gan_cifar_resnet_py():
   t = c.train
   assert (t.batch_size, t.num_steps, t.lr, t.b1, t.b2) == (320, 100_000, 2e-4, 0.0, 0.9)
   assert (t.lr_decay, t.min_lr_ratio, t.warmup_steps, t.ema_decay) == ("linear", 0.0, 0, 0.0)
+  # Real images dequantized as theirs; `get_inception_score(50000)` on the FID Inception, from
+  # 500 batches of 100 (`samples_100`), each normalized by its own BatchNorm statistics.
+  assert (c.data.dequantize, c.data.random_flip, c.sample.batch_norm) == ("uniform", False,
+                                                                          "batch")
+  e = c.eval
+  assert (e.sample_metrics, e.feature_extractor, e.num_samples, e.is_splits) == (
+      True, "inception", 50_000, 10)
+  assert (e.sample_batch_size, e.reference_split) == (100, "train")
   method = GANMethod.from_config(c, CIFAR)
   state = jax.eval_shape(method.init, jax.random.key(0), None)
   assert count_params(state.params[G]) == 1_204_483

@@ -95,7 +95,7 @@ def _forward(method, state, batch):
   if hasattr(method, "generator"):     # GAN: G(z), then D on it (both with batch statistics)
     stats = state.model_state
     fake, _ = method.generate(params[G], stats[G], jnp.zeros((x.shape[0], method.z_dim)), True)
-    return fake, method.discriminate(params[D], stats[D], fake)[0]
+    return fake, method.discriminate(params[D], stats, fake)[0]
   return method.model.apply({"params": params}, x)
 
 

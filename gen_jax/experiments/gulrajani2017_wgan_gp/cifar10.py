@@ -55,5 +55,7 @@ def get_config(arg: str | None = None):
                       sample_every=10_000)
   config.sample.batch_norm = "batch"
   config.eval.update(every=10_000, batch_size=500, num_batches=20)
-  inception_eval.add_inception_metrics(config.eval, num_samples=50_000, reference_split="train")
+  # `samples_100`: G draws the score's samples 100 at a time, each batch its own statistics.
+  inception_eval.add_inception_metrics(config.eval, num_samples=50_000, reference_split="train",
+                                       sample_batch_size=100)
   return config
