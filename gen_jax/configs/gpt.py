@@ -73,6 +73,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.vocab_multiple = 1
   # Recompute each block's activations in the backward pass (less memory, ~1/3 more FLOPs).
   config.model.remat = False
+  # Modern blocks (gen_jax/models/gpt.py; modded-nanogpt's): the defaults are GPT-2's.
+  # Positions: 'learned' (GPT-2's wpe) or 'rope' (rotary on queries and keys, no wpe) ...
+  config.model.position = "learned"
+  # ... with this base for RoPE's frequencies (Su et al. 2021: 10,000).
+  config.model.rope_base = 10_000.0
+  # 'layernorm' (GPT-2) or 'rmsnorm' (parameter-free, as modded-nanogpt's F.rms_norm).
+  config.model.norm = "layernorm"
+  # RMSNorm on the token embeddings (modded-nanogpt).
+  config.model.embed_norm = False
+  # RMSNorm on each head's queries and keys (before RoPE).
+  config.model.qk_norm = False
+  # The MLP's nonlinearity: 'gelu' (of model.gelu's form) or 'relu2' (squared ReLU, Primer).
+  config.model.mlp_activation = "gelu"
+  # Logits through the token embedding (True, GPT-2) or a separate lm_head matrix.
+  config.model.tie_head = True
+  # The residual branches' output projections (and an untied lm_head) start at zero.
+  config.model.zero_init_proj = False
+  # c > 0: logits -> c tanh(logits / c) (modded-nanogpt: 30); 0 = off.
+  config.model.logit_softcap = 0.0
+  # Sliding-window attention over the last this many positions; 0 = the whole context.
+  config.model.attention_window = 0
   # Training windows fill the context: data.seq_len and model.block_size are one value
   # (a FieldReference), so overriding either sets both.
   config.data.seq_len = config.model.get_ref("block_size")

@@ -139,7 +139,10 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
     return GPT(vocab_size=vocab_size, block_size=m.block_size, n_layer=m.n_layer,
                n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, use_bias=m.use_bias,
                gelu=m.gelu, vocab_multiple=m.vocab_multiple, remat=m.remat,
-               dtype=dtype)
+               dtype=dtype, position=m.position, rope_base=m.rope_base, norm=m.norm,
+               embed_norm=m.embed_norm, qk_norm=m.qk_norm, mlp_activation=m.mlp_activation,
+               tie_head=m.tie_head, zero_init_proj=m.zero_init_proj,
+               logit_softcap=m.logit_softcap, attention_window=m.attention_window)
   if m.arch == "lstm":
     return LSTMLM(vocab_size=vocab_size, n_layer=m.n_layer, n_embd=m.n_embd,
                   hidden_size=m.hidden_size, dropout=m.dropout, dtype=dtype)
@@ -190,14 +193,28 @@ class AutoregressiveMethod(Method):
     tokens = jnp.zeros((1, self.seq_len), jnp.int32)
     return TrainState.create(self.model.init(rng, tokens)["params"], self.tx)
 
-  def _loss(self, params, tokens_BxT1, train: bool, dropout_rng=None) -> jax.Array:
+  def _loss(self, params, rows: dict[str, jax.Array], train: bool,
+            dropout_rng=None) -> jax.Array:
+    """Mean next-token loss of `rows`: tokens [B, T + 1] and, for packed rows (a GPT only),
+    segment_ids [B, T + 1], so that attention stays within each document."""
     rngs = {"dropout": dropout_rng} if train else None
-    logits = self.model.apply({"params": params}, tokens_BxT1[:, :-1], train=train, rngs=rngs)
+    tokens_BxT1 = rows["tokens"]
+    kwargs = {}
+    if "segment_ids" in rows:
+      kwargs["segment_ids"] = rows["segment_ids"][:, :-1]
+    logits = self.model.apply({"params": params}, tokens_BxT1[:, :-1], train=train, rngs=rngs,
+                              **kwargs)
     return next_token_loss(logits, tokens_BxT1[:, 1:])
 
+  def _rows(self, batch) -> dict[str, jax.Array]:
+    """The batch's model inputs: tokens, and segment_ids when the loader packs documents
+    and the model is a GPT (an LSTM reads packed rows as one stream, as it reads text)."""
+    keys = ("tokens", "segment_ids") if isinstance(self.model, GPT) else ("tokens",)
+    return {k: batch[k] for k in keys if k in batch}
+
   def train_step(self, state: TrainState, batch, rng):
-    loss_fn = lambda params, tokens, key: self._loss(params, tokens, True, key)
-    loss, grads = accumulated_value_and_grad(loss_fn, state.params, batch["tokens"], rng,
+    loss_fn = lambda params, rows, key: self._loss(params, rows, True, key)
+    loss, grads = accumulated_value_and_grad(loss_fn, state.params, self._rows(batch), rng,
                                              self.grad_accum_steps)
     state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
     return state, {"loss": loss, **health}
@@ -210,7 +227,8 @@ class AutoregressiveMethod(Method):
   def eval_step(self, state: TrainState, batch, rng):
     """Mean next-token loss (nats) of each set of weights on one batch of windows."""
     params = {"ema": state.ema_params, "raw": state.params}
-    return {f"{w}/loss": self._loss(params[w], batch["tokens"], False) for w in self._weights}
+    rows = self._rows(batch)
+    return {f"{w}/loss": self._loss(params[w], rows, False) for w in self._weights}
 
   def summarize_eval(self, metrics: dict[str, float]) -> dict[str, float]:
     """Adds perplexity = exp(mean loss) and bits per char/byte = mean loss / ln 2.
@@ -248,8 +266,9 @@ class AutoregressiveMethod(Method):
   # ------------------------------------------------ foreign weights (gen_jax/interop)
 
   def init_from_formats(self) -> tuple[str, ...]:
-    """A GPT starts from Hugging Face GPT-2 weights (`init_from='hf_gpt2:<path>'`)."""
-    return ("hf_gpt2",) if isinstance(self.model, GPT) else ()
+    """A GPT of GPT-2's layout (no modern-block options) starts from Hugging Face GPT-2
+    weights (`init_from='hf_gpt2:<path>'`)."""
+    return ("hf_gpt2",) if isinstance(self.model, GPT) and self.model.is_gpt2_layout else ()
 
   def export_formats(self) -> tuple[str, ...]:
     """A GPT exports as Hugging Face GPT-2 (`export.format='hf_gpt2'`)."""
