@@ -106,8 +106,19 @@ def _to_version_2(saved: dict[str, Any]) -> dict[str, Any]:
   return saved
 
 
+def _to_version_3(saved: dict[str, Any]) -> dict[str, Any]:
+  """Version 2 -> 3: the GPT's modern-block options (model.position, norm, qk_norm, ...),
+  the Muon optimizer's fields (train.muon_*, adam_lr_*), train.cooldown_steps and
+  mesh.model are added; each one's default is what a version-2 run did (GPT-2's blocks,
+  no tensor parallelism), so every missing field gets today's default."""
+  for field, default in _flatten(_family_defaults(saved)).items():
+    if not _has(saved, field):
+      _set(saved, field, default)
+  return saved
+
+
 # _STEPS[v - 1] brings a config of version v to version v + 1.
-_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2,)
+_STEPS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_to_version_2, _to_version_3)
 assert len(_STEPS) == CONFIG_VERSION - 1, "one migration step per version"
 
 

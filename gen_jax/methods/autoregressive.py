@@ -25,10 +25,11 @@ import numpy as np
 import optax
 
 from gen_jax.core.errors import ConfigError
-from gen_jax.core.optimizer import make_optimizer
+from gen_jax.core.optimizer import make_optimizer, matrices_are_hidden
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.interop import hf_gpt2
 from gen_jax.methods.base import ForeignExport, Method, Params, Samples, grad_accum_steps
+from gen_jax.models import gpt
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
 
@@ -181,7 +182,9 @@ class AutoregressiveMethod(Method):
     except ValueError as e:   # a character the dataset's text lacks (a char vocabulary)
       raise ConfigError(f"sample.prompt={s.prompt!r}: {e} Set --config.sample.prompt to "
                         "text made of the dataset's characters.") from None
-    return cls(model=build_model(config, spec.vocab_size), tx=make_optimizer(config.train),
+    model = build_model(config, spec.vocab_size)
+    roles = gpt.param_roles if isinstance(model, GPT) else matrices_are_hidden
+    return cls(model=model, tx=make_optimizer(config.train, param_roles=roles),
                config=config, seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer],
                prompt=prompt,
                top_k=s.top_k if s.top_k < spec.vocab_size else 0,

@@ -445,3 +445,19 @@ class GPT(nn.Module):
       ks.append(k)
       vs.append(v)
     return self._logits(x), KVCache(k=jnp.stack(ks), v=jnp.stack(vs), index=cache.index + T)
+
+
+def param_roles(params: Any) -> Any:
+  """Each GPT parameter's role for Muon-with-Adam (gen_jax/core/optimizer.py), as
+  modded-nanogpt splits them: the token (and learned position) embeddings are 'embedding',
+  an untied `lm_head` is 'head', the blocks' 2-D kernels are 'hidden' (Muon), and every
+  vector (norm scales, biases) is 'other'. A tied head is the embedding."""
+  def role(path, leaf) -> str:
+    top = path[0].key
+    if top in ("wte", "wpe"):
+      return "embedding"
+    if top == "lm_head":
+      return "head"
+    return "hidden" if leaf.ndim == 2 else "other"
+
+  return jax.tree_util.tree_map_with_path(role, params)
