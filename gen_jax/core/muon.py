@@ -110,6 +110,6 @@ def scale_by_muon(momentum: float | optax.Schedule = 0.95, nesterov: bool = True
       return scale * newton_schulz_orthogonalize(m, ns_steps, ns_dtype=ns_dtype)
 
     return (jax.tree.map(orthogonal_step, directions),
-            MuonState(count=optax.safe_increment(state.count), momentum=buffers))
+            MuonState(count=jnp.asarray(optax.safe_increment(state.count)), momentum=buffers))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -1,6 +1,8 @@
 """Muon (gen_jax/core/muon.py): Newton-Schulz orthogonalization against numpy's SVD, the
 momentum and shape scale of one update against a hand computation, and the split of a GPT's
 parameters between Muon and Adam (gen_jax/core/optimizer.py)."""
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -36,7 +38,9 @@ def test_muon_update_is_the_orthogonalized_nesterov_momentum_times_the_shape_sca
   g1, g2 = (jnp.asarray(rng.standard_normal((8, 32)), jnp.float32) for _ in range(2))
   mu = 0.9
   opt = muon.scale_by_muon(momentum=mu)
-  state = opt.init(g1)
+  state: Any = opt.init(g1)
+  u1: Any
+  u2: Any
   u1, state = opt.update(g1, state)
   u2, state = opt.update(g2, state)
   ns = muon.newton_schulz_orthogonalize
@@ -67,7 +71,7 @@ def test_roles_choose_the_optimizer_and_its_learning_rate():
   roles = {"wte": {"embedding": "embedding"}, "lm_head": {"kernel": "head"},
            "h_0": {"kernel": "hidden", "bias": "other"}}
   tx = make_optimizer(_train_cfg(), param_roles=lambda p: roles)
-  updates, _ = tx.update(grads, tx.init(params), params)
+  updates: Any = tx.update(grads, tx.init(params), params)[0]
   singular = np.linalg.svd(np.asarray(updates["h_0"]["kernel"]) / (-0.05 * np.sqrt(2.0)),
                            compute_uv=False)
   assert 0.6 < singular.min() and singular.max() < 1.3
@@ -83,8 +87,8 @@ def test_cooldown_schedule_and_momentum_warmup():
   cfg = _train_cfg(lr_decay="cooldown", num_steps=100, cooldown_steps=40,
                    muon_momentum_warmup=30)
   lr = learning_rate_schedule(cfg)
-  np.testing.assert_allclose([lr(0), lr(60), lr(80), lr(100)], [0.05, 0.05, 0.025, 0.0],
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 60, 80, 100)], [0.05, 0.05, 0.025, 0.0],
                              atol=1e-7)
   mu = muon_momentum_schedule(cfg)
-  np.testing.assert_allclose([mu(0), mu(15), mu(30), mu(90)], [0.85, 0.90, 0.95, 0.95],
+  np.testing.assert_allclose([float(mu(s)) for s in (0, 15, 30, 90)], [0.85, 0.90, 0.95, 0.95],
                              atol=1e-6)

@@ -1,6 +1,8 @@
 """The GPT's modern-block options (gen_jax/models/gpt.py): RoPE's relative-position property,
 packed rows that never attend across documents (by gradient), the sliding window, KV-cache
 decoding with every option on, and which parameters each option adds or removes."""
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from gen_jax.models.gpt import GPT
 from gen_jax.models.rotary import apply_rotary
 
 V = 16   # >= the sequence lengths: rows of distinct tokens
-MODERN = dict(position="rope", norm="rmsnorm", embed_norm=True, qk_norm=True,
+MODERN: dict[str, Any] = dict(position="rope", norm="rmsnorm", embed_norm=True, qk_norm=True,
               mlp_activation="relu2", tie_head=False, logit_softcap=30.0, use_bias=False)
 
 
