@@ -130,6 +130,8 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.fsdp = 1
+  # Tensor parallelism: the method's Megatron splits over this many devices (1 = none).
+  config.mesh.model = 1
   return config
 
 

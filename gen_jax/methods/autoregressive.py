@@ -266,6 +266,12 @@ class AutoregressiveMethod(Method):
                                    s.max_new_tokens, temperature=s.temperature, top_k=self.top_k,
                                    top_p=s.top_p))
 
+  def tensor_parallel_dims(self, abstract_params: Params) -> dict[tuple[str, ...], int]:
+    """A GPT's Megatron split (`gpt.tensor_parallel_dims`); an LSTM has none."""
+    if isinstance(self.model, GPT):
+      return gpt.tensor_parallel_dims(abstract_params)
+    return super().tensor_parallel_dims(abstract_params)
+
   # ------------------------------------------------ foreign weights (gen_jax/interop)
 
   def init_from_formats(self) -> tuple[str, ...]:

@@ -461,3 +461,32 @@ def param_roles(params: Any) -> Any:
     return "hidden" if leaf.ndim == 2 else "other"
 
   return jax.tree_util.tree_map_with_path(role, params)
+
+
+# Megatron-LM's split of a Transformer block over a tensor-parallel group (Shoeybi et al.
+# 2019, §3, Fig. 3): the first matmul of each branch is split by columns (its outputs: the
+# attention heads, the MLP's hidden units), the second by rows, so each branch needs one
+# all-reduce forward and one backward; a bias of a column-split kernel is split with it.
+_COLUMN_SPLIT = {("attn", "c_attn"), ("mlp", "c_fc")}
+_ROW_SPLIT = {("attn", "c_proj"), ("mlp", "c_proj")}
+
+
+def tensor_parallel_dims(params: Any) -> dict[tuple[str, ...], int]:
+  """{parameter path: the dimension split over the tensor-parallel axis}: Megatron's column
+  split of c_attn and c_fc (kernel dim 1, bias dim 0) and row split of both c_proj (kernel
+  dim 0; their biases are replicated), plus the vocabulary-parallel token embedding (wte
+  dim 0) and untied head (lm_head dim 1). A split the axis size does not divide is left
+  replicated by the engine (e.g. a 65-character vocabulary)."""
+  dims = {}
+  for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = tuple(str(k.key) for k in path)
+    layer, leaf = names[-3:-1], names[-1]
+    if layer in _COLUMN_SPLIT:
+      dims[names] = 1 if leaf == "kernel" else 0
+    elif layer in _ROW_SPLIT and leaf == "kernel":
+      dims[names] = 0
+    elif names == ("wte", "embedding"):
+      dims[names] = 0
+    elif names == ("lm_head", "kernel"):
+      dims[names] = 1
+  return dims
