@@ -87,8 +87,8 @@ def test_cooldown_schedule_and_momentum_warmup():
   cfg = _train_cfg(lr_decay="cooldown", num_steps=100, cooldown_steps=40,
                    muon_momentum_warmup=30)
   lr = learning_rate_schedule(cfg)
-  np.testing.assert_allclose([np.asarray(lr(s)) for s in (0, 60, 80, 100)], [0.05, 0.05, 0.025, 0.0],
-                             atol=1e-7)
+  np.testing.assert_allclose([np.asarray(lr(s)) for s in (0, 60, 80, 100)],
+                             [0.05, 0.05, 0.025, 0.0], atol=1e-7)
   mu = muon_momentum_schedule(cfg)
   np.testing.assert_allclose([np.asarray(mu(s)) for s in (0, 15, 30, 90)], [0.85, 0.90, 0.95, 0.95],
                              atol=1e-6)
