@@ -161,7 +161,8 @@ def write_shards(files: Sequence[str], tokenizer: bpe.BpeTokenizer, out: str, na
   if filled:
     flush(buffer[:filled], read_whole, 0)
   record()
-  return [os.path.join(out, shard) for shard in progress.shards]
+  by_index = sorted(progress.shards, key=lambda shard: shard[-len("000000.bin"):])
+  return [os.path.join(out, shard) for shard in by_index]
 
 
 _INPUT = flags.DEFINE_string("input", None, "A .txt or .jsonl file, or a folder of them.")
