@@ -3,8 +3,10 @@ segment ids, sequential evaluation windows, rows per process, and exact resume (
 import ml_collections
 import numpy as np
 import pytest
+from smoke import load_config
 
-from gen_jax.data import shard_file, shard_loader, text
+from gen_jax.core.errors import ConfigError
+from gen_jax.data import shard_file, shard_loader, spec, text
 from gen_jax.data.errors import DamagedDatasetError, DatasetTooSmallError
 
 BOS = 7
@@ -146,3 +148,18 @@ def test_bad_data_and_config_are_clear_errors(shards, tmp_path):
   config = _config(pattern, "documents", bos_id=-1)   # no sidecar, 'ids' knows no BOS
   with pytest.raises(ValueError, match="set data.bos_id"):
     _loader(config)
+
+
+def test_the_token_shards_variant_and_its_example_batch():
+  config = load_config("gpt", "smoke,dataset=token_shards")
+  data = config.data
+  assert (data.dataset, data.tokenizer, data.eval_split, data.batching, data.bos_id) == (
+      "token_shards", "bpe", "val", "windows", -1)
+  # Without the data: a run's batch shapes come from the config (--mode=summary needs no files).
+  ids = _config("", "documents")
+  assert spec.describe(ids).example_batch().keys() == {"tokens", "segment_ids"}
+  ids.batching = "windows"
+  assert spec.describe(ids).example_batch().keys() == {"tokens"}
+  ids.batching = "rows"
+  with pytest.raises(ConfigError, match="data.batching='rows'"):
+    spec.describe(ids)
