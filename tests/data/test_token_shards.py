@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 from smoke import FIXTURES
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from gen_jax.data import bpe, shard_file, token_shards, tokenize_shards
 from gen_jax.data.shard_file import UINT16, UINT32, TokenShardError
@@ -78,6 +79,26 @@ def test_a_tiktoken_rank_file_is_gpt2s_bpe(tmp_path):
   assert tokenizer.decode([259, 257, 258]) == "<|endoftext|>the the"
   text = "the thé ✓ them"
   assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_gpt2_style_bpe_from_either_file_is_one_tokenizer(tmp_path):
+  """The tiny rank file's BPE written as a tokenizer.json (GPT-2's byte spelling, its merges
+  in rank order, <|endoftext|> added after them): the same ids and the same fingerprint."""
+  spell = bpe.byte_to_unicode()
+  vocab = {spell[b]: b for b in range(256)}
+  merges = [("t", "h"), ("th", "e"), (spell[ord(" ")], "the")]
+  for rank, (a, b) in enumerate(merges, 256):
+    vocab[a + b] = rank
+  hub = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+  hub.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  hub.decoder = decoders.ByteLevel()
+  hub.add_special_tokens([bpe.EOT])
+  hub.save(str(tmp_path / "tokenizer.json"))
+  from_json = bpe.load_bpe(tmp_path / "tokenizer.json")
+  from_ranks = bpe.load_bpe(_rank_file(tmp_path / "tiny.tiktoken"))
+  assert from_json.identity() == from_ranks.identity()
+  for text in ["the the", "thé then, 'the' ✓\n\n  the", bpe.EOT]:
+    np.testing.assert_array_equal(from_json.encode(text), from_ranks.encode(text))
 
 
 @pytest.fixture(scope="module")
