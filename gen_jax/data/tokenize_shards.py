@@ -21,6 +21,7 @@ same command continues after the last complete shard (same input files, same tok
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
@@ -28,7 +29,6 @@ import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from absl import app, flags
 
 from gen_jax.data import bpe, shard_file, token_shards
 
@@ -165,36 +165,39 @@ def write_shards(files: Sequence[str], tokenizer: bpe.BpeTokenizer, out: str, na
   return [os.path.join(out, shard) for shard in by_index]
 
 
-_INPUT = flags.DEFINE_string("input", None, "A .txt or .jsonl file, or a folder of them.")
-_OUT = flags.DEFINE_string("out", None, "The folder the shards and token_shards.json go to.")
-_TOKENIZER = flags.DEFINE_string(
-    "tokenizer", "", "A tiktoken rank file or a tokenizer.json (byte-level BPE).")
-_TRAIN_VOCAB_SIZE = flags.DEFINE_integer(
-    "train_vocab_size", 0, "Instead of --tokenizer: train a byte-level BPE of this many ids on "
-    "the input, written to <out>/tokenizer.json.")
-_NAME = flags.DEFINE_string("name", "", "Shard name prefix (default: the input's name).")
-_SHARD_SIZE = flags.DEFINE_integer("shard_size", 10**8, "Tokens per shard.")
-_VAL_TOKENS = flags.DEFINE_integer(
-    "val_tokens", 10**8, "The first tokens, written as the split 'val'.")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  """The command line (argparse: importing this module registers no global flags)."""
+  parser = argparse.ArgumentParser(prog="python -m gen_jax.data.tokenize_shards",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--input", required=True, help="A .txt or .jsonl file, or a folder of them.")
+  parser.add_argument("--out", required=True, help="The folder for the shards and sidecar.")
+  tokenizer = parser.add_mutually_exclusive_group(required=True)
+  tokenizer.add_argument("--tokenizer", help="A tiktoken rank file or a tokenizer.json.")
+  tokenizer.add_argument("--train_vocab_size", type=int,
+                         help="Train a byte-level BPE of this many ids on the input instead, "
+                         "written to <out>/tokenizer.json.")
+  parser.add_argument("--name", default="", help="Shard name prefix (default: the input's).")
+  parser.add_argument("--shard_size", type=int, default=10**8, help="Tokens per shard.")
+  parser.add_argument("--val_tokens", type=int, default=10**8,
+                      help="The first tokens, written as the split 'val'.")
+  return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  if not _INPUT.value or not _OUT.value or bool(_TOKENIZER.value) == bool(_TRAIN_VOCAB_SIZE.value):
-    raise app.UsageError("give --input, --out, and one of --tokenizer and --train_vocab_size.")
-  files = input_files(_INPUT.value)
-  if _TRAIN_VOCAB_SIZE.value:
-    os.makedirs(_OUT.value, exist_ok=True)
-    path = os.path.join(_OUT.value, "tokenizer.json")
+def main(argv: Sequence[str] | None = None) -> None:
+  args = parse_args(argv)
+  files = input_files(args.input)
+  if args.train_vocab_size:
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "tokenizer.json")
     tokenizer = (bpe.load_bpe(path) if os.path.exists(path) else
-                 bpe.train_bpe(read_documents(files), _TRAIN_VOCAB_SIZE.value, path))
+                 bpe.train_bpe(read_documents(files), args.train_vocab_size, path))
   else:
-    tokenizer = bpe.load_bpe(_TOKENIZER.value)
-  name = _NAME.value or os.path.splitext(os.path.basename(os.path.normpath(_INPUT.value)))[0]
-  paths = write_shards(files, tokenizer, _OUT.value, name, _SHARD_SIZE.value, _VAL_TOKENS.value)
-  print(f"{len(paths)} shards in {_OUT.value} ({tokenizer!r}): "
-        f"--config.data.shards='{os.path.join(_OUT.value, name)}_{{split}}_*.bin'")
+    tokenizer = bpe.load_bpe(args.tokenizer)
+  name = args.name or os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0]
+  paths = write_shards(files, tokenizer, args.out, name, args.shard_size, args.val_tokens)
+  print(f"{len(paths)} shards in {args.out} ({tokenizer!r}): "
+        f"--config.data.shards='{os.path.join(args.out, name)}_{{split}}_*.bin'")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

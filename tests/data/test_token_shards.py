@@ -172,8 +172,9 @@ def test_tokenize_writes_documents_after_eot_into_splits_and_resumes(corpus, tmp
 
 def test_shards_of_another_tokenizer_are_refused_in_one_line(corpus, tmp_path):
   root, _, tokenizer = corpus
-  tokenize_shards.write_shards(tokenize_shards.input_files(str(root)), tokenizer,
-                               str(tmp_path), "c", 64, 0)
+  tokenize_shards.main(["--input", str(root), "--out", str(tmp_path), "--name", "c",
+                        "--tokenizer", str(root / "tokenizer.json"), "--shard_size", "64",
+                        "--val_tokens", "0"])
   shards = token_shards.open_split(str(tmp_path / "c_{split}_*.bin"), "train")
   assert shards.tokenizer == tokenizer.identity() and sum(shards.num_tokens) > 64
   token_shards.check_tokenizer(shards, tokenizer.identity(), "bpe")   # the same: no error
