@@ -1,8 +1,9 @@
 """Batches of token shards, memory-mapped: random windows (nanoGPT) or BOS-aligned documents
 packed into rows with segment ids (modded-nanogpt).
 
-    loader = shard_loader.ShardLoader(shards, spec, first_row, rows)
-    batch = next(iter(loader))
+    loader = shard_loader.make_shard_loader(config.data, tokenizer.identity(), split="train",
+                                            global_batch_size=64, seed=0)
+    batch = next(iter(loader))    # (or data.make_loader(config.data, ...), which calls it)
     # batching='windows':   {"tokens": int32 [B, L + 1]}
     # batching='documents': {"tokens": int32 [B, L + 1], "segment_ids": int32 [B, L + 1]}
 

@@ -12,9 +12,12 @@ document boundary), tokenized, and held in memory as one int32 array, cached per
 process: fine for corpora up to a few hundred MB.
 
 Config fields read (`config.data`): dataset, data_dir, manual_dir, train_split,
-eval_split, tokenizer ('char' | 'byte' | 'ids'), seq_len, text_feature (optional),
+eval_split, tokenizer ('char' | 'byte' | 'ids' | 'bpe'), seq_len, text_feature (optional),
 vocab_size ('ids' only: the id range of pre-tokenized data, e.g. GPT-2's 50257),
+tokenizer_path ('bpe' only: a tiktoken rank file or a tokenizer.json, gen_jax/data/bpe.py),
 text_path (dataset='text_files': the user's .txt file or folder of them).
+dataset='token_shards' reads token shards on disk instead, memory-mapped (data.shards,
+data.batching, data.bos_id: gen_jax/data/shard_loader.py, docs/data.md).
 
 Loader streams (see `make_text_loader`): random windows for training (infinite,
 exactly resumable), or sequential non-overlapping windows covering a split once per
