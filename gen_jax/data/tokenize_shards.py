@@ -168,7 +168,7 @@ def write_shards(files: Sequence[str], tokenizer: bpe.BpeTokenizer, out: str, na
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   """The command line (argparse: importing this module registers no global flags)."""
   parser = argparse.ArgumentParser(prog="python -m gen_jax.data.tokenize_shards",
-                                   description=__doc__.split("\n\n")[0])
+                                   description="Tokenize a corpus once into token shards.")
   parser.add_argument("--input", required=True, help="A .txt or .jsonl file, or a folder of them.")
   parser.add_argument("--out", required=True, help="The folder for the shards and sidecar.")
   tokenizer = parser.add_mutually_exclusive_group(required=True)
