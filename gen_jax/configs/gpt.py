@@ -17,7 +17,8 @@
       nanoGPT), 5000 iterations (10.65M parameters without position embeddings). nanoGPT's
       README: best validation loss 1.4697 ("about 3 minutes" on one A100).
   `smoke` - a tiny model for tests.
-  `tokenizer=byte` - UTF-8 bytes (vocabulary 256) instead of characters.
+  `tokenizer=byte` - UTF-8 bytes (vocabulary 256) instead of characters; `tokenizer=bpe` - a
+      byte-level BPE read from `data.tokenizer_path` (a tiktoken rank file or tokenizer.json).
   `dataset=<name>` - another text dataset (a TFDS dataset with a `text` feature), or
       `dataset=token_shards`: token shards on disk (data.shards; docs/data.md), e.g.
       `configs/gpt.py:dataset=token_shards,tokenizer=bpe --config.data.shards=...
