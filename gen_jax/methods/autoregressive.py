@@ -150,7 +150,7 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
   raise ValueError(f"model.arch={m.arch!r}; expected one of {ARCHS}.")
 
 
-UNITS = {"char": "char", "byte": "byte", "ids": "token"}   # what bits are counted per
+UNITS = {"char": "char", "byte": "byte", "ids": "token", "bpe": "token"}   # bits counted per
 
 
 @dataclasses.dataclass(frozen=True)
