@@ -25,8 +25,8 @@ MODERN_BLOCKS = dict(position="rope", norm="rmsnorm", embed_norm=True, qk_norm=T
 def get_config(arg: str | None = None):
   config = gpt.get_config(arg)
   config.model.update(MODERN_BLOCKS)
-  config.train.update(optimizer="muon", num_steps=1000, lr=0.02, lr_decay="cooldown",
-                      cooldown_steps=400, min_lr_ratio=0.0, warmup_steps=0, b1=0.8,
+  config.train.update(optimizer="muon", num_steps=500, lr=0.02, lr_decay="cooldown",
+                      cooldown_steps=200, min_lr_ratio=0.0, warmup_steps=0, b1=0.8,
                       b2=0.95, eps=1e-10, weight_decay=0.0, grad_clip=0.0,
                       muon_momentum=0.95, muon_momentum_start=0.85, muon_momentum_warmup=100,
                       adam_lr_embedding=0.05, adam_lr_head=0.008, adam_lr_other=0.04)
