@@ -32,12 +32,15 @@ Data: FineWeb-10B in modded-nanogpt's GPT-2 token shards (`fineweb_train_*.bin`,
   python launch.py --config=experiments/jordan2024_modded_nanogpt/fineweb.py \\
       --config.data.shards='/data/fineweb10B/fineweb_{split}_*.bin' --workdir=runs/modded
 
-Evaluation every 125 steps on 10,485,760 validation tokens (theirs: `val_tokens`), i.e. 10
-batches of 512 x 1,024 tokens would be 5.2M; here 20 batches. Logs tokens/s and FLOP/s each
-`log_every` steps (MFU = FLOP/s / the accelerator's peak; XLA's count of the step's FLOPs);
-the step at which eval/raw/loss first reads <= 3.28 and its wall time are in metrics.jsonl.
+Evaluation every 125 steps on 10,485,760 validation tokens (theirs: `val_tokens`):
+batches of 512 x 1,024 tokens would be 5.2M; here 20. The run logs train/tokens_per_sec and
+train/flops_per_sec every `log_every` steps (XLA's count of the step's FLOPs; MFU is that
+over the accelerator's peak, e.g. 989 TFLOP/s for an H100's dense bfloat16); time to target
+is the first evaluation with eval/raw/loss <= TARGET_VAL_LOSS in metrics.jsonl, its wall
+time the TensorBoard event's `wall_time` minus the run's first event's.
 
-Hardware: 8 GPUs (mesh data=8) or more; 1,750 steps took their 8 x H100 ~8 minutes.
+Hardware: 8 GPUs (mesh data=8) or more; the record's 1,750 steps took 4.66 minutes on 8 x H100
+(their README, record 14, "Window Warmup").
 Our measured number: not run (needs the shards and an accelerator node).
 """
 from gen_jax.configs import gpt

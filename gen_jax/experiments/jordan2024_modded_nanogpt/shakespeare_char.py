@@ -22,6 +22,12 @@ MODERN_BLOCKS = dict(position="rope", norm="rmsnorm", embed_norm=True, qk_norm=T
                      logit_softcap=30.0)
 
 
+# The same fields at GPT-2's (and configs/gpt.py:baby's) values.
+GPT2_BLOCKS = {"model.position": "learned", "model.norm": "layernorm", "model.embed_norm": False,
+               "model.qk_norm": False, "model.mlp_activation": "gelu", "model.tie_head": True,
+               "model.zero_init_proj": False, "model.logit_softcap": 0.0}
+
+
 def get_config(arg: str | None = None):
   config = gpt.get_config(arg)
   config.model.update(MODERN_BLOCKS)
@@ -36,7 +42,8 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-  """The ablation: the recipe, then each option (or Muon) switched back to GPT-2's/AdamW's."""
+  """The ablation: the recipe, then each option (or Muon) switched back to GPT-2's (AdamW's:
+  configs/gpt.py:baby's optimizer and schedule), then all of them."""
   del arg
   adamw = {"train.optimizer": "adamw", "train.lr": 1e-3, "train.lr_decay": "cosine",
            "train.min_lr_ratio": 0.1, "train.warmup_steps": 100, "train.b1": 0.9,
@@ -52,4 +59,5 @@ def get_sweep(arg: str | None = None):
       {"model.zero_init_proj": False},
       {"model.logit_softcap": 0.0},
       adamw,
+      {**GPT2_BLOCKS, **adamw},   # configs/gpt.py:baby, for 500 steps
   ])
