@@ -45,8 +45,8 @@ SEQ_LEN, EVAL_BATCH = 64, 12
 
 # Runs inside nanoGPT's folder with --torch_python: the final checkpoint's mean loss over
 # the windows j*SEQ_LEN (SEQ_LEN + 1 tokens) of val.bin, in whole batches of EVAL_BATCH.
-WHOLE_SPLIT_EVAL = """
-import json, sys, numpy as np, torch
+WHOLE_SPLIT_EVAL = f"""
+import json, numpy as np, torch
 from model import GPT, GPTConfig
 ckpt = torch.load('out-shakespeare-char/ckpt.pt', map_location='cpu')
 model = GPT(GPTConfig(**ckpt['model_args']))
@@ -54,17 +54,18 @@ state = {{k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()}}
 model.load_state_dict(state)
 model.eval()
 val = np.memmap('data/shakespeare_char/val.bin', dtype=np.uint16, mode='r').astype(np.int64)
-n = ((len(val) - 1) // {seq} // {batch}) * {batch}
+n = ((len(val) - 1) // {SEQ_LEN} // {EVAL_BATCH}) * {EVAL_BATCH}
 losses = []
 with torch.no_grad():
-  for b in range(0, n, {batch}):
-    rows = np.stack([val[j * {seq}: j * {seq} + {seq} + 1] for j in range(b, b + {batch})])
+  for b in range(0, n, {EVAL_BATCH}):
+    starts = [j * {SEQ_LEN} for j in range(b, b + {EVAL_BATCH})]
+    rows = np.stack([val[s: s + {SEQ_LEN} + 1] for s in starts])
     x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(rows[:, 1:])
     _, loss = model(x, y)
     losses.append(loss.item())
 print('RESULT' + json.dumps({{'loss': float(np.mean(losses)), 'windows': n,
                              'iter': int(ckpt['iter_num'])}}))
-""".format(seq=SEQ_LEN, batch=EVAL_BATCH)
+"""
 
 
 def prepare_nanogpt_data(nanogpt_dir: str, data_dir: str) -> None:
