@@ -25,7 +25,9 @@
       --config.data.tokenizer_path=...`.
 The data: `--config.data.manual_dir` is a folder holding Tiny Shakespeare's `input.txt`
 (nothing is downloaded then); without it the builder downloads the file once.
-Paper recipe: experiments/radford2019_gpt2/openwebtext.py.
+Paper recipe: experiments/radford2019_gpt2/openwebtext.py. Modern blocks (model.position,
+norm, qk_norm, mlp_activation, tie_head, ...) and Muon (train.optimizer='muon'):
+experiments/jordan2024_modded_nanogpt/ (fineweb.py; shakespeare_char.py at this size).
 
 Measured (`baby`, 2-core AMD EPYC CPU): the compiled train step runs 21-26 steps/s (~50%
 MFU); validation loss on the whole split 1.905 at step 2,000 and 1.875 at step 2,750 if
