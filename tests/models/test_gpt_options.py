@@ -7,7 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smoke import load_config
 
+from gen_jax.data import CharTokenizer, DataSpec
+from gen_jax.methods import autoregressive as ar
 from gen_jax.models.gpt import GPT
 from gen_jax.models.rotary import apply_rotary
 
@@ -130,3 +133,25 @@ def test_options_add_and_remove_only_their_own_parameters():
   assert set(names(tie_head=False)) - set(gpt2) == {"['lm_head']['kernel']"}
   assert names(tie_head=False)["['lm_head']['kernel']"] == (16, V)
   assert not any("ln_" in k for k in names(norm="rmsnorm"))
+
+
+def test_the_method_reads_segment_ids_from_packed_batches():
+  """`eval_step` on a batch with "segment_ids" (lmdata's packed loader) is the loss of the
+  model under that mask: it differs from the loss of the same tokens as one sequence, and a
+  row of one segment gives the unpacked loss."""
+  config = load_config("gpt", "smoke", **{"model.position": "rope"})
+  method = ar.AutoregressiveMethod.from_config(
+      config, DataSpec.for_text(CharTokenizer("abcdefgh\n"), config.data.seq_len))
+  state = method.init(jax.random.key(0), None)
+  state = state.replace(params=jax.tree.map(lambda p: 4.0 * p, state.params))
+  tokens = jax.random.randint(jax.random.key(1), (2, config.data.seq_len + 1), 0, 9)
+  half = (config.data.seq_len + 1) // 2
+  packed = jnp.broadcast_to(jnp.arange(config.data.seq_len + 1) >= half, tokens.shape)
+  evaluate = jax.jit(method.eval_step)
+  plain = float(evaluate(state, {"tokens": tokens}, None)["raw/loss"])
+  one_segment = float(evaluate(state, {"tokens": tokens, "segment_ids": 0 * tokens},
+                               None)["raw/loss"])
+  two = float(evaluate(state, {"tokens": tokens, "segment_ids": packed.astype(jnp.int32)},
+                       None)["raw/loss"])
+  assert one_segment == pytest.approx(plain, rel=1e-6)
+  assert abs(two - plain) > 1e-4
