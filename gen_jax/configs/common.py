@@ -130,6 +130,8 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.fsdp = 1
+  # Tensor parallelism: the method's Megatron splits over this many devices (1 = none).
+  config.mesh.model = 1
   return config
 
 
@@ -202,21 +204,37 @@ def train_group(
     steps_per_call: int = 1,
     # 'adam', 'adamw' (decoupled weight decay) or 'adagrad' (Kingma & Welling 2014, §5).
     optimizer: str = "adam",
-    # 'constant', 'cosine' or 'linear' (after warmup_steps).
+    # 'constant', 'cosine', 'linear' (after warmup_steps) or 'cooldown' (constant, then
+    # linear over the last cooldown_steps).
     lr_decay: str = "constant",
     # cosine and linear decay to lr * min_lr_ratio ...
     min_lr_ratio: float = 0.1,
     # ... at this step (0 = num_steps; nanoGPT's lr_decay_iters): a fixed value keeps the
     # schedule when a run is extended.
     decay_steps: int = 0,
+    # lr_decay='cooldown': the last this many of num_steps decay linearly to lr * min_lr_ratio.
+    cooldown_steps: int = 0,
     # Linear warmup from 0 to lr over this many steps (0 = none).
     warmup_steps: int = 0,
     # Adam beta1, beta2 and epsilon.
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    # adamw: decoupled, on matrices only (not biases, norms); adagrad: L2.
+    # adamw: decoupled, on matrices only (not biases, norms); adagrad: L2; muon: decoupled,
+    # on the hidden matrices only.
     weight_decay: float = 0.0,
+    # optimizer='muon' (gen_jax/core/muon.py): Muon at `lr` for the hidden matrices, with
+    # Nesterov momentum muon_momentum, warmed up linearly from muon_momentum_start over the
+    # first muon_momentum_warmup updates (0 = none), and muon_ns_steps Newton-Schulz steps ...
+    muon_momentum: float = 0.95,
+    muon_momentum_start: float = 0.85,
+    muon_momentum_warmup: int = 0,
+    muon_ns_steps: int = 5,
+    # ... and Adam (b1, b2, eps) at these peak rates for the token embedding, the output
+    # head and every other parameter (vectors, scalars), on the same schedule as lr.
+    adam_lr_embedding: float = 0.6,
+    adam_lr_head: float = 0.008,
+    adam_lr_other: float = 0.04,
     # Global-norm gradient clipping; 0 disables.
     grad_clip: float = 0.0,
     # EMA decay = min(ema_decay, (1 + step) / (10 + step)).

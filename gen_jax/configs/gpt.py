@@ -17,11 +17,17 @@
       nanoGPT), 5000 iterations (10.65M parameters without position embeddings). nanoGPT's
       README: best validation loss 1.4697 ("about 3 minutes" on one A100).
   `smoke` - a tiny model for tests.
-  `tokenizer=byte` - UTF-8 bytes (vocabulary 256) instead of characters.
-  `dataset=<name>` - another text dataset (a TFDS dataset with a `text` feature).
+  `tokenizer=byte` - UTF-8 bytes (vocabulary 256) instead of characters; `tokenizer=bpe` - a
+      byte-level BPE read from `data.tokenizer_path` (a tiktoken rank file or tokenizer.json).
+  `dataset=<name>` - another text dataset (a TFDS dataset with a `text` feature), or
+      `dataset=token_shards`: token shards on disk (data.shards; docs/data.md), e.g.
+      `configs/gpt.py:dataset=token_shards,tokenizer=bpe --config.data.shards=...
+      --config.data.tokenizer_path=...`.
 The data: `--config.data.manual_dir` is a folder holding Tiny Shakespeare's `input.txt`
 (nothing is downloaded then); without it the builder downloads the file once.
-Paper recipe: experiments/radford2019_gpt2/openwebtext.py.
+Paper recipe: experiments/radford2019_gpt2/openwebtext.py. Modern blocks (model.position,
+norm, qk_norm, mlp_activation, tie_head, ...) and Muon (train.optimizer='muon'):
+experiments/jordan2024_modded_nanogpt/ (fineweb.py; shakespeare_char.py at this size).
 
 Measured (`baby`, 2-core AMD EPYC CPU): the compiled train step runs 21-26 steps/s (~50%
 MFU); validation loss on the whole split 1.905 at step 2,000 and 1.875 at step 2,750 if
@@ -44,6 +50,8 @@ import ml_collections
 from gen_jax.configs import common
 
 VARIANTS = ("smoke", "baby", "shakespeare_char", "tokenizer", "dataset")
+# data.dataset of token shards on disk (gen_jax/data/shard_loader.py).
+TOKEN_SHARDS = "token_shards"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -51,7 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   dataset = common.variant_value(variants, "dataset", "tiny_shakespeare")
   config = common.base_config("autoregressive", dataset)
-  text_data(config, tokenizer=common.variant_value(variants, "tokenizer", "char"))
+  # Token shards hold a BPE's ids (data.tokenizer_path); text datasets default to characters.
+  default_tokenizer = "bpe" if dataset == TOKEN_SHARDS else "char"
+  text_data(config, tokenizer=common.variant_value(variants, "tokenizer", default_tokenizer))
 
   config.model = ml_collections.ConfigDict()
   config.model.arch = "gpt"
@@ -73,6 +83,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.vocab_multiple = 1
   # Recompute each block's activations in the backward pass (less memory, ~1/3 more FLOPs).
   config.model.remat = False
+  # Modern blocks (gen_jax/models/gpt.py; modded-nanogpt's): the defaults are GPT-2's.
+  # Positions: 'learned' (GPT-2's wpe) or 'rope' (rotary on queries and keys, no wpe) ...
+  config.model.position = "learned"
+  # ... with this base for RoPE's frequencies (Su et al. 2021: 10,000).
+  config.model.rope_base = 10_000.0
+  # 'layernorm' (GPT-2) or 'rmsnorm' (parameter-free, as modded-nanogpt's F.rms_norm).
+  config.model.norm = "layernorm"
+  # RMSNorm on the token embeddings (modded-nanogpt).
+  config.model.embed_norm = False
+  # RMSNorm on each head's queries and keys (before RoPE).
+  config.model.qk_norm = False
+  # The MLP's nonlinearity: 'gelu' (of model.gelu's form) or 'relu2' (squared ReLU, Primer).
+  config.model.mlp_activation = "gelu"
+  # Logits through the token embedding (True, GPT-2) or a separate lm_head matrix.
+  config.model.tie_head = True
+  # The residual branches' output projections (and an untied lm_head) start at zero.
+  config.model.zero_init_proj = False
+  # c > 0: logits -> c tanh(logits / c) (modded-nanogpt: 30); 0 = off.
+  config.model.logit_softcap = 0.0
+  # Sliding-window attention over the last this many positions; 0 = the whole context.
+  config.model.attention_window = 0
   # Training windows fill the context: data.seq_len and model.block_size are one value
   # (a FieldReference), so overriding either sets both.
   config.data.seq_len = config.model.get_ref("block_size")
@@ -92,12 +123,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def text_data(config: ml_collections.ConfigDict, tokenizer: str) -> None:
-  """The data fields of a character (or byte) language model."""
-  config.data.eval_split = "validation"
-  # 'char' (the dataset's characters; Tiny Shakespeare: 65) or 'byte' (UTF-8 bytes, 256).
+  """The data fields of a language model: text datasets, or token shards on disk."""
+  # Token shards (dataset='token_shards') name their held-out split 'val', as modded-nanogpt's.
+  shards = config.data.dataset == TOKEN_SHARDS
+  config.data.eval_split = "val" if shards else "validation"
+  # 'char' (the dataset's characters; Tiny Shakespeare: 65), 'byte' (UTF-8 bytes, 256), 'bpe'
+  # (a byte-level BPE from data.tokenizer_path) or 'ids' (pre-tokenized, data.vocab_size).
   config.data.tokenizer = tokenizer
+  # tokenizer='bpe': a tiktoken rank file (GPT-2's) or a tokenizer.json (e.g. one that
+  # `python -m gen_jax.data.tokenize_shards --train_vocab_size=N` trained on your corpus).
+  config.data.tokenizer_path = ""
   # Tokens a model sees per training window (each batch row holds seq_len + 1).
   config.data.seq_len = 64
+  # dataset='token_shards': .bin files in the llm.c / modded-nanogpt layout, as a glob with
+  # {split} for the split's name, e.g. '/data/fineweb10B/fineweb_{split}_*.bin'; written by
+  # `python -m gen_jax.data.tokenize_shards` (docs/data.md) or by those projects' scripts.
+  config.data.shards = ""
+  # How token shards become rows: 'windows' (random windows of seq_len + 1, nanoGPT's) or
+  # 'documents' (documents packed into rows from a BOS token on, with "segment_ids" so that
+  # attention stays within a document; modded-nanogpt's).
+  config.data.batching = "windows"
+  # The id that starts each document ('documents'); -1: the <|endoftext|> that the shards'
+  # token_shards.json or the tokenizer names (GPT-2: 50256).
+  config.data.bos_id = -1
 
 
 def language_model_train() -> ml_collections.ConfigDict:

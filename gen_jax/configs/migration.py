@@ -134,12 +134,15 @@ _GAN_FIELDS_OF_VERSION_3 = {
 
 def _to_version_3(saved: dict[str, Any]) -> dict[str, Any]:
   """Version 2 -> 3: a GAN config gains spectral normalization and the real images'
-  dequantization, both off as before, and the RpGAN / R3GAN fields."""
+  dequantization, both off as before, and the RpGAN / R3GAN fields; the GPT's modern-block
+  options (model.position, norm, qk_norm, ...), the Muon optimizer's fields (train.muon_*,
+  adam_lr_*), train.cooldown_steps and mesh.model are added with today's defaults, which
+  are what a version-2 run did (GPT-2's blocks, no tensor parallelism)."""
   if saved.get("method") == "gan":
     for field, value in _GAN_FIELDS_OF_VERSION_3.items():
       if not _has(saved, field):
         _set(saved, field, value)
-  return saved
+  return _add_absent_fields(saved)
 
 
 # _STEPS[v - 1] brings a config of version v to version v + 1.

@@ -13,13 +13,18 @@
       loader = data.make_text_loader(config.data, split="train",
                                      global_batch_size=64, seed=0)
       batch = next(iter(loader))  # {"tokens": i32 [B, seq_len + 1]}
+
+    # Token shards on disk (data.dataset='token_shards', docs/data.md): the same loader,
+    # memory-mapped; data.batching='documents' adds "segment_ids": i32 [B, seq_len + 1].
 """
+from gen_jax.data.bpe import BpeTokenizer, load_bpe, train_bpe
 from gen_jax.data.builders import BUILDERS
 from gen_jax.data.errors import DatasetUnavailableError
 from gen_jax.data.pipeline import image_shape, local_batch_size, make_image_loader, num_examples
 from gen_jax.data.sources import dataset_image_shape, load_split, prepare_builder
 from gen_jax.data.spec import IMAGE, TEXT, DataSpec, describe, make_loader
 from gen_jax.data.text import (
+    TOKEN_SHARDS,
     ByteTokenizer,
     CharTokenizer,
     IdsTokenizer,
@@ -31,18 +36,21 @@ from gen_jax.data.text import (
 
 __all__ = [
     "BUILDERS",
+    "BpeTokenizer",
     "ByteTokenizer",
     "CharTokenizer",
     "DataSpec",
     "IMAGE",
     "IdsTokenizer",
     "TEXT",
+    "TOKEN_SHARDS",
     "describe",
     "make_loader",
     "DatasetUnavailableError",
     "dataset_image_shape",
     "image_shape",
     "is_text_dataset",
+    "load_bpe",
     "load_split",
     "load_tokens",
     "local_batch_size",
@@ -51,4 +59,5 @@ __all__ = [
     "num_examples",
     "prepare_builder",
     "text_tokenizer",
+    "train_bpe",
 ]

@@ -4,7 +4,9 @@
     loader = data.make_loader(config.data, split="train", global_batch_size=64, seed=0)
 
 Images: batches {"image": float32 [B, H, W, C], "label": int32 [B]} (gen_jax.data.pipeline).
-Text:   batches {"tokens": int32 [B, seq_len + 1]}, random windows (gen_jax.data.text).
+Text:   batches {"tokens": int32 [B, seq_len + 1]}, random windows (gen_jax.data.text), and
+        with token shards packed as documents (data.batching='documents') also
+        "segment_ids": int32 [B, seq_len + 1] (gen_jax.data.shard_loader).
 Couplings (split 'pairs': the files `data.pairs` names): image batches with their "noise"
 [B, H, W, C] too (gen_jax.data.couplings, what a reflowed flow trains on).
 """
@@ -16,7 +18,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from gen_jax.data import couplings, pipeline, text
+from gen_jax.core.errors import ConfigError
+from gen_jax.data import couplings, pipeline, shard_loader, text
 
 IMAGE, TEXT = "image", "text"
 
@@ -30,11 +33,14 @@ class DataSpec:
     image_shape: (H, W, C) of images; None for text.
     tokenizer: text only: `encode(str) -> ids`, `decode(ids) -> str`, `vocab_size`.
     seq_len: text only: tokens a model sees per window (batches carry seq_len + 1).
+    segment_ids: text only: batches carry "segment_ids" (documents packed into rows; a
+      position attends only to its own document's).
   """
   kind: str
   image_shape: tuple[int, int, int] | None = None
   tokenizer: Any = None
   seq_len: int | None = None
+  segment_ids: bool = False
 
   @classmethod
   def for_images(cls, image_shape) -> DataSpec:
@@ -42,8 +48,8 @@ class DataSpec:
     return cls(kind=IMAGE, image_shape=(int(height), int(width), int(channels)))
 
   @classmethod
-  def for_text(cls, tokenizer, seq_len: int) -> DataSpec:
-    return cls(kind=TEXT, tokenizer=tokenizer, seq_len=int(seq_len))
+  def for_text(cls, tokenizer, seq_len: int, segment_ids: bool = False) -> DataSpec:
+    return cls(kind=TEXT, tokenizer=tokenizer, seq_len=int(seq_len), segment_ids=segment_ids)
 
   @property
   def vocab_size(self) -> int:
@@ -54,7 +60,8 @@ class DataSpec:
     if self.kind == TEXT:
       if self.seq_len is None:
         raise ValueError("a text DataSpec needs its seq_len (DataSpec.for_text sets it).")
-      return {"tokens": np.zeros((1, self.seq_len + 1), np.int32)}
+      tokens = np.zeros((1, self.seq_len + 1), np.int32)
+      return {"tokens": tokens, "segment_ids": tokens} if self.segment_ids else {"tokens": tokens}
     if self.image_shape is None:
       raise ValueError("an image DataSpec needs its image_shape (DataSpec.for_images sets it).")
     return {"image": np.zeros((1, *self.image_shape), np.float32),
@@ -62,11 +69,24 @@ class DataSpec:
 
 
 def describe(data_config: ml_collections.ConfigDict) -> DataSpec:
-  """The DataSpec of `config.data` (text when `text.is_text_dataset` says so)."""
+  """The DataSpec of `config.data` (text when `text.is_text_dataset` says so).
+
+  Reads no data where it need not (`--mode=summary` works without it): token shards are
+  checked by `make_loader` (headers, and their record against the run's tokenizer), which
+  a run calls before it compiles anything.
+
+  Raises:
+    ValueError: no data.seq_len for text, or an unknown data.batching.
+  """
   if text.is_text_dataset(data_config):
     if not data_config.get("seq_len"):
       raise ValueError("data.seq_len must be set for a text dataset (tokens per window).")
-    return DataSpec.for_text(text.text_tokenizer(data_config), data_config.seq_len)
+    batching = data_config.get("batching", "windows")
+    if batching not in shard_loader.BATCHINGS:
+      raise ConfigError(f"data.batching={batching!r}; expected one of {shard_loader.BATCHINGS}.")
+    documents = data_config.dataset == text.TOKEN_SHARDS and batching == "documents"
+    return DataSpec.for_text(text.text_tokenizer(data_config), data_config.seq_len,
+                             segment_ids=documents)
   return DataSpec.for_images(pipeline.image_shape(data_config))
 
 

@@ -12,9 +12,12 @@ document boundary), tokenized, and held in memory as one int32 array, cached per
 process: fine for corpora up to a few hundred MB.
 
 Config fields read (`config.data`): dataset, data_dir, manual_dir, train_split,
-eval_split, tokenizer ('char' | 'byte' | 'ids'), seq_len, text_feature (optional),
+eval_split, tokenizer ('char' | 'byte' | 'ids' | 'bpe'), seq_len, text_feature (optional),
 vocab_size ('ids' only: the id range of pre-tokenized data, e.g. GPT-2's 50257),
+tokenizer_path ('bpe' only: a tiktoken rank file or a tokenizer.json, gen_jax/data/bpe.py),
 text_path (dataset='text_files': the user's .txt file or folder of them).
+dataset='token_shards' reads token shards on disk instead, memory-mapped (data.shards,
+data.batching, data.bos_id: gen_jax/data/shard_loader.py, docs/data.md).
 
 Loader streams (see `make_text_loader`): random windows for training (infinite,
 exactly resumable), or sequential non-overlapping windows covering a split once per
@@ -27,16 +30,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from typing import Protocol
 
 import ml_collections
 import numpy as np
 
-from gen_jax.data import pipeline, sources
+from gen_jax.data import bpe, pipeline, shard_loader, sources
 from gen_jax.data.builders import BUILDERS
 from gen_jax.data.errors import DatasetTooSmallError, DatasetUnavailableError, UserDataError
 
-TOKENIZERS = ("char", "byte", "ids")
+TOKENIZERS = ("char", "byte", "ids", "bpe")
+# data.dataset of token shards on disk (gen_jax/data/shard_loader.py), not a TFDS dataset.
+TOKEN_SHARDS = "token_shards"
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -50,6 +56,8 @@ class Tokenizer(Protocol):
   def encode(self, text: str) -> np.ndarray: ...
 
   def decode(self, ids) -> str: ...
+
+  def identity(self) -> dict: ...
 
 
 def _check_ids(ids, vocab_size: int) -> np.ndarray:
@@ -97,6 +105,11 @@ class CharTokenizer:
     ids = _check_ids(ids, self.vocab_size)
     return self._code_points[ids].tobytes().decode("utf-32-le")
 
+  def identity(self) -> dict:
+    """What token shards record of a tokenizer (`bpe.BpeTokenizer.identity`)."""
+    return {"kind": "char", "vocab_size": self.vocab_size, "eot_id": None,
+            "fingerprint": bpe.fingerprint([c.encode() for c in self.chars])}
+
   def __eq__(self, other) -> bool:
     return isinstance(other, CharTokenizer) and other.chars == self.chars
 
@@ -121,6 +134,11 @@ class ByteTokenizer:
     mid-character) becomes U+FFFD."""
     ids = _check_ids(ids, self.vocab_size)
     return ids.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+
+  def identity(self) -> dict:
+    """What token shards record of a tokenizer (`bpe.BpeTokenizer.identity`)."""
+    return {"kind": "byte", "vocab_size": 256, "eot_id": None,
+            "fingerprint": bpe.fingerprint([bytes([b]) for b in range(256)])}
 
   def __eq__(self, other) -> bool:
     return isinstance(other, ByteTokenizer)
@@ -155,6 +173,10 @@ class IdsTokenizer:
     """The ids as space-separated numbers (decode them with the tokenizer that made them)."""
     return " ".join(str(i) for i in _check_ids(ids, self.vocab_size))
 
+  def identity(self) -> dict:
+    """The id range only (token shards compare a run's 'ids' by vocab_size alone)."""
+    return {"kind": "ids", "vocab_size": self.vocab_size, "eot_id": None}
+
   def __eq__(self, other) -> bool:
     return isinstance(other, IdsTokenizer) and other.vocab_size == self.vocab_size
 
@@ -174,6 +196,8 @@ def is_text_dataset(data_config: ml_collections.ConfigDict) -> bool:
   tiny_shakespeare; image builders never are text). Any other dataset is text when
   `data.tokenizer` is set (non-empty).
   """
+  if data_config.dataset == TOKEN_SHARDS:
+    return True
   builder = BUILDERS.get(data_config.dataset)
   if builder is not None:
     return hasattr(builder, "TEXT_FEATURE")
@@ -263,11 +287,14 @@ def text_tokenizer(data_config: ml_collections.ConfigDict) -> Tokenizer:
 
   'byte': `ByteTokenizer()`, without reading any data. 'char': a `CharTokenizer` over the
   characters of every split of the dataset (for tiny_shakespeare train + validation: 65
-  characters), so all splits share ids; read once per process and cached.
+  characters), so all splits share ids; read once per process and cached. 'ids': the
+  data's ids themselves (`data.vocab_size`). 'bpe': the byte-level BPE of the file
+  `data.tokenizer_path` (a tiktoken rank file or a tokenizer.json; gen_jax/data/bpe.py).
 
   Raises:
-    ValueError: `data.tokenizer` is not 'char' or 'byte'.
-    DatasetUnavailableError: ('char') the dataset cannot be obtained.
+    ValueError: `data.tokenizer` is none of TOKENIZERS, or 'char' for token shards.
+    DatasetUnavailableError: ('char') the dataset cannot be obtained; ('bpe') no such file,
+      or not a BPE tokenizer.
   """
   name = data_config.get("tokenizer")
   if name not in TOKENIZERS:
@@ -276,8 +303,24 @@ def text_tokenizer(data_config: ml_collections.ConfigDict) -> Tokenizer:
     return ByteTokenizer()
   if name == "ids":
     return IdsTokenizer(data_config.get("vocab_size", 0))
+  if name == "bpe":
+    return _bpe_tokenizer(data_config.get("tokenizer_path", ""))
+  if data_config.dataset == TOKEN_SHARDS:
+    raise ValueError("data.tokenizer='char' builds its vocabulary from a text dataset; token "
+                     "shards hold ids: use 'bpe' (data.tokenizer_path), 'byte' or 'ids'.")
   return _char_tokenizer(_source_key(data_config), data_config.get("train_split", "train"),
                          data_config.get("eval_split", "validation"))
+
+
+@functools.cache
+def _bpe_tokenizer(path: str) -> bpe.BpeTokenizer:
+  if not path:
+    raise UserDataError("data.tokenizer='bpe' reads its vocabulary from a file: set "
+                        "data.tokenizer_path to a tiktoken rank file or a tokenizer.json.")
+  try:
+    return bpe.load_bpe(os.path.expanduser(path))
+  except (FileNotFoundError, ValueError) as err:
+    raise UserDataError(f"data.tokenizer_path={path}: {err}") from None
 
 
 @functools.cache
@@ -313,9 +356,13 @@ def load_tokens(data_config: ml_collections.ConfigDict, split: str) -> np.ndarra
   """Returns the token ids of a whole split: int32 [num_tokens], read-only, cached.
 
   Raises:
-    ValueError: unknown tokenizer, or the dataset has no such text feature.
+    ValueError: unknown tokenizer, or the dataset has no such text feature, or token shards
+      (read them with `make_text_loader`, memory-mapped).
     DatasetUnavailableError: the dataset cannot be obtained.
   """
+  if data_config.dataset == TOKEN_SHARDS:
+    raise ValueError("token shards are read memory-mapped by make_text_loader, not loaded "
+                     "whole.")
   return _tokens(_source_key(data_config), text_tokenizer(data_config), split)
 
 
@@ -414,8 +461,13 @@ class TextLoader:
     return TextIterator(self.tokens, self.spec, self.first_row, self.rows)
 
 
-def make_text_loader(data_config: ml_collections.ConfigDict, **kwargs) -> TextLoader:
+def make_text_loader(data_config: ml_collections.ConfigDict,
+                     **kwargs) -> TextLoader | shard_loader.ShardLoader:
   """Builds the window loader of one split, sharded over JAX processes.
+
+  `data.dataset='token_shards'` reads the shards `data.shards` names, memory-mapped, with
+  `data.batching` 'windows' or 'documents' (`shard_loader.make_shard_loader`); every other
+  dataset is held in memory, as below.
 
   Args:
     data_config: `config.data` (dataset, data_dir, manual_dir, tokenizer, seq_len,
@@ -445,6 +497,9 @@ def make_text_loader(data_config: ml_collections.ConfigDict, **kwargs) -> TextLo
       (one batch, without shuffle).
     DatasetUnavailableError: the dataset cannot be obtained.
   """
+  if data_config.dataset == TOKEN_SHARDS:
+    return shard_loader.make_shard_loader(data_config, text_tokenizer(data_config).identity(),
+                                          **kwargs)
   args = pipeline.LoaderArgs(**kwargs)
   seq_len = data_config.get("seq_len")
   if not isinstance(seq_len, int) or seq_len < 1:

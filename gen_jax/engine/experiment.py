@@ -32,6 +32,7 @@ class Experiment:
   state_sharding: Any         # TrainState of NamedShardings
   batch_sharding: NamedSharding
   replicated: NamedSharding
+  compute_param_sharding: Any   # params inside the step: split over `model` only
 
   @property
   def base_rng(self) -> jax.Array:
@@ -117,8 +118,11 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     raise ConfigError(f"config.method={config.method!r} cannot sample: set train.sample_every=0 "
                       "and turn the sample-quality metrics off (eval.sample_metrics=False).")
   abstract_state = jax.eval_shape(method.init, jax.random.key(0), spec.example_batch())
+  tensor_dims = method.tensor_parallel_dims(abstract_state.params)
   return Experiment(
       config=config, mesh=mesh, method=method, spec=spec,
       abstract_state=abstract_state,
-      state_sharding=sharding.state_shardings(abstract_state, mesh),
-      batch_sharding=sharding.batch_sharding(mesh), replicated=sharding.replicated(mesh))
+      state_sharding=sharding.state_shardings(abstract_state, mesh, tensor_dims),
+      batch_sharding=sharding.batch_sharding(mesh), replicated=sharding.replicated(mesh),
+      compute_param_sharding=sharding.tensor_parallel_shardings(abstract_state.params, mesh,
+                                                                tensor_dims))

@@ -11,9 +11,15 @@ matrix, of its EMA and of its optimizer moments (vectors are replicated). The tr
 computes on the batch shards, and the optimizer update works on the sharded gradients
 (reduce-scattered), so the state stays sharded between steps. Results equal the replicated
 run up to float reduction order, and `per_device_bytes` is what each device stores
-(tests/engine/test_fsdp.py). A `tensor` axis
-(Megatron-style split matmuls) would be a third mesh axis plus per-kernel annotations
-in the models; there is none yet.
+(tests/engine/test_fsdp.py).
+
+Tensor parallelism (`mesh.model > 1`): the method names, per parameter path, the dimension
+split over the `model` axis (`Method.tensor_parallel_dims`: Megatron's column and row
+splits for a Transformer); that leaf's EMA and optimizer moments are split alike, FSDP then
+splits another dimension of the same leaf over `fsdp`, and the batch is replicated over
+`model`. Inside the step only the `fsdp` split is gathered; XLA's sharding propagation
+places the activations and the all-reduces the split matmuls need. Losses equal one
+device's up to float reduction order (tests/engine/test_tensor_parallel.py).
 """
 from __future__ import annotations
 
@@ -28,19 +34,22 @@ from jax.sharding import PartitionSpec as P
 
 from gen_jax.core.errors import ConfigError
 
-MESH_AXES = ("data", "fsdp")
-BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both
+MESH_AXES = ("data", "fsdp", "model")
+BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both (replicated on model)
+TensorParallelDims = dict[tuple[str, ...], int]   # parameter path -> dim split over `model`
 
 
 def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
-  """Builds the (data, fsdp) mesh; `-1` on one axis means "all remaining devices".
+  """Builds the (data, fsdp, model) mesh; `-1` on one axis means "all remaining devices".
 
   Raises:
     ConfigError (a ValueError): when the axis sizes do not multiply to the number of devices.
   """
   devices = jax.devices() if devices is None else devices
   n = len(devices)
-  sizes = {"data": int(mesh_cfg.data), "fsdp": int(mesh_cfg.fsdp)}
+  # A mesh group written before tensor parallelism has no `model` axis: 1.
+  sizes = {"data": int(mesh_cfg.data), "fsdp": int(mesh_cfg.fsdp),
+           "model": int(mesh_cfg.get("model", 1))}
   unknown = [k for k, v in sizes.items() if v == -1]
   if len(unknown) > 1:
     raise ConfigError(f"mesh: at most one axis may be -1, got {sizes}.")
@@ -49,15 +58,15 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
     if known <= 0 or n % known:
       raise ConfigError(f"mesh {sizes}: {n} devices are not divisible by {known}.")
     sizes[unknown[0]] = n // known
-  if sizes["data"] * sizes["fsdp"] != n:
+  if sizes["data"] * sizes["fsdp"] * sizes["model"] != n:
     raise ConfigError(
-        f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} needs "
-        f"{sizes['data'] * sizes['fsdp']} devices, but {n} are available. "
+        f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} x model={sizes['model']} needs "
+        f"{sizes['data'] * sizes['fsdp'] * sizes['model']} devices, but {n} are available. "
         "Set --config.mesh.data=-1 to use all of them on the data axis.")
   # Auto axes: jit's in/out shardings pin the state and batch, and XLA's sharding
   # propagation places the intermediates (explicit axes would make every model op,
   # e.g. an embedding gather, spell out its output sharding).
-  return jax.make_mesh((sizes["data"], sizes["fsdp"]), MESH_AXES, devices=devices,
+  return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
@@ -89,7 +98,7 @@ def validate_global_batch(global_batch_size: int, mesh: Mesh,
                       f"processes ({jax.process_count()}).")
 
 
-def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
+def fsdp_spec(shape: tuple[int, ...], fsdp: int, tensor_dim: int | None = None) -> P:
   """The FSDP rule: where one leaf of the train state lives on the `fsdp` axis.
 
   A leaf with at least 2 dims (dense and conv kernels, embeddings, their EMA and Adam
@@ -98,27 +107,78 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
   V = 65 along D. Vectors (biases, norm scales, BatchNorm statistics) and scalars stay
   replicated: they are O(D) bytes next to the O(D^2) matrices, and splitting them would
   only add collectives. A matrix with no divisible dimension stays replicated too
-  (`state_shardings` reports it).
+  (`state_shardings` reports it). `tensor_dim`, a dimension already split over `model`
+  (`leaf_spec`), is not split again.
   """
   if fsdp == 1 or len(shape) < 2:
     return P()
   for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):   # largest first, stable
-    if shape[dim] % fsdp == 0:
+    if dim != tensor_dim and shape[dim] % fsdp == 0:
       spec: list[str | None] = [None] * len(shape)
       spec[dim] = "fsdp"
       return P(*spec)
   return P()
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
+def leaf_spec(shape: tuple[int, ...], fsdp: int, model: int, tensor_dim: int | None) -> P:
+  """Where one leaf lives: `tensor_dim` (when given and divisible) over `model`, then the
+  FSDP rule over another dimension."""
+  if model == 1 or tensor_dim is None or shape[tensor_dim] % model:
+    return fsdp_spec(shape, fsdp)
+  spec = list(fsdp_spec(shape, fsdp, tensor_dim)) or [None] * len(shape)
+  spec += [None] * (len(shape) - len(spec))
+  spec[tensor_dim] = "model"
+  return P(*spec)
+
+
+def _tensor_dim_of(path, tensor_dims: TensorParallelDims) -> int | None:
+  """The model-axis dimension of a state leaf: that of the parameter whose path ends its
+  own (params, EMA params and optimizer moments all end in the parameter's path)."""
+  names = tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+  for length in {len(p) for p in tensor_dims}:
+    if len(names) >= length and names[-length:] in tensor_dims:
+      return tensor_dims[names[-length:]]
+  return None
+
+
+def tensor_parallel_shardings(abstract_params: Any, mesh: Mesh,
+                              tensor_dims: TensorParallelDims) -> Any:
+  """The params split over `model` only (the FSDP split gathered): what the train step
+  computes with."""
+  model = mesh.shape.get("model", 1)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: NamedSharding(mesh, leaf_spec(tuple(x.shape), 1, model,
+                                                    _tensor_dim_of(path, tensor_dims))),
+      abstract_params)
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh,
+                    tensor_dims: TensorParallelDims | None = None) -> Any:
   """Shardings for a pytree of ShapeDtypeStructs (from `jax.eval_shape(init)`).
+
+  Args:
+    abstract_state: the train state's shapes.
+    mesh: the (data, fsdp, model) mesh.
+    tensor_dims: the method's `tensor_parallel_dims` (used when mesh.model > 1).
 
   Raises:
     ConfigError (a ValueError): when `mesh.fsdp > 1` divides no dimension of any matrix (FSDP would
-      silently replicate everything). Matrices it cannot split are logged as a warning.
+      silently replicate everything), or `mesh.model > 1` splits no parameter. Matrices
+      FSDP cannot split are logged as a warning.
   """
-  fsdp = mesh.shape["fsdp"]
-  specs = jax.tree.map(lambda x: fsdp_spec(tuple(x.shape), fsdp), abstract_state)
+  fsdp, model = mesh.shape["fsdp"], mesh.shape.get("model", 1)   # (data, fsdp) meshes too
+  tensor_dims = tensor_dims or {}
+  if model > 1:
+    params = getattr(abstract_state, "params", abstract_state)
+    split = [path for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+             if "model" in leaf_spec(tuple(x.shape), 1, model, _tensor_dim_of(path, tensor_dims))]
+    if not split:
+      raise ConfigError(
+          f"mesh.model={model} splits no parameter: this method declares no tensor-parallel "
+          "layout that this size divides. Set --config.mesh.model=1.")
+  specs = jax.tree_util.tree_map_with_path(
+      lambda path, x: leaf_spec(tuple(x.shape), fsdp, model, _tensor_dim_of(path, tensor_dims)),
+      abstract_state)
   if fsdp > 1:   # checked on the params (EMA and optimizer moments follow their shapes)
     params = getattr(abstract_state, "params", abstract_state)
     named = jax.tree_util.tree_flatten_with_path(params)[0]

@@ -25,10 +25,11 @@ import numpy as np
 import optax
 
 from gen_jax.core.errors import ConfigError
-from gen_jax.core.optimizer import make_optimizer
+from gen_jax.core.optimizer import make_optimizer, matrices_are_hidden
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.interop import hf_gpt2
 from gen_jax.methods.base import ForeignExport, Method, Params, Samples, grad_accum_steps
+from gen_jax.models import gpt
 from gen_jax.models.gpt import GPT
 from gen_jax.models.lstm import LSTMLM
 
@@ -139,14 +140,17 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
     return GPT(vocab_size=vocab_size, block_size=m.block_size, n_layer=m.n_layer,
                n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, use_bias=m.use_bias,
                gelu=m.gelu, vocab_multiple=m.vocab_multiple, remat=m.remat,
-               dtype=dtype)
+               dtype=dtype, position=m.position, rope_base=m.rope_base, norm=m.norm,
+               embed_norm=m.embed_norm, qk_norm=m.qk_norm, mlp_activation=m.mlp_activation,
+               tie_head=m.tie_head, zero_init_proj=m.zero_init_proj,
+               logit_softcap=m.logit_softcap, attention_window=m.attention_window)
   if m.arch == "lstm":
     return LSTMLM(vocab_size=vocab_size, n_layer=m.n_layer, n_embd=m.n_embd,
                   hidden_size=m.hidden_size, dropout=m.dropout, dtype=dtype)
   raise ValueError(f"model.arch={m.arch!r}; expected one of {ARCHS}.")
 
 
-UNITS = {"char": "char", "byte": "byte", "ids": "token"}   # what bits are counted per
+UNITS = {"char": "char", "byte": "byte", "ids": "token", "bpe": "token"}   # bits counted per
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +182,9 @@ class AutoregressiveMethod(Method):
     except ValueError as e:   # a character the dataset's text lacks (a char vocabulary)
       raise ConfigError(f"sample.prompt={s.prompt!r}: {e} Set --config.sample.prompt to "
                         "text made of the dataset's characters.") from None
-    return cls(model=build_model(config, spec.vocab_size), tx=make_optimizer(config.train),
+    model = build_model(config, spec.vocab_size)
+    roles = gpt.param_roles if isinstance(model, GPT) else matrices_are_hidden
+    return cls(model=model, tx=make_optimizer(config.train, param_roles=roles),
                config=config, seq_len=config.data.seq_len, unit=UNITS[config.data.tokenizer],
                prompt=prompt,
                top_k=s.top_k if s.top_k < spec.vocab_size else 0,
@@ -190,14 +196,28 @@ class AutoregressiveMethod(Method):
     tokens = jnp.zeros((1, self.seq_len), jnp.int32)
     return TrainState.create(self.model.init(rng, tokens)["params"], self.tx)
 
-  def _loss(self, params, tokens_BxT1, train: bool, dropout_rng=None) -> jax.Array:
+  def _loss(self, params, rows: dict[str, jax.Array], train: bool,
+            dropout_rng=None) -> jax.Array:
+    """Mean next-token loss of `rows`: tokens [B, T + 1] and, for packed rows (a GPT only),
+    segment_ids [B, T + 1], so that attention stays within each document."""
     rngs = {"dropout": dropout_rng} if train else None
-    logits = self.model.apply({"params": params}, tokens_BxT1[:, :-1], train=train, rngs=rngs)
+    tokens_BxT1 = rows["tokens"]
+    kwargs = {}
+    if "segment_ids" in rows:
+      kwargs["segment_ids"] = rows["segment_ids"][:, :-1]
+    logits = self.model.apply({"params": params}, tokens_BxT1[:, :-1], train=train, rngs=rngs,
+                              **kwargs)
     return next_token_loss(logits, tokens_BxT1[:, 1:])
 
+  def _rows(self, batch) -> dict[str, jax.Array]:
+    """The batch's model inputs: tokens, and segment_ids when the loader packs documents
+    and the model is a GPT (an LSTM reads packed rows as one stream, as it reads text)."""
+    keys = ("tokens", "segment_ids") if isinstance(self.model, GPT) else ("tokens",)
+    return {k: batch[k] for k in keys if k in batch}
+
   def train_step(self, state: TrainState, batch, rng):
-    loss_fn = lambda params, tokens, key: self._loss(params, tokens, True, key)
-    loss, grads = accumulated_value_and_grad(loss_fn, state.params, batch["tokens"], rng,
+    loss_fn = lambda params, rows, key: self._loss(params, rows, True, key)
+    loss, grads = accumulated_value_and_grad(loss_fn, state.params, self._rows(batch), rng,
                                              self.grad_accum_steps)
     state, health = apply_gradients(state, grads, self.tx, self.ema_decay, self.ema_warmup)
     return state, {"loss": loss, **health}
@@ -210,7 +230,8 @@ class AutoregressiveMethod(Method):
   def eval_step(self, state: TrainState, batch, rng):
     """Mean next-token loss (nats) of each set of weights on one batch of windows."""
     params = {"ema": state.ema_params, "raw": state.params}
-    return {f"{w}/loss": self._loss(params[w], batch["tokens"], False) for w in self._weights}
+    rows = self._rows(batch)
+    return {f"{w}/loss": self._loss(params[w], rows, False) for w in self._weights}
 
   def summarize_eval(self, metrics: dict[str, float]) -> dict[str, float]:
     """Adds perplexity = exp(mean loss) and bits per char/byte = mean loss / ln 2.
@@ -245,11 +266,18 @@ class AutoregressiveMethod(Method):
                                    s.max_new_tokens, temperature=s.temperature, top_k=self.top_k,
                                    top_p=s.top_p))
 
+  def tensor_parallel_dims(self, abstract_params: Params) -> dict[tuple[str, ...], int]:
+    """A GPT's Megatron split (`gpt.tensor_parallel_dims`); an LSTM has none."""
+    if isinstance(self.model, GPT):
+      return gpt.tensor_parallel_dims(abstract_params)
+    return super().tensor_parallel_dims(abstract_params)
+
   # ------------------------------------------------ foreign weights (gen_jax/interop)
 
   def init_from_formats(self) -> tuple[str, ...]:
-    """A GPT starts from Hugging Face GPT-2 weights (`init_from='hf_gpt2:<path>'`)."""
-    return ("hf_gpt2",) if isinstance(self.model, GPT) else ()
+    """A GPT of GPT-2's layout (no modern-block options) starts from Hugging Face GPT-2
+    weights (`init_from='hf_gpt2:<path>'`)."""
+    return ("hf_gpt2",) if isinstance(self.model, GPT) and self.model.is_gpt2_layout else ()
 
   def export_formats(self) -> tuple[str, ...]:
     """A GPT exports as Hugging Face GPT-2 (`export.format='hf_gpt2'`)."""

@@ -310,6 +310,14 @@ class Method:
     """The family's own evaluation over the eval split in `--mode=eval`, if it has one."""
     return None
 
+  def tensor_parallel_dims(self, abstract_params: Params) -> dict[tuple[str, ...], int]:
+    """Tensor parallelism (the `model` mesh axis): {parameter path (its dict keys): the
+    dimension split over `model`}, Megatron's column and row splits (Shoeybi et al. 2019,
+    §3). Parameters not listed are replicated over `model`. Default: none (then
+    mesh.model must be 1)."""
+    del abstract_params
+    return {}
+
   # ------------------------------------------ family modes and foreign weights
 
   def modes(self) -> dict[str, MethodMode]:

@@ -112,8 +112,8 @@ def test_a_gans_class_count_moves_to_model_num_classes():
 
 def test_a_future_version_is_refused_with_one_clear_message(tmp_path):
   future = {**today(vae), "version": migration.CONFIG_VERSION + 1}
-  with pytest.raises(migration.ConfigVersionError,
-                     match=rf"version {migration.CONFIG_VERSION + 1}, written by a newer gen_jax"):
+  newer = migration.CONFIG_VERSION + 1
+  with pytest.raises(migration.ConfigVersionError, match=rf"version {newer}, written by a newer"):
     migration.migrate(future)
   (tmp_path / "config.json").write_text(json.dumps(future))
   with pytest.raises(migration.ConfigVersionError, match=str(tmp_path / "config.json")):

@@ -63,7 +63,7 @@ def test_adamw_decays_matrices_only():
 
 def test_mesh_from_config_and_errors():
   mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1}))
-  assert mesh.shape == {"data": jax.device_count(), "fsdp": 1}
+  assert mesh.shape == {"data": jax.device_count(), "fsdp": 1, "model": 1}
   with pytest.raises(ValueError, match="devices"):
     sharding.make_mesh(ml_collections.ConfigDict({"data": 3, "fsdp": 1}))
 

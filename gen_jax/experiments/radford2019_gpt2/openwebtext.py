@@ -15,17 +15,24 @@ beta = (0.9, 0.95), weight decay 0.1, grad clip 1, dropout 0.
 Reference numbers (nanoGPT README): ~2.85 validation loss after ~4 days on 8 x A100 40GB;
 the released GPT-2 124M checkpoint evaluates to 3.12 on OpenWebText (3.11 train).
 
-Data: OpenWebText tokenized with GPT-2's BPE (tiktoken "gpt2", <|endoftext|> = 50256 after
-each document), written by you as a TFDS dataset `openwebtext_gpt2` in array_record form,
-one example per document with an int32 sequence feature `tokens`, splits `train` and
-`validation` (nanoGPT holds out 0.05% of documents: ~9.0B / ~4.4M tokens). gen_jax reads
-such a dataset by name (`data.tokenizer='ids'`); a split is held in host memory as int32, so
-the train split needs ~36 GB of RAM per host. Prompts for `--mode=sample` are token ids
-(`--config.sample.prompt=50256`) and samples are written as ids.
+Data: OpenWebText tokenized with GPT-2's BPE (<|endoftext|> = 50256 before each document),
+as token shards (the llm.c / modded-nanogpt `.bin` layout, read memory-mapped; docs/data.md):
 
+  python -m gen_jax.data.tokenize_shards --input=/data/openwebtext.jsonl \
+      --tokenizer=/path/to/gpt2.tiktoken --out=/data/owt --name=openwebtext \
+      --val_tokens=4400000
   python launch.py --config=experiments/radford2019_gpt2/openwebtext.py \
-      --config.data.data_dir=/path/to/tfds --workdir=runs/gpt2_owt
+      --config.data.shards='/data/owt/openwebtext_{split}_*.bin' --workdir=runs/gpt2_owt
   python launch.py --config=experiments/radford2019_gpt2/openwebtext.py --mode=summary
+
+(nanoGPT holds out 0.05% of the documents at random, ~4.4M tokens; here the first 4.4M
+tokens of the input are 'val'.) Training batches are nanoGPT's random windows of 1025
+tokens (`data.batching='windows'`). The run reads ids (`data.tokenizer='ids'`): prompts for
+`--mode=sample` are token ids (`--config.sample.prompt=50256`) and samples are written as
+ids; with `--config.data.tokenizer=bpe --config.data.tokenizer_path=/path/to/gpt2.tiktoken`
+they are text, and the shards' record of their tokenizer is checked against it.
+`gpt2.tiktoken` is GPT-2's vocabulary as a tiktoken rank file (tiktoken's "gpt2" encoding,
+50,256 ranks); GPT-2's tokenizer.json from the Hugging Face hub works as well.
 
 Fine-tuning the released GPT-2 instead (its model.safetensors and config.json from Hugging
 Face, docs/interop.md): its architecture has biases and the tanh GELU,
@@ -45,9 +52,8 @@ from gen_jax.configs import gpt
 
 
 def get_config(arg: str | None = None):
-  config = gpt.get_config()
-  config.data.update(dataset="openwebtext_gpt2", tokenizer="ids", vocab_size=50257,
-                     text_feature="tokens", eval_split="validation")
+  config = gpt.get_config(f"dataset={gpt.TOKEN_SHARDS}")
+  config.data.update(tokenizer="ids", vocab_size=50257, batching="windows")
   config.model.update(n_layer=12, n_head=12, n_embd=768, block_size=1024)
   # nanoGPT: "for pretraining 0 is good, for finetuning try 0.1+".
   config.model.dropout = 0.0
