@@ -1,0 +1,92 @@
+"""Sample quality against network evaluations (NFE): DDPM, EDM and rectified flow on mnist_5k.
+
+Three models trained at one common budget (the same U-Net, updates, batch, learning rate and
+EMA; `TRAINED`):
+
+  DDPM      process 'ddpm' (Ho et al. 2020, T = 1000 linear betas), eps prediction, L_simple,
+            sampled by DDIM (Song et al. 2021, Eq. 12) with eta = 0, the deterministic
+            sampler, on the 'linspace' subsequence;
+  EDM       process 'edm' (Karras et al. 2022, Table 1's preconditioning and loss), sampled
+            by their Heun sampler (Alg. 1: `edm_heun` without churn, the rho = 7 grid);
+  flow      process 'linear' with velocity prediction (rectified flow, Liu et al. 2023, one
+            flow, no reflow), sampled by Euler and by Heun on the probability-flow ODE
+            (uniform t grid).
+
+then each trained checkpoint sampled over an NFE grid from 1 to 100 by sampler-only runs
+(`eval.checkpoint_from`, as experiments/song2021_ddim/mnist.py), FID etc. from
+`eval.num_samples` samples on the MNIST classifier's features (runs/classifier,
+configs/classifier.py). A Heun sampler whose last step ends at t = 0 costs 2 steps - 1
+evaluations (`samplers.num_evaluations`), so its grid is the step counts whose NFE is
+closest to the one-step samplers' (`HEUN_STEPS`; EDM's from 2 steps, NFE 3, as its sigma
+grid needs two).
+
+  python launch.py --config=configs/classifier.py --workdir=runs/classifier
+  python launch.py --config=experiments/nfe_comparison/mnist_5k.py --sweep \
+      --workdir=runs/nfe_mnist5k
+  python launch.py --config=experiments/nfe_comparison/mnist_5k.py:nfe --sweep --mode=eval \
+      --workdir=runs/nfe_mnist5k_eval
+  python launch.py --workdir=runs/nfe_mnist5k_eval --mode=report
+  python tools/plot_nfe_fid.py runs/nfe_mnist5k_eval docs/images/nfe_fid_mnist5k.png
+
+Measured in docs/results.md ("Sample quality against NFE: DDPM, EDM, rectified flow").
+"""
+from gen_jax.configs import common, ddpm
+
+# Sweep workdir of the three training runs (the first command above).
+TRAIN_WORKDIR = "runs/nfe_mnist5k"
+# One-evaluation-per-step samplers (DDIM, Euler): steps = NFE.
+STEPS = [1, 2, 4, 8, 16, 32, 64, 100]
+# Heun (2 steps - 1 evaluations): NFE 1, 3, 5, 9, 17, 33, 65, 99. EDM's sigma grid (Karras
+# et al. Eq. 5) needs 2 steps or more: its grid starts at NFE 3.
+HEUN_STEPS = [1, 2, 3, 5, 9, 17, 33, 50]
+EDM_HEUN_STEPS = HEUN_STEPS[1:]
+
+# The trained models: (process, prediction) and the samplers each is swept with.
+TRAINED = {
+    "ddpm": (("ddpm", "eps"), ("ddim",)),
+    "edm": (("edm", "edm"), ("edm_heun",)),
+    "flow": (("linear", "velocity"), ("euler", "heun")),
+}
+TRAINED_SAMPLERS = {process: samplers for (process, _), samplers in TRAINED.values()}
+VARIANTS = ("nfe", "quick")
+
+
+def get_config(arg: str | None = None):
+  """configs/ddpm.py with a smaller U-Net and the common training budget; variant 'nfe':
+  the sampler-only evaluation (its sweep names the checkpoint)."""
+  common.parse_variants("experiments/nfe_comparison/mnist_5k.py", arg, VARIANTS)
+  config = ddpm.get_config()
+  # A U-Net small enough that the 100-NFE points sample in about a minute on 2 CPU cores.
+  config.model.update(ch=12, num_groups=4)
+  config.train.update(batch_size=64, num_steps=800, lr=2e-3, warmup_steps=100,
+                      ema_decay=0.995, log_every=50, checkpoint_every=800, sample_every=800)
+  config.sample.num = 64
+  # DDIM's deterministic sampler (eta = 0), the ODE counterpart of the others.
+  config.sample.update(sampler="ddim", steps=100, eta=0.0)
+  # Held-out loss on one batch; no bits/dim; sample quality only in --mode=eval.
+  config.eval.update(every=800, batch_size=128, num_batches=1, bpd_num_images=0,
+                     sample_metrics_every=0, num_samples=500, sample_batch_size=500)
+  return config
+
+
+def get_sweep(arg: str | None = None):
+  """The three training runs; variant 'nfe': every (trained model, sampler, steps) as a
+  sampler-only run on the model's checkpoint ('quick': its
+  first point, NFE 16-17 and NFE 99-100 only)."""
+  variants = common.parse_variants("experiments/nfe_comparison/mnist_5k.py", arg, VARIANTS)
+  models = [{"diffusion.process": process, "diffusion.prediction": prediction,
+             "sample.sampler": samplers[0]}
+            for (process, prediction), samplers in TRAINED.values()]
+  if "nfe" not in variants:
+    return models
+  sweep = []
+  for model in models:
+    trained_run = ",".join(f"{k.split('.')[-1]}={v}" for k, v in model.items())
+    for sampler in TRAINED_SAMPLERS[model["diffusion.process"]]:
+      steps = {"heun": HEUN_STEPS, "edm_heun": EDM_HEUN_STEPS}.get(sampler, STEPS)
+      if "quick" in variants:
+        steps = [steps[0], steps[-4], steps[-1]]
+      sweep += [{**model, "sample.sampler": sampler, "sample.steps": s,
+                 "eval.checkpoint_from": f"{TRAIN_WORKDIR}/{trained_run}"} for s in steps]
+  return sweep
+
