@@ -28,4 +28,7 @@ def test_nfe_sweep_samples_the_trained_runs_on_matching_grids():
            for s in steps]
     assert nfe == [2 * s - 1 for s in steps]
     assert all(abs(a - b) <= 1 for a, b in zip(nfe, mnist_5k.STEPS[-len(steps):], strict=True))
-  assert len(mnist_5k.get_sweep("nfe,quick")) == 4 * 3
+  quick = mnist_5k.get_sweep("nfe,quick")
+  assert len(quick) == 4 * 3 - 1 and all(o in members for o in quick)
+  # Coarse to fine: the first members are every sampler's first grid point.
+  assert [o["sample.steps"] for o in members[:3]] == [1, 1, 1]
