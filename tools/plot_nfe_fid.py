@@ -2,9 +2,9 @@
 
   python tools/plot_nfe_fid.py runs/nfe_mnist5k_eval docs/images/nfe_fid_mnist5k.png
 
-Reads every run below the sweep directory (experiments/nfe_comparison/mnist_5k.py:nfe), takes
-each run's process, sampler and steps from its config.json and its final FID from
-metrics.jsonl (the metric whose name starts with `eval/ema/fid_`), counts its NFE with
+Reads every run below the directory (the sweeps of experiments/nfe_comparison/mnist_5k.py:
+nfe=<model>), takes each run's process, sampler and steps from its config.json and its final
+FID from metrics.jsonl (the metric whose name starts with `eval/ema/fid_`), counts its NFE with
 `samplers.num_evaluations` on the sampler's time grid (the discrete DDPM's DDIM: one per
 step), writes one line per (process, sampler) into a log-x PNG and prints a markdown table
 of FID by NFE.
