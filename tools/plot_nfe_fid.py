@@ -61,13 +61,15 @@ def main() -> None:
     c = run.config
     key = (c["diffusion.process"], c["sample.sampler"])
     nfe = evaluations(key[0], c["diffusion.prediction"], key[1], int(c["sample.steps"]))
-    curves[key].append((nfe, final_fid(run)))
+    fid = final_fid(run)
+    if math.isfinite(fid):   # a run not evaluated yet has none
+      curves[key].append((nfe, fid))
 
   fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=100)
   for key in LABELS:
     if key not in curves:
       continue
-    points = sorted(p for p in curves[key] if math.isfinite(p[1]))
+    points = sorted(curves[key])
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3,
             label=LABELS[key])
   ax.set_xscale("log")
