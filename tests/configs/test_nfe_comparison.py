@@ -19,7 +19,7 @@ def test_nfe_sweeps_sample_the_trained_runs_on_matching_grids():
     # A read mode may only override sample.* and eval.*.
     assert all(k.startswith("sample.") for o in members for k in o)
     for o in members:
-      sampler, steps = o["sample.sampler"], o["sample.steps"]
+      sampler, steps = str(o["sample.sampler"]), int(o["sample.steps"])
       process, prediction = config.diffusion.process, config.diffusion.prediction
       nfe = steps if process == "ddpm" else samplers.num_evaluations(
           sampler, samplers.time_grid(process, steps, prediction, sampler))
