@@ -60,7 +60,8 @@ with torch.no_grad():
   for b in range(0, n, {EVAL_BATCH}):
     starts = [j * {SEQ_LEN} for j in range(b, b + {EVAL_BATCH})]
     rows = np.stack([val[s: s + {SEQ_LEN} + 1] for s in starts])
-    x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(rows[:, 1:])
+    x = torch.from_numpy(np.ascontiguousarray(rows[:, :-1]))
+    y = torch.from_numpy(np.ascontiguousarray(rows[:, 1:]))   # model.py view()s the targets
     _, loss = model(x, y)
     losses.append(loss.item())
 print('RESULT' + json.dumps({{'loss': float(np.mean(losses)), 'windows': n,
@@ -106,6 +107,7 @@ def main() -> None:
   parser.add_argument("--pairs", type=int, default=2)
   parser.add_argument("--out", default=tempfile.mkdtemp(prefix="nanogpt_baby_"))
   args, overrides = parser.parse_known_args()   # the rest: --config.x=y for gen_jax
+  os.makedirs(args.out, exist_ok=True)
   prepare_nanogpt_data(args.nanogpt_dir, args.data_dir)
   print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start; "
         f"logs in {args.out}", flush=True)
