@@ -21,7 +21,8 @@ prediction converted to (x0_hat, eps_hat) by `core.x0_and_eps`):
                      `steps` is unused and the NFE varies with the batch.
 
 The discrete DDPM process keeps its own samplers (`ddpm.ddpm_sample`, `ddim.ddim_sample`).
-Every sampler's NFE (network evaluations per sample) is `num_evaluations`.
+Every sampler's NFE (network evaluations per sample) is `num_evaluations`. Every one but
+'rk45' can re-noise inpainting's known pixels before each step (`known_pixels_replaced`).
 """
 from __future__ import annotations
 
