@@ -178,9 +178,10 @@ def continuous_chain(cfg, *, x0_eps_of: Callable[[Any], samplers.X0EpsFn], proce
   if cfg.sampler != "replacement":
     raise InpaintConfigError(
         f"inpaint.sampler={cfg.sampler!r} with diffusion.process={process!r}: a continuous "
-        "process inpaints by replacement; set --config.inpaint.sampler=replacement. RePaint's "
-        "resampling (inpaint.sampler='repaint', inpaint.jump_length, inpaint.jump_n_sample) "
-        "is DDPM's (diffusion.process='ddpm').")
+        "process inpaints by replacement; set --config.inpaint.sampler=replacement (and "
+        f"--config.inpaint.steps=0 for sample.steps={sample_cfg.steps} steps of "
+        f"sample.sampler={sampler!r}). RePaint's resampling (inpaint.sampler='repaint', "
+        "inpaint.jump_length, inpaint.jump_n_sample) is DDPM's (diffusion.process='ddpm').")
   if sampler not in samplers.REPLACING_SAMPLERS:
     raise InpaintConfigError(
         f"sample.sampler={sampler!r} picks its steps adaptively, so there is no step before "
