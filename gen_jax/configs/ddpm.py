@@ -159,6 +159,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if name in variants:
       config.diffusion.process, config.diffusion.prediction = PROCESS_VARIANTS[name][:2]
       config.sample.sampler, config.sample.steps = PROCESS_VARIANTS[name][2:]
+      # A continuous process inpaints by replacement with sample.sampler and sample.steps.
+      config.inpaint.update(sampler="replacement", steps=0)
 
   if "smoke" in variants:
     config.model.ch = 8
@@ -183,14 +185,16 @@ def inpaint_group() -> ml_collections.ConfigDict:
   inpaint.fraction = 0.25
   # Seed of the random masks (one per image).
   inpaint.mask_seed = 0
-  # 'replacement' (Song et al. 2021, App. I.2) or 'repaint' (Lugmayr et al. 2022, Alg. 1).
+  # 'replacement' (Song et al. 2021, App. I.2; every process, a continuous one with
+  # sample.sampler) or 'repaint' (Lugmayr et al. 2022, Alg. 1; process 'ddpm').
   inpaint.sampler = "repaint"
   # RePaint: timesteps the chain jumps back at each jump point (j; 10 in the paper).
   inpaint.jump_length = 10
   # RePaint: passes through each jump interval (r; 10 in the paper); 1 = replacement.
   inpaint.jump_n_sample = 10
-  # Reverse steps: S < T strides the chain over S timesteps, as RePaint runs its 1000-step
-  # models on 250 (its confs' timestep_respacing); 0 = all T.
+  # Reverse steps. DDPM: S < T strides the chain over S timesteps, as RePaint runs its
+  # 1000-step models on 250 (its confs' timestep_respacing); 0 = all T. A continuous
+  # process: steps of sample.sampler; 0 = sample.steps.
   inpaint.steps = 250
   # Images repaired: the first N of the eval split, in order (one compiled call).
   inpaint.num_images = 8

@@ -115,10 +115,13 @@ def test_a_mode_the_method_does_not_offer_is_one_line(tmp_path):
 
 
 def test_family_modes_and_foreign_formats_are_declared_by_the_method(tmp_path, text_data_dir):
-  """The engine asks the method: a DDPM offers inpaint, a VAE nothing; a GPT reads and
-  writes 'hf_gpt2', an LSTM neither; the messages say who can."""
+  """The engine asks the method: every diffusion process offers inpaint (a flow reflow
+  too), a VAE nothing; a GPT reads and writes 'hf_gpt2', an LSTM neither; the messages say
+  who can."""
   ddpm = build_experiment(load_config("ddpm")).method
   assert list(ddpm.modes()) == ["inpaint"] and ddpm.modes()["inpaint"].config_group == "inpaint"
+  flow = build_experiment(load_config("ddpm", "flow,smoke")).method
+  assert list(flow.modes()) == ["inpaint", "reflow"]
   assert build_experiment(load_config("vae")).method.modes() == {}
   with pytest.raises(ConfigError, match="its own modes: none"):
     method_modes.run_method_mode(load_config("vae"), str(tmp_path), "inpaint")

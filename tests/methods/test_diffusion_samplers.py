@@ -149,16 +149,20 @@ def test_ddpmpp_with_edm_augmentation_trains_on_the_augment_labels():
   assert method.sample_tag == "edm_heun5_nfe9"
 
 
-def test_replacement_inpainting_on_a_continuous_process_conditions_the_unknown_pixels():
+@pytest.mark.parametrize("process,prediction,sampler,steps", [
+    ("linear", "velocity", "euler", 50), ("edm", "edm", "edm_heun", 18)])
+def test_replacement_inpainting_on_a_continuous_process_conditions_the_unknown_pixels(
+    process, prediction, sampler, steps):
   # Gaussian data whose two pixels are correlated (rho = 0.9): knowing pixel 0 = 1.0, the
   # replacement method's fill of pixel 1 (Song et al. 2021, App. I.2) moves from the prior
   # mean toward the conditional mean m + rho (1.0 - m); the known pixel ends near its value
   # (the model's last step from a re-noised copy of it, as RePaint's code returns it).
+  # EDM's Heun sampler replaces before each step's churn (edm.heun_sample's before_step).
   rho, n = 0.9, 2048
   cov = S**2 * np.array([[1.0, rho], [rho, 1.0]])
 
   def x0_eps(x, t_B):
-    c = core.coefficients("linear", t_B.reshape(-1, 1, 1, 1))
+    c = core.coefficients(process, t_B.reshape(-1, 1, 1, 1))
     a, s = c.alpha[:, 0, 0], c.sigma[:, 0, 0]                # [B, 1]
     flat = x.reshape(x.shape[0], 2)
     var = a[:, :, None] ** 2 * cov + (s**2)[:, :, None] * np.eye(2)   # [B, 2, 2]
@@ -168,10 +172,14 @@ def test_replacement_inpainting_on_a_continuous_process_conditions_the_unknown_p
 
   x0 = jnp.ones((n, 2, 1, 1))
   known = jnp.asarray(np.array([True, False]).reshape(1, 2, 1, 1))
-  out = samplers.sample(x0_eps, "linear", jax.random.key(3), (n, 2, 1, 1), sampler="euler",
-                        steps=50, prediction="velocity",
-                        replace=samplers.known_pixels_replaced("linear", x0, known))
+  replace = samplers.known_pixels_replaced(process, x0, known)
+  out = samplers.sample(x0_eps, process, jax.random.key(3), (n, 2, 1, 1), sampler=sampler,
+                        steps=steps, prediction=prediction, replace=replace)
   assert float(jnp.abs(out[:, 0] - 1.0).mean()) < 0.05
-  # Replacement is known to under-condition (Lugmayr et al. 2022, §4.1): measured 0.61 of
-  # the exact 0.93; an unconditioned fill stays at the prior mean 0.3.
+  # Replacement is known to under-condition (Lugmayr et al. 2022, §4.1): measured 0.61
+  # (linear, Euler) and 0.57 (EDM's Heun) of the exact 0.93; an unconditioned fill stays at
+  # the prior mean 0.3.
   assert M + 0.3 * rho * (1.0 - M) < float(out[:, 1].mean()) < M + rho * (1.0 - M)
+  with pytest.raises(ValueError, match="not 'rk45'"):   # adaptive: no step to replace before
+    samplers.sample(x0_eps, process, jax.random.key(3), (n, 2, 1, 1), sampler="rk45",
+                    steps=0, prediction=prediction, replace=replace)

@@ -1,7 +1,8 @@
-"""Inpainting with a trained DDPM (gen_jax/methods/diffusion/inpainting.py, inpainting_mode.py):
-RePaint's schedule against the authors' code, the chain's exactness on the known pixels
-and on a closed-form model, one compiled loop, masks and their errors, and the masked
-PSNR/SSIM in closed form; one end-to-end `--mode=inpaint` on an untrained smoke DDPM.
+"""Inpainting with a trained diffusion model (gen_jax/methods/diffusion/inpainting.py,
+inpainting_mode.py): RePaint's schedule against the authors' code, the chain's exactness on
+the known pixels and on a closed-form model, one compiled loop, masks and their errors, and
+the masked PSNR/SSIM in closed form; end-to-end `--mode=inpaint` on an untrained smoke DDPM
+and on an untrained smoke EDM (replacement with its own sampler).
 """
 import json
 import os
@@ -120,9 +121,9 @@ def test_repaint_chain_is_one_compiled_loop(data_dir):
   method, state = smoke_method(data_dir, "learned_range")
   x0 = jnp.zeros((2, 28, 28, 1))
   known = inpainting.make_masks("left", 2, 28, 28)
-  jaxpr = jax.make_jaxpr(lambda p: method.inpaint(
-      p, x0, known, jax.random.key(0), sampler="repaint", jump_length=3,
-      jump_n_sample=2))(state.params)
+  chain = method.inpaint_chain(config_group(sampler="repaint", jump_length=3, jump_n_sample=2,
+                                            steps=0))
+  jaxpr = jax.make_jaxpr(lambda p: chain.repair(p, x0, known, jax.random.key(0)))(state.params)
   loops = [e for e in jaxpr.jaxpr.eqns if e.primitive.name in ("scan", "while")]
   T = method.schedule.num_timesteps
   assert [e.primitive.name for e in loops] == ["scan"]
@@ -240,7 +241,9 @@ def test_inpaint_mode_end_to_end(tmp_path, data_dir):
                         num_images=4, steps=0)
   result, _ = method_modes.run_method_mode(config, workdir, "inpaint")
   T = config.diffusion.num_timesteps
-  assert result["model_calls"] == int(np.sum(np.diff(inpainting.repaint_times(T, 3, 2)) < 0))
+  assert result["nfe"] == int(np.sum(np.diff(inpainting.repaint_times(T, 3, 2)) < 0))
+  assert (result["process"], result["step_sampler"], result["steps"]) == ("ddpm", "ddpm", T)
+  assert os.path.basename(result["grid"]) == f"step_0_repaint_j3r2_steps{T}_left_seed0.png"
   assert result["fill_fraction"] == 0.5 and np.isfinite(result["psnr"])
   assert -1.0 <= result["ssim"] <= 1.0 and len(result["psnr_per_image"]) == 4
   saved = json.load(open(result["grid"].replace(".png", ".json")))
@@ -257,3 +260,39 @@ def test_inpaint_mode_end_to_end(tmp_path, data_dir):
   with pytest.raises(InpaintConfigError, match="no pixel to fill"):   # before any compile
     config.inpaint.update(mask="random_pixels", fraction=1e-6)
     method_modes.run_method_mode(config, workdir, "inpaint")
+
+
+def test_inpaint_mode_on_a_continuous_process(tmp_path, data_dir):
+  """--mode=inpaint of an untrained smoke EDM (configs/ddpm.py:edm,smoke; step-0 checkpoint):
+  replacement with its own sampler, Karras et al.'s Heun (5 steps: 9 network evaluations).
+  RePaint and the adaptive 'rk45' are ConfigErrors before anything is compiled. The output
+  is the sampler's last step, D(x; 0.002) of the known pixels re-noised to sigma = 0.002:
+  they come back within 0.002 x a few standard deviations of the input (about 1 level of
+  255; 2 after rounding), while the hole is drawn by the model."""
+  workdir = str(tmp_path / "run")
+  config = load_config("ddpm", "edm,smoke", **{"data.data_dir": data_dir})
+  method = build_experiment(config).method
+  assert list(method.modes()) == ["inpaint"]
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  ckpt.save(0, build_experiment(config).init_state(), None)
+  ckpt.close()
+  assert (config.inpaint.sampler, config.inpaint.steps) == ("replacement", 0)
+  config.inpaint.update(mask="left", num_images=4)
+  with pytest.raises(InpaintConfigError, match="set --config.inpaint.sampler=replacement"):
+    method.inpaint_chain(config_group(sampler="repaint"))
+  with pytest.raises(InpaintConfigError, match="'rk45' picks its steps adaptively"):
+    config.sample.sampler = "rk45"
+    method_modes.run_method_mode(config, workdir, "inpaint")
+  config.sample.sampler = "edm_heun"
+
+  result, report = method_modes.run_method_mode(config, workdir, "inpaint")
+  assert {k: result[k] for k in ("process", "sampler", "step_sampler", "steps", "nfe")} == dict(
+      process="edm", sampler="replacement", step_sampler="edm_heun", steps=5, nfe=9)
+  assert os.path.basename(result["grid"]) == "step_0_replacement_edm_heun5_nfe9_left_seed0.png"
+  assert json.load(open(result["grid"].replace(".png", ".json")))["nfe"] == 9
+  assert "edm_heun steps" in report and "9 network evaluations" in report
+  grid = np.asarray(Image.open(result["grid"])).astype(int)
+  tile = lambda row, col: grid[2 + 30 * row:30 * row + 30, 2 + 30 * col:30 * col + 30]
+  for col in range(4):
+    assert np.abs(tile(1, col)[:, 14:] - tile(2, col)[:, 14:]).max() <= 2
+    assert np.abs(tile(1, col)[:, :14] - tile(2, col)[:, :14]).mean() > 10

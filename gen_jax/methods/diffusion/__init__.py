@@ -8,9 +8,11 @@
   edm.py           Karras et al. 2022: preconditioning, loss, Alg. 2
   flow.py          flow matching, rectified flow and SiT's interpolants
   guidance.py      classifier-free guidance with the guidance interval
-  samplers.py      ancestral, DDIM, Euler, Heun, Euler-Maruyama on every continuous process
+  samplers.py      ancestral, DDIM, Euler, Heun, Euler-Maruyama on every continuous process;
+                   EDM's Heun and RK45; inpainting's replacement of the known pixels
   likelihood.py    bits/dim: DDPM's bound, the probability-flow ODE's likelihood
-  inpainting.py    replacement and RePaint; inpainting_mode.py: `--mode=inpaint`
+  inpainting.py    DDPM's replacement and RePaint; inpainting_mode.py: `--mode=inpaint` of
+                   every process (a continuous one: replacement with its sampler)
   config_checks.py clear errors for the config
   method.py        `DiffusionMethod` (registered in `gen_jax.methods.METHODS`)
 """

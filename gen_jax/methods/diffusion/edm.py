@@ -37,6 +37,8 @@ RHO = 7.0
 NetFn = Callable[[jax.Array, jax.Array], jax.Array]
 # D(x, sigma_B) -> the denoised image, same shape as x.
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
+# (x_i, i, t_i) -> x_i changed before step i (inpainting's known pixels, samplers.py).
+StepHook = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def _per_example(sigma_B: jax.Array, x: jax.Array) -> jax.Array:
@@ -194,7 +196,8 @@ def heun_sample(denoise_fn: DenoiseFn, latents: jax.Array, rng: jax.Array | None
                 num_steps: int = 18, sigma_min: float = SIGMA_MIN,
                 sigma_max: float = SIGMA_MAX, rho: float = RHO, s_churn: float = 0.0,
                 s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0,
-                churn_noise: jax.Array | None = None) -> jax.Array:
+                churn_noise: jax.Array | None = None,
+                before_step: StepHook | None = None) -> jax.Array:
   """Algorithm 2: the stochastic sampler with Heun's 2nd-order correction (`edm_sampler`).
 
   For i = 0 .. N-1: raise the noise to t_hat = t_i + gamma_i t_i by adding
@@ -212,6 +215,8 @@ def heun_sample(denoise_fn: DenoiseFn, latents: jax.Array, rng: jax.Array | None
     s_churn, s_tmin, s_tmax, s_noise: Alg. 2's S_churn, S_tmin, S_tmax, S_noise.
     churn_noise: the standard normal eps of line 5 for every step [N, B, ...], in place of
       draws from `rng` (the parity test injects the reference sampler's draws).
+    before_step: applied to x_i at t_i before step i's churn (None: nothing; inpainting's
+      replacement of the known pixels, `samplers.known_pixels_replaced`).
 
   Returns:
     x_N [B, ...], float32.
@@ -244,9 +249,12 @@ def heun_sample(denoise_fn: DenoiseFn, latents: jax.Array, rng: jax.Array | None
       eps = jax.random.normal(jax.random.fold_in(rng, i), x.shape, jnp.float32)
     return x + f32(churn_std)[i] * eps
 
+  def hooked(x, i, t_cur):
+    return x if before_step is None else before_step(x, i, t_cur)
+
   def heun_step(x, inputs):
-    i, t_hat, t_next = inputs
-    x_hat = churn(x, i)
+    i, t_cur, t_hat, t_next = inputs
+    x_hat = churn(hooked(x, i, t_cur), i)
     d_cur = slope(x_hat, t_hat)
     x_euler = x_hat + (t_next - t_hat) * d_cur
     d_prime = slope(x_euler, t_next)
@@ -254,9 +262,9 @@ def heun_sample(denoise_fn: DenoiseFn, latents: jax.Array, rng: jax.Array | None
 
   x = latents.astype(jnp.float32) * f32(sigmas[0])
   last = num_steps - 1
-  steps = (jnp.arange(last), f32(t_hats[:last]), f32(sigmas[1:last + 1]))
+  steps = (jnp.arange(last), f32(sigmas[:last]), f32(t_hats[:last]), f32(sigmas[1:last + 1]))
   x, _ = jax.lax.scan(heun_step, x, steps)
   # The last step ends at t_N = 0, where the correction is undefined: Euler only (line 9).
-  x_hat = churn(x, last)
+  x_hat = churn(hooked(x, jnp.asarray(last), f32(sigmas[last])), last)
   t_hat = f32(t_hats[last])
   return x_hat + (0.0 - t_hat) * slope(x_hat, t_hat)

@@ -16,7 +16,8 @@ steps, `jump_n_sample - 1` times. jump_n_sample = 1 is the replacement method.
 
 A mask is True where a pixel is known (kept) and False where it is to be filled, as
 RePaint's `gt_keep_mask`. Timesteps are 0-based: index t in [0, T) is the paper's t+1;
-level -1 is x_0. `--mode=inpaint` is in gen_jax/methods/diffusion/inpainting_mode.py.
+level -1 is x_0. `--mode=inpaint` is in gen_jax/methods/diffusion/inpainting_mode.py; a
+continuous process's replacement method is `samplers.known_pixels_replaced`.
 """
 from __future__ import annotations
 

@@ -1,30 +1,40 @@
-"""`--mode=inpaint`: repair masked eval images with a trained DDPM (no retraining).
+"""`--mode=inpaint`: repair masked eval images with a trained diffusion model (no retraining).
 
   python launch.py --workdir=runs/ddpm --mode=inpaint                       # RePaint, centre box
   python launch.py --workdir=runs/ddpm --mode=inpaint --config.inpaint.sampler=replacement \
       --config.inpaint.mask=left
+  python launch.py --workdir=runs/edm --mode=inpaint                        # replacement, edm_heun
 
-The diffusion family offers it (`DiffusionMethod.modes`); the engine hands it the trained
-run and writes its files (`gen_jax.methods.base.ModeContext`). The first
+Every process offers it (`DiffusionMethod.modes`, `inpaint_mode`); the engine hands it the
+trained run and writes its files (`gen_jax.methods.base.ModeContext`). The first
 `inpaint.num_images` images of the eval split (in order) get the mask of `config.inpaint`
-and are repaired in one compiled call (gen_jax/methods/diffusion/inpainting.py). Writes
+and are repaired in one compiled call by the process's chain (`Chain`): DDPM's replacement
+or RePaint (`ddpm_chain`, gen_jax/methods/diffusion/inpainting.py), or a continuous
+process's replacement method with `sample.sampler` (`continuous_chain`). Writes
 `<workdir>/inpaint/<name>.png` (rows: masked input, repaired, original) and `<name>.json`
 with PSNR and SSIM on the filled pixels (gen_jax/evaluate/masked_metrics.py), next to the
-same metrics for filling with the mean of each image's known pixels.
+same metrics for filling with the mean of each image's known pixels, and the chain's
+sampler and NFE.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from gen_jax.evaluate.masked_metrics import masked_psnr, masked_ssim
-from gen_jax.methods.base import ModeContext
+from gen_jax.methods.base import MethodMode, ModeContext
+from gen_jax.methods.diffusion import inpainting, samplers
+from gen_jax.methods.diffusion.core import Schedule
+from gen_jax.methods.diffusion.ddpm import NetworkFn
 from gen_jax.methods.diffusion.inpainting import (
   MASKS,
   InpaintConfigError,
@@ -34,8 +44,8 @@ from gen_jax.methods.diffusion.inpainting import (
   validate_options,
 )
 
-# (params, x0 [B, H, W, C], known [B, H, W, 1], rng, **chain options) -> repaired images.
-RepairFn = Callable[..., jax.Array]
+# (params, x0 [B, H, W, C], known [B, H, W, 1], rng) -> repaired images in [-1, 1].
+RepairFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def mask_from_image(gray_HxW: np.ndarray, path: str, height: int, width: int) -> np.ndarray:
@@ -91,44 +101,155 @@ def _summary(values: np.ndarray) -> float | None:
   return float(finite.mean()) if finite.size else None
 
 
-def run_inpaint_mode(ctx: ModeContext, cfg, *, repair_fn: RepairFn, num_timesteps: int,
+# ------------------------------------------------------------------------------ chains
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+  """The inpainting chain of one `config.inpaint` on one trained model, checked before
+  anything is compiled: what `run_inpaint_mode` asks of the process.
+
+  Attributes:
+    repair: (params, x0 [B, H, W, C], known [B, H, W, 1], rng) -> the repaired images,
+      clipped to [-1, 1].
+    tag: the chain in the files' names, e.g. 'repaint_j10r10_steps250', 'replacement_heun5_nfe9'.
+    record: what the JSON says of the chain: `process`, `sampler` (the inpainting method),
+      `step_sampler` (what takes each reverse step), `steps`, `nfe` (network evaluations
+      per image), and RePaint's jump fields.
+  """
+  repair: RepairFn
+  tag: str
+  record: dict[str, Any]
+
+
+def ddpm_chain(cfg, *, network_of: Callable[[Any], NetworkFn], schedule: Schedule, target: str,
+               variance: str, clip_x0: bool) -> Chain:
+  """DDPM's chain (`inpainting.repair`): replacement or RePaint over all T steps or
+  `inpaint.steps` strided ones, each step down Ho et al.'s Alg. 2 with the model's target,
+  reverse variance and `sample.clip_x0`.
+
+  Args:
+    cfg: the `inpaint` config group.
+    network_of: params -> the network in eval mode (unconditional).
+
+  Raises:
+    InpaintConfigError: a bad inpaint.sampler, jump field or inpaint.steps.
+  """
+  T = schedule.num_timesteps
+  validate_options(cfg.sampler, cfg.jump_length, cfg.jump_n_sample, cfg.steps, T)
+  S = cfg.steps or T
+  options = dict(sampler=cfg.sampler, jump_length=cfg.jump_length,
+                 jump_n_sample=cfg.jump_n_sample, steps=cfg.steps)
+  times = chain_times(cfg.sampler, S, cfg.jump_length, cfg.jump_n_sample)
+
+  def repair(params, x0, known, rng):
+    return inpainting.repair(network_of(params), schedule, x0, known, rng, target=target,
+                             variance=variance, clip_x0=clip_x0, **options)
+
+  record = {"process": "ddpm", "sampler": cfg.sampler, "step_sampler": "ddpm", "steps": S,
+            "nfe": int(np.sum(times[1:] < times[:-1])), "transitions": len(times) - 1}
+  tag = f"{cfg.sampler}_steps{S}"
+  if cfg.sampler == "repaint":
+    record.update(jump_length=cfg.jump_length, jump_n_sample=cfg.jump_n_sample)
+    tag = f"repaint_j{cfg.jump_length}r{cfg.jump_n_sample}_steps{S}"
+  return Chain(repair, tag, record)
+
+
+def continuous_chain(cfg, *, x0_eps_of: Callable[[Any], samplers.X0EpsFn], process: str,
+                     prediction: str, sample_cfg) -> Chain:
+  """A continuous process's chain: the replacement method (Song et al. 2021, App. I.2;
+  `samplers.known_pixels_replaced`) with `sample.sampler` over `inpaint.steps` steps (0:
+  `sample.steps`). Before each step the known pixels are a fresh draw of
+  N(alpha(t) x_0, sigma(t)^2 I) at the step's time (for 'edm_heun', Karras et al. Alg. 2,
+  before its churn), and the sampler then steps the whole image; the output is its last
+  step, as DDPM's chain returns it.
+
+  Args:
+    cfg: the `inpaint` config group.
+    x0_eps_of: params -> the network in eval mode (unconditional) as (x0_hat, eps_hat).
+    process, prediction: the trained run's.
+    sample_cfg: `config.sample` (sampler, steps, eta, edm_heun's churn fields).
+
+  Raises:
+    InpaintConfigError: inpaint.sampler other than 'replacement' (RePaint is DDPM's), the
+      adaptive sampler 'rk45', or too few steps.
+  """
+  sampler = sample_cfg.sampler
+  if cfg.sampler != "replacement":
+    raise InpaintConfigError(
+        f"inpaint.sampler={cfg.sampler!r} with diffusion.process={process!r}: a continuous "
+        "process inpaints by replacement; set --config.inpaint.sampler=replacement (and "
+        f"--config.inpaint.steps=0 for sample.steps={sample_cfg.steps} steps of "
+        f"sample.sampler={sampler!r}). RePaint's resampling (inpaint.sampler='repaint', "
+        "inpaint.jump_length, inpaint.jump_n_sample) is DDPM's (diffusion.process='ddpm').")
+  if sampler not in samplers.REPLACING_SAMPLERS:
+    raise InpaintConfigError(
+        f"sample.sampler={sampler!r} picks its steps adaptively, so there is no step before "
+        "which to re-noise the known pixels; inpaint with a fixed-step sampler, e.g. "
+        f"--config.sample.sampler=heun (one of {samplers.REPLACING_SAMPLERS}), and "
+        "--config.inpaint.steps=<N>.")
+  steps = cfg.steps or sample_cfg.steps
+  least = 2 if sampler == "edm_heun" else 1
+  if steps < least:
+    raise InpaintConfigError(f"inpaint.steps={cfg.steps} (0: sample.steps={sample_cfg.steps})"
+                             f" gives {steps} steps; sample.sampler={sampler!r} needs at least "
+                             f"{least}.")
+  nfe = samplers.num_evaluations(sampler, samplers.time_grid(process, steps, prediction,
+                                                             sampler))
+  eta = float(sample_cfg.eta)
+  edm_options = dict(s_churn=sample_cfg.s_churn, s_tmin=sample_cfg.s_tmin,
+                     s_tmax=sample_cfg.s_tmax, s_noise=sample_cfg.s_noise)
+
+  def repair(params, x0, known, rng):
+    x = samplers.sample(x0_eps_of(params), process, rng, x0.shape, sampler=sampler,
+                        steps=steps, prediction=prediction, eta=eta, edm_options=edm_options,
+                        replace=samplers.known_pixels_replaced(process, x0, known))
+    return jnp.clip(x, -1.0, 1.0)
+
+  record = {"process": process, "sampler": "replacement", "step_sampler": sampler,
+            "steps": steps, "nfe": nfe}
+  tag = f"replacement_{sampler}{steps}" + (f"_nfe{nfe}" if nfe != steps else "")
+  return Chain(repair, tag, record)
+
+
+# ---------------------------------------------------------------------------- the mode
+
+
+def run_inpaint_mode(ctx: ModeContext, cfg, *, chain_of: Callable[[Any], Chain],
                      image_shape: tuple[int, int, int], use_ema: bool) -> dict:
   """`--mode=inpaint`: repairs the first `inpaint.num_images` eval images; writes the grid
   (rows: masked input, repaired, original) and the metrics JSON through `ctx`.
 
-  Every check of `cfg` (sampler, jump fields, the masks) runs before the checkpoint is read
-  or anything compiled. PSNR and SSIM are on the filled pixels
+  Every check of `cfg` (the chain's, the masks) runs before the checkpoint is read or
+  anything compiled. PSNR and SSIM are on the filled pixels
   (gen_jax/evaluate/masked_metrics.py), next to the same metrics for filling with the mean
   of each image's known pixels.
 
   Args:
     ctx: the trained run and the engine's services.
     cfg: the `inpaint` config group.
-    repair_fn: `DiffusionMethod.inpaint`; num_timesteps: its T; image_shape: (H, W, C).
+    chain_of: cfg -> the process's checked `Chain` (`DiffusionMethod.inpaint_chain`).
+    image_shape: (H, W, C).
     use_ema: repair with the EMA params (`sample.use_ema`), else the raw ones.
 
   Returns:
-    The JSON's contents: `psnr`, `ssim` (means over images, on the filled pixels), their
-    per-image values, the mean-fill baseline, `seconds` (the chain's call, its compile
-    included), `grid`.
+    The JSON's contents: the chain's `record` (sampler, step_sampler, steps, nfe, ...),
+    `psnr`, `ssim` (means over images, on the filled pixels), their per-image values, the
+    mean-fill baseline, `seconds` (the chain's call, its compile included), `grid`.
 
   Raises:
     InpaintConfigError: a bad `config.inpaint`.
   """
   H, W, _ = image_shape
-  T = num_timesteps
-  validate_options(cfg.sampler, cfg.jump_length, cfg.jump_n_sample, cfg.steps, T)
+  chain = chain_of(cfg)
   known = masks_from_config(cfg, H, W, ctx.read_grayscale_image)
-  times = chain_times(cfg.sampler, cfg.steps or T, cfg.jump_length, cfg.jump_n_sample)
-  model_calls = int(np.sum(times[1:] < times[:-1]))
 
   state, step = ctx.restore()
   x0 = ctx.eval_images(cfg.num_images)["image"]
   params = state.ema_params if use_ema else state.params
-  run = ctx.jit(functools.partial(repair_fn, sampler=cfg.sampler, jump_length=cfg.jump_length,
-                                  jump_n_sample=cfg.jump_n_sample, steps=cfg.steps))
-  logging.info("Inpainting %d images (%s, mask %s): %d transitions, %d model calls",
-               cfg.num_images, cfg.sampler, mask_name(cfg), len(times) - 1, model_calls)
+  run = ctx.jit(chain.repair)
+  logging.info("Inpainting %d images (%s, mask %s): %d network evaluations each",
+               cfg.num_images, chain.tag, mask_name(cfg), chain.record["nfe"])
   t0 = time.perf_counter()
   repaired = np.asarray(jax.device_get(run(params, x0, known, jax.random.key(cfg.seed))))
   seconds = time.perf_counter() - t0
@@ -140,19 +261,13 @@ def run_inpaint_mode(ctx: ModeContext, cfg, *, repair_fn: RepairFn, num_timestep
   baseline = np.where(known, original, known_mean)
   scores = {name: (masked_psnr(images, original, fill), masked_ssim(images, original, fill))
             for name, images in (("model", repaired), ("mean_fill", baseline))}
-  parts = [f"step_{step}", cfg.sampler]
-  if cfg.sampler == "repaint":
-    parts.append(f"j{cfg.jump_length}r{cfg.jump_n_sample}")
-  parts += [f"steps{cfg.steps or T}", mask_name(cfg), f"seed{cfg.seed}"]
-  name = "_".join(parts)
+  name = "_".join([f"step_{step}", chain.tag, mask_name(cfg), f"seed{cfg.seed}"])
   masked_input = np.where(known, original, 0.0)   # the holes in mid-gray
   grid = ctx.write_image_grid(name, np.concatenate([masked_input, repaired, original]),
                               ncols=cfg.num_images)
   result = {
-      "step": step, "sampler": cfg.sampler, "mask": mask_name(cfg), "num_images": cfg.num_images,
-      "jump_length": cfg.jump_length, "jump_n_sample": cfg.jump_n_sample, "steps": cfg.steps or T,
-      "transitions": len(times) - 1, "model_calls": model_calls, "seconds": round(seconds, 2),
-      "fill_fraction": float(fill.mean()),
+      "step": step, **chain.record, "mask": mask_name(cfg), "num_images": cfg.num_images,
+      "seconds": round(seconds, 2), "fill_fraction": float(fill.mean()),
       "psnr": _summary(scores["model"][0]), "ssim": _summary(scores["model"][1]),
       "psnr_mean_fill": _summary(scores["mean_fill"][0]),
       "ssim_mean_fill": _summary(scores["mean_fill"][1]),
@@ -164,13 +279,27 @@ def run_inpaint_mode(ctx: ModeContext, cfg, *, repair_fn: RepairFn, num_timestep
   return result
 
 
+def inpaint_mode(chain_of: Callable[[Any], Chain], image_shape: tuple[int, int, int],
+                 use_ema: bool) -> MethodMode:
+  """The `--mode=inpaint` a diffusion method offers (`Method.modes`; Args as
+  `run_inpaint_mode`)."""
+  return MethodMode(
+      help="repair masked eval images (config.inpaint: replacement, or RePaint for DDPM); "
+           "grids and PSNR/SSIM of the filled pixels in <workdir>/inpaint/",
+      config_group="inpaint",
+      run=functools.partial(run_inpaint_mode, chain_of=chain_of, image_shape=image_shape,
+                            use_ema=use_ema),
+      report=format_report)
+
+
 def format_report(result: dict) -> str:
   """The lines `launch.py --mode=inpaint` prints."""
   fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
   return "\n".join([
-      f"inpaint {result['sampler']} mask={result['mask']} ({result['fill_fraction']:.1%} filled), "
-      f"{result['num_images']} eval images, step {result['step']}: {result['model_calls']} model "
-      f"calls in {result['seconds']:.1f}s (compile included)",
+      f"inpaint {result['sampler']} ({result['process']}, {result['step_sampler']} steps) "
+      f"mask={result['mask']} ({result['fill_fraction']:.1%} filled), {result['num_images']} "
+      f"eval images, step {result['step']}: {result['nfe']} network evaluations each in "
+      f"{result['seconds']:.1f}s (compile included)",
       f"filled pixels: PSNR {fmt(result['psnr'], '.2f')} dB, SSIM {fmt(result['ssim'], '.4f')} "
       f"(mean-of-known fill: {fmt(result['psnr_mean_fill'], '.2f')} dB, "
       f"{fmt(result['ssim_mean_fill'], '.4f')})",

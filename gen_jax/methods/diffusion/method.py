@@ -13,7 +13,8 @@ Ho & Salimans 2022, "Classifier-Free Diffusion Guidance" (arXiv:2207.12598): wit
 by the null class with probability `diffusion.p_uncond` (Alg. 1), and samples are drawn
 with guidance weight `sample.guidance` (Alg. 2, `guidance.guided_network`) inside
 `sample.guidance_interval` for the labels `sample.label` names (`base.class_rows`). Bits/dim
-and inpainting use the unconditional model.
+and inpainting (`--mode=inpaint`, every process: inpainting_mode.py) use the unconditional
+model.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from gen_jax.core.errors import ConfigError
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.data import edm_augment
@@ -43,7 +43,6 @@ from gen_jax.methods.diffusion import (
   core,
   edm,
   flow,
-  inpainting,
   inpainting_mode,
   likelihood,
   reflow,
@@ -346,37 +345,23 @@ class DiffusionMethod(Method):
 
   # ------------------------------------------------------------------- inpainting
 
-  def inpaint(self, params, x0: jax.Array, known: jax.Array, rng: jax.Array, *,
-              sampler: str = "repaint", jump_length: int = 10, jump_n_sample: int = 10,
-              steps: int = 0) -> jax.Array:
-    """Fills the unknown pixels of x0 [B, H, W, C] (`known` [B, H, W, 1] True where kept)
-    with this network in eval mode. 'ddpm': its target, reverse variance and
-    `sample.clip_x0` (`inpainting.repair`: replacement or RePaint, over all T steps or
-    `steps`). A continuous process: replacement only, with `sample.sampler` over `steps`
-    (0: `sample.steps`) steps (`samplers.known_pixels_replaced`).
-
-    Returns:
-      [B, H, W, C] repaired images clipped to [-1, 1].
+  def inpaint_chain(self, cfg: ml_collections.ConfigDict) -> inpainting_mode.Chain:
+    """The inpainting chain of the `inpaint` config group `cfg` with this network in eval
+    mode, unconditional: `inpainting_mode.ddpm_chain` (replacement or RePaint, with the
+    model's target, reverse variance and `sample.clip_x0`) or, for a continuous process,
+    `inpainting_mode.continuous_chain` (replacement with `sample.sampler`).
 
     Raises:
-      ConfigError: RePaint, or 'edm_heun', asked of a continuous process.
+      InpaintConfigError: a bad `cfg`, or one this process cannot run (before any compile).
     """
-    network = self._network(params, False)
+    network_of = lambda params: self._network(params, False)
     if not self.continuous:
-      return inpainting.repair(network, self.schedule, x0, known, rng, target=self.target,
-                               variance=self.variance, clip_x0=self.sample_cfg.clip_x0,
-                               sampler=sampler, jump_length=jump_length,
-                               jump_n_sample=jump_n_sample, steps=steps)
-    cfg = self.sample_cfg
-    if sampler != "replacement" or cfg.sampler == "edm_heun":
-      raise ConfigError(f"Inpainting with process={self.process!r} is the replacement method "
-                        f"(inpaint.sampler='replacement'; got {sampler!r}) with a sampler other "
-                        f"than 'edm_heun' (sample.sampler={cfg.sampler!r}); RePaint is DDPM's.")
-    x = samplers.sample(self._x0_and_eps_fn(network), self.process, rng, x0.shape,
-                        sampler=cfg.sampler, steps=steps or cfg.steps,
-                        prediction=self.prediction, eta=cfg.eta,
-                        replace=samplers.known_pixels_replaced(self.process, x0, known))
-    return jnp.clip(x, -1.0, 1.0)
+      return inpainting_mode.ddpm_chain(cfg, network_of=network_of, schedule=self.schedule,
+                                        target=self.target, variance=self.variance,
+                                        clip_x0=self.sample_cfg.clip_x0)
+    return inpainting_mode.continuous_chain(
+        cfg, x0_eps_of=lambda params: self._x0_and_eps_fn(network_of(params)),
+        process=self.process, prediction=self.prediction, sample_cfg=self.sample_cfg)
 
   def _ode_velocity_fn(self, params) -> reflow.VelocityFn:
     """(x_t, t_B) -> the probability-flow velocity dx/dt of the network (unconditional)."""
@@ -385,22 +370,16 @@ class DiffusionMethod(Method):
         *x0_eps(x, t_B), core.coefficients(self.process, t_B.reshape(-1, 1, 1, 1)))
 
   def modes(self) -> dict[str, MethodMode]:
-    """`--mode=inpaint` (`inpainting_mode.run_inpaint_mode`, the `inpaint` config group) of
-    the DDPM process (a continuous process inpaints from Python: `inpaint`); for 'linear'
-    and 'gvp', `--mode=reflow` (`reflow.reflow_mode`, the `reflow` group)."""
+    """`--mode=inpaint` of every process (`inpainting_mode.inpaint_mode`, the `inpaint`
+    config group); for 'linear' and 'gvp' also `--mode=reflow` (`reflow.reflow_mode`, the
+    `reflow` group)."""
+    modes = {"inpaint": inpainting_mode.inpaint_mode(self.inpaint_chain, self.image_shape,
+                                                     self.sample_cfg.use_ema)}
     if self.process in ("linear", "gvp"):
-      return {"reflow": reflow.reflow_mode(self._ode_velocity_fn, self.image_shape,
+      modes["reflow"] = reflow.reflow_mode(self._ode_velocity_fn, self.image_shape,
                                            self.sample_cfg.use_ema,
-                                           core.time_range(self.process, self.prediction))}
-    if self.continuous:
-      return {}
-    run = lambda ctx, cfg: inpainting_mode.run_inpaint_mode(
-        ctx, cfg, repair_fn=self.inpaint, num_timesteps=self.schedule.num_timesteps,
-        image_shape=self.image_shape, use_ema=self.sample_cfg.use_ema)
-    return {"inpaint": MethodMode(
-        help="repair masked eval images (config.inpaint: RePaint or replacement); grids and "
-             "PSNR/SSIM of the filled pixels in <workdir>/inpaint/",
-        config_group="inpaint", run=run, report=inpainting_mode.format_report)}
+                                           core.time_range(self.process, self.prediction))
+    return modes
 
   # --------------------------------------------------------------------- sampling
 

@@ -21,7 +21,8 @@ prediction converted to (x0_hat, eps_hat) by `core.x0_and_eps`):
                      `steps` is unused and the NFE varies with the batch.
 
 The discrete DDPM process keeps its own samplers (`ddpm.ddpm_sample`, `ddim.ddim_sample`).
-Every sampler's NFE (network evaluations per sample) is `num_evaluations`.
+Every sampler's NFE (network evaluations per sample) is `num_evaluations`. Every one but
+'rk45' can re-noise inpainting's known pixels before each step (`known_pixels_replaced`).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ from gen_jax.methods.diffusion import core, edm, rk45
 X0EpsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 SAMPLERS = ("ancestral", "ddim", "euler", "heun", "euler_maruyama", "edm_heun", "rk45")
+# The samplers with fixed steps, before each of which inpainting can replace the known pixels.
+REPLACING_SAMPLERS = tuple(s for s in SAMPLERS if s != "rk45")
 # Karras et al. 2022, Eq. 5: the exponent of the sigma grid (their choice for every process).
 EDM_RHO = 7.0
 
@@ -142,29 +145,34 @@ def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...]
     prediction: what the network predicts (it sets where 'linear' and 'gvp' start).
     eta: 'ddim''s noise scale (the ancestral sampler sets 1).
     edm_options: `edm.heun_sample`'s s_churn, s_tmin, s_tmax, s_noise for 'edm_heun'.
-    replace: applied to x before each step (`known_pixels_replaced`; not with 'edm_heun').
+    replace: applied to x before each step (`known_pixels_replaced`; a sampler of
+      `REPLACING_SAMPLERS`).
 
   Returns:
     [*shape] samples at t_min (not clipped).
 
   Raises:
-    ValueError: an unknown sampler, or 'edm_heun' on another process.
+    ValueError: an unknown sampler, 'edm_heun' on another process, or `replace` with 'rk45'.
   """
   if sampler not in SAMPLERS:
     raise ValueError(f"sample.sampler={sampler!r}; expected one of {SAMPLERS}.")
   init_rng, steps_rng = jax.random.split(rng)
+  if replace is not None and sampler not in REPLACING_SAMPLERS:
+    raise ValueError(f"Inpainting by replacement takes one of {REPLACING_SAMPLERS}, not "
+                     f"{sampler!r} (adaptive steps: no fixed step to replace before).")
   if sampler == "edm_heun":
-    if replace is not None:
-      raise ValueError("Inpainting by replacement takes the 'euler', 'heun', 'ddim', "
-                       "'ancestral' or 'euler_maruyama' sampler, not 'edm_heun'.")
     if process != "edm":
       raise ValueError("sample.sampler='edm_heun' is Karras et al.'s Alg. 2 on process 'edm'; "
                        "use 'heun' for the probability-flow ODE of another process.")
     denoise_fn = lambda x, sigma_B: x0_eps(x, sigma_B)[0]
     latents = jax.random.normal(init_rng, shape, jnp.float32)
+    before_step = None
+    if replace is not None:   # its own keys, so the churn noise is the sampler's as ever
+      replace_rng = jax.random.fold_in(init_rng, 1)
+      before_step = lambda x, i, t: replace(x, t, jax.random.fold_in(replace_rng, i))
     return edm.heun_sample(denoise_fn, latents, steps_rng, num_steps=steps,
                            sigma_min=core.EDM_SIGMA_MIN, sigma_max=core.EDM_SIGMA_MAX,
-                           rho=EDM_RHO, **(edm_options or {}))
+                           rho=EDM_RHO, before_step=before_step, **(edm_options or {}))
   if sampler == "rk45":
     t_min, t_max = core.time_range(process, prediction)
     velocity = lambda x, t_B: core.ode_velocity(
