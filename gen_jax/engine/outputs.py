@@ -91,7 +91,10 @@ class MetricWriter:
     if self._tb is None:
       return
     from tensorboardX.summary import hparams  # with SummaryWriter: imported lazily
-    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+    # Numbers as numbers, the rest (tuples, None) and non-finite floats (defaults such as
+    # sample.s_tmax=inf, which TensorBoard's hparams reject with a warning) as text.
+    values = {k: v if isinstance(v, (bool, int, str)) or (isinstance(v, float)
+                                                          and math.isfinite(v)) else str(v)
               for k, v in flat_config.items()}
     file_writer = self._tb.file_writer
     assert file_writer is not None   # SummaryWriter opens it; only close() drops it

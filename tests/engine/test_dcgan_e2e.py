@@ -1,6 +1,7 @@
 """DCGAN end to end through the functions `launch.py` calls: train, checkpoint, resume (both
 optimizers), sample (samples + interpolation grids), eval, summary; 1 vs 8 devices with
-BatchNorm; the WGAN-GP objective; the hinge objective with spectral normalization.
+BatchNorm. A critic without BatchNorm and a spectrally normalized D resume exactly in
+test_rpgan_e2e.py; WGAN-GP's step is pinned in tests/methods/test_gan.py.
 
 The smoke runs share compiled code through the persistent compilation cache.
 """
@@ -19,7 +20,7 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import modes, train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics, to_uint8
-from gen_jax.methods.gan import D_SN, D, G
+from gen_jax.methods.gan import D, G
 
 
 def _series(workdir, key):
@@ -75,29 +76,9 @@ def test_resumed_checkpoint_equals_uninterrupted_checkpoint(runs, data_dir):
     ckpt.close()
   chex.assert_trees_all_close(states[0], states[1], rtol=1e-6, atol=1e-8)
   assert int(states[0].step) == 6
-
-
-def test_checkpoint_restores_both_optimizer_states(data_dir, tmp_path):
-  exp = build_experiment(load_config("dcgan", **{"data.data_dir": data_dir}))
-  state = exp.init_state()
-  step = jax.jit(exp.method.train_step)
-  real = {"image": jax.random.uniform(jax.random.key(0), (8, 28, 28, 1), minval=-1, maxval=1)}
-  for i in range(2):
-    state, _ = step(state, real, jax.random.key(i))
-  ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt", async_save=False)
-  ckpt.save(2, state, None)
-  restored = ckpt.restore(2, exp.abstract_state, exp.state_sharding)
-  ckpt.close()
-  for net in (G, D):
-    saved, back = jax.tree.leaves(state.opt_state[net]), jax.tree.leaves(restored.opt_state[net])
-    assert len(saved) == len(back) > 2
-    for x, y in zip(saved, back, strict=True):
-      np.testing.assert_array_equal(x, y)
-    # Not trivially equal: the first moments moved off zero.
-    assert any(np.abs(np.asarray(x)).max() > 0 for x in saved if np.ndim(x) > 0)
-  for x, y in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(restored.model_state),
-                  strict=True):
-    np.testing.assert_array_equal(x, y)
+  for net in (G, D):   # not trivially equal: both Adam states hold moments moved off zero
+    moments = [x for x in jax.tree.leaves(states[0].opt_state[net]) if np.ndim(x) > 0]
+    assert len(moments) > 2 and any(np.abs(np.asarray(x)).max() > 0 for x in moments)
 
 
 def test_sample_mode_writes_samples_and_interpolation_grids(runs, data_dir):
@@ -170,49 +151,3 @@ def test_eight_devices_match_one_device_with_batchnorm(runs, data_dir, tmp_path)
     one = _series(runs["b"], key)
     np.testing.assert_allclose([eight[s][key] for s in range(1, 5)], [one[s] for s in range(1, 5)],
                                rtol=1e-5, atol=1e-6, err_msg=key)
-
-
-def test_spectral_norm_hinge_run_resumes_exactly(data_dir, tmp_path):
-  # The hinge objective with a spectrally normalized conditional D (its class table too):
-  # the power iteration's u vectors are checkpointed, so a run resumed at step 2 ends at
-  # step 4 in the state of an uninterrupted one, u included.
-  overrides = {"data.data_dir": data_dir, "gan.loss": "hinge", "gan.d_spectral_norm": True,
-               "train.sample_every": 2, "eval.every": 0}
-  config = lambda steps: load_config("dcgan", "smoke,conditional",
-                                     **{**overrides, "train.num_steps": steps})
-  a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  train.train_and_evaluate(config(2), a)
-  train.train_and_evaluate(config(4), a)
-  train.train_and_evaluate(config(4), b)
-  rows = [r for r in read_metrics(a) if "train/loss" in r]
-  assert [r["step"] for r in rows] == [1, 2, 3, 4] and not any("train/gp" in r for r in rows)
-  exp = build_experiment(config(4))
-  states = []
-  for run in (a, b):
-    ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(run), read_only=True)
-    states.append(ckpt.restore(4, exp.abstract_state, exp.state_sharding))
-    ckpt.close()
-  chex.assert_trees_all_close(states[0], states[1], rtol=1e-6, atol=1e-8)
-  u = states[0].model_state[D_SN]
-  assert sorted(u) == ["conv0_sn", "conv1_sn", "embed_sn", "logit_sn"]
-  u_init = jax.jit(exp.method.init)(jax.random.key(0), None).model_state[D_SN]
-  assert not np.allclose(u["embed_sn"]["u"], u_init["embed_sn"]["u"])   # 12 iterations on
-
-
-@pytest.mark.parametrize("arg,loss", [("smoke,loss=wgan_gp", "wgan_gp")])
-def test_other_objectives_train_checkpoint_and_resume(data_dir, tmp_path, arg, loss):
-  # wgan_gp: n_critic = 5, a LayerNorm critic (no D batch_stats: an empty subtree in the
-  # checkpoint), resumed at step 2.
-  workdir = str(tmp_path / loss)
-  overrides = {"data.data_dir": data_dir, "gan.loss": loss, "train.sample_every": 2,
-               "eval.every": 0}
-  train.train_and_evaluate(load_config("dcgan", arg, **{**overrides, "train.num_steps": 2}),
-                           workdir)
-  train.train_and_evaluate(load_config("dcgan", arg, **overrides), workdir)
-  rows = [r for r in read_metrics(workdir) if "train/loss" in r]
-  assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  assert all(np.isfinite(v) for r in rows for v in r.values())
-  assert all(("train/gp" in r) == (loss == "wgan_gp") for r in rows)
-  grids = [np.asarray(Image.open(os.path.join(workdir, "samples", f"step_{s}_samples.png")),
-                      np.float32) for s in (2, 4)]
-  assert np.abs(grids[0] - grids[1]).max() > 0    # same latents, the generator changed

@@ -104,14 +104,15 @@ def test_metric_writer_drops_rows_past_the_resumed_step(tmp_path):
           == [(1, 1.0), (2, 2.0), (3, 30.0)])
 
 
-def test_metric_writer_puts_sample_grids_text_and_config_in_tensorboard(tmp_path):
+def test_metric_writer_puts_sample_grids_text_and_config_in_tensorboard(tmp_path, caplog):
   import struct
 
   from tensorboardX.proto import event_pb2
 
   from gen_jax.engine.outputs import MetricWriter, image_grid
   w = MetricWriter(tmp_path)
-  w.write_config({"train.lr": 1e-3, "model.ch_mult": [1, 2], "method": "diffusion"})
+  w.write_config({"train.lr": 1e-3, "model.ch_mult": [1, 2], "method": "diffusion",
+                  "sample.s_tmax": float("inf")})   # EDM's default: written as text
   images = np.linspace(-1, 1, 4 * 8 * 8).reshape(4, 8, 8, 1)
   w.write_images(10, {"samples": images})
   w.write_text(10, "samples", "ROMEO:\nto be")
@@ -129,6 +130,7 @@ def test_metric_writer_puts_sample_grids_text_and_config_in_tensorboard(tmp_path
   assert step == 10 and (image.image.height, image.image.width) == image_grid(images).shape[:2]
   assert "to be" in values["samples/text_summary"][1].tensor.string_val[0].decode()
   assert "_hparams_/experiment" in values   # the config as hyperparameters
+  assert "NaN or Inf" not in caplog.text
 
 
 def test_a_metrics_line_cut_short_is_dropped_on_resume(tmp_path):

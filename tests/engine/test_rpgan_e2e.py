@@ -3,7 +3,9 @@ resumed from its step-2 checkpoint to 4 is bit-identical to one trained to 4 str
 
 The run exercises all of RpGAN's state: class-conditional with paired labels, G's own slice
 of real images (alternate_minibatches), gamma decaying and the EMA half-life rising over
-the 4 steps (both read the step from the restored state).
+the 4 steps (both read the step from the restored state), and a spectrally normalized D
+(`gan.d_spectral_norm`, its class table too), whose power-iteration vectors u are
+checkpointed beside the weights.
 """
 import os
 import shutil
@@ -18,11 +20,13 @@ from gen_jax.engine import checkpoint as ckpt_lib
 from gen_jax.engine import train
 from gen_jax.engine.experiment import build_experiment
 from gen_jax.engine.outputs import read_metrics
+from gen_jax.methods.gan import D_SN, D
 
 ARG = "smoke,loss=rpgan,conditional"
 OVERRIDES = {"train.num_steps": 4, "gan.alternate_minibatches": True, "gan.gamma": 0.5,
              "gan.gamma_final_ratio": 0.1, "gan.ema_halflife_steps": 2.0,
-             "train.decay_steps": 4, "train.sample_every": 0, "eval.every": 0}
+             "train.decay_steps": 4, "train.sample_every": 0, "eval.every": 0,
+             "gan.d_spectral_norm": True}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,17 @@ def test_resumed_rpgan_run_is_bit_identical(runs):
     ckpt.close()
   chex.assert_trees_all_equal(states[0], states[1])
   assert int(states[0].step) == 4
+  # Spectral norm's u vectors (one per D layer and the label table) are in the restored state,
+  # and b's step-2 checkpoint holds other u's than its step-4 one: each step's power
+  # iteration moves them, and what a resumed run starts from is the checkpoint's.
+  assert states[0].model_state[D] == {}   # a critic without BatchNorm: an empty subtree
+  u = states[0].model_state[D_SN]
+  assert sorted(u) == ["conv0_sn", "conv1_sn", "embed_sn", "logit_sn"]
+  ckpt = ckpt_lib.Checkpointer(ckpt_lib.checkpoint_dir(runs["b"]), read_only=True)
+  u_at_2 = ckpt.restore(2, exp.abstract_state, exp.state_sharding).model_state[D_SN]
+  ckpt.close()
+  for name in ("conv0_sn", "conv1_sn", "embed_sn"):   # the read-out's u has one entry: ±1
+    assert not np.allclose(u[name]["u"], u_at_2[name]["u"]), name
   # The EMA is not the raw weights (half-life > 0 after step 0) and moved off the init.
   ema, raw = states[1].ema_params["generator"], states[1].params["generator"]
   assert any(np.abs(np.asarray(e) - np.asarray(r)).max() > 0
