@@ -202,7 +202,7 @@ def test_autoencoder_values():
   m, t = c.model, c.train
   assert (m.block_out_channels, m.layers_per_block, m.latent_channels, m.norm_num_groups) == (
       (16, 32, 32), 1, 4, 8)
-  assert (c.autoencoder.recon_loss, c.autoencoder.kl_weight) == ("l1", 1e-4)
+  assert (c.autoencoder.recon_loss, c.autoencoder.kl_weight) == ("l1", 1e-3)
   assert (t.batch_size, t.num_steps, t.lr, t.b1, t.b2, t.warmup_steps, t.ema_decay) == (
       32, 600, 1e-3, 0.5, 0.9, 100, 0.999)
   assert (c.eval.every, c.eval.batch_size, c.eval.num_batches, c.sample.num) == (600, 100, 0, 64)
