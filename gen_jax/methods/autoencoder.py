@@ -36,6 +36,7 @@ import optax
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.interop import diffusers_vae
+from gen_jax.methods import base
 from gen_jax.methods.base import Method, Params, Samples, grad_accum_steps, image_shape_of
 from gen_jax.models.autoencoder_kl import AutoencoderKL
 
@@ -220,3 +221,17 @@ class AutoencoderMethod(Method):
   def load_foreign_params(self, init_from: str, abstract_params: Params) -> Params:
     """The params in a diffusers safetensors file (`gen_jax.interop.diffusers_vae`)."""
     return diffusers_vae.load_params(init_from, self.model, abstract_params)
+
+  def export_formats(self) -> tuple[str, ...]:
+    """Exports as a diffusers AutoencoderKL folder (`export.format='diffusers_vae'`)."""
+    return ("diffusers_vae",)
+
+  def export_foreign(self, export_format: str, params: Params, step: int) -> base.ForeignExport:
+    """A folder diffusers' `AutoencoderKL.from_pretrained` loads
+    (`gen_jax.interop.diffusers_vae`)."""
+    if export_format not in self.export_formats():
+      return super().export_foreign(export_format, params, step)
+    tensors, metadata, config = diffusers_vae.export_files(params, self.model,
+                                                           self.image_shape[0], step)
+    return base.ForeignExport(weights_file=diffusers_vae.WEIGHTS, tensors=tensors,
+                              metadata=metadata, json_files={diffusers_vae.CONFIG: config})

@@ -124,3 +124,15 @@ def test_logvar_is_clipped_as_diffusers():
   _, logvar = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))(
       params, jnp.zeros((1, 4, 4, 1)))
   np.testing.assert_array_equal(logvar, 20.0)
+
+
+def test_export_is_the_inverse_of_reading(tiny):
+  model, params, *_ = tiny
+  tensors = load_file(str(FIXTURE / diffusers_vae.WEIGHTS))
+  exported, metadata, config = diffusers_vae.export_files(jax.device_get(params), model, 16, 3)
+  assert sorted(exported) == sorted(tensors) and metadata["format"] == "pt"
+  for name, value in tensors.items():
+    np.testing.assert_array_equal(exported[name], value, err_msg=name)
+  theirs = json.loads((FIXTURE / "config.json").read_text())
+  assert {k: theirs[k] for k in config if k != "sample_size"} == {
+      k: v for k, v in config.items() if k != "sample_size"}
