@@ -2,8 +2,8 @@
 
 Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models"
 (arXiv:2112.10752), §3.1 and App. G; the loss is the first-stage objective of Esser,
-Rombach, Ommer 2021 ("Taming Transformers", arXiv:2012.09841, Eq. 4) with a KL term in place
-of the codebook: per image,
+Rombach, Ommer 2021 ("Taming Transformers", arXiv:2012.09841, §3.1) with a KL term in place
+of the codebook's: per image,
 
   L = sum_pixels |x - D(z)|  +  beta * KL(q(z|x) || N(0, I)),    z = mu + sigma * eps  (1)
 
@@ -15,11 +15,14 @@ error instead.
 Left out of the paper's loss, and why:
   * LPIPS (the perceptual term, weight 1 in ldm): it needs a pretrained VGG-16 and LPIPS'
     linear heads, weights that cannot be had offline here.
-  * The PatchGAN discriminator with the hinge loss and the adaptive weight of Esser et al.
-    Eq. 7 (ldm switches it on after 50k steps of 256^2 training): its job is sharp texture at
-    high resolution; at 28x28 digits L1 alone reconstructs well (docs/results.md).
-  * ldm's learned scalar log-variance of the L1 "likelihood" (nll = |x - x~| / e^s + s):
-    with a constant beta it only rescales the reconstruction term against the KL.
+  * The PatchGAN discriminator with the hinge loss and Esser et al.'s adaptive weight (the
+    ratio of the reconstruction's and the GAN loss's gradient norms at the decoder's last
+    layer; ldm's f = 8 config switches it on after 50k steps of 256^2 training): its job is
+    sharp texture at high resolution; at 28x28 digits L1 alone reconstructs well
+    (docs/results.md). Not implemented yet.
+  * ldm's learned scalar log-variance of the L1 "likelihood" (nll = |x - x~| / e^s + s): a
+    learned weight of the reconstruction against the KL, whose role the measured beta plays
+    here.
 
 Images are in [-1, 1] (the pipeline's, `data.binarize='none'`). The KL is in nats.
 """
