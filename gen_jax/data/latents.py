@@ -43,8 +43,8 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 
 from gen_jax.core.errors import ConfigError
 from gen_jax.data import in_memory, sources, stream
-from gen_jax.data.pipeline import LoaderArgs, scale_to_symmetric_range
 from gen_jax.data.errors import DamagedDatasetError, DatasetUnavailableError
+from gen_jax.data.pipeline import LoaderArgs, scale_to_symmetric_range
 
 DATASET = "latents"              # data.dataset of a latents folder (data.latents_dir)
 FORMAT, VERSION = "gen_jax_latents", 1

@@ -59,6 +59,12 @@ class DataSpec:
     return cls(kind=TEXT, tokenizer=tokenizer, seq_len=int(seq_len), segment_ids=segment_ids)
 
   @property
+  def sample_shape(self) -> tuple[int, int, int] | None:
+    """(H, W, C) of the images a generator of this data samples: the source images of
+    latents (decoded), else `image_shape`."""
+    return self.latents.image_shape if self.latents is not None else self.image_shape
+
+  @property
   def vocab_size(self) -> int:
     return self.tokenizer.vocab_size
 
@@ -99,6 +105,14 @@ def describe(data_config: ml_collections.ConfigDict) -> DataSpec:
     info = latents.latents_info(data_config)
     return DataSpec.for_images(info.latent_shape, info)
   return DataSpec.for_images(pipeline.image_shape(data_config))
+
+
+def sample_reference(data_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `config.data` of the real images that samples are compared with (sample metrics):
+  a latents dataset's source images, else `data_config` itself."""
+  if latents.is_latents_dataset(data_config):
+    return latents.latents_info(data_config).source_data_config()
+  return data_config
 
 
 def make_loader(data_config: ml_collections.ConfigDict, **kwargs):
