@@ -171,11 +171,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.dataset = "latents"
     config.sample.clip_x0 = False         # latents are not bounded to [-1, 1]
     config.eval.bpd_num_images = 0        # bits/dim are for 8-bit pixels
+    # configs/autoencoder.py's digits are 7x7x4 latents (f = 4): one resolution, no
+    # downsampling (7 is odd), wider and deeper than the pixel U-Net at a 16th of its positions.
+    config.model.ch = 64
+    config.model.ch_mult = (1,)
+    config.model.num_res_blocks = 2
+    config.model.attn_resolutions = (7,)
 
   if "smoke" in variants:
     config.model.ch = 8
-    config.model.ch_mult = (1, 2)
-    config.model.attn_resolutions = (14,)
+    config.model.ch_mult = (1,) if "latents" in variants else (1, 2)
+    config.model.num_res_blocks = 1
+    config.model.attn_resolutions = () if "latents" in variants else (14,)
     config.model.num_groups = 4
     config.diffusion.num_timesteps = 20
     config.inpaint.steps = 0              # all T = 20
