@@ -191,6 +191,18 @@ class LatentImages(Method):
   def modes(self) -> dict[str, MethodMode]:
     return {}
 
+  def init_from_formats(self) -> tuple[str, ...]:
+    return self.inner.init_from_formats()
+
+  def export_formats(self) -> tuple[str, ...]:
+    return self.inner.export_formats()
+
+  def load_foreign_params(self, init_from: str, abstract_params):
+    return self.inner.load_foreign_params(init_from, abstract_params)
+
+  def export_foreign(self, export_format: str, params, step: int):
+    return self.inner.export_foreign(export_format, params, step)
+
   def without_grad_accumulation(self) -> Method:
     if self.grad_accum_steps == 1:
       return self

@@ -227,7 +227,11 @@ def latents_mode(encode_params: Callable[[Any, Any], tuple[Any, Any]],
     folder = cfg.output_dir or os.path.join(ctx.workdir, "latents", data_config.dataset)
     params, provenance = params_and_provenance(ctx)
     moments = ctx.jit(lambda p, x: _mean_and_std(*encode_params(p, x)))
-    encode = lambda x: tuple(np.asarray(a) for a in moments(params, x))
+
+    def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+      mean, std = moments(params, x)
+      return np.asarray(mean), np.asarray(std)
+
     splits = tuple(cfg.splits)
     shape = latents_data.SplitImages(data_config, splits[0]).image_shape
     return extract_latents(encode, data_config, folder, splits=splits,
