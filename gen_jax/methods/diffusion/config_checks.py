@@ -56,6 +56,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"eval.bpd_num_images={e.bpd_num_images} must be a multiple of "
                       f"eval.bpd_batch_size={e.bpd_batch_size}.")
   _validate_conditioning(m.num_classes, cfg.p_uncond, config.sample)
+  if d.dataset == "latents":
+    _validate_latents(config)
 
 
 def _validate_continuous(config: ml_collections.ConfigDict) -> None:
@@ -128,3 +130,18 @@ def _validate_conditioning(num_classes, p_uncond, sample: ml_collections.ConfigD
       class_rows(1, num_classes, label)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+
+def _validate_latents(config: ml_collections.ConfigDict) -> None:
+  """A latents dataset (gen_jax/data/latents.py) is not bounded to [-1, 1] nor quantized to
+  256 levels: no clipping of x0, no bits/dim (both assume pixels)."""
+  if config.sample.get("clip_x0", False):
+    raise ConfigError("data.dataset='latents': sample.clip_x0=True clips the predicted x0 to "
+                      "the pixel range [-1, 1], and latents are not bounded; set "
+                      "--config.sample.clip_x0=False (configs/ddpm.py:latents does).")
+  if config.eval.bpd_num_images:
+    raise ConfigError("data.dataset='latents': bits/dim are for 8-bit pixels, not latents; set "
+                      "--config.eval.bpd_num_images=0 (configs/ddpm.py:latents does).")
+  if config.data.augment != "none" or config.data.get("random_flip", False):
+    raise ConfigError("data.dataset='latents': augmentations act on pixels; set "
+                      "data.augment='none' and data.random_flip=False.")

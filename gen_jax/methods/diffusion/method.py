@@ -126,6 +126,7 @@ class DiffusionMethod(Method):
   p_std: float = 1.2
   augment_p: float = 0.0        # data.augment='edm': EDM's augmentation probability, else 0
   couplings: bool = False       # data.train_split='pairs': train on each image's own noise
+  clip_samples: bool = True     # clip samples to [-1, 1]: pixels yes, latents no
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
@@ -147,7 +148,8 @@ class DiffusionMethod(Method):
                prediction=cfg.prediction, sigma_data=cfg.edm.sigma_data,
                p_mean=cfg.edm.p_mean, p_std=cfg.edm.p_std,
                augment_p=config.data.augment_p if config.data.augment == "edm" else 0.0,
-               couplings=config.data.train_split == PAIRS_SPLIT)
+               couplings=config.data.train_split == PAIRS_SPLIT,
+               clip_samples=config.data.dataset != "latents")
 
   @property
   def continuous(self) -> bool:
@@ -460,7 +462,8 @@ class DiffusionMethod(Method):
     `sample.guidance` in `sample.guidance_interval` (`guidance.guided_network`).
 
     Returns:
-      `Samples`: images [num, H, W, C] clipped to [-1, 1]; labels [num] when conditional.
+      `Samples`: images [num, H, W, C] clipped to [-1, 1] (latents: not clipped, and decoded
+      by `gen_jax.methods.latents.LatentImages`); labels [num] when conditional.
     """
     cfg, shape = self.sample_cfg, (num, *self.image_shape)
     params = state.ema_params if use_ema else state.params
@@ -487,4 +490,4 @@ class DiffusionMethod(Method):
       x = ddim_sample(network, self.schedule, rng, shape, target=self.target, eta=cfg.eta,
                       num_steps=cfg.steps or self.schedule.num_timesteps, clip_x0=cfg.clip_x0,
                       timesteps=cfg.timesteps, sigma=cfg.ddim_sigma, variance=self.variance)
-    return Samples(images=jnp.clip(x, -1.0, 1.0), labels=labels)
+    return Samples(images=jnp.clip(x, -1.0, 1.0) if self.clip_samples else x, labels=labels)
