@@ -4,6 +4,7 @@ import core and models, and a family imports it to offer the formats (`Method`'s
 `init_from_formats` / `export_formats`).
 
   hf_gpt2.py           Hugging Face GPT-2 (`init_from='hf_gpt2:<path>'`, export.format)
+  dit.py               the authors' DiT state dict (facebookresearch/DiT) as DiT params
   safetensors_file.py  the optional `safetensors` dependency
 
 `FORMATS` names every format and the runs that can use it, so the engine can check
