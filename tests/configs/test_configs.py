@@ -39,6 +39,8 @@ CASES = [
     ("experiments.burda2016_iwae.mnist", "stages=4,objective=iwae,k=5"),
     ("experiments.huang2024_r3gan.cifar10", None),
     ("experiments.gan_objectives.mnist_5k", None),
+    ("experiments.peebles2023_dit.imagenet256", None),
+    ("experiments.ma2024_sit.imagenet256", None),
 ]
 
 FLOAT_TRAIN_FIELDS = ("lr", "min_lr_ratio", "b1", "b2", "eps", "weight_decay", "grad_clip",
