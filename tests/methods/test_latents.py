@@ -1,12 +1,12 @@
-"""Latent diffusion end to end on a tiny random-init AutoencoderKL: extraction writes what the
-encoder gave (and resumes to the same files after an interruption), the scaling factor is
-1 / std of z, and configs/ddpm.py:latents,smoke trains on the latents and samples images of
-the source shape, decoded through the recorded decoder."""
+"""Latent diffusion end to end on a tiny AutoencoderKL (configs/autoencoder.py:smoke after one
+update): its --mode=latents writes what the encoder gives (and a resumed extraction ends with
+the same files as an uninterrupted one), the scaling factor is 1 / std of z, and
+configs/ddpm.py:latents,smoke trains on the latents and samples images of the source shape,
+decoded through the recorded decoder."""
 import json
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -17,28 +17,36 @@ import gen_jax
 from gen_jax import data
 from gen_jax.core.errors import ConfigError
 from gen_jax.data import latents as latents_data
-from gen_jax.engine import modes, train
+from gen_jax.engine import method_modes, modes, train
+from gen_jax.engine import workdir as workdir_lib
 from gen_jax.methods import build_method
+from gen_jax.methods.autoencoder import AutoencoderMethod
 from gen_jax.methods.latents import LatentImages, load_decoder, model_fields
-from gen_jax.methods.latents_mode import Moments, extract_latents
+from gen_jax.methods.latents_mode import Moments, extract_latents, host_encoder
 from gen_jax.models.autoencoder_kl import AutoencoderKL
 
 SHARD = 200        # the mnist_5k test split's 500 digits: shards of 200, 200, 100
 LATENT = (14, 14, 2)
+PROVENANCE = {}    # the run and step the mode recorded (read by `folder`)
 
 
 @pytest.fixture(scope="module")
-def autoencoder():
-  model = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8, 8),
-                        layers_per_block=1, latent_channels=2, norm_num_groups=4)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-  moments = jax.jit(lambda x: model.apply({"params": params}, x, method=AutoencoderKL.encode))
+def ae_run(tmp_path_factory, data_dir):
+  """configs/autoencoder.py:smoke (f = 2, c = 2: 28x28x1 -> 14x14x2) after one update."""
+  workdir = str(tmp_path_factory.mktemp("ae") / "run")
+  train.train_and_evaluate(load_config("autoencoder", "smoke", **{
+      "data.data_dir": data_dir, "train.num_steps": 1, "train.checkpoint_every": 1,
+      "train.sample_every": 0, "eval.every": 0}), workdir)
+  return workdir
 
-  def encode(x):
-    mean, logvar = moments(x)
-    return np.asarray(mean), np.exp(0.5 * np.asarray(logvar))
 
-  return model, params, encode
+@pytest.fixture(scope="module")
+def autoencoder(ae_run):
+  run = gen_jax.load_run(ae_run)
+  method = run.experiment().method
+  assert isinstance(method, AutoencoderMethod)
+  params = run.ema_params
+  return method.model, params, host_encoder(method.encode, params)
 
 
 def extract(autoencoder, data_dir, folder, **kwargs):
@@ -48,14 +56,19 @@ def extract(autoencoder, data_dir, folder, **kwargs):
   return extract_latents(encode, data_config, folder, splits=("test",), shard_size=SHARD,
                          batch_size=100, scaling_factor=0.0, latent_shape=LATENT,
                          decoder_fields=model_fields(model), decoder_params=params,
-                         provenance={"test": "random init"}, **kwargs)
+                         provenance=PROVENANCE, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, autoencoder, data_dir):
-  path = str(tmp_path_factory.mktemp("latents"))
-  result = extract(autoencoder, data_dir, path)
+def folder(tmp_path_factory, ae_run):
+  """The latents of the mnist_5k test split, written by the autoencoder run's --mode=latents."""
+  path = str(tmp_path_factory.mktemp("latents") / "mnist_5k")
+  config = workdir_lib.load_saved_config(ae_run)
+  config.latents.update({"splits": ("test",), "shard_size": SHARD, "output_dir": path})
+  result, report = method_modes.run_method_mode(config, ae_run, "latents")
   assert result["complete"] and result["splits"] == {"test": 500}
+  assert f"--config.data.latents_dir={path}" in report
+  PROVENANCE.update(json.load(open(os.path.join(path, "extraction.json")))["autoencoder"])
   return path
 
 
@@ -103,7 +116,7 @@ def test_resumed_extraction_equals_an_uninterrupted_one(folder, autoencoder, dat
                                                        "data_dir": data_dir}),
                     path, splits=("test",), shard_size=100, batch_size=100, scaling_factor=0.0,
                     latent_shape=LATENT, decoder_fields=model_fields(model),
-                    decoder_params=params, provenance={"test": "random init"})
+                    decoder_params=params, provenance=PROVENANCE)
 
 
 def test_decoder_round_trips(folder, autoencoder):
