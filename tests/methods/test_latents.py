@@ -153,3 +153,16 @@ def test_ddpm_trains_on_latents_and_samples_decoded_images(run):
   grid = np.asarray(Image.open(modes.sample(config, workdir)))
   cols = int(np.ceil(np.sqrt(num)))
   assert grid.shape[1] == cols * (28 + 2) + 2 and grid.std() > 0   # image_grid's 2px padding
+
+
+@pytest.mark.parametrize("family", ["ddpm", "dit"])
+def test_latents_variants_sample_images_of_the_source_shape(folder, family):
+  # Shapes only (jax.eval_shape): the network sees latents, its samples are decoded digits.
+  config = load_config(family, "latents,smoke", **{"data.latents_dir": folder})
+  spec = data.describe(config.data)
+  method = build_method(config, spec)
+  assert isinstance(method, LatentImages)
+  state = jax.eval_shape(method.init, jax.random.key(0), spec.example_batch())
+  assert jax.tree.leaves(state.params)   # the family's own network, on LATENT inputs
+  samples = jax.eval_shape(lambda s: method.sample(s, jax.random.key(0), 3), state)
+  assert samples.images.shape == (3, 28, 28, 1)
