@@ -166,3 +166,39 @@ def test_latents_variants_sample_images_of_the_source_shape(folder, family):
   assert jax.tree.leaves(state.params)   # the family's own network, on LATENT inputs
   samples = jax.eval_shape(lambda s: method.sample(s, jax.random.key(0), 3), state)
   assert samples.images.shape == (3, 28, 28, 1)
+
+
+def test_sd_vae_file_encodes_without_a_checkpoint(tmp_path, data_dir):
+  # configs/autoencoder.py with init_from=diffusers_vae:<file> and no checkpoint in the
+  # workdir: --mode=latents encodes with the file's weights and the fixed scaling factor
+  # (tests/fixtures/autoencoder_kl_tiny: diffusers' AutoencoderKL, f = 2, c = 4, RGB).
+  fixture = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures",
+                         "autoencoder_kl_tiny")
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 4), ("test", 2)):
+    os.makedirs(tmp_path / "images" / split / "a")
+    for i in range(count):
+      Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
+          tmp_path / "images" / split / "a" / f"{i}.png")
+  config = load_config("autoencoder", "smoke", **{
+      "data.dataset": "image_folder", "data.image_folder": str(tmp_path / "images"),
+      "data.image_size": 16, "data.channels": 3, "data.data_dir": data_dir,
+      "model.block_out_channels": (8, 16), "model.latent_channels": 4,
+      "init_from": f"diffusers_vae:{fixture}", "latents.scaling_factor": 0.18215,
+      "latents.batch_size": 4, "latents.output_dir": str(tmp_path / "latents")})
+  result, _ = method_modes.run_method_mode(config, str(tmp_path / "run"), "latents")
+  assert result["complete"] and result["splits"] == {"train": 4, "test": 2}
+  info = latents_data.open_latents(str(tmp_path / "latents"))
+  assert info.scaling_factor == 0.18215 and info.latent_shape == (8, 8, 4)
+  assert json.load(open(info.decoder_config))["provenance"] == {
+      "init_from": f"diffusers_vae:{fixture}"}
+  # The stored posteriors are the file's encoder's.
+  method = build_method(config, data.describe(config.data))
+  assert isinstance(method, AutoencoderMethod)
+  abstract = jax.eval_shape(method.init, jax.random.key(0), None).params
+  params = method.load_foreign_params(config.init_from, abstract)
+  x, _ = latents_data.SplitImages(config.data, "test").read(0, 2)
+  mean, std, _ = latents_data.LatentStore(info, "test").read(np.arange(2))
+  want_mean, want_std = host_encoder(method.encode, params)(x)
+  np.testing.assert_allclose(mean, want_mean, atol=1e-5)
+  np.testing.assert_allclose(std, want_std, rtol=1e-5)
