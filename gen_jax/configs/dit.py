@@ -4,6 +4,8 @@
   python launch.py --config=configs/dit.py:smoke --workdir=/tmp/x    # seconds; what tests run
   python launch.py --config=configs/dit.py:edm --workdir=/tmp/dit_edm
   python launch.py --config=configs/dit.py --workdir=/tmp/dit --mode=summary   # parameters
+  python launch.py --config=configs/dit.py:latents --workdir=/tmp/ldit \
+      --config.data.latents_dir=<folder of --mode=latents>     # DiT on latents (docs/latents.md)
 
 The network is gen_jax/models/dit.py (model.architecture='dit'); everything else is the
 diffusion family of configs/ddpm.py, whose groups this file starts from: the same processes,
@@ -15,7 +17,10 @@ free guidance from the model's variance (ancestral DDIM steps, sample.ddim_sigma
 The image's shape comes from the dataset (the patch size must divide its side).
 
 `get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
-`unconditional` (model.num_classes=0), and the continuous processes of configs/ddpm.py's
+`unconditional` (model.num_classes=0), `latents` (on the autoencoder latents of
+`data.latents_dir`, as the paper's DiT on Stable Diffusion's; patch size 1 for the 7x7x4
+latents of configs/autoencoder.py's digits: 49 tokens, as 4x4 patches of the pixels give),
+and the continuous processes of configs/ddpm.py's
 `PROCESS_VARIANTS` (`vp`, `edm`, `flow`, `sit`, `gvp`), which train with a fixed variance
 (out channels C), e.g. `configs/dit.py:flow,smoke`.
 
@@ -28,13 +33,13 @@ import ml_collections
 
 from gen_jax.configs import common, ddpm
 
-VARIANTS = ("smoke", "dataset", "unconditional", *ddpm.PROCESS_VARIANTS)
+VARIANTS = ("smoke", "dataset", "unconditional", "latents", *ddpm.PROCESS_VARIANTS)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/dit.py", arg, VARIANTS)
   base = [f"dataset={common.variant_value(variants, 'dataset', 'mnist_5k')}",
-          *(name for name in ddpm.PROCESS_VARIANTS if name in variants)]
+          *(name for name in (*ddpm.PROCESS_VARIANTS, "latents") if name in variants)]
   if "unconditional" not in variants:
     base.append("conditional")
   config = ddpm.get_config(",".join(base))
@@ -68,6 +73,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Ancestral steps with the learned variance over a strided chain (the authors sample
     # 250 respaced DDPM steps).
     config.sample.ddim_sigma = "model"
+
+  if "latents" in variants:
+    config.model.patch_size = 1
 
   # The paper trains with AdamW at 1e-4 (no weight decay, no warmup) at batch 256; a larger
   # rate with a short warmup suits this small model and batch on a CPU budget.

@@ -24,7 +24,7 @@ from typing import Any
 import ml_collections
 from etils import epath  # workdirs may be cloud paths (gs://...)
 
-from gen_jax.configs import classifier, common, dcgan, ddpm, dit, gpt, lstm, vae
+from gen_jax.configs import autoencoder, classifier, common, dcgan, ddpm, dit, gpt, lstm, vae
 from gen_jax.core.errors import UserError
 
 CONFIG_VERSION = common.CONFIG_VERSION
@@ -33,7 +33,7 @@ CONFIG_FILE = "config.json"
 # config.method (and for 'autoregressive', model.arch; for 'diffusion', a DiT's
 # model.architecture) -> today's config file of the family.
 _FAMILY_CONFIGS = {"diffusion": ddpm, "gan": dcgan, "vae": vae, "classifier": classifier,
-                   "autoregressive": gpt}
+                   "autoregressive": gpt, "autoencoder": autoencoder}
 _ARCH_CONFIGS = {"gpt": gpt, "lstm": lstm}
 _DIFFUSION_NETWORK_CONFIGS = {"dit": dit}   # other architectures: configs/ddpm.py
 

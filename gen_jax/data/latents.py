@@ -241,7 +241,8 @@ def open_latents(folder: str) -> LatentsInfo:
         source=dict(meta["source"]), splits=dict(meta["splits"]),
         decoder_config=os.path.join(folder, meta["decoder"]["config"]),
         decoder_weights=os.path.join(folder, meta["decoder"]["weights"]))
-    info.image_shape  # noqa: B018  # checks the field
+    if len(info.source["image_shape"]) != 3:
+      raise ValueError(f"source image_shape {info.source['image_shape']} is not (H, W, C)")
   except (ValueError, KeyError, TypeError) as err:
     raise DamagedDatasetError(f"{path} is not a latents metadata file ({err}). "
                               f"{_extract_hint(folder)}") from None
@@ -308,9 +309,26 @@ def source_fields(data_config: ml_collections.ConfigDict,
 # -------------------------------------------------------------------- store
 
 
+_ARRAYS: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}   # per shard files
+
+
+def _read_split(paths: Sequence[str], latent_shape: tuple[int, int, int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Every record of the shards, read once per process (keyed by the files' size and mtime,
+  so shards written again are read again)."""
+  key = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
+  if key not in _ARRAYS:
+    parts = [read_shard(p, latent_shape) for p in paths]
+    mean, std, labels = (np.concatenate([part[i] for part in parts]) for i in range(3))
+    for a in (mean, std, labels):
+      a.setflags(write=False)   # shared by every loader of this process
+    _ARRAYS[key] = (mean, std, labels)
+  return _ARRAYS[key]
+
+
 class LatentStore:
-  """The posteriors of one split by record index: in memory when small (read once), else
-  from the shards at each read."""
+  """The posteriors of one split by record index: in memory when small (read once per
+  process), else from the shards at each read."""
 
   def __init__(self, info: LatentsInfo, split: str):
     entry = info.split(split)
@@ -320,11 +338,9 @@ class LatentStore:
     self.first = np.concatenate([[0], np.cumsum(counts)])
     self.num_records = int(self.first[-1])
     self._arrays = None
-    if self.num_records * 8 * int(np.prod(self.latent_shape)) <= MAX_IN_MEMORY_BYTES:
-      parts = [read_shard(p, self.latent_shape) for p in self.paths]
-      self._arrays = tuple(np.concatenate([part[i] for part in parts]) if parts else
-                           np.zeros((0, *self.latent_shape) if i < 2 else (0,))
-                           for i in range(3))
+    if self.paths and (self.num_records * 8 * int(np.prod(self.latent_shape))
+                       <= MAX_IN_MEMORY_BYTES):
+      self._arrays = _read_split(self.paths, self.latent_shape)
 
   def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, std: float32 [n, h, w, c], labels: int32 [n]) of records `indices`."""

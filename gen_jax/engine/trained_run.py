@@ -6,6 +6,8 @@
   sevens = gen_jax.load_run("runs/dcgan_conditional").sample(8, labels=7)   # class-conditional
   metrics = run.evaluate()                                 # {'eval/ema/loss': ...}
   text = gen_jax.load_run("runs/gpt_baby").generate("ROMEO:", max_new_tokens=200)
+  mean, logvar = gen_jax.load_run("runs/autoencoder").encode(images)   # an autoencoder run
+  images = gen_jax.load_run("runs/autoencoder").decode(mean)
 
 What sampling returns, the same for every family:
   run.sample(num)    images: uint8 [num, H, W, C] (the samples only); text: `num` strings.
@@ -208,6 +210,51 @@ class TrainedRun:
     if not isinstance(texts, list):
       raise TypeError("generate() continues text; this run makes images (use sample()).")
     return texts[0] if num == 1 else texts
+
+  def encode(self, images, use_ema: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """An autoencoder run's posterior of `images` (float [N, H, W, C] in [-1, 1], or uint8
+    [0, 255]): (mean, logvar), float32 latents [N, h, w, c]. Compiles once per shape.
+
+    Raises:
+      SamplingRequestError: the run's method does not encode, or images of another shape.
+    """
+    images = np.asarray(images)
+    if np.issubdtype(images.dtype, np.integer):
+      images = images.astype(np.float32) / 127.5 - 1.0
+    method = self._encoder("encode")
+    shape = self.experiment().spec.image_shape
+    assert shape is not None   # an autoencoder's data are images
+    want = tuple(shape)
+    if images.ndim != 4 or tuple(images.shape[1:]) != want:
+      raise SamplingRequestError(f"encode() takes images [N, {', '.join(map(str, want))}]; "
+                                 f"got {images.shape}.")
+    params = self.ema_params if use_ema else self.params
+    return jax.device_get(self._jitted("encode", method.encode)(params, images))
+
+  def decode(self, latents, use_ema: bool = True) -> np.ndarray:
+    """An autoencoder run's images (float32 [N, H, W, C], [-1, 1] up to the decoder's
+    overshoot; `gen_jax.engine.outputs.to_uint8` makes uint8) of latents shaped as
+    `encode`'s mean. Compiles once per shape.
+
+    Raises:
+      SamplingRequestError: the run's method does not decode.
+    """
+    method = self._encoder("decode")
+    params = self.ema_params if use_ema else self.params
+    return jax.device_get(self._jitted("decode", method.decode)(
+        params, np.asarray(latents, np.float32)))
+
+  def _encoder(self, what: str):
+    method = self.experiment().method
+    if not method.can_encode:
+      raise SamplingRequestError(f"{what}() needs an autoencoder run; this is a "
+                                 f"{self.config.method!r} run.")
+    return method
+
+  def _jitted(self, name: str, fn):
+    if (name,) not in self._sample_fns:
+      self._sample_fns[(name,)] = jax.jit(fn)
+    return self._sample_fns[(name,)]
 
   def evaluate(self, **eval_overrides: Any) -> dict[str, float]:
     """The eval metrics of `--mode=eval` (eval_step over the split, and the family's own

@@ -4,6 +4,8 @@ import core and models, and a family imports it to offer the formats (`Method`'s
 `init_from_formats` / `export_formats`).
 
   hf_gpt2.py           Hugging Face GPT-2 (`init_from='hf_gpt2:<path>'`, export.format)
+  diffusers_vae.py     Stable Diffusion's VAE, diffusers' AutoencoderKL
+                       (`init_from='diffusers_vae:<path>'`, `load_autoencoder(path)`)
   dit.py               the authors' DiT state dict (facebookresearch/DiT) as DiT params
   safetensors_file.py  the optional `safetensors` dependency
 
@@ -40,6 +42,8 @@ class ForeignFormat:
 FORMATS = {
     "hf_gpt2": ForeignFormat(weights="GPT-2", needs="method='autoregressive' with "
                              "model.arch='gpt' (configs/gpt.py)"),
+    "diffusers_vae": ForeignFormat(weights="diffusers AutoencoderKL (Stable Diffusion VAE)",
+                                   needs="method='autoencoder' (configs/autoencoder.py)"),
 }
 
 

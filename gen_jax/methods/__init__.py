@@ -13,6 +13,7 @@ from gen_jax.methods.latents import LatentImages, load_decoder
 # config.method -> "module:class"; each class has `from_config(config, spec)`,
 # spec: the gen_jax.data.DataSpec of config.data (image shape, or tokenizer and seq_len).
 METHODS = {
+    "autoencoder": "gen_jax.methods.autoencoder:AutoencoderMethod",
     "autoregressive": "gen_jax.methods.autoregressive:AutoregressiveMethod",
     "classifier": "gen_jax.methods.classifier:ClassifierMethod",
     "diffusion": "gen_jax.methods.diffusion.method:DiffusionMethod",

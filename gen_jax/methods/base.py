@@ -359,6 +359,18 @@ class Method:
     """(logits [B, K], features [B, D]) of images [B, H, W, C] in [-1, 1]."""
     raise NotImplementedError(f"{type(self).__name__} does not classify (can_classify=False).")
 
+  # Optional: True for an autoencoder whose `encode` and `decode` map images to latents and
+  # back (`gen_jax.load_run(...).encode / .decode`, latent diffusion on top of a run).
+  can_encode: bool = False
+
+  def encode(self, params: Params, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The posterior q(z|x) of images [B, H, W, C] in [-1, 1]: (mean, logvar), latent-shaped."""
+    raise NotImplementedError(f"{type(self).__name__} does not encode (can_encode=False).")
+
+  def decode(self, params: Params, latents: jax.Array) -> jax.Array:
+    """Images [B, H, W, C] (data range [-1, 1], unclipped) of latents shaped as `encode`'s."""
+    raise NotImplementedError(f"{type(self).__name__} does not decode (can_encode=False).")
+
   def without_grad_accumulation(self) -> Method:
     """The same method taking each batch whole: the engine counts FLOPs per update on it
     (XLA counts a micro-batch loop's body once)."""

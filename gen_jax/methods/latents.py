@@ -74,6 +74,7 @@ def write_decoder(folder: str, fields: Mapping[str, Any], params: Mapping[str, A
   weights = _flatten({k: params[k] for k in DECODER_PARAMS if k in params})
   path = os.path.join(folder, latents_data.DECODER_WEIGHTS)
   safetensors_numpy().save_file(weights, f"{path}.tmp", metadata={"format": "gen_jax_decoder"})
+  os.chmod(f"{path}.tmp", 0o644)   # as the shards: readable by whoever trains on them
   os.replace(f"{path}.tmp", path)
   latents_data.write_json_atomic(os.path.join(folder, latents_data.DECODER_CONFIG),
                                  {"autoencoder_kl": dict(fields),

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -189,24 +190,6 @@ def format_report(result: dict[str, Any]) -> str:
           f"--config.data.latents_dir={result['folder']}")
 
 
-def latents_group() -> ml_collections.ConfigDict:
-  """The `latents` config group of `--mode=latents` (configs/autoencoder.py adds it)."""
-  group = ml_collections.ConfigDict()
-  # The dataset to encode ('' = the run's data.dataset, with its data_dir and options).
-  group.dataset = ""
-  # Its splits, encoded in this order; the first one's z give the scaling factor.
-  group.splits = ("train", "test")
-  # The folder to write ('' = <workdir>/latents/<dataset>).
-  group.output_dir = ""
-  # Examples per array_record shard (the unit a rerun resumes at) and per encoder call.
-  group.shard_size = 1000
-  group.batch_size = 100
-  # s of z = s * (mean + std * eps): > 0 fixed (Stable Diffusion: 0.18215), 0 = 1 / std of
-  # the train split's latents (Rombach et al. 2022, §4.3.2).
-  group.scaling_factor = 0.0
-  return group
-
-
 def latents_mode(encode_params: Callable[[Any, Any], tuple[Any, Any]],
                  params_and_provenance: Callable[[ModeContext], tuple[Any, dict[str, Any]]],
                  decoder_fields: Mapping[str, Any],
@@ -221,17 +204,15 @@ def latents_mode(encode_params: Callable[[Any, Any], tuple[Any, Any]],
     latent_shape: image shape (H, W, C) -> latent shape (h, w, c).
   """
   def run(ctx: ModeContext, cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    if jax.process_count() > 1:
+      raise ConfigError("--mode=latents runs in one process (it writes the shards itself); "
+                        "run it without jax.distributed (one host encodes all splits).")
     data_config = ml_collections.ConfigDict(ctx.config.data.to_dict())
     if cfg.dataset:
       data_config.dataset = cfg.dataset
     folder = cfg.output_dir or os.path.join(ctx.workdir, "latents", data_config.dataset)
     params, provenance = params_and_provenance(ctx)
-    moments = ctx.jit(lambda p, x: _mean_and_std(*encode_params(p, x)))
-
-    def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-      mean, std = moments(params, x)
-      return np.asarray(mean), np.asarray(std)
-
+    encode = host_encoder(encode_params, params, ctx.jit)
     splits = tuple(cfg.splits)
     shape = latents_data.SplitImages(data_config, splits[0]).image_shape
     return extract_latents(encode, data_config, folder, splits=splits,
@@ -244,6 +225,19 @@ def latents_mode(encode_params: Callable[[Any, Any], tuple[Any, Any]],
       help="encode the dataset's splits into a latents folder (data.dataset='latents'): "
            "posterior mean/std and labels in array_record shards, the decoder beside them",
       config_group="latents", run=run, report=format_report)
+
+
+def host_encoder(encode_params: Callable[[Any, Any], tuple[Any, Any]], params: Any,
+                 jit: Callable[[Callable], Callable] = jax.jit) -> EncodeFn:
+  """x -> (mean, std) on the host: `encode_params(params, x)`'s (mean, logvar) compiled by
+  `jit`, with std = exp(logvar / 2) computed on the device."""
+  moments = jit(lambda p, x: _mean_and_std(*encode_params(p, x)))
+
+  def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = moments(params, x)
+    return np.asarray(mean), np.asarray(std)
+
+  return encode
 
 
 def _mean_and_std(mean, logvar):

@@ -41,9 +41,9 @@ GROUP_NORM_EPS = 1e-6
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 # diffusers' `AutoencoderKL` config of Stable Diffusion v1/v2's VAE (stabilityai/sd-vae-ft-mse).
-SD_CONFIG = dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512),
-                 layers_per_block=2, latent_channels=4, norm_num_groups=32,
-                 scaling_factor=0.18215)
+SD_CONFIG: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+    latent_channels=4, norm_num_groups=32, scaling_factor=0.18215)
 
 
 def _group_norm(groups: int, name: str) -> nn.GroupNorm:

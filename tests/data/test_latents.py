@@ -66,6 +66,10 @@ def test_records_round_trip_exactly(folder):
   np.testing.assert_array_equal(labels, folder["labels"])
   assert data.describe(config(folder["path"])).image_shape == SHAPE
   assert data.describe(config(folder["path"])).sample_shape == (8, 8, 1)
+  # Sample metrics compare decoded samples with the source images.
+  assert data.sample_reference(config(folder["path"])).dataset == "mnist_5k"
+  pixels = ml_collections.ConfigDict({"dataset": "mnist_5k"})
+  assert data.sample_reference(pixels) is pixels
 
 
 def test_z_has_the_posterior_statistics(folder):
