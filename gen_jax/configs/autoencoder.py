@@ -4,6 +4,7 @@
   python launch.py --config=configs/autoencoder.py --mode=eval     # recon, KL, PSNR
   python launch.py --config=configs/autoencoder.py --mode=sample   # reconstructions grid
   python launch.py --config=configs/autoencoder.py:smoke     # seconds; what the tests run
+  python launch.py --workdir=<run> --mode=latents            # encode the splits once
   python launch.py --config=configs/autoencoder.py:sd,dataset=image_folder \\
       --config.data.image_folder=... --config.data.image_size=256 \\
       --config.init_from=diffusers_vae:/path/to/sd-vae-ft-mse    # fine-tune SD's VAE
@@ -82,6 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Decodings of N(0, I) latents, and reconstructions of the first `num` test images.
   config.sample = common.sample_group(num=64)
 
+  config.latents = latents_group()
+
   if "sd" in variants:
     config.model.block_out_channels = (128, 256, 512, 512)
     config.model.layers_per_block = 2
@@ -95,6 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 4
     config.eval.sample_batch_size = 4
     config.sample.num = 4
+    config.latents.scaling_factor = 0.18215   # Stable Diffusion's
+    config.latents.batch_size = 4
 
   if "smoke" in variants:
     config.model.block_out_channels = (8, 8)
@@ -102,3 +107,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.latent_channels = 2
     common.apply_smoke(config)
   return config
+
+
+def latents_group() -> ml_collections.ConfigDict:
+  """`--mode=latents` (gen_jax/methods/latents_mode.py): the latents folder it writes."""
+  group = ml_collections.ConfigDict()
+  # The dataset to encode ('' = the run's data.dataset, with its data_dir and options).
+  group.dataset = ""
+  # Its splits, encoded in this order; the first one's z give the scaling factor.
+  group.splits = ("train", "test")
+  # The folder to write ('' = <workdir>/latents/<dataset>).
+  group.output_dir = ""
+  # Examples per array_record shard (the unit a rerun resumes at) and per encoder call.
+  group.shard_size = 1000
+  group.batch_size = 100
+  # s of z = s * (mean + std * eps): > 0 fixed (Stable Diffusion: 0.18215), 0 = 1 / std of
+  # the first split's z (Rombach et al. 2022, §4.3.2 and App. D.1).
+  group.scaling_factor = 0.0
+  return group

@@ -6,12 +6,16 @@
   python launch.py --config=configs/ddpm.py:conditional      # guided by class (Ho & Salimans 2022)
   python launch.py --workdir=<run> --mode=sample --config.sample.label=7 \
       --config.sample.guidance=3.0
+  python launch.py --config=configs/ddpm.py:latents --config.data.latents_dir=<folder>
 
 `get_config(arg)`: `arg` is a comma-separated list of variants: `smoke`, `dataset=<name>`,
 `conditional` (model.num_classes=10, labels dropped with p_uncond=0.1, classifier-free
 guidance w=1, 100 samples: one grid row per digit; docs/results.md "Classifier-free
 guidance"), and one per continuous process (`PROCESS_VARIANTS`): `vp`, `edm`, `flow`, `sit`,
-`gvp`, e.g. `python launch.py --config=configs/ddpm.py:edm,smoke`.
+`gvp`, e.g. `python launch.py --config=configs/ddpm.py:edm,smoke`; and `latents`: latent
+diffusion (Rombach et al. 2022) on the latents folder `data.latents_dir` that an
+autoencoder's --mode=latents wrote (docs/latents.md): the network's input is the latent,
+x0 is not clipped, no bits/dim, and samples are decoded to images.
 Paper-exact recipes live in experiments/ (e.g. experiments/ho2020_ddpm/cifar10.py).
 """
 from __future__ import annotations
@@ -32,7 +36,7 @@ PROCESS_VARIANTS = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = common.parse_variants("configs/ddpm.py", arg, ("smoke", "dataset", "conditional",
-                                                            *PROCESS_VARIANTS))
+                                                            "latents", *PROCESS_VARIANTS))
 
   config = common.base_config("diffusion", common.variant_value(variants, "dataset", "mnist_5k"))
 
@@ -45,6 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # --mode=reflow wrote; data.train_split='pairs' trains on them as couplings
   # (gen_jax/data/couplings.py). '' = none.
   config.data.pairs = ""
+  # dataset='latents': the folder of autoencoder latents that --mode=latents wrote
+  # (gen_jax/data/latents.py); their shape is the network's image shape.
+  config.data.latents_dir = ""
 
   config.model = ml_collections.ConfigDict()
   # 'unet' (Ho et al. App. B; the fields below) or 'ddpmpp' (Song et al.'s DDPM++ as EDM
@@ -162,10 +169,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # A continuous process inpaints by replacement with sample.sampler and sample.steps.
       config.inpaint.update(sampler="replacement", steps=0)
 
+  if "latents" in variants:
+    config.data.dataset = "latents"
+    config.sample.clip_x0 = False         # latents are not bounded to [-1, 1]
+    config.eval.bpd_num_images = 0        # bits/dim are for 8-bit pixels
+    # configs/autoencoder.py's digits are 7x7x4 latents (f = 4): one resolution, no
+    # downsampling (7 is odd), wider and deeper than the pixel U-Net at a 16th of its positions.
+    config.model.ch = 64
+    config.model.ch_mult = (1,)
+    config.model.num_res_blocks = 2
+    config.model.attn_resolutions = (7,)
+
   if "smoke" in variants:
     config.model.ch = 8
-    config.model.ch_mult = (1, 2)
-    config.model.attn_resolutions = (14,)
+    config.model.ch_mult = (1,) if "latents" in variants else (1, 2)
+    config.model.num_res_blocks = 1
+    config.model.attn_resolutions = () if "latents" in variants else (14,)
     config.model.num_groups = 4
     config.diffusion.num_timesteps = 20
     config.inpaint.steps = 0              # all T = 20

@@ -22,7 +22,7 @@ from gen_jax.data.builders import BUILDERS
 from gen_jax.data.errors import DatasetUnavailableError
 from gen_jax.data.pipeline import image_shape, local_batch_size, make_image_loader, num_examples
 from gen_jax.data.sources import dataset_image_shape, load_split, prepare_builder
-from gen_jax.data.spec import IMAGE, TEXT, DataSpec, describe, make_loader
+from gen_jax.data.spec import IMAGE, TEXT, DataSpec, describe, make_loader, sample_reference
 from gen_jax.data.text import (
     TOKEN_SHARDS,
     ByteTokenizer,
@@ -56,6 +56,7 @@ __all__ = [
     "local_batch_size",
     "make_image_loader",
     "make_text_loader",
+    "sample_reference",
     "num_examples",
     "prepare_builder",
     "text_tokenizer",

@@ -189,7 +189,7 @@ class ShuffledOrder:
 
 # Purposes of random bits: each has its own Philox key (seed, purpose), so their streams
 # never overlap.
-FLIP, BINARIZE = 1, 2
+FLIP, BINARIZE, LATENT = 1, 2, 3
 
 
 def position_bits(seed: int, purpose: int, first: int, count: int,
@@ -203,7 +203,7 @@ def position_bits(seed: int, purpose: int, first: int, count: int,
 
   Args:
     seed: the loader's seed (an int >= 0).
-    purpose: FLIP or BINARIZE.
+    purpose: FLIP, BINARIZE or LATENT.
     first: the first position (an int >= 0).
     count: number of consecutive positions.
     words: uint64 words per position.

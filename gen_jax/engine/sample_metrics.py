@@ -237,11 +237,12 @@ def inception_reference(extractor: InceptionExtractor, exp: Experiment) -> dict[
     return {"mu": mu, "sigma": sigma}
   split = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.reference_split)
   path = (epath.Path(cfg.inception_cache_dir).expanduser() / "reference_stats"
-          / f"{exp.config.data.dataset}_{split}_{extractor.sha256[:16]}.npz")
+          / f"{data.sample_reference(exp.config.data).dataset}_{split}_{extractor.sha256[:16]}.npz")
   if path.exists():
     with path.open("rb") as f:
       return dict(np.load(f))
-  embedded = _embed_split(extractor.apply, exp, exp.config.data, cfg.reference_split)
+  embedded = _embed_split(extractor.apply, exp, data.sample_reference(exp.config.data),
+                          cfg.reference_split)
   features = embedded["features"].astype(np.float32)
   mu, sigma = sample_quality.feature_statistics(features)
   is_mean, is_std = inception_metrics.inception_score(embedded["logits"], cfg.is_splits)
@@ -319,12 +320,13 @@ class SampleQualityEvaluator:
       self.tag = f"inception_{count_tag(self.num_samples)}_{reference}"
     elif self.kind == "classifier":
       self.extractor = load_classifier(cfg.classifier_workdir)
-      shape = image_shape_of(exp.spec)
+      shape = exp.spec.sample_shape   # a latents run's decoded images
       if shape != self.extractor.image_shape:
         raise ValueError(f"The classifier in {cfg.classifier_workdir} takes images of shape "
                          f"{self.extractor.image_shape}, the generator makes {shape}: train a "
                          "classifier on this dataset (configs/classifier.py:dataset=...).")
-      self.reference = reference_statistics(self.extractor, exp.config.data, self.split)
+      self.reference = reference_statistics(self.extractor, data.sample_reference(exp.config.data),
+                                            self.split)
       self.tag = f"{self.extractor.name}_{count_tag(self.num_samples)}_{self.split}"
     else:
       raise ValueError(f"eval.feature_extractor={self.kind!r}; expected 'classifier' or "

@@ -83,11 +83,11 @@ LAYOUT = ("mesh.*", "data.data_dir", "data.manual_dir", "data.num_workers",
 RESUMABLE = LAYOUT + ("train.num_steps", "train.log_every", "train.checkpoint_every",
                       "train.max_checkpoints", "train.sample_every",
                       "train.async_checkpointing", "eval.*", "sample.*", "data.eval_split",
-                      "export.*", "inpaint.*", "reflow.*")
-# What `--mode=sample` / `eval` / `export` / `inpaint` / `reflow` may override in a run's
-# saved config.
+                      "export.*", "inpaint.*", "reflow.*", "latents.*")
+# What `--mode=sample` / `eval` / `export` / `inpaint` / `reflow` / `latents` may override in
+# a run's saved config.
 READ_MODE_FIELDS = LAYOUT + ("eval.*", "sample.*", "data.eval_split", "export.*", "inpaint.*",
-                             "reflow.*")
+                             "reflow.*", "latents.*")
 
 
 class ConfigMismatchError(UserError, ValueError):

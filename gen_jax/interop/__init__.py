@@ -7,6 +7,7 @@ import core and models, and a family imports it to offer the formats (`Method`'s
   diffusers_vae.py     Stable Diffusion's VAE, diffusers' AutoencoderKL
                        (`init_from='diffusers_vae:<path>'`, `load_autoencoder(path)`,
                        export.format)
+  dit.py               the authors' DiT state dict (facebookresearch/DiT) as DiT params
   safetensors_file.py  the optional `safetensors` dependency
 
 `FORMATS` names every format and the runs that can use it, so the engine can check

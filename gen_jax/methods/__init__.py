@@ -6,7 +6,9 @@ import importlib
 import ml_collections
 
 from gen_jax.core.errors import ConfigError, UserError
+from gen_jax.data import DataSpec
 from gen_jax.methods.base import Method
+from gen_jax.methods.latents import LatentImages, load_decoder
 
 # config.method -> "module:class"; each class has `from_config(config, spec)`,
 # spec: the gen_jax.data.DataSpec of config.data (image shape, or tokenizer and seq_len).
@@ -21,7 +23,9 @@ METHODS = {
 
 
 def build_method(config: ml_collections.ConfigDict, spec) -> Method:
-  """Returns the method named by `config.method`, built for data described by `spec`.
+  """Returns the method named by `config.method`, built for data described by `spec`; on a
+  latents dataset (`spec.latents`), wrapped so that its samples are decoded to images
+  (`LatentImages`).
 
   Raises:
     ConfigError: an unknown `config.method`, or a field the family's `from_config` rejects
@@ -34,8 +38,11 @@ def build_method(config: ml_collections.ConfigDict, spec) -> Method:
   module, cls = METHODS[config.method].split(":")
   family = getattr(importlib.import_module(module), cls)
   try:
-    return family.from_config(config, spec)
+    method = family.from_config(config, spec)
   except ValueError as e:
     if isinstance(e, UserError):
       raise
     raise ConfigError(str(e)) from e
+  if not isinstance(spec, DataSpec) or spec.latents is None:   # tests pass (H, W, C) too
+    return method
+  return LatentImages.wrap(method, load_decoder(spec.latents))

@@ -39,8 +39,17 @@ import optax
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.interop import diffusers_vae
-from gen_jax.methods import base
-from gen_jax.methods.base import Method, Params, Samples, grad_accum_steps, image_shape_of
+from gen_jax.methods import base, latents_mode
+from gen_jax.methods.base import (
+  Method,
+  MethodMode,
+  ModeContext,
+  Params,
+  Samples,
+  grad_accum_steps,
+  image_shape_of,
+)
+from gen_jax.methods.latents import model_fields
 from gen_jax.models.autoencoder_kl import AutoencoderKL
 
 RECON_LOSSES = ("l1", "mse")
@@ -238,3 +247,29 @@ class AutoencoderMethod(Method):
                                                            self.image_shape[0], step)
     return base.ForeignExport(weights_file=diffusers_vae.WEIGHTS, tensors=tensors,
                               metadata=metadata, json_files={diffusers_vae.CONFIG: config})
+
+  # ------------------------------------------------------------------ modes
+
+  def modes(self) -> dict[str, MethodMode]:
+    """`--mode=latents` (gen_jax/methods/latents_mode.py, the `latents` group): the dataset's
+    splits encoded once into a latents folder that a diffusion run trains on
+    (`data.dataset='latents'`), with this autoencoder's decoder beside them."""
+    return {"latents": latents_mode.latents_mode(
+        encode_params=self.encode, params_and_provenance=self._latents_params,
+        decoder_fields=model_fields(self.model), latent_shape=lambda _: self.latent_shape)}
+
+  def _latents_params(self, ctx: ModeContext) -> tuple[Params, dict]:
+    """The run's EMA (or `sample.use_ema=False`: raw) weights; with no checkpoint in the
+    workdir, those of `init_from='diffusers_vae:<path>'` (Stable Diffusion's VAE as it is)."""
+    config = ctx.config
+    use_ema = bool(config.sample.use_ema)
+    try:
+      state, step = ctx.restore()
+    except FileNotFoundError:
+      if not config.init_from.startswith("diffusers_vae:"):
+        raise
+      abstract = jax.eval_shape(self.init, jax.random.key(0), None).params
+      return self.load_foreign_params(config.init_from, abstract), {
+          "init_from": config.init_from}
+    return (state.ema_params if use_ema else state.params), {
+        "workdir": ctx.workdir, "step": step, "weights": "ema" if use_ema else "raw"}

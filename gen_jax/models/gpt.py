@@ -13,10 +13,11 @@ Field and parameter names are GPT-2's (wte, wpe, h_<i>, ln_1, attn/c_attn, attn/
 ln_2, mlp/c_fc, mlp/c_proj, ln_f). The GPT-2 small configuration (vocab 50257, 1024
 context, 12 layers, 12 heads, 768 wide, biases) has 124,439,808 parameters.
 
-Attention goes through `jax.nn.dot_product_attention`; `attention_impl` is its
-`implementation`: None (the default: JAX's choice, which in jax 0.10 is always its XLA path,
-softmax(q k^T) materialized, on every backend), 'xla', or 'cudnn' (cuDNN's fused flash
-attention: GPU only, bfloat16/float16 inputs). That function has no dropout on the attention
+Attention goes through `jax.nn.dot_product_attention` (gen_jax/models/attention.py, shared
+with the DiT); `attention_impl` is its `implementation`: None (the default: JAX's choice,
+which in jax 0.10 is always its XLA path, softmax(q k^T) materialized, on every backend),
+'xla', or 'cudnn' (cuDNN's fused flash attention: GPU only, bfloat16/float16 inputs). That
+function has no dropout on the attention
 probabilities, so when training with `dropout` > 0 attention takes the explicit path
 (softmax(q k^T / sqrt(K) + causal mask), dropout, @ v), as nanoGPT and GPT-2 do: `dropout`
 applies to the embeddings, the attention probabilities and each residual branch.
@@ -66,13 +67,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models.attention import ATTENTION_IMPLS, AttentionImpl, attention, split_qkv
 from gen_jax.models.dense import Dense
 from gen_jax.models.rotary import DEFAULT_BASE, apply_rotary
 
@@ -81,12 +83,10 @@ from gen_jax.models.rotary import DEFAULT_BASE, apply_rotary
 _STD = 0.02
 LN_EPSILON = 1e-5
 GELU_FORMS = ("exact", "tanh")
-ATTENTION_IMPLS = (None, "xla", "cudnn")   # jax.nn.dot_product_attention's implementations
 POSITIONS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
 MLP_ACTIVATIONS = ("gelu", "relu2")
 RMS_EPSILON = 1e-6
-AttentionImpl = Literal["xla", "cudnn"] | None
 
 
 class KVCache(flax.struct.PyTreeNode):
@@ -179,8 +179,7 @@ class CausalSelfAttention(BlockPart):
     """
     B, T, D = x_BxTxD.shape
     H = self.n_head
-    qkv = self.dense(3 * D, _STD, "c_attn")(x_BxTxD).reshape(B, T, 3, H, D // H)
-    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = split_qkv(self.dense(3 * D, _STD, "c_attn")(x_BxTxD), H)
     if self.qk_norm:
       q_BxTxHxK = rms_norm(q_BxTxHxK).astype(self.dtype)
       k_BxTxHxK = rms_norm(k_BxTxHxK).astype(self.dtype)
@@ -191,9 +190,8 @@ class CausalSelfAttention(BlockPart):
       y_BxTxHxK = self.attention_with_dropout(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask)
       new_kv = None
     elif kv is None:
-      y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask=mask,
-                                               is_causal=mask is None,
-                                               implementation=self.attention_impl)
+      y_BxTxHxK = attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask=mask,
+                            is_causal=mask is None, attention_impl=self.attention_impl)
       new_kv = None
     else:
       k_cache, v_cache, index = kv
@@ -201,8 +199,8 @@ class CausalSelfAttention(BlockPart):
                                                     index, axis=1)
       v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BxTxHxK.astype(v_cache.dtype),
                                                     index, axis=1)
-      y_BxTxHxK = jax.nn.dot_product_attention(q_BxTxHxK, k_cache.astype(q_BxTxHxK.dtype),
-                                               v_cache.astype(q_BxTxHxK.dtype), mask=mask)
+      y_BxTxHxK = attention(q_BxTxHxK, k_cache.astype(q_BxTxHxK.dtype),
+                            v_cache.astype(q_BxTxHxK.dtype), mask=mask)
       new_kv = (k_cache, v_cache)
     y_BxTxD = self.output_projection(D)(y_BxTxHxK.reshape(B, T, D))
     return nn.Dropout(self.dropout, deterministic=not train)(y_BxTxD), new_kv

@@ -14,6 +14,8 @@ from gen_jax.configs import migration
 CASES = [
     *[("configs.ddpm", a) for a in (None, "smoke", "dataset=mnist", "dataset=cifar10",
                                     "smoke,dataset=cifar10")],
+    *[("configs.dit", a) for a in (None, "smoke", "unconditional", "vp", "edm", "flow", "sit",
+                                   "gvp", "edm,smoke", "flow,smoke", "dataset=mnist")],
     *[("configs.dcgan", a) for a in (None, "smoke", "loss=hinge", "loss=wgan_gp",
                                      "dataset=cifar10", "dataset=mnist", "smoke,loss=wgan_gp",
                                      "dataset=cifar10,loss=wgan_gp")],
@@ -38,6 +40,8 @@ CASES = [
     ("experiments.burda2016_iwae.mnist", "stages=4,objective=iwae,k=5"),
     ("experiments.huang2024_r3gan.cifar10", None),
     ("experiments.gan_objectives.mnist_5k", None),
+    ("experiments.peebles2023_dit.imagenet256", None),
+    ("experiments.ma2024_sit.imagenet256", None),
 ]
 
 FLOAT_TRAIN_FIELDS = ("lr", "min_lr_ratio", "b1", "b2", "eps", "weight_decay", "grad_clip",
@@ -75,7 +79,7 @@ def test_loads_locks_and_has_the_shared_fields(case):
     config.not_a_group = 1
 
 
-@pytest.mark.parametrize("module", ["configs.ddpm", "configs.dcgan", "configs.vae",
+@pytest.mark.parametrize("module", ["configs.ddpm", "configs.dit", "configs.dcgan", "configs.vae",
                                     "configs.classifier", "configs.gpt", "configs.lstm",
                                     "configs.autoencoder"])
 def test_unknown_variant_fails(module):
@@ -165,6 +169,28 @@ def test_ddpm_values():
   assert not s.eval.sample_metrics and s.eval.kid_subsets == 10
   assert (s.sample.steps, s.sample.num, s.diffusion.num_timesteps) == (5, 4, 20)
   assert load("configs.ddpm", "dataset=cifar10").model.attn_resolutions == (8,)
+
+
+def test_dit_values():
+  c = load("configs.dit")
+  assert c.model.architecture == "dit" and c.model.num_classes == 10
+  assert (c.model.patch_size, c.model.hidden_size, c.model.depth, c.model.num_heads) == (4, 128,
+                                                                                        4, 4)
+  assert (c.diffusion.process, c.diffusion.variance, c.diffusion.loss) == ("ddpm",
+                                                                          "learned_range",
+                                                                          "hybrid")
+  assert (c.diffusion.p_uncond, c.sample.guidance, c.sample.ddim_sigma) == (0.1, 1.0, "model")
+  t = c.train
+  assert (t.optimizer, t.lr, t.batch_size, t.num_steps, t.warmup_steps) == ("adam", 1e-3, 64,
+                                                                             2500, 100)
+  # The continuous processes learn no variance (their objective is the prediction's error).
+  e = load("configs.dit", "edm")
+  assert (e.diffusion.process, e.diffusion.prediction, e.diffusion.variance,
+          e.sample.sampler) == ("edm", "edm", "fixed", "edm_heun")
+  assert load("configs.dit", "flow").diffusion.process == "linear"
+  assert load("configs.dit", "unconditional").model.num_classes == 0
+  s = load("configs.dit", "smoke")
+  assert (s.train.num_steps, s.diffusion.num_timesteps, s.model.hidden_size) == (4, 20, 16)
 
 
 def test_dcgan_values():

@@ -13,8 +13,12 @@ from gen_jax.methods.diffusion import core, samplers
 from gen_jax.methods.diffusion.ddim import DDIM_SIGMAS, TIMESTEP_SPACINGS
 from gen_jax.methods.diffusion.ddpm import LOSSES, TARGETS
 from gen_jax.methods.diffusion.variances import LEARNED_VARIANCES
+from gen_jax.models.dit import DIT_SIZES
 
-ARCHITECTURES = ("unet", "ddpmpp")
+ARCHITECTURES = ("unet", "ddpmpp", "dit")
+# The fields a DiT reads (configs/dit.py has them; configs/ddpm.py's model group does not).
+DIT_FIELDS = ("dit_size", "patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio",
+              "attention_impl")
 AUGMENTS = ("none", "edm")
 
 
@@ -51,11 +55,37 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       "which only model.architecture='ddpmpp' takes.")
   if d.augment == "edm" and not 0.0 <= d.augment_p <= 1.0:
     raise ConfigError(f"data.augment_p={d.augment_p} must be a probability in [0, 1].")
+  if m.architecture == "dit":
+    _validate_dit(m, cfg.p_uncond)
   e = config.eval
   if e.bpd_num_images % e.bpd_batch_size:
     raise ConfigError(f"eval.bpd_num_images={e.bpd_num_images} must be a multiple of "
                       f"eval.bpd_batch_size={e.bpd_batch_size}.")
   _validate_conditioning(m.num_classes, cfg.p_uncond, config.sample)
+  if d.dataset == "latents":
+    _validate_latents(config)
+
+
+def _validate_dit(m: ml_collections.ConfigDict, p_uncond: float) -> None:
+  """Clear errors for a DiT's fields (the image's shape is checked by the model)."""
+  missing = [name for name in DIT_FIELDS if name not in m]
+  if missing:
+    raise ConfigError(f"model.architecture='dit' needs the fields model.{', model.'.join(missing)}"
+                      "; start from configs/dit.py.")
+  if m.dit_size and m.dit_size not in DIT_SIZES:
+    raise ConfigError(f"model.dit_size={m.dit_size!r}; expected '' (the fields patch_size, "
+                      f"hidden_size, depth, num_heads) or one of {sorted(DIT_SIZES)}.")
+  sizes = DIT_SIZES[m.dit_size] if m.dit_size else m
+  if sizes["hidden_size"] % sizes["num_heads"] or sizes["hidden_size"] % 4:
+    raise ConfigError(f"model.hidden_size={sizes['hidden_size']} must be divisible by "
+                      f"model.num_heads={sizes['num_heads']} and by 4 (the 2-D position "
+                      "embedding).")
+  if m.attention_impl not in ("", "xla", "cudnn"):
+    raise ConfigError(f"model.attention_impl={m.attention_impl!r}; expected '' (JAX's choice), "
+                      "'xla' or 'cudnn' (GPU only, with dtype bfloat16).")
+  if m.num_classes and p_uncond <= 0:
+    raise ConfigError("A class-conditional DiT has the null class (the authors' label table) "
+                      "only with class dropout: set diffusion.p_uncond > 0 (0.1 in the paper).")
 
 
 def _validate_continuous(config: ml_collections.ConfigDict) -> None:
@@ -128,3 +158,18 @@ def _validate_conditioning(num_classes, p_uncond, sample: ml_collections.ConfigD
       class_rows(1, num_classes, label)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+
+def _validate_latents(config: ml_collections.ConfigDict) -> None:
+  """A latents dataset (gen_jax/data/latents.py) is not bounded to [-1, 1] nor quantized to
+  256 levels: no clipping of x0, no bits/dim (both assume pixels)."""
+  if config.sample.get("clip_x0", False):
+    raise ConfigError("data.dataset='latents': sample.clip_x0=True clips the predicted x0 to "
+                      "the pixel range [-1, 1], and latents are not bounded; set "
+                      "--config.sample.clip_x0=False (configs/ddpm.py:latents does).")
+  if config.eval.bpd_num_images:
+    raise ConfigError("data.dataset='latents': bits/dim are for 8-bit pixels, not latents; set "
+                      "--config.eval.bpd_num_images=0 (configs/ddpm.py:latents does).")
+  if config.data.augment != "none" or config.data.get("random_flip", False):
+    raise ConfigError("data.dataset='latents': augmentations act on pixels; set "
+                      "data.augment='none' and data.random_flip=False.")

@@ -60,6 +60,7 @@ from gen_jax.methods.diffusion.ddpm import (
 )
 from gen_jax.methods.diffusion.guidance import guided_network, guided_steps
 from gen_jax.methods.diffusion.variances import LEARNED_VARIANCES, output_channels
+from gen_jax.models.dit import DiT, dit_kwargs
 from gen_jax.models.song_unet import SongUNet, ddpmpp_cifar10_kwargs
 from gen_jax.models.unet import UNet
 
@@ -69,10 +70,11 @@ AUGMENT_DIM = 9
 
 def build_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
                   out_channels: int | None) -> nn.Module:
-  """The network of `model.architecture`: Ho et al.'s U-Net, or DDPM++ (`SongUNet` with
+  """The network of `model.architecture`: Ho et al.'s U-Net, DDPM++ (`SongUNet` with
   `ddpmpp_cifar10_kwargs`, EDM's settings) whose widths, depth, attention resolutions and
   dropout are the U-Net's fields (model.ch, ch_mult, num_res_blocks, attn_resolutions,
-  dropout) and which takes EDM's augmentation labels when `data.augment='edm'`.
+  dropout) and which takes EDM's augmentation labels when `data.augment='edm'`, or the DiT
+  (`dit_network`).
 
   Args:
     out_channels: output channels (None: the image's).
@@ -83,6 +85,8 @@ def build_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int
                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                 num_groups=m.num_groups, out_channels=out_channels,
                 remat=m.remat, num_classes=m.num_classes, dtype=jnp.dtype(config.dtype))
+  if m.architecture == "dit":
+    return dit_network(config, image_shape, out_channels)
   H, _, C = image_shape
   kwargs = ddpmpp_cifar10_kwargs(label_dim=m.num_classes)
   kwargs.update(img_resolution=H, in_channels=C, out_channels=out_channels or C,
@@ -92,16 +96,42 @@ def build_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int
   return SongUNet(**kwargs, remat=m.remat, dtype=jnp.dtype(config.dtype))
 
 
+def dit_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+                out_channels: int | None) -> DiT:
+  """Peebles & Xie's DiT (gen_jax/models/dit.py) on images of `image_shape` (square): the
+  paper's `model.dit_size` ('DiT-S/2', ...) or, when it is '', model.patch_size,
+  hidden_size, depth and num_heads; learned sigma when the process's variance is learned
+  (out_channels 2C: diffusion.variance='learned_range', the authors' choice). Its time input
+  is the process's (DDPM's timesteps, a continuous process's noise labels). The label table
+  has the null class (class_dropout_prob = diffusion.p_uncond > 0), but the DiT drops no
+  labels itself: `DiffusionMethod.drop_labels` does, once, as for every network.
+  """
+  m = config.model
+  H, W, C = image_shape
+  sizes = (dit_kwargs(m.dit_size) if m.dit_size else
+           dict(patch_size=m.patch_size, hidden_size=m.hidden_size, depth=m.depth,
+                num_heads=m.num_heads))
+  if H != W or H % sizes["patch_size"]:
+    raise ConfigError(f"The DiT takes square images whose side the patch size divides; the "
+                      f"data are {H}x{W}x{C} and the patch size is {sizes['patch_size']} "
+                      "(model.patch_size or model.dit_size).")
+  return DiT(input_size=H, in_channels=C, mlp_ratio=m.mlp_ratio, num_classes=m.num_classes,
+             class_dropout_prob=config.diffusion.p_uncond if m.num_classes else 0.0,
+             learn_sigma=out_channels == 2 * C, train_label_dropout=False,
+             dtype=jnp.dtype(config.dtype), remat=m.remat,
+             attention_impl=m.attention_impl or None, **sizes)
+
+
 @dataclasses.dataclass(frozen=True)
 class DiffusionMethod(Method):
-  """Diffusion training and sampling on a U-Net (module docstring).
+  """Diffusion training and sampling on a U-Net, DDPM++ or DiT (module docstring).
 
   `variance` is the DDPM reverse process's: 'learned' / 'learned_range'
-  (`diffusion.variance`, the U-Net outputs twice the channels), else the fixed
+  (`diffusion.variance`, the network outputs twice the channels), else the fixed
   `sample.variance`.
   """
 
-  model: nn.Module              # UNet or SongUNet (`build_network`)
+  model: nn.Module              # UNet, SongUNet or DiT (`build_network`)
   schedule: Schedule
   tx: optax.GradientTransformation
   image_shape: tuple[int, int, int]
@@ -114,7 +144,7 @@ class DiffusionMethod(Method):
   loss: str = "simple"
   variance: str = "beta"
   hybrid_lambda: float = 1e-3
-  num_classes: int = 0          # K > 0: class-conditional U-Net (Ho & Salimans 2022)
+  num_classes: int = 0          # K > 0: class-conditional network (Ho & Salimans 2022)
   p_uncond: float = 0.1         # probability of training on the null label (Alg. 1)
   sample_label: int = -1        # sample.label: -1 = classes in blocks (rows), c = class c
   guidance: float = 0.0         # sample.guidance: w of Alg. 2
@@ -125,6 +155,7 @@ class DiffusionMethod(Method):
   p_std: float = 1.2
   augment_p: float = 0.0        # data.augment='edm': EDM's augmentation probability, else 0
   couplings: bool = False       # data.train_split='pairs': train on each image's own noise
+  clip_samples: bool = True     # clip samples to [-1, 1]: pixels yes, latents no
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
@@ -146,7 +177,8 @@ class DiffusionMethod(Method):
                prediction=cfg.prediction, sigma_data=cfg.edm.sigma_data,
                p_mean=cfg.edm.p_mean, p_std=cfg.edm.p_std,
                augment_p=config.data.augment_p if config.data.augment == "edm" else 0.0,
-               couplings=config.data.train_split == PAIRS_SPLIT)
+               couplings=config.data.train_split == PAIRS_SPLIT,
+               clip_samples=config.data.dataset != "latents")
 
   @property
   def continuous(self) -> bool:
@@ -161,6 +193,8 @@ class DiffusionMethod(Method):
     x = jnp.zeros((1, *self.image_shape), jnp.float32)
     if isinstance(self.model, UNet):
       params = self.model.init(rng, x, jnp.zeros((1,), jnp.int32), train=False)["params"]
+    elif isinstance(self.model, DiT):
+      params = self.model.init(rng, x, jnp.zeros((1,), jnp.float32), train=False)["params"]
     else:
       augment_labels = jnp.zeros((1, AUGMENT_DIM), jnp.float32) if self.augments else None
       params = self.model.init(rng, x, jnp.zeros((1,), jnp.float32), None, augment_labels,
@@ -439,7 +473,8 @@ class DiffusionMethod(Method):
     `sample.guidance` in `sample.guidance_interval` (`guidance.guided_network`).
 
     Returns:
-      `Samples`: images [num, H, W, C] clipped to [-1, 1]; labels [num] when conditional.
+      `Samples`: images [num, H, W, C] clipped to [-1, 1] (latents: not clipped, and decoded
+      by `gen_jax.methods.latents.LatentImages`); labels [num] when conditional.
     """
     cfg, shape = self.sample_cfg, (num, *self.image_shape)
     params = state.ema_params if use_ema else state.params
@@ -466,4 +501,4 @@ class DiffusionMethod(Method):
       x = ddim_sample(network, self.schedule, rng, shape, target=self.target, eta=cfg.eta,
                       num_steps=cfg.steps or self.schedule.num_timesteps, clip_x0=cfg.clip_x0,
                       timesteps=cfg.timesteps, sigma=cfg.ddim_sigma, variance=self.variance)
-    return Samples(images=jnp.clip(x, -1.0, 1.0), labels=labels)
+    return Samples(images=jnp.clip(x, -1.0, 1.0) if self.clip_samples else x, labels=labels)
