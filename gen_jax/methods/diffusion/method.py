@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from gen_jax.core.errors import ConfigError
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.data import edm_augment
