@@ -6,6 +6,7 @@ The top level, for notebooks and scripts:
   load_config(path[:arg], overrides)     a config file's config, as launch.py builds it
   train_and_evaluate(config, workdir)    what `launch.py` runs to train
   load_run(workdir, step=None)           a trained run: .sample, .draw, .generate, .evaluate
+                                         (an autoencoder's: .encode, .decode)
 
 Layers, each importing only those before it (docs/design.md): `core` (train state,
 optimizer, shared probability) with `data` and `evaluate` beside it, then `models`,

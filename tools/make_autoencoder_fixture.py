@@ -4,8 +4,10 @@ gen_jax/models/autoencoder_kl.py and gen_jax/interop/diffusers_vae.py against di
 without PyTorch.
 
   /path/to/venv-with-torch-and-diffusers/bin/python tools/make_autoencoder_fixture.py
+  .../python tools/make_autoencoder_fixture.py \
+      --check_export=<workdir>/export/step_<N>_diffusers_vae --ours=<ours.npz>
 
-With a fixed torch seed it writes
+The first form, with a fixed torch seed, writes
 
   diffusion_pytorch_model.safetensors, config.json
       the model as `save_pretrained` writes it: 3 -> 3 channels, block_out_channels (8, 16)
@@ -18,10 +20,17 @@ With a fixed torch seed it writes
 Every parameter, GroupNorm scales and all biases included, is perturbed off its
 initialization, so a swapped or transposed tensor changes the outputs. It also prints the
 parameter count of `AutoencoderKL` with Stable Diffusion's config (the test pins it).
-Needs torch, diffusers and safetensors (none of them gen_jax dependencies).
+
+The second form loads a gen_jax `--mode=export --config.export.format=diffusers_vae` folder
+with `AutoencoderKL.from_pretrained` and prints the largest differences of its posterior
+mean, log-variance and decoding of the posterior mean from gen_jax's, given as `--ours`: an
+.npz of `x` (uint8 images [N, H, W, C]) and gen_jax's `mean`, `logvar` and `decoded` of them
+(docs/interop.md shows how to write it). Needs torch, diffusers and safetensors (none of
+them gen_jax dependencies).
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 import diffusers
@@ -66,5 +75,26 @@ def main() -> None:
         sum(p.numel() for p in sd.parameters()))
 
 
+def check_export(path: str, ours_path: str) -> None:
+  vae = diffusers.AutoencoderKL.from_pretrained(path).eval()
+  ours = np.load(ours_path)
+  x = torch.from_numpy(ours["x"].astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
+  with torch.no_grad():
+    posterior = vae.encode(x).latent_dist
+    decoded = vae.decode(posterior.mean).sample
+  for name, value in (("mean", posterior.mean), ("logvar", posterior.logvar),
+                      ("decoded", decoded)):
+    print(f"{name}: max |diffusers - gen_jax| = {np.abs(nhwc(value) - ours[name]).max():.3g}")
+  mse = np.mean(((nhwc(decoded).clip(-1, 1) - nhwc(x)) / 2) ** 2)
+  print(f"diffusers' reconstruction PSNR of the {len(x)} images: {-10 * np.log10(mse):.2f} dB")
+
+
 if __name__ == "__main__":
-  main()
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--check_export", default="")
+  parser.add_argument("--ours", default="")
+  args = parser.parse_args()
+  if args.check_export:
+    check_export(args.check_export, args.ours)
+  else:
+    main()

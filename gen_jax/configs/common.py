@@ -96,8 +96,9 @@ def base_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   # --mode=sample with the same shapes loads its compiled steps instead of compiling again.
   config.compilation_cache = "~/.cache/gen_jax/xla"
   config.export = ml_collections.ConfigDict()
-  # What --mode=export writes: 'gen_jax' (safetensors of every leaf), or 'hf_gpt2' (a GPT
-  # as Hugging Face's GPT2LMHeadModel; docs/interop.md).
+  # What --mode=export writes: 'gen_jax' (safetensors of every leaf), 'hf_gpt2' (a GPT as
+  # Hugging Face's GPT2LMHeadModel) or 'diffusers_vae' (an autoencoder as diffusers'
+  # AutoencoderKL); docs/interop.md.
   config.export.format = "gen_jax"
 
   config.data = ml_collections.ConfigDict()

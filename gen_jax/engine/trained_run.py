@@ -222,9 +222,7 @@ class TrainedRun:
     if np.issubdtype(images.dtype, np.integer):
       images = images.astype(np.float32) / 127.5 - 1.0
     method = self._encoder("encode")
-    shape = self.experiment().spec.image_shape
-    assert shape is not None   # an autoencoder's data are images
-    want = tuple(shape)
+    want = self._image_shape()
     if images.ndim != 4 or tuple(images.shape[1:]) != want:
       raise SamplingRequestError(f"encode() takes images [N, {', '.join(map(str, want))}]; "
                                  f"got {images.shape}.")
@@ -237,12 +235,22 @@ class TrainedRun:
     `encode`'s mean. Compiles once per shape.
 
     Raises:
-      SamplingRequestError: the run's method does not decode.
+      SamplingRequestError: the run's method does not decode, or latents of another shape.
     """
     method = self._encoder("decode")
     params = self.ema_params if use_ema else self.params
-    return jax.device_get(self._jitted("decode", method.decode)(
-        params, np.asarray(latents, np.float32)))
+    latents = np.asarray(latents, np.float32)
+    one_image = jax.ShapeDtypeStruct((1, *self._image_shape()), np.float32)
+    want = tuple(jax.eval_shape(method.encode, params, one_image)[0].shape[1:])
+    if latents.ndim != 1 + len(want) or tuple(latents.shape[1:]) != want:
+      raise SamplingRequestError(f"decode() takes latents [N, {', '.join(map(str, want))}] "
+                                 f"(encode()'s); got {latents.shape}.")
+    return jax.device_get(self._jitted("decode", method.decode)(params, latents))
+
+  def _image_shape(self) -> tuple[int, ...]:
+    shape = self.experiment().spec.image_shape
+    assert shape is not None   # an autoencoder's data are images
+    return tuple(shape)
 
   def _encoder(self, what: str):
     method = self.experiment().method

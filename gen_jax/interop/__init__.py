@@ -5,7 +5,8 @@ import core and models, and a family imports it to offer the formats (`Method`'s
 
   hf_gpt2.py           Hugging Face GPT-2 (`init_from='hf_gpt2:<path>'`, export.format)
   diffusers_vae.py     Stable Diffusion's VAE, diffusers' AutoencoderKL
-                       (`init_from='diffusers_vae:<path>'`, `load_autoencoder(path)`)
+                       (`init_from='diffusers_vae:<path>'`, `load_autoencoder(path)`,
+                       export.format)
   dit.py               the authors' DiT state dict (facebookresearch/DiT) as DiT params
   safetensors_file.py  the optional `safetensors` dependency
 

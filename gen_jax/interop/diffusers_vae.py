@@ -1,5 +1,6 @@
 """Stable Diffusion's VAE from a diffusers file: `init_from='diffusers_vae:<path>'`, or
-`load_autoencoder(path)` for the model and its params (docs/interop.md).
+`load_autoencoder(path)` for the model and its params; and an autoencoder trained here out
+as one (`--mode=export --config.export.format=diffusers_vae`) (docs/interop.md).
 
 A diffusers `AutoencoderKL` folder (e.g. stabilityai/sd-vae-ft-mse or sd-vae-ft-ema) holds
 `diffusion_pytorch_model.safetensors` and `config.json`. gen_jax reads the safetensors file
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -232,3 +234,33 @@ def load_autoencoder(path: str, dtype: Any = np.float32) -> tuple[AutoencoderKL,
   abstract = jax.eval_shape(lambda: model.init(
       jax.random.key(0), np.zeros((1, side, side, model.in_channels), np.float32)))["params"]
   return model, _fitted_params(path, tensors, config, model, abstract)
+
+
+def to_diffusers(params: Any) -> dict[str, np.ndarray]:
+  """`convert`'s inverse: AutoencoderKL params (host arrays) -> a diffusers state dict, with
+  today's attention names (`to_q`, ..., `to_out.0`)."""
+  tensors = {}
+  for path, value in _keys(params).items():
+    *module, leaf = [re.sub(r"_(\d+)$", r".\1", part) for part in path.split("/")]
+    value = np.asarray(value, np.float32)
+    if leaf == "kernel":
+      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+    tensors[".".join([*module, "bias" if leaf == "bias" else "weight"])] = (
+        np.ascontiguousarray(value))
+  return tensors
+
+
+def export_files(params: Any, model: AutoencoderKL, image_size: int, step: int
+                 ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any]]:
+  """The files of a folder diffusers' `AutoencoderKL.from_pretrained` loads, for `params`
+  (host arrays) of checkpoint `step`: (the tensors of `WEIGHTS`, its metadata, config.json)."""
+  levels = len(model.block_out_channels)
+  config = {"_class_name": "AutoencoderKL", "act_fn": "silu",
+            "down_block_types": ["DownEncoderBlock2D"] * levels,
+            "up_block_types": ["UpDecoderBlock2D"] * levels, "sample_size": image_size,
+            **{f: getattr(model, f) for f in SHAPE_FIELDS}, "scaling_factor": model.scaling_factor}
+  config["block_out_channels"] = list(model.block_out_channels)
+  # diffusers reads a safetensors file only with metadata format 'pt'.
+  metadata = {"format": "pt", "step": str(step),
+              "exported_by": "gen_jax --mode=export (diffusers_vae)"}
+  return to_diffusers(params), metadata, config

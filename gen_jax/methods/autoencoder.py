@@ -2,8 +2,8 @@
 
 Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models"
 (arXiv:2112.10752), §3.1 and App. G; the loss is the first-stage objective of Esser,
-Rombach, Ommer 2021 ("Taming Transformers", arXiv:2012.09841, Eq. 4) with a KL term in place
-of the codebook: per image,
+Rombach, Ommer 2021 ("Taming Transformers", arXiv:2012.09841, §3.1) with a KL term in place
+of the codebook's: per image,
 
   L = sum_pixels |x - D(z)|  +  beta * KL(q(z|x) || N(0, I)),    z = mu + sigma * eps  (1)
 
@@ -15,11 +15,14 @@ error instead.
 Left out of the paper's loss, and why:
   * LPIPS (the perceptual term, weight 1 in ldm): it needs a pretrained VGG-16 and LPIPS'
     linear heads, weights that cannot be had offline here.
-  * The PatchGAN discriminator with the hinge loss and the adaptive weight of Esser et al.
-    Eq. 7 (ldm switches it on after 50k steps of 256^2 training): its job is sharp texture at
-    high resolution; at 28x28 digits L1 alone reconstructs well (docs/results.md).
-  * ldm's learned scalar log-variance of the L1 "likelihood" (nll = |x - x~| / e^s + s):
-    with a constant beta it only rescales the reconstruction term against the KL.
+  * The PatchGAN discriminator with the hinge loss and Esser et al.'s adaptive weight (the
+    ratio of the reconstruction's and the GAN loss's gradient norms at the decoder's last
+    layer; ldm's f = 8 config switches it on after 50k steps of 256^2 training): its job is
+    sharp texture at high resolution; at 28x28 digits L1 alone reconstructs well
+    (docs/results.md). Not implemented yet.
+  * ldm's learned scalar log-variance of the L1 "likelihood" (nll = |x - x~| / e^s + s): a
+    learned weight of the reconstruction against the KL, whose role the measured beta plays
+    here.
 
 Images are in [-1, 1] (the pipeline's, `data.binarize='none'`). The KL is in nats.
 """
@@ -36,7 +39,7 @@ import optax
 from gen_jax.core.optimizer import make_optimizer
 from gen_jax.core.state import TrainState, accumulated_value_and_grad, apply_gradients
 from gen_jax.interop import diffusers_vae
-from gen_jax.methods import latents_mode
+from gen_jax.methods import base, latents_mode
 from gen_jax.methods.base import (
   Method,
   MethodMode,
@@ -230,6 +233,20 @@ class AutoencoderMethod(Method):
   def load_foreign_params(self, init_from: str, abstract_params: Params) -> Params:
     """The params in a diffusers safetensors file (`gen_jax.interop.diffusers_vae`)."""
     return diffusers_vae.load_params(init_from, self.model, abstract_params)
+
+  def export_formats(self) -> tuple[str, ...]:
+    """Exports as a diffusers AutoencoderKL folder (`export.format='diffusers_vae'`)."""
+    return ("diffusers_vae",)
+
+  def export_foreign(self, export_format: str, params: Params, step: int) -> base.ForeignExport:
+    """A folder diffusers' `AutoencoderKL.from_pretrained` loads
+    (`gen_jax.interop.diffusers_vae`)."""
+    if export_format not in self.export_formats():
+      return super().export_foreign(export_format, params, step)
+    tensors, metadata, config = diffusers_vae.export_files(params, self.model,
+                                                           self.image_shape[0], step)
+    return base.ForeignExport(weights_file=diffusers_vae.WEIGHTS, tensors=tensors,
+                              metadata=metadata, json_files={diffusers_vae.CONFIG: config})
 
   # ------------------------------------------------------------------ modes
 

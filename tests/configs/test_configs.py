@@ -22,6 +22,7 @@ CASES = [
     *[("configs.vae", a) for a in (None, "smoke", "latent=2", "conv", "continuous",
                                    "continuous,conv", "smoke,conv", "dataset=mnist")],
     *[("configs.classifier", a) for a in (None, "smoke", "dataset=mnist")],
+    *[("configs.autoencoder", a) for a in (None, "smoke", "sd", "dataset=mnist")],
     *[("configs.gpt", a) for a in (None, "baby", "shakespeare_char", "smoke", "tokenizer=byte",
                                    "smoke,tokenizer=byte", "dataset=lm1b")],
     *[("configs.lstm", a) for a in (None, "smoke", "tokenizer=byte")],
@@ -77,7 +78,8 @@ def test_loads_locks_and_has_the_shared_fields(case):
 
 
 @pytest.mark.parametrize("module", ["configs.ddpm", "configs.dit", "configs.dcgan", "configs.vae",
-                                    "configs.classifier", "configs.gpt", "configs.lstm"])
+                                    "configs.classifier", "configs.gpt", "configs.lstm",
+                                    "configs.autoencoder"])
 def test_unknown_variant_fails(module):
   with pytest.raises(ValueError, match="unknown variant"):
     load(module, "smoke,nonsense")
@@ -216,6 +218,27 @@ def test_vae_values():
   assert (s.train.steps_per_call, s.train.batch_size, s.train.warmup_steps) == (1, 16, 0)
   assert s.model.latent_dim == 2 and not s.eval.sample_metrics and "num_samples" not in s.eval
   assert load("configs.vae", "latent=2").model.latent_dim == 2
+
+
+def test_autoencoder_values():
+  c = load("configs.autoencoder")
+  assert c.method == "autoencoder" and c.data.dataset == "mnist_5k"
+  m, t = c.model, c.train
+  assert (m.block_out_channels, m.layers_per_block, m.latent_channels, m.norm_num_groups) == (
+      (16, 32, 32), 1, 4, 8)
+  assert (c.autoencoder.recon_loss, c.autoencoder.kl_weight) == ("l1", 1e-3)
+  assert (t.batch_size, t.num_steps, t.lr, t.b1, t.b2, t.warmup_steps, t.ema_decay) == (
+      32, 600, 1e-3, 0.5, 0.9, 100, 0.999)
+  assert (c.eval.every, c.eval.batch_size, c.eval.num_batches, c.sample.num) == (600, 100, 0, 64)
+  sd = load("configs.autoencoder", "sd")
+  assert (sd.model.block_out_channels, sd.model.layers_per_block, sd.model.norm_num_groups,
+          sd.model.scaling_factor) == ((128, 256, 512, 512), 2, 32, 0.18215)
+  assert (sd.autoencoder.kl_weight, sd.data.image_size, sd.train.batch_size, sd.train.lr) == (
+      1e-6, 256, 4, 4.5e-6 * 4)
+  s = load("configs.autoencoder", "smoke")
+  assert (s.model.block_out_channels, s.model.latent_channels, s.train.num_steps) == ((8, 8), 2,
+                                                                                      4)
+  assert (s.train.warmup_steps, s.train.batch_size, s.eval.num_batches) == (2, 16, 2)
 
 
 def test_classifier_values_and_no_sample_settings():

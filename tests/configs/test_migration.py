@@ -11,7 +11,17 @@ import os
 import pytest
 from smoke import FIXTURES
 
-from gen_jax.configs import classifier, dcgan, ddpm, gpt, lstm, migration, saved_run, vae
+from gen_jax.configs import (
+  autoencoder,
+  classifier,
+  dcgan,
+  ddpm,
+  gpt,
+  lstm,
+  migration,
+  saved_run,
+  vae,
+)
 from gen_jax.engine import workdir as workdir_lib
 
 LEGACY = os.path.join(FIXTURES, "legacy_runs")
@@ -21,7 +31,7 @@ LEGACY_RUNS = {"ddpm": (ddpm, "smoke"), "ddpm_cond": (ddpm, "smoke,conditional")
                "vae": (vae, "smoke"), "classifier": (classifier, "smoke"),
                "gpt": (gpt, "smoke"), "lstm": (lstm, "smoke")}
 FAMILIES = {"ddpm": ddpm, "dcgan": dcgan, "vae": vae, "classifier": classifier, "gpt": gpt,
-            "lstm": lstm}
+            "lstm": lstm, "autoencoder": autoencoder}
 
 
 def legacy_config(name: str) -> dict:

@@ -46,3 +46,13 @@ def test_load_run_encodes_and_decodes(run_dir):
   assert not np.allclose(run.encode(images, use_ema=False)[0], mean)
   with pytest.raises(SamplingRequestError, match=r"encode\(\) takes images \[N, 28, 28, 1\]"):
     run.encode(np.zeros((2, 32, 32, 1), np.float32))
+  with pytest.raises(SamplingRequestError, match=r"decode\(\) takes latents \[N, 14, 14, 2\]"):
+    run.decode(np.zeros((2, 7, 7, 4), np.float32))
+
+
+def test_diffusers_vae_weights_need_an_autoencoder_run():
+  from gen_jax.core.errors import ConfigError
+  from gen_jax.engine.experiment import build_experiment
+  with pytest.raises(ConfigError, match=r"init_from=diffusers_vae:x holds diffusers "
+                                        r"AutoencoderKL .* it needs method='autoencoder'"):
+    build_experiment(load_config("vae", **{"init_from": "diffusers_vae:x"}))

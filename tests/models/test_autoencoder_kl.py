@@ -116,11 +116,23 @@ def test_stable_diffusion_config_parameter_count_and_f8_shapes():
   assert decoded.shape == (2, 64, 48, 3) and decoded.dtype == jnp.float32
 
 
-def test_logvar_is_clipped_as_diffusers():
-  model = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(4,),
-                        layers_per_block=1, latent_channels=1, norm_num_groups=2)
-  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
-  params["quant_conv"]["bias"] = jnp.array([0.0, 1e4])   # logvar channel far above 20
-  _, logvar = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))(
-      params, jnp.zeros((1, 4, 4, 1)))
-  np.testing.assert_array_equal(logvar, 20.0)
+def test_logvar_is_clipped_as_diffusers(tiny):
+  # The fixture's network (compiled once) with quant_conv's log-variance biases far out.
+  _, params, out, encode, _ = tiny
+  params = jax.tree.map(jnp.asarray, params)
+  params["quant_conv"]["bias"] = jnp.array([0.0] * 4 + [1e4, 1e4, -1e4, -1e4])
+  _, logvar = encode(params, out["x"])
+  np.testing.assert_array_equal(logvar[..., :2], 20.0)
+  np.testing.assert_array_equal(logvar[..., 2:], -30.0)
+
+
+def test_export_is_the_inverse_of_reading(tiny):
+  model, params, *_ = tiny
+  tensors = load_file(str(FIXTURE / diffusers_vae.WEIGHTS))
+  exported, metadata, config = diffusers_vae.export_files(jax.device_get(params), model, 16, 3)
+  assert sorted(exported) == sorted(tensors) and metadata["format"] == "pt"
+  for name, value in tensors.items():
+    np.testing.assert_array_equal(exported[name], value, err_msg=name)
+  theirs = json.loads((FIXTURE / "config.json").read_text())
+  assert {k: theirs[k] for k in config if k != "sample_size"} == {
+      k: v for k, v in config.items() if k != "sample_size"}
