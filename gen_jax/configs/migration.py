@@ -24,16 +24,18 @@ from typing import Any
 import ml_collections
 from etils import epath  # workdirs may be cloud paths (gs://...)
 
-from gen_jax.configs import autoencoder, classifier, common, dcgan, ddpm, gpt, lstm, vae
+from gen_jax.configs import autoencoder, classifier, common, dcgan, ddpm, dit, gpt, lstm, vae
 from gen_jax.core.errors import UserError
 
 CONFIG_VERSION = common.CONFIG_VERSION
 CONFIG_FILE = "config.json"
 
-# config.method (and for 'autoregressive', model.arch) -> today's config file of the family.
+# config.method (and for 'autoregressive', model.arch; for 'diffusion', a DiT's
+# model.architecture) -> today's config file of the family.
 _FAMILY_CONFIGS = {"diffusion": ddpm, "gan": dcgan, "vae": vae, "classifier": classifier,
                    "autoregressive": gpt, "autoencoder": autoencoder}
 _ARCH_CONFIGS = {"gpt": gpt, "lstm": lstm}
+_DIFFUSION_NETWORK_CONFIGS = {"dit": dit}   # other architectures: configs/ddpm.py
 
 # What a version-1 config meant by leaving a field out, where that differs from today's
 # default: the fallbacks of the code that read these fields before configs had versions
@@ -94,6 +96,8 @@ def _family_defaults(saved: dict[str, Any]) -> dict[str, Any]:
   module = _FAMILY_CONFIGS[method]
   if method == "autoregressive":
     module = _ARCH_CONFIGS.get(saved.get("model", {}).get("arch"), gpt)
+  if method == "diffusion":
+    module = _DIFFUSION_NETWORK_CONFIGS.get(saved.get("model", {}).get("architecture"), ddpm)
   return json.loads(module.get_config().to_json_best_effort())
 
 

@@ -16,6 +16,7 @@ from gen_jax.configs import (
   classifier,
   dcgan,
   ddpm,
+  dit,
   gpt,
   lstm,
   migration,
@@ -161,3 +162,16 @@ def test_a_version_2_config_saved_before_a_new_field_gets_its_default():
              "gan.b2_final", "gan.r3gan")
   old["version"] = 2
   assert migration.migrate(old) == current
+
+
+def test_a_saved_dit_run_gains_no_unet_fields_and_resumes_without_a_difference(tmp_path):
+  # A diffusion run's family defaults follow its network: a DiT's are configs/dit.py's, so
+  # loading its config adds none of the U-Net's fields (model.ch, dropout, ...).
+  config = dit.get_config("smoke")
+  assert migration.migrate(today(dit)) == today(dit)
+  (tmp_path / "config.json").write_text(config.to_json_best_effort())
+  (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+  saved = workdir_lib.load_saved_config(tmp_path)
+  assert "ch" not in saved.model and "dropout" not in saved.model
+  assert workdir_lib.config_changes(saved, config) == []
+  workdir_lib.claim(config, tmp_path, start_step=4)   # no ConfigMismatchError
