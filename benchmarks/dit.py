@@ -7,10 +7,10 @@
 Environment: torch and jax in one virtual environment, gen_jax installed editable (a
 benchmark-only setup; torch, timm and the authors' code are no gen_jax dependency):
 
-  python3 -m venv /work/benchvenv
-  /work/benchvenv/bin/pip install torch timm numpy   # timm imports torchvision: its build
-                                                     # must match torch's (both CPU or both CUDA)
-  /work/benchvenv/bin/pip install -c constraints.txt -e .
+  python3 -m venv .venv-bench
+  .venv-bench/bin/pip install torch timm numpy   # timm imports torchvision: its build
+                                                 # must match torch's (both CPU or both CUDA)
+  .venv-bench/bin/pip install -c constraints.txt -e .
   git clone https://github.com/facebookresearch/DiT /path/to/DiT     # models.py, diffusion/
 
 What is timed, per update, on the same 32x32x4 latents (random, a fixed batch) and labels:
