@@ -79,12 +79,6 @@ def write_placeholder_latents(folder: str, *, latent_shape=(32, 32, 4), image_sh
   return folder
 
 
-flags.DEFINE_string("out", None, "Folder to write.", required=True)
-flags.DEFINE_list("latent_shape", ["32", "32", "4"], "h,w,c of a latent.")
-flags.DEFINE_list("image_shape", ["256", "256", "3"], "H,W,C of the source images.")
-flags.DEFINE_integer("num_classes", 1000, "Classes the placeholder labels cycle through.")
-
-
 def main(argv):
   del argv
   folder = write_placeholder_latents(
@@ -94,4 +88,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: tests import this file into processes that hold other
+  # tools' absl flags (benchmarks/gpu_suite.py also has --out).
+  flags.DEFINE_string("out", None, "Folder to write.", required=True)
+  flags.DEFINE_list("latent_shape", ["32", "32", "4"], "h,w,c of a latent.")
+  flags.DEFINE_list("image_shape", ["256", "256", "3"], "H,W,C of the source images.")
+  flags.DEFINE_integer("num_classes", 1000, "Classes the placeholder labels cycle through.")
   app.run(main)
