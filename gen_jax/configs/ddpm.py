@@ -130,6 +130,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.s_tmin = 0.0
   config.sample.s_tmax = float("inf")
   config.sample.s_noise = 1.0
+  # euler_maruyama's reverse SDE (gen_jax/methods/diffusion/samplers.py SDEOptions): its
+  # diffusion coefficient 'sbdm' (Song et al. 2021, Eq. 6) or 'sigma' (SiT's), that
+  # coefficient's scale, and the length in t of the last, noiseless step (0: equal steps;
+  # SiT: 0.04).
+  config.sample.sde_diffusion = "sbdm"
+  config.sample.sde_norm = 1.0
+  config.sample.sde_last_step = 0.0
   # DDIM subsequence: 'linspace' (ends at T-1), or Song et al.'s code's 'uniform' or 'quad'.
   config.sample.timesteps = "linspace"
   # DDIM noise: 'eta' (Eq. 16), 'model' (ancestral, the model's variance; beta: sigma-hat).

@@ -85,6 +85,9 @@ def test_sit_recipe():
   assert (c.diffusion.process, c.diffusion.prediction, c.diffusion.variance) == (
       "linear", "velocity", "fixed")
   assert (c.sample.sampler, c.sample.steps, c.sample.guidance) == ("euler_maruyama", 250, 0.5)
+  # SiT's sample_ddp.py SDE defaults: diffusion sigma_t, a "Mean" last step of 0.04.
+  assert (c.sample.sde_diffusion, c.sample.sde_norm, c.sample.sde_last_step) == (
+      "sigma", 1.0, 0.04)
   assert c.train.to_dict() == base.train.to_dict() and c.model.to_dict() == base.model.to_dict()
 
 

@@ -90,6 +90,59 @@ def test_euler_maruyama_and_ancestral_draw_the_data_distribution():
     assert float(x.std()) == pytest.approx(S, rel=0.06), process
 
 
+@pytest.mark.parametrize("process", ["linear", "gvp"])
+def test_sit_sde_sampler_equals_the_authors(process):
+  # tests/fixtures/sit/sde_parity.npz (tools/make_sit_sde_fixture.py): SiT's sample_sde with
+  # its sample scripts' defaults (diffusion sigma_t, 249 Euler-Maruyama steps, a "Mean" last
+  # step of 0.04) on the exact velocity of the same Gaussian data, with fixed noise. gen_jax's
+  # grid is SiT's with time reversed, and its steps give SiT's samples.
+  import os
+  fixture = np.load(os.path.join(os.path.dirname(__file__), "..", "fixtures", "sit",
+                                 "sde_parity.npz"))
+  np.testing.assert_allclose([fixture["m"], fixture["s"]], [M, S])
+  sde = samplers.SDEOptions(diffusion="sigma", norm=1.0, last_step=float(fixture["last_step"]))
+  times = samplers.time_grid(process, 250, "velocity", "euler_maruyama", sde)
+  np.testing.assert_allclose(times, 1.0 - fixture[f"{process}/sit_times"], atol=1e-6)
+  x0_eps = gaussian_x0_eps(process)
+  noise = jnp.asarray(fixture[f"{process}/noise"])
+
+  @jax.jit
+  def step(x, i):
+    t, t_next = jnp.float32(times)[i], jnp.float32(times)[i + 1]
+    x0, eps = x0_eps(x, jnp.full((x.shape[0],), t))
+    c = core.coefficients(process, jnp.full(x.shape, t))
+    return samplers.euler_maruyama_step(x, x0, eps, c, t_next - t,
+                                        noise[jnp.minimum(i, len(noise) - 1)], i < len(noise),
+                                        sde), None
+
+  x, _ = jax.lax.scan(step, jnp.asarray(fixture[f"{process}/x_init"]), jnp.arange(250))
+  np.testing.assert_allclose(x, fixture[f"{process}/sample"], rtol=1e-4, atol=1e-4)
+  # The same settings through `sample`: its NFE is 250 and it draws the data's Gaussian.
+  assert samplers.num_evaluations("euler_maruyama", times) == 250
+  x = samplers.sample(x0_eps, process, jax.random.key(3), (4096, 1, 1, 1),
+                      sampler="euler_maruyama", steps=250, prediction="velocity", sde=sde)
+  assert float(x.mean()) == pytest.approx(M, abs=0.03)
+  assert float(x.std()) == pytest.approx(S, rel=0.05)
+
+
+@pytest.mark.parametrize("variant,overrides,message", [
+    ("flow", {"sample.sde_diffusion": "constant"}, "sample.sde_diffusion='constant'; expected"),
+    ("flow", {"sample.sde_norm": -1.0}, "sample.sde_norm=-1.0 must be >= 0"),
+    ("flow", {"sample.steps": 1, "sample.sde_last_step": 0.04}, "needs sample.steps >= 2"),
+    ("flow", {"sample.sde_last_step": 1.5}, "a last step shorter than t in"),
+    ("edm", {"sample.sde_last_step": 0.04}, "process 'edm' steps on Karras"),
+])
+def test_bad_sde_options_are_config_errors(variant, overrides, message):
+  from smoke import load_config
+
+  from gen_jax.core.errors import ConfigError
+  from gen_jax.methods.diffusion.method import DiffusionMethod
+  config = load_config("ddpm", f"{variant},smoke", **{"sample.sampler": "euler_maruyama",
+                                                       **overrides})
+  with pytest.raises(ConfigError, match=message):
+    DiffusionMethod.from_config(config, (8, 8, 1))
+
+
 @pytest.mark.parametrize("process,prediction", [
     ("linear", "velocity"), ("vp", "eps"), ("edm", "edm")])
 def test_ode_log_likelihood_of_gaussian_data_is_its_exact_log_density(process, prediction):

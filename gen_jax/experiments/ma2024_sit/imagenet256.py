@@ -20,14 +20,16 @@ Recipe, as the authors' train.py, train_utils.py and transport/ run it:
   (0.9, 0.999, 1e-8), no warmup or clipping, batch 256, EMA 0.9999 from the initial
   weights, float32; train.py's default is 1400 epochs, the paper's ablations compare at
   400K steps (this file's `num_steps`), the headline model at 7M;
-- sampling (sample_ddp.py SDE): Euler-Maruyama, 250 steps, guidance scale 1.5 (gen_jax's
-  w = 0.5; SiT's `forward_with_cfg`, like DiT's, guides only the first 3 of 4 channels,
-  gen_jax all 4). SiT's best SDE uses the diffusion coefficient w_t = sigma_t
-  (`--diffusion-form sigma`, norm 1) and a last "Mean" step of 0.04; gen_jax's
-  `euler_maruyama` is the reverse SDE of Song et al. (Eq. 6), i.e. SiT's `SBDM` form, from
-  t = 1 - 1e-3 with no noise on the last step. That sampler is therefore not the paper's
-  best one; the probability-flow ODE (`--config.sample.sampler=rk45`, Dormand-Prince at
-  1e-5, SiT's ODE default being dopri5 at atol 1e-6, rtol 1e-3) is the other choice.
+- sampling (sample_ddp.py SDE, train_utils.py's defaults): Euler-Maruyama with the
+  diffusion coefficient sigma_t (`--diffusion-form sigma`, norm 1; gen_jax's
+  `sample.sde_diffusion='sigma'`), 249 noisy steps uniform over SiT's t in [0, 0.96], then
+  the "Mean" step (drift only) of 0.04 to the data (`sample.sde_last_step=0.04`): 250
+  network evaluations, guidance scale 1.5 (gen_jax's w = 0.5; SiT's `forward_with_cfg`,
+  like DiT's, guides only the first 3 of 4 channels, gen_jax all 4). The sampler is pinned
+  to SiT's `transport` code on a closed-form model by tests/fixtures/sit/sde_parity.npz
+  (tools/make_sit_sde_fixture.py). The probability-flow ODE (`--config.sample.sampler=rk45`,
+  Dormand-Prince at 1e-5; SiT's ODE default is dopri5 at atol 1e-6, rtol 1e-3) is the
+  other choice.
 
 Data and commands as experiments/peebles2023_dit/imagenet256.py (the same latents folder):
 
@@ -51,6 +53,8 @@ def get_config(arg: str | None = None):
   # The linear interpolant and velocity; a fixed-variance network (C output channels).
   config.diffusion.update(process="linear", prediction="velocity", variance="fixed",
                           loss="simple")
-  # The reverse SDE with 250 Euler-Maruyama steps, guidance scale 1.5.
-  config.sample.update(sampler="euler_maruyama", steps=250, guidance=0.5)
+  # SiT's SDE sampler: diffusion sigma_t, 249 Euler-Maruyama steps and a last "Mean" step
+  # of 0.04 (250 evaluations), guidance scale 1.5.
+  config.sample.update(sampler="euler_maruyama", steps=250, guidance=0.5,
+                       sde_diffusion="sigma", sde_norm=1.0, sde_last_step=0.04)
   return config

@@ -112,8 +112,31 @@ def _validate_continuous(config: ml_collections.ConfigDict) -> None:
   if s.sampler != "rk45" and s.steps < (2 if s.sampler == "edm_heun" else 1):
     raise ConfigError(f"sample.steps={s.steps}: a continuous process's sampler needs "
                       f"{'at least 2' if s.sampler == 'edm_heun' else 'at least 1'} steps.")
+  if s.sampler == "euler_maruyama":
+    _validate_sde(s, cfg.process, cfg.prediction)
   if config.eval.bpd_num_images and config.eval.bpd_ode_steps < 1:
     raise ConfigError(f"eval.bpd_ode_steps={config.eval.bpd_ode_steps} must be >= 1.")
+
+
+def _validate_sde(s: ml_collections.ConfigDict, process: str, prediction: str) -> None:
+  """euler_maruyama's `sample.sde_*` (samplers.SDEOptions)."""
+  if s.sde_diffusion not in core.SDE_DIFFUSIONS:
+    raise ConfigError(f"sample.sde_diffusion={s.sde_diffusion!r}; expected one of "
+                      f"{core.SDE_DIFFUSIONS}.")
+  if s.sde_norm < 0:
+    raise ConfigError(f"sample.sde_norm={s.sde_norm} must be >= 0 (0: the probability-flow "
+                      "ODE by Euler steps).")
+  if s.sde_last_step < 0:
+    raise ConfigError(f"sample.sde_last_step={s.sde_last_step} must be >= 0 (0: equal steps).")
+  if s.sde_last_step > 0 and process == "edm":
+    raise ConfigError("sample.sde_last_step is a length in t in [0, 1]; process 'edm' steps "
+                      "on Karras et al.'s sigma grid: leave it 0.")
+  if s.sde_last_step > 0:
+    try:
+      samplers.time_grid(process, s.steps, prediction, "euler_maruyama",
+                         samplers.SDEOptions.from_config(s))
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
 
 
 def _validate_ddpm_sampler(cfg: ml_collections.ConfigDict, T: int) -> None:

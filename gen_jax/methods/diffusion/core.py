@@ -34,7 +34,8 @@ What a network predicts (`PREDICTIONS`), each a function of (x_0, eps) at x_t:
               as 'x0'.
 
 The probability-flow ODE of every process is dx/dt = alpha'(t) E[x_0 | x_t] + sigma'(t)
-E[eps | x_t] (`ode_velocity`), and its reverse SDE adds the score term of `sde_drift`.
+E[eps | x_t] (`ode_velocity`); the reverse SDEs with the same marginals add a score term
+and noise (`reverse_sde`).
 """
 from __future__ import annotations
 
@@ -195,14 +196,40 @@ def ode_velocity(x0: jax.Array, eps: jax.Array, c: Coefficients) -> jax.Array:
   return c.d_alpha * x0 + c.d_sigma * eps
 
 
-def sde_drift_and_diffusion(x_t: jax.Array, eps: jax.Array,
-                            c: Coefficients) -> tuple[jax.Array, jax.Array]:
-  """(f x - g^2 score, g) of the reverse-time SDE dx = [f x - g^2 grad log p_t] dt + g dw
-  (Song et al. 2021, Eq. 6), for the forward SDE with the process's marginals:
-  f = alpha' / alpha, g^2 = d(sigma^2)/dt - 2 f sigma^2, score = -eps_hat / sigma."""
-  f = c.d_alpha / c.alpha
-  g2 = 2.0 * c.sigma * c.d_sigma - 2.0 * f * c.sigma**2
-  return f * x_t + g2 * eps / c.sigma, jnp.sqrt(jnp.maximum(g2, 0.0))
+# The diffusion coefficient D(t) of `reverse_sde` (SiT's `compute_diffusion` forms).
+SDE_DIFFUSIONS = ("sbdm", "sigma")
+
+
+def sde_diffusion(form: str, c: Coefficients, norm: float = 1.0) -> jax.Array:
+  """D(t) >= 0 of `reverse_sde`, times `norm` (SiT's `--diffusion-norm`):
+
+  'sbdm'   g^2 / 2 = sigma sigma' - (alpha'/alpha) sigma^2, where g is the diffusion of the
+           forward SDE dx = (alpha'/alpha) x dt + g dW with the process's marginals: the
+           reverse SDE of Song et al. 2021, Eq. 6 (infinite where alpha = 0);
+  'sigma'  sigma(t): the default of SiT's sample scripts (Ma et al. 2024, `--diffusion-form
+           sigma`, the sampler of its best FID), finite everywhere.
+  """
+  if form == "sbdm":
+    return norm * jnp.maximum(c.sigma * c.d_sigma - c.d_alpha / c.alpha * c.sigma**2, 0.0)
+  if form == "sigma":
+    return norm * c.sigma
+  raise ValueError(f"sample.sde_diffusion={form!r}; expected one of {SDE_DIFFUSIONS}.")
+
+
+def reverse_sde(x0: jax.Array, eps: jax.Array, c: Coefficients,
+                diffusion: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(drift, noise scale) of the reverse-time SDE with diffusion coefficient D = `diffusion`:
+
+    dx = [v - D grad log p_t] dt + sqrt(2 D) dW,   t running from noise to data,
+
+  with v the probability-flow velocity (`ode_velocity`) and grad log p_t = -eps_hat / sigma.
+  Every D >= 0 has the process's marginals (D = 0: the ODE; D = g^2 / 2: Song et al. 2021,
+  Eq. 6). This is the family of SiT's `Sampler.sample_sde`, whose `diffusion` is D, in its
+  own time, which runs the other way. An Euler-Maruyama step of size h < 0 is
+  x + h drift + scale sqrt(-h) z.
+  """
+  drift = ode_velocity(x0, eps, c) + diffusion * eps / c.sigma
+  return drift, jnp.sqrt(2.0 * diffusion)
 
 
 # ================================================================= the discrete DDPM process

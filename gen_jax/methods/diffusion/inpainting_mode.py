@@ -194,8 +194,9 @@ def continuous_chain(cfg, *, x0_eps_of: Callable[[Any], samplers.X0EpsFn], proce
     raise InpaintConfigError(f"inpaint.steps={cfg.steps} (0: sample.steps={sample_cfg.steps})"
                              f" gives {steps} steps; sample.sampler={sampler!r} needs at least "
                              f"{least}.")
+  sde = samplers.SDEOptions.from_config(sample_cfg)
   nfe = samplers.num_evaluations(sampler, samplers.time_grid(process, steps, prediction,
-                                                             sampler))
+                                                             sampler, sde))
   eta = float(sample_cfg.eta)
   edm_options = dict(s_churn=sample_cfg.s_churn, s_tmin=sample_cfg.s_tmin,
                      s_tmax=sample_cfg.s_tmax, s_noise=sample_cfg.s_noise)
@@ -203,6 +204,7 @@ def continuous_chain(cfg, *, x0_eps_of: Callable[[Any], samplers.X0EpsFn], proce
   def repair(params, x0, known, rng):
     x = samplers.sample(x0_eps_of(params), process, rng, x0.shape, sampler=sampler,
                         steps=steps, prediction=prediction, eta=eta, edm_options=edm_options,
+                        sde=sde,
                         replace=samplers.known_pixels_replaced(process, x0, known))
     return jnp.clip(x, -1.0, 1.0)
 

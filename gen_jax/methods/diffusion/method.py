@@ -434,7 +434,8 @@ class DiffusionMethod(Method):
                                    samplers.EDM_RHO)
       # Alg. 2: the step from sigma_i evaluates at sigma_i (raised by churn) and sigma_{i+1}.
       return np.asarray([sigmas[0], *(s for s in sigmas[1:-1] for _ in (0, 1))])
-    times = samplers.time_grid(self.process, cfg.steps, self.prediction, cfg.sampler)
+    times = samplers.time_grid(self.process, cfg.steps, self.prediction, cfg.sampler,
+                               samplers.SDEOptions.from_config(cfg))
     calls = [times[0]] + [t for t in times[1:-1] for _ in range(2 if cfg.sampler == "heun" else 1)]
     if cfg.sampler == "heun" and times[-1] > 0:
       calls.append(times[-1])
@@ -494,7 +495,8 @@ class DiffusionMethod(Method):
                          s_noise=cfg.s_noise)
       x = samplers.sample(self._x0_and_eps_fn(network), self.process, rng, shape,
                           sampler=cfg.sampler, steps=cfg.steps, prediction=self.prediction,
-                          eta=cfg.eta, edm_options=edm_options)
+                          eta=cfg.eta, edm_options=edm_options,
+                          sde=samplers.SDEOptions.from_config(cfg))
     elif cfg.sampler == "ddpm":
       x = ddpm_sample(network, self.schedule, rng, shape, target=self.target,
                       variance=self.variance, clip_x0=cfg.clip_x0)

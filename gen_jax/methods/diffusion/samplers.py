@@ -8,8 +8,11 @@ prediction converted to (x0_hat, eps_hat) by `core.x0_and_eps`):
                      (`core.ode_velocity`; Song et al. 2021, Eq. 13; Karras et al. 2022,
                      Alg. 1 for Heun's second-order correction, skipped on a last step that
                      ends at t = 0, as there);
-  'euler_maruyama'   the reverse SDE (Song et al. 2021, Eq. 6; `core.sde_drift_and_diffusion`),
-                     no noise on the last step;
+  'euler_maruyama'   a reverse SDE with the process's marginals (`core.reverse_sde`), its
+                     diffusion coefficient set by `SDEOptions`: Song et al. 2021's Eq. 6
+                     ('sbdm', the default) or SiT's sigma(t) ('sigma'); every step adds
+                     noise but the last, which moves by the drift alone (SiT's "Mean" last
+                     step), over the grid's spacing or `SDEOptions.last_step`;
   'ddim', 'ancestral'  Song, Meng, Ermon 2021, Eq. 12 on the process's (alpha, sigma):
                      x_s = alpha_s x0_hat + sqrt(sigma_s^2 - s^2) eps_hat + s z, with
                      s^2 = eta^2 sigma_s^2 (1 - (alpha_t sigma_s / (alpha_s sigma_t))^2), the
@@ -26,6 +29,7 @@ Every sampler's NFE (network evaluations per sample) is `num_evaluations`. Every
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -44,16 +48,44 @@ REPLACING_SAMPLERS = tuple(s for s in SAMPLERS if s != "rk45")
 EDM_RHO = 7.0
 
 
-def time_grid(process: str, steps: int, prediction: str, sampler: str = "euler") -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class SDEOptions:
+  """The reverse SDE of 'euler_maruyama' (`sample.sde_*` of a config).
+
+  Attributes:
+    diffusion: D(t)'s form, one of `core.SDE_DIFFUSIONS`.
+    norm: D's scale (SiT's `--diffusion-norm`).
+    last_step: the length in t of the last, noiseless step, which ends at t_min; 0: the
+      grid's own spacing (all steps equal). SiT's sample scripts take 0.04 (`--last-step
+      Mean --last-step-size 0.04`): 249 noisy steps over t in [0.04, 1], then one to 0.
+  """
+
+  diffusion: str = "sbdm"
+  norm: float = 1.0
+  last_step: float = 0.0
+
+  @classmethod
+  def from_config(cls, sample_cfg) -> SDEOptions:
+    return cls(diffusion=sample_cfg.sde_diffusion, norm=float(sample_cfg.sde_norm),
+               last_step=float(sample_cfg.sde_last_step))
+
+
+def time_grid(process: str, steps: int, prediction: str, sampler: str = "euler",
+              sde: SDEOptions = SDEOptions()) -> np.ndarray:
   """The descending times a sampler visits: `steps` + 1 of them, from t_max to t_min.
 
   'edm': Karras et al.'s sigma grid (Eq. 5, rho = 7) from 80 to 0.002, then 0 (as their
-  Alg. 1). The other processes: uniform in t over `core.time_range`; 'euler_maruyama' stops
-  short of alpha = 0 (t = 1 on 'linear' and 'gvp', where the SDE's drift alpha'/alpha is
-  infinite) by starting at 1 - 1e-3.
+  Alg. 1). The other processes: uniform in t over `core.time_range`. 'euler_maruyama' with
+  the 'sbdm' diffusion stops short of alpha = 0 (t = 1 on 'linear' and 'gvp', where its
+  drift's alpha'/alpha is infinite) by starting at 1 - 1e-3 (SiT's sample_eps for score and
+  noise models). With `sde.last_step` > 0 the 'euler_maruyama' grid is uniform down to
+  t_min + last_step, then t_min.
 
   Returns:
     float64 [steps + 1].
+
+  Raises:
+    ValueError: steps < 1, or a last step that leaves no room for the others.
   """
   if steps < 1:
     raise ValueError(f"sample.steps={steps} must be >= 1 for a continuous process.")
@@ -61,9 +93,16 @@ def time_grid(process: str, steps: int, prediction: str, sampler: str = "euler")
     return np.asarray(edm.sampling_sigmas(steps, core.EDM_SIGMA_MIN, core.EDM_SIGMA_MAX,
                                           EDM_RHO), np.float64)
   t_min, t_max = core.time_range(process, prediction)
-  if sampler == "euler_maruyama":
+  if sampler != "euler_maruyama":
+    return np.linspace(t_max, t_min, steps + 1)
+  if sde.diffusion == "sbdm":
     t_max = min(t_max, 1.0 - 1e-3)
-  return np.linspace(t_max, t_min, steps + 1)
+  if sde.last_step <= 0:
+    return np.linspace(t_max, t_min, steps + 1)
+  if steps < 2 or t_min + sde.last_step >= t_max:
+    raise ValueError(f"sample.sde_last_step={sde.last_step} needs sample.steps >= 2 (it is "
+                     f"{steps}) and a last step shorter than t in [{t_min}, {t_max}].")
+  return np.append(np.linspace(t_max, t_min + sde.last_step, steps), t_min)
 
 
 def num_evaluations(sampler: str, times: np.ndarray) -> int:
@@ -96,7 +135,23 @@ def known_pixels_replaced(process: str, x0: jax.Array, known: jax.Array) -> Repl
   return replace
 
 
-def _step_fn(sampler: str, process: str, x0_eps: X0EpsFn, eta: float):
+def euler_maruyama_step(x: jax.Array, x0: jax.Array, eps: jax.Array, c: core.Coefficients,
+                        h: jax.Array, z: jax.Array, noisy: jax.Array | bool,
+                        sde: SDEOptions) -> jax.Array:
+  """One Euler-Maruyama step of size h < 0 of `core.reverse_sde` from x at time t:
+  x + h drift + sqrt(2 D(t)) sqrt(-h) z, the last term only where `noisy` (SiT's
+  `__Euler_Maruyama_step`; its "Mean" last step is the step without it).
+
+  Args:
+    x: x_t; x0, eps: the model's (x0_hat, eps_hat) at x_t; c: the coefficients at t.
+    h: t_next - t; z: standard normal noise shaped like x; noisy: add the noise term.
+    sde: the SDE's diffusion coefficient.
+  """
+  drift, scale = core.reverse_sde(x0, eps, c, core.sde_diffusion(sde.diffusion, c, sde.norm))
+  return x + h * drift + jnp.where(noisy, scale * jnp.sqrt(-h), 0.0) * z
+
+
+def _step_fn(sampler: str, process: str, x0_eps: X0EpsFn, eta: float, sde: SDEOptions):
   """(x, (t, t_next, key, is_last)) -> x at t_next, for the scan of `sample`."""
 
   def coeffs(t, x):
@@ -119,8 +174,7 @@ def _step_fn(sampler: str, process: str, x0_eps: X0EpsFn, eta: float):
     x0, eps = x0_eps(x, jnp.full((x.shape[0],), t, jnp.float32))
     z = jax.random.normal(key, x.shape, jnp.float32)
     if sampler == "euler_maruyama":
-      drift, g = core.sde_drift_and_diffusion(x, eps, coeffs(t, x))
-      return x + h * drift + jnp.where(is_last, 0.0, g * jnp.sqrt(-h)) * z
+      return euler_maruyama_step(x, x0, eps, coeffs(t, x), h, z, ~is_last, sde)
     c, s = coeffs(t, x), coeffs(t_next, x)
     ratio = jnp.where(s.sigma > 0, c.alpha * s.sigma / (s.alpha * c.sigma), 0.0)
     s_eta = eta * s.sigma * jnp.sqrt(jnp.maximum(1.0 - ratio**2, 0.0))
@@ -132,7 +186,8 @@ def _step_fn(sampler: str, process: str, x0_eps: X0EpsFn, eta: float):
 
 def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...], *,
            sampler: str, steps: int, prediction: str, eta: float = 0.0,
-           edm_options: dict | None = None, replace: ReplaceFn | None = None) -> jax.Array:
+           edm_options: dict | None = None, sde: SDEOptions = SDEOptions(),
+           replace: ReplaceFn | None = None) -> jax.Array:
   """Draws samples with a continuous process's sampler (module docstring).
 
   Args:
@@ -145,6 +200,7 @@ def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...]
     prediction: what the network predicts (it sets where 'linear' and 'gvp' start).
     eta: 'ddim''s noise scale (the ancestral sampler sets 1).
     edm_options: `edm.heun_sample`'s s_churn, s_tmin, s_tmax, s_noise for 'edm_heun'.
+    sde: the reverse SDE of 'euler_maruyama'.
     replace: applied to x before each step (`known_pixels_replaced`; a sampler of
       `REPLACING_SAMPLERS`).
 
@@ -179,12 +235,12 @@ def sample(x0_eps: X0EpsFn, process: str, rng: jax.Array, shape: tuple[int, ...]
         *x0_eps(x, t_B), core.coefficients(process, t_B.reshape(-1, 1, 1, 1)))
     x = core.prior_sample(process, init_rng, shape, t_max)
     return rk45.sample(velocity, x, t_start=t_max, t_end=t_min)[0]
-  times = time_grid(process, steps, prediction, sampler)
+  times = time_grid(process, steps, prediction, sampler, sde)
   x = core.prior_sample(process, init_rng, shape, float(times[0]))
   is_last = np.arange(steps) == steps - 1
   inputs = (jnp.asarray(times[:-1], jnp.float32), jnp.asarray(times[1:], jnp.float32),
             jax.random.split(steps_rng, steps), jnp.asarray(is_last))
-  step = _step_fn(sampler, process, x0_eps, 1.0 if sampler == "ancestral" else eta)
+  step = _step_fn(sampler, process, x0_eps, 1.0 if sampler == "ancestral" else eta, sde)
 
   def replaced_step(x, inp):
     if replace is None:
