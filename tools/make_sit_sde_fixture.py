@@ -83,7 +83,8 @@ def main() -> None:
                                    last_step_size=LAST_STEP, num_steps=STEPS)
     torch.randn = lambda *a, **k: next(draws)
     try:
-      xs = sample_fn(torch.from_numpy(x_init), gaussian_velocity(sampler.transport.path_sampler))
+      model = gaussian_velocity(sampler.transport.path_sampler)
+      xs = sample_fn(torch.from_numpy(x_init), model)
     finally:
       torch.randn = randn
     assert next(draws, None) is None, "SiT drew a different number of noises"
