@@ -81,7 +81,7 @@ def main() -> None:
     sample_fn = sampler.sample_sde(sampling_method="Euler", diffusion_form="sigma",
                                    diffusion_norm=1.0, last_step="Mean",
                                    last_step_size=LAST_STEP, num_steps=STEPS)
-    torch.randn = lambda *a, **k: next(draws)
+    torch.randn = lambda *a, draws=draws, **k: next(draws)
     try:
       model = gaussian_velocity(sampler.transport.path_sampler)
       xs = sample_fn(torch.from_numpy(x_init), model)
