@@ -1,11 +1,20 @@
 """A small DiT (Peebles & Xie 2023) on MNIST-sized images, class-conditional with guidance.
 
+On the latents of an autoencoder trained here, as the paper's DiT on Stable Diffusion's
+(draws clean digits of every class in ~15 minutes on 2 CPU cores, all three steps;
+docs/results.md, "DiT on mnist_5k"):
+
+  python launch.py --config=configs/autoencoder.py --workdir=runs/autoencoder    # ~2 min
+  python launch.py --workdir=runs/autoencoder --mode=latents                     # seconds
+  python launch.py --config=configs/dit.py:latents --workdir=runs/dit_latents \
+      --config.data.latents_dir=runs/autoencoder/latents/mnist_5k               # ~13 min
+
+On pixels (the default; it does not yet draw recognizable digits in its 2,500 steps):
+
   python launch.py --config=configs/dit.py --workdir=/tmp/dit        # mnist_5k, conditional
   python launch.py --config=configs/dit.py:smoke --workdir=/tmp/x    # seconds; what tests run
   python launch.py --config=configs/dit.py:edm --workdir=/tmp/dit_edm
   python launch.py --config=configs/dit.py --workdir=/tmp/dit --mode=summary   # parameters
-  python launch.py --config=configs/dit.py:latents --workdir=/tmp/ldit \
-      --config.data.latents_dir=<folder of --mode=latents>     # DiT on latents (docs/latents.md)
 
 The network is gen_jax/models/dit.py (model.architecture='dit'); everything else is the
 diffusion family of configs/ddpm.py, whose groups this file starts from: the same processes,
@@ -83,6 +92,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       batch_size=64, num_steps=2500, optimizer="adam", lr=1e-3, warmup_steps=100,
       grad_clip=1.0, ema_decay=0.995, sample_every=1250)
   config.eval.every = 1250
+  if "latents" in variants:
+    # Digits by step 2,500, cleaner strokes by 3,500 (docs/results.md: ~13 minutes).
+    config.train.update(num_steps=3500, sample_every=1750)
+    config.eval.every = 1750
 
   if "smoke" in variants:
     config.model.hidden_size = 16
