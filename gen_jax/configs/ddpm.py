@@ -156,6 +156,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Guidance only at noise levels sigma / alpha in (lo, hi] (Kynkaanniemi et al. 2024);
   # the whole chain by default.
   config.sample.guidance_interval = (0.0, float("inf"))
+  # Guide only the first N channels of the target, the rest conditional (0: all); the DiT
+  # and SiT authors guide 3 of the 4 latent channels.
+  config.sample.guidance_channels = 0
 
   config.inpaint = inpaint_group()
   config.reflow = reflow_group()

@@ -65,6 +65,7 @@ def test_dit_recipe_is_the_authors_train_and_sample_scripts():
   s = c.sample
   assert (s.sampler, s.steps, s.ddim_sigma, s.clip_x0) == ("ddim", 250, "model", False)
   assert s.guidance + 1 == 1.5                      # cfg scale 1.5 = (1 + w)
+  assert s.guidance_channels == 3                    # forward_with_cfg: model_out[:, :3]
   assert c.eval.num_samples == 50_000 and c.eval.bpd_num_images == 0
 
 
@@ -85,6 +86,7 @@ def test_sit_recipe():
   assert (c.diffusion.process, c.diffusion.prediction, c.diffusion.variance) == (
       "linear", "velocity", "fixed")
   assert (c.sample.sampler, c.sample.steps, c.sample.guidance) == ("euler_maruyama", 250, 0.5)
+  assert c.sample.guidance_channels == 3
   # SiT's sample_ddp.py SDE defaults: diffusion sigma_t, a "Mean" last step of 0.04.
   assert (c.sample.sde_diffusion, c.sample.sde_norm, c.sample.sde_last_step) == (
       "sigma", 1.0, 0.04)

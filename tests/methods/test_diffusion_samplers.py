@@ -131,8 +131,10 @@ def test_sit_sde_sampler_equals_the_authors(process):
     ("flow", {"sample.steps": 1, "sample.sde_last_step": 0.04}, "needs sample.steps >= 2"),
     ("flow", {"sample.sde_last_step": 1.5}, "a last step shorter than t in"),
     ("edm", {"sample.sde_last_step": 0.04}, "process 'edm' steps on Karras"),
+    ("flow", {"sample.guidance_channels": 2}, "the images have 1 channels"),
+    ("flow", {"sample.guidance_channels": -1}, "sample.guidance_channels=-1 must be >= 0"),
 ])
-def test_bad_sde_options_are_config_errors(variant, overrides, message):
+def test_bad_sampling_options_are_config_errors(variant, overrides, message):
   from smoke import load_config
 
   from gen_jax.core.errors import ConfigError
@@ -175,6 +177,26 @@ def test_guidance_interval_guides_only_inside_it():
     np.testing.assert_allclose(guided(x, jnp.array([t, t])), 3.0)
   assert guidance.guided_steps([3.0, 2.0, 1.0, 0.5, 0.1], (0.5, 2.0)) == 2
   assert samplers.num_evaluations("heun", samplers.time_grid("edm", 18, "edm")) == 35
+
+
+def test_guidance_on_leading_channels_is_the_dit_authors_forward_with_cfg():
+  # DiT's (and SiT's) forward_with_cfg: eps[:, :3] = uncond + s (cond - uncond), the rest
+  # of the output (eps[:, 3] and the learned variance) the conditional half's. Here with
+  # s = 1 + w, on an output of 4 target and 4 variance channels that depend on the label.
+  w, labels = 0.5, jnp.array([1, 4])
+  net = lambda x, t_B, lab: (jnp.concatenate([x, -x], axis=-1) * (lab[:, None, None, None] + 1.0)
+                             + jnp.arange(8.0))
+  x = jnp.ones((2, 1, 1, 4))   # latents: 4 channels in, 8 out
+  null = 9
+  t_B = jnp.zeros((2,))
+  cond = net(x, t_B, labels)
+  uncond = net(x, t_B, jnp.full_like(labels, null))
+  eps = jnp.concatenate([uncond[..., :3] + (1 + w) * (cond[..., :3] - uncond[..., :3]),
+                         cond[..., 3:]], axis=-1)
+  out = guidance.guided_network(net, labels, null, w, "learned_range", channels=3)(x, t_B)
+  np.testing.assert_allclose(out, eps, rtol=1e-6)
+  everything = guidance.guided_network(net, labels, null, w, "learned_range")(x, t_B)
+  assert not np.allclose(everything[..., 3], out[..., 3])
 
 
 def test_ddpmpp_with_edm_augmentation_trains_on_the_augment_labels():

@@ -24,8 +24,9 @@ Recipe, as the authors' train.py, train_utils.py and transport/ run it:
   diffusion coefficient sigma_t (`--diffusion-form sigma`, norm 1; gen_jax's
   `sample.sde_diffusion='sigma'`), 249 noisy steps uniform over SiT's t in [0, 0.96], then
   the "Mean" step (drift only) of 0.04 to the data (`sample.sde_last_step=0.04`): 250
-  network evaluations, guidance scale 1.5 (gen_jax's w = 0.5; SiT's `forward_with_cfg`,
-  like DiT's, guides only the first 3 of 4 channels, gen_jax all 4). The sampler is pinned
+  network evaluations, guidance scale 1.5 (gen_jax's w = 0.5) on the first 3 of the 4
+  channels, as SiT's `forward_with_cfg` (DiT's) does (inherited from the DiT config's
+  `sample.guidance_channels=3`). The sampler is pinned
   to SiT's `transport` code on a closed-form model by tests/fixtures/sit/sde_parity.npz
   (tools/make_sit_sde_fixture.py). The probability-flow ODE (`--config.sample.sampler=rk45`,
   Dormand-Prince at 1e-5; SiT's ODE default is dopri5 at atol 1e-6, rtol 1e-3) is the

@@ -30,7 +30,8 @@ Recipe, as the authors' train.py and sample_ddp.py (facebookresearch/DiT) run it
   `ddim` sampler with `ddim_sigma='model'` over the same 250 of the 1000 timesteps),
   classifier-free guidance scale 1.5 (gen_jax's w = scale - 1 = 0.5). The authors'
   `forward_with_cfg` guides only the first 3 of the 4 latent channels (a leftover from
-  pixel models, kept for their reported numbers); gen_jax guides all 4.
+  pixel models, kept for their reported numbers), the 4th and the variance conditional;
+  so does this config (`sample.guidance_channels=3`).
 
 Commands. Extract the latents once (docs/latents.md), then train, sample and evaluate:
 
@@ -87,9 +88,10 @@ def get_config(arg: str | None = None):
       ema_decay=0.9999, ema_warmup=False, log_every=100, checkpoint_every=50_000,
       sample_every=50_000)
   # 250 of the 1000 timesteps (the authors' respacing: both ends kept), ancestral steps with
-  # the model's variance; guidance scale 1.5 = w 0.5. Latents are not clipped.
+  # the model's variance; guidance scale 1.5 = w 0.5 on the first 3 latent channels, as the
+  # authors' forward_with_cfg. Latents are not clipped.
   config.sample.update(sampler="ddim", steps=250, timesteps="linspace", ddim_sigma="model",
-                       guidance=0.5, clip_x0=False, label=-1, num=64)
+                       guidance=0.5, guidance_channels=3, clip_x0=False, label=-1, num=64)
   config.eval.update(every=50_000, batch_size=BATCH, num_batches=10, bpd_num_images=0)
   inception_eval.add_inception_metrics(config.eval, num_samples=50_000,
                                        reference_split="train", sample_batch_size=250)

@@ -172,6 +172,9 @@ def _validate_conditioning(num_classes, p_uncond, sample: ml_collections.ConfigD
     raise ConfigError(f"sample.label={label} / sample.guidance={guidance} need a "
                       "class-conditional model: train with model.num_classes > 0 "
                       "(configs/ddpm.py:conditional).")
+  if sample.guidance_channels < 0:
+    raise ConfigError(f"sample.guidance_channels={sample.guidance_channels} must be >= 0 (0: "
+                      "guide every channel).")
   interval = tuple(sample.guidance_interval)
   if len(interval) != 2 or not 0.0 <= interval[0] < interval[1]:
     raise ConfigError(f"sample.guidance_interval={interval}: expected (lo, hi) with "

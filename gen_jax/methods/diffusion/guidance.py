@@ -29,7 +29,7 @@ ALWAYS = (0.0, math.inf)
 
 def guided_network(network: LabelledNetworkFn, labels_B: jax.Array, null_label: int,
                    guidance, variance: str = "beta", *, noise_level: NoiseLevelFn | None = None,
-                   interval: tuple[float, float] = ALWAYS) -> NetworkFn:
+                   interval: tuple[float, float] = ALWAYS, channels: int = 0) -> NetworkFn:
   """The guided network output as a NetworkFn for every sampler.
 
   Inside the interval: ONE network call per step on the batch [x_t; x_t] with labels
@@ -39,7 +39,10 @@ def guided_network(network: LabelledNetworkFn, labels_B: jax.Array, null_label: 
   are guided; the variance channels are the conditional half's (as guided-diffusion's and
   GLIDE's `model_fn`s do). w = 0 is the conditional model, labels = null the unconditional
   one. Outside the interval: the conditional network alone, one call on B rows (a
-  `lax.cond` on the step's time: every row of a step shares it).
+  `lax.cond` on the step's time: every row of a step shares it). `channels` > 0 guides only
+  the target's first `channels` channels and keeps the conditional output in the others, as
+  the DiT and SiT authors' `forward_with_cfg` do with 3 of 4 latent channels ("for exact
+  reproducibility reasons"; their papers' FIDs are sampled so).
 
   Args:
     network: the conditional network, (x_t, t_B, labels_B) -> output.
@@ -49,6 +52,7 @@ def guided_network(network: LabelledNetworkFn, labels_B: jax.Array, null_label: 
     variance: the model's `variance` (learned ones double the output's channels).
     noise_level: t_B -> [B] noise levels; needed when `interval` is not `ALWAYS`.
     interval: (lo, hi): guide where lo < noise level <= hi.
+    channels: how many leading channels of the target to guide; 0: all.
 
   Returns:
     (x_t, t_B) -> the guided output, [B, H, W, C] (or 2C with a learned variance).
@@ -68,6 +72,8 @@ def guided_network(network: LabelledNetworkFn, labels_B: jax.Array, null_label: 
     mean_c, var_c = split_output(cond, variance)
     mean_u, _ = split_output(uncond, variance)
     mean = (1.0 + guidance) * mean_c - guidance * mean_u
+    if channels:
+      mean = jnp.concatenate([mean[..., :channels], mean_c[..., channels:]], axis=-1)
     return mean if var_c is None else jnp.concatenate([mean, var_c], axis=-1)
 
   if (lo, hi) == ALWAYS:

@@ -162,6 +162,9 @@ class DiffusionMethod(Method):
   def from_config(cls, config: ml_collections.ConfigDict, spec) -> DiffusionMethod:
     image_shape = image_shape_of(spec)
     validate_config(config)
+    if config.sample.guidance_channels > image_shape[-1]:
+      raise ConfigError(f"sample.guidance_channels={config.sample.guidance_channels}: the "
+                        f"images have {image_shape[-1]} channels (0: guide all of them).")
     cfg, m = config.diffusion, config.model
     variance = config.sample.variance if cfg.variance == "fixed" else cfg.variance
     out_channels = (output_channels(image_shape[-1], variance)
@@ -485,7 +488,8 @@ class DiffusionMethod(Method):
       network = guided_network(self._network_with_labels(params, False), labels,
                                self.num_classes, self.guidance, self.variance,
                                noise_level=self._noise_levels,
-                               interval=tuple(cfg.guidance_interval))
+                               interval=tuple(cfg.guidance_interval),
+                               channels=cfg.guidance_channels)
     elif labels is not None:
       raise ValueError("This model is unconditional (model.num_classes=0): it takes no labels.")
     else:
