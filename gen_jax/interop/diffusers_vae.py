@@ -19,7 +19,6 @@ names (`encoder.down.0.block.0...`) are not: convert such a checkpoint with diff
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 
@@ -27,13 +26,12 @@ import jax
 import numpy as np
 from etils import epath
 
-from gen_jax.interop import ForeignWeightsError, ForeignWeightsNotFoundError
+from gen_jax.interop import ForeignWeightsError, safetensors_file
 from gen_jax.interop.safetensors_file import safetensors_numpy
 from gen_jax.models.autoencoder_kl import AutoencoderKL
 
 PREFIX = "diffusers_vae:"   # init_from='diffusers_vae:/path/to/folder' (or its .safetensors)
 WEIGHTS, CONFIG = "diffusion_pytorch_model.safetensors", "config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 CONVERT_HINT = ("convert it once, where torch and diffusers are installed: "
                 "AutoencoderKL.from_pretrained('<folder>').save_pretrained('<new folder>', "
                 f"safe_serialization=True), which writes <new folder>/{WEIGHTS}")
@@ -46,30 +44,10 @@ SHAPE_FIELDS = ("in_channels", "out_channels", "block_out_channels", "layers_per
 
 
 def weights_path(spec: str) -> epath.Path:
-  """The safetensors file of `[diffusers_vae:]<file or folder>` (a folder: its `WEIGHTS`).
-
-  Raises:
-    ForeignWeightsError (a ValueError): a pickled checkpoint, or not a .safetensors file.
-    ForeignWeightsNotFoundError (a FileNotFoundError): nothing there.
-  """
-  path = epath.Path(os.path.expanduser(spec.removeprefix(PREFIX)))
-  if path.is_dir():
-    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if not (path / WEIGHTS).exists() and pickled:
-      raise ForeignWeightsError(
-          f"{spec}: the folder holds no {WEIGHTS}, only the pickled checkpoint "
-          f"{', '.join(pickled)}; unpickling runs arbitrary code, so gen_jax reads the VAE "
-          f"from safetensors only: {CONVERT_HINT}.")
-    path = path / WEIGHTS
-  if path.suffix in PICKLE_SUFFIXES:
-    raise ForeignWeightsError(f"{spec}: {path.name} is a pickled checkpoint; unpickling runs "
-                              f"arbitrary code, so gen_jax reads safetensors only: {CONVERT_HINT}.")
-  if path.suffix != ".safetensors":
-    raise ForeignWeightsError(f"{spec}: expected a .safetensors file or a folder holding "
-                              f"{WEIGHTS}, got {path.name!r}.")
-  if not path.exists():
-    raise ForeignWeightsNotFoundError(f"{spec}: {path} does not exist.")
-  return path
+  """The safetensors file of `[diffusers_vae:]<file or folder>` (a folder: its `WEIGHTS`;
+  `safetensors_file.weights_path` says what is refused)."""
+  return safetensors_file.weights_path(spec, prefix=PREFIX, weights=WEIGHTS,
+                                       what="the VAE", convert_hint=CONVERT_HINT)
 
 
 def read(spec: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:

@@ -12,7 +12,6 @@ on the mesh and writes the export's files.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
@@ -20,14 +19,13 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from gen_jax.interop import ForeignWeightsError, ForeignWeightsNotFoundError
+from gen_jax.interop import ForeignWeightsError, safetensors_file
 from gen_jax.interop.safetensors_file import safetensors_numpy
 from gen_jax.models import gpt_hf
 from gen_jax.models.gpt import GPT, LN_EPSILON
 
 PREFIX = "hf_gpt2:"       # init_from='hf_gpt2:/path/to/model.safetensors' (or its folder)
 WEIGHTS, HF_CONFIG, GEN_JAX_CONFIG = "model.safetensors", "config.json", "gen_jax_config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 CONVERT_HINT = ("convert it once, where torch and transformers are installed: "
                 "GPT2LMHeadModel.from_pretrained('<folder with the .bin and config.json>')"
                 ".save_pretrained('<new folder>', safe_serialization=True), which writes "
@@ -35,33 +33,11 @@ CONVERT_HINT = ("convert it once, where torch and transformers are installed: "
 
 
 def weights_path(spec: str) -> epath.Path:
-  """The safetensors file of `hf_gpt2:<file or folder>` (a folder: its model.safetensors).
-
-  Raises:
-    ForeignWeightsError (a ValueError): a pickled checkpoint (or a folder holding only
-      one), or a file that is not .safetensors.
-    ForeignWeightsNotFoundError (a FileNotFoundError): nothing there.
-  """
-  path = epath.Path(os.path.expanduser(spec.removeprefix(PREFIX)))
-  if path.is_dir():
-    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if not (path / WEIGHTS).exists() and pickled:
-      raise ForeignWeightsError(
-          f"init_from={spec}: the folder holds no {WEIGHTS}, only the pickled PyTorch "
-          f"checkpoint {', '.join(pickled)}; unpickling runs arbitrary code, so gen_jax "
-          f"reads GPT-2 weights from safetensors only: {CONVERT_HINT}.")
-    path = path / WEIGHTS
-  if path.suffix in PICKLE_SUFFIXES:
-    raise ForeignWeightsError(
-        f"init_from={spec}: {path.name} is a pickled PyTorch checkpoint, and unpickling "
-        f"runs arbitrary code, so gen_jax reads GPT-2 weights from safetensors only: "
-        f"{CONVERT_HINT}.")
-  if path.suffix != ".safetensors":
-    raise ForeignWeightsError(f"init_from={spec}: expected a .safetensors file or a folder "
-                              f"holding {WEIGHTS}, got {path.name!r}.")
-  if not path.exists():
-    raise ForeignWeightsNotFoundError(f"init_from={spec}: {path} does not exist.")
-  return path
+  """The safetensors file of `hf_gpt2:<file or folder>` (a folder: its model.safetensors;
+  `safetensors_file.weights_path` says what is refused)."""
+  return safetensors_file.weights_path(spec, prefix=PREFIX, weights=WEIGHTS,
+                                       what="GPT-2 weights", convert_hint=CONVERT_HINT,
+                                       label=f"init_from={spec}")
 
 
 def read(spec: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
