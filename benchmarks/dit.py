@@ -52,7 +52,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-from machine import cpu_description, launcher_xla_flags, waited  # noqa: E402
+from machine import (  # noqa: E402
+    jax_and_torch_machine,
+    launcher_xla_flags,
+    matmul_peak,
+    waited,
+)
 
 flags.DEFINE_string("dit_dir", None, "A checkout of facebookresearch/DiT (models.py, "
                     "diffusion/).", required=True)
@@ -69,33 +74,6 @@ FLAGS = flags.FLAGS
 
 CONFIG = "experiments/peebles2023_dit/imagenet256.py"
 NUM_CLASSES = 1000
-
-
-def machine() -> str:
-  import jax
-  import torch
-  return (f"{cpu_description()}; jax {jax.__version__} ({jax.devices()[0].platform} x "
-          f"{jax.device_count()}); torch {torch.__version__} ({torch.get_num_threads()} "
-          f"threads, {torch.backends.cpu.get_cpu_capability()}); XLA_FLAGS="
-          f"{os.environ.get('XLA_FLAGS', '')!r}")
-
-
-def matmul_peak(n: int):
-  """A function giving GFLOP/s of the faster of jax's and torch's float32 n x n matmul
-  (best of 2 calls each)."""
-  import jax
-  import jax.numpy as jnp
-  import torch
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  mm = jax.jit(jnp.matmul)
-  ta = torch.randn(n, n)
-  jax.block_until_ready(mm(a, a))
-
-  def measure() -> float:
-    best = min(min(waited(lambda: mm(a, a)) for _ in range(2)),
-               min(waited(lambda: torch.mm(ta, ta)) for _ in range(2)))
-    return 2 * n ** 3 / best / 1e9
-  return measure
 
 
 def torch_state_dict(params) -> dict:
@@ -240,7 +218,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if FLAGS.torch_threads:
     torch.set_num_threads(FLAGS.torch_threads)
-  print(f"machine: {machine()}")
+  print(f"machine: {jax_and_torch_machine()}")
   print(f"load average at start: {os.getloadavg()[0]:.2f}")
   peak = matmul_peak(FLAGS.peak_size)
   jax_step, torch_step, d = setup()

@@ -35,7 +35,12 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from machine import cpu_description, launcher_xla_flags, waited  # noqa: E402
+from machine import (  # noqa: E402
+    jax_and_torch_machine,
+    launcher_xla_flags,
+    matmul_peak,
+    waited,
+)
 
 flags.DEFINE_list("models", ["ddpm", "cifar10"], "Which U-Nets: ddpm, cifar10.")
 flags.DEFINE_integer("rounds", 20, "Alternating rounds per model (each: peak, one update "
@@ -48,35 +53,6 @@ FLAGS = flags.FLAGS
 
 CONFIGS = {"ddpm": ("configs/ddpm.py", {}),
            "cifar10": ("experiments/ho2020_ddpm/cifar10.py", {})}
-
-
-def machine() -> str:
-  import jax
-  import torch
-  return (f"{cpu_description()}; jax {jax.__version__} ({jax.devices()[0].platform} x "
-          f"{jax.device_count()}); torch {torch.__version__} ({torch.get_num_threads()} "
-          f"threads, {torch.backends.cpu.get_cpu_capability()}); XLA_FLAGS="
-          f"{os.environ.get('XLA_FLAGS', '')!r}")
-
-
-
-def matmul_peak(n: int):
-  """A function giving GFLOP/s of the faster of jax's and torch's float32 n x n matmul
-  (best of 2 calls each)."""
-  import jax
-  import jax.numpy as jnp
-  import torch
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  mm = jax.jit(jnp.matmul)
-  ta = torch.randn(n, n)
-  jax.block_until_ready(mm(a, a))
-  flop = 2 * n ** 3
-
-  def measure() -> float:
-    best = min(min(waited(lambda: mm(a, a)) for _ in range(2)),
-               min(waited(lambda: torch.mm(ta, ta)) for _ in range(2)))
-    return flop / best / 1e9
-  return measure
 
 
 def setup(name: str, cifar_batch: int):
@@ -183,7 +159,7 @@ def main(argv):
   unknown = set(FLAGS.models) - set(CONFIGS)
   if unknown:
     raise app.UsageError(f"--models: unknown {sorted(unknown)}; choose from {sorted(CONFIGS)}.")
-  print(f"machine: {machine()}")
+  print(f"machine: {jax_and_torch_machine()}")
   print(f"load average at start: {os.getloadavg()[0]:.2f}")
   peak = matmul_peak(FLAGS.peak_size)
   for name in FLAGS.models:
