@@ -235,6 +235,8 @@ def test_rectified_flow_and_sit_experiments():
   reflow.validate(first.reflow)
   sweep = sit_mnist.get_sweep()
   assert len({tuple(sorted(o.items())) for o in sweep}) == len(sweep) == 12
+  sde = sit_mnist.get_config().sample   # SiT's SDE for the euler_maruyama runs
+  assert (sde.sde_diffusion, sde.sde_last_step) == ("sigma", 0.04)
   assert {o["diffusion.prediction"] for o in sweep} == {"velocity", "score", "eps"}
 
 

@@ -6,8 +6,10 @@ The sweep crosses SiT's choices (§3; willisma/SiT, transport/): the interpolant
 x_t = alpha(t) x + sigma(t) eps ('linear': 1 - t, t; 'gvp': cos, sin of pi t / 2), what the
 network predicts ('velocity', 'score', or the noise 'eps', with the targets and conversions
 of gen_jax/methods/diffusion/flow.py, checked against SiT's code by tests/methods/
-test_flow.py), and the sampler (the probability-flow ODE with Heun steps, or the reverse
-SDE with Euler-Maruyama steps). Each of the 12 runs trains its model (configs/ddpm.py's
+test_flow.py), and the sampler (the probability-flow ODE with Heun steps, or the SDE of
+SiT's sample scripts: Euler-Maruyama steps with diffusion coefficient sigma(t) and a last,
+noiseless "Mean" step of 0.04, pinned to SiT's code by tests/methods/
+test_diffusion_samplers.py). Each of the 12 runs trains its model (configs/ddpm.py's
 U-Net, variant `sit`: 1,000 updates of 64 digits) and reports FID on the MNIST classifier's
 features (runs/classifier, configs/classifier.py) of 1,000 samples at 50 steps.
 
@@ -38,6 +40,8 @@ def get_config(arg: str | None = None):
   config = ddpm.get_config("sit,smoke" if "smoke" in variants else "sit")
   config.diffusion.update(process="linear", prediction="velocity")
   config.sample.sampler = "heun"
+  # SiT's SDE, for the runs that sample with 'euler_maruyama' (samplers.SDEOptions).
+  config.sample.update(sde_diffusion="sigma", sde_norm=1.0, sde_last_step=0.04)
   if "smoke" in variants:
     return config
   config.sample.steps = 50
