@@ -53,9 +53,11 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 from machine import (  # noqa: E402
+    alternating_rounds,
     jax_and_torch_machine,
     launcher_xla_flags,
     matmul_peak,
+    print_side_by_side,
     waited,
 )
 
@@ -209,7 +211,6 @@ def main(argv):
   del argv
   if FLAGS.launcher_xla_flags:   # before JAX starts its backend, as launch.py does
     launcher_xla_flags()
-  import numpy as np
   import torch
   from absl import logging
 
@@ -227,26 +228,16 @@ def main(argv):
         f"{d['xla_flops'] / 1e9:.2f} GFLOP/update; gen_jax compile {d['compile_s']:.0f} s")
   print(f"  check: max |gen_jax - authors'| = {d['max_diff']:.2g} on outputs up to "
         f"{d['max_out']:.2f} (same perturbed params and inputs, eval mode)")
-  jax_s, torch_s, peaks, loads = [], [], [], []
-  print("  round  peak GFLOP/s  gen_jax s  torch s  load")
-  for r in range(FLAGS.rounds):
-    peaks.append(peak())
-    order = [("jax", jax_step), ("torch", torch_step)]
-    for which, fn in (order if r % 2 == 0 else order[::-1]):
-      (jax_s if which == "jax" else torch_s).append(waited(fn))
+  loads = []
+
+  def report_round(r, peak_rate, jax_seconds, torch_seconds):
     loads.append(os.getloadavg()[0])
-    print(f"  {r:5d}  {peaks[-1]:12.1f}  {jax_s[-1]:9.3f}  {torch_s[-1]:7.3f}  {loads[-1]:.2f}")
-  jax_s, torch_s, peaks = map(np.array, (jax_s, torch_s, peaks))
-  med = lambda v: float(np.median(v))
-  mfu = lambda s: 100 * med(d["xla_flops"] / s / 1e9 / peaks)
-  print(f"  matmul peak: {med(peaks):.1f} GFLOP/s median ({peaks.min():.0f}-{peaks.max():.0f})")
-  print(f"  gen_jax: {1 / med(jax_s):.3f} steps/s (median of {FLAGS.rounds}; best "
-        f"{1 / jax_s.min():.3f}), MFU {mfu(jax_s):.1f}%")
-  print(f"  torch:   {1 / med(torch_s):.3f} steps/s (median of {FLAGS.rounds}; best "
-        f"{1 / torch_s.min():.3f}), MFU {mfu(torch_s):.1f}%")
-  print(f"  gen_jax / torch speed: {med(torch_s / jax_s):.2f}x (median of per-round ratios; "
-        f"ratio of medians {med(torch_s) / med(jax_s):.2f}x, of bests "
-        f"{torch_s.min() / jax_s.min():.2f}x)")
+    print(f"  {r:5d}  {peak_rate:12.1f}  {jax_seconds:9.3f}  {torch_seconds:7.3f}  "
+          f"{loads[-1]:.2f}")
+
+  print("  round  peak GFLOP/s  gen_jax s  torch s  load")
+  print_side_by_side(*alternating_rounds(jax_step, torch_step, peak, FLAGS.rounds,
+                                         report_round), d["xla_flops"])
   print(f"  load average over the rounds: {min(loads):.2f}-{max(loads):.2f}")
 
 

@@ -36,9 +36,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from machine import (  # noqa: E402
+    alternating_rounds,
     jax_and_torch_machine,
     launcher_xla_flags,
     matmul_peak,
+    print_side_by_side,
     waited,
 )
 
@@ -122,29 +124,12 @@ def setup(name: str, cifar_batch: int):
 
 
 def run(name: str, rounds: int, peak) -> None:
-  import numpy as np
   jax_step, torch_step, d = setup(name, FLAGS.cifar_batch)
   print(f"\n{name}: {d['params']:,} params, batch {d['batch']}; XLA counts "
         f"{d['xla_flops'] / 1e9:.2f} GFLOP/update; gen_jax compile {d['compile_s']:.0f} s")
   print(f"  port check: max |gen_jax - torch| = {d['max_diff']:.2g} on outputs up to "
         f"{d['max_out']:.2f} (same perturbed params and inputs, eval mode)")
-  jax_s, torch_s, peaks = [], [], []
-  for r in range(rounds):
-    peaks.append(peak())
-    order = [("jax", jax_step), ("torch", torch_step)]
-    for which, fn in (order if r % 2 == 0 else order[::-1]):
-      (jax_s if which == "jax" else torch_s).append(waited(fn))
-  jax_s, torch_s, peaks = map(np.array, (jax_s, torch_s, peaks))
-  med = lambda v: float(np.median(v))
-  mfu = lambda s: 100 * med(d["xla_flops"] / s / 1e9 / peaks)
-  print(f"  matmul peak: {med(peaks):.1f} GFLOP/s median ({peaks.min():.0f}-{peaks.max():.0f})")
-  print(f"  gen_jax: {1 / med(jax_s):.3f} steps/s (median of {rounds}; best "
-        f"{1 / jax_s.min():.3f}), MFU {mfu(jax_s):.1f}%")
-  print(f"  torch:   {1 / med(torch_s):.3f} steps/s (median of {rounds}; best "
-        f"{1 / torch_s.min():.3f}), MFU {mfu(torch_s):.1f}%")
-  print(f"  gen_jax / torch speed: {med(torch_s / jax_s):.2f}x (median of per-round ratios; "
-        f"ratio of medians {med(torch_s) / med(jax_s):.2f}x, of bests "
-        f"{torch_s.min() / jax_s.min():.2f}x)")
+  print_side_by_side(*alternating_rounds(jax_step, torch_step, peak, rounds), d["xla_flops"])
 
 
 def main(argv):
